@@ -1,0 +1,70 @@
+"""The zoo's presets: the papers' mLSTM, its larger sibling, small CPU sizes, and the nn.LSTM baseline."""
+from __future__ import annotations
+
+from .lstm import ByteLSTMConfig, ByteLSTMForCausalLM
+from .mlstm import MLSTMConfig, MLSTMForCausalLM
+from .registry import register_model
+
+RADFORD_2017 = "Radford, Jozefowicz, Sutskever. Learning to Generate Reviews and Discovering Sentiment. arXiv:1704.01444 (2017)"
+PURI_2018 = "Puri, Kirby, Yakovenko, Catanzaro. Large Scale Language Modeling: Converging on 40GB of Text in Four Hours. arXiv:1808.01371 (2018)"
+TINY = {"hidden_size": 32, "embedding_size": 8}
+
+
+def _mlstm(hidden_size: int, overrides: dict) -> MLSTMForCausalLM:
+    return MLSTMForCausalLM(MLSTMConfig(**{"hidden_size": hidden_size, "embedding_size": 64, "weight_norm": True, **overrides}))
+
+
+def _lstm(hidden_size: int, overrides: dict) -> ByteLSTMForCausalLM:
+    return ByteLSTMForCausalLM(ByteLSTMConfig(**{"hidden_size": hidden_size, "embedding_size": 64, **overrides}))
+
+
+@register_model(
+    paper=RADFORD_2017,
+    source="https://github.com/openai/generating-reviews-discovering-sentiment (15 .npy files; `bytezoo convert openai`)",
+    license="MIT",
+    test_overrides=TINY,
+)
+def mlstm_4096(**overrides) -> MLSTMForCausalLM:
+    """The papers' model: 64-d byte embedding, one 4096-unit mLSTM with weight norm (≈ 82M parameters)."""
+    return _mlstm(4096, overrides)
+
+
+@register_model(
+    paper=PURI_2018,
+    source="https://github.com/NVIDIA/sentiment-discovery (PyTorch checkpoints; `bytezoo convert nvidia`)",
+    license="see source",
+    test_overrides=TINY,
+)
+def mlstm_8192(**overrides) -> MLSTMForCausalLM:
+    """8192-unit mLSTM, the larger model of NVIDIA's large-scale reproduction (≈ 336M parameters)."""
+    return _mlstm(8192, overrides)
+
+
+@register_model(test_overrides={"hidden_size": 32})
+def mlstm_1024(**overrides) -> MLSTMForCausalLM:
+    """1024-unit mLSTM: a CPU-trainable size for experiments (≈ 5.6M parameters)."""
+    return _mlstm(1024, overrides)
+
+
+@register_model(test_overrides={"hidden_size": 32})
+def mlstm_256(**overrides) -> MLSTMForCausalLM:
+    """256-unit mLSTM: trains in minutes on a laptop CPU (≈ 0.4M parameters)."""
+    return _mlstm(256, overrides)
+
+
+@register_model(paper=PURI_2018, test_overrides=TINY)
+def lstm_4096(**overrides) -> ByteLSTMForCausalLM:
+    """4096-unit nn.LSTM baseline (cuDNN on GPU, oneDNN on CPU)."""
+    return _lstm(4096, overrides)
+
+
+@register_model(test_overrides={"hidden_size": 32})
+def lstm_1024(**overrides) -> ByteLSTMForCausalLM:
+    """1024-unit nn.LSTM baseline."""
+    return _lstm(1024, overrides)
+
+
+@register_model(test_overrides={"hidden_size": 32})
+def lstm_256(**overrides) -> ByteLSTMForCausalLM:
+    """256-unit nn.LSTM baseline."""
+    return _lstm(256, overrides)

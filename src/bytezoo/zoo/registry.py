@@ -1,0 +1,116 @@
+"""The model zoo: named presets behind ``create_model``, in the spirit of timm's registry.
+
+A preset is a factory decorated with :func:`register_model`; its keyword arguments override the preset's config.
+Metadata about released weights (source, license, paper) is kept apart from the architecture, in :class:`ModelInfo`.
+
+>>> import bytezoo
+>>> bytezoo.list_models("mlstm-*")
+['mlstm-1024', 'mlstm-256', 'mlstm-4096', 'mlstm-8192']
+>>> model = bytezoo.create_model("mlstm-256", num_layers=2)
+
+Adding an architecture takes one decorator; the zoo's tests (parametrised over ``list_models()``) then cover it::
+
+    @bytezoo.register_model(test_overrides={"hidden_size": 16})
+    def my_mlstm_512(**overrides):
+        return MLSTMForCausalLM(MLSTMConfig(**{"hidden_size": 512, **overrides}))
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from transformers import PreTrainedModel
+
+ModelFactory = Callable[..., PreTrainedModel]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What is known about a preset besides its architecture.
+
+    Args:
+        name: the registry name, e.g. ``"mlstm-4096"``.
+        factory: builds the model; keyword arguments override config fields.
+        description: one line for ``bytezoo models``.
+        paper: where the architecture/weights were published.
+        source: where released weights live (a URL or hub reference), if any.
+        license: the license of those weights.
+        test_overrides: config overrides that make a tiny instance for the test suite (big presets would not fit the
+            suite's time budget); must keep the architecture's structure.
+    """
+
+    name: str
+    factory: ModelFactory
+    description: str = ""
+    paper: str | None = None
+    source: str | None = None
+    license: str | None = None
+    test_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+def register_model(
+    factory: ModelFactory | None = None,
+    *,
+    name: str | None = None,
+    description: str = "",
+    paper: str | None = None,
+    source: str | None = None,
+    license: str | None = None,
+    test_overrides: dict[str, Any] | None = None,
+):
+    """Register a model factory under ``name`` (default: the function name with ``_`` → ``-``).
+
+    Usable bare (``@register_model``) or with metadata (``@register_model(paper=...)``). Registering a name twice is an
+    error, so a typo cannot silently replace a preset.
+    """
+
+    def decorator(fn: ModelFactory) -> ModelFactory:
+        model_name = name or fn.__name__.replace("_", "-")
+        if model_name in _REGISTRY:
+            raise ValueError(f"a model named {model_name!r} is already registered")
+        _REGISTRY[model_name] = ModelInfo(
+            name=model_name,
+            factory=fn,
+            description=description or (fn.__doc__ or "").strip().split("\n")[0],
+            paper=paper,
+            source=source,
+            license=license,
+            test_overrides=dict(test_overrides or {}),
+        )
+        return fn
+
+    return decorator(factory) if factory is not None else decorator
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered names matching a shell-style ``pattern`` (``"mlstm-*"``), sorted."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+
+
+def get_model_info(name: str) -> ModelInfo:
+    """The :class:`ModelInfo` of a registered name; a clear error (with close matches) otherwise."""
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; registered: {', '.join(list_models())}"
+        raise KeyError(f"no model named {name!r} in the zoo{hint}")
+    return _REGISTRY[name]
+
+
+def is_model(name: str) -> bool:
+    return name in _REGISTRY
+
+
+def create_model(name: str, **config_overrides: Any) -> PreTrainedModel:
+    """A randomly initialised model of the preset ``name``, with config fields overridden by keyword.
+
+    >>> model = create_model("mlstm-1024", num_layers=2, kernel="reference")
+    """
+    return get_model_info(name).factory(**config_overrides)
+
+
+__all__ = ["ModelInfo", "register_model", "create_model", "list_models", "get_model_info", "is_model"]
