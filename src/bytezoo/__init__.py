@@ -10,6 +10,6 @@ Importing bytezoo registers its models and tokenizer with transformers' Auto cla
 """
 __version__ = "0.1.0"
 
-from .zoo import ByteTokenizer, create_model, get_model_info, list_models, register_model  # noqa: E402
+from .zoo import ByteTokenizer, create_model, from_pretrained, get_model_info, list_models, register_model  # noqa: E402
 
-__all__ = ["ByteTokenizer", "create_model", "get_model_info", "list_models", "register_model", "__version__"]
+__all__ = ["ByteTokenizer", "create_model", "from_pretrained", "get_model_info", "list_models", "register_model", "__version__"]

@@ -15,6 +15,15 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+try:  # hub URLs and strict loading; absent when loaded through trust_remote_code without bytezoo
+    from bytezoo.zoo.modeling_utils import ByteZooModelMixin
+except ModuleNotFoundError as error:
+    if not (error.name or "").startswith("bytezoo"):
+        raise
+
+    class ByteZooModelMixin:
+        pass
+
 from .configuration_lstm import ByteLSTMConfig
 
 LSTMState = tuple[Tensor, Tensor]  # (h, c), each (num_layers, B, H)
@@ -54,7 +63,7 @@ def _segment_starts(reset: Tensor | None, hold: Tensor | None, steps: int) -> li
     return starts.nonzero().flatten().tolist()
 
 
-class ByteLSTMPreTrainedModel(PreTrainedModel):
+class ByteLSTMPreTrainedModel(ByteZooModelMixin, PreTrainedModel):
     config: ByteLSTMConfig
     config_class = ByteLSTMConfig
     base_model_prefix = "model"
@@ -81,23 +90,6 @@ class ByteLSTMPreTrainedModel(PreTrainedModel):
             init.normal_(module.weight, std=1.0 / math.sqrt(module.in_features))
             if module.bias is not None:
                 init.zeros_(module.bias)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """transformers' ``from_pretrained``, plus any fsspec URL through the bytezoo hub."""
-        if isinstance(pretrained_model_name_or_path, str) and "://" in pretrained_model_name_or_path:
-            try:
-                from bytezoo.hub import resolve
-            except ImportError as error:  # a checkpoint loaded through trust_remote_code, without bytezoo
-                raise ImportError(f"loading {pretrained_model_name_or_path!r} needs bytezoo's hub: pip install bytezoo") from error
-            pretrained_model_name_or_path = resolve(pretrained_model_name_or_path)
-        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        # With trust_remote_code, let AutoModel load the base model from a causal-LM checkpoint too.
-        if self._auto_class is not None:
-            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), "AutoModel": "modeling_lstm.ByteLSTMModel"}
-        return super().save_pretrained(save_directory, *args, **kwargs)
 
 
 class ByteLSTMModel(ByteLSTMPreTrainedModel):

@@ -21,11 +21,22 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+try:  # hub URLs and strict loading; absent when loaded through trust_remote_code without bytezoo
+    from bytezoo.zoo.modeling_utils import ByteZooModelMixin
+except ModuleNotFoundError as error:
+    if not (error.name or "").startswith("bytezoo"):
+        raise
+
+    class ByteZooModelMixin:
+        pass
+
 from .configuration_mlstm import MLSTMConfig
 
 try:
     from bytezoo.kernels import mlstm_scan
-except ImportError:  # loaded with trust_remote_code where bytezoo is not installed: plain PyTorch loop
+except ModuleNotFoundError as error:  # loaded with trust_remote_code where bytezoo is not installed: plain PyTorch loop
+    if not (error.name or "").startswith("bytezoo"):
+        raise
 
     def mlstm_scan(gates_x, mult_x, w_mh, w_h, h0=None, c0=None, reset=None, hold=None, return_cells=False, kernel="auto"):
         """Portable copy of ``bytezoo.kernels.mlstm_scan_ref`` (same math; see there for the contract)."""
@@ -121,7 +132,7 @@ class MLSTMLayer(nn.Module):
         return f"input_size={self.input_size}, hidden_size={self.hidden_size}, weight_norm={self.weight_norm}"
 
 
-class MLSTMPreTrainedModel(PreTrainedModel):
+class MLSTMPreTrainedModel(ByteZooModelMixin, PreTrainedModel):
     config: MLSTMConfig
     config_class = MLSTMConfig
     base_model_prefix = "model"
@@ -149,24 +160,6 @@ class MLSTMPreTrainedModel(PreTrainedModel):
             init.normal_(module.weight, std=1.0 / math.sqrt(module.in_features))
             if module.bias is not None:
                 init.zeros_(module.bias)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """transformers' ``from_pretrained``, plus any fsspec URL (``s3://…``, ``file://…``, ``memory://…``) through the
-        bytezoo hub, which verifies and caches what it downloads."""
-        if isinstance(pretrained_model_name_or_path, str) and "://" in pretrained_model_name_or_path:
-            try:
-                from bytezoo.hub import resolve
-            except ImportError as error:  # a checkpoint loaded through trust_remote_code, without bytezoo
-                raise ImportError(f"loading {pretrained_model_name_or_path!r} needs bytezoo's hub: pip install bytezoo") from error
-            pretrained_model_name_or_path = resolve(pretrained_model_name_or_path)
-        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        # With trust_remote_code, let AutoModel load the base model from a causal-LM checkpoint too.
-        if self._auto_class is not None:
-            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), "AutoModel": "modeling_mlstm.MLSTMModel"}
-        return super().save_pretrained(save_directory, *args, **kwargs)
 
 
 class MLSTMModel(MLSTMPreTrainedModel):

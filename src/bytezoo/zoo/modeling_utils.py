@@ -1,0 +1,80 @@
+"""What every bytezoo model adds to transformers' ``PreTrainedModel``: loading from hub URLs, and loading that fails
+loudly instead of silently random-initialising what a checkpoint lacks.
+
+The model files import this inside ``try``: a checkpoint loaded with ``trust_remote_code`` where bytezoo is not
+installed falls back to transformers' plain behaviour.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from safetensors import SafetensorError, safe_open
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory that cannot be loaded as it is: names the file and the problem."""
+
+
+def _check_checkpoint_files(directory: str) -> None:
+    """Fail early, naming the file, on a checkpoint whose weights are missing, truncated or corrupt."""
+    config_path = os.path.join(directory, "config.json")
+    if not os.path.isfile(config_path):
+        raise CheckpointError(f"{config_path}: missing; {directory!r} is not a saved bytezoo/transformers checkpoint")
+    index_path = os.path.join(directory, "model.safetensors.index.json")
+    if os.path.isfile(index_path):
+        try:
+            with open(index_path) as handle:
+                shards = sorted(set(json.load(handle)["weight_map"].values()))
+        except (ValueError, KeyError) as error:
+            raise CheckpointError(f"{index_path}: not a valid safetensors index ({error})") from error
+    else:
+        shards = ["model.safetensors"]
+    for shard in shards:
+        path = os.path.join(directory, shard)
+        if not os.path.isfile(path):
+            raise CheckpointError(f"{path}: missing; the checkpoint has no weights (never loading random ones instead)")
+        try:  # safetensors checks the header and that the tensors exactly cover the file
+            with safe_open(path, framework="pt"):
+                pass
+        except (SafetensorError, OSError, ValueError) as error:
+            raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({error})") from error
+
+
+class ByteZooModelMixin:
+    """Mixed into each zoo model's ``PreTrainedModel`` base class (before ``PreTrainedModel`` in the bases)."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """transformers' ``from_pretrained``, plus:
+
+        * any fsspec URL (``s3://…``, ``file://…``, ``memory://…``, ``hf://…``) through :func:`bytezoo.hub.resolve`,
+          which verifies and caches what it downloads;
+        * a :class:`CheckpointError` naming the file for missing, truncated or corrupt weights, and for weights that
+          the architecture needs but the checkpoint lacks or has in another shape — never a silently random layer.
+        """
+        path = pretrained_model_name_or_path
+        if isinstance(path, (str, os.PathLike)) and "://" in str(path):
+            from bytezoo.hub import resolve
+
+            path = resolve(str(path))
+        if isinstance(path, (str, os.PathLike)) and os.path.isdir(path):
+            _check_checkpoint_files(str(path))
+        return_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(path, *model_args, output_loading_info=True, **kwargs)
+        problems = []
+        if info.get("missing_keys"):
+            problems.append(f"missing weights {sorted(info['missing_keys'])}")
+        if info.get("mismatched_keys"):
+            problems.append(f"weights of the wrong shape {sorted(info['mismatched_keys'])}")
+        if problems:
+            raise CheckpointError(f"{path}: checkpoint does not match {cls.__name__}'s config: " + "; ".join(problems))
+        return (model, info) if return_info else model
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # With trust_remote_code, let AutoModel load the base model from a causal-LM checkpoint too.
+        if getattr(self, "_auto_class", None) is not None:
+            base = type(self.base_model)
+            entry = f"{base.__module__.rsplit('.', 1)[-1]}.{base.__name__}"
+            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), "AutoModel": entry}
+        return super().save_pretrained(save_directory, *args, **kwargs)
