@@ -276,6 +276,8 @@ class ByteLSTMForCausalLM(ByteLSTMPreTrainedModel, GenerationMixin):
         logits = self.lm_head(outputs.last_hidden_state[:, keep])  # (B, T', V)
         loss = None
         if labels is not None or kwargs.get("shift_labels") is not None:
+            if kwargs.get("shift_labels") is not None:  # a slice of a window is typical; the loss needs it flat
+                kwargs["shift_labels"] = kwargs["shift_labels"].contiguous()
             loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
         output = ByteLSTMCausalLMOutput(
             loss=loss, logits=logits, state=outputs.state, hidden_states=outputs.hidden_states, cell_states=outputs.cell_states

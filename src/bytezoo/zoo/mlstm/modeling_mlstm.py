@@ -352,6 +352,8 @@ class MLSTMForCausalLM(MLSTMPreTrainedModel, GenerationMixin):
         logits = self.lm_head(hidden[:, keep])  # (B, T', V)
         loss = None
         if labels is not None or kwargs.get("shift_labels") is not None:
+            if kwargs.get("shift_labels") is not None:  # a slice of a window is typical; the loss needs it flat
+                kwargs["shift_labels"] = kwargs["shift_labels"].contiguous()
             loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
         output = MLSTMCausalLMOutput(
             loss=loss,

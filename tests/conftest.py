@@ -1,0 +1,45 @@
+"""Shared fixtures: the read-only data beside the checkout, tiny zoo models, an isolated hub cache."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# The data folder that sits beside the checkout (../shared/data); tests that need it skip cleanly without it.
+SHARED_DATA = Path(os.environ.get("BYTEZOO_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_bytezoo_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own hub cache, so tests never share or pollute ~/.cache/bytezoo."""
+    monkeypatch.setenv("BYTEZOO_CACHE", str(tmp_path_factory.mktemp("bytezoo-cache")))
+    monkeypatch.delenv("BYTEZOO_OFFLINE", raising=False)
+
+
+@pytest.fixture
+def sst_dir() -> Path:
+    path = SHARED_DATA / "sst"
+    if not (path / "train.csv").is_file():
+        pytest.skip(f"SST data not found at {path}")
+    return path
+
+
+@pytest.fixture
+def semeval_dir() -> Path:
+    path = SHARED_DATA / "semeval"
+    if not (path / "train.csv").is_file():
+        pytest.skip(f"SemEval data not found at {path}")
+    return path
+
+
+@pytest.fixture
+def tiny_model():
+    """Builds a preset at the tiny size its registry entry declares for tests, in eval mode."""
+    import bytezoo
+
+    def build(name: str, **overrides):
+        info = bytezoo.get_model_info(name)
+        return bytezoo.create_model(name, **{**info.test_overrides, **overrides}).eval()
+
+    return build
