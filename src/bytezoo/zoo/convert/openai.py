@@ -73,9 +73,9 @@ def _load_npy(fs: fsspec.AbstractFileSystem, path: str, name: str, src_dir: str)
         data = handle.read()
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
-    except ValueError as error:  # object arrays need pickle, which is refused
-        raise ConversionError(f"{src_dir}/{name}: not a plain numeric .npy array ({error})") from error
-    except Exception as error:  # truncated or not a .npy file at all
+    except Exception as error:  # truncated, not a .npy file at all, or an object array (which needs pickle)
+        if "allow_pickle" in str(error):
+            raise ConversionError(f"{src_dir}/{name}: not a plain numeric .npy array: it holds pickled Python objects, which are never loaded") from error
         raise ConversionError(f"{src_dir}/{name}: cannot be read as a .npy array ({type(error).__name__}: {error})") from error
     if not np.issubdtype(array.dtype, np.floating):
         raise ConversionError(f"{src_dir}/{name}: holds {array.dtype} values; expected floating-point parameters")
