@@ -1,0 +1,283 @@
+"""push, pull, ls and resolve: the hub's public operations."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .cache import Cache, offline_from_environment
+from .card import is_generated_card, make_model_card, read_json_documents
+from .errors import HubError, NotFoundError
+from .manifest import DEFAULT_TAG, FileEntry, Manifest, Tag, check_tag_name, is_version_id, utc_now
+from .remote import HubRepo, sha256_of_file
+from .safety import check_allowed_name, check_file
+from .urls import is_url, redact_url, selector_or_default, split_ref
+
+logger = logging.getLogger("bytezoo.hub")
+
+MAX_WORKERS = 8
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One complete version of a repository, as :func:`ls` reports it."""
+
+    version: str
+    created: str
+    files: int
+    size: int
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _LocalFile:
+    entry: FileEntry
+    path: Path
+    stat_key: tuple[int, int] | None  # (size, mtime_ns) when hashed; None for generated files
+    safetensors_header: dict | None
+
+
+def push(
+    local_dir: str | os.PathLike,
+    url: str,
+    tag: str | None = None,
+    *,
+    model_card: bool = True,
+    storage_options: dict | None = None,
+) -> str:
+    """Publish the files of ``local_dir`` as a new immutable version of the repository at ``url``.
+
+    Returns the version id (16 hex digits, derived from the files' content: pushing identical files again returns
+    the same id and uploads nothing). Afterwards the tag ``latest`` and, if given, ``tag`` point to the version.
+    Order of writes: blobs, then the manifest, then the tags; an interrupted push leaves no visible trace.
+
+    Only data formats are accepted (see :mod:`bytezoo.hub.safety`); hidden files and folders are skipped. Unless
+    ``model_card=False`` or the directory has a hand-written ``README.md``, a model card is generated from the run
+    summaries found in the directory and shared as ``README.md``.
+
+    >>> version = push("runs/mlstm-256", "s3://team-models/mlstm-256", tag="paper")  # doctest: +SKIP
+    """
+    directory = Path(local_dir)
+    if not directory.is_dir():
+        raise HubError(f"cannot push {str(local_dir)!r}: not a directory")
+    tags = [DEFAULT_TAG] + ([check_tag_name(tag)] if tag is not None and tag != DEFAULT_TAG else [])
+    repo = HubRepo(url, storage_options)
+    repo.check_writable()
+
+    names = _collect_files(directory)
+    generate_card = model_card and ("README.md" not in names or _is_generated_readme(directory / "README.md"))
+    if generate_card and "README.md" in names:
+        names.remove("README.md")  # regenerated below from the current summaries
+    if not names:
+        raise HubError(f"cannot push {str(local_dir)!r}: it holds no files to share")
+
+    with ThreadPoolExecutor(MAX_WORKERS) as pool:
+        local_files = list(pool.map(lambda name: _inspect(directory, name), names))
+    with tempfile.TemporaryDirectory(prefix="bytezoo-hub-") as scratch:
+        if generate_card:
+            local_files.append(_write_card(directory, local_files, url, Path(scratch)))
+        manifest = Manifest.for_files((f.entry for f in local_files), created_by=_created_by())
+        with ThreadPoolExecutor(MAX_WORKERS) as pool:
+            present = list(pool.map(lambda f: repo.has_blob(f.entry), local_files))
+            missing = [f for f, is_present in zip(local_files, present) if not is_present]
+            list(pool.map(lambda f: repo.upload_blob(f.entry, f.path), missing))
+        _check_unchanged(repo, missing)
+    written = repo.write_manifest(manifest)
+    for name in tags:
+        repo.write_tag(Tag(name=name, version=manifest.version, updated=utc_now()))
+    logger.info(
+        "pushed %s version %s (%d files, %d bytes, %d blobs uploaded%s); tags: %s",
+        repo.display_url, manifest.version, len(manifest.files), manifest.total_size, len(missing),
+        "" if written else ", version already existed", ", ".join(tags),
+    )
+    return manifest.version
+
+
+def pull(
+    ref: str,
+    local_dir: str | os.PathLike | None = None,
+    offline: bool = False,
+    *,
+    storage_options: dict | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> str:
+    """Fetch a version into the local cache, verifying every file's sha256, and return a local directory.
+
+    ``ref`` is ``URL`` (the ``latest`` tag), ``URL@TAG``, ``URL@VERSION`` or ``URL@PREFIX`` (6+ hex digits of a
+    version id). Without ``local_dir`` the cache's read-only snapshot directory is returned; with it, the files are
+    copied there (other files in ``local_dir`` are left alone) and ``local_dir`` is returned.
+
+    Offline (``offline=True`` or ``BYTEZOO_OFFLINE=1``) the hub is not contacted: a tag resolves to the version it
+    pointed to when last pulled. A version id already in the cache is served without contacting the hub either,
+    since versions never change.
+
+    >>> path = pull("s3://team-models/mlstm-256@paper")  # doctest: +SKIP
+    """
+    url, selector = split_ref(os.fspath(ref))
+    selector = selector_or_default(selector)
+    cache = Cache(cache_dir)
+    if offline or offline_from_environment():
+        manifest = cache.resolve_offline(url, selector)
+    elif is_version_id(selector) and cache.has_snapshot(selector):
+        manifest = cache.load_manifest(selector)
+    else:
+        repo = HubRepo(url, storage_options)
+        manifest, tag = repo.resolve(selector)
+        cache.materialize(manifest, repo.download_blob, max_workers=MAX_WORKERS)
+        if tag is not None:
+            cache.record_tag(url, tag.name, manifest.version)
+        logger.info("pulled %s@%s -> version %s", repo.display_url, selector, manifest.version)
+    snapshot = cache.snapshot_path(manifest.version)
+    if local_dir is None:
+        return str(snapshot)
+    _export(snapshot, manifest, Path(local_dir))
+    return str(local_dir)
+
+
+def ls(url: str, *, storage_options: dict | None = None) -> list[VersionInfo]:
+    """The complete versions of the repository at ``url``, newest first, each with the tags pointing to it.
+
+    Raises :class:`NotFoundError` if ``url`` holds no complete version.
+
+    >>> [(v.version, v.tags) for v in ls("s3://team-models/mlstm-256")]  # doctest: +SKIP
+    [('3f9c0a1d2b4e5f60', ('latest', 'paper')), ('9e1b7c2d4a5f6e70', ())]
+    """
+    repo = HubRepo(url, storage_options)
+    version_ids = repo.list_version_ids()
+    if not version_ids:
+        raise NotFoundError(f"no bytezoo hub repository at {repo.display_url} (it has no complete versions)")
+    with ThreadPoolExecutor(MAX_WORKERS) as pool:
+        manifests = list(pool.map(repo.read_manifest, version_ids))
+    tags_by_version: dict[str, list[str]] = {}
+    for tag in repo.list_tags():
+        if tag.version not in version_ids:
+            logger.warning("tag %r of %s points to missing version %s", tag.name, repo.display_url, tag.version)
+        tags_by_version.setdefault(tag.version, []).append(tag.name)
+    infos = [
+        VersionInfo(
+            version=m.version, created=m.created, files=len(m.files), size=m.total_size,
+            tags=tuple(tags_by_version.get(m.version, ())),
+        )
+        for m in manifests
+    ]
+    return sorted(infos, key=lambda info: info.created, reverse=True)
+
+
+def resolve(
+    path_or_url: str | os.PathLike,
+    *,
+    offline: bool = False,
+    storage_options: dict | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> str:
+    """A local directory for anything ``from_pretrained`` may receive.
+
+    - ``scheme://…`` URLs (with an optional ``@TAG`` / ``@VERSION``) are pulled into the cache (see :func:`pull`)
+      and the cached snapshot directory is returned;
+    - a local path to a hub repository (a folder with ``versions/`` and ``tags/``), optionally ``@TAG``, is pulled
+      likewise;
+    - anything else (a checkpoint directory, a preset name) is returned unchanged, as a string.
+
+    >>> resolve("runs/mlstm-256/checkpoint")  # doctest: +SKIP
+    'runs/mlstm-256/checkpoint'
+    >>> resolve("s3://team-models/mlstm-256@paper")  # doctest: +SKIP
+    '/home/me/.cache/bytezoo/hub/snapshots/3f9c0a1d2b4e5f60'
+    """
+    text = os.fspath(path_or_url)
+    options: dict[str, Any] = dict(offline=offline, storage_options=storage_options, cache_dir=cache_dir)
+    if is_url(text):
+        return pull(text, **options)
+    if os.path.exists(text) and not _is_local_hub(text):
+        return text
+    try:
+        base, _ = split_ref(text)
+    except ValueError:
+        return text
+    if _is_local_hub(base):
+        return pull(text, **options)
+    return text
+
+
+# ---------------------------------------------------------------------- helpers
+def _collect_files(directory: Path) -> list[str]:
+    """Relative POSIX paths of the files to share, hidden entries skipped; unsafe names fail fast, by name."""
+    names = []
+    for root, subdirectories, files in os.walk(directory, followlinks=True):
+        subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
+        for file_name in sorted(files):
+            if file_name.startswith("."):
+                continue
+            name = Path(root, file_name).relative_to(directory).as_posix()
+            check_allowed_name(name)
+            names.append(name)
+    return names
+
+
+def _inspect(directory: Path, name: str) -> _LocalFile:
+    path = directory / name
+    before = path.stat()
+    header = check_file(path, name)
+    sha256, size = sha256_of_file(path)
+    return _LocalFile(FileEntry(name, sha256, size), path, (before.st_size, before.st_mtime_ns), header)
+
+
+def _is_generated_readme(path: Path) -> bool:
+    try:
+        return is_generated_card(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _write_card(directory: Path, local_files: list[_LocalFile], url: str, scratch: Path) -> _LocalFile:
+    sizes = {f.entry.path: f.entry.size for f in local_files}
+    headers = {f.entry.path: f.safetensors_header for f in local_files if f.safetensors_header is not None}
+    name = url.rstrip("/").rsplit("/", 1)[-1] or directory.resolve().name
+    text = make_model_card(redact_url(name), sizes, read_json_documents(directory, sizes), headers, url=url)
+    card_path = scratch / "README.md"
+    card_path.write_text(text, encoding="utf-8")
+    sha256, size = sha256_of_file(card_path)
+    return _LocalFile(FileEntry("README.md", sha256, size), card_path, None, None)
+
+
+def _check_unchanged(repo: HubRepo, uploaded: list[_LocalFile]) -> None:
+    """Refuse to publish if a file changed between hashing and uploading (a run still writing its checkpoint):
+    its blob would not match its name. The blob is withdrawn so a later push uploads it again."""
+    for local_file in uploaded:
+        if local_file.stat_key is None:
+            continue
+        now = local_file.path.stat()
+        if (now.st_size, now.st_mtime_ns) != local_file.stat_key:
+            repo.delete_blob(local_file.entry.sha256)
+            raise HubError(
+                f"{local_file.entry.path!r} changed while it was being pushed; nothing was published. "
+                "Push again once the directory is final."
+            )
+
+
+def _export(snapshot: Path, manifest: Manifest, local_dir: Path) -> None:
+    """Copy a snapshot's files into ``local_dir``, each through a temporary name so none is ever half-written."""
+    for entry in manifest.files:
+        target = local_dir / entry.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
+        try:
+            shutil.copyfile(snapshot / entry.path, temporary)
+            os.replace(temporary, target)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+
+def _is_local_hub(path: str) -> bool:
+    return os.path.isdir(os.path.join(path, "versions")) and os.path.isdir(os.path.join(path, "tags"))
+
+
+def _created_by() -> str:
+    import bytezoo  # already imported: this module lives inside it
+
+    return f"bytezoo {getattr(bytezoo, '__version__', 'unknown')}"

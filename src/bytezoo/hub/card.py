@@ -1,0 +1,231 @@
+"""Model cards: a README.md for each version, written from whatever run summaries the directory holds.
+
+Inputs, all optional: ``config.json`` (architecture), ``*.safetensors`` headers (parameter counts, read without
+loading tensors), tokenizer files, ``training_summary.json`` (written by pretraining), ``report.json`` and
+``classifier.json`` (written by sentiment transfer). Unknown keys are shown too, so a summary that grows new fields
+needs no change here. The card carries no timestamps, so pushing the same files again gives the same version.
+
+String values pass through :func:`~bytezoo.hub.urls.redact_url`, and keys that look like secrets are left out, so a
+training summary that recorded ``s3://key:secret@bucket`` does not leak into a card.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path, PurePosixPath
+from typing import Any, Mapping
+
+from .safety import count_parameters
+from .urls import redact_url
+
+GENERATED_MARKER = "<!-- bytezoo-hub: generated model card; delete this line to keep your edits on the next push -->"
+
+_SECRET_KEY_RE = re.compile(r"secret|token|password|passwd|credential|api[_-]?key|access[_-]?key|auth", re.I)
+_ARCHITECTURE_KEYS = (
+    ("model_type", "model type"),
+    ("num_layers", "layers"),
+    ("hidden_size", "hidden size"),
+    ("embedding_size", "embedding size"),
+    ("vocab_size", "vocabulary"),
+    ("multiplicative_size", "multiplicative size"),
+    ("weight_norm", "weight norm"),
+    ("torch_dtype", "dtype"),
+    ("dtype", "dtype"),
+)
+# Headline training facts and the names a training summary may give them, first match wins.
+_TRAINING_HEADLINES = (
+    ("Training data", ("data", "dataset", "train_data", "data_path", "corpus")),
+    ("Characters seen", ("characters_seen", "chars_seen", "bytes_seen", "train_bytes", "tokens_seen")),
+    ("Optimizer steps", ("steps", "optimizer_steps", "global_step", "step")),
+    ("Validation BPC", ("val_bpc", "valid_bpc", "validation_bpc", "best_val_bpc", "eval_bpc")),
+    ("Throughput", ("throughput", "bytes_per_second", "chars_per_second", "tokens_per_second")),
+)
+_MODEL_DESCRIPTIONS = {
+    "mlstm": "a byte-level multiplicative LSTM language model (Krause et al. 2016; Radford et al. 2017)",
+    "byte_lstm": "a byte-level LSTM language model",
+}
+_MAX_OTHER_ROWS = 60
+
+
+def is_generated_card(text: str) -> bool:
+    """Whether a README.md was written by :func:`make_model_card` (and may be regenerated on the next push)."""
+    return GENERATED_MARKER in text
+
+
+def make_model_card(
+    name: str,
+    files: Mapping[str, int],
+    json_documents: Mapping[str, Any],
+    safetensors_headers: Mapping[str, dict],
+    url: str | None = None,
+) -> str:
+    """Render a model card.
+
+    ``files`` maps each shared path to its size; ``json_documents`` maps JSON file paths to their parsed content;
+    ``safetensors_headers`` maps safetensors paths to their headers; ``url`` is where the version is pushed.
+    """
+    config = _as_dict(json_documents.get("config.json"))
+    summary = _as_dict(json_documents.get("training_summary.json"))
+    report = _as_dict(json_documents.get("report.json"))
+    classifier = _as_dict(json_documents.get("classifier.json"))
+    has_model = "config.json" in files
+    has_classifier = "classifier.safetensors" in files or bool(classifier)
+    model_type = str(config.get("model_type", "")) if config else ""
+
+    lines = [GENERATED_MARKER, "---", "library_name: bytezoo"]
+    tags = ["bytezoo", "byte-level", model_type] + (["sentiment-analysis"] if has_classifier else [])
+    lines += ["tags:"] + [f"- {tag}" for tag in tags if tag] + ["---", "", f"# {_clean(name)}", ""]
+    description = _MODEL_DESCRIPTIONS.get(model_type, f"a byte-level `{model_type}` language model" if model_type
+                                          else "files shared through the bytezoo hub")
+    sentence = f"This version holds {description}"
+    if has_classifier:
+        sentence += (", with a sentiment classifier trained on its features" if has_model
+                     else "; it holds a sentiment classifier on byte-level language-model features")
+    lines += [sentence + ".", ""]
+
+    if config:
+        rows = [(label, config[key]) for key, label in _ARCHITECTURE_KEYS if key in config]
+        if "architectures" in config:
+            rows.insert(0, ("class", ", ".join(map(str, config["architectures"] or []))))
+        lines += ["## Architecture", ""] + _table(("", "value"), rows) + [""]
+
+    if safetensors_headers:
+        lines += ["## Parameters", ""]
+        rows = []
+        total = 0
+        for path, header in sorted(safetensors_headers.items()):
+            count = count_parameters(header)
+            total += count
+            dtypes = sorted({entry["dtype"] for key, entry in header.items() if key != "__metadata__"})
+            tensors = sum(1 for key in header if key != "__metadata__")
+            rows.append((f"`{path}`", _format_value("parameters", count), tensors, ", ".join(dtypes)))
+        lines += _table(("file", "parameters", "tensors", "dtypes"), rows)
+        if len(rows) > 1:
+            lines += ["", f"Total: {_format_value('parameters', total)} parameters."]
+        lines += [""]
+
+    tokenizer_files = sorted(path for path in files if PurePosixPath(path).name.startswith(("tokenizer", "special_tokens")))
+    if tokenizer_files:
+        lines += ["## Tokenizer", "", "Bytes in, bytes out: " + ", ".join(f"`{f}`" for f in tokenizer_files) + ".", ""]
+
+    if summary:
+        lines += ["## Training", ""]
+        flat = _flatten(summary)
+        used = set()
+        for label, aliases in _TRAINING_HEADLINES:
+            key = next((alias for alias in aliases if alias in flat), None)
+            if key is not None:
+                used.add(key)
+                lines.append(f"- **{label}:** {_clean(_format_value(key, flat[key]))}")
+        other = [(f"`{key}`", _format_value(key, value)) for key, value in flat.items() if key not in used]
+        lines += [""]
+        if other:
+            lines += _table(("recorded in training_summary.json", "value"), other[:_MAX_OTHER_ROWS]) + [""]
+
+    if report or classifier:
+        lines += ["## Transfer results", ""]
+        if report:
+            rows = [(f"`{key}`", _format_value(key, value)) for key, value in _flatten(report).items()]
+            lines += _table(("report.json", "value"), rows[:_MAX_OTHER_ROWS]) + [""]
+        if classifier:
+            rows = [(f"`{key}`", _format_value(key, value)) for key, value in _flatten(classifier).items()]
+            lines += _table(("classifier.json", "value"), rows[:_MAX_OTHER_ROWS]) + [""]
+
+    lines += ["## How to load", ""] + _loading_instructions(url, has_model, has_classifier, tokenizer_files)
+
+    lines += ["## Files", ""]
+    lines += _table(("file", "bytes"), [(f"`{path}`", f"{size:,}") for path, size in sorted(files.items())])
+    lines += [
+        "",
+        "Every file's sha256 is in this version's manifest; `bytezoo hub pull` checks them all. The hub shares "
+        "only data formats (safetensors, JSON, text, images): nothing in this version runs code when loaded.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def read_json_documents(directory: Path, paths) -> dict[str, Any]:
+    """Parse the summary JSON files among ``paths`` (those a card uses); unreadable ones are skipped."""
+    wanted = {"config.json", "training_summary.json", "report.json", "classifier.json"}
+    documents = {}
+    for path in paths:
+        if path in wanted:
+            try:
+                documents[path] = json.loads((directory / path).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+    return documents
+
+
+def _loading_instructions(url, has_model, has_classifier, tokenizer_files) -> list[str]:
+    where = redact_url(url) if url else "URL"
+    lines = ["```bash", f"bytezoo hub pull {where}@latest ./checkpoint   # or @<tag> / @<version>", "```", ""]
+    code = ["```python", "import bytezoo"]
+    if has_model:
+        code += [
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            "",
+            f'path = bytezoo.hub.resolve("{where}")  # pulls and verifies once, then serves from the cache',
+            "model = AutoModelForCausalLM.from_pretrained(path)",
+        ]
+        if tokenizer_files:
+            code.append("tokenizer = AutoTokenizer.from_pretrained(path)")
+    if has_classifier:
+        code += ["", "from bytezoo.transfer import SentimentPipeline", "",
+                 f'sentiment = SentimentPipeline.from_pretrained("{where}")']
+    if not has_model and not has_classifier:
+        code += [f'path = bytezoo.hub.pull("{where}")  # a local directory with the files']
+    return lines + code + ["```", ""]
+
+
+def _as_dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _flatten(document: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Scalar leaves of nested dicts as ``a.b.c`` keys; short lists of scalars are kept; secrets are dropped."""
+    flat: dict[str, Any] = {}
+    for key, value in document.items():
+        if _SECRET_KEY_RE.search(str(key)):
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        elif isinstance(value, list):
+            if len(value) <= 8 and all(isinstance(item, (str, int, float, bool)) or item is None for item in value):
+                flat[name] = ", ".join(map(str, value))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _format_value(key: str, value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}" + (f" ({_human(value)})" if abs(value) >= 10**6 else "")
+    if isinstance(value, float):
+        if "bpc" in key.lower() or "loss" in key.lower():
+            return f"{value:.4f}"
+        if abs(value) >= 10**6:
+            return f"{value:,.0f} ({_human(value)})"
+        return f"{value:.4g}"
+    return redact_url(str(value))
+
+
+def _human(count: float) -> str:
+    for threshold, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(count) >= threshold:
+            return f"{count / threshold:.2f}{suffix}"
+    return str(count)
+
+
+def _clean(text: str) -> str:
+    """One line of Markdown-safe text for a table cell."""
+    return " ".join(text.split()).replace("|", "\\|")[:300]
+
+
+def _table(header: tuple, rows: list[tuple]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_clean(str(cell)) for cell in row) + " |" for row in rows]
+    return lines

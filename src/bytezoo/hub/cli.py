@@ -1,0 +1,87 @@
+"""``bytezoo hub push | pull | ls``: the hub from the command line.
+
+Examples::
+
+    bytezoo hub push runs/mlstm-256 s3://team-models/mlstm-256 --tag paper
+    bytezoo hub ls s3://team-models/mlstm-256
+    bytezoo hub pull s3://team-models/mlstm-256@paper ./mlstm-256
+    BYTEZOO_OFFLINE=1 bytezoo hub pull s3://team-models/mlstm-256@paper
+
+Credentials come from the environment (``AWS_ACCESS_KEY_ID``, ``HF_TOKEN``, ...) or fsspec's configuration
+(``FSSPEC_S3_ENDPOINT_URL``, ``~/.config/fsspec/conf.json``); there are deliberately no credential options.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+
+
+def register(subparsers) -> None:
+    hub = subparsers.add_parser(
+        "hub",
+        help="share checkpoints and classifiers through any fsspec URL",
+        description="Push, pull and list versions of checkpoints and classifiers on a hub (any fsspec URL).",
+    )
+    hub.set_defaults(func=lambda args: (hub.print_help(), 2)[1])
+    commands = hub.add_subparsers(title="hub commands", metavar="COMMAND")
+
+    push = commands.add_parser("push", help="publish a directory as a new immutable version")
+    push.add_argument("directory", help="local directory with safetensors/JSON/text files")
+    push.add_argument("url", help="repository URL, e.g. s3://bucket/models/mlstm-256 or a local folder")
+    push.add_argument("--tag", help="also point this tag at the new version (besides 'latest')")
+    push.add_argument("--no-card", action="store_true", help="do not generate README.md (the model card)")
+    push.set_defaults(func=_push)
+
+    pull = commands.add_parser("pull", help="fetch and verify a version into the cache (and optionally a directory)")
+    pull.add_argument("ref", help="URL, URL@TAG or URL@VERSION (default tag: latest)")
+    pull.add_argument("directory", nargs="?", help="copy the files here (default: print the cached directory)")
+    pull.add_argument("--offline", action="store_true", help="serve from the cache only (also BYTEZOO_OFFLINE=1)")
+    pull.set_defaults(func=_pull)
+
+    ls = commands.add_parser("ls", help="list the versions and tags of a repository")
+    ls.add_argument("url", help="repository URL")
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ls.set_defaults(func=_ls)
+
+
+def _push(args: argparse.Namespace) -> int:
+    from . import api
+
+    return _run(lambda: print(api.push(args.directory, args.url, tag=args.tag, model_card=not args.no_card)))
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from . import api
+
+    return _run(lambda: print(api.pull(args.ref, args.directory, offline=args.offline)))
+
+
+def _ls(args: argparse.Namespace) -> int:
+    from . import api
+
+    def show():
+        versions = api.ls(args.url)
+        if args.json:
+            print(json.dumps([dataclasses.asdict(info) for info in versions], indent=1))
+            return
+        print(f"{'VERSION':<16}  {'CREATED':<27}  {'FILES':>5}  {'BYTES':>14}  TAGS")
+        for info in versions:
+            print(f"{info.version:<16}  {info.created:<27}  {info.files:>5}  {info.size:>14,}  {', '.join(info.tags)}")
+
+    return _run(show)
+
+
+def _run(action) -> int:
+    """Run a hub action; report hub errors (and bad input) as one line on stderr with exit code 1."""
+    from .errors import HubError
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        action()
+    except (HubError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
