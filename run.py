@@ -77,7 +77,10 @@ def main(argv: list[str]) -> int:
     env = dict(os.environ)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     if argv and argv[0] == "test":
-        cmd = [str(PYTHON), "-m", "pytest", *argv[1:]]
+        pytest_args = argv[1:]
+        if not any(arg == "-n" or arg.startswith(("-n=", "--numprocesses")) for arg in pytest_args):
+            pytest_args = ["-n", "auto", *pytest_args]  # one worker per core (pytest-xdist)
+        cmd = [str(PYTHON), "-m", "pytest", *pytest_args]
     else:
         cmd = [str(BIN / "bytezoo"), "demo", *argv]
     print("[bytezoo] $", " ".join(cmd), flush=True)
