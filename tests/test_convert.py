@@ -232,6 +232,12 @@ def test_openai_bad_input_is_one_clear_error_and_writes_nothing(tmp_path, corrup
     assert_nothing_written(out_dir)
 
 
+def test_openai_output_must_be_local(tmp_path):
+    write_release(openai_release(), tmp_path / "release")
+    with pytest.raises(ConversionError, match="local filesystem"):
+        convert_openai(str(tmp_path / "release"), "memory://converted")
+
+
 def test_openai_missing_directory(tmp_path):
     with pytest.raises(ConversionError, match="not a directory"):
         convert_openai(str(tmp_path / "nowhere"), str(tmp_path / "out"))
@@ -395,6 +401,18 @@ def test_nvidia_gate_order_matters(tmp_path):
 def load_nvidia_state_from(tmp_path, params):
     torch.save(rnn_model_state_dict(params), tmp_path / "lm.pt")
     return load_nvidia_state(str(tmp_path / "lm.pt"))
+
+
+def test_nvidia_tensors_outside_the_language_model_are_ignored_and_recorded(tmp_path):
+    """A classifier checkpoint that also carries the full language model: the LM converts, the rest is listed."""
+    params = nvidia_params(layers=1)
+    checkpoint = {"sd": rnn_model_state_dict(params), "classifier": {"weight": torch.zeros(1, 16), "bias": torch.zeros(1)}}
+    torch.save(checkpoint, tmp_path / "lm.pt")
+    with pytest.warns(UserWarning, match="ignoring 2 tensors outside the language model"):
+        convert_nvidia(str(tmp_path / "lm.pt"), str(tmp_path / "out"))
+    record = assert_checkpoint_files(tmp_path / "out", "nvidia-sentiment-discovery")
+    assert record["ignored_keys"] == ["classifier.bias", "classifier.weight"]
+    assert_matches_nvidia(tmp_path / "out", params)
 
 
 class _RunsCodeWhenUnpickled:

@@ -9,7 +9,8 @@ What their code stores (github.com/NVIDIA/sentiment-discovery, read for this con
   delegates ``state_dict`` to the wrapped model, so fp16 runs save the same keys in half precision.
 * ``RNN_utils/RNN/RNNBackend.py`` ``stackedRNN``: layers in ``rnns.{l}``; ``RNNCell`` holds ``w_ih`` (4H, in),
   ``w_hh`` (4H, H), ``b_ih``/``b_hh`` (4H) in torch's (out, in) layout; ``w_ho`` only with an output projection.
-* ``RNN_utils/RNN/cells.py`` ``mLSTMRNNCell`` adds ``w_mih`` (H, in) and ``w_mhh`` (H, H); ``mLSTMCell`` computes::
+* ``RNN_utils/RNN/cells.py`` (``model/RNN_utils/RNN/models.py`` imports ``mLSTMRNNCell`` from it; the copy read here
+  was the identical ``apex_utils/apex/RNN/cells.py`` of the same repository) ``mLSTMRNNCell`` adds ``w_mih`` (H, in) and ``w_mhh`` (H, H); ``mLSTMCell`` computes::
 
       m = F.linear(x, w_mih) * F.linear(h, w_mhh)
       gates = F.linear(x, w_ih, b_ih) + F.linear(m, w_hh, b_hh)
