@@ -105,6 +105,7 @@ def write_checkpoint(model: MLSTMForCausalLM, out_dir: str, conversion: dict[str
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.converting-", dir=parent)
     try:
+        os.chmod(staging, 0o777 & ~_current_umask())  # mkdtemp makes it private (0700); the result is an ordinary dir
         model.save_pretrained(staging)  # transformers v5 always writes safetensors
         ByteTokenizer().save_pretrained(staging)
         record = {**conversion, "converted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -115,6 +116,12 @@ def write_checkpoint(model: MLSTMForCausalLM, out_dir: str, conversion: dict[str
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _move_into_place(staging: str, path: str) -> None:

@@ -168,7 +168,9 @@ def _classify_plain_rnn(flat: dict[str, Tensor], prefix: str) -> str:
     return {4: "an LSTM", 3: "a GRU", 1: "a plain RNN"}.get(gates, "a non-multiplicative recurrent")
 
 
-def _read_layer(flat, source, layer, input_size, hidden_size, where) -> tuple[dict[str, dict[str, Tensor]], Tensor]:
+def _read_layer(
+    flat: dict[str, Tensor], source: _Source, layer: int, input_size: int, hidden_size: int, where: str
+) -> tuple[dict[str, dict[str, Tensor]], Tensor]:
     """One layer's four weights (each ``{"w": ...}`` or ``{"g": ..., "v": ...}``, torch layout, gates reordered) and its
     summed bias; every key present, expected and of the right shape."""
     prefix = f"{source.rnn_prefix}rnns.{layer}."
