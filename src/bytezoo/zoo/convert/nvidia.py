@@ -43,7 +43,7 @@ from torch import Tensor
 from ..mlstm import MLSTMConfig, MLSTMForCausalLM
 from ._common import ConversionError, build_model, check_vocab_size, prepare_output, read_bytes, sha256_hex, write_checkpoint
 
-# mLSTMCell's gate chunks are (i, f, u, o); bytezoo's are (i, f, o, u): new block k comes from old block ORDER[k].
+# mLSTMCell's gate chunks are (i, f, u, o); bytezoo's are (i, f, o, u): new block k is old block GATE_BLOCK_ORDER[k].
 GATE_BLOCK_ORDER = (0, 1, 3, 2)
 RECURRENT_WEIGHTS = ("w_ih", "w_hh", "w_mih", "w_mhh")
 BIASES = ("b_ih", "b_hh")
