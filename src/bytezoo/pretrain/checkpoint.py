@@ -1,0 +1,97 @@
+"""Checkpoints that a crash can never half-write, and the final export.
+
+A checkpoint is a directory ``OUTPUT/checkpoints/step-NNNNNNNN/`` holding Accelerate's ``save_state`` (model,
+optimizer, loss scaler, RNG states), one ``streams-rankR.safetensors`` per process (its recurrent state ``h``, ``c``)
+and ``train_state.json`` (step, updates, data position, counters). Everything is first written to a hidden
+``.tmp-step-…`` directory and renamed into place only when complete, so a checkpoint directory that exists is whole:
+resume takes the newest ``step-*`` directory and never sees a partial one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+TRAIN_STATE = "train_state.json"
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: readers see the old or the new file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def checkpoint_dirs(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints under ``output_dir``, oldest first."""
+    root = Path(output_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.glob("step-*") if (p / TRAIN_STATE).is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def save_checkpoint(accelerator, output_dir: str | Path, train_state: dict, recurrent_state, keep: int) -> Path:
+    """Save a checkpoint on every process (a collective: all processes must call it) and return its directory."""
+    root = Path(output_dir) / "checkpoints"
+    final = root / f"step-{train_state['step']:08d}"
+    staging = root / f".tmp-{final.name}"
+    if accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)  # the remains of a save that crashed
+        staging.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(staging))
+    h, c = recurrent_state
+    save_file({"h": h.detach().float().cpu().contiguous(), "c": c.detach().float().cpu().contiguous()},
+              str(staging / f"streams-rank{accelerator.process_index}.safetensors"))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_text_atomic(staging / TRAIN_STATE, json.dumps(train_state, indent=2))  # the completeness mark
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+        for old in checkpoint_dirs(output_dir)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(accelerator, checkpoint: str | Path) -> tuple[dict, tuple[torch.Tensor, torch.Tensor]]:
+    """Restore Accelerate's state from ``checkpoint``; return its train state and this process's recurrent state."""
+    checkpoint = Path(checkpoint)
+    if not (checkpoint / TRAIN_STATE).is_file():
+        raise FileNotFoundError(f"{checkpoint} is not a complete checkpoint (no {TRAIN_STATE})")
+    train_state = json.loads((checkpoint / TRAIN_STATE).read_text())
+    streams = checkpoint / f"streams-rank{accelerator.process_index}.safetensors"
+    if not streams.is_file():
+        raise ValueError(f"{checkpoint} has no recurrent state for process {accelerator.process_index}: "
+                         f"it was saved by {train_state.get('num_processes')} process(es)")
+    accelerator.load_state(str(checkpoint))
+    tensors = load_file(str(streams), device=str(accelerator.device))
+    return train_state, (tensors["h"], tensors["c"])
+
+
+def export_model(model, tokenizer, export_dir: str | Path, summary: dict) -> Path:
+    """``save_pretrained`` the model and tokenizer plus ``training_summary.json``, swapped into place at once."""
+    export_dir = Path(export_dir)
+    staging = export_dir.with_name(f".tmp-{export_dir.name}")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    write_text_atomic(staging / "training_summary.json", json.dumps(summary, indent=2))
+    if export_dir.exists():
+        shutil.rmtree(export_dir)
+    os.replace(staging, export_dir)
+    return export_dir

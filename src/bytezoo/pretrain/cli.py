@@ -1,0 +1,104 @@
+"""``bytezoo pretrain``: the command-line face of :func:`bytezoo.pretrain.run`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+DESCRIPTION = """\
+Pretrain a byte-level language model with truncated backprop through time: the corpus is cut into
+batch-size parallel byte streams per process, each window of --seq-len bytes continues the previous
+window's recurrent state, and the state resets where a shard or file begins.
+
+The same command runs as one process, under `accelerate launch` and under `torchrun`:
+  bytezoo pretrain --model mlstm-256 --data reviews.csv --text-field sentence --output runs/a --max-steps 500
+  accelerate launch --multi_gpu --num_processes 8 -m bytezoo.cli pretrain ... --mixed-precision fp16
+  torchrun --nnodes 16 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29500 -m bytezoo.cli pretrain ...
+
+OUTPUT (a local directory) receives:
+  model/               the final model: save_pretrained (safetensors, config, tokenizer) + training_summary.json;
+                       load with `import bytezoo; AutoModelForCausalLM.from_pretrained("OUTPUT/model")`
+  metrics.jsonl        one JSON object per log step (loss, bpc, lr, chars_per_second) and per evaluation (val_bpc)
+  tensorboard/         the same scalars for TensorBoard
+  curves.png           BPC and learning rate against characters seen
+  summary.json         the run's summary (as training_summary.json)
+  checkpoints/step-N/  periodic checkpoints (with --save-every); --resume continues from the newest
+"""
+
+
+def _key_value(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("pretrain", help="pretrain a byte-level LM (Accelerate; 1 CPU to many GPUs)",
+                                   description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default="mlstm-256", help="a zoo preset (`bytezoo models`) or a checkpoint directory to continue from (default: mlstm-256)")
+    model.add_argument("--model-config", metavar="KEY=VALUE", type=_key_value, action="append", default=[],
+                       help="override a config field of a preset, e.g. hidden_size=512 (repeatable; values parsed as JSON)")
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", action="append", required=True, metavar="PATH_OR_URL",
+                      help="training text: a path, a glob, or any fsspec URL (s3://, gs://, https://, memory://); repeatable. "
+                           ".txt (raw bytes), .jsonl/.json, .csv/.tsv, each optionally compressed (.gz, .bz2, .xz, .zst)")
+    data.add_argument("--val-data", action="append", default=[], metavar="PATH_OR_URL", help="held-out text for validation BPC (same forms as --data)")
+    data.add_argument("--text-field", help="the text column (CSV) or key (JSON lines); default: the first of text, sentence, review, content, body")
+    data.add_argument("--seq-len", type=int, default=256, help="bytes per truncated-backprop window (default: 256)")
+    data.add_argument("--shard-bytes", type=int, default=1 << 20,
+                      help="at most this many contiguous bytes per stream between state resets (default: 1 MiB)")
+
+    train = parser.add_argument_group("training")
+    train.add_argument("--output", required=True, metavar="DIR", help="output directory (layout above)")
+    train.add_argument("--batch-size", type=int, default=32, help="parallel streams per process (default: 32); the global batch is x processes x --grad-accum")
+    length = train.add_mutually_exclusive_group()
+    length.add_argument("--max-steps", type=int, help="optimizer steps to run")
+    length.add_argument("--epochs", type=float, help="passes over the corpus (default: 1 when --max-steps is not given)")
+    train.add_argument("--recipe", choices=["puri2018"],
+                       help="a named preset; puri2018 = Puri et al. 2018's large-batch recipe: lr 5e-4 per 128 sequences scaled "
+                            "linearly and capped at 3e-3, 2%% warmup, linear decay to zero. Explicit options override it")
+    train.add_argument("--lr", type=float, help="Adam learning rate for --base-batch-size sequences (default: 5e-4)")
+    train.add_argument("--lr-scaling", choices=["none", "linear", "sqrt"], help="scale --lr by global batch / --base-batch-size (default: none)")
+    train.add_argument("--base-batch-size", type=int, help="the global batch --lr is meant for (default: 128)")
+    train.add_argument("--lr-cap", type=float, help="upper bound on the scaled rate (Puri et al.: 3e-3)")
+    train.add_argument("--schedule", choices=["constant", "linear", "cosine", "exponential"],
+                       help="decay after warmup: constant, linear to zero, cosine to zero, exponential to 1%% (default: linear)")
+    train.add_argument("--warmup", type=float, help="linear warmup: a number of steps, or a fraction of the run if < 1 (default: 0)")
+    train.add_argument("--clip-grad-norm", type=float, default=1.0, help="clip the global gradient norm (default: 1.0; 0 = off)")
+    train.add_argument("--grad-accum", type=int, default=1, dest="grad_accum_steps", help="consecutive windows per optimizer step (default: 1)")
+    train.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default="no",
+                       help="fp16: dynamic loss scaling and fp32 master weights (GPU); bf16: autocast. Loss always in fp32 (default: no)")
+    train.add_argument("--seed", type=int, default=0, help="initialisation and data order (default: 0)")
+
+    run = parser.add_argument_group("checkpoints and logging")
+    run.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps, and at the end (default: 0 = no checkpoints)")
+    run.add_argument("--keep-checkpoints", type=int, default=2, help="how many recent checkpoints to keep (default: 2)")
+    run.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
+                     help="continue from the newest checkpoint in OUTPUT (or the given one); same data, batch and processes")
+    run.add_argument("--eval-every", type=int, default=0, help="validation BPC every N steps (always at the end with --val-data)")
+    run.add_argument("--log-every", type=int, default=10, help="steps per metrics record (default: 10)")
+    run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from .data import DataError
+    from .trainer import NonFiniteLossError, PretrainConfig, run
+
+    options = {key: value for key, value in vars(args).items() if key != "func"}
+    options["model_config"] = dict(options["model_config"])
+    try:
+        summary = run(PretrainConfig(**options))
+    except (DataError, NonFiniteLossError, ValueError, FileNotFoundError) as error:
+        print(f"bytezoo pretrain: error: {error}", file=sys.stderr)
+        return 1
+    val = f"{summary['val_bpc']:.4f}" if summary["val_bpc"] is not None else "n/a"
+    print(f"{summary['steps']} steps, {summary['characters_seen']:,} characters, {summary['chars_per_second']:,.0f} char/s, "
+          f"val BPC {val}; model in {args.output}/model")
+    return 0

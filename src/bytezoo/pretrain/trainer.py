@@ -1,0 +1,368 @@
+"""The pretraining loop: byte-level language modelling with truncated backprop, under Accelerate.
+
+One process, ``accelerate launch`` or ``torchrun`` run the same code. The loop reads top to bottom:
+Accelerator -> seed -> data (validated before anything else) -> model, Adam -> prepare -> resume ->
+[window -> forward with the carried state -> fp32 loss -> backward -> clip -> lr -> step] -> eval -> save -> export.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from . import checkpoint as ckpt
+from .data import IGNORE_INDEX, ByteStreams, DataError, StreamLayout, corpus_size, expand_sources
+from .schedules import RECIPES, SCALING_RULES, SCHEDULES, Schedule, scaled_lr, warmup_steps
+
+LN2 = math.log(2.0)
+VAL_WINDOWS_PER_STREAM = 8  # fewer validation streams when the held-out text is short: state persistence matters
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite (in fp32 or bf16, where no loss scaler can skip the step)."""
+
+
+@dataclass
+class PretrainConfig:
+    """Options of ``bytezoo pretrain`` (see ``bytezoo pretrain --help`` for each). ``None`` means: the recipe's value
+    if ``recipe`` sets one, else the default noted."""
+
+    data: list[str]
+    output: str
+    model: str = "mlstm-256"
+    model_config: dict = field(default_factory=dict)
+    val_data: list[str] = field(default_factory=list)
+    text_field: str | None = None
+    batch_size: int = 32  # per process
+    seq_len: int = 256
+    max_steps: int | None = None
+    epochs: float | None = None  # used when max_steps is None; default 1
+    recipe: str | None = None
+    lr: float | None = None  # default 5e-4
+    lr_scaling: str | None = None  # default "none"
+    base_batch_size: int | None = None  # default 128
+    lr_cap: float | None = None
+    schedule: str | None = None  # default "linear"
+    warmup: float | None = None  # default 0
+    clip_grad_norm: float = 1.0
+    grad_accum_steps: int = 1
+    mixed_precision: str = "no"
+    save_every: int = 0
+    eval_every: int = 0
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    resume: str | None = None  # "latest" or a checkpoint directory
+    seed: int = 0
+    shard_bytes: int = 1 << 20
+    progress: bool = True
+
+    def resolved(self) -> PretrainConfig:
+        """A copy with recipe values and defaults filled in, checked for nonsense."""
+        if self.recipe is not None and self.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {self.recipe!r}; choose from {sorted(RECIPES)}")
+        defaults = {"lr": 5e-4, "lr_scaling": "none", "base_batch_size": 128, "schedule": "linear", "warmup": 0.0}
+        preset = {**defaults, **RECIPES.get(self.recipe, {})}
+        config = dataclasses.replace(self, **{k: v for k, v in preset.items() if getattr(self, k) is None})
+        config.data = [config.data] if isinstance(config.data, str) else list(config.data)
+        config.val_data = [config.val_data] if isinstance(config.val_data, str) else list(config.val_data or [])
+        problems = []
+        for name in ("batch_size", "seq_len", "grad_accum_steps", "shard_bytes", "log_every"):
+            if getattr(config, name) < 1:
+                problems.append(f"{name} must be >= 1 (got {getattr(config, name)})")
+        if config.max_steps is not None and config.max_steps < 1:
+            problems.append(f"max_steps must be >= 1 (got {config.max_steps})")
+        if config.epochs is not None and config.epochs <= 0:
+            problems.append(f"epochs must be > 0 (got {config.epochs})")
+        if not config.lr > 0:
+            problems.append(f"lr must be > 0 (got {config.lr})")
+        if config.schedule not in SCHEDULES:
+            problems.append(f"schedule must be one of {SCHEDULES} (got {config.schedule!r})")
+        if config.lr_scaling not in SCALING_RULES:
+            problems.append(f"lr_scaling must be one of {SCALING_RULES} (got {config.lr_scaling!r})")
+        if config.mixed_precision not in ("no", "fp16", "bf16"):
+            problems.append(f"mixed_precision must be no, fp16 or bf16 (got {config.mixed_precision!r})")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return config
+
+
+def load_model(name: str, overrides: dict):
+    """A zoo preset (randomly initialised, config fields overridden) or a saved checkpoint to continue from."""
+    import bytezoo  # noqa: F401  (registers the Auto classes)
+    from bytezoo.zoo import create_model, is_model, list_models
+    from transformers import AutoModelForCausalLM
+
+    if is_model(name):
+        return create_model(name, **overrides)
+    try:
+        return AutoModelForCausalLM.from_pretrained(name, **overrides)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--model {name!r} is neither a zoo preset ({', '.join(list_models())}) "
+                         f"nor a loadable checkpoint: {error}") from error
+
+
+class MetricsLog:
+    """``metrics.jsonl`` plus TensorBoard scalars, written by the main process only."""
+
+    def __init__(self, output: Path, enabled: bool, resume_step: int | None):
+        self.enabled, self.path = enabled, output / "metrics.jsonl"
+        self.tensorboard = None
+        if not enabled:
+            return
+        if resume_step is not None and self.path.exists():  # forget what was logged after the checkpoint
+            kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= resume_step]
+            ckpt.write_text_atomic(self.path, "".join(line + "\n" for line in kept))
+        elif self.path.exists():
+            self.path.unlink()
+        self.file = open(self.path, "a")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            warnings.warn("tensorboard is not installed: metrics go to metrics.jsonl only", stacklevel=2)
+        else:
+            self.tensorboard = SummaryWriter(str(output / "tensorboard"), purge_step=resume_step)
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.tensorboard is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.tensorboard.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        if self.enabled:
+            self.file.close()
+            if self.tensorboard is not None:
+                self.tensorboard.close()
+
+
+def plot_curves(metrics_path: Path, png_path: Path) -> None:
+    """Training and validation BPC, and the learning rate, against characters seen."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in metrics_path.read_text().splitlines()] if metrics_path.exists() else []
+    train = [r for r in records if "bpc" in r]
+    val = [r for r in records if "val_bpc" in r]
+    figure, (ax_bpc, ax_lr) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, height_ratios=(3, 1))
+    ax_bpc.plot([r["characters_seen"] for r in train], [r["bpc"] for r in train], label="train", lw=1)
+    if val:
+        ax_bpc.plot([r["characters_seen"] for r in val], [r["val_bpc"] for r in val], "o-", label="validation")
+    ax_bpc.set_ylabel("bits per character")
+    ax_bpc.legend()
+    ax_bpc.grid(alpha=0.3)
+    ax_lr.plot([r["characters_seen"] for r in train], [r["lr"] for r in train], lw=1)
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.set_xlabel("characters seen")
+    ax_lr.grid(alpha=0.3)
+    figure.tight_layout()
+    staging = png_path.with_name(f".tmp-{png_path.name}")
+    figure.savefig(staging, format="png", dpi=110)
+    plt.close(figure)
+    os.replace(staging, png_path)
+
+
+def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed next-byte NLL in fp32 and the number of counted targets: (B, T, V), (B, T) -> (), ()."""
+    nll = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+    return nll, (targets != IGNORE_INDEX).sum()
+
+
+@torch.no_grad()
+def evaluate(accelerator, model, windows) -> float:
+    """Validation bits per character over every window, the state carried across windows, all processes pooled."""
+    model.eval()
+    state, nll_sum, count = None, torch.zeros((), device=accelerator.device), torch.zeros((), device=accelerator.device)
+    with accelerator.autocast():
+        for window in windows:
+            input_ids, targets, reset = (t.to(accelerator.device) for t in (window.input_ids, window.targets, window.reset_mask))
+            out = model(input_ids=input_ids, state=state, reset_mask=reset, use_cache=True)
+            nll, n = token_loss(out.logits, targets)
+            nll_sum, count, state = nll_sum + nll, count + n, out.state
+    model.train()
+    totals = accelerator.reduce(torch.stack([nll_sum, count.float()]), reduction="sum")
+    return (totals[0] / totals[1]).item() / LN2
+
+
+def run(config: PretrainConfig) -> dict:
+    """Pretrain as ``config`` says; return the run's summary (also saved beside the exported model)."""
+    config = config.resolved()
+    output = Path(config.output)
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum_steps,
+                              step_scheduler_with_optimizer=False)
+    if config.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        warnings.warn("fp16 on CPU: Accelerate trains in fp32 (no autocast, no loss scaling); use bf16 on CPU", stacklevel=2)
+    set_seed(config.seed)
+    main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
+
+    # --- data: every file is opened and sized (and so validated) before a model exists --------------------------------
+    T, B = config.seq_len, config.batch_size
+    train_urls = expand_sources(config.data)
+    train_bytes = corpus_size(train_urls, config.text_field)
+    if train_bytes == 0:
+        raise DataError(f"the training corpus is empty: {config.data}")
+    layout = StreamLayout.plan(train_bytes, B * world, config.shard_bytes)
+    steps_per_epoch = layout.windows(T) // config.grad_accum_steps
+    if steps_per_epoch == 0:
+        raise DataError(f"the corpus ({train_bytes:,} bytes) is too small for {B * world} streams of {T + 1}-byte "
+                        f"windows x {config.grad_accum_steps} accumulation steps: lower --batch-size or --seq-len")
+    total_steps = config.max_steps or math.ceil((config.epochs or 1.0) * steps_per_epoch)
+
+    def train_windows(epoch: int, start_window: int) -> ByteStreams:
+        return ByteStreams(train_urls, layout, first_stream=rank * B, batch_size=B, seq_len=T,
+                           text_field=config.text_field, seed=config.seed, epoch=epoch, start_window=start_window)
+
+    val_windows = None
+    if config.val_data:
+        val_urls = expand_sources(config.val_data)
+        val_bytes = corpus_size(val_urls, config.text_field)
+        val_batch = max(1, min(B, val_bytes // (world * VAL_WINDOWS_PER_STREAM * T)))
+        val_layout = StreamLayout.plan(val_bytes, val_batch * world, config.shard_bytes)
+        if val_layout.windows(T) == 0:
+            raise DataError(f"the validation corpus ({val_bytes:,} bytes) holds no {T + 1}-byte window per process")
+
+        def val_windows() -> ByteStreams:
+            return ByteStreams(val_urls, val_layout, first_stream=rank * val_batch, batch_size=val_batch, seq_len=T,
+                               text_field=config.text_field, seed=config.seed)
+
+    # --- model, optimizer, schedule -------------------------------------------------------------------------------
+    model = load_model(config.model, config.model_config)
+    global_batch = B * world * config.grad_accum_steps
+    peak_lr = scaled_lr(config.lr, global_batch, config.lr_scaling, config.base_batch_size, config.lr_cap)
+    schedule = Schedule(peak_lr, total_steps, config.schedule, warmup_steps(config.warmup, total_steps))
+    optimizer = torch.optim.Adam(model.parameters(), lr=schedule(0))
+    model, optimizer = accelerator.prepare(model, optimizer)  # no scheduler: the rate is set from `updates` each step
+
+    # --- resume -----------------------------------------------------------------------------------------------------
+    position = {"step": 0, "updates": 0, "epoch": 0, "window": 0, "characters_seen": 0, "train_seconds": 0.0}
+    state = None  # (h, c), each (num_layers, B, H): carried across windows, detached between them
+    resumed_from = None
+    if config.resume:
+        found = ckpt.checkpoint_dirs(output) if config.resume == "latest" else [Path(config.resume)]
+        if found:
+            resumed_from = found[-1]
+            saved, state = ckpt.load_checkpoint(accelerator, resumed_from)
+            expected = {"num_streams": B * world, "seq_len": T, "corpus_bytes": train_bytes}
+            mismatched = {k: (saved.get(k), v) for k, v in expected.items() if saved.get(k) != v}
+            if mismatched:
+                raise ValueError(f"cannot resume from {resumed_from}: (saved, now) differ for {mismatched}")
+            position = {k: saved[k] for k in position}
+        elif main:
+            print(f"--resume: no checkpoint in {output / 'checkpoints'}; starting from scratch")
+
+    # --- the loop ---------------------------------------------------------------------------------------------------
+    output.mkdir(parents=True, exist_ok=True)
+    metrics = MetricsLog(output, main, position["step"] if resumed_from else None)
+    chars_per_step = global_batch * T
+    windows = train_windows(position["epoch"], position["window"])
+    bar = tqdm(total=total_steps, initial=position["step"], disable=not (main and config.progress), unit="step",
+               dynamic_ncols=True, mininterval=0.5, desc="pretrain")
+    last_checkpoint, val_bpc, train_bpc = resumed_from, None, None
+    interval = {"nll": 0.0, "count": 0.0, "start": time.perf_counter(), "steps": 0}
+    run_start = time.perf_counter() - position["train_seconds"]
+
+    def save() -> Path:
+        train_state = {**position, "train_seconds": time.perf_counter() - run_start, "num_streams": B * world,
+                       "num_processes": world, "seq_len": T, "corpus_bytes": train_bytes}
+        h_c = state if state is not None else accelerator.unwrap_model(model).model.initial_state(B)
+        return ckpt.save_checkpoint(accelerator, output, train_state, h_c, config.keep_checkpoints)
+
+    model.train()
+    while position["step"] < total_steps:
+        lr = schedule(position["updates"])  # a function of applied updates: a skipped fp16 step does not advance it
+        for _ in range(config.grad_accum_steps):
+            if len(windows) == 0:  # next epoch: a new file order and stream permutation; every state resets
+                position["epoch"], position["window"] = position["epoch"] + 1, 0
+                windows = train_windows(position["epoch"], 0)
+            window = next(windows)
+            position["window"] += 1
+            input_ids, targets, reset = (t.to(accelerator.device) for t in (window.input_ids, window.targets, window.reset_mask))
+            with accelerator.accumulate(model):
+                out = model(input_ids=input_ids, state=state, reset_mask=reset, use_cache=True)  # logits (B, T, 256)
+                nll, count = token_loss(out.logits, targets)
+                # Divide by every position, counted or not, so that P processes x B/P streams average to 1 x B.
+                accelerator.backward(nll / targets.numel())
+                state = tuple(part.detach() for part in out.state)
+                pooled = accelerator.reduce(torch.stack([nll.detach(), count.float()]), reduction="sum")
+                if config.mixed_precision != "fp16" and not torch.isfinite(pooled[0]):
+                    raise NonFiniteLossError(
+                        f"the loss is {pooled[0].item()} at step {position['step'] + 1}; stopping before the update. "
+                        f"Last good checkpoint: {last_checkpoint or 'none'}. Lower --lr, or check the data.")
+                if accelerator.sync_gradients and config.clip_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            interval["nll"] += pooled[0].item()
+            interval["count"] += pooled[1].item()
+        if not accelerator.optimizer_step_was_skipped:
+            position["updates"] += 1
+        position["step"] += 1
+        position["characters_seen"] += chars_per_step
+        interval["steps"] += 1
+        bar.update(1)
+
+        if position["step"] % config.log_every == 0 or position["step"] == total_steps:
+            seconds = time.perf_counter() - interval["start"]
+            loss = interval["nll"] / max(interval["count"], 1.0)
+            train_bpc = loss / LN2
+            record = {"step": position["step"], "updates": position["updates"], "epoch": position["epoch"],
+                      "characters_seen": position["characters_seen"], "loss": loss, "bpc": train_bpc, "lr": lr,
+                      "chars_per_second": interval["steps"] * chars_per_step / seconds}
+            metrics.write(record)
+            bar.set_postfix_str(f"{record['chars_per_second']:,.0f} char/s  loss {loss:.3f}  bpc {train_bpc:.3f}  lr {lr:.2e}")
+            interval = {"nll": 0.0, "count": 0.0, "start": time.perf_counter(), "steps": 0}
+        if val_windows and config.eval_every and position["step"] % config.eval_every == 0 and position["step"] < total_steps:
+            val_bpc = evaluate(accelerator, accelerator.unwrap_model(model), val_windows())
+            metrics.write({"step": position["step"], "characters_seen": position["characters_seen"], "val_bpc": val_bpc})
+        if config.save_every and position["step"] % config.save_every == 0 and position["step"] < total_steps:
+            last_checkpoint = save()
+    bar.close()
+    train_seconds = time.perf_counter() - run_start
+
+    # --- the end: final evaluation, checkpoint, export --------------------------------------------------------------
+    if val_windows:
+        val_bpc = evaluate(accelerator, accelerator.unwrap_model(model), val_windows())
+        metrics.write({"step": position["step"], "characters_seen": position["characters_seen"], "val_bpc": val_bpc})
+    if config.save_every or config.resume:
+        last_checkpoint = save()
+    metrics.close()
+    summary = {
+        "model": config.model, "model_config": config.model_config, "data": config.data, "val_data": config.val_data,
+        "text_field": config.text_field, "corpus_bytes": train_bytes, "steps": position["step"],
+        "updates": position["updates"], "epochs": position["characters_seen"] / max(layout.corpus_bytes, 1),
+        "characters_seen": position["characters_seen"], "train_bpc": train_bpc, "val_bpc": val_bpc,
+        "chars_per_second": position["characters_seen"] / max(train_seconds, 1e-9), "train_seconds": train_seconds,
+        "seq_len": T, "batch_size": B, "global_batch_size": global_batch, "num_processes": world,
+        "grad_accum_steps": config.grad_accum_steps, "mixed_precision": config.mixed_precision,
+        "lr": config.lr, "peak_lr": peak_lr, "lr_scaling": config.lr_scaling, "lr_cap": config.lr_cap,
+        "schedule": config.schedule, "warmup_steps": schedule.warmup_steps, "recipe": config.recipe, "seed": config.seed,
+        "resumed_from": str(resumed_from) if resumed_from else None,
+    }
+    if main:
+        from bytezoo import ByteTokenizer, __version__
+
+        summary["bytezoo_version"] = __version__
+        ckpt.export_model(accelerator.unwrap_model(model), ByteTokenizer(), output / "model", summary)
+        ckpt.write_text_atomic(output / "summary.json", json.dumps(summary, indent=2))
+        plot_curves(metrics.path, output / "curves.png")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return summary
