@@ -1,0 +1,255 @@
+"""Labelled text datasets from CSV, TSV or JSON lines, at any path or fsspec URL.
+
+>>> data = read_dataset("s3://bucket/reviews/train.tsv", text_col="review", label_cols=["rating"])  # doctest: +SKIP
+>>> data.texts[:1], data.labels[:1]                                                               # doctest: +SKIP
+
+The format follows the extension (``.csv``, ``.tsv``/``.tab``, ``.jsonl``/``.ndjson``/``.json``, each optionally
+compressed: ``.gz``, ``.bz2``, ``.xz``, ``.zst``…) unless ``fmt=`` names it. Bytes that are not valid UTF-8 are kept
+as they are (decoded with ``surrogateescape``, so the byte-level model reads the original bytes) and reported once in a
+warning naming the first such row and column. Problems that make a row unusable raise :class:`DatasetError` naming the
+file, the row (1-based, counting the header as row 1 in CSV/TSV, as a spreadsheet shows it; the line in JSON lines)
+and the column.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+TEXT_COLUMN_GUESSES = ("text", "sentence", "review", "tweet", "content", "body", "document")
+LABEL_COLUMN_GUESSES = ("label", "labels", "sentiment", "rating", "class", "target", "y")
+MISSING_LABELS = ("", "nan", "NaN", "NA", "N/A", "null", "None")
+_COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".lzma", ".zip")
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used as it is; the message names the file, row and column."""
+
+
+@dataclass
+class LabeledTexts:
+    """Texts with their labels as read from one file.
+
+    Attributes:
+        texts: one string per row.
+        labels: (n,) label values as strings (one label column), (n, k) 0/1 ints (several label columns: multi-label),
+            or ``None`` when no label column was asked for.
+        text_col, label_cols: the columns read.
+        source: the path or URL.
+        rows: the row number in the file of each example (for error messages downstream).
+    """
+
+    texts: list[str]
+    labels: np.ndarray | None
+    text_col: str
+    label_cols: list[str] = field(default_factory=list)
+    source: str = ""
+    rows: list[int] = field(default_factory=list)
+
+    @property
+    def multilabel(self) -> bool:
+        return self.labels is not None and self.labels.ndim == 2
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def detect_format(path: str) -> str:
+    name = path.lower().split("?", 1)[0]
+    for suffix in _COMPRESSIONS:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    if name.endswith(".csv"):
+        return "csv"
+    if name.endswith((".tsv", ".tab")):
+        return "tsv"
+    if name.endswith((".jsonl", ".ndjson", ".json")):
+        return "jsonl"
+    raise DatasetError(f"{path}: cannot tell the format from the extension; use .csv, .tsv or .jsonl (or pass fmt=)")
+
+
+def _read_records(path: str, fmt: str) -> tuple[list[str], list[tuple[int, dict]]]:
+    """Column names and ``(row number, record)`` pairs of a file."""
+    import fsspec
+
+    csv.field_size_limit(sys.maxsize)  # huge texts (a 1 MB review) are legitimate
+    try:
+        handle = fsspec.open(path, "rt", encoding="utf-8", errors="surrogateescape", newline="", compression="infer")
+        stream = handle.open()
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: file not found") from None
+    with stream:
+        if fmt in ("csv", "tsv"):
+            reader = csv.reader(stream, delimiter="," if fmt == "csv" else "\t")
+            try:
+                header = next(reader)
+            except StopIteration:
+                raise DatasetError(f"{path}: empty file (no header row)") from None
+            except csv.Error as error:
+                raise DatasetError(f"{path}, row 1: malformed header ({error})") from None
+            records = []
+            try:
+                for values in reader:
+                    row = reader.line_num
+                    if not values:  # a blank line
+                        continue
+                    if len(values) != len(header):
+                        raise DatasetError(f"{path}, row {row}: {len(values)} fields but the header has {len(header)}")
+                    records.append((row, dict(zip(header, values))))
+            except csv.Error as error:
+                raise DatasetError(f"{path}, row {reader.line_num}: malformed {fmt.upper()} ({error})") from None
+            return header, records
+        header: list[str] = []
+        records = []
+        for row, line in enumerate(stream, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DatasetError(f"{path}, line {row}: not valid JSON ({error.msg})") from None
+            if not isinstance(record, dict):
+                raise DatasetError(f"{path}, line {row}: expected a JSON object per line, got {type(record).__name__}")
+            for key in record:
+                if key not in header:
+                    header.append(key)
+            records.append((row, record))
+        return header, records
+
+
+def _guess_column(header: list[str], guesses: tuple[str, ...], what: str, path: str) -> str:
+    lowered = {name.lower(): name for name in header}
+    for guess in guesses:
+        if guess in lowered:
+            return lowered[guess]
+    raise DatasetError(f"{path}: no {what} column given and none of {list(guesses)} found; columns are {header}")
+
+
+def _has_bad_bytes(text: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def _is_missing(value) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and value.strip() in MISSING_LABELS
+
+
+def read_dataset(
+    path: str,
+    text_col: str | None = None,
+    label_cols: list[str] | str | None = None,
+    *,
+    fmt: str | None = None,
+    require_labels: bool = True,
+) -> LabeledTexts:
+    """Read texts and labels from ``path`` (any fsspec URL).
+
+    Args:
+        text_col: the text column; guessed from common names (``text``, ``sentence``, ``review``, ``tweet``…) if None.
+        label_cols: one label column (binary or multi-class; any values, kept as strings), several (multi-label: each
+            column 0/1), or None to guess one (``label``, ``sentiment``, ``rating``…).
+        fmt: ``"csv"``, ``"tsv"`` or ``"jsonl"``; from the extension when None.
+        require_labels: False to read texts only (for prediction): then a missing label column is not an error and
+            ``labels`` is None.
+
+    Raises:
+        DatasetError: unknown columns, missing/NaN labels, non-0/1 multi-label values, a text that is not a string,
+            malformed rows, each naming the file, row and column.
+    """
+    path = str(path)
+    fmt = fmt or detect_format(path)
+    if fmt not in ("csv", "tsv", "jsonl"):
+        raise DatasetError(f"{path}: unknown format {fmt!r}; choose csv, tsv or jsonl")
+    header, records = _read_records(path, fmt)
+    if text_col is None:
+        text_col = _guess_column(header, TEXT_COLUMN_GUESSES, "text", path)
+    elif text_col not in header:
+        raise DatasetError(f"{path}: no text column {text_col!r}; columns are {header}")
+    if isinstance(label_cols, str):
+        label_cols = [label_cols]
+    if label_cols is None:
+        if require_labels:
+            label_cols = [_guess_column(header, LABEL_COLUMN_GUESSES, "label", path)]
+        else:
+            label_cols = []
+    if not require_labels:
+        label_cols = [name for name in label_cols if name in header]
+    for name in label_cols:
+        if name not in header:
+            raise DatasetError(f"{path}: no label column {name!r}; columns are {header}")
+    if text_col in label_cols:
+        raise DatasetError(f"{path}: column {text_col!r} is given as both the text and a label column")
+    if not records:
+        raise DatasetError(f"{path}: no data rows")
+
+    texts, labels, rows = [], [], []
+    first_bad_bytes = None
+    for row, record in records:
+        text = record.get(text_col)
+        if text is None:
+            text = ""  # an absent JSON key or null: an empty text, which the featurizer handles
+        if not isinstance(text, str):
+            raise DatasetError(f"{path}, row {row}, column {text_col!r}: text must be a string; got {type(text).__name__} {text!r:.40}")
+        if first_bad_bytes is None and _has_bad_bytes(text):
+            first_bad_bytes = row
+        values = []
+        for name in label_cols:
+            value = record.get(name)
+            if _is_missing(value):
+                raise DatasetError(f"{path}, row {row}, column {name!r}: missing label ({value!r}); fill it in or drop the row")
+            values.append(value if isinstance(value, str) else json.dumps(value) if not isinstance(value, (int, float)) else _format_number(value))
+        texts.append(text)
+        labels.append(values)
+        rows.append(row)
+    if first_bad_bytes is not None:
+        warnings.warn(
+            f"{path}, row {first_bad_bytes}, column {text_col!r}: bytes that are not valid UTF-8; they are kept as they "
+            "are (the byte-level model reads the original bytes)",
+            stacklevel=2,
+        )
+
+    label_array = None
+    if len(label_cols) == 1:
+        label_array = np.asarray([_normalise_label(values[0]) for values in labels], dtype=object)
+    elif len(label_cols) > 1:
+        label_array = np.zeros((len(labels), len(label_cols)), dtype=np.int64)
+        for index, values in enumerate(labels):
+            for column, value in enumerate(values):
+                flag = value.strip()
+                if flag in ("1", "1.0", "true", "True"):
+                    label_array[index, column] = 1
+                elif flag not in ("0", "0.0", "false", "False"):
+                    raise DatasetError(
+                        f"{path}, row {rows[index]}, column {label_cols[column]!r}: multi-label columns hold 0 or 1; got {value!r}"
+                    )
+    return LabeledTexts(texts=texts, labels=label_array, text_col=text_col, label_cols=list(label_cols), source=path, rows=rows)
+
+
+def _normalise_label(value: str) -> str:
+    """``"1.0"`` and ``" 1"`` are the label ``"1"``: spreadsheets and pandas write integers as floats."""
+    value = value.strip()
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return str(int(number)) if number.is_integer() else value
+
+
+def _format_number(value) -> str:
+    """Labels compare as strings: ``1`` and ``1.0`` (pandas' float columns) become the same ``"1"``."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+__all__ = ["DatasetError", "LabeledTexts", "read_dataset", "detect_format"]

@@ -1,0 +1,366 @@
+"""Features of texts from any zoo model: the final cell state (the papers' choice), the final hidden state, or the
+mean hidden state, as a scikit-learn transformer.
+
+>>> from bytezoo.transfer import Featurizer
+>>> features = Featurizer("outputs/demo/model").fit_transform(["great film", "dull film"])  # doctest: +SKIP
+>>> features.shape                                                                          # doctest: +SKIP
+(2, 4096)
+
+How the work is laid out, and why it is exact:
+
+* Texts are sorted by byte length (longest first) and cut into batches of ``batch_size``, so a batch holds texts of
+  nearly one length and little padding is computed.
+* Each batch is read in chunks of at most ``chunk_size`` steps with the recurrent state carried from chunk to chunk,
+  so memory stays bounded whatever the length (a 1 MB review costs as much memory as a 1 kB one). Because the rows
+  are sorted longest first, the rows still running at any chunk are a prefix of the batch: finished texts drop out
+  instead of being carried as padding.
+* Within a chunk, shorter rows are padded on the right and masked; the model *holds* the state at masked positions,
+  so a text's features never depend on what else is in its batch.
+* ``preprocess="openai"`` reproduces the original encoder exactly (``html.unescape``, newlines to spaces, ``strip``,
+  then ``"\\n "`` before and ``" "`` after, UTF-8 bytes), read from a zero state; with the original weights converted
+  by ``bytezoo convert openai`` the final-cell features are the original encoder's.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import html
+import json
+import os
+import time
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+POOLINGS = ("final_cell", "final_hidden", "mean")
+PREPROCESSORS = ("openai", "none")
+DTYPES = ("float32", "bfloat16")
+FEATURE_CACHE_FORMAT = 1  # bump when the meaning of cached features changes
+
+
+def preprocess_openai(text: str) -> bytes:
+    """The original encoder's ``preprocess``: HTML entities unescaped, newlines to spaces, stripped, ``"\\n "`` before
+    and ``" "`` after, as UTF-8 (lone surrogates from undecodable input bytes go back to those bytes)."""
+    text = html.unescape(text).replace("\n", " ").strip()
+    return ("\n " + text + " ").encode("utf-8", errors="surrogateescape")
+
+
+def text_to_bytes(text: str | bytes, preprocess: str) -> bytes:
+    """One text as the bytes the model reads. ``bytes`` input is taken as already encoded (preprocess still applies)."""
+    if isinstance(text, (bytes, bytearray)):
+        if preprocess == "none":
+            return bytes(text)
+        text = bytes(text).decode("utf-8", errors="surrogateescape")
+    if preprocess == "openai":
+        return preprocess_openai(text)
+    return text.encode("utf-8", errors="surrogateescape")
+
+
+def load_language_model(model: Any):
+    """A zoo causal LM (with ``.model`` and ``.lm_head``) from a checkpoint directory, a hub/fsspec URL, or a model
+    object (a causal LM, or a bare recurrent body, which is returned as it is)."""
+    if isinstance(model, (str, os.PathLike)):
+        import bytezoo
+
+        return bytezoo.from_pretrained(str(model))
+    if hasattr(model, "model") and hasattr(getattr(model, "model"), "initial_state"):
+        return model
+    if hasattr(model, "initial_state"):
+        return model
+    raise TypeError(
+        f"model must be a checkpoint directory, a hub URL, or a bytezoo model object; got {type(model).__name__}"
+    )
+
+
+def recurrent_body(language_model):
+    """The recurrent body (``MLSTMModel`` / ``ByteLSTMModel``) of a causal LM, or the body itself."""
+    body = getattr(language_model, "model", language_model)
+    if not hasattr(body, "initial_state"):
+        raise TypeError(f"{type(language_model).__name__} is not a bytezoo recurrent model (no initial_state)")
+    return body
+
+
+def model_fingerprint(model) -> str:
+    """sha256 over the model's config and every weight: the model half of the feature-cache key."""
+    import torch
+
+    digest = hashlib.sha256()
+    config = getattr(model, "config", None)
+    if config is not None:
+        described = config.to_dict()
+        described.pop("kernel", None)  # a runtime choice, not part of what the model computes
+        described.pop("transformers_version", None)
+        digest.update(json.dumps(described, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def data_fingerprint(encoded: Sequence[bytes]) -> str:
+    """sha256 over the texts' bytes, each prefixed by its length so that no two lists collide."""
+    digest = hashlib.sha256()
+    for item in encoded:
+        digest.update(len(item).to_bytes(8, "little"))
+        digest.update(item)
+    return digest.hexdigest()
+
+
+class Featurizer(TransformerMixin, BaseEstimator):
+    """Turns a list of texts into an array of features from a byte-level zoo model.
+
+    Args:
+        model: a checkpoint directory, a hub URL (``s3://…/name@latest``), or a model object
+            (``MLSTMForCausalLM``, ``ByteLSTMForCausalLM`` or their bodies). Loaded in :meth:`fit`.
+        pooling: ``"final_cell"`` (the last layer's cell state after the last byte; the papers' feature),
+            ``"final_hidden"`` (its hidden state), or ``"mean"`` (the last layer's hidden state averaged over the bytes).
+        preprocess: ``"openai"`` (the original encoder's preprocessing; see the module docstring) or ``"none"``
+            (the text's UTF-8 bytes as they are).
+        batch_size: texts per batch.
+        chunk_size: most steps read per forward call; bounds memory to about ``batch_size * chunk_size * 5H`` floats.
+        device: torch device to run on (``"cpu"``, ``"cuda"``…).
+        dtype: ``"float32"``, or ``"bfloat16"`` (autocast: matrix products in bf16, the state carried in fp32).
+        cache_dir: optional directory or fsspec URL of an on-disk feature cache keyed by model, options and data
+            hashes; ``None`` disables it.
+        progress: show a progress bar (``None``: only on a terminal).
+
+    A model object is used as it is (put in eval mode); it is copied only when it must move to another device or
+    dtype, so the caller's model is never changed.
+
+    Learned attributes: ``language_model_`` (the loaded causal LM or body), ``n_features_out_``,
+    ``model_fingerprint_`` (when caching), ``extraction_stats_`` (texts, bytes, characters, seconds of the last
+    :meth:`transform`).
+
+    An empty text (``preprocess="none"``) gets the zero initial state's features (mean pooling: zeros).
+    """
+
+    def __init__(
+        self,
+        model: Any = None,
+        *,
+        pooling: str = "final_cell",
+        preprocess: str = "openai",
+        batch_size: int = 128,
+        chunk_size: int = 256,
+        device: str = "cpu",
+        dtype: str = "float32",
+        cache_dir: str | None = None,
+        progress: bool | None = None,
+    ):
+        self.model = model
+        self.pooling = pooling
+        self.preprocess = preprocess
+        self.batch_size = batch_size
+        self.chunk_size = chunk_size
+        self.device = device
+        self.dtype = dtype
+        self.cache_dir = cache_dir
+        self.progress = progress
+
+    # --- scikit-learn protocol --------------------------------------------------------------------------------------
+    def fit(self, X=None, y=None):
+        """Validate the options and load the model; the texts are not needed (features are unsupervised)."""
+        import torch
+
+        if self.model is None:
+            raise ValueError("Featurizer needs model=: a checkpoint directory, a hub URL, or a model object")
+        for name, value, allowed in (("pooling", self.pooling, POOLINGS), ("preprocess", self.preprocess, PREPROCESSORS), ("dtype", self.dtype, DTYPES)):
+            if value not in allowed:
+                raise ValueError(f"Featurizer {name}={value!r}; choose one of {allowed}")
+        for name in ("batch_size", "chunk_size"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"Featurizer {name} must be a positive integer; got {value!r}")
+        if X is not None:
+            _check_texts(X)
+        language_model = load_language_model(self.model)
+        target = torch.device(self.device)
+        if target.type == "cuda" and target.index is None:
+            target = torch.device("cuda", torch.cuda.current_device())
+        if language_model.device != target or language_model.dtype != torch.float32:
+            if not isinstance(self.model, (str, os.PathLike)):
+                language_model = copy.deepcopy(language_model)  # never move or cast the caller's model
+            language_model = language_model.to(device=target, dtype=torch.float32)
+        self.language_model_ = language_model.eval()
+        self.n_features_out_ = int(recurrent_body(language_model).config.hidden_size)
+        if self.cache_dir is not None:
+            self.model_fingerprint_ = model_fingerprint(language_model)
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        """Features of each text: (n_texts, hidden_size) float32."""
+        check_is_fitted(self, "language_model_")
+        texts = _check_texts(X)
+        encoded = [text_to_bytes(text, self.preprocess) for text in texts]
+        started = time.perf_counter()
+        cache_path = self._cache_path(encoded)
+        features = _read_cached(cache_path) if cache_path is not None else None
+        from_cache = features is not None
+        if features is None:
+            features = self.transform_bytes(encoded)
+            if cache_path is not None:
+                _write_cached(cache_path, features)
+        seconds = time.perf_counter() - started
+        total_bytes = sum(len(item) for item in encoded)
+        self.extraction_stats_ = {
+            "texts": len(texts),
+            "bytes": total_bytes,
+            "characters": sum(len(text) for text in texts),
+            "seconds": seconds,
+            "bytes_per_second": total_bytes / seconds if seconds > 0 else float("inf"),
+            "from_cache": from_cache,
+        }
+        return features
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        check_is_fitted(self, "n_features_out_")
+        return np.asarray([f"{self.pooling}_{unit}" for unit in range(self.n_features_out_)], dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        tags.requires_fit = True
+        return tags
+
+    # --- the work ---------------------------------------------------------------------------------------------------
+    def transform_bytes(self, encoded: Sequence[bytes]) -> np.ndarray:
+        """Features of already-encoded byte strings (no preprocessing, no cache)."""
+        import torch
+        from tqdm.auto import tqdm
+
+        check_is_fitted(self, "language_model_")
+        body = recurrent_body(self.language_model_)
+        hidden = self.n_features_out_
+        features = np.zeros((len(encoded), hidden), dtype=np.float32)
+        if not encoded:
+            return features
+        lengths = np.fromiter((len(item) for item in encoded), dtype=np.int64, count=len(encoded))
+        order = np.argsort(-lengths, kind="stable")  # longest first: running rows are always a prefix of a batch
+        autocast = torch.autocast(body.device.type, dtype=torch.bfloat16) if self.dtype == "bfloat16" else _no_context()
+        with tqdm(total=int(lengths.sum()), unit="B", unit_scale=True, desc="features", disable=_disable_bar(self.progress)) as bar, torch.inference_mode(), autocast:
+            for start in range(0, len(order), self.batch_size):
+                rows = order[start : start + self.batch_size]
+                pooled = self._batch_features([encoded[row] for row in rows], body)  # (B, H)
+                features[rows] = pooled.float().cpu().numpy()
+                bar.update(int(lengths[rows].sum()))
+        return features
+
+    def _batch_features(self, batch: list[bytes], body):
+        """(B, H) features of one batch of byte strings sorted longest first."""
+        import torch
+
+        device = body.device
+        lengths = torch.tensor([len(item) for item in batch])  # (B,), non-increasing
+        h, c = body.initial_state(len(batch))  # each (L, B, H)
+        mean_sum = torch.zeros(len(batch), self.n_features_out_, dtype=h.dtype, device=device) if self.pooling == "mean" else None
+        longest = int(lengths[0])
+        for chunk_start in range(0, longest, self.chunk_size):
+            running = int((lengths > chunk_start).sum())  # rows with bytes left: a prefix, since sorted longest first
+            chunk_len = min(self.chunk_size, longest - chunk_start)
+            ids = torch.zeros(running, chunk_len, dtype=torch.long)  # (B', T)
+            mask = torch.zeros(running, chunk_len, dtype=torch.long)  # (B', T): 1 = real byte, 0 = padding
+            for row in range(running):
+                piece = batch[row][chunk_start : chunk_start + chunk_len]
+                ids[row, : len(piece)] = torch.frombuffer(bytearray(piece), dtype=torch.uint8)
+                mask[row, : len(piece)] = 1
+            out = body(
+                ids.to(device),
+                state=(h[:, :running], c[:, :running]),
+                attention_mask=mask.to(device) if not bool(mask.all()) else None,
+                use_cache=True,
+                return_dict=True,
+            )
+            h_new, c_new = out.state  # each (L, B', H)
+            h[:, :running] = h_new.to(h.dtype)
+            c[:, :running] = c_new.to(c.dtype)
+            if mean_sum is not None:
+                real = mask.to(device=device, dtype=mean_sum.dtype).unsqueeze(-1)  # (B', T, 1)
+                mean_sum[:running] += (out.last_hidden_state.to(mean_sum.dtype) * real).sum(dim=1)  # (B', H)
+        if self.pooling == "final_cell":
+            return c[-1]
+        if self.pooling == "final_hidden":
+            return h[-1]
+        return mean_sum / lengths.clamp(min=1).to(device=device, dtype=mean_sum.dtype).unsqueeze(1)
+
+    # --- cache ------------------------------------------------------------------------------------------------------
+    def _cache_path(self, encoded: Sequence[bytes]) -> str | None:
+        if self.cache_dir is None:
+            return None
+        key = hashlib.sha256(
+            json.dumps(
+                {
+                    "format": FEATURE_CACHE_FORMAT,
+                    "model": self.model_fingerprint_,
+                    "data": data_fingerprint(encoded),
+                    "pooling": self.pooling,
+                    "dtype": self.dtype,
+                },
+                sort_keys=True,
+            ).encode()
+        ).hexdigest()
+        return f"{str(self.cache_dir).rstrip('/')}/features-{key[:32]}.safetensors"
+
+
+class _no_context:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _disable_bar(progress: bool | None) -> bool | None:
+    return None if progress is None else not progress
+
+
+def _check_texts(X) -> list:
+    """The texts as a list; a bare string is rejected (it would be read as a list of characters)."""
+    if isinstance(X, (str, bytes)):
+        raise TypeError("Featurizer expects a list of texts, not a single string; wrap it: [text]")
+    if hasattr(X, "ndim") and getattr(X, "ndim") > 1:
+        shape = tuple(X.shape)
+        if len(shape) == 2 and shape[1] == 1:
+            X = np.asarray(X).ravel()
+        else:
+            raise ValueError(f"Featurizer expects a 1-d list of texts; got an array of shape {shape}")
+    texts = list(X) if isinstance(X, Iterable) else None
+    if texts is None:
+        raise TypeError(f"Featurizer expects a list of texts; got {type(X).__name__}")
+    for row, text in enumerate(texts):
+        if not isinstance(text, (str, bytes, bytearray)):
+            raise TypeError(f"text {row} is {type(text).__name__} ({text!r:.40}), not a string")
+    return texts
+
+
+def _read_cached(path: str) -> np.ndarray | None:
+    import fsspec
+    from safetensors.numpy import load
+
+    fs, fs_path = fsspec.core.url_to_fs(path)
+    if not fs.exists(fs_path):
+        return None
+    with fs.open(fs_path, "rb") as handle:
+        try:
+            return load(handle.read())["features"]
+        except Exception:  # a damaged cache entry is recomputed, never trusted
+            return None
+
+
+def _write_cached(path: str, features: np.ndarray) -> None:
+    """Write to a temporary name, then move into place, so readers never see a partial entry."""
+    import fsspec
+    from safetensors.numpy import save
+
+    fs, fs_path = fsspec.core.url_to_fs(path)
+    fs.makedirs(fs_path.rsplit("/", 1)[0], exist_ok=True)
+    temporary = f"{fs_path}.{os.getpid()}.partial"
+    with fs.open(temporary, "wb") as handle:
+        handle.write(save({"features": np.ascontiguousarray(features)}))
+    fs.mv(temporary, fs_path)
+
+
+__all__ = ["Featurizer", "preprocess_openai", "text_to_bytes", "load_language_model", "recurrent_body", "POOLINGS", "PREPROCESSORS"]

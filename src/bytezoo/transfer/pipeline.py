@@ -1,0 +1,131 @@
+"""A trained transfer classifier with its language model, ready to label texts.
+
+>>> pipe = SentimentPipeline.from_pretrained("outputs/sst")       # doctest: +SKIP
+>>> pipe(["A moving, funny film.", "Dull."])                       # doctest: +SKIP
+[{'label': '1', 'score': 0.93, 'probabilities': {'0': 0.07, '1': 0.93}}, ...]
+
+A pipeline directory holds ``classifier.safetensors`` + ``classifier.json`` (written by ``bytezoo transfer`` or
+:meth:`SentimentPipeline.save_pretrained`) and either the model itself (``config.json``, ``model.safetensors``,
+tokenizer files) or, in ``classifier.json``'s ``"model"`` field, a reference to it (a directory or hub URL).
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+from .classifier import SparseLogisticClassifier
+from .featurizer import Featurizer
+
+FEATURIZER_OPTIONS = ("pooling", "preprocess")
+
+
+def _is_url(path: str) -> bool:
+    return "://" in path or "::" in path
+
+
+def _resolve_directory(dir_or_url: str) -> str:
+    """A local directory for ``dir_or_url``: a hub reference or fsspec URL is fetched through ``bytezoo.hub``."""
+    dir_or_url = str(dir_or_url)
+    if _is_url(dir_or_url):
+        from bytezoo.hub import resolve
+
+        return str(resolve(dir_or_url))
+    return dir_or_url
+
+
+class SentimentPipeline:
+    """A :class:`Featurizer` (model + pooling + preprocessing) followed by a :class:`SparseLogisticClassifier`.
+
+    Calling it on a list of texts returns, per text, ``{"label", "score", "probabilities"}`` (multi-label tasks:
+    ``{"labels": [...], "probabilities": {...}}``).
+    """
+
+    def __init__(self, featurizer: Featurizer, classifier: SparseLogisticClassifier, label_names: Sequence[str] | None = None, model_reference: str | None = None):
+        self.featurizer = featurizer
+        self.classifier = classifier
+        self.label_names = list(label_names) if label_names is not None else None
+        self.model_reference = model_reference
+
+    @classmethod
+    def from_pretrained(cls, dir_or_url: str, *, model: str | None = None, batch_size: int = 128, device: str = "cpu", dtype: str = "float32", progress: bool | None = False) -> "SentimentPipeline":
+        """Load the classifier in ``dir_or_url`` and its model: the one saved beside it, else ``model=``, else the
+        reference recorded in the classifier's metadata (relative paths are taken from the pipeline directory)."""
+        directory = _resolve_directory(dir_or_url)
+        classifier, metadata = SparseLogisticClassifier.load(directory)
+        if model is None:
+            if os.path.isfile(os.path.join(directory, "config.json")):
+                model = directory
+            else:
+                model = metadata.get("model")
+                if not model:
+                    raise FileNotFoundError(f"{dir_or_url}: no model saved beside the classifier and no 'model' reference in its metadata; pass model=")
+                if not _is_url(model) and not os.path.isabs(model):
+                    model = os.path.join(directory, model)
+        options = {key: value for key, value in (metadata.get("featurizer") or {}).items() if key in FEATURIZER_OPTIONS}
+        featurizer = Featurizer(model, batch_size=batch_size, device=device, dtype=dtype, progress=progress, **options).fit()
+        if featurizer.n_features_out_ != classifier.n_features_in_:
+            raise ValueError(f"{dir_or_url}: the classifier expects {classifier.n_features_in_} features but the model {model!r} has {featurizer.n_features_out_} units")
+        return cls(featurizer, classifier, label_names=metadata.get("label_names"), model_reference=str(model))
+
+    def save_pretrained(self, directory: str, *, include_model: bool = True, model_reference: str | None = None) -> None:
+        """Write the classifier, and the model beside it (``include_model``) or a reference to it."""
+        reference = model_reference or self.model_reference
+        if include_model:
+            import fsspec
+            from fsspec.implementations.local import LocalFileSystem
+
+            fs, root = fsspec.core.url_to_fs(str(directory))
+            if not isinstance(fs, LocalFileSystem):
+                raise ValueError("include_model=True writes a local directory; push it to a hub with `bytezoo push`")
+            self.featurizer.language_model_.save_pretrained(root)
+            from bytezoo import ByteTokenizer
+
+            ByteTokenizer().save_pretrained(root)
+            reference = "."
+        elif reference is None:
+            raise ValueError("save_pretrained(include_model=False) needs the model's reference (a directory or hub URL)")
+        self.classifier.save(directory, metadata=pipeline_metadata(self.featurizer, reference, self.label_names))
+
+    def __call__(self, texts: Sequence[str]) -> list[dict]:
+        probabilities = self.predict_proba(texts)
+        names = self._output_names()
+        results = []
+        for row in probabilities:
+            named = {name: float(p) for name, p in zip(names, row)}
+            if self.classifier.task_ == "multilabel":
+                results.append({"labels": [name for name, p in named.items() if p > 0.5], "probabilities": named})
+            else:
+                best = int(np.argmax(row))
+                results.append({"label": names[best], "score": float(row[best]), "probabilities": named})
+        return results
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        return self.classifier.predict_proba(self.featurizer.transform(texts))
+
+    def predict(self, texts: Sequence[str]) -> np.ndarray:
+        return self.classifier.predict(self.featurizer.transform(texts))
+
+    def _output_names(self) -> list[str]:
+        if self.classifier.task_ == "multilabel" and self.label_names:
+            return list(self.label_names)
+        return [str(value) for value in self.classifier.classes_]
+
+
+def pipeline_metadata(featurizer: Featurizer, model_reference: str | None, label_names: Sequence[str] | None) -> dict:
+    """The classifier metadata that lets :meth:`SentimentPipeline.from_pretrained` rebuild the featurizer."""
+    model = featurizer.language_model_
+    body = getattr(model, "model", model)
+    import bytezoo
+
+    return {
+        "model": model_reference,
+        "model_config": {"model_type": body.config.model_type, "hidden_size": body.config.hidden_size, "num_layers": body.config.num_layers},
+        "featurizer": {key: getattr(featurizer, key) for key in FEATURIZER_OPTIONS},
+        "label_names": list(label_names) if label_names is not None else None,
+        "bytezoo_version": bytezoo.__version__,
+    }
+
+
+__all__ = ["SentimentPipeline", "pipeline_metadata"]
