@@ -1,4 +1,5 @@
-"""The mLSTM recurrence in plain PyTorch: a loop over time, upcast to float32. The ground truth for every fast path.
+"""The mLSTM recurrence in plain PyTorch: a loop over time, upcast to (at least) float32. The ground truth for every fast
+path; float64 inputs run in float64, so ``gradcheck`` can use it.
 
 Only torch is imported here, so this file also serves checkpoints loaded with ``trust_remote_code`` where bytezoo is
 not installed.
@@ -49,15 +50,15 @@ def mlstm_scan_ref(
     hidden = four_hidden // 4
     out_dtype = gates_x.dtype
     state_dtype = h0.dtype if h0 is not None else out_dtype
-    f32 = torch.float32
-    gx, mx = gates_x.to(f32), mult_x.to(f32)
-    wmh, wh = w_mh.to(f32), w_h.to(f32)
-    h = gx.new_zeros(batch, hidden) if h0 is None else h0.to(f32)
-    c = gx.new_zeros(batch, hidden) if c0 is None else c0.to(f32)
+    acc = torch.promote_types(out_dtype, torch.float32)  # the math dtype: float32, or float64 for float64 inputs
+    gx, mx = gates_x.to(acc), mult_x.to(acc)
+    wmh, wh = w_mh.to(acc), w_h.to(acc)
+    h = gx.new_zeros(batch, hidden) if h0 is None else h0.to(acc)
+    c = gx.new_zeros(batch, hidden) if c0 is None else c0.to(acc)
     hs, cs = [], []
     for t in range(steps):
         if reset is not None:
-            keep = (~reset[:, t]).to(f32).unsqueeze(1)  # (B, 1)
+            keep = (~reset[:, t]).to(acc).unsqueeze(1)  # (B, 1)
             h, c = h * keep, c * keep
         m = mx[:, t] * (h @ wmh)  # (B, H)
         z = gx[:, t] + m @ wh  # (B, 4H)

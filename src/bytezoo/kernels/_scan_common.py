@@ -1,0 +1,124 @@
+"""Pieces shared by the fused mLSTM paths (plain-PyTorch fused and Triton): layouts, masks and the backward algebra.
+
+The fused paths run time-major (T, B, ...) so that every step reads and writes contiguous (B, ...) blocks. The
+backward pass is organised so that everything that does not depend on the recurrent gradient is computed for all
+steps at once *before* the time loop, which leaves each step with one gradient-dependent pointwise update and two
+matrix products. Per step t, with g_h = dL/dh_t and g_c = dL/dc_t (totals, including the outputs' gradients)::
+
+    g_ct        = g_c + g_h * K_t                      K = o * (1 - tanh(c)^2)
+    dz_t        = P_t * [g_ct, g_ct, g_h, g_ct]        P = [u i(1-i),  c_in f(1-f),  tanh(c) o(1-o),  i(1-u^2)]
+    dm_t        = dz_t @ W_h^T
+    g_c{t-1}    = g_ct * FK_t                          FK = (held ? 1 : f) * keep
+    g_h{t-1}    = (dm_t * mx_t * keep_t) @ W_mh^T + g_h * held_t * keep_t
+
+K and P are zeroed on held rows (padding), so a held step passes both gradients straight through; ``keep`` is 0 where
+``reset`` restarts the state. Weight gradients are then two large products over all B*T positions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of carried state and pointwise math: at least float32 (float64 stays float64)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def time_major(tensor: Tensor | None, dtype: torch.dtype | None = None) -> Tensor | None:
+    """(B, T, ...) -> contiguous (T, B, ...), optionally cast."""
+    if tensor is None:
+        return None
+    tensor = tensor.transpose(0, 1)
+    return (tensor if dtype is None else tensor.to(dtype)).contiguous()
+
+
+@dataclass
+class StepMasks:
+    """Per-step masks in time-major layout, as the fused loops consume them."""
+
+    keep: Tensor | None  # (T, B, 1) accumulate dtype: 0 where the state restarts before the step
+    held: Tensor | None  # (T, B, 1) bool: True where the step leaves the state unchanged
+
+    @classmethod
+    def build(cls, reset: Tensor | None, hold: Tensor | None, dtype: torch.dtype) -> "StepMasks":
+        keep = None if reset is None else time_major(~reset, dtype).unsqueeze(-1)
+        held = None if hold is None else time_major(hold).unsqueeze(-1)
+        return cls(keep, held)
+
+
+@dataclass
+class BackwardCoefficients:
+    """Everything the backward time loop needs that does not depend on the recurrent gradient, for all steps."""
+
+    cell_coef: Tensor  # K (T, B, H)
+    gate_coef: Tensor  # P (T, B, 4H), gate order i, f, o, u
+    carry_coef: Tensor  # FK (T, B, H)
+    mult_keep: Tensor  # mx * keep (T, B, H), matmul dtype
+    pass_coef: Tensor | None  # held * keep (T, B, 1); None without hold
+    h_in: Tensor  # (T, B, H) the state each step read (after reset), accumulate dtype
+
+
+def backward_coefficients(
+    gates: Tensor, cells: Tensor, hiddens: Tensor, h0: Tensor, c0: Tensor, mult_x: Tensor, masks: StepMasks
+) -> BackwardCoefficients:
+    """Turns the saved activations into the backward coefficients. ``gates`` (T, B, 4H) is overwritten with P.
+
+    gates: (T, B, 4H) post-activation i, f, o, u; cells, hiddens: (T, B, H) c_t, h_t; h0, c0: (B, H); mult_x: (T, B, H).
+    """
+    steps, batch, four_hidden = gates.shape
+    hidden = four_hidden // 4
+    c_in = torch.cat([c0.unsqueeze(0), cells[:-1]])  # (T, B, H)
+    h_in = torch.cat([h0.unsqueeze(0), hiddens[:-1]])  # (T, B, H)
+    keep, held = masks.keep, masks.held
+    if keep is not None:
+        c_in.mul_(keep)
+        h_in.mul_(keep)
+    quad = gates.view(steps, batch, 4, hidden)
+    i, f, o, u = quad.unbind(2)
+    tanh_c = torch.tanh(cells)
+    cell_coef = o * (1 - tanh_c * tanh_c)
+    carry_coef = f.clone() if held is None else torch.where(held, 1.0, f)
+    if keep is not None:
+        carry_coef.mul_(keep)
+    # P, written over the gates: each slot is computed before the activations it reads are overwritten.
+    u_coef = i * (1 - u * u)
+    i.mul_(1 - i).mul_(u)  # u i (1 - i)
+    u.copy_(u_coef)  # i (1 - u^2)
+    f.mul_(1 - f).mul_(c_in)  # c_in f (1 - f)
+    o.mul_(1 - o).mul_(tanh_c)  # tanh(c) o (1 - o)
+    pass_coef = None
+    if held is not None:
+        not_held = (~held).to(gates.dtype)  # (T, B, 1)
+        cell_coef.mul_(not_held)
+        quad.mul_(not_held.unsqueeze(-1))
+        pass_coef = held.to(gates.dtype) if keep is None else held.to(gates.dtype) * keep
+    mult_keep = mult_x if keep is None else mult_x * keep.to(mult_x.dtype)
+    return BackwardCoefficients(cell_coef, gates, carry_coef, mult_keep, pass_coef, h_in)
+
+
+def weight_gradients(
+    coefs: BackwardCoefficients,
+    d_gates: Tensor,
+    d_mult_keep: Tensor,
+    mult_x: Tensor,
+    mh_products: Tensor,
+    need_w_mh: bool,
+    need_w_h: bool,
+) -> tuple[Tensor | None, Tensor | None]:
+    """dW_mh = sum_t h_in_t^T da_t and dW_h = sum_t m_t^T dz_t, each as one product over all B*T positions.
+
+    d_gates: (T, B, 4H) dz; d_mult_keep: (T, B, H) da = dm * mx * keep; mh_products: (T, B, H) a = h_in @ W_mh.
+    Rows a reset zeroed have h_in = 0, so the keep folded into da changes nothing here.
+    """
+    hidden = mult_x.shape[-1]
+    dtype = d_gates.dtype
+    d_w_mh = d_w_h = None
+    if need_w_mh:
+        d_w_mh = coefs.h_in.reshape(-1, hidden).to(dtype).t() @ d_mult_keep.reshape(-1, hidden)  # (H, H)
+    if need_w_h:
+        mult = (mult_x * mh_products).reshape(-1, hidden)  # m (T*B, H)
+        d_w_h = mult.t() @ d_gates.reshape(-1, 4 * hidden)  # (H, 4H)
+    return d_w_mh, d_w_h

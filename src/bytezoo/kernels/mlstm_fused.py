@@ -1,0 +1,202 @@
+"""The fused mLSTM recurrence in plain PyTorch: an ``autograd.Function`` with a hand-written backward.
+
+What makes it fast on CPU, compared with the reference loop under autograd:
+  * the two recurrent weights (and their transposes for the backward) are packed once per call into oneDNN's
+    blocked layout and reused by every step, as ``nn.LSTM``'s oneDNN kernel does; the gate input ``gates_x[t]`` is
+    added by the matrix product's post-op;
+  * no autograd graph per step; the gate math is a handful of in-place ops on contiguous time-major blocks;
+  * the backward's gradient-independent coefficients are computed for all steps at once, and the weight gradients
+    are two large products over all B*T positions (see :mod:`bytezoo.kernels._scan_common`).
+
+Packing uses private ATen ops (``torch.ops.mkldnn._reorder_linear_weight`` / ``_linear_pointwise``, what inductor's
+weight freezing uses). They are checked against ``torch.mm`` on first use and replaced by ``torch.mm``/``addmm`` if
+missing or wrong; ``PACK_WEIGHTS = False`` turns them off. Works on any device (on CUDA it is cuBLAS + ATen ops).
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor
+
+from ._scan_common import StepMasks, accumulate_dtype, backward_coefficients, time_major, weight_gradients
+
+PACK_WEIGHTS = True
+_PACKABLE = (torch.float32, torch.bfloat16)
+_packing_verified: dict[torch.dtype, bool] = {}
+
+
+def _packing_works(dtype: torch.dtype) -> bool:
+    """Whether oneDNN weight packing exists here and agrees with ``torch.mm`` (checked once per dtype)."""
+    if dtype not in _packing_verified:
+        try:
+            generator = torch.Generator().manual_seed(0)
+            x = torch.randn(3, 40, generator=generator).to(dtype)
+            w = torch.randn(40, 24, generator=generator).to(dtype)
+            add = torch.randn(3, 24, generator=generator).to(dtype)
+            packed = torch.ops.mkldnn._reorder_linear_weight(w.t().contiguous(), 3)
+            plain = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+            fused = torch.ops.mkldnn._linear_pointwise.binary(x, add, packed, None, "add")
+            tol = 1e-4 if dtype == torch.float32 else 5e-2
+            expected = x.float() @ w.float()
+            ok = torch.allclose(plain.float(), expected, rtol=tol, atol=tol * 10) and torch.allclose(
+                fused.float(), expected + add.float(), rtol=tol, atol=tol * 10
+            )
+        except (RuntimeError, AttributeError, NotImplementedError):
+            ok = False
+        if not ok:
+            warnings.warn(f"oneDNN weight packing is unavailable or wrong for {dtype}; the fused mLSTM uses torch.mm")
+        _packing_verified[dtype] = ok
+    return _packing_verified[dtype]
+
+
+class RecurrentMatmul:
+    """``x @ weight (+ add)`` for a weight (in, out) that every time step reuses: packed once where possible."""
+
+    def __init__(self, weight: Tensor, batch: int, pack: bool | None = None):
+        pack = PACK_WEIGHTS if pack is None else pack
+        self.weight = weight.contiguous()
+        self.packed = None
+        if pack and weight.device.type == "cpu" and weight.dtype in _PACKABLE and _packing_works(weight.dtype):
+            self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.t().contiguous(), batch)
+
+    def __call__(self, x: Tensor, add: Tensor | None = None) -> Tensor:
+        if self.packed is not None:
+            if add is None:
+                return torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
+            return torch.ops.mkldnn._linear_pointwise.binary(x, add, self.packed, None, "add")
+        return torch.mm(x, self.weight) if add is None else torch.addmm(add, x, self.weight)
+
+
+def fused_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, save, pack=None):
+    """The forward recurrence. Returns (hs, cs, h_T, c_T, saved) with ``saved`` the backward's inputs or None.
+
+    Matrix products run in the inputs' dtype; the state and the gate math in :func:`accumulate_dtype` of it.
+    """
+    batch, steps, four_hidden = gates_x.shape
+    hidden = four_hidden // 4
+    mm_dtype = gates_x.dtype
+    acc = accumulate_dtype(mm_dtype)
+    gx = time_major(gates_x)  # (T, B, 4H)
+    mx = time_major(mult_x)  # (T, B, H)
+    masks = StepMasks.build(reset, hold, acc)
+    h = gx.new_zeros(batch, hidden, dtype=acc) if h0 is None else h0.to(acc)
+    c = torch.zeros_like(h) if c0 is None else c0.to(acc)
+    h_init, c_init = h, c
+    state_matmul = RecurrentMatmul(w_mh, batch, pack)  # h_in @ W_mh
+    mult_matmul = RecurrentMatmul(w_h, batch, pack)  # gates_x[t] + m @ W_h
+
+    hiddens = torch.empty(steps, batch, hidden, dtype=acc, device=gx.device)
+    cells = torch.empty_like(hiddens)
+    gates_all = torch.empty(steps, batch, four_hidden, dtype=acc, device=gx.device) if save else None
+    products = torch.empty(steps, batch, hidden, dtype=mm_dtype, device=gx.device) if save else None
+    for t in range(steps):
+        if masks.keep is not None:
+            h, c = h * masks.keep[t], c * masks.keep[t]
+        a = state_matmul(h if acc == mm_dtype else h.to(mm_dtype))  # (B, H)
+        z = mult_matmul(a * mx[t], add=gx[t])  # (B, 4H)
+        gates = z if acc == mm_dtype else z.to(acc)
+        gates[:, : 3 * hidden].sigmoid_()
+        gates[:, 3 * hidden :].tanh_()
+        i, f, o, u = gates[:, :hidden], gates[:, hidden : 2 * hidden], gates[:, 2 * hidden : 3 * hidden], gates[:, 3 * hidden :]
+        c_new = torch.mul(f, c, out=cells[t]).addcmul_(i, u)  # (B, H)
+        h_new = torch.mul(o, torch.tanh(c_new), out=hiddens[t])
+        if masks.held is not None:
+            torch.where(masks.held[t], c, c_new, out=c_new)
+            torch.where(masks.held[t], h, h_new, out=h_new)
+        h, c = h_new, c_new
+        if save:
+            gates_all[t] = gates
+            products[t] = a
+    # Outputs are fresh (B, T, H) tensors, never views of the buffers the backward reads.
+    hs = hiddens.transpose(0, 1).to(mm_dtype, memory_format=torch.contiguous_format, copy=True)
+    cs = cells.transpose(0, 1).to(mm_dtype, memory_format=torch.contiguous_format, copy=True) if return_cells else None
+    state_dtype = mm_dtype if h0 is None else h0.dtype
+    saved = None
+    if save:
+        saved = (gates_all, cells, hiddens, products, h_init, c_init, mx, masks)
+    return hs, cs, h.to(state_dtype, copy=True), c.to(state_dtype, copy=True), saved
+
+
+def fused_backward(saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs, pack=None):
+    """The backward recurrence. ``needs`` = (gates_x, mult_x, w_mh, w_h, h0, c0) input-gradient flags."""
+    gates_all, cells, hiddens, products, h0, c0, mx, masks = saved
+    steps, batch, four_hidden = gates_all.shape
+    hidden = four_hidden // 4
+    acc, mm_dtype = gates_all.dtype, mx.dtype
+    coefs = backward_coefficients(gates_all, cells, hiddens, h0, c0, mx, masks)
+    del gates_all  # now holds the coefficients P
+    d_hs = time_major(d_hs, acc)  # (T, B, H) or None
+    d_cs = time_major(d_cs, acc)
+    grad_h = torch.zeros_like(h0) if d_h_last is None else d_h_last.to(acc)  # dL/dh_t carried back
+    grad_c = torch.zeros_like(c0) if d_c_last is None else d_c_last.to(acc)
+    gate_grad_matmul = RecurrentMatmul(w_h.t(), batch, pack)  # dz @ W_h^T
+    state_grad_matmul = RecurrentMatmul(w_mh.t(), batch, pack)  # da @ W_mh^T
+
+    d_gates = torch.empty(steps, batch, four_hidden, dtype=mm_dtype, device=mx.device)  # dz, also dL/dgates_x
+    d_quad = d_gates.view(steps, batch, 4, hidden)
+    gate_coef = coefs.gate_coef.view(steps, batch, 4, hidden)
+    d_mult = torch.empty(steps, batch, hidden, dtype=mm_dtype, device=mx.device)  # dm
+    d_mult_keep = torch.empty_like(d_mult)  # da = dm * mx * keep
+    for t in range(steps - 1, -1, -1):
+        if d_hs is not None:
+            grad_h = grad_h + d_hs[t]
+        if d_cs is not None:
+            grad_c = grad_c + d_cs[t]
+        grad_c_total = torch.addcmul(grad_c, grad_h, coefs.cell_coef[t])  # (B, H)
+        torch.mul(gate_coef[t], grad_c_total.unsqueeze(1), out=d_quad[t])  # (B, 4, H)
+        torch.mul(gate_coef[t, :, 2], grad_h, out=d_quad[t, :, 2])  # the output gate sees dL/dh directly
+        dm = gate_grad_matmul(d_gates[t])  # (B, H)
+        d_mult[t] = dm
+        torch.mul(dm, coefs.mult_keep[t], out=d_mult_keep[t])
+        grad_c = grad_c_total * coefs.carry_coef[t]
+        passed = None if coefs.pass_coef is None else grad_h * coefs.pass_coef[t]
+        if acc == mm_dtype:
+            grad_h = state_grad_matmul(d_mult_keep[t], add=passed)
+        else:
+            grad_h = state_grad_matmul(d_mult_keep[t]).to(acc)
+            if passed is not None:
+                grad_h += passed
+
+    need_gx, need_mx, need_w_mh, need_w_h, need_h0, need_c0 = needs
+    d_w_mh, d_w_h = weight_gradients(coefs, d_gates, d_mult_keep, mx, products, need_w_mh, need_w_h)
+    d_gates_x = d_gates.transpose(0, 1) if need_gx else None  # (B, T, 4H)
+    d_mult_x = (d_mult * products).transpose(0, 1) if need_mx else None  # (B, T, H)
+    return d_gates_x, d_mult_x, d_w_mh, d_w_h, grad_h if need_h0 else None, grad_c if need_c0 else None
+
+
+class FusedMLSTMScan(torch.autograd.Function):
+    """Autograd wrapper: forward saves the activations the hand-written backward needs."""
+
+    @staticmethod
+    def forward(ctx, gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells):
+        hs, cs, h_last, c_last, saved = fused_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, save=True)
+        ctx.saved = saved  # includes non-tensor masks; freed after backward
+        ctx.save_for_backward(w_mh, w_h)
+        ctx.dtypes = (gates_x.dtype, mult_x.dtype, None if h0 is None else h0.dtype)
+        return hs, cs, h_last, c_last
+
+    @staticmethod
+    def backward(ctx, d_hs, d_cs, d_h_last, d_c_last):
+        w_mh, w_h = ctx.saved_tensors
+        device_type = w_h.device.type
+        needs = (*ctx.needs_input_grad[:6],)
+        with torch.autocast(device_type, enabled=False):
+            grads = fused_backward(ctx.saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs)
+        ctx.saved = None
+        d_gx, d_mx, d_w_mh, d_w_h, d_h0, d_c0 = grads
+        gx_dtype, mx_dtype, state_dtype = ctx.dtypes
+        d_gx = None if d_gx is None else d_gx.to(gx_dtype)
+        d_mx = None if d_mx is None else d_mx.to(mx_dtype)
+        d_h0 = None if d_h0 is None else d_h0.to(state_dtype)
+        d_c0 = None if d_c0 is None else d_c0.to(state_dtype)
+        return d_gx, d_mx, d_w_mh, d_w_h, d_h0, d_c0, None, None, None
+
+
+def mlstm_scan_fused(gates_x, mult_x, w_mh, w_h, h0=None, c0=None, reset=None, hold=None, return_cells=False):
+    """Same contract as :func:`bytezoo.kernels.mlstm_ref.mlstm_scan_ref` (inputs already validated)."""
+    tensors = (gates_x, mult_x, w_mh, w_h, h0, c0)
+    if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in tensors):
+        return FusedMLSTMScan.apply(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells)
+    hs, cs, h_last, c_last, _ = fused_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, save=False)
+    return hs, cs, h_last, c_last
