@@ -45,7 +45,7 @@ class _LocalFile:
 
 def push(
     local_dir: str | os.PathLike,
-    url: str,
+    url: str | os.PathLike,
     tag: str | None = None,
     *,
     model_card: bool = True,
@@ -81,7 +81,7 @@ def push(
         local_files = list(pool.map(lambda name: _inspect(directory, name), names))
     with tempfile.TemporaryDirectory(prefix="bytezoo-hub-") as scratch:
         if generate_card:
-            local_files.append(_write_card(directory, local_files, url, Path(scratch)))
+            local_files.append(_write_card(directory, local_files, repo.url, Path(scratch)))
         manifest = Manifest.for_files((f.entry for f in local_files), created_by=_created_by())
         with ThreadPoolExecutor(MAX_WORKERS) as pool:
             present = list(pool.map(lambda f: repo.has_blob(f.entry), local_files))
@@ -100,7 +100,7 @@ def push(
 
 
 def pull(
-    ref: str,
+    ref: str | os.PathLike,
     local_dir: str | os.PathLike | None = None,
     offline: bool = False,
     *,
@@ -140,7 +140,7 @@ def pull(
     return str(local_dir)
 
 
-def ls(url: str, *, storage_options: dict | None = None) -> list[VersionInfo]:
+def ls(url: str | os.PathLike, *, storage_options: dict | None = None) -> list[VersionInfo]:
     """The complete versions of the repository at ``url``, newest first, each with the tags pointing to it.
 
     Raises :class:`NotFoundError` if ``url`` holds no complete version.

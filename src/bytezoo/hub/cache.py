@@ -27,7 +27,6 @@ from typing import Callable
 
 from .errors import IntegrityError, OfflineError
 from .manifest import FileEntry, Manifest, is_version_id, is_version_prefix
-from .remote import sha256_of_file
 from .safety import check_file
 from .urls import canonical_url
 
@@ -71,12 +70,13 @@ class Cache:
         return self.snapshot_path(version).is_dir() and self.manifest_path(version).is_file()
 
     def materialize(
-        self, manifest: Manifest, fetch: Callable[[FileEntry, str], None], max_workers: int = 8
+        self, manifest: Manifest, fetch: Callable[[FileEntry, str], tuple[str, int]], max_workers: int = 8
     ) -> Path:
         """Make sure every blob of ``manifest`` is cached and return the version's snapshot directory.
 
-        ``fetch(entry, local_path)`` downloads one blob; its size and sha256 are checked here before the blob enters
-        the cache (:class:`IntegrityError` otherwise). Blobs are fetched in parallel threads.
+        ``fetch(entry, local_path)`` downloads one blob and returns the (sha256, size) of the bytes it wrote; they
+        are checked against the manifest here before the blob enters the cache (:class:`IntegrityError`
+        otherwise). Blobs are fetched in parallel threads.
         """
         snapshot = self.snapshot_path(manifest.version)
         if self.has_snapshot(manifest.version):
@@ -90,14 +90,13 @@ class Cache:
         self._write_atomic(self.manifest_path(manifest.version), manifest.to_json())
         return snapshot
 
-    def _add_blob(self, entry: FileEntry, fetch: Callable[[FileEntry, str], None]) -> Path:
+    def _add_blob(self, entry: FileEntry, fetch: Callable[[FileEntry, str], tuple[str, int]]) -> Path:
         blob = self.blob_path(entry.sha256)
         if blob.is_file():
             return blob
         temporary = self._new_temporary()
         try:
-            fetch(entry, str(temporary))
-            actual_sha256, actual_size = sha256_of_file(temporary)
+            actual_sha256, actual_size = fetch(entry, str(temporary))
             if (actual_sha256, actual_size) != (entry.sha256, entry.size):
                 raise IntegrityError(entry.path, entry.sha256, actual_sha256, entry.size, actual_size)
             os.chmod(temporary, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)

