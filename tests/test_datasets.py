@@ -256,6 +256,24 @@ def test_archives_with_members_outside_their_folder_are_refused(archive, tmp_pat
         list(datasets._archive_files(path))
 
 
+def test_zip_symlinks_are_refused(tmp_path):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        link = zipfile.ZipInfo("SST-2/train.tsv")
+        link.external_attr = (0o120777 << 16)  # how zip records a symbolic link: its target is the content
+        archive.writestr(link, "/etc/passwd")
+    path = tmp_path / "archive.zip"
+    path.write_bytes(buffer.getvalue())
+    with pytest.raises(UnsafeArchiveError, match="symbolic link"):
+        list(datasets._archive_files(path))
+
+
+def test_members_named_with_a_leading_dot_slash_are_found(tmp_path):
+    path = tmp_path / "archive.tar.gz"
+    path.write_bytes(tar_gz({"./amazon_review_polarity_csv/test.csv": b'"1","t","b"\n'}))
+    assert [name for name, _ in datasets._archive_files(path)] == ["amazon_review_polarity_csv/test.csv"]
+
+
 def test_tar_links_are_refused(tmp_path):
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:

@@ -30,6 +30,7 @@ import argparse
 import csv
 import hashlib
 import importlib.util
+import io
 import json
 import os
 import random
@@ -600,6 +601,13 @@ def _check_member_name(name: str, archive: Path) -> None:
         raise UnsafeArchiveError(f"refusing {archive.name}: member {name!r} points outside the archive's folder")
 
 
+def _relative(name: str) -> str:
+    # Archives packed as `tar czf x.tgz ./folder` name their members "./folder/..."; match them like "folder/...".
+    while name.startswith("./"):
+        name = name[2:]
+    return name
+
+
 def _archive_files(archive: Path) -> Iterator[tuple[str, IO[bytes]]]:
     """``(name, readable file)`` for each regular file in a zip or tar (any compression), in archive order.
 
@@ -617,7 +625,7 @@ def _archive_files(archive: Path) -> Iterator[tuple[str, IO[bytes]]]:
             for member in members:
                 if not member.is_dir():
                     with zipped.open(member) as file:
-                        yield member.filename, file
+                        yield _relative(member.filename), file
     elif tarfile.is_tarfile(archive):
         with tarfile.open(archive, "r:*") as tarred:
             for member in tarred:
@@ -625,8 +633,7 @@ def _archive_files(archive: Path) -> Iterator[tuple[str, IO[bytes]]]:
                 if not (member.isfile() or member.isdir()):
                     raise UnsafeArchiveError(f"refusing {archive.name}: member {member.name!r} is a link or device, not a file")
                 if member.isfile():
-                    file = tarred.extractfile(member)
-                    yield member.name, file
+                    yield _relative(member.name), tarred.extractfile(member)
     else:
         raise DatasetError(f"{archive} is neither a zip nor a tar archive")
 
@@ -635,8 +642,6 @@ def _archive_files(archive: Path) -> Iterator[tuple[str, IO[bytes]]]:
 @contextmanager
 def _text(binary: IO[bytes]) -> Iterator[IO[str]]:
     """A UTF-8 text view of a binary member, with newline="" as the csv module wants (it handles \\r\\n itself)."""
-    import io
-
     wrapper = io.TextIOWrapper(binary, encoding="utf-8", newline="")
     try:
         yield wrapper
