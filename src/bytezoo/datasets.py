@@ -495,7 +495,7 @@ def download(
     Archive members with absolute paths, ``..`` components, links or devices make the whole archive refused.
 
     Writes into ``directory``, by default ``$BYTEZOO_CACHE/data/NAME``; a folder already prepared from the same
-    bytes is re-used without touching the network.
+    bytes is re-used without touching the network. The archive itself is deleted once converted.
 
     >>> download("sst2")                                                            # doctest: +SKIP
     PosixPath('/home/me/.cache/bytezoo/data/sst2')
@@ -579,7 +579,7 @@ def _fetch(url: str, destination: Path, checksums: Sequence[str], *, progress: b
                 sink.write(chunk)
                 bar.update(len(chunk))
     except ImportError as error:
-        raise DatasetError(f"cannot download {url}: {error}") from error
+        raise DatasetError(f"cannot download {_redact(url)}: {error}") from error
     except Exception as error:
         raise DatasetError(f"downloading {_redact(url)} failed: {type(error).__name__}: {error}") from error
     wrong = [
