@@ -3,8 +3,9 @@ SIGKILL it there. Run as ``python tests/hub_child.py COMMAND ...`` (see ``main``
 
 Freeze points (``--freeze``):
 
-- ``mid-file``: after the first megabyte of the first large file has been read for upload (every fsspec backend
-  reads local files through ``open``), the read blocks forever: the blob's transfer is under way.
+- ``mid-file``: once the upload of the first large file has begun (every fsspec backend reads local files through
+  ``open``): chunked readers get its first megabyte, then the read blocks forever; a reader asking for the whole
+  file at once (s3fs's single PUT) blocks immediately.
 - ``before-manifest``: all blobs are published, the manifest is not.
 
 Before freezing the child creates the file named by ``--ready``; the test waits for it, then kills.
@@ -55,9 +56,10 @@ def install_freeze(point: str, ready_file: str, source_dir: str) -> None:
                 self._handle, self._served = handle, 0
 
             def read(self, size=-1):
-                if self._served >= 2**20:
+                # A read of the whole file (s3fs's single PUT) freezes at once; chunked reads after 1 MB.
+                if size is None or size < 0 or self._served >= 2**20:
                     freeze_forever(ready_file)
-                data = self._handle.read(2**20 if size is None or size < 0 else min(size, 2**20))
+                data = self._handle.read(min(size, 2**20))
                 self._served += len(data)
                 return data
 
@@ -100,13 +102,15 @@ def main() -> None:
     parser.add_argument("url", nargs="?")
     parser.add_argument("--tag")
     parser.add_argument("--freeze", choices=["mid-file", "before-manifest"])
-    parser.add_argument("--ready", help="file to create when frozen")
+    parser.add_argument("--ready", help="file to create when frozen (or, with --wait-for, when about to wait)")
     parser.add_argument("--wait-for", help="start only once this file exists (to line up concurrent children)")
     args = parser.parse_args()
     hub = import_hub_without_zoo()
     if args.freeze:
         install_freeze(args.freeze, args.ready, args.source)
     if args.wait_for:
+        if args.ready:
+            open(args.ready, "w").close()
         deadline = time.monotonic() + 30
         while not os.path.exists(args.wait_for) and time.monotonic() < deadline:
             time.sleep(0.01)

@@ -258,8 +258,11 @@ class HubRepo:
             self.fs.invalidate_cache(remote)
         stored = self.fs.size(remote)
         if stored != entry.size:
-            raise HubError(f"upload of {entry.path!r} to {self.blob_url(entry.sha256)} stored {stored} of "
-                           f"{entry.size} bytes")
+            self.delete_blob(entry.sha256)  # a blob must match its name, or not be there at all
+            raise HubError(
+                f"upload of {entry.path!r} to {self.blob_url(entry.sha256)} stored {stored} of {entry.size} bytes "
+                "(the file changed while it was pushed, or the store misbehaved); nothing was published"
+            )
 
     def delete_blob(self, sha256: str) -> None:
         try:
