@@ -1,0 +1,303 @@
+"""Transfer stage: the featurizer's exactness and scikit-learn behaviour, dataset reading, the L1 classifier."""
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import bytezoo
+from bytezoo.transfer import DatasetError, Featurizer, SingleClassError, SparseLogisticClassifier, preprocess_openai, read_dataset
+from bytezoo.transfer.featurizer import text_to_bytes
+
+
+def tiny(name: str = "mlstm-256", seed: int = 0, **overrides):
+    torch.manual_seed(seed)
+    return bytezoo.create_model(name, **{"hidden_size": 16, "embedding_size": 8, **overrides}).eval()
+
+
+def random_texts(count: int, seed: int, max_len: int = 60) -> list[str]:
+    rng = random.Random(seed)
+    alphabet = "abcdefgh ijklmnop.,!é€\n"
+    return ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, max_len))) for _ in range(count)]
+
+
+# --- featurizer: exactness ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "name, pooling",
+    [("mlstm-256", "final_cell"), ("mlstm-256", "final_hidden"), ("mlstm-256", "mean"), ("lstm-256", "final_cell"), ("lstm-256", "mean")],
+)
+def test_features_do_not_depend_on_batch_or_chunking(name, pooling):
+    model = tiny(name, seed=len(pooling), num_layers=2)
+    texts = random_texts(5, seed=len(pooling), max_len=25) + ["", "x" * 40]
+    batched = Featurizer(model, pooling=pooling, preprocess="none", batch_size=4, chunk_size=7).fit().transform(texts)
+    alone = Featurizer(model, pooling=pooling, preprocess="none", batch_size=1, chunk_size=10_000).fit()
+    one_by_one = np.stack([alone.transform([text])[0] for text in texts])
+    np.testing.assert_allclose(batched, one_by_one, rtol=1e-5, atol=1e-6)
+    assert batched.dtype == np.float32 and batched.shape == (len(texts), 16)
+    empty = texts.index("")
+    if pooling == "final_cell" or pooling == "mean":  # nothing read: the zero initial state
+        assert not batched[empty].any()
+
+
+def test_features_equal_a_plain_forward_pass_over_the_preprocessed_bytes():
+    model = tiny(num_layers=2)
+    texts = ["Great &amp; moving.\nLoved it!  ", "  dull", "é"]
+    features = {pooling: Featurizer(model, pooling=pooling).fit().transform(texts) for pooling in ("final_cell", "final_hidden", "mean")}
+    for row, text in enumerate(texts):
+        ids = torch.tensor([list(preprocess_openai(text))])
+        with torch.no_grad():
+            out = model.model(ids)
+        np.testing.assert_allclose(features["final_cell"][row], out.state[1][-1, 0].numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(features["final_hidden"][row], out.state[0][-1, 0].numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(features["mean"][row], out.last_hidden_state[0].mean(0).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_openai_preprocessing_reproduces_the_original_encoder():
+    # html.unescape, newlines -> spaces, strip, "\n " before and " " after, UTF-8
+    assert preprocess_openai("  It&#39;s great &amp; fun\nreally ") == b"\n It's great & fun really "
+    assert preprocess_openai("") == b"\n  "
+    assert preprocess_openai("café") == "\n café ".encode()
+    assert text_to_bytes("a\nb", "none") == b"a\nb"
+    raw = b"ok \xff\xfe bytes"  # not UTF-8: read with surrogateescape, the model sees the original bytes
+    assert text_to_bytes(raw.decode("utf-8", errors="surrogateescape"), "none") == raw
+    assert text_to_bytes(raw, "none") == raw
+
+
+def test_long_text_is_read_in_bounded_chunks_and_finished_rows_drop_out():
+    model = tiny()
+    texts = ["y" * 300, "short one", "z" * 140, "mid " * 20]
+    seen = []
+    hook = model.model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(tuple(args[0].shape)), with_kwargs=True)
+    chunked = Featurizer(model, preprocess="none", batch_size=8, chunk_size=64).fit().transform(texts)
+    hook.remove()
+    assert max(steps for _, steps in seen) <= 64 and len(seen) == 5
+    assert seen[0][0] == 4 and seen[-1][0] == 1  # rows finished early are no longer computed
+    one_pass = Featurizer(model, preprocess="none", batch_size=1, chunk_size=100_000).fit().transform(texts)
+    np.testing.assert_allclose(chunked, one_pass, rtol=1e-5, atol=1e-6)
+
+
+def test_model_from_a_checkpoint_directory_equals_the_model_object(tmp_path):
+    model = tiny(seed=3)
+    model.save_pretrained(tmp_path / "model")
+    texts = random_texts(4, seed=1, max_len=30)
+    from_dir = Featurizer(str(tmp_path / "model")).fit().transform(texts)
+    from_object = Featurizer(model).fit().transform(texts)
+    np.testing.assert_allclose(from_dir, from_object, rtol=1e-6, atol=1e-7)
+
+
+def test_bfloat16_features_are_close_to_float32_and_the_callers_model_is_untouched():
+    model = tiny(seed=4)
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    texts = random_texts(4, seed=2, max_len=30)
+    full = Featurizer(model).fit().transform(texts)
+    low = Featurizer(model, dtype="bfloat16").fit().transform(texts)
+    assert np.abs(low - full).max() < 0.1 * max(1.0, np.abs(full).max())
+    assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items())
+
+
+def test_feature_cache_hits_and_keys_on_options(tmp_path):
+    model = tiny(seed=5)
+    texts = random_texts(4, seed=3, max_len=30)
+    first = Featurizer(model, cache_dir=str(tmp_path / "cache")).fit()
+    computed = first.transform(texts)
+    assert not first.extraction_stats_["from_cache"]
+    again = Featurizer(model, cache_dir=str(tmp_path / "cache")).fit()
+    np.testing.assert_array_equal(again.transform(texts), computed)
+    assert again.extraction_stats_["from_cache"]
+    other = Featurizer(model, pooling="mean", cache_dir=str(tmp_path / "cache")).fit()
+    other.transform(texts)
+    assert not other.extraction_stats_["from_cache"]
+    for entry in (tmp_path / "cache").iterdir():  # a damaged entry is recomputed, never trusted
+        entry.write_bytes(b"garbage")
+    np.testing.assert_array_equal(Featurizer(model, cache_dir=str(tmp_path / "cache")).fit().transform(texts), computed)
+
+
+# --- featurizer: scikit-learn ---------------------------------------------------------------------------------------
+def test_featurizer_follows_the_estimator_conventions():
+    from sklearn.base import clone
+    from sklearn.utils.estimator_checks import check_get_params_invariance, check_no_attributes_set_in_init, check_parameters_default_constructible, check_set_params
+
+    featurizer = Featurizer(tiny(), pooling="mean", batch_size=3)
+    for check in (check_no_attributes_set_in_init, check_get_params_invariance, check_set_params, check_parameters_default_constructible):
+        check("Featurizer", featurizer)
+    assert clone(featurizer).get_params()["pooling"] == "mean"
+    fitted = featurizer.fit()
+    assert fitted is featurizer
+    names = featurizer.get_feature_names_out()
+    assert len(names) == 16 and names[0] == "mean_0"
+    with pytest.raises(TypeError, match="single string"):
+        featurizer.transform("a bare string")
+    with pytest.raises(TypeError, match="text 1"):
+        featurizer.transform(["fine", 3.5])
+    for bad in ({"pooling": "max"}, {"preprocess": "lowercase"}, {"batch_size": 0}, {"model": None}):
+        with pytest.raises(ValueError):
+            clone(featurizer).set_params(**bad).fit()
+
+
+def test_featurizer_in_a_pipeline_with_grid_search():
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import Pipeline
+
+    rng = random.Random(7)
+    texts, labels = [], []
+    for _ in range(24):
+        label = rng.randint(0, 1)
+        texts.append(" ".join(rng.choice(["good", "great", "fine"] if label else ["bad", "awful", "poor"]) for _ in range(rng.randint(1, 4))))
+        labels.append(label)
+    pipeline = Pipeline([("features", Featurizer(tiny(seed=8), preprocess="none")), ("classify", SparseLogisticClassifier(Cs=[0.5, 4.0]))])
+    search = GridSearchCV(pipeline, {"features__pooling": ["final_cell", "mean"]}, cv=2).fit(texts, labels)
+    assert search.best_params_["features__pooling"] in ("final_cell", "mean")
+    assert search.predict(texts[:5]).shape == (5,)
+
+
+# --- datasets -------------------------------------------------------------------------------------------------------
+def test_reads_csv_tsv_jsonl_and_compressed_files(tmp_path):
+    (tmp_path / "a.csv").write_text('label,sentence\n1,"Good, really"\n0,bad\n', encoding="utf-8")
+    (tmp_path / "a.tsv").write_text("text\tsentiment\nnice\tpositive\nmeh\tneutral\n", encoding="utf-8")
+    (tmp_path / "a.jsonl").write_text(json.dumps({"review": "ok", "y": 2.0}) + "\n\n" + json.dumps({"review": "no", "y": 1}) + "\n")
+    with gzip.open(tmp_path / "b.csv.gz", "wt") as handle:
+        handle.write("label,sentence\n1,zipped\n")
+    csv_data = read_dataset(str(tmp_path / "a.csv"))
+    assert csv_data.texts == ["Good, really", "bad"] and csv_data.labels.tolist() == ["1", "0"] and csv_data.text_col == "sentence"
+    tsv_data = read_dataset(str(tmp_path / "a.tsv"), label_cols=["sentiment"])
+    assert tsv_data.labels.tolist() == ["positive", "neutral"]
+    json_data = read_dataset(str(tmp_path / "a.jsonl"), text_col="review", label_cols="y")
+    assert json_data.labels.tolist() == ["2", "1"]  # 2.0 and 2 are one label
+    assert read_dataset(str(tmp_path / "b.csv.gz")).texts == ["zipped"]
+
+
+def test_reads_from_an_fsspec_url():
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    try:
+        with fs.open("/transfer-test/data.tsv", "w") as handle:
+            handle.write("text\tlabel\nhello\t1\n")
+        assert read_dataset("memory://transfer-test/data.tsv").texts == ["hello"]
+    finally:
+        fs.rm("/transfer-test", recursive=True)
+
+
+def test_multilabel_columns(tmp_path):
+    (tmp_path / "m.csv").write_text("Tweet,joy,anger\nyay,1,0\ngrr,0,1\nhm,0,0\n")
+    data = read_dataset(str(tmp_path / "m.csv"), "Tweet", ["joy", "anger"])
+    assert data.multilabel and data.labels.tolist() == [[1, 0], [0, 1], [0, 0]]
+    (tmp_path / "bad.csv").write_text("Tweet,joy,anger\nyay,1,0\ngrr,2,1\n")
+    with pytest.raises(DatasetError, match=r"row 3, column 'joy'.*0 or 1"):
+        read_dataset(str(tmp_path / "bad.csv"), "Tweet", ["joy", "anger"])
+
+
+@pytest.mark.parametrize(
+    "content, columns, message",
+    [
+        ("label,sentence\n1,a\n,b\n", {}, r"row 3, column 'label': missing label"),
+        ("label,sentence\n1,a\nNaN,b\n", {}, r"row 3, column 'label': missing label"),
+        ("label,sentence\n1,a\n", {"text_col": "review"}, r"no text column 'review'; columns are \['label', 'sentence'\]"),
+        ("label,sentence\n1,a\n", {"label_cols": ["stars"]}, r"no label column 'stars'"),
+        ("id,body2\n1,a\n", {}, r"no text column given"),
+        ("label,sentence\n1,a,extra\n", {}, r"row 2: 3 fields but the header has 2"),
+        ("label,sentence\n", {}, r"no data rows"),
+    ],
+)
+def test_bad_datasets_name_the_row_and_column(tmp_path, content, columns, message):
+    path = tmp_path / "d.csv"
+    path.write_text(content)
+    with pytest.raises(DatasetError, match=message):
+        read_dataset(str(path), **columns)
+
+
+def test_non_utf8_bytes_and_huge_fields_are_kept(tmp_path):
+    huge = "w" * 300_000  # above csv's default field limit
+    (tmp_path / "d.csv").write_bytes(b"label,sentence\n1,caf\xe9 ok\n0," + huge.encode() + b"\n")
+    with pytest.warns(UserWarning, match=r"row 2, column 'sentence': bytes that are not valid UTF-8"):
+        data = read_dataset(str(tmp_path / "d.csv"))
+    assert text_to_bytes(data.texts[0], "none") == b"caf\xe9 ok"
+    assert len(data.texts[1]) == 300_000
+    with pytest.raises(DatasetError, match="file not found"):
+        read_dataset(str(tmp_path / "missing.csv"))
+
+
+def test_empty_texts_are_featurized(tmp_path):
+    (tmp_path / "d.jsonl").write_text('{"text": "", "label": 1}\n{"text": null, "label": 0}\n')
+    data = read_dataset(str(tmp_path / "d.jsonl"))
+    assert data.texts == ["", ""]
+    features = Featurizer(tiny(), preprocess="none").fit().transform(data.texts)
+    assert features.shape == (2, 16) and not features.any()
+
+
+# --- classifier -----------------------------------------------------------------------------------------------------
+def synthetic(n: int, hidden: int, seed: int, informative: dict[int, float]):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, hidden))
+    return X, rng
+
+
+def test_classifier_finds_the_unit_that_carries_the_label():
+    X, rng = synthetic(600, 40, seed=1, informative={})
+    y = np.where(X[:, 23] + 0.3 * rng.normal(size=600) > 0, "pos", "neg")
+    clf = SparseLogisticClassifier(top_k=5).fit(X[:400], y[:400], X[400:500], y[400:500])
+    assert clf.task_ == "binary" and clf.top_units_[0] == 23
+    assert clf.score(X[500:], y[500:]) > 0.8
+    assert set(clf.dev_scores_) == {2.0**e for e in range(-8, 1)}
+    assert clf.n_nonzero_ < 40  # L1 keeps few units
+    proba = clf.predict_proba(X[500:])
+    np.testing.assert_allclose(proba.sum(1), 1.0)
+    assert ((proba[:, 1] > 0.5) == (clf.predict(X[500:]) == "pos")).all()
+    one = SparseLogisticClassifier().fit(X[:400, [23]], y[:400], X[400:500, [23]], y[400:500])
+    assert one.score(X[500:, [23]], y[500:]) > 0.8
+
+
+def test_multiclass_and_multilabel():
+    X, rng = synthetic(900, 30, seed=2, informative={})
+    y = np.select([X[:, 3] > 0.6, X[:, 11] > 0.6], ["positive", "negative"], "neutral")
+    clf = SparseLogisticClassifier(Cs=[0.25, 1.0]).fit(X[:600], y[:600], X[600:750], y[600:750])
+    assert clf.task_ == "multiclass" and set(clf.top_units_[:2]) == {3, 11}
+    assert clf.score(X[750:], y[750:]) > 0.8
+    np.testing.assert_allclose(clf.predict_proba(X[750:]).sum(1), 1.0)
+    Y = np.stack([X[:, 5] > 0, X[:, 17] > 0.5, np.zeros(900, bool)], axis=1).astype(int)  # the last label never occurs
+    multi = SparseLogisticClassifier(Cs=[0.25, 1.0]).fit(X[:600], Y[:600])  # no dev set: C chosen on a split of train
+    assert multi.task_ == "multilabel" and set(multi.top_units_[:2]) == {5, 17}
+    assert multi.score(X[750:], Y[750:]) > 0.85
+    assert not multi.predict(X[750:])[:, 2].any()
+
+
+def test_a_single_class_is_a_clear_error():
+    with pytest.raises(SingleClassError, match="single class"):
+        SparseLogisticClassifier().fit(np.ones((5, 3)), ["a"] * 5)
+
+
+def test_classifier_saves_without_pickle_and_loads(tmp_path):
+    X, rng = synthetic(300, 12, seed=3, informative={})
+    y = (X[:, 4] > 0).astype(int)
+    clf = SparseLogisticClassifier(top_k=3).fit(X[:200], y[:200], X[200:], y[200:])
+    clf.save(str(tmp_path / "clf"), metadata={"model": "s3://bucket/m"})
+    assert sorted(p.name for p in (tmp_path / "clf").iterdir()) == ["classifier.json", "classifier.safetensors"]
+    metadata = json.loads((tmp_path / "clf" / "classifier.json").read_text())
+    assert metadata["model"] == "s3://bucket/m" and metadata["top_units"][0] == 4
+    loaded, meta = SparseLogisticClassifier.load(str(tmp_path / "clf"))
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+    assert [str(v) for v in loaded.predict(X)] == [str(v) for v in clf.predict(X)]
+    with pytest.raises(ValueError, match="columns"):
+        loaded.predict(X[:, :5])
+    (tmp_path / "clf" / "classifier.json").write_text('{"format": "something else"}')
+    with pytest.raises(ValueError, match="not a bytezoo-transfer-classifier"):
+        SparseLogisticClassifier.load(str(tmp_path / "clf"))
+
+
+def test_classifier_rejects_non_finite_features():
+    X = np.ones((4, 3))
+    X[2, 1] = np.nan
+    with pytest.raises(ValueError, match="row 2, column 1"):
+        SparseLogisticClassifier().fit(X, [0, 1, 0, 1])
+
+
+def test_semeval_multilabel_reads(semeval_dir):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = read_dataset(str(semeval_dir / "val.csv"), "Tweet", ["anger", "joy", "fear"])
+    assert data.labels.shape == (len(data.texts), 3) and set(np.unique(data.labels)) <= {0, 1}
