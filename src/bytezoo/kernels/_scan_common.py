@@ -64,7 +64,7 @@ class BackwardCoefficients:
 def backward_coefficients(
     gates: Tensor, cells: Tensor, hiddens: Tensor, h0: Tensor, c0: Tensor, mult_x: Tensor, masks: StepMasks
 ) -> BackwardCoefficients:
-    """Turns the saved activations into the backward coefficients. ``gates`` (T, B, 4H) is overwritten with P.
+    """Turns the forward's activations into the backward coefficients. ``gates`` (T, B, 4H) is overwritten with P.
 
     gates: (T, B, 4H) post-activation i, f, o, u; cells, hiddens: (T, B, H) c_t, h_t; h0, c0: (B, H); mult_x: (T, B, H).
     """

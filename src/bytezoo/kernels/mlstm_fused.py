@@ -113,23 +113,21 @@ def fused_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells,
     cs = cells.transpose(0, 1).to(mm_dtype, memory_format=torch.contiguous_format, copy=True) if return_cells else None
     state_dtype = mm_dtype if h0 is None else h0.dtype
     saved = None
-    if save:
-        saved = (gates_all, cells, hiddens, products, h_init, c_init, mx, masks)
+    if save:  # computed here, so the backward only reads what it is given (it may run more than once)
+        saved = (backward_coefficients(gates_all, cells, hiddens, h_init, c_init, mx, masks), products, mx)
     return hs, cs, h.to(state_dtype, copy=True), c.to(state_dtype, copy=True), saved
 
 
 def fused_backward(saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs, pack=None):
     """The backward recurrence. ``needs`` = (gates_x, mult_x, w_mh, w_h, h0, c0) input-gradient flags."""
-    gates_all, cells, hiddens, products, h0, c0, mx, masks = saved
-    steps, batch, four_hidden = gates_all.shape
+    coefs, products, mx = saved
+    steps, batch, four_hidden = coefs.gate_coef.shape
     hidden = four_hidden // 4
-    acc, mm_dtype = gates_all.dtype, mx.dtype
-    coefs = backward_coefficients(gates_all, cells, hiddens, h0, c0, mx, masks)
-    del gates_all  # now holds the coefficients P
+    acc, mm_dtype = coefs.gate_coef.dtype, mx.dtype
     d_hs = time_major(d_hs, acc)  # (T, B, H) or None
     d_cs = time_major(d_cs, acc)
-    grad_h = torch.zeros_like(h0) if d_h_last is None else d_h_last.to(acc)  # dL/dh_t carried back
-    grad_c = torch.zeros_like(c0) if d_c_last is None else d_c_last.to(acc)
+    grad_h = torch.zeros_like(coefs.h_in[0]) if d_h_last is None else d_h_last.to(acc)  # dL/dh_t carried back
+    grad_c = torch.zeros_like(coefs.h_in[0]) if d_c_last is None else d_c_last.to(acc)
     gate_grad_matmul = RecurrentMatmul(w_h.t(), batch, pack)  # dz @ W_h^T
     state_grad_matmul = RecurrentMatmul(w_mh.t(), batch, pack)  # da @ W_mh^T
 
@@ -171,7 +169,7 @@ class FusedMLSTMScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells):
         hs, cs, h_last, c_last, saved = fused_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, save=True)
-        ctx.saved = saved  # includes non-tensor masks; freed after backward
+        ctx.saved = saved  # internal buffers only (never the inputs or outputs), freed with the graph
         ctx.save_for_backward(w_mh, w_h)
         ctx.dtypes = (gates_x.dtype, mult_x.dtype, None if h0 is None else h0.dtype)
         return hs, cs, h_last, c_last
@@ -183,7 +181,6 @@ class FusedMLSTMScan(torch.autograd.Function):
         needs = (*ctx.needs_input_grad[:6],)
         with torch.autocast(device_type, enabled=False):
             grads = fused_backward(ctx.saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs)
-        ctx.saved = None
         d_gx, d_mx, d_w_mh, d_w_h, d_h0, d_c0 = grads
         gx_dtype, mx_dtype, state_dtype = ctx.dtypes
         d_gx = None if d_gx is None else d_gx.to(gx_dtype)

@@ -48,15 +48,16 @@ def _cell_forward(
     mask = offsets < n_elements
     row = offsets // hidden
     gate = row * 4 * hidden + offsets % hidden  # index of gate i in (B, 4H)
-    i = tl.sigmoid(tl.load(Z + gate, mask=mask, other=0.0).to(tl.float32))
-    f = tl.sigmoid(tl.load(Z + gate + hidden, mask=mask, other=0.0).to(tl.float32))
-    o = tl.sigmoid(tl.load(Z + gate + 2 * hidden, mask=mask, other=0.0).to(tl.float32))
-    u_pre = tl.load(Z + gate + 3 * hidden, mask=mask, other=0.0).to(tl.float32)
-    u = 2 * tl.sigmoid(2 * u_pre) - 1  # tanh
+    # Sigmoid and tanh written with tl.exp: triton.language's own are @jit helpers, which the interpreter can run
+    # only when TRITON_INTERPRET was set before triton was imported.
+    i = 1 / (1 + tl.exp(-tl.load(Z + gate, mask=mask, other=0.0).to(tl.float32)))
+    f = 1 / (1 + tl.exp(-tl.load(Z + gate + hidden, mask=mask, other=0.0).to(tl.float32)))
+    o = 1 / (1 + tl.exp(-tl.load(Z + gate + 2 * hidden, mask=mask, other=0.0).to(tl.float32)))
+    u = 2 / (1 + tl.exp(-2 * tl.load(Z + gate + 3 * hidden, mask=mask, other=0.0).to(tl.float32))) - 1  # tanh
     c_in = tl.load(C_IN + offsets, mask=mask, other=0.0)
     h_in = tl.load(H_IN + offsets, mask=mask, other=0.0)
     c = f * c_in + i * u
-    h = o * (2 * tl.sigmoid(2 * c) - 1)
+    h = o * (2 / (1 + tl.exp(-2 * c)) - 1)
     if HAS_HOLD:
         held = tl.load(HELD + row, mask=mask, other=0) != 0
         c = tl.where(held, c_in, c)
@@ -163,25 +164,23 @@ def triton_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells
     cs = cells.transpose(0, 1).to(mm_dtype, memory_format=torch.contiguous_format, copy=True) if return_cells else None
     state_dtype = mm_dtype if h0 is None else h0.dtype
     h_last, c_last = hiddens[-1].to(state_dtype, copy=True), cells[-1].to(state_dtype, copy=True)
-    saved = (gates_all, cells, hiddens, products, h_init, c_init, mx, masks) if save else None
+    saved = (backward_coefficients(gates_all, cells, hiddens, h_init, c_init, mx, masks), products, mx) if save else None
     return hs, cs, h_last, c_last, saved
 
 
 def triton_backward(saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs):
     """Backward recurrence; same contract as :func:`bytezoo.kernels.mlstm_fused.fused_backward`."""
     _, backward_kernel = _kernels(interpreting())
-    gates_all, cells, hiddens, products, h0, c0, mx, masks = saved
-    steps, batch, four_hidden = gates_all.shape
+    coefs, products, mx = saved
+    steps, batch, four_hidden = coefs.gate_coef.shape
     hidden = four_hidden // 4
     mm_dtype, device = mx.dtype, mx.device
-    coefs = backward_coefficients(gates_all, cells, hiddens, h0, c0, mx, masks)
-    del gates_all
     pass_rows = None if coefs.pass_coef is None else coefs.pass_coef.squeeze(-1).contiguous()  # (T, B)
     d_hs = time_major(d_hs)  # (T, B, H), the outputs' dtype
     d_cs = time_major(d_cs)
     w_h_t, w_mh_t = w_h.t(), w_mh.t()
-    grad_h = torch.zeros_like(h0) if d_h_last is None else d_h_last.float().contiguous()
-    grad_c = torch.zeros_like(c0) if d_c_last is None else d_c_last.float().contiguous()
+    grad_h = torch.zeros_like(coefs.h_in[0]) if d_h_last is None else d_h_last.float().contiguous()
+    grad_c = torch.zeros_like(coefs.h_in[0]) if d_c_last is None else d_c_last.float().contiguous()
     grad_c_buffers = [torch.empty_like(grad_c) for _ in range(2)]
     grad_h_pass = torch.zeros_like(grad_h)
     state_grad = torch.empty(batch, hidden, dtype=mm_dtype, device=device)  # (da @ W_mh^T) of step t+1
@@ -228,7 +227,6 @@ class TritonMLSTMScan(torch.autograd.Function):
         w_mh, w_h = ctx.saved_tensors
         with torch.autocast(w_h.device.type, enabled=False):
             grads = triton_backward(ctx.saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, ctx.needs_input_grad[:6])
-        ctx.saved = None
         d_gx, d_mx, d_w_mh, d_w_h, d_h0, d_c0 = grads
         gx_dtype, mx_dtype, state_dtype = ctx.dtypes
         d_gx = None if d_gx is None else d_gx.to(gx_dtype)

@@ -1,0 +1,201 @@
+"""The mLSTM recurrence: every fast path against the reference (outputs, final state, every gradient), masks, bad input."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import bytezoo
+from bytezoo.kernels import KERNELS, mlstm_scan, mlstm_scan_ref
+from bytezoo.kernels import mlstm_fused
+from bytezoo.kernels.mlstm_interface import resolve_kernel
+
+# (rtol, atol) of a fast path against the reference, by input dtype. bf16 runs its products in bf16.
+TOLERANCES = {torch.float64: (1e-10, 1e-10), torch.float32: (1e-4, 2e-5), torch.bfloat16: (5e-2, 5e-2)}
+RESULT_NAMES = ("hs", "cs", "h_T", "c_T")
+INPUT_NAMES = ("gates_x", "mult_x", "w_mh", "w_h", "h0", "c0")
+
+
+def random_problem(batch, steps, hidden, dtype=torch.float32, state_dtype=None, masks=True, non_contiguous=False):
+    """Fresh random inputs at the scale a trained model sees (unit-variance pre-activations)."""
+    state_dtype = state_dtype or torch.promote_types(dtype, torch.float32)
+    if non_contiguous:  # every input a strided view of a larger tensor
+        gates_x = torch.randn(steps, batch, 8 * hidden).transpose(0, 1)[..., ::2]
+        mult_x = torch.randn(batch, steps, hidden, 2)[..., 1]
+        w_mh = torch.randn(hidden, hidden).t() / hidden**0.5
+        w_h = torch.randn(4 * hidden, hidden).t() / hidden**0.5
+    else:
+        gates_x = torch.randn(batch, steps, 4 * hidden)
+        mult_x = torch.randn(batch, steps, hidden)
+        w_mh = torch.randn(hidden, hidden) / hidden**0.5
+        w_h = torch.randn(hidden, 4 * hidden) / hidden**0.5
+    inputs = [gates_x.to(dtype), mult_x.to(dtype), w_mh.to(dtype), w_h.to(dtype)]
+    inputs += [torch.randn(batch, hidden, dtype=state_dtype), torch.randn(batch, hidden, dtype=state_dtype)]
+    reset = hold = None
+    if masks:
+        reset = torch.rand(batch, steps) < 0.25
+        hold = torch.rand(batch, steps) < 0.25
+        reset[0, 0] = True  # a reset before the first step
+        hold[-1, -1] = True  # a held last step: the final state is the one before it
+        hold[0, 0] = True  # reset and hold at one position
+    return inputs, reset, hold
+
+
+def run_with_grads(kernel, inputs, reset, hold, output_grads=None):
+    """Runs one kernel; returns its results, the input gradients, and the output gradients it was fed."""
+    leaves = [x.detach().clone().requires_grad_() for x in inputs]
+    results = mlstm_scan(*leaves, reset=reset, hold=hold, return_cells=True, kernel=kernel)
+    if output_grads is None:
+        output_grads = [torch.randn_like(r) for r in results]
+    torch.autograd.backward(results, output_grads)
+    return results, [x.grad for x in leaves], output_grads
+
+
+def assert_matches_reference(kernel, inputs, reset, hold, dtype):
+    rtol, atol = TOLERANCES[dtype]
+    expected, expected_grads, output_grads = run_with_grads("reference", inputs, reset, hold)
+    actual, grads, _ = run_with_grads(kernel, inputs, reset, hold, output_grads)
+    for name, want, got in zip(RESULT_NAMES + INPUT_NAMES, list(expected) + expected_grads, list(actual) + grads):
+        assert got.dtype == want.dtype, name
+        assert got.shape == want.shape, name
+        torch.testing.assert_close(got.double(), want.double(), rtol=rtol, atol=atol, msg=lambda m: f"{kernel} {name}: {m}")
+
+
+@pytest.mark.parametrize("masks", [False, True], ids=["plain", "masks"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_matches_reference(dtype, masks):
+    inputs, reset, hold = random_problem(batch=4, steps=7, hidden=16, dtype=dtype, masks=masks)
+    assert_matches_reference("fused", inputs, reset, hold, dtype)
+
+
+@pytest.mark.parametrize("batch, steps", [(1, 1), (1, 5), (3, 1)])
+def test_fused_edge_sizes(batch, steps):
+    inputs, reset, hold = random_problem(batch, steps, hidden=8)
+    assert_matches_reference("fused", inputs, reset, hold, torch.float32)
+
+
+def test_fused_non_contiguous_inputs():
+    inputs, reset, hold = random_problem(batch=3, steps=6, hidden=8, non_contiguous=True)
+    assert not inputs[0].is_contiguous() and not inputs[2].is_contiguous()
+    assert_matches_reference("fused", inputs, reset, hold, torch.float32)
+
+
+def test_fused_bfloat16_with_float32_state():
+    """What the model passes under bf16 autocast: bf16 inputs and weights, fp32 carried state."""
+    inputs, reset, hold = random_problem(batch=4, steps=6, hidden=32, dtype=torch.bfloat16, state_dtype=torch.float32)
+    assert_matches_reference("fused", inputs, reset, hold, torch.bfloat16)
+
+
+def test_fused_gradcheck_float64():
+    inputs, reset, hold = random_problem(batch=2, steps=3, hidden=4, dtype=torch.float64)
+    leaves = [x.requires_grad_() for x in inputs]
+
+    def scan(*args):
+        return mlstm_scan(*args, reset=reset, hold=hold, return_cells=True, kernel="fused")
+
+    assert torch.autograd.gradcheck(scan, leaves, eps=1e-6, atol=1e-7)
+
+
+def test_fused_without_initial_state_or_grads_for_some_inputs():
+    (gates_x, mult_x, w_mh, w_h, _, _), _, _ = random_problem(batch=2, steps=4, hidden=8, masks=False)
+    w_h.requires_grad_()
+    gates_x.requires_grad_()
+    hs, cs, h_last, c_last = mlstm_scan(gates_x, mult_x, w_mh, w_h, kernel="fused")
+    assert cs is None and h_last.dtype == torch.float32
+    (hs.sum() + c_last.sum()).backward()
+    ref_w_h, ref_gx = w_h.detach().clone().requires_grad_(), gates_x.detach().clone().requires_grad_()
+    ref_hs, _, _, ref_c = mlstm_scan_ref(ref_gx, mult_x, w_mh, ref_w_h)
+    (ref_hs.sum() + ref_c.sum()).backward()
+    torch.testing.assert_close(w_h.grad, ref_w_h.grad, rtol=1e-4, atol=2e-5)
+    torch.testing.assert_close(gates_x.grad, ref_gx.grad, rtol=1e-4, atol=2e-5)
+
+
+def test_packed_and_plain_products_agree(monkeypatch):
+    """The oneDNN weight packing (private ATen ops) and its torch.mm fallback give the same results."""
+    inputs, reset, hold = random_problem(batch=5, steps=4, hidden=24)
+    monkeypatch.setattr(mlstm_fused, "PACK_WEIGHTS", True)
+    packed, packed_grads, output_grads = run_with_grads("fused", inputs, reset, hold)
+    monkeypatch.setattr(mlstm_fused, "PACK_WEIGHTS", False)
+    plain, plain_grads, _ = run_with_grads("fused", inputs, reset, hold, output_grads)
+    for got, want in zip(list(packed) + packed_grads, list(plain) + plain_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=2e-5)
+
+
+def test_inference_without_grad_matches_training_forward():
+    inputs, reset, hold = random_problem(batch=3, steps=5, hidden=8)
+    with torch.no_grad():
+        fast = mlstm_scan(*inputs, reset=reset, hold=hold, return_cells=True, kernel="fused")
+    slow = mlstm_scan_ref(*inputs, reset=reset, hold=hold, return_cells=True)
+    for got, want in zip(fast, slow):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("kernel", ["reference", "fused"])
+def test_autocast_cannot_change_the_kernels_dtypes(kernel):
+    inputs, reset, hold = random_problem(batch=2, steps=4, hidden=8)
+    plain = mlstm_scan(*inputs, reset=reset, hold=hold, return_cells=True, kernel=kernel)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = mlstm_scan(*inputs, reset=reset, hold=hold, return_cells=True, kernel=kernel)
+    for got, want in zip(autocast, plain):
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_auto_picks_fused_on_cpu_and_kernels_tuple():
+    assert KERNELS == ("auto", "reference", "fused", "triton")
+    for dtype in (torch.float32, torch.bfloat16, torch.float64):
+        assert resolve_kernel("auto", torch.zeros(1, 1, 4, dtype=dtype)) == "fused"
+    assert resolve_kernel("reference", torch.zeros(1, 1, 4)) == "reference"
+
+
+def test_model_gradients_match_reference_through_weight_norm():
+    """The whole model: loss and the gradient of every parameter (embeddings, weights, weight-norm gains, head)."""
+    torch.manual_seed(0)
+    batch, steps = 3, 6
+    input_ids = torch.randint(0, 256, (batch, steps))
+    attention_mask = torch.ones(batch, steps, dtype=torch.long)
+    attention_mask[0, :2] = 0  # left padding
+    reset_mask = torch.zeros(batch, steps, dtype=torch.bool)
+    reset_mask[1, 3] = True
+    grads = {}
+    for kernel in ("reference", "fused"):
+        torch.manual_seed(1)
+        model = bytezoo.create_model("mlstm-256", hidden_size=16, embedding_size=8, num_layers=2, kernel=kernel)
+        state = tuple(torch.randn(2, batch, 16) for _ in range(2))
+        out = model(input_ids, state=state, attention_mask=attention_mask, reset_mask=reset_mask, labels=input_ids)
+        (out.loss + out.state[1].square().sum()).backward()
+        grads[kernel] = {name: p.grad for name, p in model.named_parameters()}
+        grads[kernel]["loss"] = out.loss.detach()
+    assert any("g_mh" in name for name in grads["fused"])
+    for name, want in grads["reference"].items():
+        torch.testing.assert_close(grads["fused"][name], want, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_bad_input_is_named():
+    (gates_x, mult_x, w_mh, w_h, h0, c0), _, _ = random_problem(batch=2, steps=3, hidden=4, masks=False)
+    with pytest.raises(ValueError, match="T = 0"):
+        mlstm_scan(gates_x[:, :0], mult_x[:, :0], w_mh, w_h, kernel="fused")
+    with pytest.raises(ValueError, match="mult_x must have shape"):
+        mlstm_scan(gates_x, mult_x[:, :2], w_mh, w_h, kernel="fused")
+    with pytest.raises(ValueError, match="w_h must have shape"):
+        mlstm_scan(gates_x, mult_x, w_mh, w_h[:, :-1], kernel="fused")
+    with pytest.raises(ValueError, match="gates_x must have shape"):
+        mlstm_scan(gates_x[..., :-1], mult_x, w_mh, w_h, kernel="fused")
+    with pytest.raises(ValueError, match="h0 must have shape"):
+        mlstm_scan(gates_x, mult_x, w_mh, w_h, h0[:1], c0[:1], kernel="fused")
+    with pytest.raises(ValueError, match="both h0 and c0"):
+        mlstm_scan(gates_x, mult_x, w_mh, w_h, h0, None, kernel="fused")
+    with pytest.raises(TypeError, match="w_mh has dtype torch.float64"):
+        mlstm_scan(gates_x, mult_x, w_mh.double(), w_h, kernel="fused")
+    with pytest.raises(TypeError, match="h0 has dtype"):
+        mlstm_scan(gates_x, mult_x, w_mh, w_h, h0.double(), c0, kernel="fused")
+    with pytest.raises(TypeError, match="reset must be a bool mask"):
+        mlstm_scan(gates_x, mult_x, w_mh, w_h, reset=torch.zeros(2, 3), kernel="fused")
+    with pytest.raises(TypeError, match="gates_x must be a floating-point"):
+        mlstm_scan(gates_x.long(), mult_x.long(), w_mh.long(), w_h.long(), kernel="fused")
+    with pytest.raises(ValueError, match="w_h is on meta"):
+        mlstm_scan(gates_x, mult_x, w_mh, w_h.to("meta"), kernel="fused")
+    with pytest.raises(ValueError, match="unknown mLSTM kernel 'cudnn'"):
+        mlstm_scan(gates_x, mult_x, w_mh, w_h, kernel="cudnn")
