@@ -63,7 +63,7 @@ def hub_url(request, tmp_path):
 
 @pytest.fixture(params=["whole", "in-parts"])
 def download(request, monkeypatch) -> str:
-    """Run a test with blobs downloaded whole and as parallel ranged parts (normally for blobs over 16 MB)."""
+    """Run a test with blobs downloaded in one request and as large blobs are (normally those over 16 MB)."""
     if request.param == "in-parts":
         monkeypatch.setattr(remote, "PART_SIZE", 50_000)
     return request.param
@@ -486,8 +486,8 @@ def http_hub(tmp_path):
     server.server_close()
 
 
-def test_http_hubs_can_be_pulled_from_but_not_pushed_to(http_hub, tmp_path):
-    root, base = http_hub
+def test_http_hubs_can_be_pulled_from_but_not_pushed_to(http_hub, tmp_path, download):
+    root, base = http_hub  # "in-parts": large blobs over http stream through a reader thread (no ranges)
     checkpoint = write_checkpoint(tmp_path / "checkpoint", megabytes=2)
     version = hub.push(checkpoint, root / "mlstm-tiny", tag="paper")
     same_files(Path(hub.pull(f"{base}/mlstm-tiny@paper")), checkpoint)

@@ -195,16 +195,21 @@ class HubRepo:
     def download_blob(self, entry: FileEntry, destination: str) -> tuple[str, int]:
         """Copy the blob for ``entry`` to the local file ``destination``; return the sha256 and size received.
 
-        The caller compares them with the manifest. Large blobs on file systems with ranged reads come in
-        parallel parts, hashed in order as they arrive, so verifying costs little beyond the download itself;
-        other blobs stream through a reader thread while this thread hashes and writes.
+        The caller compares them with the manifest. Small blobs come in one request. Large blobs on file systems
+        with ranged reads come in parallel parts, hashed in order as they arrive, so verifying costs little beyond
+        the download itself; on streaming protocols (http, hf) a reader thread fetches while this one hashes.
         """
         remote = self.blob_path(entry.sha256)
         streaming = bool({"http", "https", "hf"}.intersection(self._protocols))  # one request, no ranges
         try:
-            if entry.size > PART_SIZE and not streaming and self.fs.size(remote) == entry.size:
+            if entry.size <= PART_SIZE:
+                data = self.fs.cat_file(remote)
+                with open(destination, "wb") as out:
+                    out.write(data)
+                return hashlib.sha256(data).hexdigest(), len(data)
+            if not streaming and self.fs.size(remote) == entry.size:
                 return self._download_in_parts(remote, destination, entry.size)
-            # Small, streaming, or not the size the manifest says: read it whole (an error then names its hash).
+            # Streaming, or not the size the manifest says: read it whole (an error then names its hash).
             source = self.fs.open(remote, "rb", block_size=0 if streaming else CHUNK_SIZE, cache_type="none")
         except FileNotFoundError:
             raise NotFoundError(
