@@ -18,6 +18,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -73,8 +74,9 @@ def run(scratch: Path, storage_options: dict, megabytes: float, repeats: int, se
     bucket = f"bench-{uuid.uuid4().hex[:8]}"
     fs.mkdir(bucket)
     load_before = os.getloadavg()
-    timings: dict[str, list[float]] = {name: [] for name in
-                                       ("plain_put", "hub_push", "plain_get", "hub_pull", "hub_pull_to_dir", "sha256")}
+    names = ("plain_put", "hub_push", "plain_get", "hub_pull", "hub_pull_to_dir", "sha256")
+    timings: dict[str, list[float]] = {name: [] for name in names}
+    cpu_times: dict[str, list[float]] = {name: [] for name in names}
     checkpoint_bytes = 0
     for repeat in range(-1, repeats):  # repeat -1 warms the server up and is not recorded
         checkpoint = write_checkpoint(scratch / f"checkpoint-{repeat}", megabytes=megabytes, seed=repeat + 1)
@@ -102,18 +104,20 @@ def run(scratch: Path, storage_options: dict, megabytes: float, repeats: int, se
                  (("plain_get", plain_get), ("hub_pull", hub_pull))]
         for pair in pairs:
             for name, operation in (pair if repeat % 2 == 0 else pair[::-1]):
-                elapsed = _time(operation)
+                elapsed, cpu = _time(operation)
                 if repeat >= 0:
                     timings[name].append(elapsed)
-        elapsed = _time(hub_pull_to_dir)
-        hashing = _time(lambda: [sha256_of_file(path) for path in checkpoint.iterdir()])
-        if repeat >= 0:
-            timings["hub_pull_to_dir"].append(elapsed)
-            timings["sha256"].append(hashing)
+                    cpu_times[name].append(cpu)
+        for name, operation in (("hub_pull_to_dir", hub_pull_to_dir),
+                                ("sha256", lambda: [sha256_of_file(path) for path in checkpoint.iterdir()])):
+            elapsed, cpu = _time(operation)
+            if repeat >= 0:
+                timings[name].append(elapsed)
+                cpu_times[name].append(cpu)
         for path in scratch.glob(f"*-{repeat}"):
             shutil.rmtree(path, ignore_errors=True)
-        print(f"repeat {repeat}: " + ", ".join(f"{k} {v[-1]:.3f}s" for k, v in timings.items() if v and repeat >= 0),
-              file=sys.stderr)
+        if repeat >= 0:
+            print(f"repeat {repeat}: " + ", ".join(f"{k} {v[-1]:.3f}s" for k, v in timings.items()), file=sys.stderr)
 
     medians = {name: statistics.median(values) for name, values in timings.items()}
     megabytes_moved = checkpoint_bytes / 1e6
@@ -132,15 +136,23 @@ def run(scratch: Path, storage_options: dict, megabytes: float, repeats: int, se
         "overhead": summary,
         "median_seconds": medians,
         "median_megabytes_per_second": {name: megabytes_moved / seconds for name, seconds in medians.items()},
+        "median_client_cpu_seconds": {name: statistics.median(values) for name, values in cpu_times.items()},
         "all_seconds": timings,
+        "all_client_cpu_seconds": cpu_times,
         "machine": _machine(load_before, server),
     }
 
 
-def _time(operation) -> float:
-    start = time.perf_counter()
+def _time(operation) -> tuple[float, float]:
+    """Wall-clock seconds, and CPU seconds of this process (all threads): the client's share of the work."""
+    start, cpu_start = time.perf_counter(), _cpu_seconds()
     operation()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, _cpu_seconds() - cpu_start
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _machine(load_before, server) -> dict:
@@ -170,9 +182,10 @@ def _machine(load_before, server) -> dict:
 
 def print_summary(results: dict) -> None:
     medians, rates = results["median_seconds"], results["median_megabytes_per_second"]
+    cpu = results["median_client_cpu_seconds"]
     print(f"checkpoint: {results['checkpoint_bytes'] / 1e6:.1f} MB, {results['repeats']} repeats (medians)")
     for name in medians:
-        print(f"  {name:<16} {medians[name]:7.3f} s  {rates[name]:8.1f} MB/s")
+        print(f"  {name:<16} {medians[name]:7.3f} s  {rates[name]:8.1f} MB/s   client CPU {cpu[name]:6.3f} s")
     for key, value in results["overhead"].items():
         verdict = "ok" if value <= results["overhead_budget"] else "OVER BUDGET"
         print(f"  {key:<22} {value * 100:+6.1f} %  ({verdict}, budget {results['overhead_budget'] * 100:.0f} %)")
