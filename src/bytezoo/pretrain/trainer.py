@@ -105,6 +105,8 @@ def load_model(name: str, overrides: dict):
 
     if is_model(name):
         return create_model(name, **overrides)
+    if "/" not in name and not Path(name).exists():  # not a path, URL or hub id: fail now, not after a hub lookup
+        raise ValueError(f"--model {name!r} is neither a zoo preset ({', '.join(list_models())}) nor a checkpoint path")
     try:
         return AutoModelForCausalLM.from_pretrained(name, **overrides)
     except (OSError, ValueError) as error:
@@ -202,7 +204,16 @@ def evaluate(accelerator, model, windows) -> float:
 
 def run(config: PretrainConfig) -> dict:
     """Pretrain as ``config`` says; return the run's summary (also saved beside the exported model)."""
-    config = config.resolved()
+    try:
+        return _run(config.resolved())
+    finally:  # Accelerate's state is a process-wide singleton: let a later run in this process choose its own precision
+        from accelerate.state import AcceleratorState, GradientState
+
+        AcceleratorState._reset_state()
+        GradientState._reset_state()
+
+
+def _run(config: PretrainConfig) -> dict:
     output = Path(config.output)
     accelerator = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum_steps,
                               step_scheduler_with_optimizer=False)

@@ -1,0 +1,212 @@
+"""The pretraining loop end to end on tiny models: export, resume after SIGKILL, crash mid-save, skipped fp16 steps,
+non-finite loss, bad input."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import bytezoo
+from bytezoo.cli import main as bytezoo_main
+from bytezoo.pretrain import checkpoint as ckpt
+from bytezoo.pretrain import pretrain, trainer
+
+TINY = ["--model", "mlstm-256", "--model-config", "hidden_size=16", "--model-config", "embedding_size=8",
+        "--batch-size", "4", "--seq-len", "8", "--no-progress", "--log-every", "1"]
+TINY_OPTIONS = dict(model="mlstm-256", model_config={"hidden_size": 16, "embedding_size": 8}, batch_size=4, seq_len=8,
+                    progress=False, log_every=1)
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    """Random reviews as JSON lines: ~20 KB, fresh every run."""
+    rng = np.random.default_rng()
+    words = ["good", "bad", "plot", "acting", "the", "a", "film", "é", "boring", "great"]
+    lines = [json.dumps({"text": " ".join(rng.choice(words, rng.integers(3, 30)))}) for _ in range(300)]
+    path = tmp_path / "reviews.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    (tmp_path / "held-out.jsonl").write_text("\n".join(lines[:20]) + "\n")
+    return path
+
+
+def exported(output: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(output / "model" / "model.safetensors"))
+
+
+def test_run_exports_a_loadable_model_with_logs_and_summary(corpus, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    output = tmp_path / "run"
+    code = bytezoo_main(["pretrain", *TINY, "--data", str(corpus), "--val-data", str(corpus.with_name("held-out.jsonl")),
+                         "--output", str(output),
+                         "--max-steps", "12", "--lr", "1e-2", "--schedule", "cosine", "--warmup", "2", "--eval-every", "6"])
+    assert code == 0
+    model = AutoModelForCausalLM.from_pretrained(output / "model")
+    tokenizer = AutoTokenizer.from_pretrained(output / "model")
+    assert model.config.hidden_size == 16 and tokenizer("ab")["input_ids"][-2:] == [97, 98]
+    summary = json.loads((output / "model" / "training_summary.json").read_text())
+    assert summary["steps"] == 12 and summary["characters_seen"] == 12 * 4 * 8
+    assert summary["chars_per_second"] > 0 and 0 < summary["val_bpc"] < 8
+    records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if "bpc" in r]
+    assert [r["step"] for r in train] == list(range(1, 13))
+    assert train[0]["lr"] == pytest.approx(0.5e-2) and train[1]["lr"] == pytest.approx(1e-2)  # warmup, then cosine
+    assert train[-1]["lr"] < train[2]["lr"]
+    assert [r["step"] for r in records if "val_bpc" in r] == [6, 12]
+    assert (output / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert any((output / "tensorboard").iterdir())
+    with torch.no_grad():  # the exported weights are the trained ones, loaded in full
+        logits = model(torch.tensor([[1, 2, 3]])).logits
+    assert torch.isfinite(logits).all()
+
+
+def test_bf16_and_gradient_accumulation_train(corpus, tmp_path):
+    summary = pretrain(data=[str(corpus)], output=str(tmp_path / "bf16"), max_steps=3, mixed_precision="bf16",
+                       grad_accum_steps=2, **TINY_OPTIONS)
+    assert summary["steps"] == 3 and summary["characters_seen"] == 3 * 2 * 4 * 8
+    assert np.isfinite(summary["train_bpc"])
+
+
+def test_resume_after_sigkill_ends_bitwise_equal_to_an_uninterrupted_run(corpus, tmp_path):
+    steps = 60
+    reference = tmp_path / "reference"
+    pretrain(data=[str(corpus)], output=str(reference), max_steps=steps, lr=3e-3, **TINY_OPTIONS)
+
+    output = tmp_path / "killed"
+    command = [sys.executable, "-m", "bytezoo.cli", "pretrain", *TINY, "--data", str(corpus), "--output", str(output),
+               "--max-steps", str(steps), "--lr", "3e-3", "--save-every", "4"]
+    victim = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not ckpt.checkpoint_dirs(output) and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    saved = ckpt.checkpoint_dirs(output)
+    assert saved, victim.stderr.read().decode()[-2000:]
+    assert not (output / "model").exists(), "the run finished before it could be killed: raise `steps`"
+    killed_at = json.loads((saved[-1] / ckpt.TRAIN_STATE).read_text())["step"]
+    assert 0 < killed_at < steps
+
+    resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    summary = json.loads((output / "model" / "training_summary.json").read_text())
+    assert summary["steps"] == steps and summary["resumed_from"].endswith(saved[-1].name)
+    expected, got = exported(reference), exported(output)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+    steps_logged = [json.loads(line)["step"] for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert steps_logged == list(range(1, steps + 1))  # the lines logged after the checkpoint were dropped, then redone
+
+
+def test_a_crash_mid_save_leaves_the_previous_checkpoint_to_resume_from(corpus, tmp_path, monkeypatch):
+    options = dict(data=[str(corpus)], output=str(tmp_path / "run"), max_steps=6, save_every=2, lr=3e-3, **TINY_OPTIONS)
+    real_save_file, calls = ckpt.save_file, []
+
+    def crash_on_second_save(tensors, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            Path(path).write_bytes(b"half a file")
+            raise OSError("disk full (simulated)")
+        return real_save_file(tensors, path, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt, "save_file", crash_on_second_save)
+    with pytest.raises(OSError, match="simulated"):
+        pretrain(**options)
+    monkeypatch.setattr(ckpt, "save_file", real_save_file)
+    assert [p.name for p in ckpt.checkpoint_dirs(tmp_path / "run")] == ["step-00000002"]
+
+    summary = pretrain(**options, resume="latest")  # the staging directory of the failed save is ignored
+    assert summary["resumed_from"].endswith("step-00000002") and summary["steps"] == 6
+    reference = pretrain(**{**options, "output": str(tmp_path / "reference"), "save_every": 0})
+    assert reference["steps"] == 6
+    expected, got = exported(tmp_path / "reference"), exported(tmp_path / "run")
+    assert all(torch.equal(expected[name], got[name]) for name in expected)
+
+
+def test_a_skipped_fp16_step_does_not_advance_the_schedule(corpus, tmp_path, monkeypatch):
+    from accelerate import Accelerator
+
+    checks = []
+
+    def skipped(self):  # the second optimizer step "overflows"
+        checks.append(None)
+        return len(checks) == 2
+
+    monkeypatch.setattr(Accelerator, "optimizer_step_was_skipped", property(skipped))
+    summary = pretrain(data=[str(corpus)], output=str(tmp_path / "run"), max_steps=5, lr=1.0, schedule="linear",
+                       **TINY_OPTIONS)
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert lrs == pytest.approx([1.0, 0.8, 0.8, 0.6, 0.4])  # steps 2 and 3 both use update 1's rate
+    assert summary["updates"] == 4 and summary["steps"] == 5
+
+
+def test_a_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(corpus, tmp_path, monkeypatch, capsys):
+    real_loss, calls = trainer.token_loss, []
+
+    def loss_goes_nan_at_step_5(logits, targets):
+        calls.append(None)
+        nll, count = real_loss(logits, targets)
+        return (nll * float("nan") if len(calls) == 5 else nll), count
+
+    monkeypatch.setattr(trainer, "token_loss", loss_goes_nan_at_step_5)
+    output = tmp_path / "run"
+    code = bytezoo_main(["pretrain", *TINY, "--data", str(corpus), "--output", str(output), "--max-steps", "8",
+                         "--save-every", "2"])
+    assert code == 1
+    message = capsys.readouterr().err
+    assert "loss is nan at step 5" in message and "step-00000004" in message
+    assert [p.name for p in ckpt.checkpoint_dirs(output)] == ["step-00000002", "step-00000004"]
+    monkeypatch.setattr(trainer, "token_loss", real_loss)
+    summary = pretrain(data=[str(corpus)], output=str(output), max_steps=8, save_every=2, resume="latest", **TINY_OPTIONS)
+    assert summary["resumed_from"].endswith("step-00000004") and np.isfinite(summary["train_bpc"])
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--data", "{empty}"], "corpus is empty"),
+        (["--data", "{corpus}", "--text-field", "review"], "has no field 'review'"),
+        (["--data", "{missing}"], "no data at"),
+        (["--data", "http://127.0.0.1:9/nothing.txt"], "cannot read|no data at"),
+        (["--data", "{corpus}", "--batch-size", "4096"], "too small for 4096 streams"),
+        (["--data", "{corpus}", "--val-data", "{empty}"], "holds no 9-byte window"),
+        (["--data", "{corpus}", "--model", "no-such-model"], "neither a zoo preset"),
+        (["--data", "{corpus}", "--lr", "-1"], "lr must be > 0"),
+    ],
+)
+def test_bad_input_fails_before_training_with_a_clear_error(corpus, tmp_path, capsys, arguments, message):
+    (tmp_path / "empty.txt").write_bytes(b"")
+    paths = {"corpus": corpus, "empty": tmp_path / "empty.txt", "missing": tmp_path / "missing.txt"}
+    arguments = [a.format(**paths) for a in arguments]
+    options = TINY[:]
+    if "--batch-size" in arguments:
+        options[options.index("--batch-size") : options.index("--batch-size") + 2] = []
+    code = bytezoo_main(["pretrain", *options, *arguments, "--output", str(tmp_path / "out"), "--max-steps", "2"])
+    assert code == 1
+    error = capsys.readouterr().err
+    assert "bytezoo pretrain: error:" in error
+    import re
+
+    assert re.search(message, error), error
+    assert not (tmp_path / "out" / "model").exists()
+
+
+def test_help_documents_the_options(capsys):
+    with pytest.raises(SystemExit):
+        bytezoo_main(["pretrain", "--help"])
+    text = capsys.readouterr().out
+    for option in ("--model", "--data", "--val-data", "--output", "--batch-size", "--seq-len", "--max-steps", "--epochs",
+                   "--lr", "--schedule", "--warmup", "--mixed-precision", "--save-every", "--eval-every", "--resume",
+                   "--seed", "--text-field", "--recipe", "--lr-cap", "torchrun", "model/"):
+        assert option in text, option
+    assert bytezoo.__version__
