@@ -26,13 +26,11 @@ def _is_url(path: str) -> bool:
 
 
 def _resolve_directory(dir_or_url: str) -> str:
-    """A local directory for ``dir_or_url``: a hub reference or fsspec URL is fetched through ``bytezoo.hub``."""
-    dir_or_url = str(dir_or_url)
-    if _is_url(dir_or_url):
-        from bytezoo.hub import resolve
+    """A local directory for ``dir_or_url``: hub references (URLs, local hub repositories, ``@TAG``) are pulled and
+    verified through :func:`bytezoo.hub.resolve`; a plain directory passes through."""
+    from bytezoo.hub import resolve
 
-        return str(resolve(dir_or_url))
-    return dir_or_url
+    return str(resolve(str(dir_or_url)))
 
 
 class SentimentPipeline:

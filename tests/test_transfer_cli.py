@@ -1,0 +1,198 @@
+"""Transfer stage end to end: `bytezoo transfer` / `classify` / `generate`, SentimentPipeline, steered generation."""
+from __future__ import annotations
+
+import json
+import random
+import uuid
+
+import numpy as np
+import pytest
+import torch
+
+import bytezoo
+from bytezoo.cli import main
+from bytezoo.transfer import DatasetError, SentimentPipeline, generate_steered
+
+POSITIVE = ["good", "great", "lovely", "fun"]
+NEGATIVE = ["bad", "awful", "dull", "poor"]
+NEUTRAL = ["okay", "plain", "so so"]
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    torch.manual_seed(0)
+    model = bytezoo.create_model("mlstm-256", hidden_size=16, embedding_size=8)
+    model.save_pretrained(tmp_path / "model")
+    bytezoo.ByteTokenizer().save_pretrained(tmp_path / "model")
+    return tmp_path / "model"
+
+
+def write_split(path, rows: int, seed: int, classes=("1", "0")) -> None:
+    words = {"1": POSITIVE, "0": NEGATIVE, "positive": POSITIVE, "negative": NEGATIVE, "neutral": NEUTRAL}
+    rng = random.Random(seed)
+    lines = ["review\trating"]
+    for row in range(rows):
+        label = classes[row % len(classes)]
+        lines.append(" ".join(rng.choice(words[label]) for _ in range(rng.randint(1, 3))) + f"\t{label}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_transfer_command_end_to_end(tmp_path, model_dir, capsys):
+    for split, rows, seed in (("train", 24, 1), ("dev", 10, 2), ("test", 10, 3)):
+        write_split(tmp_path / f"{split}.tsv", rows, seed)
+    out = tmp_path / "out"
+    code = main([
+        "transfer", "--model", str(model_dir), "--train", str(tmp_path / "train.tsv"), "--dev", str(tmp_path / "dev.tsv"),
+        "--test", str(tmp_path / "test.tsv"), "--text-col", "review", "--label-col", "rating", "--output", str(out),
+        "--baseline", "tfidf", "--top-k", "3", "--C", "0.25", "1", "--curve-points", "2", "--heatmap-texts", "2", "--no-progress",
+    ])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["schema_version"] == 1 and report["task"] == "binary" and report["metric"] == "accuracy"
+    assert report["model"]["reference"] == str(model_dir) and report["model"]["hidden_size"] == 16
+    assert report["data"]["classes"] == ["0", "1"] and report["data"]["train"]["rows"] == 24
+    assert report["classifier"]["Cs"] == [0.25, 1.0] and report["classifier"]["C"] in (0.25, 1.0)
+    assert all(0.0 <= report["accuracy"][split] <= 1.0 for split in ("train", "dev", "test"))
+    assert len(report["top_units"]) == 3 and report["top_unit_classifier"]["units"] == [report["top_units"][0]["unit"]]
+    assert report["top_k_classifier"]["units"] == [unit["unit"] for unit in report["top_units"]]
+    assert 0.0 <= report["baselines"]["tfidf"]["test_accuracy"] <= 1.0
+    assert [point["n_train"] for point in report["data_efficiency"]] == [10, 24]
+    assert report["featurization"]["characters_per_second"] > 0 and report["featurization"]["texts"] == 44
+    for name in report["files"]["plots"].values():
+        assert (out / name).stat().st_size > 0
+    assert (out / "unit_histogram.png").read_bytes()[:4] == b"\x89PNG"
+    assert "<span" in (out / "unit_heatmap.html").read_text()
+    assert json.loads(capsys.readouterr().out)["accuracy"] == report["accuracy"]
+
+    # The saved classifier points at the model; the pipeline reproduces the report's test accuracy.
+    pipe = SentimentPipeline.from_pretrained(str(out))
+    test_texts = [line.split("\t")[0] for line in (tmp_path / "test.tsv").read_text().splitlines()[1:]]
+    test_labels = [line.split("\t")[1] for line in (tmp_path / "test.tsv").read_text().splitlines()[1:]]
+    results = pipe(test_texts)
+    assert np.mean([r["label"] == y for r, y in zip(results, test_labels)]) == pytest.approx(report["accuracy"]["test"])
+    assert all(set(r["probabilities"]) == {"0", "1"} and abs(sum(r["probabilities"].values()) - 1) < 1e-9 for r in results)
+
+    assert main(["classify", "--pipeline", str(out), "--no-progress", "good fun", "awful"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    alone = pipe(["good fun"])[0]
+    assert [line["text"] for line in lines] == ["good fun", "awful"] and lines[0]["label"] == alone["label"]
+    assert lines[0]["score"] == pytest.approx(alone["score"], abs=1e-6)  # batched vs alone: float rounding only
+
+
+def test_three_class_pipeline_with_the_model_inside_and_through_the_hub(tmp_path, model_dir):
+    import fsspec
+
+    classes = ("positive", "negative", "neutral")
+    write_split(tmp_path / "train.tsv", 18, 4, classes)
+    write_split(tmp_path / "dev.tsv", 9, 5, classes)
+    out = tmp_path / "out"
+    assert main([
+        "transfer", "--model", str(model_dir), "--train", str(tmp_path / "train.tsv"), "--dev", str(tmp_path / "dev.tsv"),
+        "--output", str(out), "--include-model", "--no-plots", "--curve-points", "0", "--C", "1", "--no-progress",
+    ]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["task"] == "multiclass" and report["accuracy"]["test"] is None and report["files"]["model"] == "."
+    assert (out / "config.json").exists() and (out / "model.safetensors").exists()
+    local = SentimentPipeline.from_pretrained(str(out))
+    assert local.model_reference == str(out)
+    texts = ["good great", "so so", "dull"]
+    expected = local(texts)
+    assert {r["label"] for r in expected} <= set(classes) and len(expected[0]["probabilities"]) == 3
+
+    from bytezoo.hub import push
+
+    # The hub takes data formats only; save_pretrained's remote-code copies (.py) are not needed with bytezoo installed.
+    for code_file in out.glob("*.py"):
+        code_file.unlink()
+    root = f"/transfer-tests-{uuid.uuid4().hex[:8]}"
+    memory = fsspec.filesystem("memory")
+    try:
+        push(str(out), f"memory://{root}/sentiment", model_card=False)
+        remote = SentimentPipeline.from_pretrained(f"memory://{root}/sentiment@latest")
+        for got, want in zip(remote(texts), expected):
+            assert got["label"] == want["label"] and got["score"] == pytest.approx(want["score"], abs=1e-9)
+    finally:
+        if memory.exists(root):
+            memory.rm(root, recursive=True)
+
+
+def test_multilabel_transfer_from_json_lines(tmp_path, model_dir):
+    rng = random.Random(6)
+    for split, rows in (("train", 24), ("dev", 8)):
+        with open(tmp_path / f"{split}.jsonl", "w") as handle:
+            for _ in range(rows):
+                joy, anger = rng.random() < 0.5, rng.random() < 0.5
+                text = " ".join(["yay"] * joy + ["grr"] * anger) or "hmm"
+                handle.write(json.dumps({"Tweet": text, "joy": int(joy), "anger": int(anger)}) + "\n")
+    out = tmp_path / "out"
+    assert main([
+        "transfer", "--model", str(model_dir), "--train", str(tmp_path / "train.jsonl"), "--test", str(tmp_path / "dev.jsonl"),
+        "--text-col", "Tweet", "--label-col", "joy", "anger", "--output", str(out), "--curve-points", "0", "--heatmap-texts", "1",
+        "--C", "1", "--no-progress",
+    ]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["task"] == "multilabel" and report["metric"] == "jaccard" and report["classifier"]["C_chosen_on"] == "train split"
+    assert len(report["top_units"][0]["weights"]) == 2 and report["data"]["train"]["label_counts"].keys() == {"joy", "anger"}
+    result = SentimentPipeline.from_pretrained(str(out))(["yay grr"])[0]
+    assert set(result["probabilities"]) == {"joy", "anger"} and set(result["labels"]) <= {"joy", "anger"}
+
+
+def test_transfer_bad_input_names_the_file_and_column(tmp_path, model_dir):
+    write_split(tmp_path / "train.tsv", 6, 7, classes=("1",))
+    with pytest.raises(DatasetError, match=r"train.tsv, column 'rating': every training row has the label '1'"):
+        main(["transfer", "--model", str(model_dir), "--train", str(tmp_path / "train.tsv"), "--output", str(tmp_path / "o"), "--no-progress"])
+    write_split(tmp_path / "train.tsv", 6, 7)
+    with pytest.raises(DatasetError, match=r"no label column 'stars'; columns are \['review', 'rating'\]"):
+        main(["transfer", "--model", str(model_dir), "--train", str(tmp_path / "train.tsv"), "--label-col", "stars", "--output", str(tmp_path / "o")])
+    with pytest.raises(FileNotFoundError, match="classifier.json"):
+        SentimentPipeline.from_pretrained(str(model_dir))
+
+
+# --- generation -----------------------------------------------------------------------------------------------------
+def replay_greedy(model, prompt: str, steps: int, neuron: int | None, value: float, state_index: int = 1) -> bytes:
+    """Independent greedy decoding, one byte per forward call, overwriting the unit after each step."""
+    body = model.model
+    state, out_bytes, logits = None, [], None
+    with torch.no_grad():
+        for byte in ("\n " + prompt).encode():
+            out = model(torch.tensor([[byte]]), state=state)
+            state, logits = [part.clone() for part in out.state], out.logits[0, -1]
+            if neuron is not None:
+                state[state_index][-1, :, neuron] = value
+        for _ in range(steps):
+            byte = int(logits.argmax())
+            out_bytes.append(byte)
+            out = model(torch.tensor([[byte]]), state=tuple(state))
+            state, logits = [part.clone() for part in out.state], out.logits[0, -1]
+            if neuron is not None:
+                state[state_index][-1, :, neuron] = value
+    assert body is model.model
+    return bytes(out_bytes)
+
+
+@pytest.mark.parametrize("hold, state_index", [("cell", 1), ("hidden", 0)])
+def test_steered_generation_holds_the_unit(hold, state_index):
+    torch.manual_seed(1)
+    model = bytezoo.create_model("mlstm-256", hidden_size=16, embedding_size=8, num_layers=2).eval()
+    steered = generate_steered(model, "It was", neuron=5, value=3.0, hold=hold, max_new_bytes=12, temperature=0)
+    assert steered.held_values.shape == (1, len("\n It was") + 12) and (steered.held_values == 3.0).all()
+    assert steered.new_bytes[0] == replay_greedy(model, "It was", 12, neuron=5, value=3.0, state_index=state_index)
+    plain = generate_steered(model, "It was", max_new_bytes=12, temperature=0)
+    assert plain.held_values is None and plain.new_bytes[0] == replay_greedy(model, "It was", 12, neuron=None, value=0.0)
+
+
+def test_sampling_is_seeded_and_top_k_one_is_greedy():
+    torch.manual_seed(2)
+    model = bytezoo.create_model("mlstm-256", hidden_size=16, embedding_size=8).eval()
+    first = generate_steered(model, "A", max_new_bytes=10, num_samples=3, temperature=1.5, seed=11)
+    again = generate_steered(model, "A", max_new_bytes=10, num_samples=3, temperature=1.5, seed=11)
+    assert first.new_bytes == again.new_bytes and len(first.texts) == 3 and all(len(b) == 10 for b in first.new_bytes)
+    greedy = generate_steered(model, "A", max_new_bytes=10, temperature=0)
+    assert generate_steered(model, "A", max_new_bytes=10, top_k=1, seed=3).new_bytes == greedy.new_bytes
+    with pytest.raises(ValueError, match="outside the model's 16 units"):
+        generate_steered(model, "A", neuron=16)
+
+
+def test_generate_command(model_dir, capsys):
+    assert main(["generate", "--model", str(model_dir), "--prompt", "Great", "--neuron", "3", "--value", "-1", "--max-new-bytes", "8", "--seed", "0"]) == 0
+    assert capsys.readouterr().out.startswith("Great")
