@@ -400,7 +400,7 @@ def test_the_model_card_summarises_architecture_parameters_training_and_transfer
     assert f"| `model.safetensors` | {parameters:,}" in card
     for expected in ["# mlstm-tiny", "multiplicative LSTM", "| hidden size | 64 |", "| layers | 1 |",
                      "**Training data:** amazon-reviews (tiny sample)", "**Characters seen:** 123,456,789 (123.46M)",
-                     "**Validation BPC:** 1.2345", "**Optimizer steps:** 1,000", "`throughput.bytes_per_second`",
+                     "**Validation BPC:** 1.2345", "**Optimizer steps:** 1000", "`throughput.bytes_per_second`",
                      "`sst2.test_accuracy` | 0.9134", "`C` | 0.25", "AutoModelForCausalLM.from_pretrained(path)",
                      f'bytezoo.hub.resolve("{url}")', "SentimentPipeline.from_pretrained", "tokenizer_config.json"]:
         assert expected in card, expected

@@ -77,10 +77,12 @@ def make_model_card(
     lines += ["tags:"] + [f"- {tag}" for tag in tags if tag] + ["---", "", f"# {_clean(name)}", ""]
     description = _MODEL_DESCRIPTIONS.get(model_type, f"a byte-level `{model_type}` language model" if model_type
                                           else "files shared through the bytezoo hub")
-    sentence = f"This version holds {description}"
-    if has_classifier:
-        sentence += (", with a sentiment classifier trained on its features" if has_model
-                     else "; it holds a sentiment classifier on byte-level language-model features")
+    if has_classifier and not has_model:
+        sentence = "This version holds a sentiment classifier on byte-level language-model features"
+    else:
+        sentence = f"This version holds {description}"
+        if has_classifier:
+            sentence += ", with a sentiment classifier trained on its features"
     lines += [sentence + ".", ""]
 
     if config:
@@ -160,9 +162,10 @@ def read_json_documents(directory: Path, paths) -> dict[str, Any]:
 def _loading_instructions(url, has_model, has_classifier, tokenizer_files) -> list[str]:
     where = redact_url(url) if url else "URL"
     lines = ["```bash", f"bytezoo hub pull {where}@latest ./checkpoint   # or @<tag> / @<version>", "```", ""]
-    code = ["```python", "import bytezoo"]
+    code = ["```python"]
     if has_model:
         code += [
+            "import bytezoo  # registers the zoo's models and tokenizer with transformers",
             "from transformers import AutoModelForCausalLM, AutoTokenizer",
             "",
             f'path = bytezoo.hub.resolve("{where}")  # pulls and verifies once, then serves from the cache',
@@ -171,10 +174,13 @@ def _loading_instructions(url, has_model, has_classifier, tokenizer_files) -> li
         if tokenizer_files:
             code.append("tokenizer = AutoTokenizer.from_pretrained(path)")
     if has_classifier:
-        code += ["", "from bytezoo.transfer import SentimentPipeline", "",
-                 f'sentiment = SentimentPipeline.from_pretrained("{where}")']
+        code += ([""] if has_model else []) + [
+            "from bytezoo.transfer import SentimentPipeline",
+            "",
+            f'sentiment = SentimentPipeline.from_pretrained("{where}")',
+        ]
     if not has_model and not has_classifier:
-        code += [f'path = bytezoo.hub.pull("{where}")  # a local directory with the files']
+        code += ["import bytezoo", "", f'path = bytezoo.hub.pull("{where}")  # a local directory with the files']
     return lines + code + ["```", ""]
 
 
@@ -202,8 +208,10 @@ def _flatten(document: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def _format_value(key: str, value: Any) -> str:
     if isinstance(value, bool) or value is None:
         return str(value)
-    if isinstance(value, int):
-        return f"{value:,}" + (f" ({_human(value)})" if abs(value) >= 10**6 else "")
+    if isinstance(value, int):  # counts in the millions get separators and a short form; indices stay plain
+        if abs(value) >= 10**6 or key == "parameters":
+            return f"{value:,}" + (f" ({_human(value)})" if abs(value) >= 10**6 else "")
+        return str(value)
     if isinstance(value, float):
         if "bpc" in key.lower() or "loss" in key.lower():
             return f"{value:.4f}"

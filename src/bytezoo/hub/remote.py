@@ -14,7 +14,6 @@ Readers trust only manifests, and a manifest is written after all of its blobs, 
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import posixpath
 import queue
@@ -23,7 +22,6 @@ import threading
 import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import fsspec
@@ -32,8 +30,6 @@ from fsspec.implementations.local import LocalFileSystem
 from .errors import HubError, NotFoundError
 from .manifest import FileEntry, Manifest, Tag, is_version_id, is_version_prefix
 from .urls import redact_url
-
-logger = logging.getLogger("bytezoo.hub")
 
 READ_ONLY_PROTOCOLS = frozenset({"http", "https"})
 CHUNK_SIZE = 8 * 2**20
@@ -92,7 +88,6 @@ def _copy_hashing(source, out, queue_depth: int = 4) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-@dataclass
 class HubRepo:
     """One repository (one model or classifier name) on a hub, e.g. ``s3://team-models/mlstm-4096``.
 
@@ -100,12 +95,9 @@ class HubRepo:
     fsspec's configuration (``FSSPEC_S3_KEY``, ``~/.config/fsspec/``, ``AWS_*``, ``HF_TOKEN``...).
     """
 
-    url: str | os.PathLike
-    storage_options: dict | None = None
-
-    def __post_init__(self):
-        self.url = os.fspath(self.url)
-        self.fs, self.root = fsspec.core.url_to_fs(self.url, **(self.storage_options or {}))
+    def __init__(self, url: str | os.PathLike, storage_options: dict | None = None):
+        self.url = os.fspath(url)
+        self.fs, self.root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
         self.root = self.root.rstrip("/")
         self.display_url = redact_url(self.url)
         protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
