@@ -76,6 +76,14 @@ def test_bf16_and_gradient_accumulation_train(corpus, tmp_path):
     assert np.isfinite(summary["train_bpc"])
 
 
+def test_the_lstm_baseline_trains_too(corpus, tmp_path):
+    options = {**TINY_OPTIONS, "model": "lstm-256"}
+    summary = pretrain(data=[str(corpus)], output=str(tmp_path / "lstm"), max_steps=2, save_every=1, **options)
+    assert summary["steps"] == 2 and np.isfinite(summary["train_bpc"])
+    resumed = pretrain(data=[str(corpus)], output=str(tmp_path / "lstm"), max_steps=3, save_every=1, resume="latest", **options)
+    assert resumed["resumed_from"].endswith("step-00000002") and resumed["steps"] == 3
+
+
 def test_resume_after_sigkill_ends_bitwise_equal_to_an_uninterrupted_run(corpus, tmp_path):
     steps = 60
     reference = tmp_path / "reference"

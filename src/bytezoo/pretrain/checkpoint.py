@@ -88,7 +88,13 @@ def export_model(model, tokenizer, export_dir: str | Path, summary: dict) -> Pat
     export_dir = Path(export_dir)
     staging = export_dir.with_name(f".tmp-{export_dir.name}")
     shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # no "Writing model shards" bar under the run's own output
+    try:
+        model.save_pretrained(staging)
+    finally:
+        transformers_logging.enable_progress_bar()
     tokenizer.save_pretrained(staging)
     write_text_atomic(staging / "training_summary.json", json.dumps(summary, indent=2))
     if export_dir.exists():
