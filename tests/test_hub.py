@@ -389,9 +389,31 @@ def test_resolve_pulls_a_local_hub_folder(tmp_path, checkpoint):
     assert Path(hub.resolve(f"{tmp_path}/hub/model@v1")).name == version
 
 
+def test_zoo_checkpoints_load_straight_from_a_hub_url(tmp_path, caplog):
+    import bytezoo
+    import torch
+    from bytezoo.zoo import MLSTMForCausalLM
+
+    model = bytezoo.create_model("mlstm-256", **bytezoo.get_model_info("mlstm-256").test_overrides)
+    model.save_pretrained(tmp_path / "checkpoint")
+    bytezoo.ByteTokenizer().save_pretrained(tmp_path / "checkpoint")
+    url = f"file://{tmp_path}/hub/mlstm-256"
+    hub.push(tmp_path / "checkpoint", url, tag="v1")
+    assert "not sharing" in caplog.text and "modeling_mlstm.py" in caplog.text  # remote code stays behind
+
+    for loaded in (bytezoo.from_pretrained(f"{url}@v1"), MLSTMForCausalLM.from_pretrained(url)):
+        for name, tensor in model.state_dict().items():
+            torch.testing.assert_close(loaded.state_dict()[name], tensor, rtol=0, atol=0)
+    assert not list(Path(hub.resolve(url)).glob("*.py"))
+
+
 # ---------------------------------------------------------------------------------------------------- model cards
 def test_the_model_card_summarises_architecture_parameters_training_and_transfer(tmp_path, checkpoint):
-    (checkpoint / "report.json").write_text(json.dumps({"sst2": {"test_accuracy": 0.9134, "unit": 2388}}))
+    (checkpoint / "report.json").write_text(json.dumps({  # the shape bytezoo.transfer writes
+        "task": "binary", "accuracy": {"train": 0.95, "dev": 0.9, "test": 0.9134},
+        "top_units": [{"unit": 2388, "importance": 3.1}, {"unit": 17, "importance": 0.4}],
+        "timings": {"total_s": 12.5},
+    }))
     (checkpoint / "classifier.json").write_text(json.dumps({"type": "logistic", "C": 0.25, "api_token": "hunter2"}))
     url = f"file://{tmp_path}/hub/mlstm-tiny"
     card = (Path(hub.pull(f"{url}@{hub.push(checkpoint, url)}")) / "README.md").read_text()
@@ -401,8 +423,8 @@ def test_the_model_card_summarises_architecture_parameters_training_and_transfer
     for expected in ["# mlstm-tiny", "multiplicative LSTM", "| hidden size | 64 |", "| layers | 1 |",
                      "**Training data:** amazon-reviews (tiny sample)", "**Characters seen:** 123,456,789 (123.46M)",
                      "**Validation BPC:** 1.2345", "**Optimizer steps:** 1000", "`throughput.bytes_per_second`",
-                     "`sst2.test_accuracy` | 0.9134", "`C` | 0.25", "AutoModelForCausalLM.from_pretrained(path)",
-                     f'bytezoo.hub.resolve("{url}")', "SentimentPipeline.from_pretrained", "tokenizer_config.json"]:
+                     "**Test accuracy:** 0.9134", "**Top units:** 2388, 17", "`timings.total_s` | 12.5", "`C` | 0.25", f'bytezoo.from_pretrained("{url}")',
+                     f'AutoTokenizer.from_pretrained(bytezoo.hub.resolve("{url}"))', "SentimentPipeline.from_pretrained", "tokenizer_config.json"]:
         assert expected in card, expected
     assert "hunter2" not in card and "api_token" not in card
 

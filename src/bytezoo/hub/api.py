@@ -22,6 +22,7 @@ from .urls import is_url, redact_url, selector_or_default, split_ref
 logger = logging.getLogger("bytezoo.hub")
 
 MAX_WORKERS = 8
+SKIPPED_CODE_SUFFIXES = (".py", ".pyc")  # left out of pushes with a warning (see _collect_files)
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,8 @@ def push(
     the same id and uploads nothing). Afterwards the tag ``latest`` and, if given, ``tag`` point to the version.
     Order of writes: blobs, then the manifest, then the tags; an interrupted push leaves no visible trace.
 
-    Only data formats are accepted (see :mod:`bytezoo.hub.safety`); hidden files and folders are skipped. Unless
+    Only data formats are accepted (see :mod:`bytezoo.hub.safety`); hidden files and folders are skipped, and so
+    is the Python source that ``save_pretrained`` copies next to the weights (with a warning). Unless
     ``model_card=False`` or the directory has a hand-written ``README.md``, a model card is generated from the run
     summaries found in the directory and shared as ``README.md``.
 
@@ -206,16 +208,25 @@ def resolve(
 
 # ---------------------------------------------------------------------- helpers
 def _collect_files(directory: Path) -> list[str]:
-    """Relative POSIX paths of the files to share, hidden entries skipped; unsafe names fail fast, by name."""
-    names = []
+    """Relative POSIX paths of the files to share; unsafe names fail fast, by name, before anything is read.
+
+    Hidden entries are skipped, and so is Python source: ``save_pretrained`` copies the model's code next to the
+    weights (for ``trust_remote_code``), but code never travels through the hub; bytezoo provides the classes.
+    """
+    names, skipped_code = [], []
     for root, subdirectories, files in os.walk(directory, followlinks=True):
-        subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
+        subdirectories[:] = sorted(d for d in subdirectories if not d.startswith(".") and d != "__pycache__")
         for file_name in sorted(files):
             if file_name.startswith("."):
                 continue
             name = Path(root, file_name).relative_to(directory).as_posix()
+            if name.endswith(SKIPPED_CODE_SUFFIXES):
+                skipped_code.append(name)
+                continue
             check_allowed_name(name)
             names.append(name)
+    if skipped_code:
+        logger.warning("not sharing %s: code never travels through the hub", ", ".join(skipped_code))
     return names
 
 

@@ -38,7 +38,16 @@ _TRAINING_HEADLINES = (
     ("Characters seen", ("characters_seen", "chars_seen", "bytes_seen", "train_bytes", "tokens_seen")),
     ("Optimizer steps", ("steps", "optimizer_steps", "global_step", "step")),
     ("Validation BPC", ("val_bpc", "valid_bpc", "validation_bpc", "best_val_bpc", "eval_bpc")),
-    ("Throughput", ("throughput", "bytes_per_second", "chars_per_second", "tokens_per_second")),
+    ("Throughput (characters/s)", ("chars_per_second", "throughput", "bytes_per_second", "tokens_per_second")),
+)
+_TRANSFER_HEADLINES = (  # keys of bytezoo.transfer's report.json, flattened
+    ("Task", ("task",)),
+    ("Metric", ("metric",)),
+    ("Test accuracy", ("accuracy.test", "test_accuracy")),
+    ("Dev accuracy", ("accuracy.dev", "dev_accuracy")),
+    ("Train accuracy", ("accuracy.train", "train_accuracy")),
+    ("Top-unit classifier, test", ("top_unit_classifier.test_accuracy",)),
+    ("TF-IDF baseline, test", ("baselines.tfidf.test_accuracy",)),
 )
 _MODEL_DESCRIPTIONS = {
     "mlstm": "a byte-level multiplicative LSTM language model (Krause et al. 2016; Radford et al. 2017)",
@@ -127,8 +136,18 @@ def make_model_card(
     if report or classifier:
         lines += ["## Transfer results", ""]
         if report:
-            rows = [(f"`{key}`", _format_value(key, value)) for key, value in _flatten(report).items()]
-            lines += _table(("report.json", "value"), rows[:_MAX_OTHER_ROWS]) + [""]
+            flat = _flatten(report)
+            used = set()
+            for label, aliases in _TRANSFER_HEADLINES:
+                key = next((alias for alias in aliases if flat.get(alias) is not None), None)
+                if key is not None:
+                    used.add(key)
+                    lines.append(f"- **{label}:** {_clean(_format_value(key, flat[key]))}")
+            units = [u.get("unit") for u in report.get("top_units") or [] if isinstance(u, dict)]
+            if units:
+                lines.append(f"- **Top units:** {', '.join(map(str, units[:8]))}")
+            rows = [(f"`{key}`", _format_value(key, value)) for key, value in flat.items() if key not in used]
+            lines += [""] + _table(("report.json", "value"), rows[:_MAX_OTHER_ROWS]) + [""]
         if classifier:
             rows = [(f"`{key}`", _format_value(key, value)) for key, value in _flatten(classifier).items()]
             lines += _table(("classifier.json", "value"), rows[:_MAX_OTHER_ROWS]) + [""]
@@ -164,15 +183,11 @@ def _loading_instructions(url, has_model, has_classifier, tokenizer_files) -> li
     lines = ["```bash", f"bytezoo hub pull {where}@latest ./checkpoint   # or @<tag> / @<version>", "```", ""]
     code = ["```python"]
     if has_model:
-        code += [
-            "import bytezoo  # registers the zoo's models and tokenizer with transformers",
-            "from transformers import AutoModelForCausalLM, AutoTokenizer",
-            "",
-            f'path = bytezoo.hub.resolve("{where}")  # pulls and verifies once, then serves from the cache',
-            "model = AutoModelForCausalLM.from_pretrained(path)",
-        ]
+        code += ["import bytezoo", ""]
+        code.append(f'model = bytezoo.from_pretrained("{where}")  # pulls and verifies once, then loads from the cache')
         if tokenizer_files:
-            code.append("tokenizer = AutoTokenizer.from_pretrained(path)")
+            code += ["", "from transformers import AutoTokenizer", "",
+                     f'tokenizer = AutoTokenizer.from_pretrained(bytezoo.hub.resolve("{where}"))']
     if has_classifier:
         code += ([""] if has_model else []) + [
             "from bytezoo.transfer import SentimentPipeline",
