@@ -247,6 +247,13 @@ def test_malformed_manifests_are_refused_with_clear_errors(hub_url, checkpoint, 
         hub.ls(hub_url)
 
 
+def test_pushing_again_repairs_a_damaged_manifest(hub_url, checkpoint):
+    version = hub.push(checkpoint, hub_url)
+    _edit_manifest(hub_url, version, lambda d: b"{ truncated")
+    assert hub.push(checkpoint, hub_url) == version  # the version id fixes the content: safe to rewrite
+    same_files(Path(hub.pull(hub_url)), checkpoint)
+
+
 def test_a_tag_pointing_to_a_missing_version_is_a_clear_error(hub_url, checkpoint):
     version = hub.push(checkpoint, hub_url)
     fs, root = hub_fs(hub_url)
@@ -377,6 +384,7 @@ def test_resolve_passes_local_checkpoints_through_and_pulls_urls(tmp_path, check
     assert hub.resolve(checkpoint) == str(checkpoint)
     assert hub.resolve("mlstm-4096") == "mlstm-4096"  # a preset or Hugging Face name is for from_pretrained
     assert hub.resolve("someone@example/model") == "someone@example/model"
+    assert hub.resolve(f"file://{checkpoint}") == str(checkpoint)  # a plain folder, written as a URL
     version = hub.push(checkpoint, hub_url, tag="v1")
     resolved = hub.resolve(f"{hub_url}@v1")
     assert Path(resolved).name == version

@@ -184,7 +184,8 @@ def resolve(
       and the cached snapshot directory is returned;
     - a local path to a hub repository (a folder with ``versions/`` and ``tags/``), optionally ``@TAG``, is pulled
       likewise;
-    - anything else (a checkpoint directory, a preset name) is returned unchanged, as a string.
+    - anything else (a checkpoint directory, a preset name) is returned unchanged, as a string; a checkpoint
+      directory written as a ``file://`` URL is returned as its path.
 
     >>> resolve("runs/mlstm-256/checkpoint")  # doctest: +SKIP
     'runs/mlstm-256/checkpoint'
@@ -193,6 +194,9 @@ def resolve(
     """
     text = os.fspath(path_or_url)
     options: dict[str, Any] = dict(offline=offline, storage_options=storage_options, cache_dir=cache_dir)
+    local = text[len("file://"):] if text.startswith("file://") else None
+    if local is not None and os.path.isdir(local) and not _is_local_hub(local):
+        return local  # a plain checkpoint folder written as a URL
     if is_url(text):
         return pull(text, **options)
     if os.path.exists(text) and not _is_local_hub(text):

@@ -14,6 +14,7 @@ Readers trust only manifests, and a manifest is written after all of its blobs, 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import posixpath
 import queue
@@ -27,9 +28,11 @@ from pathlib import Path
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from .errors import HubError, NotFoundError
+from .errors import HubError, ManifestError, NotFoundError, UnsafeFileError
 from .manifest import FileEntry, Manifest, Tag, is_version_id, is_version_prefix
 from .urls import redact_url
+
+logger = logging.getLogger("bytezoo.hub")
 
 READ_ONLY_PROTOCOLS = frozenset({"http", "https"})
 CHUNK_SIZE = 8 * 2**20
@@ -268,11 +271,18 @@ class HubRepo:
             pass
 
     def write_manifest(self, manifest: Manifest) -> bool:
-        """Publish a manifest unless the version already exists (versions are immutable). True if written."""
+        """Publish a manifest unless the version already exists (versions are immutable). True if written.
+
+        A damaged manifest for the same version is replaced: the version id fixes the file list, so the
+        replacement says exactly what the original did.
+        """
         path = self.manifest_path(manifest.version)
         if self.fs.exists(path):
-            self.read_manifest(manifest.version)  # the existing one must be sound: raises if it is not
-            return False
+            try:
+                self.read_manifest(manifest.version)
+                return False
+            except (ManifestError, UnsafeFileError) as error:
+                logger.warning("replacing the damaged manifest of version %s: %s", manifest.version, error)
         self._write_small(path, manifest.to_json())
         return True
 
