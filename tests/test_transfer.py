@@ -231,14 +231,14 @@ def test_empty_texts_are_featurized(tmp_path):
 
 
 # --- classifier -----------------------------------------------------------------------------------------------------
-def synthetic(n: int, hidden: int, seed: int, informative: dict[int, float]):
+def synthetic(n: int, hidden: int, seed: int):
+    """Random features; each test makes the label from chosen units."""
     rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, hidden))
-    return X, rng
+    return rng.normal(size=(n, hidden)), rng
 
 
 def test_classifier_finds_the_unit_that_carries_the_label():
-    X, rng = synthetic(600, 40, seed=1, informative={})
+    X, rng = synthetic(600, 40, seed=1)
     y = np.where(X[:, 23] + 0.3 * rng.normal(size=600) > 0, "pos", "neg")
     clf = SparseLogisticClassifier(top_k=5).fit(X[:400], y[:400], X[400:500], y[400:500])
     assert clf.task_ == "binary" and clf.top_units_[0] == 23
@@ -253,7 +253,7 @@ def test_classifier_finds_the_unit_that_carries_the_label():
 
 
 def test_multiclass_and_multilabel():
-    X, rng = synthetic(900, 30, seed=2, informative={})
+    X, rng = synthetic(900, 30, seed=2)
     y = np.select([X[:, 3] > 0.6, X[:, 11] > 0.6], ["positive", "negative"], "neutral")
     clf = SparseLogisticClassifier(Cs=[0.25, 1.0]).fit(X[:600], y[:600], X[600:750], y[600:750])
     assert clf.task_ == "multiclass" and set(clf.top_units_[:2]) == {3, 11}
@@ -272,7 +272,7 @@ def test_a_single_class_is_a_clear_error():
 
 
 def test_classifier_saves_without_pickle_and_loads(tmp_path):
-    X, rng = synthetic(300, 12, seed=3, informative={})
+    X, rng = synthetic(300, 12, seed=3)
     y = (X[:, 4] > 0).astype(int)
     clf = SparseLogisticClassifier(top_k=3).fit(X[:200], y[:200], X[200:], y[200:])
     clf.save(str(tmp_path / "clf"), metadata={"model": "s3://bucket/m"})

@@ -269,7 +269,8 @@ def _jsonable(value):
 def fit_on_units(X_train, y_train, X_dev, y_dev, units, **params) -> SparseLogisticClassifier:
     """A classifier restricted to ``units`` (columns), C swept on dev as for the full one."""
     units = np.asarray(units)
-    return SparseLogisticClassifier(**params).fit(np.asarray(X_train)[:, units], y_train, np.asarray(X_dev)[:, units], y_dev)
+    X_dev = None if X_dev is None else np.asarray(X_dev)[:, units]
+    return SparseLogisticClassifier(**params).fit(np.asarray(X_train)[:, units], y_train, X_dev, y_dev)
 
 
 __all__ = ["SparseLogisticClassifier", "SingleClassError", "DEFAULT_CS", "task_of", "task_score", "fit_on_units"]

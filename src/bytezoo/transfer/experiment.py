@@ -51,7 +51,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .classifier import CLASSIFIER_METADATA, CLASSIFIER_WEIGHTS, SingleClassError, SparseLogisticClassifier, fit_on_units, task_of, task_score
+from .classifier import CLASSIFIER_METADATA, CLASSIFIER_WEIGHTS, SingleClassError, SparseLogisticClassifier, fit_on_units, task_of
 from .data import DatasetError, LabeledTexts, read_dataset
 from .featurizer import Featurizer, recurrent_body
 from .pipeline import pipeline_metadata
@@ -205,9 +205,7 @@ def run_transfer(
     dev_features = features.get("dev")
     unit_classifiers = {}
     for key, units in (("top_unit_classifier", classifier.top_units_[:1]), ("top_k_classifier", classifier.top_units_)):
-        restricted = SparseLogisticClassifier(Cs=Cs, top_k=len(units), random_state=seed).fit(
-            features["train"][:, units], labels["train"], None if dev_features is None else dev_features[:, units], labels.get("dev")
-        )
+        restricted = fit_on_units(features["train"], labels["train"], dev_features, labels.get("dev"), units, Cs=Cs, top_k=len(units), random_state=seed)
         scores = evaluate(restricted, units)
         unit_classifiers[key] = {"units": [int(u) for u in units], "C": restricted.C_, "n_nonzero": restricted.n_nonzero_, "dev_accuracy": scores["dev"], "test_accuracy": scores["test"]}
     timings["unit_classifiers_s"] = time.perf_counter() - tick
