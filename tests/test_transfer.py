@@ -301,3 +301,68 @@ def test_semeval_multilabel_reads(semeval_dir):
         warnings.simplefilter("ignore")
         data = read_dataset(str(semeval_dir / "val.csv"), "Tweet", ["anger", "joy", "fear"])
     assert data.labels.shape == (len(data.texts), 3) and set(np.unique(data.labels)) <= {0, 1}
+
+
+# --- the original OpenAI encoder ------------------------------------------------------------------------------------
+def original_openai_features(arrays: list[np.ndarray], texts: list[str], nsteps: int = 8) -> np.ndarray:
+    """encoder.py's ``transform`` of generating-reviews-discovering-sentiment, in float64 numpy: texts sorted by
+    length, read in windows of ``nsteps`` bytes, left-padded, padded steps masked (``c = ct*m + c*(1-m)``), finished
+    texts dropped; the feature is the final cell state."""
+    import html
+
+    def preprocess(text):  # their utils.preprocess
+        text = html.unescape(text)
+        text = text.replace("\n", " ").strip()
+        return ("\n " + text + " ").encode()
+
+    p = [a.astype(np.float64) for a in arrays]
+    embd, wx, wh, wmx, wmh, b = p[0], p[1], np.concatenate(p[2:6], axis=1), p[6], p[7], p[8]
+    normalize = lambda w, g: w / np.sqrt(np.maximum((w * w).sum(axis=0, keepdims=True), 1e-12)) * g  # noqa: E731
+    wx, wh, wmx, wmh = normalize(wx, p[9]), normalize(wh, p[10]), normalize(wmx, p[11]), normalize(wmh, p[12])
+    sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    xs = [preprocess(text) for text in texts]
+    sorted_idxs = np.argsort([len(x) for x in xs])
+    unsort_idxs = np.argsort(sorted_idxs)
+    sorted_xs = [xs[i] for i in sorted_idxs]
+    smb = np.zeros((2, len(xs), wmh.shape[0]))  # [c, h]
+    offset = 0
+    for start in range(0, max(len(x) for x in xs), nsteps):
+        pieces = [x[start : start + nsteps] for x in sorted_xs]
+        ndone = sum(piece == b"" for piece in pieces)
+        offset += ndone
+        pieces, sorted_xs = pieces[ndone:], sorted_xs[ndone:]
+        xmb = np.zeros((len(pieces), nsteps), dtype=np.int64)
+        mmb = np.ones((len(pieces), nsteps, 1))
+        for row, piece in enumerate(pieces):  # their batch_pad: left padding
+            xmb[row, -len(piece):] = list(piece)
+            mmb[row, : nsteps - len(piece)] = 0
+        c, h = smb[0, offset:], smb[1, offset:]
+        for t in range(nsteps):
+            x = embd[xmb[:, t]]
+            z = x @ wx + ((x @ wmx) * (h @ wmh)) @ wh + b
+            i, f, o, u = np.split(z, 4, axis=1)
+            ct = sigmoid(f) * c + sigmoid(i) * np.tanh(u)
+            ht = sigmoid(o) * np.tanh(ct)
+            m = mmb[:, t]
+            c, h = ct * m + c * (1 - m), ht * m + h * (1 - m)
+        smb[0, offset:], smb[1, offset:] = c, h
+    return smb[0, unsort_idxs]
+
+
+def test_features_of_converted_openai_weights_equal_the_original_encoder(tmp_path):
+    from bytezoo.zoo.convert import convert_openai
+
+    rng = np.random.default_rng(0)
+    H, E = 12, 6
+    arrays = [rng.standard_normal((256, E)), rng.standard_normal((E, 4 * H))]
+    arrays += [rng.standard_normal((H, H)) for _ in range(4)] + [rng.standard_normal((E, H)), rng.standard_normal((H, H))]
+    arrays += [0.5 * rng.standard_normal(4 * H), *(rng.uniform(0.5, 2.0, n) for n in (4 * H, 4 * H, H, H))]
+    arrays += [rng.standard_normal((H, 256)) / np.sqrt(H), rng.standard_normal(256)]
+    (tmp_path / "release").mkdir()
+    for index, array in enumerate(arrays):
+        np.save(tmp_path / "release" / f"{index}.npy", array.astype(np.float32))
+    convert_openai(str(tmp_path / "release"), str(tmp_path / "converted"))
+    texts = ["Loved it &amp; would go again!", "  meh\n", "An utterly dull, joyless film.", "é", "ok"]
+    ours = Featurizer(str(tmp_path / "converted"), batch_size=2, chunk_size=5).fit().transform(texts)
+    original = original_openai_features([a.astype(np.float32) for a in arrays], texts)
+    np.testing.assert_allclose(ours, original, rtol=1e-4, atol=1e-5)
