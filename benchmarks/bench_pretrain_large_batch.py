@@ -7,7 +7,8 @@ with warmup and linear decay (``--recipe puri2018``) is the project's answer. Sa
 
 Data: the text column of /work/shared/data/sst/unsup.csv (all SST sentences, test ones included: fine for LM
 pretraining, but say so), its first 90% rows for training and the last 10% held out for validation BPC.
-Model: mlstm-256 with hidden_size=64, seq 16, 393,216 characters per run (the CPU budget of a shared 2-core machine). Writes benchmarks/results/pretrain-large-batch.{json,md,png}.
+Model: mlstm-256 with hidden_size=64, seq 16, 393,216 characters per run (the CPU budget of a shared 2-core
+machine). Writes benchmarks/results/pretrain-large-batch.{json,md,png}.
 
     .venv/bin/python benchmarks/bench_pretrain_large_batch.py [--chars 393216] [--seq-len 16] [--hidden-size 64]
 """

@@ -3,7 +3,7 @@ non-finite loss, bad input."""
 from __future__ import annotations
 
 import json
-import os
+import re
 import signal
 import subprocess
 import sys
@@ -203,8 +203,6 @@ def test_bad_input_fails_before_training_with_a_clear_error(corpus, tmp_path, ca
     assert code == 1
     error = capsys.readouterr().err
     assert "bytezoo pretrain: error:" in error
-    import re
-
     assert re.search(message, error), error
     assert not (tmp_path / "out" / "model").exists()
 

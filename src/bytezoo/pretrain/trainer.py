@@ -239,7 +239,7 @@ def _run(config: PretrainConfig) -> dict:
         return ByteStreams(train_urls, layout, first_stream=rank * B, batch_size=B, seq_len=T,
                            text_field=config.text_field, seed=config.seed, epoch=epoch, start_window=start_window)
 
-    val_windows = None
+    make_val_windows = None
     if config.val_data:
         val_urls = expand_sources(config.val_data)
         val_bytes = corpus_size(val_urls, config.text_field)
@@ -248,7 +248,7 @@ def _run(config: PretrainConfig) -> dict:
         if val_layout.windows(T) == 0:
             raise DataError(f"the validation corpus ({val_bytes:,} bytes) holds no {T + 1}-byte window per process")
 
-        def val_windows() -> ByteStreams:
+        def make_val_windows() -> ByteStreams:
             return ByteStreams(val_urls, val_layout, first_stream=rank * val_batch, batch_size=val_batch, seq_len=T,
                                text_field=config.text_field, seed=config.seed)
 
@@ -340,8 +340,8 @@ def _run(config: PretrainConfig) -> dict:
             metrics.write(record)
             bar.set_postfix_str(f"{record['chars_per_second']:,.0f} char/s  loss {loss:.3f}  bpc {train_bpc:.3f}  lr {lr:.2e}")
             interval = {"nll": 0.0, "count": 0.0, "start": time.perf_counter(), "steps": 0}
-        if val_windows and config.eval_every and position["step"] % config.eval_every == 0 and position["step"] < total_steps:
-            val_bpc = evaluate(accelerator, accelerator.unwrap_model(model), val_windows())
+        if make_val_windows and config.eval_every and position["step"] % config.eval_every == 0 and position["step"] < total_steps:
+            val_bpc = evaluate(accelerator, accelerator.unwrap_model(model), make_val_windows())
             metrics.write({"step": position["step"], "characters_seen": position["characters_seen"], "val_bpc": val_bpc})
         if config.save_every and position["step"] % config.save_every == 0 and position["step"] < total_steps:
             last_checkpoint = save()
@@ -349,8 +349,8 @@ def _run(config: PretrainConfig) -> dict:
     train_seconds = time.perf_counter() - run_start
 
     # --- the end: final evaluation, checkpoint, export --------------------------------------------------------------
-    if val_windows:
-        val_bpc = evaluate(accelerator, accelerator.unwrap_model(model), val_windows())
+    if make_val_windows:
+        val_bpc = evaluate(accelerator, accelerator.unwrap_model(model), make_val_windows())
         metrics.write({"step": position["step"], "characters_seen": position["characters_seen"], "val_bpc": val_bpc})
     if config.save_every or config.resume:
         last_checkpoint = save()
