@@ -148,8 +148,17 @@ def test_a_push_killed_midway_is_invisible_and_pushing_again_completes_it(backen
     same_files(hub.pull(f"{url}@stable"), previous)
     published_blobs_match_their_names(url)
 
+    if backend.name == "file":  # the killed push's partial file waits in .incoming; a day later a push clears it
+        incoming = Path(fsspec.core.url_to_fs(url)[1]) / ".incoming"
+        leftovers = list(incoming.iterdir())  # mid-file: the big file's, and maybe small ones caught mid-write
+        assert bool(leftovers) == (freeze == "mid-file")
+        for leftover in leftovers:
+            os.utime(leftover, (time.time() - 2 * 86400,) * 2)
+
     caplog.set_level("INFO", logger="bytezoo.hub")
     new_version = hub.push(new, url, tag="stable")
+    if backend.name == "file":
+        assert not list(incoming.iterdir())
     assert [info.version for info in hub.ls(url)] == [new_version, previous_version]
     assert tag_target(url, "stable") == tag_target(url, "latest") == new_version
     same_files(hub.pull(f"{url}@stable"), new)

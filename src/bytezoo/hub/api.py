@@ -71,6 +71,7 @@ def push(
     tags = [DEFAULT_TAG] + ([check_tag_name(tag)] if tag is not None and tag != DEFAULT_TAG else [])
     repo = HubRepo(url, storage_options)
     repo.check_writable()
+    repo.remove_stale_temporaries()
 
     names = _collect_files(directory)
     generate_card = model_card and ("README.md" not in names or _is_generated_readme(directory / "README.md"))

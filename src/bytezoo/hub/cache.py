@@ -7,7 +7,8 @@ Layout under ``$BYTEZOO_CACHE/hub`` (default ``~/.cache/bytezoo/hub``)::
     manifests/<version>.json      the manifest each snapshot was built from
     refs/<url key>/tags/<tag>     the version a tag pointed to when last pulled (for offline mode)
     refs/<url key>/url            the repository URL (redacted), for people looking around
-    tmp/                          work in progress; renamed into place when complete
+    tmp/                          work in progress; renamed into place when complete (a day-old leftover of a
+                                  killed process is removed by the next pull)
 
 Safe under concurrent processes without locks: everything is written under ``tmp/`` with a unique name and renamed
 into place, and everything is addressed by content, so two processes racing to add the same thing add identical
@@ -27,6 +28,7 @@ from typing import Callable
 
 from .errors import IntegrityError, OfflineError
 from .manifest import FileEntry, Manifest, is_version_id, is_version_prefix
+from .remote import remove_stale_temporaries
 from .safety import check_file
 from .urls import canonical_url
 
@@ -81,6 +83,7 @@ class Cache:
         snapshot = self.snapshot_path(manifest.version)
         if self.has_snapshot(manifest.version):
             return snapshot
+        remove_stale_temporaries(self.root / "tmp")
         missing = [entry for entry in manifest.files if not self.blob_path(entry.sha256).is_file()]
         if missing:
             with ThreadPoolExecutor(max_workers=min(max_workers, len(missing))) as pool:

@@ -5,7 +5,8 @@ Layout under the repository URL::
     blobs/sha256/<64 hex>        file contents, addressed by their sha256; written whole or not at all
     versions/<version>.json      manifests: a version exists once its manifest does, and never changes
     tags/<name>.json             movable names (``latest``, user tags), rewritten last on every push
-    .incoming/                   temporary names on local file systems, renamed into place (readers ignore it)
+    .incoming/                   temporary names on local file systems, renamed into place (readers ignore it;
+                                 a day-old leftover of a killed push is removed by the next push)
 
 Every object is written atomically: object stores (S3, GCS, the Hugging Face Hub) and ``memory://`` publish an
 object only once its upload completes, and on local disks bytes go to ``.incoming/`` and are renamed into place.
@@ -19,7 +20,9 @@ import os
 import posixpath
 import queue
 import re
+import shutil
 import threading
+import time
 import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +41,7 @@ READ_ONLY_PROTOCOLS = frozenset({"http", "https"})
 CHUNK_SIZE = 8 * 2**20
 PART_SIZE = 16 * 2**20  # blobs larger than this download as parallel ranged reads ...
 PARALLEL_PARTS = 4  # ... this many at a time
+STALE_AFTER_SECONDS = 24 * 3600  # temporaries older than this were left by killed processes
 _MANIFEST_NAME_RE = re.compile(r"([0-9a-f]{16})\.json")
 _TAG_NAME_RE = re.compile(r"(.+)\.json")
 
@@ -51,6 +55,27 @@ def sha256_of_file(path: str | Path) -> tuple[str, int]:
             digest.update(chunk)
             size += len(chunk)
     return digest.hexdigest(), size
+
+
+def remove_stale_temporaries(directory: str | os.PathLike, max_age_seconds: float = STALE_AFTER_SECONDS) -> None:
+    """Delete what killed processes left in a work directory: entries untouched for ``max_age_seconds``.
+
+    Live work is never that old (its files are written continuously), so this cannot disturb another process.
+    """
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return
+    cutoff = time.time() - max_age_seconds
+    for entry in entries:
+        try:
+            if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.remove(entry.path)
+        except FileNotFoundError:  # another process cleaned it first
+            continue
 
 
 def _copy_hashing(source, out, queue_depth: int = 4) -> tuple[str, int]:
@@ -269,6 +294,11 @@ class HubRepo:
             self.fs.rm_file(self.blob_path(sha256))
         except FileNotFoundError:
             pass
+
+    def remove_stale_temporaries(self) -> None:
+        """Clear ``.incoming/`` of what killed pushes left behind (local hubs only; object stores keep nothing)."""
+        if self.is_local:
+            remove_stale_temporaries(self._path(".incoming"))
 
     def write_manifest(self, manifest: Manifest) -> bool:
         """Publish a manifest unless the version already exists (versions are immutable). True if written.
