@@ -13,7 +13,7 @@ from typing import Any
 
 from .cache import Cache, offline_from_environment
 from .card import is_generated_card, make_model_card, read_json_documents
-from .errors import HubError, NotFoundError
+from .errors import HubError
 from .manifest import DEFAULT_TAG, FileEntry, Manifest, Tag, check_tag_name, is_version_id, utc_now
 from .remote import HubRepo, sha256_of_file
 from .safety import check_allowed_name, check_file
@@ -154,7 +154,7 @@ def ls(url: str | os.PathLike, *, storage_options: dict | None = None) -> list[V
     repo = HubRepo(url, storage_options)
     version_ids = repo.list_version_ids()
     if not version_ids:
-        raise NotFoundError(f"no bytezoo hub repository at {repo.display_url} (it has no complete versions)")
+        raise repo.no_repository_error()
     with ThreadPoolExecutor(MAX_WORKERS) as pool:
         manifests = list(pool.map(repo.read_manifest, version_ids))
     tags_by_version: dict[str, list[str]] = {}

@@ -209,8 +209,12 @@ class HubRepo:
             if len(matches) > 1:
                 raise NotFoundError(f"version prefix {selector!r} is ambiguous in {self.display_url}: {matches}")
         if not self.list_version_ids():
-            raise NotFoundError(f"no bytezoo hub repository at {self.display_url} (it has no complete versions)")
+            raise self.no_repository_error()
         raise NotFoundError(f"{self.display_url} has no tag or version {selector!r}")
+
+    def no_repository_error(self) -> NotFoundError:
+        hint = " (or the http server does not list directories: pull a tag)" if self.read_only else ""
+        return NotFoundError(f"no bytezoo hub repository at {self.display_url}: it has no complete versions{hint}")
 
     def download_blob(self, entry: FileEntry, destination: str) -> tuple[str, int]:
         """Copy the blob for ``entry`` to the local file ``destination``; return the sha256 and size received.
