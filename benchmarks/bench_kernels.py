@@ -4,6 +4,11 @@ One run measures every (H, B, T) of the grid with interleaved repetitions (each 
 so background load hits them alike) and keeps each contender's fastest repetition. It prints a table and writes JSON
 (device, dtype, versions, raw timings) under benchmarks/results/.
 
+Clocks: on CUDA, wall time (synchronised). On CPU the default is the process's CPU time with one thread
+(``--threads 1 --clock cpu``): on a machine shared with other jobs, wall time mostly measures the scheduler (we saw a
+tanh over 8K floats "take" 5 ms at load 13 on 2 cores), while one thread's CPU time stays reproducible. Pass
+``--threads 0 --clock wall`` for PyTorch's default threads and wall time on an idle machine.
+
     python benchmarks/bench_kernels.py                                  # CPU fp32, the two CPU shapes
     python benchmarks/bench_kernels.py --dtype bf16                     # CPU bf16 autocast
     python benchmarks/bench_kernels.py --device cuda --dtype bf16 --grid 4096x256x256 --kernels triton,fused
@@ -83,14 +88,18 @@ def make_steps(contender: str, hidden: int, batch: int, steps: int, device: str,
     return model, optimizer, train_step, infer_step
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = time.perf_counter
+
+
 def timed(fn, device: str) -> float:
     if device == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    start = clock()
     fn()
     if device == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def matmul_rate(hidden: int, batch: int, device: str, dtype: torch.dtype, repeats: int = 20) -> float:
@@ -190,6 +199,8 @@ def main(argv=None) -> int:
     parser.add_argument("--kernels", default=None, help="fast kernels to measure (default: fused on CPU, triton on CUDA)")
     parser.add_argument("--no-reference", action="store_true", help="skip the slow reference loop")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default 1 on CPU; 0 = PyTorch's default)")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default=None, help="default: cpu on CPU, wall on CUDA")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--output", default=None, help="JSON path (default benchmarks/results/kernels-<device>-<dtype>.json)")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
@@ -199,11 +210,18 @@ def main(argv=None) -> int:
         return 0
 
     device, dtype = args.device, DTYPES[args.dtype]
+    global clock
+    clock_name = args.clock or ("wall" if device == "cuda" else "cpu")
+    clock = CLOCKS[clock_name]
+    threads = args.threads if args.threads is not None else (1 if device == "cpu" else 0)
+    if threads:
+        torch.set_num_threads(threads)
     grid = args.grid or ("4096x256x256" if device == "cuda" else "256x32x128,1024x64x64")
     shapes = [tuple(int(v) for v in item.lower().split("x")) for item in grid.split(",")]
     fast = (args.kernels or ("triton" if device == "cuda" else "fused")).split(",")
     contenders = fast + ([] if args.no_reference else ["reference"]) + ["lstm"]
 
+    print(f"{device} {args.dtype}: {torch.get_num_threads()} thread(s), {clock_name} clock, best of {args.repeats} interleaved")
     rows = []
     for hidden, batch, steps in shapes:
         row = run_config(contenders, hidden, batch, steps, device, dtype, args.repeats, not args.no_memory)
@@ -225,6 +243,7 @@ def main(argv=None) -> int:
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "device": torch.cuda.get_device_name() if device == "cuda" else (platform.processor() or platform.machine()),
         "cpu_threads": torch.get_num_threads(),
+        "clock": clock_name,
         "load_average": os.getloadavg(),
         "dtype": args.dtype,
         "versions": {"torch": torch.__version__, "triton": triton_version, "bytezoo": getattr(bytezoo, "__version__", None),

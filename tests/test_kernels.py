@@ -112,7 +112,9 @@ def test_fused_without_initial_state_or_grads_for_some_inputs():
 def test_packed_and_plain_products_agree(monkeypatch):
     """The oneDNN weight packing (private ATen ops) and its torch.mm fallback give the same results."""
     inputs, reset, hold = random_problem(batch=5, steps=4, hidden=24)
+    monkeypatch.setattr(mlstm_fused, "PACK_MIN_SIZE", 1)  # pack even these tiny weights
     monkeypatch.setattr(mlstm_fused, "PACK_WEIGHTS", True)
+    assert mlstm_fused.RecurrentMatmul(inputs[3], 5).packed is not None
     packed, packed_grads, output_grads = run_with_grads("fused", inputs, reset, hold)
     monkeypatch.setattr(mlstm_fused, "PACK_WEIGHTS", False)
     plain, plain_grads, _ = run_with_grads("fused", inputs, reset, hold, output_grads)

@@ -1,16 +1,17 @@
 """The fused mLSTM recurrence in plain PyTorch: an ``autograd.Function`` with a hand-written backward.
 
 What makes it fast on CPU, compared with the reference loop under autograd:
-  * the two recurrent weights (and their transposes for the backward) are packed once per call into oneDNN's
-    blocked layout and reused by every step, as ``nn.LSTM``'s oneDNN kernel does; the gate input ``gates_x[t]`` is
-    added by the matrix product's post-op;
+  * from H = 512 on, the two recurrent weights (and their transposes for the backward) are packed once per call into
+    oneDNN's blocked layout and reused by every step, as ``nn.LSTM``'s oneDNN kernel does; the gate input
+    ``gates_x[t]`` is added by the matrix product's post-op (below that size plain ``torch.addmm`` measured faster);
   * no autograd graph per step; the gate math is a handful of in-place ops on contiguous time-major blocks;
   * the backward's gradient-independent coefficients are computed for all steps at once, and the weight gradients
     are two large products over all B*T positions (see :mod:`bytezoo.kernels._scan_common`).
 
 Packing uses private ATen ops (``torch.ops.mkldnn._reorder_linear_weight`` / ``_linear_pointwise``, what inductor's
 weight freezing uses). They are checked against ``torch.mm`` on first use and replaced by ``torch.mm``/``addmm`` if
-missing or wrong; ``PACK_WEIGHTS = False`` turns them off. Works on any device (on CUDA it is cuBLAS + ATen ops).
+missing or wrong; ``PACK_WEIGHTS = False`` turns them off, ``PACK_MIN_SIZE`` sets where they start. Works on any
+device (on CUDA it is cuBLAS + ATen ops).
 """
 from __future__ import annotations
 
@@ -18,11 +19,15 @@ import warnings
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from ._scan_common import StepMasks, accumulate_dtype, backward_coefficients, time_major, weight_gradients
 
 PACK_WEIGHTS = True
 _PACKABLE = (torch.float32, torch.bfloat16)
+# Packing pays from about this size on (one thread, fp32, [B x H] @ [H x 4H]: packed 129 vs torch.addmm 109 GFLOP/s at
+# H=1024, B=64, but 111 vs 125 at H=256, B=32; see benchmarks/results/kernels-notes.md).
+PACK_MIN_SIZE = 512
 _packing_verified: dict[torch.dtype, bool] = {}
 
 
@@ -57,7 +62,8 @@ class RecurrentMatmul:
         pack = PACK_WEIGHTS if pack is None else pack
         self.weight = weight.contiguous()
         self.packed = None
-        if pack and weight.device.type == "cpu" and weight.dtype in _PACKABLE and _packing_works(weight.dtype):
+        packable = weight.device.type == "cpu" and weight.dtype in _PACKABLE and min(weight.shape) >= PACK_MIN_SIZE
+        if pack and packable and _packing_works(weight.dtype):
             self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.t().contiguous(), batch)
 
     def __call__(self, x: Tensor, add: Tensor | None = None) -> Tensor:
@@ -164,7 +170,7 @@ def fused_backward(saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs, pack
 
 
 class FusedMLSTMScan(torch.autograd.Function):
-    """Autograd wrapper: forward saves the activations the hand-written backward needs."""
+    """Autograd wrapper: forward saves the backward coefficients the hand-written backward reads."""
 
     @staticmethod
     def forward(ctx, gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells):
@@ -175,6 +181,7 @@ class FusedMLSTMScan(torch.autograd.Function):
         return hs, cs, h_last, c_last
 
     @staticmethod
+    @once_differentiable  # the hand-written backward is not itself differentiable
     def backward(ctx, d_hs, d_cs, d_h_last, d_c_last):
         w_mh, w_h = ctx.saved_tensors
         device_type = w_h.device.type

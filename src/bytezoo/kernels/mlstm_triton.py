@@ -16,6 +16,7 @@ import functools
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from ._scan_common import StepMasks, backward_coefficients, time_major, weight_gradients
 
@@ -214,6 +215,8 @@ def triton_backward(saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs):
 
 
 class TritonMLSTMScan(torch.autograd.Function):
+    """Autograd wrapper: forward saves the backward coefficients the hand-written backward reads."""
+
     @staticmethod
     def forward(ctx, gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells):
         hs, cs, h_last, c_last, saved = triton_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, save=True)
@@ -223,6 +226,7 @@ class TritonMLSTMScan(torch.autograd.Function):
         return hs, cs, h_last, c_last
 
     @staticmethod
+    @once_differentiable  # the hand-written backward is not itself differentiable
     def backward(ctx, d_hs, d_cs, d_h_last, d_c_last):
         w_mh, w_h = ctx.saved_tensors
         with torch.autocast(w_h.device.type, enabled=False):
