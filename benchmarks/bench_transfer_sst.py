@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--output-dir", help="where bytezoo transfer writes (default: a temporary directory)")
     parser.add_argument("--pretrain-note", default="", help="how the model was pretrained, for the record")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--pooling", default="final_cell", choices=("final_cell", "final_hidden", "mean"))
     parser.add_argument("--result", default=str(Path(__file__).parent / "results" / "transfer-sst.json"))
     args = parser.parse_args()
     if not (SST / "train.csv").is_file():
@@ -40,7 +41,7 @@ def main() -> None:
     started = time.perf_counter()
     report = run_transfer(
         args.model, str(SST / "train.csv"), str(SST / "dev.csv"), str(SST / "test.csv"),
-        output=output, text_col="sentence", label_cols=["label"], baseline="tfidf", batch_size=args.batch_size, progress=False,
+        output=output, text_col="sentence", label_cols=["label"], baseline="tfidf", batch_size=args.batch_size, pooling=args.pooling, progress=False,
     )
     summary = None
     summary_path = Path(str(args.model)) / "training_summary.json"
@@ -48,7 +49,8 @@ def main() -> None:
         summary = json.loads(summary_path.read_text())
     result = {
         "benchmark": "SST binary sentiment: transfer pipeline vs TF-IDF baseline vs paper",
-        "command": f"python benchmarks/bench_transfer_sst.py --model {args.model}",
+        "command": f"python benchmarks/bench_transfer_sst.py --model {args.model} --pooling {args.pooling}",
+        "pooling": args.pooling,
         "test_accuracy": report["accuracy"]["test"],
         "dev_accuracy": report["accuracy"]["dev"],
         "tfidf_test_accuracy": report["baselines"]["tfidf"]["test_accuracy"],
