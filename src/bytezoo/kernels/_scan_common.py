@@ -78,17 +78,22 @@ def backward_coefficients(
         h_in.mul_(keep)
     quad = gates.view(steps, batch, 4, hidden)
     i, f, o, u = quad.unbind(2)
+    # Few temporaries (these tensors are T*B*H large): each slot of P is written over the activation it replaces,
+    # after every coefficient that reads that activation is done. addcmul(a, b, c, value=-1) is a - b*c.
     tanh_c = torch.tanh(cells)
-    cell_coef = o * (1 - tanh_c * tanh_c)
+    o_tanh = o * tanh_c
+    cell_coef = torch.addcmul(o, o_tanh, tanh_c, value=-1)  # K = o (1 - tanh(c)^2)
+    del tanh_c
     carry_coef = f.clone() if held is None else torch.where(held, 1.0, f)
     if keep is not None:
         carry_coef.mul_(keep)
-    # P, written over the gates: each slot is computed before the activations it reads are overwritten.
-    u_coef = i * (1 - u * u)
-    i.mul_(1 - i).mul_(u)  # u i (1 - i)
-    u.copy_(u_coef)  # i (1 - u^2)
-    f.mul_(1 - f).mul_(c_in)  # c_in f (1 - f)
-    o.mul_(1 - o).mul_(tanh_c)  # tanh(c) o (1 - o)
+    torch.addcmul(o_tanh, o_tanh, o, value=-1, out=o)  # tanh(c) o (1 - o)
+    del o_tanh
+    i_u = i * u
+    torch.addcmul(i, i_u, u, value=-1, out=u)  # i (1 - u^2)
+    torch.addcmul(i_u, i_u, i, value=-1, out=i)  # u i (1 - i)
+    del i_u
+    f.addcmul_(f, f, value=-1).mul_(c_in)  # c_in f (1 - f)
     pass_coef = None
     if held is not None:
         not_held = (~held).to(gates.dtype)  # (T, B, 1)

@@ -1,9 +1,10 @@
 """The fused mLSTM recurrence in plain PyTorch: an ``autograd.Function`` with a hand-written backward.
 
 What makes it fast on CPU, compared with the reference loop under autograd:
-  * from H = 512 on, the two recurrent weights (and their transposes for the backward) are packed once per call into
-    oneDNN's blocked layout and reused by every step, as ``nn.LSTM``'s oneDNN kernel does; the gate input
-    ``gates_x[t]`` is added by the matrix product's post-op (below that size plain ``torch.addmm`` measured faster);
+  * the two recurrent weights (and their transposes for the backward) are packed once per call into oneDNN's blocked
+    layout and reused by every step, as ``nn.LSTM``'s oneDNN kernel does, and the gate input ``gates_x[t]`` is added
+    by the matrix product's post-op: always in bf16, from H = 512 on in fp32 (below it plain ``torch.addmm`` measured
+    faster);
   * no autograd graph per step; the gate math is a handful of in-place ops on contiguous time-major blocks;
   * the backward's gradient-independent coefficients are computed for all steps at once, and the weight gradients
     are two large products over all B*T positions (see :mod:`bytezoo.kernels._scan_common`).
@@ -25,8 +26,8 @@ from ._scan_common import StepMasks, accumulate_dtype, backward_coefficients, ti
 
 PACK_WEIGHTS = True
 _PACKABLE = (torch.float32, torch.bfloat16)
-# Packing pays from about this size on (one thread, fp32, [B x H] @ [H x 4H]: packed 129 vs torch.addmm 109 GFLOP/s at
-# H=1024, B=64, but 111 vs 125 at H=256, B=32; see benchmarks/results/kernels-notes.md).
+# In fp32 packing pays from about this size on (one thread, [B x H] @ [H x 4H]: packed 129 vs torch.addmm 109 GFLOP/s
+# at H=1024, B=64, but 111 vs 125 at H=256, B=32). In bf16 it always pays (224 vs 156 at H=256, 510 vs 332 at H=1024).
 PACK_MIN_SIZE = 512
 _packing_verified: dict[torch.dtype, bool] = {}
 
@@ -62,16 +63,19 @@ class RecurrentMatmul:
         pack = PACK_WEIGHTS if pack is None else pack
         self.weight = weight.contiguous()
         self.packed = None
-        packable = weight.device.type == "cpu" and weight.dtype in _PACKABLE and min(weight.shape) >= PACK_MIN_SIZE
+        large_enough = weight.dtype == torch.bfloat16 or min(weight.shape) >= PACK_MIN_SIZE
+        packable = weight.device.type == "cpu" and weight.dtype in _PACKABLE and large_enough
         if pack and packable and _packing_works(weight.dtype):
             self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.t().contiguous(), batch)
 
-    def __call__(self, x: Tensor, add: Tensor | None = None) -> Tensor:
-        if self.packed is not None:
+    def __call__(self, x: Tensor, add: Tensor | None = None, out: Tensor | None = None) -> Tensor:
+        if self.packed is not None:  # the packed ops have no out=
             if add is None:
-                return torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
-            return torch.ops.mkldnn._linear_pointwise.binary(x, add, self.packed, None, "add")
-        return torch.mm(x, self.weight) if add is None else torch.addmm(add, x, self.weight)
+                result = torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
+            else:
+                result = torch.ops.mkldnn._linear_pointwise.binary(x, add, self.packed, None, "add")
+            return result if out is None else out.copy_(result)
+        return torch.mm(x, self.weight, out=out) if add is None else torch.addmm(add, x, self.weight, out=out)
 
 
 def fused_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, save, pack=None):
@@ -94,26 +98,35 @@ def fused_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells,
 
     hiddens = torch.empty(steps, batch, hidden, dtype=acc, device=gx.device)
     cells = torch.empty_like(hiddens)
-    gates_all = torch.empty(steps, batch, four_hidden, dtype=acc, device=gx.device) if save else None
-    products = torch.empty(steps, batch, hidden, dtype=mm_dtype, device=gx.device) if save else None
+    # Gate activations and a = h_in @ W_mh for every step when the backward needs them, else one reused slot.
+    slots = steps if save else 1
+    gates_all = torch.empty(slots, batch, four_hidden, dtype=acc, device=gx.device)
+    products = torch.empty(slots, batch, hidden, dtype=mm_dtype, device=gx.device)
+    z_buffer = None if acc == mm_dtype else torch.empty(batch, four_hidden, dtype=mm_dtype, device=gx.device)
+    # Per-step views made once (indexing inside the loop costs more than the math at small sizes).
+    gate_steps, product_steps = gates_all.unbind(0), products.unbind(0)
+    sigmoid_steps, tanh_steps = gates_all[..., : 3 * hidden].unbind(0), gates_all[..., 3 * hidden :].unbind(0)
+    i_steps, f_steps, o_steps, u_steps = (gates_all[..., k * hidden : (k + 1) * hidden].unbind(0) for k in range(4))
+    gx_steps, mx_steps, hidden_steps, cell_steps = gx.unbind(0), mx.unbind(0), hiddens.unbind(0), cells.unbind(0)
+    keep_steps = None if masks.keep is None else masks.keep.unbind(0)
+    held_steps = None if masks.held is None else masks.held.unbind(0)
     for t in range(steps):
-        if masks.keep is not None:
-            h, c = h * masks.keep[t], c * masks.keep[t]
-        a = state_matmul(h if acc == mm_dtype else h.to(mm_dtype))  # (B, H)
-        z = mult_matmul(a * mx[t], add=gx[t])  # (B, 4H)
-        gates = z if acc == mm_dtype else z.to(acc)
-        gates[:, : 3 * hidden].sigmoid_()
-        gates[:, 3 * hidden :].tanh_()
-        i, f, o, u = gates[:, :hidden], gates[:, hidden : 2 * hidden], gates[:, 2 * hidden : 3 * hidden], gates[:, 3 * hidden :]
-        c_new = torch.mul(f, c, out=cells[t]).addcmul_(i, u)  # (B, H)
-        h_new = torch.mul(o, torch.tanh(c_new), out=hiddens[t])
-        if masks.held is not None:
-            torch.where(masks.held[t], c, c_new, out=c_new)
-            torch.where(masks.held[t], h, h_new, out=h_new)
+        slot = t if save else 0
+        if keep_steps is not None:
+            h, c = h * keep_steps[t], c * keep_steps[t]
+        a = state_matmul(h if acc == mm_dtype else h.to(mm_dtype), out=product_steps[slot])  # (B, H)
+        if z_buffer is None:
+            mult_matmul(a * mx_steps[t], add=gx_steps[t], out=gate_steps[slot])  # z (B, 4H)
+        else:
+            gate_steps[slot].copy_(mult_matmul(a * mx_steps[t], add=gx_steps[t], out=z_buffer))
+        sigmoid_steps[slot].sigmoid_()
+        tanh_steps[slot].tanh_()
+        c_new = torch.mul(f_steps[slot], c, out=cell_steps[t]).addcmul_(i_steps[slot], u_steps[slot])  # (B, H)
+        h_new = torch.mul(o_steps[slot], torch.tanh(c_new), out=hidden_steps[t])
+        if held_steps is not None:
+            torch.where(held_steps[t], c, c_new, out=c_new)
+            torch.where(held_steps[t], h, h_new, out=h_new)
         h, c = h_new, c_new
-        if save:
-            gates_all[t] = gates
-            products[t] = a
     # Outputs are fresh (B, T, H) tensors, never views of the buffers the backward reads.
     hs = hiddens.transpose(0, 1).to(mm_dtype, memory_format=torch.contiguous_format, copy=True)
     cs = cells.transpose(0, 1).to(mm_dtype, memory_format=torch.contiguous_format, copy=True) if return_cells else None
@@ -138,27 +151,31 @@ def fused_backward(saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs, pack
     state_grad_matmul = RecurrentMatmul(w_mh.t(), batch, pack)  # da @ W_mh^T
 
     d_gates = torch.empty(steps, batch, four_hidden, dtype=mm_dtype, device=mx.device)  # dz, also dL/dgates_x
-    d_quad = d_gates.view(steps, batch, 4, hidden)
-    gate_coef = coefs.gate_coef.view(steps, batch, 4, hidden)
     d_mult = torch.empty(steps, batch, hidden, dtype=mm_dtype, device=mx.device)  # dm
     d_mult_keep = torch.empty_like(d_mult)  # da = dm * mx * keep
+    # Per-step views made once.
+    gate_coef, d_quad = coefs.gate_coef.view(steps, batch, 4, hidden), d_gates.view(steps, batch, 4, hidden)
+    gate_coef_steps, out_gate_coef_steps = gate_coef.unbind(0), gate_coef[:, :, 2].unbind(0)
+    d_quad_steps, d_out_gate_steps, d_gate_steps = d_quad.unbind(0), d_quad[:, :, 2].unbind(0), d_gates.unbind(0)
+    d_mult_steps, d_mult_keep_steps = d_mult.unbind(0), d_mult_keep.unbind(0)
+    cell_coef_steps, carry_coef_steps, mult_keep_steps = (x.unbind(0) for x in (coefs.cell_coef, coefs.carry_coef, coefs.mult_keep))
+    pass_coef_steps = None if coefs.pass_coef is None else coefs.pass_coef.unbind(0)
     for t in range(steps - 1, -1, -1):
         if d_hs is not None:
             grad_h = grad_h + d_hs[t]
         if d_cs is not None:
             grad_c = grad_c + d_cs[t]
-        grad_c_total = torch.addcmul(grad_c, grad_h, coefs.cell_coef[t])  # (B, H)
-        torch.mul(gate_coef[t], grad_c_total.unsqueeze(1), out=d_quad[t])  # (B, 4, H)
-        torch.mul(gate_coef[t, :, 2], grad_h, out=d_quad[t, :, 2])  # the output gate sees dL/dh directly
-        dm = gate_grad_matmul(d_gates[t])  # (B, H)
-        d_mult[t] = dm
-        torch.mul(dm, coefs.mult_keep[t], out=d_mult_keep[t])
-        grad_c = grad_c_total * coefs.carry_coef[t]
-        passed = None if coefs.pass_coef is None else grad_h * coefs.pass_coef[t]
+        grad_c_total = torch.addcmul(grad_c, grad_h, cell_coef_steps[t])  # (B, H)
+        torch.mul(gate_coef_steps[t], grad_c_total.unsqueeze(1), out=d_quad_steps[t])  # (B, 4, H)
+        torch.mul(out_gate_coef_steps[t], grad_h, out=d_out_gate_steps[t])  # the output gate sees dL/dh directly
+        dm = gate_grad_matmul(d_gate_steps[t], out=d_mult_steps[t])  # (B, H)
+        torch.mul(dm, mult_keep_steps[t], out=d_mult_keep_steps[t])
+        grad_c = grad_c_total.mul_(carry_coef_steps[t])
+        passed = None if pass_coef_steps is None else grad_h * pass_coef_steps[t]
         if acc == mm_dtype:
-            grad_h = state_grad_matmul(d_mult_keep[t], add=passed)
+            grad_h = state_grad_matmul(d_mult_keep_steps[t], add=passed)
         else:
-            grad_h = state_grad_matmul(d_mult_keep[t]).to(acc)
+            grad_h = state_grad_matmul(d_mult_keep_steps[t]).to(acc)
             if passed is not None:
                 grad_h += passed
 

@@ -101,10 +101,14 @@ def _cell_backward(
         grad_c += tl.load(D_CS + offsets, mask=mask, other=0.0).to(tl.float32)
     grad_c_total = grad_c + grad_h * tl.load(CELL_COEF + offsets, mask=mask, other=0.0)
     out_dtype = D_GATES.dtype.element_ty
-    for slot in tl.static_range(4):
-        coef = tl.load(GATE_COEF + gate + slot * hidden, mask=mask, other=0.0)
-        upstream = grad_h if slot == 2 else grad_c_total  # the output gate sees dL/dh directly
-        tl.store(D_GATES + gate + slot * hidden, (coef * upstream).to(out_dtype), mask=mask)
+    coef_i = tl.load(GATE_COEF + gate, mask=mask, other=0.0)
+    coef_f = tl.load(GATE_COEF + gate + hidden, mask=mask, other=0.0)
+    coef_o = tl.load(GATE_COEF + gate + 2 * hidden, mask=mask, other=0.0)
+    coef_u = tl.load(GATE_COEF + gate + 3 * hidden, mask=mask, other=0.0)
+    tl.store(D_GATES + gate, (coef_i * grad_c_total).to(out_dtype), mask=mask)
+    tl.store(D_GATES + gate + hidden, (coef_f * grad_c_total).to(out_dtype), mask=mask)
+    tl.store(D_GATES + gate + 2 * hidden, (coef_o * grad_h).to(out_dtype), mask=mask)  # o sees dL/dh directly
+    tl.store(D_GATES + gate + 3 * hidden, (coef_u * grad_c_total).to(out_dtype), mask=mask)
     tl.store(GRAD_C_PREV + offsets, grad_c_total * tl.load(CARRY_COEF + offsets, mask=mask, other=0.0), mask=mask)
     if HAS_HOLD:
         tl.store(GRAD_H_PASS + offsets, grad_h * tl.load(PASS_COEF + row, mask=mask, other=0.0), mask=mask)
