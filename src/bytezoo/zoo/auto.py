@@ -41,11 +41,9 @@ def from_pretrained(path_or_url: str, *, base_model: bool = False, **kwargs) -> 
 
     >>> model = bytezoo.from_pretrained("outputs/demo/model")  # doctest: +SKIP
     """
-    path = str(path_or_url)
-    if "://" in path:
-        from bytezoo.hub import resolve
+    from bytezoo.hub import resolve  # URLs and hub folders (``…@tag``) -> a verified local snapshot
 
-        path = resolve(path)
+    path = resolve(os.fspath(path_or_url))
     config_path = os.path.join(path, "config.json")
     try:
         with open(config_path, encoding="utf-8") as handle:

@@ -54,10 +54,10 @@ class ByteZooModelMixin:
           the architecture needs but the checkpoint lacks or has in another shape — never a silently random layer.
         """
         path = pretrained_model_name_or_path
-        if isinstance(path, (str, os.PathLike)) and "://" in str(path):
-            from bytezoo.hub import resolve
+        if isinstance(path, (str, os.PathLike)):
+            from bytezoo.hub import resolve  # URLs and hub folders (``…@tag``) -> a verified local snapshot
 
-            path = resolve(str(path))
+            path = resolve(os.fspath(path))
         if isinstance(path, (str, os.PathLike)) and os.path.isdir(path):
             _check_checkpoint_files(str(path))
         return_info = kwargs.pop("output_loading_info", False)
