@@ -158,7 +158,8 @@ def fused_backward(saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs, pack
     gate_coef_steps, out_gate_coef_steps = gate_coef.unbind(0), gate_coef[:, :, 2].unbind(0)
     d_quad_steps, d_out_gate_steps, d_gate_steps = d_quad.unbind(0), d_quad[:, :, 2].unbind(0), d_gates.unbind(0)
     d_mult_steps, d_mult_keep_steps = d_mult.unbind(0), d_mult_keep.unbind(0)
-    cell_coef_steps, carry_coef_steps, mult_keep_steps = (x.unbind(0) for x in (coefs.cell_coef, coefs.carry_coef, coefs.mult_keep))
+    cell_coef_steps, carry_coef_steps = coefs.cell_coef.unbind(0), coefs.carry_coef.unbind(0)
+    mult_keep_steps = coefs.mult_keep.unbind(0)
     pass_coef_steps = None if coefs.pass_coef is None else coefs.pass_coef.unbind(0)
     for t in range(steps - 1, -1, -1):
         if d_hs is not None:
@@ -191,7 +192,9 @@ class FusedMLSTMScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells):
-        hs, cs, h_last, c_last, saved = fused_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, save=True)
+        hs, cs, h_last, c_last, saved = fused_forward(
+            gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, save=True
+        )
         ctx.saved = saved  # internal buffers only (never the inputs or outputs), freed with the graph
         ctx.save_for_backward(w_mh, w_h)
         ctx.dtypes = (gates_x.dtype, mult_x.dtype, None if h0 is None else h0.dtype)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 
 import torch
-from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ._scan_common import StepMasks, backward_coefficients, time_major, weight_gradients
@@ -169,7 +168,9 @@ def triton_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells
     cs = cells.transpose(0, 1).to(mm_dtype, memory_format=torch.contiguous_format, copy=True) if return_cells else None
     state_dtype = mm_dtype if h0 is None else h0.dtype
     h_last, c_last = hiddens[-1].to(state_dtype, copy=True), cells[-1].to(state_dtype, copy=True)
-    saved = (backward_coefficients(gates_all, cells, hiddens, h_init, c_init, mx, masks), products, mx) if save else None
+    saved = None
+    if save:
+        saved = (backward_coefficients(gates_all, cells, hiddens, h_init, c_init, mx, masks), products, mx)
     return hs, cs, h_last, c_last, saved
 
 
@@ -197,8 +198,10 @@ def triton_backward(saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs):
     for step, t in enumerate(range(steps - 1, -1, -1)):
         grad_c_prev = grad_c_buffers[step % 2]
         backward_kernel[grid](
-            grad_h, state_grad, d_hs[t] if d_hs is not None else grad_h, grad_c, d_cs[t] if d_cs is not None else grad_c,
-            coefs.cell_coef[t], coefs.gate_coef[t], coefs.carry_coef[t], pass_rows[t] if pass_rows is not None else grad_h,
+            grad_h, state_grad, d_hs[t] if d_hs is not None else grad_h,
+            grad_c, d_cs[t] if d_cs is not None else grad_c,
+            coefs.cell_coef[t], coefs.gate_coef[t], coefs.carry_coef[t],
+            pass_rows[t] if pass_rows is not None else grad_h,
             d_gates[t], grad_c_prev, grad_h_pass,
             n_elements, hidden,
             HAS_STATE_GRAD=step > 0, HAS_D_HS=d_hs is not None, HAS_D_CS=d_cs is not None,
@@ -223,7 +226,9 @@ class TritonMLSTMScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells):
-        hs, cs, h_last, c_last, saved = triton_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, save=True)
+        hs, cs, h_last, c_last, saved = triton_forward(
+            gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, save=True
+        )
         ctx.saved = saved
         ctx.save_for_backward(w_mh, w_h)
         ctx.dtypes = (gates_x.dtype, mult_x.dtype, None if h0 is None else h0.dtype)
@@ -249,5 +254,7 @@ def mlstm_scan_triton(gates_x, mult_x, w_mh, w_h, h0=None, c0=None, reset=None, 
     tensors = (gates_x, mult_x, w_mh, w_h, h0, c0)
     if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in tensors):
         return TritonMLSTMScan.apply(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells)
-    hs, cs, h_last, c_last, _ = triton_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, save=False)
+    hs, cs, h_last, c_last, _ = triton_forward(
+        gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, save=False
+    )
     return hs, cs, h_last, c_last
