@@ -146,14 +146,15 @@ def triton_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells
     hiddens = torch.empty(steps, batch, hidden, dtype=acc, device=device)
     cells = torch.empty_like(hiddens)
     gates_all = torch.empty(steps, batch, four_hidden, dtype=acc, device=device) if save else None
-    products = torch.empty(steps, batch, hidden, dtype=mm_dtype, device=device)  # a = h_in @ W_mh
+    products = torch.empty(steps if save else 1, batch, hidden, dtype=mm_dtype, device=device)  # a = h_in @ W_mh
     z = torch.empty(batch, four_hidden, dtype=mm_dtype, device=device)
     next_buffers = [torch.empty_like(hiddens[0]) for _ in range(4)] + [torch.empty_like(h_in_mm) for _ in range(2)]
     n_elements = batch * hidden
     grid, block = _grid(n_elements)
     for t in range(steps):
-        torch.mm(h_in_mm, w_mh, out=products[t])
-        torch.addmm(gx[t], products[t] * mx[t], w_h, out=z)
+        product = products[t if save else 0]
+        torch.mm(h_in_mm, w_mh, out=product)
+        torch.addmm(gx[t], product * mx[t], w_h, out=z)
         c_next, h_next = next_buffers[2 * (t % 2)], next_buffers[2 * (t % 2) + 1]
         h_next_mm = next_buffers[4 + t % 2]
         has_reset = keep_rows is not None and t + 1 < steps
