@@ -1,10 +1,11 @@
 """Pipeline overhead: characters/s of the full ``bytezoo pretrain`` loop (streaming data, per-step loss reduction,
 logging, TensorBoard, periodic checkpoints) against the bare training step of the same model and batch (forward with
-the carried state, fp32 loss, backward, clipping, Adam). Goal: the loop keeps >= 90% of the bare throughput.
+the carried state, fp32 loss, backward, clipping, Adam) on the same windows. Goal: the loop keeps >= 90% of the bare
+throughput.
 
 The two are measured alternately, ``--repeats`` times, and compared by their medians, both per wall-clock second and
-per CPU second of this process: on a machine shared with other work, wall-clock rates swing by 3x from one minute to
-the next while CPU time stays put. The loop's rate is the difference of a ``2 x steps`` run and a ``steps`` run, so
+per CPU second of this process (on a machine shared with other work neither is steady: run it on a quiet one; the
+load average at the end is recorded). The loop's rate is the difference of a ``2 x steps`` run and a ``steps`` run, so
 start-up (sizing the corpus, building the model) and the export cancel out. Writes
 benchmarks/results/pretrain-overhead.json.
 
@@ -19,6 +20,7 @@ import platform
 import statistics
 import tempfile
 import time
+from itertools import islice
 from pathlib import Path
 
 import torch
@@ -26,21 +28,24 @@ import torch.nn.functional as F
 
 import bytezoo
 from bytezoo.pretrain import pretrain
+from bytezoo.pretrain.data import ByteStreams, StreamLayout, corpus_size, expand_sources
 
 RESULTS = Path(__file__).parent / "results"
 DATA = Path("/work/shared/data/sst/train.csv")
 
 
 def bare_steps(model, optimizer, batch_size: int, seq_len: int, steps: int) -> tuple[float, float]:
-    """Characters per wall second and per CPU second of ``steps`` bare training steps on random bytes (one warm-up
-    step not timed)."""
-    windows = torch.randint(0, 256, (steps + 1, batch_size, seq_len + 1))
+    """Characters per wall second and per CPU second of ``steps`` bare training steps (one warm-up step not timed) on
+    the same windows and reset masks the loop trains on, built before the clock starts."""
+    urls = expand_sources([str(DATA)])
+    layout = StreamLayout.plan(corpus_size(urls), batch_size, 1 << 20)
+    windows = list(islice(ByteStreams(urls, layout, first_stream=0, batch_size=batch_size, seq_len=seq_len), steps + 1))
     state = None
     for index, window in enumerate(windows):
         if index == 1:
             start, start_cpu = time.perf_counter(), time.process_time()
-        out = model(input_ids=window[:, :-1], state=state, use_cache=True)  # logits (B, T, 256)
-        loss = F.cross_entropy(out.logits.float().flatten(0, 1), window[:, 1:].flatten())
+        out = model(input_ids=window.input_ids, state=state, reset_mask=window.reset_mask, use_cache=True)  # (B, T, 256)
+        loss = F.cross_entropy(out.logits.float().flatten(0, 1), window.targets.flatten(), ignore_index=-100)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
