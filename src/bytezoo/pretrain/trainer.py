@@ -99,16 +99,14 @@ class PretrainConfig:
 
 def load_model(name: str, overrides: dict):
     """A zoo preset (randomly initialised, config fields overridden) or a saved checkpoint to continue from."""
-    import bytezoo  # noqa: F401  (registers the Auto classes)
-    from bytezoo.zoo import create_model, is_model, list_models
-    from transformers import AutoModelForCausalLM
+    from bytezoo.zoo import create_model, from_pretrained, is_model, list_models
 
     if is_model(name):
         return create_model(name, **overrides)
     if "/" not in name and not Path(name).exists():  # not a path, URL or hub id: fail now, not after a hub lookup
         raise ValueError(f"--model {name!r} is neither a zoo preset ({', '.join(list_models())}) nor a checkpoint path")
     try:
-        return AutoModelForCausalLM.from_pretrained(name, **overrides)
+        return from_pretrained(name, **overrides)  # a directory, or a hub URL (verified and cached)
     except (OSError, ValueError) as error:
         raise ValueError(f"--model {name!r} is neither a zoo preset ({', '.join(list_models())}) "
                          f"nor a loadable checkpoint: {error}") from error
