@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import html
 import importlib.util
 import io
 import json
@@ -62,7 +63,7 @@ __all__ = [
 
 MARKER = "bytezoo-dataset.json"
 # Bump when the files a recipe produces change, so folders prepared by an older bytezoo are rebuilt, not re-used.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: language-model text is HTML-unescaped
 SPLIT_SEED = 0
 TSV_HEADER = ("text", "label")
 SUPPORTED_HASHES = ("md5", "sha1", "sha256")
@@ -677,8 +678,10 @@ def _write_tsv(path: Path, rows: Iterable[tuple[str, str]]) -> int:
 
 
 def as_document_line(text: str) -> str:
-    """One document as one line: every kind of line break (``str.splitlines``' list) becomes a space."""
-    return " ".join(text.splitlines())
+    """One document as one line of language-model text, as the transfer stage's ``preprocess="openai"`` reads it:
+    HTML entities unescaped (``&#039;`` -> ``'``), every kind of line break (``str.splitlines``' list) a space.
+    Pretraining on the same bytes the featurizer later feeds keeps the two stages consistent."""
+    return " ".join(html.unescape(text).splitlines())
 
 
 def _write_documents(path: Path, texts: Iterable[str]) -> int:
