@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=1024)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--texts", type=int, default=512)
+    parser.add_argument("--chunk-size", type=int, default=None, help="Featurizer chunk_size (default: the Featurizer's)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "transfer-throughput.json"))
     args = parser.parse_args()
@@ -82,7 +83,8 @@ def main() -> None:
     runs = []
     for dtype_name in args.dtype:
         dtype = torch.float32 if dtype_name == "float32" else torch.bfloat16
-        featurizer = Featurizer(model, batch_size=args.batch_size, dtype=dtype_name, progress=False).fit()
+        options = {} if args.chunk_size is None else {"chunk_size": args.chunk_size}
+        featurizer = Featurizer(model, batch_size=args.batch_size, dtype=dtype_name, progress=False, **options).fit()
         featurizer.transform(texts[: args.batch_size // 4])  # warm-up: allocator, oneDNN primitives
         rate_before = matmul_rate(args.batch_size, args.hidden, dtype)
         featurizer.transform(texts)
@@ -107,9 +109,10 @@ def main() -> None:
         print(json.dumps(run))
     result = {
         "benchmark": "transfer feature extraction throughput",
-        "command": f"python benchmarks/bench_transfer_throughput.py --hidden {args.hidden} --batch-size {args.batch_size} --texts {args.texts}",
+        "command": f"python benchmarks/bench_transfer_throughput.py --hidden {args.hidden} --batch-size {args.batch_size} --texts {args.texts} --chunk-size {featurizer.chunk_size} --dtype {' '.join(args.dtype)}",
         "model": {"preset": "mlstm-1024", "hidden_size": args.hidden, "kernel": model.config.kernel},
         "batch_size": args.batch_size,
+        "chunk_size": featurizer.chunk_size,
         "data": source,
         "runs": runs,
         "device": {

@@ -26,7 +26,7 @@ def _positive_int(text: str) -> int:
 def _add_featurizer_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("features")
     group.add_argument("--batch-size", type=_positive_int, default=128, help="texts per batch (default 128)")
-    group.add_argument("--chunk-size", type=_positive_int, default=256, help="bytes read per forward call; bounds memory (default 256)")
+    group.add_argument("--chunk-size", type=_positive_int, default=32, help="bytes read per forward call; bounds memory, and finished texts leave the batch at chunk ends (default 32)")
     group.add_argument("--device", default="cpu", help="torch device (default cpu)")
     group.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="compute dtype (bfloat16: autocast)")
     group.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -119,7 +119,7 @@ def run_transfer(
     pooling: str = "final_cell",
     preprocess: str = "openai",
     batch_size: int = 128,
-    chunk_size: int = 256,
+    chunk_size: int = 32,
     device: str = "cpu",
     dtype: str = "float32",
     cache_dir: str | None = None,
