@@ -272,20 +272,25 @@ class ByteLSTMForCausalLM(ByteLSTMPreTrainedModel, GenerationMixin):
             output_cell_states=output_cell_states,
             return_dict=True,
         )
+        hidden = outputs.last_hidden_state  # (B, T, H)
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(outputs.last_hidden_state[:, keep])  # (B, T', V)
+        logits = self.lm_head(hidden[:, keep])  # (B, T', V)
         loss = None
         if labels is not None or kwargs.get("shift_labels") is not None:
             if kwargs.get("shift_labels") is not None:  # a slice of a window is typical; the loss needs it flat
                 kwargs["shift_labels"] = kwargs["shift_labels"].contiguous()
             loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
         output = ByteLSTMCausalLMOutput(
-            loss=loss, logits=logits, state=outputs.state, hidden_states=outputs.hidden_states, cell_states=outputs.cell_states
+            loss=loss,
+            logits=logits,
+            state=outputs.state,
+            hidden_states=outputs.hidden_states,
+            cell_states=outputs.cell_states,
         )
         return output if return_dict else output.to_tuple()
 
     # Generation plumbing: the recurrent state plays the KV cache's role. Kept in sync with MLSTMForCausalLM (each model
-    # file must stand alone for trust_remote_code; tests/test_zoo.py checks both models generate identically from state).
+    # file must stand alone for trust_remote_code; tests/test_zoo_copies.py keeps the two copies identical).
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
         return False

@@ -364,7 +364,8 @@ class MLSTMForCausalLM(MLSTMPreTrainedModel, GenerationMixin):
         )
         return output if return_dict else output.to_tuple()
 
-    # --- generation: the recurrent state plays the role of the KV cache -------------------------------------------
+    # --- generation: the recurrent state plays the role of the KV cache. Copied in modeling_lstm.py (each model file
+    # stands alone for trust_remote_code); tests/test_zoo_copies.py keeps the copies identical. ---------------------
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
         return False  # no DynamicCache: the state is carried in the `state` field
