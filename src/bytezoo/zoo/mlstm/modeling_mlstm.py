@@ -42,12 +42,13 @@ except ModuleNotFoundError as error:  # loaded with trust_remote_code where byte
         """Portable copy of ``bytezoo.kernels.mlstm_scan_ref`` (same math; see there for the contract)."""
         hidden = w_mh.shape[0]
         out_dtype, state_dtype = gates_x.dtype, h0.dtype
-        gx, mx, wmh, wh = (t.float() for t in (gates_x, mult_x, w_mh, w_h))
-        h, c = h0.float(), c0.float()
+        acc = torch.promote_types(gates_x.dtype, torch.float32)  # float32 math, float64 kept
+        gx, mx, wmh, wh = (t.to(acc) for t in (gates_x, mult_x, w_mh, w_h))
+        h, c = h0.to(acc), c0.to(acc)
         hs, cs = [], []
         for t in range(gx.shape[1]):
             if reset is not None:
-                keep = (~reset[:, t]).float().unsqueeze(1)
+                keep = (~reset[:, t]).to(acc).unsqueeze(1)
                 h, c = h * keep, c * keep
             z = gx[:, t] + (mx[:, t] * (h @ wmh)) @ wh
             i, f, o = torch.sigmoid(z[:, : 3 * hidden]).chunk(3, dim=1)
