@@ -127,3 +127,15 @@ def weight_gradients(
         mult = (mult_x * mh_products).reshape(-1, hidden)  # m (T*B, H)
         d_w_h = mult.t() @ d_gates.reshape(-1, 4 * hidden)  # (H, 4H)
     return d_w_mh, d_w_h
+
+
+def grads_in_input_dtypes(grads: tuple, dtypes: tuple) -> tuple:
+    """A backward's ``(d_gates_x, d_mult_x, d_w_mh, d_w_h, d_h0, d_c0)`` cast to the dtypes of the inputs they belong
+    to; ``dtypes`` = (gates_x dtype, mult_x dtype, state dtype or None), saved by the forward."""
+    d_gx, d_mx, d_w_mh, d_w_h, d_h0, d_c0 = grads
+    gx_dtype, mx_dtype, state_dtype = dtypes
+
+    def cast(grad, dtype):
+        return None if grad is None else grad.to(dtype)
+
+    return cast(d_gx, gx_dtype), cast(d_mx, mx_dtype), d_w_mh, d_w_h, cast(d_h0, state_dtype), cast(d_c0, state_dtype)

@@ -22,7 +22,14 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ._scan_common import StepMasks, accumulate_dtype, backward_coefficients, time_major, weight_gradients
+from ._scan_common import (
+    StepMasks,
+    accumulate_dtype,
+    backward_coefficients,
+    grads_in_input_dtypes,
+    time_major,
+    weight_gradients,
+)
 
 PACK_WEIGHTS = True
 _PACKABLE = (torch.float32, torch.bfloat16)
@@ -208,13 +215,7 @@ class FusedMLSTMScan(torch.autograd.Function):
         needs = (*ctx.needs_input_grad[:6],)
         with torch.autocast(device_type, enabled=False):
             grads = fused_backward(ctx.saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs)
-        d_gx, d_mx, d_w_mh, d_w_h, d_h0, d_c0 = grads
-        gx_dtype, mx_dtype, state_dtype = ctx.dtypes
-        d_gx = None if d_gx is None else d_gx.to(gx_dtype)
-        d_mx = None if d_mx is None else d_mx.to(mx_dtype)
-        d_h0 = None if d_h0 is None else d_h0.to(state_dtype)
-        d_c0 = None if d_c0 is None else d_c0.to(state_dtype)
-        return d_gx, d_mx, d_w_mh, d_w_h, d_h0, d_c0, None, None, None
+        return (*grads_in_input_dtypes(grads, ctx.dtypes), None, None, None)  # no gradients for the masks and flag
 
 
 def mlstm_scan_fused(gates_x, mult_x, w_mh, w_h, h0=None, c0=None, reset=None, hold=None, return_cells=False):

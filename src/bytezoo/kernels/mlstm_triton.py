@@ -17,7 +17,7 @@ import functools
 import torch
 from torch.autograd.function import once_differentiable
 
-from ._scan_common import StepMasks, backward_coefficients, time_major, weight_gradients
+from ._scan_common import StepMasks, backward_coefficients, grads_in_input_dtypes, time_major, weight_gradients
 
 try:
     import triton
@@ -241,13 +241,7 @@ class TritonMLSTMScan(torch.autograd.Function):
         w_mh, w_h = ctx.saved_tensors
         with torch.autocast(w_h.device.type, enabled=False):
             grads = triton_backward(ctx.saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, ctx.needs_input_grad[:6])
-        d_gx, d_mx, d_w_mh, d_w_h, d_h0, d_c0 = grads
-        gx_dtype, mx_dtype, state_dtype = ctx.dtypes
-        d_gx = None if d_gx is None else d_gx.to(gx_dtype)
-        d_mx = None if d_mx is None else d_mx.to(mx_dtype)
-        d_h0 = None if d_h0 is None else d_h0.to(state_dtype)
-        d_c0 = None if d_c0 is None else d_c0.to(state_dtype)
-        return d_gx, d_mx, d_w_mh, d_w_h, d_h0, d_c0, None, None, None
+        return (*grads_in_input_dtypes(grads, ctx.dtypes), None, None, None)  # no gradients for the masks and flag
 
 
 def mlstm_scan_triton(gates_x, mult_x, w_mh, w_h, h0=None, c0=None, reset=None, hold=None, return_cells=False):
