@@ -139,3 +139,17 @@ def grads_in_input_dtypes(grads: tuple, dtypes: tuple) -> tuple:
         return None if grad is None else grad.to(dtype)
 
     return cast(d_gx, gx_dtype), cast(d_mx, mx_dtype), d_w_mh, d_w_h, cast(d_h0, state_dtype), cast(d_c0, state_dtype)
+
+
+def input_gradients(coefs, d_gates, d_mult, d_mult_keep, mx, products, d_h0, d_c0, needs) -> tuple:
+    """The end of every backward: weight gradients as two large products over all steps, and the gradients of the
+    inputs that need one, as ``(d_gates_x (B, T, 4H), d_mult_x (B, T, H), d_w_mh, d_w_h, d_h0, d_c0)``.
+
+    ``d_gates`` (T, B, 4H), ``d_mult`` and ``d_mult_keep`` (T, B, H) come from the backward recurrence; ``needs`` are the
+    six input-gradient flags of (gates_x, mult_x, w_mh, w_h, h0, c0).
+    """
+    need_gx, need_mx, need_w_mh, need_w_h, need_h0, need_c0 = needs
+    d_w_mh, d_w_h = weight_gradients(coefs, d_gates, d_mult_keep, mx, products, need_w_mh, need_w_h)
+    d_gates_x = d_gates.transpose(0, 1) if need_gx else None  # (B, T, 4H)
+    d_mult_x = (d_mult * products).transpose(0, 1) if need_mx else None  # (B, T, H)
+    return d_gates_x, d_mult_x, d_w_mh, d_w_h, d_h0 if need_h0 else None, d_c0 if need_c0 else None

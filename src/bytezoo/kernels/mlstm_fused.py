@@ -27,8 +27,8 @@ from ._scan_common import (
     accumulate_dtype,
     backward_coefficients,
     grads_in_input_dtypes,
+    input_gradients,
     time_major,
-    weight_gradients,
 )
 
 PACK_WEIGHTS = True
@@ -187,11 +187,7 @@ def fused_backward(saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs, pack
             if passed is not None:
                 grad_h += passed
 
-    need_gx, need_mx, need_w_mh, need_w_h, need_h0, need_c0 = needs
-    d_w_mh, d_w_h = weight_gradients(coefs, d_gates, d_mult_keep, mx, products, need_w_mh, need_w_h)
-    d_gates_x = d_gates.transpose(0, 1) if need_gx else None  # (B, T, 4H)
-    d_mult_x = (d_mult * products).transpose(0, 1) if need_mx else None  # (B, T, H)
-    return d_gates_x, d_mult_x, d_w_mh, d_w_h, grad_h if need_h0 else None, grad_c if need_c0 else None
+    return input_gradients(coefs, d_gates, d_mult, d_mult_keep, mx, products, grad_h, grad_c, needs)
 
 
 class FusedMLSTMScan(torch.autograd.Function):

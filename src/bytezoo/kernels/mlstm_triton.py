@@ -17,7 +17,7 @@ import functools
 import torch
 from torch.autograd.function import once_differentiable
 
-from ._scan_common import StepMasks, backward_coefficients, grads_in_input_dtypes, time_major, weight_gradients
+from ._scan_common import StepMasks, backward_coefficients, grads_in_input_dtypes, input_gradients, time_major
 
 try:
     import triton
@@ -215,11 +215,7 @@ def triton_backward(saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs):
         grad_h = grad_h_pass  # the held part; the kernel of step t-1 adds state_grad and the outputs' gradient
     d_h0 = grad_h + state_grad.float()
 
-    need_gx, need_mx, need_w_mh, need_w_h, need_h0, need_c0 = needs
-    d_w_mh, d_w_h = weight_gradients(coefs, d_gates, d_mult_keep, mx, products, need_w_mh, need_w_h)
-    d_gates_x = d_gates.transpose(0, 1) if need_gx else None
-    d_mult_x = (d_mult * products).transpose(0, 1) if need_mx else None
-    return d_gates_x, d_mult_x, d_w_mh, d_w_h, d_h0 if need_h0 else None, grad_c if need_c0 else None
+    return input_gradients(coefs, d_gates, d_mult, d_mult_keep, mx, products, d_h0, grad_c, needs)
 
 
 class TritonMLSTMScan(torch.autograd.Function):
