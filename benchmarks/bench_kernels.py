@@ -26,6 +26,7 @@ CUDA: torch.cuda.max_memory_allocated. CPU: the step's resident-set peak, measur
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -52,8 +53,22 @@ def build(contender: str, hidden: int, device: str):
     if contender == "lstm":
         model = bytezoo.create_model("lstm-256", hidden_size=hidden, embedding_size=EMBEDDING, num_layers=1)
     else:
-        model = bytezoo.create_model("mlstm-256", hidden_size=hidden, embedding_size=EMBEDDING, num_layers=1, kernel=contender)
+        kernel = "fused" if contender == "fused-eager" else contender
+        model = bytezoo.create_model("mlstm-256", hidden_size=hidden, embedding_size=EMBEDDING, num_layers=1, kernel=kernel)
     return model.to(device)
+
+
+@contextlib.contextmanager
+def loops_for(contender: str):
+    """"fused-eager" is the fused kernel with its plain-PyTorch time loops instead of the compiled C++ ones."""
+    from bytezoo.kernels import mlstm_fused
+
+    before = mlstm_fused.USE_COMPILED_LOOPS
+    mlstm_fused.USE_COMPILED_LOOPS = contender != "fused-eager"
+    try:
+        yield
+    finally:
+        mlstm_fused.USE_COMPILED_LOOPS = before
 
 
 def flops_per_char(contender: str, hidden: int) -> float:
@@ -74,15 +89,16 @@ def make_steps(contender: str, hidden: int, batch: int, steps: int, device: str,
     ids = torch.randint(0, 256, (batch, steps), device=device)
 
     def train_step():
-        with autocast(device, dtype):
-            logits = model(ids).logits
-        loss = F.cross_entropy(logits.float().view(-1, 256), ids.view(-1))
-        loss.backward()
+        with loops_for(contender):
+            with autocast(device, dtype):
+                logits = model(ids).logits
+            loss = F.cross_entropy(logits.float().view(-1, 256), ids.view(-1))
+            loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
     def infer_step():
-        with torch.no_grad(), autocast(device, dtype):
+        with torch.no_grad(), autocast(device, dtype), loops_for(contender):
             model.model(ids)
 
     return model, optimizer, train_step, infer_step
@@ -207,7 +223,11 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="fp32, or bf16/fp16 autocast")
     parser.add_argument("--grid", default=None, help="comma-separated HxBxT (default: the issue's targets per device)")
-    parser.add_argument("--kernels", default=None, help="fast kernels to measure (default: fused on CPU, triton on CUDA)")
+    parser.add_argument(
+        "--kernels", default=None,
+        help="fast kernels to measure (default: fused,fused-eager on CPU, triton on CUDA); fused-eager = the fused "
+        "kernel with its plain-PyTorch time loops instead of the compiled ones",
+    )
     parser.add_argument("--no-reference", action="store_true", help="skip the slow reference loop")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default 1 on CPU; 0 = PyTorch's default)")
@@ -229,7 +249,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(threads)
     grid = args.grid or ("4096x256x256" if device == "cuda" else "256x32x128,1024x64x64")
     shapes = [tuple(int(v) for v in item.lower().split("x")) for item in grid.split(",")]
-    fast = (args.kernels or ("triton" if device == "cuda" else "fused")).split(",")
+    fast = (args.kernels or ("triton" if device == "cuda" else "fused,fused-eager")).split(",")
     contenders = fast + ([] if args.no_reference else ["reference"]) + ["lstm"]
 
     print(f"{device} {args.dtype}: {torch.get_num_threads()} thread(s), {clock_name} clock, best of {args.repeats} interleaved")
@@ -271,11 +291,11 @@ def main(argv=None) -> int:
 
 def print_row(row: dict) -> None:
     print(f"\nH={row['hidden']} B={row['batch']} T={row['steps']}   [B x H]@[H x 4H] product: {row['matmul_flops'] / 1e9:.1f} GFLOP/s")
-    print(f"  {'contender':<10} {'train chars/s':>14} {'GFLOP/s':>8} {'of mm':>6} {'infer chars/s':>14} {'GFLOP/s':>8} {'peak/min mem':>13}")
+    print(f"  {'contender':<11} {'train chars/s':>14} {'GFLOP/s':>8} {'of mm':>6} {'infer chars/s':>14} {'GFLOP/s':>8} {'peak/min mem':>13}")
     for name, entry in row["contenders"].items():
         memory = entry.get("memory")
         print(
-            f"  {name:<10} {entry['train']['chars_per_s']:>14,.0f} {entry['train']['flops'] / 1e9:>8.1f} "
+            f"  {name:<11} {entry['train']['chars_per_s']:>14,.0f} {entry['train']['flops'] / 1e9:>8.1f} "
             f"{entry['train']['of_matmul_rate']:>6.2f} {entry['infer']['chars_per_s']:>14,.0f} "
             f"{entry['infer']['flops'] / 1e9:>8.1f} {memory['ratio'] if memory else float('nan'):>13.2f}"
         )

@@ -17,12 +17,14 @@ device (on CUDA it is cuBLAS + ATen ops).
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ._scan_common import (
+    BackwardCoefficients,
     StepMasks,
     accumulate_dtype,
     backward_coefficients,
@@ -32,6 +34,10 @@ from ._scan_common import (
 )
 
 PACK_WEIGHTS = True
+# The time loops in C++ (csrc/mlstm_cpu.cpp, built on first use) for CPU tensors of these dtypes; False, or
+# BYTEZOO_CPU_EXTENSION=0, keeps the plain-PyTorch loops below (the fallback where no compiler is found).
+USE_COMPILED_LOOPS = True
+_COMPILED_DTYPES = (torch.float32, torch.bfloat16, torch.float64)
 _PACKABLE = (torch.float32, torch.bfloat16)
 # In fp32 packing pays from about this size on (one thread, [B x H] @ [H x 4H]: packed 129 vs torch.addmm 109 GFLOP/s
 # at H=1024, B=64, but 111 vs 125 at H=256, B=32). In bf16 it always pays (224 vs 156 at H=256, 510 vs 332 at H=1024).
@@ -68,7 +74,7 @@ class RecurrentMatmul:
 
     def __init__(self, weight: Tensor, batch: int, pack: bool | None = None):
         pack = PACK_WEIGHTS if pack is None else pack
-        self.weight = weight.contiguous()
+        self.weight = weight  # a transposed view is fine: the products take either layout without a copy
         self.packed = None
         large_enough = weight.dtype == torch.bfloat16 or min(weight.shape) >= PACK_MIN_SIZE
         packable = weight.device.type == "cpu" and weight.dtype in _PACKABLE and large_enough
@@ -96,9 +102,12 @@ def fused_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells,
     acc = accumulate_dtype(mm_dtype)
     gx = time_major(gates_x)  # (T, B, 4H)
     mx = time_major(mult_x)  # (T, B, H)
-    masks = StepMasks.build(reset, hold, acc)
     h = gx.new_zeros(batch, hidden, dtype=acc) if h0 is None else h0.to(acc)
     c = torch.zeros_like(h) if c0 is None else c0.to(acc)
+    ops = compiled_loops(gates_x)
+    if ops is not None:
+        return _compiled_forward(ops, gates_x, mult_x, w_mh, w_h, h, c, h0, reset, hold, return_cells, save, pack)
+    masks = StepMasks.build(reset, hold, acc)
     h_init, c_init = h, c
     state_matmul = RecurrentMatmul(w_mh, batch, pack)  # h_in @ W_mh
     mult_matmul = RecurrentMatmul(w_h, batch, pack)  # gates_x[t] + m @ W_h
@@ -146,6 +155,8 @@ def fused_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells,
 
 def fused_backward(saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs, pack=None):
     """The backward recurrence. ``needs`` = (gates_x, mult_x, w_mh, w_h, h0, c0) input-gradient flags."""
+    if isinstance(saved, CompiledSaved):
+        return _compiled_backward(saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs, pack)
     coefs, products, mx = saved
     steps, batch, four_hidden = coefs.gate_coef.shape
     hidden = four_hidden // 4
@@ -188,6 +199,77 @@ def fused_backward(saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs, pack
                 grad_h += passed
 
     return input_gradients(coefs, d_gates, d_mult, d_mult_keep, mx, products, grad_h, grad_c, needs)
+
+
+def compiled_loops(gates_x: Tensor):
+    """The compiled time loops (``torch.ops.bytezoo_mlstm_cpu``) when they can run on ``gates_x``, else None."""
+    if not USE_COMPILED_LOOPS or gates_x.device.type != "cpu" or gates_x.dtype not in _COMPILED_DTYPES:
+        return None
+    from ._cpu_extension import cpu_ops
+
+    return cpu_ops()
+
+
+@dataclass
+class CompiledSaved:
+    """What the compiled forward leaves for the compiled backward, batch-major (B, T, ...) like the model's tensors."""
+
+    gate_coef: Tensor  # P (B, T, 4H) accumulate dtype
+    cell_coef: Tensor  # K (B, T, H)
+    carry_coef: Tensor  # FK (B, T, H)
+    h_in: Tensor  # (B, T, H) the state each step read (after reset), accumulate dtype
+    products: Tensor  # (B, T, H) a = h_in @ W_mh, input dtype
+    mult_x: Tensor  # (B, T, H)
+    keep: Tensor | None  # (B, T) accumulate dtype, 0 where the state restarts
+    held: Tensor | None  # (B, T) bool
+
+
+def _compiled_forward(ops, gates_x, mult_x, w_mh, w_h, h, c, h0, reset, hold, return_cells, save, pack):
+    """:func:`fused_forward` through the compiled loop: the same results, one C++ call for all T steps."""
+    batch, acc = gates_x.shape[0], h.dtype
+    gates_x, mult_x = gates_x.contiguous(), mult_x.contiguous()
+    keep = None if reset is None else (~reset).to(acc).contiguous()  # (B, T)
+    held = None if hold is None else hold.contiguous()  # (B, T)
+    state_matmul = RecurrentMatmul(w_mh, batch, pack)  # h_in @ W_mh
+    mult_matmul = RecurrentMatmul(w_h, batch, pack)  # m @ W_h
+    outputs = ops.forward(
+        gates_x, mult_x, state_matmul.weight, mult_matmul.weight, state_matmul.packed, mult_matmul.packed,
+        h.contiguous(), c.contiguous(), keep, held, save, return_cells,
+    )
+    hs, cs, h_last, c_last = outputs[:4]  # hs, cs (B, T, H) input dtype; h_last, c_last (B, H) accumulate dtype
+    state_dtype = gates_x.dtype if h0 is None else h0.dtype
+    saved = None
+    if save:
+        products, gate_coef, cell_coef, carry_coef, h_in = outputs[4:]
+        saved = CompiledSaved(gate_coef, cell_coef, carry_coef, h_in, products, mult_x, keep, held)
+    return hs, cs if return_cells else None, h_last.to(state_dtype), c_last.to(state_dtype), saved
+
+
+def _compiled_backward(saved: CompiledSaved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs, pack):
+    """:func:`fused_backward` through the compiled loop, then the weight gradients as two large products."""
+    from ._cpu_extension import cpu_ops  # loaded already: the forward ran through it
+
+    need_gx, need_mx, need_w_mh, need_w_h, need_h0, need_c0 = needs
+    batch, _, hidden = saved.h_in.shape
+    acc, dtype = saved.h_in.dtype, saved.mult_x.dtype
+    gate_grad_matmul = RecurrentMatmul(w_h.t(), batch, pack)  # dz @ W_h^T
+    state_grad_matmul = RecurrentMatmul(w_mh.t(), batch, pack)  # da @ W_mh^T
+    zeros = saved.h_in.new_zeros(batch, hidden)
+    d_gates, d_mult_x, d_mult_keep, mult, d_h0, d_c0 = cpu_ops().backward(
+        saved.gate_coef, saved.cell_coef, saved.carry_coef, saved.mult_x, saved.products, saved.keep, saved.held,
+        gate_grad_matmul.weight, state_grad_matmul.weight, gate_grad_matmul.packed, state_grad_matmul.packed,
+        None if d_hs is None else d_hs.to(dtype).contiguous(),
+        None if d_cs is None else d_cs.to(dtype).contiguous(),
+        zeros if d_h_last is None else d_h_last.to(acc).contiguous(),
+        zeros if d_c_last is None else d_c_last.to(acc).contiguous(),
+    )
+    # dW_mh = sum over positions of h_in^T da, dW_h of m^T dz: two products over all B*T positions.
+    d_w_mh = saved.h_in.reshape(-1, hidden).to(dtype).t() @ d_mult_keep.reshape(-1, hidden) if need_w_mh else None
+    d_w_h = mult.reshape(-1, hidden).t() @ d_gates.reshape(-1, 4 * hidden) if need_w_h else None
+    return (
+        d_gates if need_gx else None, d_mult_x if need_mx else None, d_w_mh, d_w_h,
+        d_h0 if need_h0 else None, d_c0 if need_c0 else None,
+    )
 
 
 class FusedMLSTMScan(torch.autograd.Function):

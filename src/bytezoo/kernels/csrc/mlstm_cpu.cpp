@@ -1,0 +1,466 @@
+// The fused mLSTM time loops for CPU, forward and backward, as ATen operators (torch.ops.bytezoo_mlstm_cpu.*).
+//
+// Why C++: per step the recurrence is two matrix products and a little pointwise math. In Python every step costs
+// 7-9 ATen calls and as many passes over (B, 4H) blocks; here each step is the two products plus two fused passes
+// (one of them tiny), with no Python, no dispatcher round trips for the pointwise work and no temporaries. The
+// products go to oneDNN's packed kernels when the caller passes packed weights (as nn.LSTM's oneDNN path does),
+// else to at::mm (MKL).
+//
+// Contract (inputs are validated by bytezoo.kernels.mlstm_interface; these checks only guard against misuse):
+// batch-major (B, T, ...) contiguous tensors; "mm" = the inputs' and products' dtype (float32, bfloat16 or float64),
+// "acc" = the state and pointwise dtype (float32, or float64 for float64). Gate order i, f, o, u. The backward algebra
+// is the one documented in bytezoo/kernels/_scan_common.py; the forward computes its coefficients while the gate
+// values are in registers, instead of in separate passes afterwards.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/stack.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace {
+
+// tanh and sigmoid that the compiler can vectorise: libm's tanhf/expf are opaque scalar calls, which cost more than
+// the step's matrix product at small H. float: Eigen's rational approximation of tanh (a degree-13/6 odd rational
+// function on [-7.9, 7.9], where tanh is +-1 to float precision beyond; a few ulp); double keeps libm (gradcheck).
+inline float tanh_approx(float x) {
+  const float clamped = std::min(7.90531110763549805f, std::max(-7.90531110763549805f, x));
+  const float x2 = clamped * clamped;
+  float p = -2.76076847742355e-16f;
+  p = p * x2 + 2.00018790482477e-13f;
+  p = p * x2 + -8.60467152213735e-11f;
+  p = p * x2 + 5.12229709037114e-08f;
+  p = p * x2 + 1.48572235717979e-05f;
+  p = p * x2 + 6.37261928875436e-04f;
+  p = p * x2 + 4.89352455891786e-03f;
+  float q = 1.19825839466702e-06f;
+  q = q * x2 + 1.18534705686654e-04f;
+  q = q * x2 + 2.26843463243900e-03f;
+  q = q * x2 + 4.89352518554385e-03f;
+  return clamped * p / q;
+}
+inline double tanh_approx(double x) { return std::tanh(x); }
+
+template <typename T>
+inline T sigmoid(T x) {
+  return T(0.5) * tanh_approx(T(0.5) * x) + T(0.5);  // exact identity; no exp overflow for large |x|
+}
+
+// The pointwise work of one batch row, as __restrict functions so the compiler vectorises them (inside the big loops
+// it would have to assume that the pointers alias).
+
+// A forward step's gates from z = m @ W_h plus gates_x, and the new state; with kSave also the backward
+// coefficients P (4H), K and FK, while the gate values are at hand.
+template <bool kSave, typename mm_t, typename acc_t>
+inline void gate_row(int64_t hidden, const mm_t* __restrict z, const mm_t* __restrict gx, const acc_t* __restrict c_in,
+                     acc_t keep, acc_t* __restrict h_new, acc_t* __restrict c_new, acc_t* __restrict p,
+                     acc_t* __restrict k, acc_t* __restrict fk) {
+#pragma GCC ivdep
+  for (int64_t j = 0; j < hidden; ++j) {
+    const acc_t i = sigmoid<acc_t>(static_cast<acc_t>(z[j]) + static_cast<acc_t>(gx[j]));
+    const acc_t f = sigmoid<acc_t>(static_cast<acc_t>(z[hidden + j]) + static_cast<acc_t>(gx[hidden + j]));
+    const acc_t o = sigmoid<acc_t>(static_cast<acc_t>(z[2 * hidden + j]) + static_cast<acc_t>(gx[2 * hidden + j]));
+    const acc_t u = tanh_approx(static_cast<acc_t>(z[3 * hidden + j]) + static_cast<acc_t>(gx[3 * hidden + j]));
+    const acc_t c = f * c_in[j] + i * u;
+    const acc_t tanh_c = tanh_approx(c);
+    c_new[j] = c;
+    h_new[j] = o * tanh_c;
+    if constexpr (kSave) {
+      p[j] = u * i * (acc_t(1) - i);                    // dz_i / dc_t
+      p[hidden + j] = c_in[j] * f * (acc_t(1) - f);     // dz_f / dc_t
+      p[2 * hidden + j] = tanh_c * o * (acc_t(1) - o);  // dz_o / dh_t
+      p[3 * hidden + j] = i * (acc_t(1) - u * u);       // dz_u / dc_t
+      k[j] = o * (acc_t(1) - tanh_c * tanh_c);          // dh_t / dc_t
+      fk[j] = f * keep;                                 // dc_t / dc_{t-1}
+    }
+  }
+}
+
+// The step's outputs (hs[b, t], cs[b, t]) and the next step's input state after its reset, in place of this step's
+// (row b of the input state is no longer read once the step's products are done).
+template <typename mm_t, typename acc_t>
+inline void finish_row(int64_t hidden, const acc_t* __restrict h, const acc_t* __restrict c, acc_t keep_next,
+                       mm_t* __restrict hs, mm_t* __restrict cs, acc_t* __restrict h_in, acc_t* __restrict c_in,
+                       mm_t* __restrict h_in_mm, acc_t* __restrict saved_h_in) {
+#pragma GCC ivdep
+  for (int64_t j = 0; j < hidden; ++j) {
+    hs[j] = static_cast<mm_t>(h[j]);
+    h_in[j] = h[j] * keep_next;
+    c_in[j] = c[j] * keep_next;
+  }
+  if (cs != nullptr) std::transform(c, c + hidden, cs, [](acc_t v) { return static_cast<mm_t>(v); });
+  if (h_in_mm != nullptr) std::transform(h_in, h_in + hidden, h_in_mm, [](acc_t v) { return static_cast<mm_t>(v); });
+  if (saved_h_in != nullptr) std::copy_n(h_in, hidden, saved_h_in);
+}
+
+// m = a * mult_x (and a kept for the backward when `saved` is given).
+template <typename mm_t, typename acc_t>
+inline void multiply_row(int64_t hidden, const mm_t* __restrict a, const mm_t* __restrict mx, mm_t* __restrict m,
+                         mm_t* __restrict saved) {
+#pragma GCC ivdep
+  for (int64_t j = 0; j < hidden; ++j) m[j] = static_cast<mm_t>(static_cast<acc_t>(a[j]) * static_cast<acc_t>(mx[j]));
+  if (saved != nullptr) std::copy_n(a, hidden, saved);
+}
+
+// A backward step: the totals dL/dh_t and dL/dc_t, dz (4H, written to the output and to the product's input), and
+// what passes on to step t-1. `product`, `d_hs` and `d_cs` point at zeros when absent, so the loop has no branches.
+template <typename mm_t, typename acc_t>
+inline void gate_grad_row(int64_t hidden, const acc_t* __restrict p, const acc_t* __restrict k,
+                          const acc_t* __restrict fk, const mm_t* __restrict product, const mm_t* __restrict d_hs,
+                          const mm_t* __restrict d_cs, acc_t pass, acc_t* __restrict carried,
+                          acc_t* __restrict grad_c, mm_t* __restrict dz, mm_t* __restrict dz_step) {
+#pragma GCC ivdep
+  for (int64_t j = 0; j < hidden; ++j) {
+    const acc_t g_h = carried[j] + static_cast<acc_t>(product[j]) + static_cast<acc_t>(d_hs[j]);  // dL/dh_t
+    const acc_t g_ct = grad_c[j] + static_cast<acc_t>(d_cs[j]) + g_h * k[j];                       // dL/dc_t
+    const mm_t dz_i = static_cast<mm_t>(p[j] * g_ct);
+    const mm_t dz_f = static_cast<mm_t>(p[hidden + j] * g_ct);
+    const mm_t dz_o = static_cast<mm_t>(p[2 * hidden + j] * g_h);  // the output gate sees dL/dh directly
+    const mm_t dz_u = static_cast<mm_t>(p[3 * hidden + j] * g_ct);
+    dz[j] = dz_step[j] = dz_i;
+    dz[hidden + j] = dz_step[hidden + j] = dz_f;
+    dz[2 * hidden + j] = dz_step[2 * hidden + j] = dz_o;
+    dz[3 * hidden + j] = dz_step[3 * hidden + j] = dz_u;
+    grad_c[j] = g_ct * fk[j];
+    carried[j] = g_h * pass;  // held rows hand dL/dh on unchanged (times keep); others through the product only
+  }
+}
+
+// From dm = dz @ W_h^T: dL/dmult_x = dm * a, da = dm * mult_x * keep (the next product's input, and dW_mh's), and
+// m = a * mult_x again for dW_h (cheaper than keeping it from the forward).
+template <typename mm_t, typename acc_t>
+inline void mult_grad_row(int64_t hidden, const mm_t* __restrict dm, const mm_t* __restrict mx,
+                          const mm_t* __restrict a, acc_t keep, mm_t* __restrict d_mx, mm_t* __restrict da,
+                          mm_t* __restrict da_step, mm_t* __restrict m) {
+#pragma GCC ivdep
+  for (int64_t j = 0; j < hidden; ++j) {
+    const acc_t dm_j = static_cast<acc_t>(dm[j]), mx_j = static_cast<acc_t>(mx[j]), a_j = static_cast<acc_t>(a[j]);
+    d_mx[j] = static_cast<mm_t>(dm_j * a_j);
+    da[j] = da_step[j] = static_cast<mm_t>(dm_j * mx_j * keep);
+    m[j] = static_cast<mm_t>(a_j * mx_j);
+  }
+}
+
+// `x @ weight` for a weight that every time step reuses. `packed` (optional) is the weight in oneDNN's blocked
+// layout (mkldnn::_reorder_linear_weight, what bytezoo.kernels.mlstm_fused.RecurrentMatmul packs); oneDNN's op has
+// no out= variant, so it returns a fresh tensor, while the at::mm path writes into `buffer`.
+struct RecurrentMatmul {
+  at::Tensor weight;  // (in, out)
+  std::optional<at::Tensor> packed;
+
+  at::Tensor operator()(const at::Tensor& x, at::Tensor& buffer) const {
+    if (!packed.has_value()) {
+      at::mm_out(buffer, x, weight);
+      return buffer;
+    }
+    // Boxed call: it goes by the operator's schema, so there is no C++ signature of a private op to keep in step.
+    static const c10::OperatorHandle op =
+        c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_linear_pointwise", "");
+    torch::jit::Stack stack;
+    stack.reserve(6);
+    stack.emplace_back(x);
+    stack.emplace_back(*packed);
+    stack.emplace_back(c10::IValue());  // no bias
+    stack.emplace_back(std::string("none"));
+    stack.emplace_back(c10::List<std::optional<at::Scalar>>());
+    stack.emplace_back(std::string(""));
+    op.callBoxed(&stack);
+    return stack[0].toTensor();
+  }
+};
+
+// Runs fn(row_begin, row_end) over the batch rows, in parallel only when a step has enough work to pay for it.
+template <typename Fn>
+inline void for_rows(int64_t batch, int64_t width, const Fn& fn) {
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(width, 1));
+  at::parallel_for(0, batch, grain, fn);
+}
+
+void check(bool condition, const char* message) { TORCH_CHECK(condition, "bytezoo_mlstm_cpu: ", message); }
+
+// Batch-major throughout: the inputs, outputs and saved tensors are (B, T, ...) as the model has them (no transposed
+// copies); a step touches row b's slice [b, t] of each, and the products read and write contiguous (B, ...) buffers.
+template <typename mm_t, typename acc_t>
+std::vector<at::Tensor> forward_impl(const at::Tensor& gates_x, const at::Tensor& mult_x, const RecurrentMatmul& state_matmul,
+                                     const RecurrentMatmul& mult_matmul, const at::Tensor& h0, const at::Tensor& c0,
+                                     const std::optional<at::Tensor>& keep, const std::optional<at::Tensor>& held,
+                                     bool save, bool return_cells) {
+  const int64_t batch = gates_x.size(0), steps = gates_x.size(1), hidden = gates_x.size(2) / 4;
+  const auto acc_options = h0.options();
+  const auto mm_options = gates_x.options();
+  constexpr bool same_dtype = std::is_same_v<mm_t, acc_t>;
+
+  at::Tensor hs = at::empty({batch, steps, hidden}, mm_options);
+  at::Tensor cs = return_cells ? at::empty({batch, steps, hidden}, mm_options) : at::empty({0}, mm_options);
+  // The state the current step reads (after its reset), updated row by row in place; in the products' dtype too.
+  at::Tensor h_in = h0.clone(), c_in = c0.clone();
+  at::Tensor h_in_mm = same_dtype ? h_in : at::empty({batch, hidden}, mm_options);
+  at::Tensor h_new = at::empty({batch, hidden}, acc_options), c_new = at::empty({batch, hidden}, acc_options);
+  at::Tensor mult = at::empty({batch, hidden}, mm_options);  // m = a * mult_x
+  at::Tensor a_buffer = at::empty({batch, hidden}, mm_options);
+  at::Tensor z_buffer = at::empty({batch, 4 * hidden}, mm_options);
+  at::Tensor products, gate_coef, cell_coef, carry_coef, saved_h_in;
+  if (save) {
+    products = at::empty({batch, steps, hidden}, mm_options);  // a = h_in @ W_mh
+    gate_coef = at::empty({batch, steps, 4 * hidden}, acc_options);
+    cell_coef = at::empty({batch, steps, hidden}, acc_options);
+    carry_coef = at::empty({batch, steps, hidden}, acc_options);
+    saved_h_in = at::empty({batch, steps, hidden}, acc_options);
+  }
+
+  const mm_t* gx = gates_x.data_ptr<mm_t>();
+  const mm_t* mx = mult_x.data_ptr<mm_t>();
+  const acc_t* keep_ptr = keep.has_value() ? keep->data_ptr<acc_t>() : nullptr;  // (B, T)
+  const bool* held_ptr = held.has_value() ? held->data_ptr<bool>() : nullptr;     // (B, T)
+  acc_t* h_in_ptr = h_in.data_ptr<acc_t>();
+  acc_t* c_in_ptr = c_in.data_ptr<acc_t>();
+  acc_t* h_new_ptr = h_new.data_ptr<acc_t>();
+  acc_t* c_new_ptr = c_new.data_ptr<acc_t>();
+  mm_t* h_in_mm_ptr = same_dtype ? nullptr : h_in_mm.data_ptr<mm_t>();
+  mm_t* m_ptr = mult.data_ptr<mm_t>();
+  const auto at_bt = [&](int64_t b, int64_t t, int64_t width) { return (b * steps + t) * width; };
+
+  // Step 0's input state: the initial state after step 0's reset.
+  for (int64_t b = 0; b < batch; ++b) {
+    const acc_t keep0 = keep_ptr ? keep_ptr[b * steps] : acc_t(1);
+    for (int64_t j = b * hidden; j < (b + 1) * hidden; ++j) {
+      h_in_ptr[j] *= keep0;
+      c_in_ptr[j] *= keep0;
+      if (h_in_mm_ptr) h_in_mm_ptr[j] = static_cast<mm_t>(h_in_ptr[j]);
+    }
+    if (save) std::copy_n(h_in_ptr + b * hidden, hidden, saved_h_in.data_ptr<acc_t>() + at_bt(b, 0, hidden));
+  }
+
+  for (int64_t t = 0; t < steps; ++t) {
+    // a = h_in @ W_mh; m = a * mult_x[:, t].
+    const at::Tensor a = state_matmul(h_in_mm, a_buffer);
+    const mm_t* a_ptr = a.data_ptr<mm_t>();
+    for_rows(batch, hidden, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        multiply_row<mm_t, acc_t>(hidden, a_ptr + b * hidden, mx + at_bt(b, t, hidden), m_ptr + b * hidden,
+                                  save ? products.data_ptr<mm_t>() + at_bt(b, t, hidden) : nullptr);
+      }
+    });
+    // z = m @ W_h; gates_x[:, t] is added in the pointwise pass, in acc.
+    const at::Tensor z = mult_matmul(mult, z_buffer);
+    const mm_t* z_ptr = z.data_ptr<mm_t>();
+    const bool has_next = t + 1 < steps;
+    for_rows(batch, 4 * hidden, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const acc_t keep_t = keep_ptr ? keep_ptr[b * steps + t] : acc_t(1);
+        const int64_t row = b * hidden;
+        acc_t* p = save ? gate_coef.data_ptr<acc_t>() + at_bt(b, t, 4 * hidden) : nullptr;
+        acc_t* k = save ? cell_coef.data_ptr<acc_t>() + at_bt(b, t, hidden) : nullptr;
+        acc_t* fk = save ? carry_coef.data_ptr<acc_t>() + at_bt(b, t, hidden) : nullptr;
+        if (held_ptr && held_ptr[b * steps + t]) {  // padding: the state passes through, no gradient into the gates
+          std::copy_n(h_in_ptr + row, hidden, h_new_ptr + row);
+          std::copy_n(c_in_ptr + row, hidden, c_new_ptr + row);
+          if (save) {
+            std::fill_n(p, 4 * hidden, acc_t(0));
+            std::fill_n(k, hidden, acc_t(0));
+            std::fill_n(fk, hidden, keep_t);
+          }
+        } else if (save) {
+          gate_row<true>(hidden, z_ptr + 4 * row, gx + at_bt(b, t, 4 * hidden), c_in_ptr + row, keep_t,
+                         h_new_ptr + row, c_new_ptr + row, p, k, fk);
+        } else {
+          gate_row<false, mm_t, acc_t>(hidden, z_ptr + 4 * row, gx + at_bt(b, t, 4 * hidden), c_in_ptr + row, keep_t,
+                                       h_new_ptr + row, c_new_ptr + row, nullptr, nullptr, nullptr);
+        }
+        const acc_t keep_next = (keep_ptr && has_next) ? keep_ptr[b * steps + t + 1] : acc_t(1);
+        finish_row<mm_t, acc_t>(hidden, h_new_ptr + row, c_new_ptr + row, keep_next,
+                                hs.data_ptr<mm_t>() + at_bt(b, t, hidden),
+                                return_cells ? cs.data_ptr<mm_t>() + at_bt(b, t, hidden) : nullptr,
+                                h_in_ptr + row, c_in_ptr + row, h_in_mm_ptr ? h_in_mm_ptr + row : nullptr,
+                                (save && has_next) ? saved_h_in.data_ptr<acc_t>() + at_bt(b, t + 1, hidden) : nullptr);
+      }
+    });
+  }
+  std::vector<at::Tensor> result{hs, cs, h_new, c_new};
+  if (save) {
+    for (const at::Tensor& tensor : {products, gate_coef, cell_coef, carry_coef, saved_h_in}) result.push_back(tensor);
+  }
+  return result;
+}
+
+template <typename mm_t, typename acc_t>
+std::vector<at::Tensor> backward_impl(const at::Tensor& gate_coef, const at::Tensor& cell_coef, const at::Tensor& carry_coef,
+                                      const at::Tensor& mult_x, const at::Tensor& products,
+                                      const std::optional<at::Tensor>& keep, const std::optional<at::Tensor>& held,
+                                      const RecurrentMatmul& gate_grad_matmul, const RecurrentMatmul& state_grad_matmul,
+                                      const std::optional<at::Tensor>& d_hs, const std::optional<at::Tensor>& d_cs,
+                                      const at::Tensor& d_h_last, const at::Tensor& d_c_last) {
+  const int64_t batch = gate_coef.size(0), steps = gate_coef.size(1), hidden = gate_coef.size(2) / 4;
+  const auto mm_options = mult_x.options();
+
+  at::Tensor d_gates = at::empty({batch, steps, 4 * hidden}, mm_options);  // dz, also dL/dgates_x
+  at::Tensor d_mult_x = at::empty({batch, steps, hidden}, mm_options);     // dm * a
+  at::Tensor d_mult_keep = at::empty({batch, steps, hidden}, mm_options);  // da = dm * mult_x * keep
+  at::Tensor mult = at::empty({batch, steps, hidden}, mm_options);         // m = a * mult_x
+  // dL/dh_t = carried + product: `carried` holds the part that skips the product (the final state's gradient at
+  // the start, then what held rows pass through), `product` the last da @ W_mh^T.
+  at::Tensor carried = d_h_last.clone();
+  at::Tensor grad_c = d_c_last.clone();
+  at::Tensor dz_step = at::empty({batch, 4 * hidden}, mm_options);  // contiguous inputs of the step's products
+  at::Tensor da_step = at::empty({batch, hidden}, mm_options);
+  at::Tensor dm_buffer = at::empty({batch, hidden}, mm_options);
+  at::Tensor product_buffer = at::empty({batch, hidden}, mm_options);
+  const at::Tensor zeros = at::zeros({hidden}, mm_options);  // stands in for absent inputs
+  at::Tensor product;  // undefined before the first step
+
+  const acc_t* p_all = gate_coef.data_ptr<acc_t>();
+  const acc_t* k_all = cell_coef.data_ptr<acc_t>();
+  const acc_t* fk_all = carry_coef.data_ptr<acc_t>();
+  const mm_t* mx_all = mult_x.data_ptr<mm_t>();
+  const mm_t* a_all = products.data_ptr<mm_t>();
+  const acc_t* keep_ptr = keep.has_value() ? keep->data_ptr<acc_t>() : nullptr;
+  const bool* held_ptr = held.has_value() ? held->data_ptr<bool>() : nullptr;
+  const mm_t* d_hs_all = d_hs.has_value() ? d_hs->data_ptr<mm_t>() : nullptr;
+  const mm_t* d_cs_all = d_cs.has_value() ? d_cs->data_ptr<mm_t>() : nullptr;
+  const mm_t* zeros_ptr = zeros.data_ptr<mm_t>();
+  acc_t* carried_ptr = carried.data_ptr<acc_t>();
+  acc_t* grad_c_ptr = grad_c.data_ptr<acc_t>();
+  const auto at_bt = [&](int64_t b, int64_t t, int64_t width) { return (b * steps + t) * width; };
+
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    const mm_t* product_ptr = product.defined() ? product.data_ptr<mm_t>() : nullptr;
+    for_rows(batch, 4 * hidden, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const acc_t keep_t = keep_ptr ? keep_ptr[b * steps + t] : acc_t(1);
+        const acc_t pass = (held_ptr && held_ptr[b * steps + t]) ? keep_t : acc_t(0);
+        const int64_t row = b * hidden;
+        gate_grad_row<mm_t, acc_t>(hidden, p_all + at_bt(b, t, 4 * hidden), k_all + at_bt(b, t, hidden),
+                                   fk_all + at_bt(b, t, hidden), product_ptr ? product_ptr + row : zeros_ptr,
+                                   d_hs_all ? d_hs_all + at_bt(b, t, hidden) : zeros_ptr,
+                                   d_cs_all ? d_cs_all + at_bt(b, t, hidden) : zeros_ptr, pass, carried_ptr + row,
+                                   grad_c_ptr + row, d_gates.data_ptr<mm_t>() + at_bt(b, t, 4 * hidden),
+                                   dz_step.data_ptr<mm_t>() + 4 * row);
+      }
+    });
+    // dm = dz @ W_h^T; then the product part of dL/dh_{t-1} = da @ W_mh^T.
+    const at::Tensor dm = gate_grad_matmul(dz_step, dm_buffer);
+    const mm_t* dm_ptr = dm.data_ptr<mm_t>();
+    for_rows(batch, hidden, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const acc_t keep_t = keep_ptr ? keep_ptr[b * steps + t] : acc_t(1);
+        const int64_t at = at_bt(b, t, hidden);
+        mult_grad_row<mm_t, acc_t>(hidden, dm_ptr + b * hidden, mx_all + at, a_all + at, keep_t,
+                                   d_mult_x.data_ptr<mm_t>() + at, d_mult_keep.data_ptr<mm_t>() + at,
+                                   da_step.data_ptr<mm_t>() + b * hidden, mult.data_ptr<mm_t>() + at);
+      }
+    });
+    product = state_grad_matmul(da_step, product_buffer);
+  }
+  // dL/dh0 = what the first step passes back.
+  at::Tensor d_h0 = carried.add_(product.to(carried.scalar_type()));
+  return {d_gates, d_mult_x, d_mult_keep, mult, d_h0, grad_c};
+}
+
+void check_batch_major(const at::Tensor& tensor, const char* name, int64_t batch, int64_t steps, int64_t width,
+                       at::ScalarType dtype) {
+  TORCH_CHECK(tensor.device().is_cpu() && tensor.is_contiguous() && tensor.scalar_type() == dtype &&
+                  tensor.sizes() == at::IntArrayRef({batch, steps, width}),
+              "bytezoo_mlstm_cpu: ", name, " must be a contiguous CPU ", dtype, " tensor of shape (", batch, ", ",
+              steps, ", ", width, "); got ", tensor.scalar_type(), " ", tensor.sizes());
+}
+
+void check_state(const at::Tensor& tensor, const char* name, int64_t batch, int64_t hidden, at::ScalarType dtype) {
+  TORCH_CHECK(tensor.is_contiguous() && tensor.scalar_type() == dtype && tensor.sizes() == at::IntArrayRef({batch, hidden}),
+              "bytezoo_mlstm_cpu: ", name, " must be a contiguous ", dtype, " tensor of shape (", batch, ", ", hidden,
+              ")");
+}
+
+void check_masks(const std::optional<at::Tensor>& keep, const std::optional<at::Tensor>& held, at::ScalarType acc,
+                 int64_t batch, int64_t steps) {
+  if (keep.has_value())
+    TORCH_CHECK(keep->is_contiguous() && keep->scalar_type() == acc && keep->sizes() == at::IntArrayRef({batch, steps}),
+                "bytezoo_mlstm_cpu: keep must be contiguous (B, T) in the state dtype");
+  if (held.has_value())
+    TORCH_CHECK(held->is_contiguous() && held->scalar_type() == at::kBool && held->sizes() == at::IntArrayRef({batch, steps}),
+                "bytezoo_mlstm_cpu: held must be a contiguous (B, T) bool tensor");
+}
+
+at::ScalarType accumulate_type(at::ScalarType mm) { return mm == at::kDouble ? at::kDouble : at::kFloat; }
+
+std::vector<at::Tensor> mlstm_forward(const at::Tensor& gates_x, const at::Tensor& mult_x, const at::Tensor& w_mh,
+                                      const at::Tensor& w_h, const std::optional<at::Tensor>& w_mh_packed,
+                                      const std::optional<at::Tensor>& w_h_packed, const at::Tensor& h0,
+                                      const at::Tensor& c0, const std::optional<at::Tensor>& keep,
+                                      const std::optional<at::Tensor>& held, bool save, bool return_cells) {
+  check(gates_x.dim() == 3 && gates_x.size(1) > 0 && gates_x.size(2) % 4 == 0, "gates_x must be (B, T > 0, 4H)");
+  const int64_t batch = gates_x.size(0), steps = gates_x.size(1), hidden = gates_x.size(2) / 4;
+  const auto mm = gates_x.scalar_type(), acc = accumulate_type(mm);
+  check(mm == at::kFloat || mm == at::kDouble || mm == at::kBFloat16, "supports float32, bfloat16 and float64");
+  check_batch_major(gates_x, "gates_x", batch, steps, 4 * hidden, mm);
+  check_batch_major(mult_x, "mult_x", batch, steps, hidden, mm);
+  check(w_mh.scalar_type() == mm && w_h.scalar_type() == mm && w_mh.sizes() == at::IntArrayRef({hidden, hidden}) &&
+            w_h.sizes() == at::IntArrayRef({hidden, 4 * hidden}),
+        "weights must be (H, H) and (H, 4H) in the inputs' dtype");
+  check_state(h0, "h0", batch, hidden, acc);
+  check_state(c0, "c0", batch, hidden, acc);
+  check_masks(keep, held, acc, batch, steps);
+  const RecurrentMatmul state_matmul{w_mh, w_mh_packed}, mult_matmul{w_h, w_h_packed};
+  if (mm == at::kFloat)
+    return forward_impl<float, float>(gates_x, mult_x, state_matmul, mult_matmul, h0, c0, keep, held, save, return_cells);
+  if (mm == at::kDouble)
+    return forward_impl<double, double>(gates_x, mult_x, state_matmul, mult_matmul, h0, c0, keep, held, save, return_cells);
+  return forward_impl<at::BFloat16, float>(gates_x, mult_x, state_matmul, mult_matmul, h0, c0, keep, held, save, return_cells);
+}
+
+std::vector<at::Tensor> mlstm_backward(const at::Tensor& gate_coef, const at::Tensor& cell_coef, const at::Tensor& carry_coef,
+                                       const at::Tensor& mult_x, const at::Tensor& products,
+                                       const std::optional<at::Tensor>& keep, const std::optional<at::Tensor>& held,
+                                       const at::Tensor& w_h_t, const at::Tensor& w_mh_t,
+                                       const std::optional<at::Tensor>& w_h_t_packed,
+                                       const std::optional<at::Tensor>& w_mh_t_packed, const std::optional<at::Tensor>& d_hs,
+                                       const std::optional<at::Tensor>& d_cs, const at::Tensor& d_h_last,
+                                       const at::Tensor& d_c_last) {
+  check(gate_coef.dim() == 3 && gate_coef.size(1) > 0 && gate_coef.size(2) % 4 == 0, "gate_coef must be (B, T > 0, 4H)");
+  const int64_t batch = gate_coef.size(0), steps = gate_coef.size(1), hidden = gate_coef.size(2) / 4;
+  const auto mm = mult_x.scalar_type(), acc = accumulate_type(mm);
+  check(mm == at::kFloat || mm == at::kDouble || mm == at::kBFloat16, "supports float32, bfloat16 and float64");
+  check_batch_major(gate_coef, "gate_coef", batch, steps, 4 * hidden, acc);
+  check_batch_major(cell_coef, "cell_coef", batch, steps, hidden, acc);
+  check_batch_major(carry_coef, "carry_coef", batch, steps, hidden, acc);
+  check_batch_major(mult_x, "mult_x", batch, steps, hidden, mm);
+  check_batch_major(products, "products", batch, steps, hidden, mm);
+  if (d_hs.has_value()) check_batch_major(*d_hs, "d_hs", batch, steps, hidden, mm);
+  if (d_cs.has_value()) check_batch_major(*d_cs, "d_cs", batch, steps, hidden, mm);
+  check_state(d_h_last, "d_h_last", batch, hidden, acc);
+  check_state(d_c_last, "d_c_last", batch, hidden, acc);
+  check(w_h_t.scalar_type() == mm && w_mh_t.scalar_type() == mm && w_h_t.sizes() == at::IntArrayRef({4 * hidden, hidden}) &&
+            w_mh_t.sizes() == at::IntArrayRef({hidden, hidden}),
+        "transposed weights must be (4H, H) and (H, H) in the inputs' dtype");
+  check_masks(keep, held, acc, batch, steps);
+  const RecurrentMatmul gate_grad{w_h_t, w_h_t_packed}, state_grad{w_mh_t, w_mh_t_packed};
+  if (mm == at::kFloat)
+    return backward_impl<float, float>(gate_coef, cell_coef, carry_coef, mult_x, products, keep, held, gate_grad,
+                                       state_grad, d_hs, d_cs, d_h_last, d_c_last);
+  if (mm == at::kDouble)
+    return backward_impl<double, double>(gate_coef, cell_coef, carry_coef, mult_x, products, keep, held, gate_grad,
+                                         state_grad, d_hs, d_cs, d_h_last, d_c_last);
+  return backward_impl<at::BFloat16, float>(gate_coef, cell_coef, carry_coef, mult_x, products, keep, held, gate_grad,
+                                            state_grad, d_hs, d_cs, d_h_last, d_c_last);
+}
+
+}  // namespace
+
+// Registered for every dispatch key (catch-all): the packed weights are oneDNN-layout tensors, and these operators
+// run inside an autograd.Function's forward/backward, which handles differentiation.
+TORCH_LIBRARY(bytezoo_mlstm_cpu, m) {
+  m.def(
+      "forward(Tensor gates_x, Tensor mult_x, Tensor w_mh, Tensor w_h, Tensor? w_mh_packed, Tensor? w_h_packed, "
+      "Tensor h0, Tensor c0, Tensor? keep, Tensor? held, bool save, bool return_cells) -> Tensor[]",
+      &mlstm_forward);
+  m.def(
+      "backward(Tensor gate_coef, Tensor cell_coef, Tensor carry_coef, Tensor mult_x, Tensor products, Tensor? keep, "
+      "Tensor? held, "
+      "Tensor w_h_t, Tensor w_mh_t, Tensor? w_h_t_packed, Tensor? w_mh_t_packed, Tensor? d_hs, Tensor? d_cs, "
+      "Tensor d_h_last, Tensor d_c_last) -> Tensor[]",
+      &mlstm_backward);
+}
