@@ -3,7 +3,8 @@
 What makes it fast on CPU, compared with the reference loop under autograd:
   * the two recurrent weights (and their transposes for the backward) are packed once per call into oneDNN's blocked
     layout and reused by every step, as ``nn.LSTM``'s oneDNN kernel does, and the gate input ``gates_x[t]`` is added
-    by the matrix product's post-op: always in bf16, from H = 512 on in fp32 (below it plain ``torch.addmm`` measured
+    by the matrix product's post-op: always in bf16, for large products and transposed weights in fp32 (see PACK_MIN_SIZE; plain ``torch.mm``
+    measured
     faster);
   * no autograd graph per step; the gate math is a handful of in-place ops on contiguous time-major blocks;
   * the backward's gradient-independent coefficients are computed for all steps at once, and the weight gradients
@@ -39,9 +40,12 @@ PACK_WEIGHTS = True
 USE_COMPILED_LOOPS = True
 _COMPILED_DTYPES = (torch.float32, torch.bfloat16, torch.float64)
 _PACKABLE = (torch.float32, torch.bfloat16)
-# In fp32 packing pays from about this size on (one thread, [B x H] @ [H x 4H]: packed 129 vs torch.addmm 109 GFLOP/s
-# at H=1024, B=64, but 111 vs 125 at H=256, B=32). In bf16 it always pays (224 vs 156 at H=256, 510 vs 332 at H=1024).
-PACK_MIN_SIZE = 512
+# In fp32 packing pays for large products, and for the backward's transposed weights (where torch.mm runs the slower
+# "B transposed" GEMM). One thread, 50 products, ms, torch.mm vs packed: H=1024 B=64: W_h 182 vs 154, W_h^T 190 vs
+# 151; H=512 B=32: W_h 22.6 vs 26.4, W_h^T 29.9 vs 24.4; H=256 B=32: W_h 4.4 vs 7.5, W_h^T 6.4 vs 5.4, W_mh^T 1.5 vs
+# 2.0. So: a plain weight is packed when its smaller side is >= PACK_MIN_SIZE, a transposed one when its larger side
+# is. In bf16 packing always pays (224 vs 156 GFLOP/s at H=256, 510 vs 332 at H=1024).
+PACK_MIN_SIZE = 1024
 _packing_verified: dict[torch.dtype, bool] = {}
 
 
@@ -76,7 +80,8 @@ class RecurrentMatmul:
         pack = PACK_WEIGHTS if pack is None else pack
         self.weight = weight  # a transposed view is fine: the products take either layout without a copy
         self.packed = None
-        large_enough = weight.dtype == torch.bfloat16 or min(weight.shape) >= PACK_MIN_SIZE
+        size = min(weight.shape) if weight.is_contiguous() else max(weight.shape)
+        large_enough = weight.dtype == torch.bfloat16 or size >= PACK_MIN_SIZE
         packable = weight.device.type == "cpu" and weight.dtype in _PACKABLE and large_enough
         if pack and packable and _packing_works(weight.dtype):
             self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.t().contiguous(), batch)
@@ -100,13 +105,13 @@ def fused_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells,
     hidden = four_hidden // 4
     mm_dtype = gates_x.dtype
     acc = accumulate_dtype(mm_dtype)
-    gx = time_major(gates_x)  # (T, B, 4H)
-    mx = time_major(mult_x)  # (T, B, H)
-    h = gx.new_zeros(batch, hidden, dtype=acc) if h0 is None else h0.to(acc)
+    h = gates_x.new_zeros(batch, hidden, dtype=acc) if h0 is None else h0.to(acc)
     c = torch.zeros_like(h) if c0 is None else c0.to(acc)
     ops = compiled_loops(gates_x)
     if ops is not None:
         return _compiled_forward(ops, gates_x, mult_x, w_mh, w_h, h, c, h0, reset, hold, return_cells, save, pack)
+    gx = time_major(gates_x)  # (T, B, 4H)
+    mx = time_major(mult_x)  # (T, B, H)
     masks = StepMasks.build(reset, hold, acc)
     h_init, c_init = h, c
     state_matmul = RecurrentMatmul(w_mh, batch, pack)  # h_in @ W_mh
