@@ -7,12 +7,24 @@ import torch
 import bytezoo
 from bytezoo.kernels import KERNELS, mlstm_scan, mlstm_scan_ref
 from bytezoo.kernels import mlstm_fused
+from bytezoo.kernels._cpu_extension import unavailable_reason
+from bytezoo.kernels.mlstm_fused import compiled_loops
 from bytezoo.kernels.mlstm_interface import resolve_kernel
 
 # (rtol, atol) of a fast path against the reference, by input dtype. bf16 runs its products in bf16.
 TOLERANCES = {torch.float64: (1e-10, 1e-10), torch.float32: (1e-4, 2e-5), torch.bfloat16: (5e-2, 5e-2)}
 RESULT_NAMES = ("hs", "cs", "h_T", "c_T")
 INPUT_NAMES = ("gates_x", "mult_x", "w_mh", "w_h", "h0", "c0")
+
+
+@pytest.fixture(params=["compiled", "python"])
+def loops(request, monkeypatch):
+    """Runs a "fused" test through both time-loop engines: the compiled C++ loops and the plain-PyTorch ones."""
+    compiled = request.param == "compiled"
+    if compiled and compiled_loops(torch.zeros(1)) is None:
+        pytest.skip(f"the compiled CPU loops are unavailable here: {unavailable_reason()}")
+    monkeypatch.setattr(mlstm_fused, "USE_COMPILED_LOOPS", compiled)
+    return request.param
 
 
 def random_problem(batch, steps, hidden, dtype=torch.float32, state_dtype=None, masks=True, non_contiguous=False):
@@ -62,30 +74,38 @@ def assert_matches_reference(kernel, inputs, reset, hold, dtype):
 
 @pytest.mark.parametrize("masks", [False, True], ids=["plain", "masks"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_fused_matches_reference(dtype, masks):
+def test_fused_matches_reference(dtype, masks, loops):
     inputs, reset, hold = random_problem(batch=4, steps=7, hidden=16, dtype=dtype, masks=masks)
     assert_matches_reference("fused", inputs, reset, hold, dtype)
 
 
+def test_fused_odd_sizes_and_saturated_gates(loops):
+    """A hidden size that is no multiple of any vector width, and pre-activations large enough to saturate every gate
+    (the compiled loops' tanh/sigmoid approximation is clamped there)."""
+    inputs, reset, hold = random_problem(batch=5, steps=9, hidden=37)
+    inputs[0] = inputs[0] * 12  # gates_x: |z| up to ~50
+    assert_matches_reference("fused", inputs, reset, hold, torch.float32)
+
+
 @pytest.mark.parametrize("batch, steps", [(1, 1), (1, 5), (3, 1)])
-def test_fused_edge_sizes(batch, steps):
+def test_fused_edge_sizes(batch, steps, loops):
     inputs, reset, hold = random_problem(batch, steps, hidden=8)
     assert_matches_reference("fused", inputs, reset, hold, torch.float32)
 
 
-def test_fused_non_contiguous_inputs():
+def test_fused_non_contiguous_inputs(loops):
     inputs, reset, hold = random_problem(batch=3, steps=6, hidden=8, non_contiguous=True)
     assert not inputs[0].is_contiguous() and not inputs[2].is_contiguous()
     assert_matches_reference("fused", inputs, reset, hold, torch.float32)
 
 
-def test_fused_bfloat16_with_float32_state():
+def test_fused_bfloat16_with_float32_state(loops):
     """What the model passes under bf16 autocast: bf16 inputs and weights, fp32 carried state."""
     inputs, reset, hold = random_problem(batch=4, steps=6, hidden=32, dtype=torch.bfloat16, state_dtype=torch.float32)
     assert_matches_reference("fused", inputs, reset, hold, torch.bfloat16)
 
 
-def test_fused_gradcheck_float64():
+def test_fused_gradcheck_float64(loops):
     inputs, reset, hold = random_problem(batch=2, steps=3, hidden=4, dtype=torch.float64)
     leaves = [x.requires_grad_() for x in inputs]
 
@@ -95,7 +115,7 @@ def test_fused_gradcheck_float64():
     assert torch.autograd.gradcheck(scan, leaves, eps=1e-6, atol=1e-7)
 
 
-def test_fused_without_initial_state_or_grads_for_some_inputs():
+def test_fused_without_initial_state_or_grads_for_some_inputs(loops):
     (gates_x, mult_x, w_mh, w_h, _, _), _, _ = random_problem(batch=2, steps=4, hidden=8, masks=False)
     w_h.requires_grad_()
     gates_x.requires_grad_()
@@ -109,7 +129,7 @@ def test_fused_without_initial_state_or_grads_for_some_inputs():
     torch.testing.assert_close(gates_x.grad, ref_gx.grad, rtol=1e-4, atol=2e-5)
 
 
-def test_packed_and_plain_products_agree(monkeypatch):
+def test_packed_and_plain_products_agree(monkeypatch, loops):
     """The oneDNN weight packing (private ATen ops) and its torch.mm fallback give the same results."""
     inputs, reset, hold = random_problem(batch=5, steps=4, hidden=24)
     monkeypatch.setattr(mlstm_fused, "PACK_MIN_SIZE", 1)  # pack even these tiny weights
@@ -122,7 +142,7 @@ def test_packed_and_plain_products_agree(monkeypatch):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=2e-5)
 
 
-def test_inference_without_grad_matches_training_forward():
+def test_inference_without_grad_matches_training_forward(loops):
     inputs, reset, hold = random_problem(batch=3, steps=5, hidden=8)
     with torch.no_grad():
         fast = mlstm_scan(*inputs, reset=reset, hold=hold, return_cells=True, kernel="fused")
@@ -132,7 +152,7 @@ def test_inference_without_grad_matches_training_forward():
 
 
 @pytest.mark.parametrize("kernel", ["reference", "fused"])
-def test_autocast_cannot_change_the_kernels_dtypes(kernel):
+def test_autocast_cannot_change_the_kernels_dtypes(kernel, loops):
     inputs, reset, hold = random_problem(batch=2, steps=4, hidden=8)
     plain = mlstm_scan(*inputs, reset=reset, hold=hold, return_cells=True, kernel=kernel)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -149,7 +169,7 @@ def test_auto_picks_fused_on_cpu_and_kernels_tuple():
     assert resolve_kernel("reference", torch.zeros(1, 1, 4)) == "reference"
 
 
-def test_model_gradients_match_reference_through_weight_norm():
+def test_model_gradients_match_reference_through_weight_norm(loops):
     """The whole model: loss and the gradient of every parameter (embeddings, weights, weight-norm gains, head)."""
     torch.manual_seed(0)
     batch, steps = 3, 6
