@@ -1,19 +1,22 @@
-"""The fused mLSTM recurrence in plain PyTorch: an ``autograd.Function`` with a hand-written backward.
+"""The fused mLSTM recurrence: an ``autograd.Function`` with a hand-written backward, for CPU (and any device).
 
-What makes it fast on CPU, compared with the reference loop under autograd:
-  * the two recurrent weights (and their transposes for the backward) are packed once per call into oneDNN's blocked
-    layout and reused by every step, as ``nn.LSTM``'s oneDNN kernel does, and the gate input ``gates_x[t]`` is added
-    by the matrix product's post-op: always in bf16, for large products and transposed weights in fp32 (see PACK_MIN_SIZE; plain ``torch.mm``
-    measured
-    faster);
-  * no autograd graph per step; the gate math is a handful of in-place ops on contiguous time-major blocks;
-  * the backward's gradient-independent coefficients are computed for all steps at once, and the weight gradients
-    are two large products over all B*T positions (see :mod:`bytezoo.kernels._scan_common`).
+Two engines run the same algorithm:
+  * on CPU, the time loops compiled in C++ (``csrc/mlstm_cpu.cpp``, built on first use and cached, see
+    :mod:`bytezoo.kernels._cpu_extension`): per step the two matrix products plus one vectorised pointwise pass that
+    also writes the backward's coefficients; batch-major tensors in and out (no transposed copies); large buffers
+    recycled between calls;
+  * elsewhere, or where no compiler is found, plain-PyTorch loops below (time-major, a handful of in-place ATen ops
+    per step, the coefficients computed for all steps at once after the forward).
+
+Both pack the recurrent weights once per call into oneDNN's blocked layout where that measured faster (bf16 always,
+fp32 from H = 1024, see ``PACK_MIN_SIZE``), as ``nn.LSTM``'s oneDNN kernel does, build no autograd graph per step, and
+compute the weight gradients as two large products over all B*T positions (see :mod:`bytezoo.kernels._scan_common`
+for the backward algebra).
 
 Packing uses private ATen ops (``torch.ops.mkldnn._reorder_linear_weight`` / ``_linear_pointwise``, what inductor's
 weight freezing uses). They are checked against ``torch.mm`` on first use and replaced by ``torch.mm``/``addmm`` if
-missing or wrong; ``PACK_WEIGHTS = False`` turns them off, ``PACK_MIN_SIZE`` sets where they start. Works on any
-device (on CUDA it is cuBLAS + ATen ops).
+missing or wrong; ``PACK_WEIGHTS = False`` turns them off. ``USE_COMPILED_LOOPS = False`` (or the environment variable
+``BYTEZOO_CPU_EXTENSION=0``) keeps the plain-PyTorch loops. On CUDA this path is cuBLAS + ATen ops.
 """
 from __future__ import annotations
 
@@ -40,11 +43,12 @@ PACK_WEIGHTS = True
 USE_COMPILED_LOOPS = True
 _COMPILED_DTYPES = (torch.float32, torch.bfloat16, torch.float64)
 _PACKABLE = (torch.float32, torch.bfloat16)
-# In fp32 packing pays for large products, and for the backward's transposed weights (where torch.mm runs the slower
-# "B transposed" GEMM). One thread, 50 products, ms, torch.mm vs packed: H=1024 B=64: W_h 182 vs 154, W_h^T 190 vs
-# 151; H=512 B=32: W_h 22.6 vs 26.4, W_h^T 29.9 vs 24.4; H=256 B=32: W_h 4.4 vs 7.5, W_h^T 6.4 vs 5.4, W_mh^T 1.5 vs
-# 2.0. So: a plain weight is packed when its smaller side is >= PACK_MIN_SIZE, a transposed one when its larger side
-# is. In bf16 packing always pays (224 vs 156 GFLOP/s at H=256, 510 vs 332 at H=1024).
+# In fp32 packing pays for large products only; below that a plain torch.mm on a contiguous weight is faster (a
+# transposed view would run MKL's slower "B transposed" GEMM, so backward weights are copied once per call). One
+# thread, 50 products, ms, contiguous torch.mm vs packed: H=1024 B=64: W_h 187 vs 160, W_h^T 204 vs 165, W_mh 45 vs
+# 42; H=512 B=32: W_h 23.4 vs 25.1, W_h^T 21.3 vs 24.9; H=256 B=32: W_h 5.2 vs 5.9, W_h^T 4.5 vs 5.5, W_mh 1.2 vs 2.0.
+# So fp32 weights are packed when their smaller side is >= PACK_MIN_SIZE. In bf16 packing always pays (224 vs 156
+# GFLOP/s at H=256, 510 vs 332 at H=1024).
 PACK_MIN_SIZE = 1024
 _packing_verified: dict[torch.dtype, bool] = {}
 
@@ -78,13 +82,13 @@ class RecurrentMatmul:
 
     def __init__(self, weight: Tensor, batch: int, pack: bool | None = None):
         pack = PACK_WEIGHTS if pack is None else pack
-        self.weight = weight  # a transposed view is fine: the products take either layout without a copy
         self.packed = None
-        size = min(weight.shape) if weight.is_contiguous() else max(weight.shape)
-        large_enough = weight.dtype == torch.bfloat16 or size >= PACK_MIN_SIZE
+        large_enough = weight.dtype == torch.bfloat16 or min(weight.shape) >= PACK_MIN_SIZE
         packable = weight.device.type == "cpu" and weight.dtype in _PACKABLE and large_enough
         if pack and packable and _packing_works(weight.dtype):
             self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.t().contiguous(), batch)
+        # Unused when packed (no transposed copy then); else contiguous, for the faster non-transposed GEMM.
+        self.weight = weight if self.packed is not None else weight.contiguous()
 
     def __call__(self, x: Tensor, add: Tensor | None = None, out: Tensor | None = None) -> Tensor:
         if self.packed is not None:  # the packed ops have no out=
