@@ -87,6 +87,51 @@ def test_fused_odd_sizes_and_saturated_gates(loops):
     assert_matches_reference("fused", inputs, reset, hold, torch.float32)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_table_inputs_match_gathered_inputs(dtype, loops):
+    """input_ids with (V, 4H)/(V, H) tables (a byte model's first layer) == the gathered (B, T, ...) inputs, gradients
+    of the tables included (summed over every position that read a row)."""
+    vocab, batch, steps, hidden = 11, 4, 7, 16
+    (_, _, w_mh, w_h, h0, c0), reset, hold = random_problem(batch, steps, hidden, dtype=dtype, state_dtype=torch.float32)
+    gate_table = torch.randn(vocab, 4 * hidden).to(dtype).requires_grad_()
+    mult_table = torch.randn(vocab, hidden).to(dtype).requires_grad_()
+    input_ids = torch.randint(0, vocab, (batch, steps))
+    output_grads = None
+    results = {}
+    for name, kernel in (("reference", "reference"), ("fused", "fused")):
+        leaves = [x.detach().clone().requires_grad_() for x in (gate_table, mult_table, w_mh, w_h, h0, c0)]
+        if name == "reference":  # the plain gather, differentiated by autograd
+            gates_x, mult_x = leaves[0][input_ids], leaves[1][input_ids]
+            outputs = mlstm_scan_ref(gates_x, mult_x, *leaves[2:], reset=reset, hold=hold, return_cells=True)
+        else:
+            outputs = mlstm_scan(*leaves, reset=reset, hold=hold, return_cells=True, kernel=kernel, input_ids=input_ids)
+        output_grads = output_grads or [torch.randn_like(r) for r in outputs]
+        torch.autograd.backward(outputs, output_grads)
+        results[name] = list(outputs) + [x.grad for x in leaves]
+    rtol, atol = TOLERANCES[dtype]
+    names = RESULT_NAMES + ("gate_table", "mult_table", "w_mh", "w_h", "h0", "c0")
+    for name, want, got in zip(names, results["reference"], results["fused"]):
+        assert got.dtype == want.dtype and got.shape == want.shape, name
+        torch.testing.assert_close(got.double(), want.double(), rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("kernel", ["reference", "fused"])
+def test_bad_table_inputs_are_named(kernel):
+    gate_table, mult_table = torch.randn(5, 16), torch.randn(5, 4)
+    w_mh, w_h = torch.randn(4, 4), torch.randn(4, 16)
+    ids = torch.randint(0, 5, (2, 3))
+    with pytest.raises(ValueError, match=r"input_ids must lie in \[0, 5\)"):
+        mlstm_scan(gate_table, mult_table, w_mh, w_h, input_ids=ids + 3, kernel=kernel)
+    with pytest.raises(TypeError, match="input_ids must be an integer tensor"):
+        mlstm_scan(gate_table, mult_table, w_mh, w_h, input_ids=ids.float(), kernel=kernel)
+    with pytest.raises(ValueError, match=r"gates_x must be a \(V, 4H\) table"):
+        mlstm_scan(gate_table[None], mult_table, w_mh, w_h, input_ids=ids, kernel=kernel)
+    with pytest.raises(ValueError, match=r"mult_x must be a \(V, H\) table"):
+        mlstm_scan(gate_table, mult_table[:4], w_mh, w_h, input_ids=ids, kernel=kernel)
+    with pytest.raises(ValueError, match="T = 0"):
+        mlstm_scan(gate_table, mult_table, w_mh, w_h, input_ids=ids[:, :0], kernel=kernel)
+
+
 @pytest.mark.parametrize("batch, steps", [(1, 1), (1, 5), (3, 1)])
 def test_fused_edge_sizes(batch, steps, loops):
     inputs, reset, hold = random_problem(batch, steps, hidden=8)

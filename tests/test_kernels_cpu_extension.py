@@ -175,8 +175,12 @@ def test_the_operators_refuse_misuse_by_name(compiled):
     gates_x, mult_x, w_mh, w_h = problem()
     state = torch.zeros(3, 8)
     with pytest.raises(RuntimeError, match="mult_x must be a contiguous CPU"):
-        ops.forward(gates_x, mult_x.transpose(0, 1), w_mh, w_h, None, None, state, state, None, None, False, False)
+        ops.forward(gates_x, mult_x.transpose(0, 1), w_mh, w_h, None, None, state, state, None, None, None, False, False)
     with pytest.raises(RuntimeError, match="h0 must be a contiguous"):
-        ops.forward(gates_x, mult_x, w_mh, w_h, None, None, state.double(), state, None, None, False, False)
+        ops.forward(gates_x, mult_x, w_mh, w_h, None, None, state.double(), state, None, None, None, False, False)
     with pytest.raises(RuntimeError, match="held must be a contiguous"):
-        ops.forward(gates_x, mult_x, w_mh, w_h, None, None, state, state, None, torch.zeros(3, 5), False, False)
+        ops.forward(gates_x, mult_x, w_mh, w_h, None, None, state, state, None, torch.zeros(3, 5), None, False, False)
+    table, mult_table = torch.randn(4, 32), torch.randn(4, 8)
+    with pytest.raises(RuntimeError, match=r"input_ids\[1\] = 7 is not a row of the \(4, ...\) tables"):
+        ops.forward(table, mult_table, w_mh, w_h, None, None, state, state, None, None,
+                    torch.tensor([[0, 7, 1, 2, 3]] * 3), False, False)

@@ -32,6 +32,7 @@ from ._scan_common import (
     StepMasks,
     accumulate_dtype,
     backward_coefficients,
+    gather_rows,
     grads_in_input_dtypes,
     input_gradients,
     time_major,
@@ -100,20 +101,26 @@ class RecurrentMatmul:
         return torch.mm(x, self.weight, out=out) if add is None else torch.addmm(add, x, self.weight, out=out)
 
 
-def fused_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, save, pack=None):
+def fused_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, save, pack=None, input_ids=None):
     """The forward recurrence. Returns (hs, cs, h_T, c_T, saved) with ``saved`` the backward's inputs or None.
 
     Matrix products run in the inputs' dtype; the state and the gate math in :func:`accumulate_dtype` of it.
+    ``input_ids`` (B, T): gates_x and mult_x are (V, ...) tables (see :func:`bytezoo.kernels.mlstm_scan`).
     """
-    batch, steps, four_hidden = gates_x.shape
-    hidden = four_hidden // 4
+    batch, steps = input_ids.shape if input_ids is not None else gates_x.shape[:2]
+    hidden = gates_x.shape[-1] // 4
     mm_dtype = gates_x.dtype
     acc = accumulate_dtype(mm_dtype)
     h = gates_x.new_zeros(batch, hidden, dtype=acc) if h0 is None else h0.to(acc)
     c = torch.zeros_like(h) if c0 is None else c0.to(acc)
     ops = compiled_loops(gates_x)
     if ops is not None:
-        return _compiled_forward(ops, gates_x, mult_x, w_mh, w_h, h, c, h0, reset, hold, return_cells, save, pack)
+        return _compiled_forward(
+            ops, gates_x, mult_x, w_mh, w_h, h, c, h0, reset, hold, return_cells, save, pack, input_ids
+        )
+    if input_ids is not None:
+        gates_x, mult_x = gather_rows(gates_x, mult_x, input_ids)
+    four_hidden = 4 * hidden
     gx = time_major(gates_x)  # (T, B, 4H)
     mx = time_major(mult_x)  # (T, B, H)
     masks = StepMasks.build(reset, hold, acc)
@@ -231,26 +238,28 @@ class CompiledSaved:
     mult_x: Tensor  # (B, T, H)
     keep: Tensor | None  # (B, T) accumulate dtype, 0 where the state restarts
     held: Tensor | None  # (B, T) bool
+    input_ids: Tensor | None  # (B, T) int64 when mult_x (and gates_x) are (V, ...) tables
 
 
-def _compiled_forward(ops, gates_x, mult_x, w_mh, w_h, h, c, h0, reset, hold, return_cells, save, pack):
+def _compiled_forward(ops, gates_x, mult_x, w_mh, w_h, h, c, h0, reset, hold, return_cells, save, pack, input_ids):
     """:func:`fused_forward` through the compiled loop: the same results, one C++ call for all T steps."""
-    batch, acc = gates_x.shape[0], h.dtype
+    batch, acc = h.shape[0], h.dtype
     gates_x, mult_x = gates_x.contiguous(), mult_x.contiguous()
+    input_ids = None if input_ids is None else input_ids.long().contiguous()
     keep = None if reset is None else (~reset).to(acc).contiguous()  # (B, T)
     held = None if hold is None else hold.contiguous()  # (B, T)
     state_matmul = RecurrentMatmul(w_mh, batch, pack)  # h_in @ W_mh
     mult_matmul = RecurrentMatmul(w_h, batch, pack)  # m @ W_h
     outputs = ops.forward(
         gates_x, mult_x, state_matmul.weight, mult_matmul.weight, state_matmul.packed, mult_matmul.packed,
-        h.contiguous(), c.contiguous(), keep, held, save, return_cells,
+        h.contiguous(), c.contiguous(), keep, held, input_ids, save, return_cells,
     )
     hs, cs, h_last, c_last = outputs[:4]  # hs, cs (B, T, H) input dtype; h_last, c_last (B, H) accumulate dtype
     state_dtype = gates_x.dtype if h0 is None else h0.dtype
     saved = None
     if save:
         products, gate_coef, cell_coef, carry_coef, h_in = outputs[4:]
-        saved = CompiledSaved(gate_coef, cell_coef, carry_coef, h_in, products, mult_x, keep, held)
+        saved = CompiledSaved(gate_coef, cell_coef, carry_coef, h_in, products, mult_x, keep, held, input_ids)
     return hs, cs if return_cells else None, h_last.to(state_dtype), c_last.to(state_dtype), saved
 
 
@@ -271,10 +280,19 @@ def _compiled_backward(saved: CompiledSaved, w_mh, w_h, d_hs, d_cs, d_h_last, d_
         None if d_cs is None else d_cs.to(dtype).contiguous(),
         zeros if d_h_last is None else d_h_last.to(acc).contiguous(),
         zeros if d_c_last is None else d_c_last.to(acc).contiguous(),
+        saved.input_ids,
     )
     # dW_mh = sum over positions of h_in^T da, dW_h of m^T dz: two products over all B*T positions.
     d_w_mh = saved.h_in.reshape(-1, hidden).to(dtype).t() @ d_mult_keep.reshape(-1, hidden) if need_w_mh else None
     d_w_h = mult.reshape(-1, hidden).t() @ d_gates.reshape(-1, 4 * hidden) if need_w_h else None
+    if saved.input_ids is not None:  # table inputs: each row's gradient sums over the positions that read it
+        ids, table_rows = saved.input_ids.reshape(-1), saved.mult_x.shape[0]
+
+        def row_sums(grad: Tensor, width: int) -> Tensor:  # summed in the accumulate dtype (bf16 sums drift)
+            return grad.new_zeros(table_rows, width, dtype=acc).index_add_(0, ids, grad.view(-1, width).to(acc))
+
+        d_gates = row_sums(d_gates, 4 * hidden) if need_gx else None
+        d_mult_x = row_sums(d_mult_x, hidden) if need_mx else None
     return (
         d_gates if need_gx else None, d_mult_x if need_mx else None, d_w_mh, d_w_h,
         d_h0 if need_h0 else None, d_c0 if need_c0 else None,
@@ -285,9 +303,9 @@ class FusedMLSTMScan(torch.autograd.Function):
     """Autograd wrapper: forward saves the backward coefficients the hand-written backward reads."""
 
     @staticmethod
-    def forward(ctx, gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells):
+    def forward(ctx, gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, input_ids):
         hs, cs, h_last, c_last, saved = fused_forward(
-            gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, save=True
+            gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, save=True, input_ids=input_ids
         )
         ctx.saved = saved  # internal buffers only (never the inputs or outputs), freed with the graph
         ctx.save_for_backward(w_mh, w_h)
@@ -302,13 +320,20 @@ class FusedMLSTMScan(torch.autograd.Function):
         needs = (*ctx.needs_input_grad[:6],)
         with torch.autocast(device_type, enabled=False):
             grads = fused_backward(ctx.saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs)
-        return (*grads_in_input_dtypes(grads, ctx.dtypes), None, None, None)  # no gradients for the masks and flag
+        return (*grads_in_input_dtypes(grads, ctx.dtypes), None, None, None, None)  # none for masks, flag, ids
 
 
-def mlstm_scan_fused(gates_x, mult_x, w_mh, w_h, h0=None, c0=None, reset=None, hold=None, return_cells=False):
-    """Same contract as :func:`bytezoo.kernels.mlstm_ref.mlstm_scan_ref` (inputs already validated)."""
+def mlstm_scan_fused(
+    gates_x, mult_x, w_mh, w_h, h0=None, c0=None, reset=None, hold=None, return_cells=False, input_ids=None
+):
+    """Same contract as :func:`bytezoo.kernels.mlstm_interface.mlstm_scan` (inputs already validated)."""
+    if input_ids is not None and compiled_loops(gates_x) is None:  # only the compiled loops read table rows
+        gates_x, mult_x = gather_rows(gates_x, mult_x, input_ids)
+        input_ids = None
     tensors = (gates_x, mult_x, w_mh, w_h, h0, c0)
     if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in tensors):
-        return FusedMLSTMScan.apply(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells)
-    hs, cs, h_last, c_last, _ = fused_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, save=False)
+        return FusedMLSTMScan.apply(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, input_ids)
+    hs, cs, h_last, c_last, _ = fused_forward(
+        gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, save=False, input_ids=input_ids
+    )
     return hs, cs, h_last, c_last

@@ -16,20 +16,47 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ._scan_common import gather_rows
 from .mlstm_ref import mlstm_scan_ref
 
 KERNELS = ("auto", "reference", "fused", "triton")
 
 
-def _check_inputs(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold) -> None:
-    if gates_x.dim() != 3 or gates_x.shape[-1] % 4:
-        raise ValueError(f"gates_x must have shape (B, T, 4H); got {tuple(gates_x.shape)}")
-    batch, steps, four_hidden = gates_x.shape
+def _check_token_ids(input_ids: Tensor, gates_x: Tensor, mult_x: Tensor) -> None:
+    """Table inputs: gates_x (V, 4H) and mult_x (V, H) per-token rows, input_ids (B, T) row numbers in [0, V)."""
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must have shape (B, T); got {tuple(input_ids.shape)}")
+    if input_ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise TypeError(f"input_ids must be an integer tensor; got {input_ids.dtype}")
+    if input_ids.device != gates_x.device:
+        raise ValueError(f"input_ids is on {input_ids.device} but gates_x is on {gates_x.device}")
+    if gates_x.dim() != 2 or gates_x.shape[-1] % 4:
+        raise ValueError(f"with input_ids, gates_x must be a (V, 4H) table; got {tuple(gates_x.shape)}")
+    if tuple(mult_x.shape) != (gates_x.shape[0], gates_x.shape[1] // 4):
+        raise ValueError(f"with input_ids, mult_x must be a (V, H) table matching gates_x; got {tuple(mult_x.shape)}")
+    if input_ids.shape[1] == 0:
+        raise ValueError("input_ids has T = 0 steps: the recurrence needs at least one step")
+    if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= gates_x.shape[0]):
+        raise ValueError(
+            f"input_ids must lie in [0, {gates_x.shape[0]}) (the tables' rows); "
+            f"got values from {int(input_ids.min())} to {int(input_ids.max())}"
+        )
+
+
+def _check_inputs(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, input_ids=None) -> None:
+    if input_ids is not None:
+        _check_token_ids(input_ids, gates_x, mult_x)
+        batch, steps = input_ids.shape
+        four_hidden = gates_x.shape[-1]
+    else:
+        if gates_x.dim() != 3 or gates_x.shape[-1] % 4:
+            raise ValueError(f"gates_x must have shape (B, T, 4H); got {tuple(gates_x.shape)}")
+        batch, steps, four_hidden = gates_x.shape
     hidden = four_hidden // 4
     if steps == 0:
         raise ValueError("gates_x has T = 0 steps: the recurrence needs at least one step")
     expected = {
-        "mult_x": (mult_x, (batch, steps, hidden)),
+        "mult_x": (mult_x, tuple(mult_x.shape) if input_ids is not None else (batch, steps, hidden)),
         "w_mh": (w_mh, (hidden, hidden)),
         "w_h": (w_h, (hidden, four_hidden)),
         "h0": (h0, (batch, hidden)),
@@ -75,13 +102,34 @@ def mlstm_scan(
     hold: Tensor | None = None,
     return_cells: bool = False,
     kernel: str = "auto",
+    input_ids: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
-    """The mLSTM recurrence; same arguments and results as :func:`mlstm_scan_ref`, plus ``kernel``."""
+    """The mLSTM recurrence; same arguments and results as :func:`mlstm_scan_ref`, plus ``kernel``.
+
+    ``input_ids`` (B, T), optional: then ``gates_x`` (V, 4H) and ``mult_x`` (V, H) are per-token tables and step t of
+    sequence b reads row ``input_ids[b, t]`` of each, as in a byte model's first layer (V = 256: the input projections
+    are row gathers from small precomputed tables). Same results as passing ``gates_x[input_ids]`` and
+    ``mult_x[input_ids]``; the compiled CPU loops read the rows in place instead of materialising (B, T, 4H).
+
+    Example::
+
+        >>> gates_x, mult_x = torch.randn(2, 5, 16), torch.randn(2, 5, 4)
+        >>> w_mh, w_h = torch.randn(4, 4), torch.randn(4, 16)
+        >>> hs, _, h_T, c_T = mlstm_scan(gates_x, mult_x, w_mh, w_h)
+        >>> hs.shape, h_T.shape
+        (torch.Size([2, 5, 4]), torch.Size([2, 4]))
+    """
     if kernel not in KERNELS:
         raise ValueError(f"unknown mLSTM kernel {kernel!r}; choose one of {KERNELS}")
-    _check_inputs(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold)
-    implementation = _implementation(resolve_kernel(kernel, gates_x))
+    _check_inputs(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, input_ids)
+    name = resolve_kernel(kernel, gates_x)
+    implementation = _implementation(name)
     with torch.autocast(gates_x.device.type, enabled=False):
+        if input_ids is None:
+            return implementation(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells)
+        if name == "fused":  # reads the table rows itself where it can
+            return implementation(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, input_ids=input_ids)
+        gates_x, mult_x = gather_rows(gates_x, mult_x, input_ids)
         return implementation(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells)
 
 

@@ -22,6 +22,8 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -175,6 +177,14 @@ struct RecurrentMatmul {
   }
 };
 
+// Which row of gates_x / mult_x step t of sequence b reads: (b, t) itself for (B, T, ...) inputs, or the token's row
+// of a (V, ...) table when input ids are given (a byte model's first layer: no (B, T, 4H) gather materialised).
+struct InputRows {
+  const int64_t* ids;  // (B, T) or null
+  int64_t steps;
+  int64_t operator()(int64_t b, int64_t t) const { return ids ? ids[b * steps + t] : b * steps + t; }
+};
+
 // Recycles the large (B, T, ...) buffers between calls. A fresh multi-megabyte allocation comes from mmap as
 // untouched pages, and first-touching them cost about as much as a quarter of a training step's pointwise and
 // coefficient work (H=1024, B=64, T=64: ~40 ms of faults for the forward's 134 MB of saved coefficients). A buffer
@@ -254,8 +264,9 @@ template <typename mm_t, typename acc_t>
 std::vector<at::Tensor> forward_impl(const at::Tensor& gates_x, const at::Tensor& mult_x, const RecurrentMatmul& state_matmul,
                                      const RecurrentMatmul& mult_matmul, const at::Tensor& h0, const at::Tensor& c0,
                                      const std::optional<at::Tensor>& keep, const std::optional<at::Tensor>& held,
-                                     bool save, bool return_cells) {
-  const int64_t batch = gates_x.size(0), steps = gates_x.size(1), hidden = gates_x.size(2) / 4;
+                                     const std::optional<at::Tensor>& input_ids, bool save, bool return_cells) {
+  const int64_t batch = h0.size(0), hidden = h0.size(1);
+  const int64_t steps = input_ids.has_value() ? input_ids->size(1) : gates_x.size(1);
   const auto acc_options = h0.options();
   const auto mm_options = gates_x.options();
   constexpr bool same_dtype = std::is_same_v<mm_t, acc_t>;
@@ -280,6 +291,7 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& gates_x, const at::Tensor
 
   const mm_t* gx = gates_x.data_ptr<mm_t>();
   const mm_t* mx = mult_x.data_ptr<mm_t>();
+  const InputRows rows{input_ids.has_value() ? input_ids->data_ptr<int64_t>() : nullptr, steps};
   const acc_t* keep_ptr = keep.has_value() ? keep->data_ptr<acc_t>() : nullptr;  // (B, T)
   const bool* held_ptr = held.has_value() ? held->data_ptr<bool>() : nullptr;     // (B, T)
   acc_t* h_in_ptr = h_in.data_ptr<acc_t>();
@@ -307,7 +319,7 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& gates_x, const at::Tensor
     const mm_t* a_ptr = a.data_ptr<mm_t>();
     for_rows(batch, hidden, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
-        multiply_row<mm_t, acc_t>(hidden, a_ptr + b * hidden, mx + at_bt(b, t, hidden), m_ptr + b * hidden,
+        multiply_row<mm_t, acc_t>(hidden, a_ptr + b * hidden, mx + rows(b, t) * hidden, m_ptr + b * hidden,
                                   save ? products.data_ptr<mm_t>() + at_bt(b, t, hidden) : nullptr);
       }
     });
@@ -331,10 +343,10 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& gates_x, const at::Tensor
             std::fill_n(fk, hidden, keep_t);
           }
         } else if (save) {
-          gate_row<true>(hidden, z_ptr + 4 * row, gx + at_bt(b, t, 4 * hidden), c_in_ptr + row, keep_t,
+          gate_row<true>(hidden, z_ptr + 4 * row, gx + rows(b, t) * 4 * hidden, c_in_ptr + row, keep_t,
                          h_new_ptr + row, c_new_ptr + row, p, k, fk);
         } else {
-          gate_row<false, mm_t, acc_t>(hidden, z_ptr + 4 * row, gx + at_bt(b, t, 4 * hidden), c_in_ptr + row, keep_t,
+          gate_row<false, mm_t, acc_t>(hidden, z_ptr + 4 * row, gx + rows(b, t) * 4 * hidden, c_in_ptr + row, keep_t,
                                        h_new_ptr + row, c_new_ptr + row, nullptr, nullptr, nullptr);
         }
         const acc_t keep_next = (keep_ptr && has_next) ? keep_ptr[b * steps + t + 1] : acc_t(1);
@@ -359,9 +371,11 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& gate_coef, const at::Ten
                                       const std::optional<at::Tensor>& keep, const std::optional<at::Tensor>& held,
                                       const RecurrentMatmul& gate_grad_matmul, const RecurrentMatmul& state_grad_matmul,
                                       const std::optional<at::Tensor>& d_hs, const std::optional<at::Tensor>& d_cs,
-                                      const at::Tensor& d_h_last, const at::Tensor& d_c_last) {
+                                      const at::Tensor& d_h_last, const at::Tensor& d_c_last,
+                                      const std::optional<at::Tensor>& input_ids) {
   const int64_t batch = gate_coef.size(0), steps = gate_coef.size(1), hidden = gate_coef.size(2) / 4;
   const auto mm_options = mult_x.options();
+  const InputRows rows{input_ids.has_value() ? input_ids->data_ptr<int64_t>() : nullptr, steps};
 
   at::Tensor d_gates = large_buffer({batch, steps, 4 * hidden}, mm_options);  // dz, also dL/dgates_x
   at::Tensor d_mult_x = large_buffer({batch, steps, hidden}, mm_options);     // dm * a
@@ -414,7 +428,7 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& gate_coef, const at::Ten
       for (int64_t b = begin; b < end; ++b) {
         const acc_t keep_t = keep_ptr ? keep_ptr[b * steps + t] : acc_t(1);
         const int64_t at = at_bt(b, t, hidden);
-        mult_grad_row<mm_t, acc_t>(hidden, dm_ptr + b * hidden, mx_all + at, a_all + at, keep_t,
+        mult_grad_row<mm_t, acc_t>(hidden, dm_ptr + b * hidden, mx_all + rows(b, t) * hidden, a_all + at, keep_t,
                                    d_mult_x.data_ptr<mm_t>() + at, d_mult_keep.data_ptr<mm_t>() + at,
                                    da_step.data_ptr<mm_t>() + b * hidden, mult.data_ptr<mm_t>() + at);
       }
@@ -452,17 +466,40 @@ void check_masks(const std::optional<at::Tensor>& keep, const std::optional<at::
 
 at::ScalarType accumulate_type(at::ScalarType mm) { return mm == at::kDouble ? at::kDouble : at::kFloat; }
 
+// Checks the token ids of table inputs: (B, T) int64, every id a row of the tables. Returns (B, T).
+std::pair<int64_t, int64_t> check_input_ids(const at::Tensor& input_ids, int64_t table_rows) {
+  TORCH_CHECK(input_ids.dim() == 2 && input_ids.is_contiguous() && input_ids.scalar_type() == at::kLong,
+              "bytezoo_mlstm_cpu: input_ids must be a contiguous (B, T) int64 tensor");
+  const int64_t* ids = input_ids.data_ptr<int64_t>();
+  for (int64_t k = 0; k < input_ids.numel(); ++k)
+    TORCH_CHECK(ids[k] >= 0 && ids[k] < table_rows, "bytezoo_mlstm_cpu: input_ids[", k, "] = ", ids[k],
+                " is not a row of the (", table_rows, ", ...) tables");
+  return {input_ids.size(0), input_ids.size(1)};
+}
+
 std::vector<at::Tensor> mlstm_forward(const at::Tensor& gates_x, const at::Tensor& mult_x, const at::Tensor& w_mh,
                                       const at::Tensor& w_h, const std::optional<at::Tensor>& w_mh_packed,
                                       const std::optional<at::Tensor>& w_h_packed, const at::Tensor& h0,
                                       const at::Tensor& c0, const std::optional<at::Tensor>& keep,
-                                      const std::optional<at::Tensor>& held, bool save, bool return_cells) {
-  check(gates_x.dim() == 3 && gates_x.size(1) > 0 && gates_x.size(2) % 4 == 0, "gates_x must be (B, T > 0, 4H)");
-  const int64_t batch = gates_x.size(0), steps = gates_x.size(1), hidden = gates_x.size(2) / 4;
+                                      const std::optional<at::Tensor>& held, const std::optional<at::Tensor>& input_ids,
+                                      bool save, bool return_cells) {
+  check(gates_x.size(-1) % 4 == 0, "gates_x's last dimension must be 4H");
+  const int64_t hidden = gates_x.size(-1) / 4;
   const auto mm = gates_x.scalar_type(), acc = accumulate_type(mm);
   check(mm == at::kFloat || mm == at::kDouble || mm == at::kBFloat16, "supports float32, bfloat16 and float64");
-  check_batch_major(gates_x, "gates_x", batch, steps, 4 * hidden, mm);
-  check_batch_major(mult_x, "mult_x", batch, steps, hidden, mm);
+  int64_t batch = 0, steps = 0;
+  if (input_ids.has_value()) {  // tables (V, 4H) and (V, H)
+    check(gates_x.dim() == 2 && gates_x.is_contiguous() && mult_x.dim() == 2 && mult_x.is_contiguous() &&
+              mult_x.size(0) == gates_x.size(0) && mult_x.size(1) == hidden && mult_x.scalar_type() == mm,
+          "with input_ids, gates_x and mult_x must be contiguous (V, 4H) and (V, H) tables of one dtype");
+    std::tie(batch, steps) = check_input_ids(*input_ids, gates_x.size(0));
+  } else {
+    check(gates_x.dim() == 3, "gates_x must be (B, T, 4H)");
+    batch = gates_x.size(0), steps = gates_x.size(1);
+    check_batch_major(gates_x, "gates_x", batch, steps, 4 * hidden, mm);
+    check_batch_major(mult_x, "mult_x", batch, steps, hidden, mm);
+  }
+  check(steps > 0, "needs at least one step");
   check(w_mh.scalar_type() == mm && w_h.scalar_type() == mm && w_mh.sizes() == at::IntArrayRef({hidden, hidden}) &&
             w_h.sizes() == at::IntArrayRef({hidden, 4 * hidden}),
         "weights must be (H, H) and (H, 4H) in the inputs' dtype");
@@ -472,10 +509,13 @@ std::vector<at::Tensor> mlstm_forward(const at::Tensor& gates_x, const at::Tenso
   const RecurrentMatmul state_matmul{w_mh, w_mh_packed}, mult_matmul{w_h, w_h_packed};
   BufferPool::instance().next_call();
   if (mm == at::kFloat)
-    return forward_impl<float, float>(gates_x, mult_x, state_matmul, mult_matmul, h0, c0, keep, held, save, return_cells);
+    return forward_impl<float, float>(gates_x, mult_x, state_matmul, mult_matmul, h0, c0, keep, held, input_ids, save,
+                                      return_cells);
   if (mm == at::kDouble)
-    return forward_impl<double, double>(gates_x, mult_x, state_matmul, mult_matmul, h0, c0, keep, held, save, return_cells);
-  return forward_impl<at::BFloat16, float>(gates_x, mult_x, state_matmul, mult_matmul, h0, c0, keep, held, save, return_cells);
+    return forward_impl<double, double>(gates_x, mult_x, state_matmul, mult_matmul, h0, c0, keep, held, input_ids,
+                                        save, return_cells);
+  return forward_impl<at::BFloat16, float>(gates_x, mult_x, state_matmul, mult_matmul, h0, c0, keep, held, input_ids,
+                                           save, return_cells);
 }
 
 std::vector<at::Tensor> mlstm_backward(const at::Tensor& gate_coef, const at::Tensor& cell_coef, const at::Tensor& carry_coef,
@@ -485,7 +525,7 @@ std::vector<at::Tensor> mlstm_backward(const at::Tensor& gate_coef, const at::Te
                                        const std::optional<at::Tensor>& w_h_t_packed,
                                        const std::optional<at::Tensor>& w_mh_t_packed, const std::optional<at::Tensor>& d_hs,
                                        const std::optional<at::Tensor>& d_cs, const at::Tensor& d_h_last,
-                                       const at::Tensor& d_c_last) {
+                                       const at::Tensor& d_c_last, const std::optional<at::Tensor>& input_ids) {
   check(gate_coef.dim() == 3 && gate_coef.size(1) > 0 && gate_coef.size(2) % 4 == 0, "gate_coef must be (B, T > 0, 4H)");
   const int64_t batch = gate_coef.size(0), steps = gate_coef.size(1), hidden = gate_coef.size(2) / 4;
   const auto mm = mult_x.scalar_type(), acc = accumulate_type(mm);
@@ -493,7 +533,12 @@ std::vector<at::Tensor> mlstm_backward(const at::Tensor& gate_coef, const at::Te
   check_batch_major(gate_coef, "gate_coef", batch, steps, 4 * hidden, acc);
   check_batch_major(cell_coef, "cell_coef", batch, steps, hidden, acc);
   check_batch_major(carry_coef, "carry_coef", batch, steps, hidden, acc);
-  check_batch_major(mult_x, "mult_x", batch, steps, hidden, mm);
+  if (input_ids.has_value()) {
+    check(mult_x.dim() == 2 && mult_x.is_contiguous() && mult_x.size(1) == hidden, "with input_ids, mult_x must be a contiguous (V, H) table");
+    check(check_input_ids(*input_ids, mult_x.size(0)) == std::make_pair(batch, steps), "input_ids must be (B, T)");
+  } else {
+    check_batch_major(mult_x, "mult_x", batch, steps, hidden, mm);
+  }
   check_batch_major(products, "products", batch, steps, hidden, mm);
   if (d_hs.has_value()) check_batch_major(*d_hs, "d_hs", batch, steps, hidden, mm);
   if (d_cs.has_value()) check_batch_major(*d_cs, "d_cs", batch, steps, hidden, mm);
@@ -507,12 +552,12 @@ std::vector<at::Tensor> mlstm_backward(const at::Tensor& gate_coef, const at::Te
   BufferPool::instance().next_call();
   if (mm == at::kFloat)
     return backward_impl<float, float>(gate_coef, cell_coef, carry_coef, mult_x, products, keep, held, gate_grad,
-                                       state_grad, d_hs, d_cs, d_h_last, d_c_last);
+                                       state_grad, d_hs, d_cs, d_h_last, d_c_last, input_ids);
   if (mm == at::kDouble)
     return backward_impl<double, double>(gate_coef, cell_coef, carry_coef, mult_x, products, keep, held, gate_grad,
-                                         state_grad, d_hs, d_cs, d_h_last, d_c_last);
+                                         state_grad, d_hs, d_cs, d_h_last, d_c_last, input_ids);
   return backward_impl<at::BFloat16, float>(gate_coef, cell_coef, carry_coef, mult_x, products, keep, held, gate_grad,
-                                            state_grad, d_hs, d_cs, d_h_last, d_c_last);
+                                            state_grad, d_hs, d_cs, d_h_last, d_c_last, input_ids);
 }
 
 void empty_cache() { BufferPool::instance().clear(); }
@@ -524,13 +569,13 @@ void empty_cache() { BufferPool::instance().clear(); }
 TORCH_LIBRARY(bytezoo_mlstm_cpu, m) {
   m.def(
       "forward(Tensor gates_x, Tensor mult_x, Tensor w_mh, Tensor w_h, Tensor? w_mh_packed, Tensor? w_h_packed, "
-      "Tensor h0, Tensor c0, Tensor? keep, Tensor? held, bool save, bool return_cells) -> Tensor[]",
+      "Tensor h0, Tensor c0, Tensor? keep, Tensor? held, Tensor? input_ids, bool save, bool return_cells) -> Tensor[]",
       &mlstm_forward);
   m.def(
       "backward(Tensor gate_coef, Tensor cell_coef, Tensor carry_coef, Tensor mult_x, Tensor products, Tensor? keep, "
       "Tensor? held, "
       "Tensor w_h_t, Tensor w_mh_t, Tensor? w_h_t_packed, Tensor? w_mh_t_packed, Tensor? d_hs, Tensor? d_cs, "
-      "Tensor d_h_last, Tensor d_c_last) -> Tensor[]",
+      "Tensor d_h_last, Tensor d_c_last, Tensor? input_ids) -> Tensor[]",
       &mlstm_backward);
   m.def("empty_cache() -> ()", &empty_cache);
 }
