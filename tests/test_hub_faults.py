@@ -31,6 +31,9 @@ CHILD = Path(__file__).with_name("hub_child.py")
 def cache_dir(tmp_path, monkeypatch) -> Path:
     directory = tmp_path / "cache"
     monkeypatch.setenv("BYTEZOO_CACHE", str(directory))
+    scratch = tmp_path / "tmp"  # children killed mid-push cannot remove their temporary folders: keep them here
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
     monkeypatch.delenv("BYTEZOO_OFFLINE", raising=False)
     return directory
 

@@ -6,4 +6,14 @@
 from .mlstm_interface import KERNELS, mlstm_scan
 from .mlstm_ref import mlstm_scan_ref
 
-__all__ = ["KERNELS", "mlstm_scan", "mlstm_scan_ref"]
+
+def empty_cache() -> None:
+    """Releases the large buffers the compiled CPU kernel keeps for reuse between calls (about one training step's
+    activations; buffers still in use stay with their users). Like ``torch.cuda.empty_cache``, for the end of a job."""
+    import torch
+
+    if hasattr(torch.ops, "bytezoo_mlstm_cpu") and hasattr(torch.ops.bytezoo_mlstm_cpu, "empty_cache"):
+        torch.ops.bytezoo_mlstm_cpu.empty_cache()
+
+
+__all__ = ["KERNELS", "empty_cache", "mlstm_scan", "mlstm_scan_ref"]

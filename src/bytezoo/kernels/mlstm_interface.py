@@ -2,12 +2,13 @@
 
 Implementations (``kernel=``):
     ``"reference"``  plain PyTorch loop (:func:`bytezoo.kernels.mlstm_ref.mlstm_scan_ref`), always available.
-    ``"fused"``      hand-written forward+backward in plain PyTorch with oneDNN-packed weights on CPU
-                     (:mod:`bytezoo.kernels.mlstm_fused`); any device, any floating dtype.
+    ``"fused"``      hand-written forward+backward (:mod:`bytezoo.kernels.mlstm_fused`): on CPU the time loops
+                     compiled in C++ on first use (float32/bfloat16/float64; a plain-PyTorch loop where no compiler is
+                     found), oneDNN-packed weights; any device, any floating dtype.
     ``"triton"``     Triton pointwise kernels + cuBLAS products (:mod:`bytezoo.kernels.mlstm_triton`); CUDA tensors
                      in float32/float16/bfloat16 (or CPU tensors under ``TRITON_INTERPRET=1``, for testing).
     ``"auto"``       the fastest one that supports the inputs: "triton" for CUDA float32/16/bfloat16 when Triton is
-                     installed, else "fused" (measured 1.5-5x the reference on CPU, see benchmarks/), else "reference".
+                     installed, else "fused" (training 4-5x the reference on CPU, see benchmarks/), else "reference".
 
 All of them run with autocast disabled: the dtypes the caller passes are the dtypes the recurrence uses.
 """
