@@ -1,7 +1,8 @@
 """mLSTM kernels against the reference loop and torch.nn.LSTM: training and inference characters/s, FLOP rates, memory.
 
 One run measures every (H, B, T) of the grid with interleaved repetitions (each repetition runs every contender once,
-so background load hits them alike) and keeps each contender's fastest repetition. It prints a table and writes JSON
+so background load hits them alike) and keeps each contender's fastest repetition, plus the median of the per-repetition
+ratios (robust to drift and to one contender's lucky repetition). It prints a table and writes JSON
 (device, dtype, versions, raw timings) under benchmarks/results/.
 
 Clocks: on CUDA, wall time (synchronised). On CPU the default is the process's CPU time with one thread
@@ -31,6 +32,7 @@ import gc
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -208,13 +210,23 @@ def run_config(contenders, hidden, batch, steps, device, dtype, repeats, memory)
 
 
 def ratios(row: dict, fast: str) -> dict:
+    """Speed-ups of ``fast`` from each contender's best repetition, and ("..._median") the median over repetitions of
+    the ratio within one repetition: contenders run back to back there, so drift in machine speed cancels, and one
+    contender's occasional lucky repetition (nn.LSTM's times were bimodal here) does not decide the result."""
     entries = row["contenders"]
+    hidden = row["hidden"]
     out = {}
     for mode in ("train", "infer"):
-        if "reference" in entries:
-            out[f"{mode}_vs_reference"] = entries["reference"][mode]["seconds"] / entries[fast][mode]["seconds"]
-        if "lstm" in entries:
-            out[f"{mode}_vs_lstm_flop_normalised"] = entries[fast][mode]["flops"] / entries["lstm"][mode]["flops"]
+        mine = entries[fast][mode]["all_seconds"]
+        for peer, key, flop_ratio in (
+            ("reference", f"{mode}_vs_reference", 1.0),
+            ("lstm", f"{mode}_vs_lstm_flop_normalised", flops_per_char(fast, hidden) / flops_per_char("lstm", hidden)),
+        ):
+            if peer not in entries:
+                continue
+            theirs = entries[peer][mode]["all_seconds"]
+            out[key] = min(theirs) / min(mine) * flop_ratio
+            out[key + "_median"] = statistics.median(t / m for t, m in zip(theirs, mine)) * flop_ratio
     return out
 
 
@@ -300,7 +312,9 @@ def print_row(row: dict) -> None:
             f"{entry['infer']['flops'] / 1e9:>8.1f} {memory['ratio'] if memory else float('nan'):>13.2f}"
         )
     for name, values in row["ratios"].items():
-        print("  " + name + ": " + ", ".join(f"{key} {value:.2f}x" for key, value in values.items()))
+        best = ", ".join(f"{key} {value:.2f}x" for key, value in values.items() if not key.endswith("_median"))
+        median = ", ".join(f"{value:.2f}x" for key, value in values.items() if key.endswith("_median"))
+        print(f"  {name}: {best}\n  {' ' * len(name)}  (median of paired repetitions: {median})")
 
 
 if __name__ == "__main__":

@@ -249,10 +249,12 @@ inline at::Tensor large_buffer(at::IntArrayRef sizes, const at::TensorOptions& o
   return BufferPool::instance().take(sizes, options);
 }
 
-// Runs fn(row_begin, row_end) over the batch rows, in parallel only when a step has enough work to pay for it.
+// Runs fn(row_begin, row_end) over the batch rows, in parallel only when a step has enough work to pay for a fork and
+// join per step (a pass is a few microseconds of work at H=256, B=32).
+constexpr int64_t kParallelElements = 65536;
 template <typename Fn>
 inline void for_rows(int64_t batch, int64_t width, const Fn& fn) {
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(width, 1));
+  const int64_t grain = std::max<int64_t>(1, kParallelElements / std::max<int64_t>(width, 1));
   at::parallel_for(0, batch, grain, fn);
 }
 
