@@ -2,8 +2,8 @@
 
 :func:`cpu_ops` returns ``torch.ops.bytezoo_mlstm_cpu`` (operators ``forward`` and ``backward``) or ``None`` when the
 extension cannot be had here: no C++ compiler, a failed build, or ``BYTEZOO_CPU_EXTENSION=0``. ``None`` is not an
-error: :mod:`bytezoo.kernels.mlstm_fused` then runs the same algorithm as per-step PyTorch ops (about 1.3-2x slower
-on CPU; see benchmarks/results/kernels-notes.md). The reason is kept in :func:`unavailable_reason`, and one warning
+error: :mod:`bytezoo.kernels.mlstm_fused` then runs the same algorithm as per-step PyTorch ops (training 1.3-1.6x
+slower on CPU; see benchmarks/results/kernels-notes.md). The reason is kept in :func:`unavailable_reason`, and one warning
 says it unless the user turned the extension off.
 
 The build goes through :func:`torch.utils.cpp_extension.load` (ninja, torch's flags and ABI) in a private temporary
@@ -23,6 +23,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -31,26 +32,33 @@ import torch
 
 SOURCE = Path(__file__).with_name("csrc") / "mlstm_cpu.cpp"
 ENV_SWITCH = "BYTEZOO_CPU_EXTENSION"  # "0" turns the compiled loops off
-# -O3 -march=native -mprefer-vector-width=512: the pointwise passes vectorised with this CPU's widest vectors (AVX-512
-# here). -ffast-math lets the compiler reorder and contract that math; the products are unaffected (MKL/oneDNN).
-CFLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math", "-std=c++17")
+# -O3 -march=native (+ -mprefer-vector-width=512 on x86-64): the pointwise passes vectorised with this CPU's widest
+# vectors (AVX-512 here; GCC prefers 256-bit ones otherwise). -ffast-math lets the compiler reorder and contract that
+# math; the products are unaffected (MKL/oneDNN).
+CFLAGS = ("-O3", "-march=native", "-ffast-math", "-std=c++17") + (
+    ("-mprefer-vector-width=512",) if platform.machine().lower() in ("x86_64", "amd64") else ()
+)
 LOCK_TIMEOUT_S = 600.0
 
 _state: dict[str, object] = {}
+_state_lock = threading.Lock()  # one build or load per process, whichever thread asks first
 
 
 def cpu_ops():
     """The compiled operators (``torch.ops.bytezoo_mlstm_cpu``), building them on first use; ``None`` if unavailable."""
-    if "ops" not in _state:
-        _state["ops"], _state["reason"] = _load()
-        reason = _state["reason"]
-        if _state["ops"] is None and os.environ.get(ENV_SWITCH, "1") != "0":
-            warnings.warn(
-                f"bytezoo: the compiled CPU mLSTM loops are unavailable ({reason}); "
-                f"the fused kernel runs its plain-PyTorch loops instead (slower). Set {ENV_SWITCH}=0 to silence this.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+    if "ops" in _state:
+        return _state["ops"]
+    with _state_lock:
+        if "ops" not in _state:
+            ops, reason = _load()
+            _state["reason"], _state["ops"] = reason, ops
+            if ops is None and os.environ.get(ENV_SWITCH, "1") != "0":
+                warnings.warn(
+                    f"bytezoo: the compiled CPU mLSTM loops are unavailable ({reason}); the fused kernel runs its "
+                    f"plain-PyTorch loops instead (slower). Set {ENV_SWITCH}=0 to silence this.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
     return _state["ops"]
 
 
