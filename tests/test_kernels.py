@@ -132,6 +132,17 @@ def test_bad_table_inputs_are_named(kernel):
         mlstm_scan(gate_table, mult_table, w_mh, w_h, input_ids=ids[:, :0], kernel=kernel)
 
 
+def test_nan_inputs_propagate_like_the_reference(loops):
+    """A diverging run must show NaNs, not finite garbage (the compiled loops' gate approximation keeps NaN)."""
+    inputs, _, _ = random_problem(batch=3, steps=5, hidden=8, masks=False)
+    inputs[0][1, 2, 5] = float("nan")  # one pre-activation of sequence 1 at step 2
+    fast = mlstm_scan(*inputs, return_cells=True, kernel="fused")
+    slow = mlstm_scan_ref(*inputs, return_cells=True)
+    for got, want in zip(fast, slow):
+        assert torch.equal(got.isnan(), want.isnan())
+    assert fast[0][1, 2:].isnan().any() and not fast[0][0].isnan().any()
+
+
 @pytest.mark.parametrize("batch, steps", [(1, 1), (1, 5), (3, 1)])
 def test_fused_edge_sizes(batch, steps, loops):
     inputs, reset, hold = random_problem(batch, steps, hidden=8)

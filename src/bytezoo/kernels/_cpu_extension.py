@@ -33,9 +33,9 @@ import torch
 SOURCE = Path(__file__).with_name("csrc") / "mlstm_cpu.cpp"
 ENV_SWITCH = "BYTEZOO_CPU_EXTENSION"  # "0" turns the compiled loops off
 # -O3 -march=native (+ -mprefer-vector-width=512 on x86-64): the pointwise passes vectorised with this CPU's widest
-# vectors (AVX-512 here; GCC prefers 256-bit ones otherwise). -ffast-math lets the compiler reorder and contract that
-# math; the products are unaffected (MKL/oneDNN).
-CFLAGS = ("-O3", "-march=native", "-ffast-math", "-std=c++17") + (
+# vectors (AVX-512 here; GCC prefers 256-bit ones otherwise). No -ffast-math: the loops vectorise without it, and it
+# would let the compiler assume no NaN or infinity, hiding a diverging run's NaNs.
+CFLAGS = ("-O3", "-march=native", "-std=c++17") + (
     ("-mprefer-vector-width=512",) if platform.machine().lower() in ("x86_64", "amd64") else ()
 )
 LOCK_TIMEOUT_S = 600.0

@@ -32,7 +32,8 @@ namespace {
 // the step's matrix product at small H. float: Eigen's rational approximation of tanh (a degree-13/6 odd rational
 // function on [-7.9, 7.9], where tanh is +-1 to float precision beyond; a few ulp); double keeps libm (gradcheck).
 inline float tanh_approx(float x) {
-  const float clamped = std::min(7.90531110763549805f, std::max(-7.90531110763549805f, x));
+  constexpr float kLimit = 7.90531110763549805f;
+  const float clamped = x < -kLimit ? -kLimit : (x > kLimit ? kLimit : x);  // NaN stays NaN
   const float x2 = clamped * clamped;
   float p = -2.76076847742355e-16f;
   p = p * x2 + 2.00018790482477e-13f;
