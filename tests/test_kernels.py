@@ -188,14 +188,24 @@ def test_fused_without_initial_state_or_grads_for_some_inputs(loops):
 def test_packed_and_plain_products_agree(monkeypatch, loops):
     """The oneDNN weight packing (private ATen ops) and its torch.mm fallback give the same results."""
     inputs, reset, hold = random_problem(batch=5, steps=4, hidden=24)
-    monkeypatch.setattr(mlstm_fused, "PACK_MIN_SIZE", 1)  # pack even these tiny weights
+    monkeypatch.setattr(mlstm_fused, "PACK_MIN_SIZE", 1)  # pack even these tiny weights, batches and sequences
+    monkeypatch.setattr(mlstm_fused, "PACK_MIN_STEPS", 1)
+    monkeypatch.setattr(mlstm_fused, "PACK_FP32_BATCHES", range(1, 1000))
     monkeypatch.setattr(mlstm_fused, "PACK_WEIGHTS", True)
-    assert mlstm_fused.RecurrentMatmul(inputs[3], 5).packed is not None
+    assert mlstm_fused.RecurrentMatmul(inputs[3], 5, 4).packed is not None
     packed, packed_grads, output_grads = run_with_grads("fused", inputs, reset, hold)
     monkeypatch.setattr(mlstm_fused, "PACK_WEIGHTS", False)
     plain, plain_grads, _ = run_with_grads("fused", inputs, reset, hold, output_grads)
     for got, want in zip(list(packed) + packed_grads, list(plain) + plain_grads):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=2e-5)
+
+
+def test_packing_only_where_it_was_measured_to_pay():
+    weight = torch.zeros(1024, 4096)
+    assert mlstm_fused.RecurrentMatmul(weight, 64, 64).packed is not None or not mlstm_fused._packing_works(torch.float32)
+    assert mlstm_fused.RecurrentMatmul(weight, 64, 1).packed is None  # one step (generation) cannot earn the packing
+    assert mlstm_fused.RecurrentMatmul(weight, 256, 64).packed is None  # fp32 at a large batch: plain GEMM measured faster
+    assert mlstm_fused.RecurrentMatmul(weight[:512, :2048], 64, 64).packed is None  # fp32 below H=1024
 
 
 def test_inference_without_grad_matches_training_forward(loops):

@@ -44,13 +44,21 @@ PACK_WEIGHTS = True
 USE_COMPILED_LOOPS = True
 _COMPILED_DTYPES = (torch.float32, torch.bfloat16, torch.float64)
 _PACKABLE = (torch.float32, torch.bfloat16)
-# In fp32 packing pays for large products only; below that a plain torch.mm on a contiguous weight is faster (a
-# transposed view would run MKL's slower "B transposed" GEMM, so backward weights are copied once per call). One
-# thread, 50 products, ms, contiguous torch.mm vs packed: H=1024 B=64: W_h 187 vs 160, W_h^T 204 vs 165, W_mh 45 vs
-# 42; H=512 B=32: W_h 23.4 vs 25.1, W_h^T 21.3 vs 24.9; H=256 B=32: W_h 5.2 vs 5.9, W_h^T 4.5 vs 5.5, W_mh 1.2 vs 2.0.
-# So fp32 weights are packed when their smaller side is >= PACK_MIN_SIZE. In bf16 packing always pays (224 vs 156
-# GFLOP/s at H=256, 510 vs 332 at H=1024).
+# When packing pays, measured (one thread, CPU time):
+#  * Packing costs about as much as tens of steps' products (H=1024: ~20 ms fp32, ~7 ms bf16 per call), so a call
+#    needs PACK_MIN_STEPS steps to earn it back: token-by-token generation (T=1) with packing ran 4x slower.
+#    Forward, H=1024, packed vs plain ms: fp32 B=64 T=16 102 vs 85, T=64 329 vs 339, T=256 1144 vs 1285; bf16 B=64
+#    T=16 29 vs 25, T=64 72 vs 97; bf16 B=1 T=64 40 vs 71.
+#  * In fp32 only large products gain, and only at moderate batch sizes (MKL's plain GEMM wins for small and for very
+#    tall inputs): B=8 T=64 93 vs 60, B=32 T=128 332 vs 338, B=128 T=32 288 vs 302, B=256 T=64 1075 vs 1020. Per
+#    product, 50 calls, contiguous torch.mm vs packed: H=1024 B=64 W_h 187 vs 160, W_h^T 204 vs 165; H=512 B=32 W_h
+#    23.4 vs 25.1; H=256 B=32 W_h 5.2 vs 5.9. So fp32 packs from PACK_MIN_SIZE, for PACK_FP32_BATCHES.
+#  * In bf16 packing wins at any size (224 vs 156 GFLOP/s at H=256, 510 vs 332 at H=1024).
+# Below these, torch.mm on a contiguous weight (a transposed view would run MKL's slower "B transposed" GEMM, so the
+# backward's weights are copied once per call).
+PACK_MIN_STEPS = 32
 PACK_MIN_SIZE = 1024
+PACK_FP32_BATCHES = range(32, 129)
 _packing_verified: dict[torch.dtype, bool] = {}
 
 
@@ -81,11 +89,13 @@ def _packing_works(dtype: torch.dtype) -> bool:
 class RecurrentMatmul:
     """``x @ weight (+ add)`` for a weight (in, out) that every time step reuses: packed once where possible."""
 
-    def __init__(self, weight: Tensor, batch: int, pack: bool | None = None):
+    def __init__(self, weight: Tensor, batch: int, steps: int, pack: bool | None = None):
         pack = PACK_WEIGHTS if pack is None else pack
         self.packed = None
-        large_enough = weight.dtype == torch.bfloat16 or min(weight.shape) >= PACK_MIN_SIZE
-        packable = weight.device.type == "cpu" and weight.dtype in _PACKABLE and large_enough
+        worth_it = steps >= PACK_MIN_STEPS and (
+            weight.dtype == torch.bfloat16 or (min(weight.shape) >= PACK_MIN_SIZE and batch in PACK_FP32_BATCHES)
+        )
+        packable = weight.device.type == "cpu" and weight.dtype in _PACKABLE and worth_it
         if pack and packable and _packing_works(weight.dtype):
             self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.t().contiguous(), batch)
         # Unused when packed (no transposed copy then); else contiguous, for the faster non-transposed GEMM.
@@ -125,8 +135,8 @@ def fused_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells,
     mx = time_major(mult_x)  # (T, B, H)
     masks = StepMasks.build(reset, hold, acc)
     h_init, c_init = h, c
-    state_matmul = RecurrentMatmul(w_mh, batch, pack)  # h_in @ W_mh
-    mult_matmul = RecurrentMatmul(w_h, batch, pack)  # gates_x[t] + m @ W_h
+    state_matmul = RecurrentMatmul(w_mh, batch, steps, pack)  # h_in @ W_mh
+    mult_matmul = RecurrentMatmul(w_h, batch, steps, pack)  # gates_x[t] + m @ W_h
 
     hiddens = torch.empty(steps, batch, hidden, dtype=acc, device=gx.device)
     cells = torch.empty_like(hiddens)
@@ -181,8 +191,8 @@ def fused_backward(saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs, pack
     d_cs = time_major(d_cs, acc)
     grad_h = torch.zeros_like(coefs.h_in[0]) if d_h_last is None else d_h_last.to(acc)  # dL/dh_t carried back
     grad_c = torch.zeros_like(coefs.h_in[0]) if d_c_last is None else d_c_last.to(acc)
-    gate_grad_matmul = RecurrentMatmul(w_h.t(), batch, pack)  # dz @ W_h^T
-    state_grad_matmul = RecurrentMatmul(w_mh.t(), batch, pack)  # da @ W_mh^T
+    gate_grad_matmul = RecurrentMatmul(w_h.t(), batch, steps, pack)  # dz @ W_h^T
+    state_grad_matmul = RecurrentMatmul(w_mh.t(), batch, steps, pack)  # da @ W_mh^T
 
     d_gates = torch.empty(steps, batch, four_hidden, dtype=mm_dtype, device=mx.device)  # dz, also dL/dgates_x
     d_mult = torch.empty(steps, batch, hidden, dtype=mm_dtype, device=mx.device)  # dm
@@ -244,12 +254,13 @@ class CompiledSaved:
 def _compiled_forward(ops, gates_x, mult_x, w_mh, w_h, h, c, h0, reset, hold, return_cells, save, pack, input_ids):
     """:func:`fused_forward` through the compiled loop: the same results, one C++ call for all T steps."""
     batch, acc = h.shape[0], h.dtype
+    steps = input_ids.shape[1] if input_ids is not None else gates_x.shape[1]
     gates_x, mult_x = gates_x.contiguous(), mult_x.contiguous()
     input_ids = None if input_ids is None else input_ids.long().contiguous()
     keep = None if reset is None else (~reset).to(acc).contiguous()  # (B, T)
     held = None if hold is None else hold.contiguous()  # (B, T)
-    state_matmul = RecurrentMatmul(w_mh, batch, pack)  # h_in @ W_mh
-    mult_matmul = RecurrentMatmul(w_h, batch, pack)  # m @ W_h
+    state_matmul = RecurrentMatmul(w_mh, batch, steps, pack)  # h_in @ W_mh
+    mult_matmul = RecurrentMatmul(w_h, batch, steps, pack)  # m @ W_h
     outputs = ops.forward(
         gates_x, mult_x, state_matmul.weight, mult_matmul.weight, state_matmul.packed, mult_matmul.packed,
         h.contiguous(), c.contiguous(), keep, held, input_ids, save, return_cells,
@@ -268,10 +279,10 @@ def _compiled_backward(saved: CompiledSaved, w_mh, w_h, d_hs, d_cs, d_h_last, d_
     from ._cpu_extension import cpu_ops  # loaded already: the forward ran through it
 
     need_gx, need_mx, need_w_mh, need_w_h, need_h0, need_c0 = needs
-    batch, _, hidden = saved.h_in.shape
+    batch, steps, hidden = saved.h_in.shape
     acc, dtype = saved.h_in.dtype, saved.mult_x.dtype
-    gate_grad_matmul = RecurrentMatmul(w_h.t(), batch, pack)  # dz @ W_h^T
-    state_grad_matmul = RecurrentMatmul(w_mh.t(), batch, pack)  # da @ W_mh^T
+    gate_grad_matmul = RecurrentMatmul(w_h.t(), batch, steps, pack)  # dz @ W_h^T
+    state_grad_matmul = RecurrentMatmul(w_mh.t(), batch, steps, pack)  # da @ W_mh^T
     zeros = saved.h_in.new_zeros(batch, hidden)
     d_gates, d_mult_x, d_mult_keep, mult, d_h0, d_c0 = cpu_ops().backward(
         saved.gate_coef, saved.cell_coef, saved.carry_coef, saved.mult_x, saved.products, saved.keep, saved.held,
