@@ -161,6 +161,14 @@ def test_recycled_buffers_never_overwrite_live_results(compiled):
     assert torch.equal(hs1.detach(), kept)
 
 
+def test_outputs_own_exactly_their_storage(compiled):
+    """Recycled buffers are never larger than the tensors handed out (torch.save writes whole storages)."""
+    for steps in (64, 60, 64):
+        hs, _, _, _ = mlstm_scan(*problem(8, steps, 256, seed=steps), kernel="fused")
+        assert hs.untyped_storage().nbytes() == hs.numel() * hs.element_size()
+        del hs
+
+
 def test_backward_can_run_twice_with_retain_graph(compiled):
     leaves = [x.requires_grad_() for x in problem(4, 6, 8)]
     hs, _, h_last, c_last = mlstm_scan(*leaves, kernel="fused")

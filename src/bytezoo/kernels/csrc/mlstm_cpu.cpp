@@ -207,9 +207,10 @@ class BufferPool {
     for (Entry& entry : entries_) {
       const at::Tensor& owner = entry.owner;
       const bool idle = owner.use_count() == 1 && owner.storage().use_count() == 1;
-      if (idle && owner.dtype() == options.dtype() && owner.numel() >= numel && owner.numel() <= numel + numel / 2) {
+      // Exact sizes only: a handed-out tensor's storage is never larger than the tensor (torch.save writes storages).
+      if (idle && owner.dtype() == options.dtype() && owner.numel() == numel) {
         entry.last_call = calls_;
-        return owner.narrow(0, 0, numel).view(sizes);
+        return owner.view(sizes);
       }
     }
     at::Tensor owner = at::empty({numel}, options);
