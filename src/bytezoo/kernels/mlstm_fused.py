@@ -179,10 +179,11 @@ def fused_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells,
     return hs, cs, h.to(state_dtype, copy=True), c.to(state_dtype, copy=True), saved
 
 
-def fused_backward(saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs, pack=None):
-    """The backward recurrence. ``needs`` = (gates_x, mult_x, w_mh, w_h, h0, c0) input-gradient flags."""
+def fused_backward(saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs, pack=None, hs=None):
+    """The backward recurrence. ``needs`` = (gates_x, mult_x, w_mh, w_h, h0, c0) input-gradient flags; ``hs`` the
+    forward's output, which the compiled path reads."""
     if isinstance(saved, CompiledSaved):
-        return _compiled_backward(saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs, pack)
+        return _compiled_backward(saved, hs, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs, pack)
     coefs, products, mx = saved
     steps, batch, four_hidden = coefs.gate_coef.shape
     hidden = four_hidden // 4
@@ -243,7 +244,7 @@ class CompiledSaved:
     gate_coef: Tensor  # P (B, T, 4H) accumulate dtype
     cell_coef: Tensor  # K (B, T, H)
     carry_coef: Tensor  # FK (B, T, H)
-    h_in: Tensor  # (B, T, H) the state each step read (after reset), accumulate dtype
+    h_in_0: Tensor  # (B, H) the state step 0 read (after its reset), accumulate dtype; later steps read hs[:, t-1]
     products: Tensor  # (B, T, H) a = h_in @ W_mh, input dtype
     mult_x: Tensor  # (B, T, H)
     keep: Tensor | None  # (B, T) accumulate dtype, 0 where the state restarts
@@ -269,21 +270,25 @@ def _compiled_forward(ops, gates_x, mult_x, w_mh, w_h, h, c, h0, reset, hold, re
     state_dtype = gates_x.dtype if h0 is None else h0.dtype
     saved = None
     if save:
-        products, gate_coef, cell_coef, carry_coef, h_in = outputs[4:]
-        saved = CompiledSaved(gate_coef, cell_coef, carry_coef, h_in, products, mult_x, keep, held, input_ids)
+        products, gate_coef, cell_coef, carry_coef, h_in_0 = outputs[4:]
+        saved = CompiledSaved(gate_coef, cell_coef, carry_coef, h_in_0, products, mult_x, keep, held, input_ids)
     return hs, cs if return_cells else None, h_last.to(state_dtype), c_last.to(state_dtype), saved
 
 
-def _compiled_backward(saved: CompiledSaved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs, pack):
-    """:func:`fused_backward` through the compiled loop, then the weight gradients as two large products."""
+def _compiled_backward(saved: CompiledSaved, hs, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs, pack):
+    """:func:`fused_backward` through the compiled loop, then the weight gradients as two large products.
+
+    ``hs`` (B, T, H) is the forward's output: step t >= 1 read the state hs[:, t-1] (times its reset mask, which the
+    gradient da already carries), so the input states need not be stored.
+    """
     from ._cpu_extension import cpu_ops  # loaded already: the forward ran through it
 
     need_gx, need_mx, need_w_mh, need_w_h, need_h0, need_c0 = needs
-    batch, steps, hidden = saved.h_in.shape
-    acc, dtype = saved.h_in.dtype, saved.mult_x.dtype
+    batch, steps, hidden = hs.shape
+    acc, dtype = saved.h_in_0.dtype, saved.mult_x.dtype
     gate_grad_matmul = RecurrentMatmul(w_h.t(), batch, steps, pack)  # dz @ W_h^T
     state_grad_matmul = RecurrentMatmul(w_mh.t(), batch, steps, pack)  # da @ W_mh^T
-    zeros = saved.h_in.new_zeros(batch, hidden)
+    zeros = saved.h_in_0.new_zeros(batch, hidden)
     d_gates, d_mult_x, d_mult_keep, mult, d_h0, d_c0 = cpu_ops().backward(
         saved.gate_coef, saved.cell_coef, saved.carry_coef, saved.mult_x, saved.products, saved.keep, saved.held,
         gate_grad_matmul.weight, state_grad_matmul.weight, gate_grad_matmul.packed, state_grad_matmul.packed,
@@ -294,7 +299,7 @@ def _compiled_backward(saved: CompiledSaved, w_mh, w_h, d_hs, d_cs, d_h_last, d_
         saved.input_ids,
     )
     # dW_mh = sum over positions of h_in^T da, dW_h of m^T dz: two products over all B*T positions.
-    d_w_mh = saved.h_in.reshape(-1, hidden).to(dtype).t() @ d_mult_keep.reshape(-1, hidden) if need_w_mh else None
+    d_w_mh = _state_weight_gradient(hs, saved.h_in_0, d_mult_keep) if need_w_mh else None
     d_w_h = mult.reshape(-1, hidden).t() @ d_gates.reshape(-1, 4 * hidden) if need_w_h else None
     if saved.input_ids is not None:  # table inputs: each row's gradient sums over the positions that read it
         ids, table_rows = saved.input_ids.reshape(-1), saved.mult_x.shape[0]
@@ -310,6 +315,20 @@ def _compiled_backward(saved: CompiledSaved, w_mh, w_h, d_hs, d_cs, d_h_last, d_
     )
 
 
+def _state_weight_gradient(hs: Tensor, h_in_0: Tensor, d_mult_keep: Tensor) -> Tensor:
+    """dW_mh = sum over (b, t) of h_in[b, t]^T da[b, t], with h_in[b, t] = hs[b, t-1] for t >= 1 and h_in_0 for t = 0.
+
+    In the flat (B*T, H) layout row r-1 of hs is the input state of row r, except where a sequence starts: one product
+    over all rows, then the B sequence starts corrected (their true state in, the previous sequence's last state out).
+    """
+    batch, steps, hidden = hs.shape
+    hs_rows, da_rows = hs.reshape(-1, hidden), d_mult_keep.reshape(-1, hidden)  # (B*T, H)
+    gradient = hs_rows[:-1].t() @ da_rows[1:]  # (H, H)
+    correction = h_in_0.to(hs.dtype, copy=True)  # (B, H): the state each sequence's step 0 read ...
+    correction[1:] -= hs[:-1, -1]  # ... minus what the shifted product paired with it (b-1's last state)
+    return gradient.addmm_(correction.t(), d_mult_keep[:, 0])
+
+
 class FusedMLSTMScan(torch.autograd.Function):
     """Autograd wrapper: forward saves the backward coefficients the hand-written backward reads."""
 
@@ -319,18 +338,19 @@ class FusedMLSTMScan(torch.autograd.Function):
             gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, save=True, input_ids=input_ids
         )
         ctx.saved = saved  # internal buffers only (never the inputs or outputs), freed with the graph
-        ctx.save_for_backward(w_mh, w_h)
+        compiled = isinstance(saved, CompiledSaved)
+        ctx.save_for_backward(w_mh, w_h, hs if compiled else None)  # the compiled backward reads hs (an output)
         ctx.dtypes = (gates_x.dtype, mult_x.dtype, None if h0 is None else h0.dtype)
         return hs, cs, h_last, c_last
 
     @staticmethod
     @once_differentiable  # the hand-written backward is not itself differentiable
     def backward(ctx, d_hs, d_cs, d_h_last, d_c_last):
-        w_mh, w_h = ctx.saved_tensors
+        w_mh, w_h, hs = ctx.saved_tensors
         device_type = w_h.device.type
         needs = (*ctx.needs_input_grad[:6],)
         with torch.autocast(device_type, enabled=False):
-            grads = fused_backward(ctx.saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs)
+            grads = fused_backward(ctx.saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs, hs=hs)
         return (*grads_in_input_dtypes(grads, ctx.dtypes), None, None, None, None)  # none for masks, flag, ids
 
 

@@ -90,7 +90,7 @@ inline void gate_row(int64_t hidden, const mm_t* __restrict z, const mm_t* __res
 template <typename mm_t, typename acc_t>
 inline void finish_row(int64_t hidden, const acc_t* __restrict h, const acc_t* __restrict c, acc_t keep_next,
                        mm_t* __restrict hs, mm_t* __restrict cs, acc_t* __restrict h_in, acc_t* __restrict c_in,
-                       mm_t* __restrict h_in_mm, acc_t* __restrict saved_h_in) {
+                       mm_t* __restrict h_in_mm) {
 #pragma GCC ivdep
   for (int64_t j = 0; j < hidden; ++j) {
     hs[j] = static_cast<mm_t>(h[j]);
@@ -99,7 +99,6 @@ inline void finish_row(int64_t hidden, const acc_t* __restrict h, const acc_t* _
   }
   if (cs != nullptr) std::transform(c, c + hidden, cs, [](acc_t v) { return static_cast<mm_t>(v); });
   if (h_in_mm != nullptr) std::transform(h_in, h_in + hidden, h_in_mm, [](acc_t v) { return static_cast<mm_t>(v); });
-  if (saved_h_in != nullptr) std::copy_n(h_in, hidden, saved_h_in);
 }
 
 // m = a * mult_x (and a kept for the backward when `saved` is given).
@@ -284,13 +283,12 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& gates_x, const at::Tensor
   at::Tensor mult = at::empty({batch, hidden}, mm_options);  // m = a * mult_x
   at::Tensor a_buffer = at::empty({batch, hidden}, mm_options);
   at::Tensor z_buffer = at::empty({batch, 4 * hidden}, mm_options);
-  at::Tensor products, gate_coef, cell_coef, carry_coef, saved_h_in;
+  at::Tensor products, gate_coef, cell_coef, carry_coef;
   if (save) {
     products = large_buffer({batch, steps, hidden}, mm_options);  // a = h_in @ W_mh
     gate_coef = large_buffer({batch, steps, 4 * hidden}, acc_options);
     cell_coef = large_buffer({batch, steps, hidden}, acc_options);
     carry_coef = large_buffer({batch, steps, hidden}, acc_options);
-    saved_h_in = large_buffer({batch, steps, hidden}, acc_options);
   }
 
   const mm_t* gx = gates_x.data_ptr<mm_t>();
@@ -314,8 +312,8 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& gates_x, const at::Tensor
       c_in_ptr[j] *= keep0;
       if (h_in_mm_ptr) h_in_mm_ptr[j] = static_cast<mm_t>(h_in_ptr[j]);
     }
-    if (save) std::copy_n(h_in_ptr + b * hidden, hidden, saved_h_in.data_ptr<acc_t>() + at_bt(b, 0, hidden));
   }
+  const at::Tensor h_in_0 = save ? h_in.clone() : at::Tensor();
 
   for (int64_t t = 0; t < steps; ++t) {
     // a = h_in @ W_mh; m = a * mult_x[:, t].
@@ -357,14 +355,15 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& gates_x, const at::Tensor
         finish_row<mm_t, acc_t>(hidden, h_new_ptr + row, c_new_ptr + row, keep_next,
                                 hs.data_ptr<mm_t>() + at_bt(b, t, hidden),
                                 return_cells ? cs.data_ptr<mm_t>() + at_bt(b, t, hidden) : nullptr,
-                                h_in_ptr + row, c_in_ptr + row, h_in_mm_ptr ? h_in_mm_ptr + row : nullptr,
-                                (save && has_next) ? saved_h_in.data_ptr<acc_t>() + at_bt(b, t + 1, hidden) : nullptr);
+                                h_in_ptr + row, c_in_ptr + row, h_in_mm_ptr ? h_in_mm_ptr + row : nullptr);
       }
     });
   }
+  // The backward's dW_mh also needs every step's input state h_in; it is hs shifted by one step (times the reset
+  // mask), so it is not stored: the caller keeps hs and step 0's input state, returned here.
   std::vector<at::Tensor> result{hs, cs, h_new, c_new};
   if (save) {
-    for (const at::Tensor& tensor : {products, gate_coef, cell_coef, carry_coef, saved_h_in}) result.push_back(tensor);
+    for (const at::Tensor& tensor : {products, gate_coef, cell_coef, carry_coef, h_in_0}) result.push_back(tensor);
   }
   return result;
 }
