@@ -28,7 +28,6 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ._scan_common import (
-    BackwardCoefficients,
     StepMasks,
     accumulate_dtype,
     backward_coefficients,
@@ -321,7 +320,7 @@ def _state_weight_gradient(hs: Tensor, h_in_0: Tensor, d_mult_keep: Tensor) -> T
     In the flat (B*T, H) layout row r-1 of hs is the input state of row r, except where a sequence starts: one product
     over all rows, then the B sequence starts corrected (their true state in, the previous sequence's last state out).
     """
-    batch, steps, hidden = hs.shape
+    hidden = hs.shape[-1]
     hs_rows, da_rows = hs.reshape(-1, hidden), d_mult_keep.reshape(-1, hidden)  # (B*T, H)
     gradient = hs_rows[:-1].t() @ da_rows[1:]  # (H, H)
     correction = h_in_0.to(hs.dtype, copy=True)  # (B, H): the state each sequence's step 0 read ...
