@@ -116,6 +116,52 @@ def test_resume_after_sigkill_ends_bitwise_equal_to_an_uninterrupted_run(corpus,
     assert steps_logged == list(range(1, steps + 1))  # the lines logged after the checkpoint were dropped, then redone
 
 
+def test_a_spent_time_budget_stops_cleanly_and_resume_ends_bitwise_equal(corpus, tmp_path, monkeypatch):
+    steps = 12
+    reference = pretrain(data=[str(corpus)], output=str(tmp_path / "reference"), max_steps=steps, lr=3e-3, **TINY_OPTIONS)
+    assert reference["stopped_by"] == "max_steps"
+
+    calls = []
+
+    def fake_clock():  # the deadline is set at call 1; the budget is spent from the fifth step's check (call 6) on
+        calls.append(1)
+        return 1000.0 + (100.0 if len(calls) > 5 else 0.0)
+
+    output = tmp_path / "budget"
+    monkeypatch.setattr(trainer.StopRequest, "clock", staticmethod(fake_clock))
+    stopped = pretrain(data=[str(corpus)], output=str(output), max_steps=steps, max_time=50.0, lr=3e-3, **TINY_OPTIONS)
+    monkeypatch.undo()
+    assert stopped["stopped_by"] == "max_time" and stopped["steps"] == 5
+    saved = ckpt.checkpoint_dirs(output)  # a stopped run leaves a checkpoint (no --save-every needed) and a model
+    assert [p.name for p in saved] == [f"step-{stopped['steps']:08d}"]
+    assert json.loads((output / "model" / "training_summary.json").read_text())["stopped_by"] == "max_time"
+    assert bytezoo.from_pretrained(output / "model").config.hidden_size == 16
+
+    finished = pretrain(data=[str(corpus)], output=str(output), max_steps=steps, lr=3e-3, resume="latest", **TINY_OPTIONS)
+    assert finished["steps"] == steps and finished["stopped_by"] == "max_steps"
+    expected, got = exported(tmp_path / "reference"), exported(output)
+    assert all(torch.equal(expected[name], got[name]) for name in expected)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_at_the_next_step_with_a_checkpoint_and_an_export(corpus, tmp_path):
+    output = tmp_path / "preempted"
+    command = [sys.executable, "-m", "bytezoo.cli", "pretrain", *TINY, "--data", str(corpus), "--output", str(output),
+               "--max-steps", "100000", "--lr", "3e-3"]
+    victim = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = output / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while victim.poll() is None and time.monotonic() < deadline and not (metrics.exists() and metrics.stat().st_size):
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGTERM)
+    out, err = victim.communicate(timeout=120)
+    assert victim.returncode == 0, err[-2000:]
+    summary = json.loads((output / "model" / "training_summary.json").read_text())
+    assert summary["stopped_by"] == "sigterm" and 0 < summary["steps"] < 100000
+    assert "stopped at step" in out and "--resume" in out
+    assert ckpt.checkpoint_dirs(output)[-1].name == f"step-{summary['steps']:08d}"
+
+
 def test_a_crash_mid_save_leaves_the_previous_checkpoint_to_resume_from(corpus, tmp_path, monkeypatch):
     options = dict(data=[str(corpus)], output=str(tmp_path / "run"), max_steps=6, save_every=2, lr=3e-3, **TINY_OPTIONS)
     real_save_file, calls = ckpt.save_file, []
@@ -205,6 +251,22 @@ def test_bad_input_fails_before_training_with_a_clear_error(corpus, tmp_path, ca
     assert "bytezoo pretrain: error:" in error
     assert re.search(message, error), error
     assert not (tmp_path / "out" / "model").exists()
+
+
+@pytest.mark.parametrize("text, seconds", [("3600", 3600.0), ("90s", 90.0), ("45m", 2700.0), ("4h", 14400.0), ("1.5d", 129600.0)])
+def test_max_time_durations(text, seconds):
+    from bytezoo.pretrain.cli import _duration
+
+    assert _duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["0", "-5m", "soon", "4x", ""])
+def test_bad_max_time_is_refused_by_name(text, capsys):
+    with pytest.raises(SystemExit):
+        bytezoo_main(["pretrain", *TINY, "--data", "x.txt", "--output", "out", "--max-time", text])
+    assert "--max-time" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="max_time must be > 0 seconds"):
+        trainer.PretrainConfig(data=["x.txt"], output="out", max_time=0).resolved()
 
 
 def test_help_documents_the_options(capsys):

@@ -22,7 +22,8 @@ OUTPUT (a local directory) receives:
   tensorboard/         the same scalars for TensorBoard
   curves.png           BPC and learning rate against characters seen
   summary.json         the run's summary (as training_summary.json)
-  checkpoints/step-N/  periodic checkpoints (with --save-every); --resume continues from the newest
+  checkpoints/step-N/  periodic checkpoints (with --save-every), and one when a run stops early (--max-time,
+                       SIGTERM); --resume continues from the newest
 """
 
 
@@ -34,6 +35,19 @@ def _key_value(text: str) -> tuple[str, object]:
         return key, json.loads(value)
     except json.JSONDecodeError:
         return key, value
+
+
+def _duration(text: str) -> float:
+    """Seconds from "3600", "90s", "45m", "4h" or "1.5d"."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1].lower()) if text and text[-1].lower() in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a duration like 3600, 90s, 45m, 4h or 1.5d; got {text!r}") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"the duration must be positive; got {text!r}")
+    return seconds
 
 
 def register(subparsers) -> None:
@@ -60,6 +74,10 @@ def register(subparsers) -> None:
     length = train.add_mutually_exclusive_group()
     length.add_argument("--max-steps", type=int, help="optimizer steps to run")
     length.add_argument("--epochs", type=float, help="passes over the corpus (default: 1 when --max-steps is not given)")
+    train.add_argument("--max-time", type=_duration, metavar="DURATION",
+                       help="wall-clock budget of this invocation (3600, 45m, 4h): once spent, stop at the next step, then "
+                            "evaluate, checkpoint and export as at the end; --resume continues. SIGTERM (a scheduler's "
+                            "preemption notice) stops the same way. The schedule still spans --max-steps/--epochs")
     train.add_argument("--recipe", choices=["puri2018"],
                        help="a named preset; puri2018 = Puri et al. 2018's large-batch recipe: lr 5e-4 per 128 sequences scaled "
                             "linearly and capped at 3e-3, 2%% warmup, linear decay to zero. Explicit options override it")

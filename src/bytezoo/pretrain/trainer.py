@@ -3,6 +3,10 @@
 One process, ``accelerate launch`` or ``torchrun`` run the same code. The loop reads top to bottom:
 Accelerator -> seed -> data (validated before anything else) -> model, Adam -> prepare -> resume ->
 [window -> forward with the carried state -> fp32 loss -> backward -> clip -> lr -> step] -> eval -> save -> export.
+
+A run ends after ``max_steps`` (or ``epochs``), or earlier and just as cleanly (final checkpoint, export, summary)
+when its wall-clock budget ``max_time`` is spent or the process receives SIGTERM (a scheduler's preemption notice);
+``--resume`` then continues it.
 """
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ import dataclasses
 import json
 import math
 import os
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -48,6 +54,7 @@ class PretrainConfig:
     seq_len: int = 256
     max_steps: int | None = None
     epochs: float | None = None  # used when max_steps is None; default 1
+    max_time: float | None = None  # seconds of wall clock for this invocation; then stop cleanly
     recipe: str | None = None
     lr: float | None = None  # default 5e-4
     lr_scaling: str | None = None  # default "none"
@@ -84,6 +91,8 @@ class PretrainConfig:
             problems.append(f"max_steps must be >= 1 (got {config.max_steps})")
         if config.epochs is not None and config.epochs <= 0:
             problems.append(f"epochs must be > 0 (got {config.epochs})")
+        if config.max_time is not None and not config.max_time > 0:
+            problems.append(f"max_time must be > 0 seconds (got {config.max_time})")
         if not config.lr > 0:
             problems.append(f"lr must be > 0 (got {config.lr})")
         if config.schedule not in SCHEDULES:
@@ -200,6 +209,46 @@ def evaluate(accelerator, model, windows) -> float:
     return (totals[0] / totals[1]).item() / LN2
 
 
+class StopRequest:
+    """Why the loop should end early: SIGTERM during the run, or the wall-clock budget spent. A context manager: the
+    SIGTERM handler is installed for the run only (main thread only, where Python delivers signals).
+
+    Every process must leave the loop at the same step (the next collective would hang otherwise), so with several
+    processes the flags are pooled (summed) every ``every`` steps, by all of them at the same steps.
+    """
+
+    clock = staticmethod(time.monotonic)  # seconds; a test may replace it
+
+    def __init__(self, max_time: float | None):
+        self.deadline = None if max_time is None else self.clock() + max_time
+        self.signalled = False
+        self._previous = None
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self.signalled = True
+
+    def reason(self, accelerator, step: int, every: int) -> str | None:
+        """"sigterm", "max_time" or None, agreed by every process."""
+        out_of_time = self.deadline is not None and self.clock() >= self.deadline
+        flags = torch.tensor([float(self.signalled), float(out_of_time)], device=accelerator.device)
+        if accelerator.num_processes > 1:
+            if step % every:
+                return None  # pooling is a collective: every process pools at the same steps, now and then
+            flags = accelerator.reduce(flags, reduction="sum")
+        if flags[0] > 0:
+            return "sigterm"
+        return "max_time" if flags[1] > 0 else None
+
+
 def run(config: PretrainConfig) -> dict:
     """Pretrain as ``config`` says; return the run's summary (also saved beside the exported model)."""
     try:
@@ -293,56 +342,62 @@ def _run(config: PretrainConfig) -> dict:
         return ckpt.save_checkpoint(accelerator, output, train_state, h_c, config.keep_checkpoints)
 
     model.train()
-    while position["step"] < total_steps:
-        lr = schedule(position["updates"])  # a function of applied updates: a skipped fp16 step does not advance it
-        for _ in range(config.grad_accum_steps):
-            if len(windows) == 0:  # next epoch: a new file order and stream permutation; every state resets
-                position["epoch"], position["window"] = position["epoch"] + 1, 0
-                windows = train_windows(position["epoch"], 0)
-            window = next(windows)
-            position["window"] += 1
-            input_ids, targets, reset = (t.to(accelerator.device) for t in (window.input_ids, window.targets, window.reset_mask))
-            with accelerator.accumulate(model):
-                out = model(input_ids=input_ids, state=state, reset_mask=reset, use_cache=True)  # logits (B, T, 256)
-                nll, count = token_loss(out.logits, targets)
-                # Divide by every position, counted or not, so that P processes x B/P streams average to 1 x B.
-                accelerator.backward(nll / targets.numel())
-                state = tuple(part.detach() for part in out.state)
-                pooled = accelerator.reduce(torch.stack([nll.detach(), count.float()]), reduction="sum")
-                if config.mixed_precision != "fp16" and not torch.isfinite(pooled[0]):
-                    raise NonFiniteLossError(
-                        f"the loss is {pooled[0].item()} at step {position['step'] + 1}; stopping before the update. "
-                        f"Last good checkpoint: {last_checkpoint or 'none'}. Lower --lr, or check the data.")
-                if accelerator.sync_gradients and config.clip_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            interval["nll"] += pooled[0].item()
-            interval["count"] += pooled[1].item()
-        if not accelerator.optimizer_step_was_skipped:
-            position["updates"] += 1
-        position["step"] += 1
-        position["characters_seen"] += chars_per_step
-        interval["steps"] += 1
-        bar.update(1)
+    stopped_by = None
+    with StopRequest(config.max_time) as stop:
+        while position["step"] < total_steps:
+            lr = schedule(position["updates"])  # a function of applied updates: a skipped fp16 step does not advance it
+            for _ in range(config.grad_accum_steps):
+                if len(windows) == 0:  # next epoch: a new file order and stream permutation; every state resets
+                    position["epoch"], position["window"] = position["epoch"] + 1, 0
+                    windows = train_windows(position["epoch"], 0)
+                window = next(windows)
+                position["window"] += 1
+                input_ids, targets, reset = (t.to(accelerator.device) for t in (window.input_ids, window.targets, window.reset_mask))
+                with accelerator.accumulate(model):
+                    out = model(input_ids=input_ids, state=state, reset_mask=reset, use_cache=True)  # logits (B, T, 256)
+                    nll, count = token_loss(out.logits, targets)
+                    # Divide by every position, counted or not, so that P processes x B/P streams average to 1 x B.
+                    accelerator.backward(nll / targets.numel())
+                    state = tuple(part.detach() for part in out.state)
+                    pooled = accelerator.reduce(torch.stack([nll.detach(), count.float()]), reduction="sum")
+                    if config.mixed_precision != "fp16" and not torch.isfinite(pooled[0]):
+                        raise NonFiniteLossError(
+                            f"the loss is {pooled[0].item()} at step {position['step'] + 1}; stopping before the update. "
+                            f"Last good checkpoint: {last_checkpoint or 'none'}. Lower --lr, or check the data.")
+                    if accelerator.sync_gradients and config.clip_grad_norm > 0:
+                        accelerator.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                interval["nll"] += pooled[0].item()
+                interval["count"] += pooled[1].item()
+            if not accelerator.optimizer_step_was_skipped:
+                position["updates"] += 1
+            position["step"] += 1
+            position["characters_seen"] += chars_per_step
+            interval["steps"] += 1
+            bar.update(1)
 
-        if position["step"] % config.log_every == 0 or position["step"] == total_steps:
-            seconds = time.perf_counter() - interval["start"]
-            loss = interval["nll"] / max(interval["count"], 1.0)
-            train_bpc = loss / LN2
-            record = {"step": position["step"], "updates": position["updates"], "epoch": position["epoch"],
-                      "characters_seen": position["characters_seen"], "loss": loss, "bpc": train_bpc, "lr": lr,
-                      "chars_per_second": interval["steps"] * chars_per_step / seconds}
-            metrics.write(record)
-            bar.set_postfix_str(f"{record['chars_per_second']:,.0f} char/s  loss {loss:.3f}  bpc {train_bpc:.3f}  lr {lr:.2e}")
-            interval = {"nll": 0.0, "count": 0.0, "start": time.perf_counter(), "steps": 0}
-        if make_val_windows and config.eval_every and position["step"] % config.eval_every == 0 and position["step"] < total_steps:
-            val_bpc = evaluate(accelerator, accelerator.unwrap_model(model), make_val_windows())
-            metrics.write({"step": position["step"], "characters_seen": position["characters_seen"], "val_bpc": val_bpc})
-        if config.save_every and position["step"] % config.save_every == 0 and position["step"] < total_steps:
-            last_checkpoint = save()
+            if position["step"] % config.log_every == 0 or position["step"] == total_steps:
+                seconds = time.perf_counter() - interval["start"]
+                loss = interval["nll"] / max(interval["count"], 1.0)
+                train_bpc = loss / LN2
+                record = {"step": position["step"], "updates": position["updates"], "epoch": position["epoch"],
+                          "characters_seen": position["characters_seen"], "loss": loss, "bpc": train_bpc, "lr": lr,
+                          "chars_per_second": interval["steps"] * chars_per_step / seconds}
+                metrics.write(record)
+                bar.set_postfix_str(f"{record['chars_per_second']:,.0f} char/s  loss {loss:.3f}  bpc {train_bpc:.3f}  lr {lr:.2e}")
+                interval = {"nll": 0.0, "count": 0.0, "start": time.perf_counter(), "steps": 0}
+            if make_val_windows and config.eval_every and position["step"] % config.eval_every == 0 and position["step"] < total_steps:
+                val_bpc = evaluate(accelerator, accelerator.unwrap_model(model), make_val_windows())
+                metrics.write({"step": position["step"], "characters_seen": position["characters_seen"], "val_bpc": val_bpc})
+            if config.save_every and position["step"] % config.save_every == 0 and position["step"] < total_steps:
+                last_checkpoint = save()
+            stopped_by = stop.reason(accelerator, position["step"], config.log_every)
+            if stopped_by is not None:
+                break
+
     bar.close()
     train_seconds = time.perf_counter() - run_start
 
@@ -350,8 +405,11 @@ def _run(config: PretrainConfig) -> dict:
     if make_val_windows:
         val_bpc = evaluate(accelerator, accelerator.unwrap_model(model), make_val_windows())
         metrics.write({"step": position["step"], "characters_seen": position["characters_seen"], "val_bpc": val_bpc})
-    if config.save_every or config.resume:
+    if config.save_every or config.resume or stopped_by is not None:  # a stopped run is meant to be resumed
         last_checkpoint = save()
+    if stopped_by is not None and main:
+        print(f"stopped at step {position['step']} of {total_steps} ({'SIGTERM' if stopped_by == 'sigterm' else '--max-time spent'}); "
+              f"checkpoint {last_checkpoint}; continue with --resume")
     metrics.close()
     summary = {
         "model": config.model, "model_config": config.model_config, "data": config.data, "val_data": config.val_data,
@@ -364,6 +422,7 @@ def _run(config: PretrainConfig) -> dict:
         "lr": config.lr, "peak_lr": peak_lr, "lr_scaling": config.lr_scaling, "lr_cap": config.lr_cap,
         "schedule": config.schedule, "warmup_steps": schedule.warmup_steps, "recipe": config.recipe, "seed": config.seed,
         "resumed_from": str(resumed_from) if resumed_from else None,
+        "max_steps": total_steps, "stopped_by": stopped_by or "max_steps", "max_time": config.max_time,
     }
     if main:
         from bytezoo import ByteTokenizer, __version__
