@@ -238,15 +238,16 @@ class StopRequest:
 
     def reason(self, accelerator, step: int, every: int) -> str | None:
         """"sigterm", "max_time" or None, agreed by every process."""
+        if accelerator.num_processes > 1 and step % every:
+            return None  # pooling is a collective: every process pools at the same steps, now and then
+        signalled = self.signalled
         out_of_time = self.deadline is not None and self.clock() >= self.deadline
-        flags = torch.tensor([float(self.signalled), float(out_of_time)], device=accelerator.device)
         if accelerator.num_processes > 1:
-            if step % every:
-                return None  # pooling is a collective: every process pools at the same steps, now and then
-            flags = accelerator.reduce(flags, reduction="sum")
-        if flags[0] > 0:
+            flags = torch.tensor([float(signalled), float(out_of_time)], device=accelerator.device)
+            signalled, out_of_time = (bool(flag > 0) for flag in accelerator.reduce(flags, reduction="sum"))
+        if signalled:
             return "sigterm"
-        return "max_time" if flags[1] > 0 else None
+        return "max_time" if out_of_time else None
 
 
 def run(config: PretrainConfig) -> dict:
