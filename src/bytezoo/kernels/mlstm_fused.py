@@ -114,7 +114,8 @@ def fused_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells,
     """The forward recurrence. Returns (hs, cs, h_T, c_T, saved) with ``saved`` the backward's inputs or None.
 
     Matrix products run in the inputs' dtype; the state and the gate math in :func:`accumulate_dtype` of it.
-    ``input_ids`` (B, T): gates_x and mult_x are (V, ...) tables (see :func:`bytezoo.kernels.mlstm_scan`).
+    ``input_ids`` (B, T): gates_x and mult_x are (V, ...) tables (see :func:`bytezoo.kernels.mlstm_scan`); only the
+    compiled loops take them (:func:`mlstm_scan_fused` gathers the rows, under autograd, for the PyTorch loops).
     """
     batch, steps = input_ids.shape if input_ids is not None else gates_x.shape[:2]
     hidden = gates_x.shape[-1] // 4
@@ -128,7 +129,7 @@ def fused_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells,
             ops, gates_x, mult_x, w_mh, w_h, h, c, h0, reset, hold, return_cells, save, pack, input_ids
         )
     if input_ids is not None:
-        gates_x, mult_x = gather_rows(gates_x, mult_x, input_ids)
+        raise RuntimeError("the plain-PyTorch loops take gathered inputs: call mlstm_scan_fused, which gathers the rows")
     four_hidden = 4 * hidden
     gx = time_major(gates_x)  # (T, B, 4H)
     mx = time_major(mult_x)  # (T, B, H)
