@@ -171,6 +171,87 @@ def test_generate_continues_from_a_carried_state(model):
     assert torch.equal(beams_state[:, 4:], beams_scratch[:, 12:])
 
 
+class ForwardLengths:
+    """Records the number of positions of every forward through a model's recurrent body."""
+
+    def __init__(self, model):
+        self.lengths: list[int] = []
+        self._handle = model.base_model.register_forward_pre_hook(self._record, with_kwargs=True)
+
+    def _record(self, module, args, kwargs):
+        ids = args[0] if args else kwargs["input_ids"]
+        self.lengths.append(ids.shape[1])
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._handle.remove()
+
+
+def generated_state(output):
+    """The carried state in ``generate(..., return_dict_in_generate=True)``'s output, under either name: ``cache``
+    from transformers 5.24, ``past_key_values`` before."""
+    for name in ("cache", "past_key_values"):
+        if getattr(output, name, None) is not None:
+            return getattr(output, name)
+    raise AssertionError(f"no state in {type(output).__name__}: {list(output.keys())}")
+
+
+@torch.no_grad()
+def test_decoding_feeds_one_byte_per_step_after_the_prefill(model):
+    """The state replaces re-reading: from scratch and from a carried state, each step after the first reads one byte."""
+    prompt = random_bytes(2, 6)
+    with ForwardLengths(model) as calls:
+        model.generate(prompt, max_new_tokens=5, do_sample=False)
+    assert calls.lengths == [6, 1, 1, 1, 1]
+    state = model(prompt).state
+    with ForwardLengths(model) as calls:
+        model.generate(random_bytes(2, 3), state=state, max_new_tokens=4, do_sample=True, top_k=5)
+    assert calls.lengths == [3, 1, 1, 1]
+    with ForwardLengths(model) as calls:
+        model.generate(prompt, max_new_tokens=3, num_beams=2, do_sample=False)
+    assert calls.lengths == [6, 1, 1]
+
+
+@torch.no_grad()
+def test_beam_search_with_the_state_equals_beam_search_without_it(model):
+    prompt = random_bytes(2, 5)
+    options = dict(max_new_tokens=6, num_beams=3, num_return_sequences=2, do_sample=False, output_scores=True,
+                   return_dict_in_generate=True)
+    cached = model.generate(prompt, **options)
+    uncached = model.generate(prompt, use_cache=False, **options)
+    assert cached.sequences.shape == (4, 11)
+    assert torch.equal(cached.sequences, uncached.sequences)
+    torch.testing.assert_close(cached.sequences_scores, uncached.sequences_scores, atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_seeded_sampling_from_a_carried_state_equals_sampling_from_scratch(model):
+    text = random_bytes(2, 10)
+    seed = int(torch.randint(0, 2**31 - 1, ()))
+    state = model(text[:, :7]).state
+    torch.manual_seed(seed)
+    from_state = model.generate(text[:, 7:], state=state, max_new_tokens=12, do_sample=True, temperature=1.3)
+    torch.manual_seed(seed)
+    from_scratch = model.generate(text, max_new_tokens=12, do_sample=True, temperature=1.3)
+    assert torch.equal(from_state[:, 3:], from_scratch[:, 10:])
+
+
+@torch.no_grad()
+def test_generate_hands_back_the_final_state_to_continue_from(model):
+    """The returned state covers every byte but the last one generated, like a KV cache: feeding that byte with it
+    continues the text exactly."""
+    prompt = random_bytes(2, 6)
+    first = model.generate(prompt, max_new_tokens=4, do_sample=False, return_dict_in_generate=True)
+    state = generated_state(first)
+    expected = model(first.sequences[:, :-1]).state
+    torch.testing.assert_close(tuple(state), tuple(expected), atol=1e-5, rtol=1e-5)
+    more = model.generate(first.sequences[:, -1:], state=tuple(state), max_new_tokens=5, do_sample=False)
+    at_once = model.generate(prompt, max_new_tokens=9, do_sample=False)
+    assert torch.equal(torch.cat([first.sequences, more[:, 1:]], dim=1), at_once)
+
+
 def test_save_and_load_round_trip(model, tmp_path):
     model.save_pretrained(tmp_path)
     ByteTokenizer().save_pretrained(tmp_path)

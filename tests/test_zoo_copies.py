@@ -19,6 +19,7 @@ COPIED_METHODS = [
     "forward",
     "_supports_default_dynamic_cache",
     "prepare_inputs_for_generation",
+    "_update_model_kwargs_for_generation",
     "_expand_inputs_for_generation",
     "_reorder_cache",
 ]

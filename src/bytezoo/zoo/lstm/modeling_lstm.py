@@ -95,6 +95,10 @@ class ByteLSTMPreTrainedModel(ByteZooModelMixin, PreTrainedModel):
 class ByteLSTMModel(ByteLSTMPreTrainedModel):
     """Byte embedding followed by a multi-layer ``nn.LSTM``; same inputs and outputs as ``MLSTMModel``."""
 
+    # save_pretrained copies this file beside the weights and writes `auto_map`, so the checkpoint loads with
+    # trust_remote_code where bytezoo is absent (what `register_for_auto_class("AutoModel")` would set).
+    _auto_class = "AutoModel"
+
     def __init__(self, config: ByteLSTMConfig):
         super().__init__(config)
         self.embeddings = nn.Embedding(config.vocab_size, config.embedding_size)
@@ -232,6 +236,10 @@ class ByteLSTMForCausalLM(ByteLSTMPreTrainedModel, GenerationMixin):
     >>> out = model(torch.tensor([list(b"Hello")]))
     ```"""
 
+    # save_pretrained copies this file beside the weights and writes `auto_map`, so the checkpoint loads with
+    # trust_remote_code where bytezoo is absent (what `register_for_auto_class("AutoModelForCausalLM")` would set).
+    _auto_class = "AutoModelForCausalLM"
+
     _tied_weights_keys: dict[str, str] = {}
 
     def __init__(self, config: ByteLSTMConfig):
@@ -313,6 +321,19 @@ class ByteLSTMForCausalLM(ByteLSTMPreTrainedModel, GenerationMixin):
             if key in kwargs:
                 model_inputs[key] = kwargs[key]
         return model_inputs
+
+    def _update_model_kwargs_for_generation(
+        self, outputs, model_kwargs: dict, is_encoder_decoder: bool = False, num_new_tokens: int = 1
+    ) -> dict:
+        # Carry the state from step t to step t+1 ourselves, as RWKV does inside transformers. Up to 5.23 the base
+        # class copied any output field named like a cache (`past_key_values`, `cache_params`, `state`, ...); 5.24
+        # copies only `cache`, so without this every step restarted from no state. Why not the `Cache` route (Mamba's
+        # `cache=`): its argument was renamed in 5.24 and `cache_utils.py` changed in every minor release 5.17-5.24,
+        # while this hook and the tuple `state` have kept their meaning in all of them. The same `state` key is what
+        # beam search reorders (`_reorder_cache`) and what `return_dict_in_generate` hands back.
+        if "state" in outputs and outputs["state"] is not None:
+            model_kwargs["state"] = outputs["state"]
+        return super()._update_model_kwargs_for_generation(outputs, model_kwargs, is_encoder_decoder, num_new_tokens)
 
     def _expand_inputs_for_generation(self, expand_size: int = 1, is_encoder_decoder: bool = False, input_ids=None, **model_kwargs):
         state = model_kwargs.pop("state", None)
