@@ -10,6 +10,20 @@ Importing bytezoo registers its models and tokenizer with transformers' Auto cla
 """
 __version__ = "0.1.0"
 
-from .zoo import ByteTokenizer, create_model, from_pretrained, get_model_info, list_models, register_model  # noqa: E402
+# Submodules and their names load on first use (SPEC 1, PEP 562), so `bytezoo --help` and `import bytezoo` do not pay
+# for torch, accelerate, scikit-learn or matplotlib up front.
+import lazy_loader as _lazy
 
-__all__ = ["ByteTokenizer", "create_model", "from_pretrained", "get_model_info", "list_models", "register_model", "__version__"]
+from .zoo.auto import install_auto_class_hooks as _install_auto_class_hooks
+
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submodules=["datasets", "demo", "hub", "kernels", "pretrain", "transfer", "zoo"],
+    submod_attrs={
+        "zoo": ["ByteTokenizer", "create_model", "from_pretrained", "get_model_info", "list_models", "register_model"],
+    },
+)
+__all__ = [*__all__, "__version__"]
+
+# The Auto classes learn bytezoo's models when transformers loads them: at once if it already has, else right after.
+_install_auto_class_hooks()

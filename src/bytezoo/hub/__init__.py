@@ -18,30 +18,17 @@ fsspec's configuration and are never written anywhere.
 The command line does the same: ``bytezoo hub push DIR URL [--tag T]``, ``bytezoo hub pull URL[@REF] [DIR]``,
 ``bytezoo hub ls URL``.
 """
-from .api import VersionInfo, ls, pull, push, resolve
-from .cache import Cache, default_cache_dir
-from .card import make_model_card
-from .errors import HubError, IntegrityError, ManifestError, NotFoundError, OfflineError, UnsafeFileError
-from .manifest import FileEntry, Manifest, Tag
-from .safety import ALLOWED_SUFFIXES
+import lazy_loader as _lazy
 
-__all__ = [
-    "push",
-    "pull",
-    "ls",
-    "resolve",
-    "VersionInfo",
-    "Cache",
-    "default_cache_dir",
-    "make_model_card",
-    "Manifest",
-    "FileEntry",
-    "Tag",
-    "ALLOWED_SUFFIXES",
-    "HubError",
-    "IntegrityError",
-    "ManifestError",
-    "NotFoundError",
-    "OfflineError",
-    "UnsafeFileError",
-]
+# Lazy: `bytezoo hub --help` must not import fsspec's back ends.
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "api": ["VersionInfo", "ls", "pull", "push", "resolve"],
+        "cache": ["Cache", "default_cache_dir"],
+        "card": ["make_model_card"],
+        "errors": ["HubError", "IntegrityError", "ManifestError", "NotFoundError", "OfflineError", "UnsafeFileError"],
+        "manifest": ["FileEntry", "Manifest", "Tag"],
+        "safety": ["ALLOWED_SUFFIXES"],
+    },
+)

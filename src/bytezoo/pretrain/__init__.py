@@ -6,15 +6,22 @@
 
 The exported model is ``OUTPUT/model/`` (``AutoModelForCausalLM.from_pretrained`` after ``import bytezoo``).
 """
-from .data import ByteStreams, DataError, StreamLayout, expand_sources
-from .schedules import RECIPES, Schedule, scaled_lr
-from .trainer import NonFiniteLossError, PretrainConfig, run
+import lazy_loader as _lazy
+
+# Lazy: `bytezoo pretrain --help` must not import accelerate and torch.
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "data": ["ByteStreams", "DataError", "StreamLayout", "expand_sources"],
+        "schedules": ["RECIPES", "Schedule", "scaled_lr"],
+        "trainer": ["NonFiniteLossError", "PretrainConfig", "run"],
+    },
+)
+__all__ = [*__all__, "pretrain"]
 
 
 def pretrain(**options) -> dict:
     """Run :func:`run` with :class:`PretrainConfig` ``(**options)``; return the summary dict."""
+    from .trainer import PretrainConfig, run
+
     return run(PretrainConfig(**options))
-
-
-__all__ = ["ByteStreams", "DataError", "NonFiniteLossError", "PretrainConfig", "RECIPES", "Schedule", "StreamLayout",
-           "expand_sources", "pretrain", "run", "scaled_lr"]

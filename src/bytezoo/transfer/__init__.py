@@ -7,25 +7,17 @@
 
 The command line: ``bytezoo transfer`` (report, plots, classifier), ``bytezoo classify``, ``bytezoo generate``.
 """
-from .classifier import DEFAULT_CS, SingleClassError, SparseLogisticClassifier
-from .data import DatasetError, LabeledTexts, read_dataset
-from .featurizer import Featurizer, preprocess_openai
-from .generation import Generation, generate_steered
-from .neuron import UnitTrace, unit_trace
-from .pipeline import SentimentPipeline
+import lazy_loader as _lazy
 
-__all__ = [
-    "DEFAULT_CS",
-    "DatasetError",
-    "Featurizer",
-    "Generation",
-    "LabeledTexts",
-    "SentimentPipeline",
-    "SingleClassError",
-    "SparseLogisticClassifier",
-    "UnitTrace",
-    "generate_steered",
-    "preprocess_openai",
-    "read_dataset",
-    "unit_trace",
-]
+# Lazy: `bytezoo transfer --help` must not import scikit-learn, matplotlib and torch.
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "classifier": ["DEFAULT_CS", "SingleClassError", "SparseLogisticClassifier"],
+        "data": ["DatasetError", "LabeledTexts", "read_dataset"],
+        "featurizer": ["Featurizer", "preprocess_openai"],
+        "generation": ["Generation", "generate_steered"],
+        "neuron": ["UnitTrace", "unit_trace"],
+        "pipeline": ["SentimentPipeline"],
+    },
+)

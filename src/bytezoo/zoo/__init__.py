@@ -1,29 +1,17 @@
 """The model zoo: byte-level mLSTM and LSTM language models as transformers ``PreTrainedModel``s, the byte tokenizer,
 the preset registry, and converters from the original checkpoints (``bytezoo.zoo.convert``)."""
-from .auto import from_pretrained, register_auto_classes
-from .lstm import ByteLSTMConfig, ByteLSTMForCausalLM, ByteLSTMModel
-from .mlstm import MLSTMConfig, MLSTMForCausalLM, MLSTMModel
-from .modeling_utils import CheckpointError
-from .registry import ModelInfo, create_model, get_model_info, is_model, list_models, register_model
-from .tokenization_bytes import ByteTokenizer
-from . import presets  # noqa: F401  (registers the presets)
+import lazy_loader as _lazy
 
-register_auto_classes()
-
-__all__ = [
-    "ByteTokenizer",
-    "CheckpointError",
-    "from_pretrained",
-    "MLSTMConfig",
-    "MLSTMModel",
-    "MLSTMForCausalLM",
-    "ByteLSTMConfig",
-    "ByteLSTMModel",
-    "ByteLSTMForCausalLM",
-    "ModelInfo",
-    "create_model",
-    "get_model_info",
-    "is_model",
-    "list_models",
-    "register_model",
-]
+# Loaded on first use: `bytezoo.zoo.cli` (part of `bytezoo --help`) must not import torch.
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submodules=["convert", "presets"],
+    submod_attrs={
+        "auto": ["from_pretrained", "register_auto_classes"],
+        "lstm": ["ByteLSTMConfig", "ByteLSTMForCausalLM", "ByteLSTMModel"],
+        "mlstm": ["MLSTMConfig", "MLSTMForCausalLM", "MLSTMModel"],
+        "modeling_utils": ["CheckpointError"],
+        "registry": ["ModelInfo", "create_model", "get_model_info", "is_model", "list_models", "register_model"],
+        "tokenization_bytes": ["ByteTokenizer"],
+    },
+)

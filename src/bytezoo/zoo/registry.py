@@ -19,11 +19,13 @@ from __future__ import annotations
 import difflib
 import fnmatch
 from dataclasses import dataclass, field
-from typing import Any, Callable
+import importlib
+from typing import TYPE_CHECKING, Any, Callable
 
-from transformers import PreTrainedModel
+if TYPE_CHECKING:  # imported for real only when a model is built: listing presets must not import torch
+    from transformers import PreTrainedModel
 
-ModelFactory = Callable[..., PreTrainedModel]
+ModelFactory = Callable[..., "PreTrainedModel"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,16 @@ class ModelInfo:
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
+_PRESETS_LOADING = False
+
+
+def _registry() -> dict[str, ModelInfo]:
+    """The registry, with bytezoo's own presets loaded on first use (they import the model classes)."""
+    global _PRESETS_LOADING
+    if not _PRESETS_LOADING:
+        _PRESETS_LOADING = True
+        importlib.import_module("bytezoo.zoo.presets")
+    return _REGISTRY
 
 
 def register_model(
@@ -71,7 +83,7 @@ def register_model(
 
     def decorator(fn: ModelFactory) -> ModelFactory:
         model_name = name or fn.__name__.replace("_", "-")
-        if model_name in _REGISTRY:
+        if model_name in _registry():
             raise ValueError(f"a model named {model_name!r} is already registered")
         _REGISTRY[model_name] = ModelInfo(
             name=model_name,
@@ -89,12 +101,12 @@ def register_model(
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered names matching a shell-style ``pattern`` (``"mlstm-*"``), sorted."""
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+    return sorted(n for n in _registry() if fnmatch.fnmatchcase(n, pattern))
 
 
 def get_model_info(name: str) -> ModelInfo:
     """The :class:`ModelInfo` of a registered name; a clear error (with close matches) otherwise."""
-    if name not in _REGISTRY:
+    if name not in _registry():
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else f"; registered: {', '.join(list_models())}"
         raise KeyError(f"no model named {name!r} in the zoo{hint}")
@@ -102,10 +114,10 @@ def get_model_info(name: str) -> ModelInfo:
 
 
 def is_model(name: str) -> bool:
-    return name in _REGISTRY
+    return name in _registry()
 
 
-def create_model(name: str, **config_overrides: Any) -> PreTrainedModel:
+def create_model(name: str, **config_overrides: Any) -> "PreTrainedModel":
     """A randomly initialised model of the preset ``name``, with config fields overridden by keyword.
 
     >>> model = create_model("mlstm-1024", num_layers=2, kernel="reference")

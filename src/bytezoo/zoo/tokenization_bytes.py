@@ -46,6 +46,8 @@ class ByteTokenizer(PreTrainedTokenizer):
     'hé'
     ```"""
 
+    _auto_class = "AutoTokenizer"  # saved with its code: loads with trust_remote_code where bytezoo is absent
+
     model_input_names = ["input_ids", "attention_mask"]
 
     def __init__(self, pad_token: str | AddedToken = "<pad>", errors: str = "replace", **kwargs):

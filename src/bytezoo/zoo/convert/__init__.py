@@ -6,8 +6,14 @@
 
 Both write all-or-nothing and raise :class:`ConversionError` naming the file (and key) on bad input.
 """
-from ._common import ConversionError
-from .nvidia import convert_nvidia, load_nvidia_state
-from .openai import convert_openai, load_openai_state
+import lazy_loader as _lazy
 
-__all__ = ["ConversionError", "convert_nvidia", "convert_openai", "load_nvidia_state", "load_openai_state"]
+# Lazy: `bytezoo convert --help` must not import torch.
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "_common": ["ConversionError"],
+        "nvidia": ["convert_nvidia", "load_nvidia_state"],
+        "openai": ["convert_openai", "load_openai_state"],
+    },
+)

@@ -1,4 +1,11 @@
-from .configuration_lstm import ByteLSTMConfig
-from .modeling_lstm import ByteLSTMCausalLMOutput, ByteLSTMForCausalLM, ByteLSTMModel, ByteLSTMModelOutput, ByteLSTMPreTrainedModel
+import lazy_loader as _lazy
 
-__all__ = ["ByteLSTMConfig", "ByteLSTMModel", "ByteLSTMForCausalLM", "ByteLSTMPreTrainedModel", "ByteLSTMModelOutput", "ByteLSTMCausalLMOutput"]
+# Lazy, so that registering the config with AutoConfig never imports the modeling file (and transformers' models).
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "configuration_lstm": ["ByteLSTMConfig"],
+        "modeling_lstm": ["ByteLSTMCausalLMOutput", "ByteLSTMForCausalLM", "ByteLSTMModel", "ByteLSTMModelOutput",
+                          "ByteLSTMPreTrainedModel"],
+    },
+)

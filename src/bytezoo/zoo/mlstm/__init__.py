@@ -1,4 +1,11 @@
-from .configuration_mlstm import MLSTMConfig
-from .modeling_mlstm import MLSTMCausalLMOutput, MLSTMForCausalLM, MLSTMModel, MLSTMModelOutput, MLSTMPreTrainedModel
+import lazy_loader as _lazy
 
-__all__ = ["MLSTMConfig", "MLSTMModel", "MLSTMForCausalLM", "MLSTMPreTrainedModel", "MLSTMModelOutput", "MLSTMCausalLMOutput"]
+# Lazy, so that registering the config with AutoConfig never imports the modeling file (and transformers' models).
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "configuration_mlstm": ["MLSTMConfig"],
+        "modeling_mlstm": ["MLSTMCausalLMOutput", "MLSTMForCausalLM", "MLSTMModel", "MLSTMModelOutput",
+                           "MLSTMPreTrainedModel"],
+    },
+)
