@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 
-from safetensors import SafetensorError, safe_open
-
 
 class CheckpointError(ValueError):
     """A checkpoint directory that cannot be loaded as it is: names the file and the problem."""
@@ -18,6 +16,7 @@ class CheckpointError(ValueError):
 
 def _check_checkpoint_files(directory: str) -> None:
     """Fail early, naming the file, on a checkpoint whose weights are missing, truncated or corrupt."""
+    from safetensors import SafetensorError, safe_open
     config_path = os.path.join(directory, "config.json")
     if not os.path.isfile(config_path):
         raise CheckpointError(f"{config_path}: missing; {directory!r} is not a saved bytezoo/transformers checkpoint")
