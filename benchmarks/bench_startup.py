@@ -31,6 +31,9 @@ COMMANDS = {
     "import torch": [PYTHON, "-c", "import torch"],
     "import torch, transformers": [PYTHON, "-c", "import torch, transformers"],
     "import torch + Auto classes": [PYTHON, "-c", f"import torch; {AUTO}"],
+    # what any use of a model loads anyway (transformers' modeling_utils and generation): the fair baseline for the
+    # next line, where registering bytezoo's models with AutoModel imports their classes
+    "import torch + Auto classes + PreTrainedModel": [PYTHON, "-c", f"import torch; {AUTO}; from transformers import PreTrainedModel, GenerationMixin"],
     "import bytezoo": [PYTHON, "-c", "import bytezoo"],
     "import bytezoo + Auto classes": [PYTHON, "-c", f"import bytezoo; {AUTO}; import transformers.models.auto"],
     "import bytezoo + create_model": [PYTHON, "-c", "import bytezoo; bytezoo.create_model('mlstm-256')"],
