@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from bytezoo.cli import main as bytezoo_main
 from bytezoo.pretrain import pretrain
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -61,3 +62,88 @@ def test_two_processes_with_half_the_batch_match_one_process_and_finish_an_uneve
     for name in one:
         torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-5, msg=name)
     assert summary["val_bpc"] == pytest.approx(reference["val_bpc"], rel=1e-4)
+
+
+ACCELERATE = Path(sys.executable).with_name("accelerate")
+
+
+def launch_two(launcher: str, arguments: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    """Runs ``bytezoo pretrain ARGUMENTS`` as 2 CPU processes through ``launcher``, retrying a start that aborts or
+    hangs in gloo's set-up once (seen about 1 start in 11 here)."""
+    inherited = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}  # each test says what it sets
+    env = {**inherited, "OMP_NUM_THREADS": "1", **(env or {})}
+    for attempt in range(2):
+        port = str(free_port())
+        if launcher == "torchrun":
+            prefix = [str(TORCHRUN), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", port]
+        else:
+            prefix = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", port]
+        command = [*prefix, "-m", "bytezoo.cli", "pretrain", *arguments]
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=150, env=env)
+        except subprocess.TimeoutExpired as timeout:
+            result = subprocess.CompletedProcess(command, -1, timeout.stdout or "", f"timed out: {timeout.stderr or ''}")
+        if result.returncode == 0 or "bytezoo pretrain: error" in result.stderr:
+            return result
+    return result
+
+
+TINY_TWO = ["--model", "mlstm-256", "--model-config", "hidden_size=16", "--model-config", "embedding_size=8",
+            "--seq-len", "8", "--batch-size", "3", "--lr", "1e-2", "--no-progress", "--seed", "7", "--shard-bytes", "150"]
+
+
+@pytest.fixture
+def small_corpus(tmp_path) -> Path:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(np.random.default_rng().integers(97, 123, 3_000, dtype=np.uint8).tobytes())
+    return corpus
+
+
+@pytest.mark.slow
+def test_a_two_process_run_stopped_and_resumed_ends_bitwise_equal_to_an_uninterrupted_one(small_corpus, tmp_path):
+    common = [*TINY_TWO, "--data", str(small_corpus), "--max-steps", "8", "--log-every", "2"]
+    cpu = {"ACCELERATE_USE_CPU": "1"}
+    whole = launch_two("torchrun", [*common, "--output", str(tmp_path / "whole")], cpu)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    # a budget spent at once: both processes agree to stop at the first pooled check (step 2)
+    stopped = launch_two("torchrun", [*common, "--output", str(tmp_path / "resumed"), "--max-time", "0.001"], cpu)
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    summary = json.loads((tmp_path / "resumed" / "summary.json").read_text())
+    assert summary["stopped_by"] == "max_time" and summary["steps"] == 2 and summary["num_processes"] == 2
+    resumed = launch_two("torchrun", [*common, "--output", str(tmp_path / "resumed"), "--resume"], cpu)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads((tmp_path / "resumed" / "summary.json").read_text())
+    assert summary["steps"] == 8 and summary["resumed_from"].endswith("step-00000002")
+    one, two = (load_file(str(tmp_path / run / "model" / "model.safetensors")) for run in ("whole", "resumed"))
+    for name in one:
+        assert torch.equal(one[name], two[name]), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher, env", [("torchrun", {}), ("accelerate", {}), ("accelerate", {"ACCELERATE_USE_CPU": "1"})],
+                         ids=["torchrun", "accelerate-launch", "accelerate-launch-use-cpu"])
+def test_every_launcher_runs_one_two_process_run(small_corpus, tmp_path, launcher, env):
+    """Without ACCELERATE_USE_CPU on a machine without GPUs, the processes still form one group (over gloo)
+    instead of training alone into one folder; one summary line is printed, by the main process."""
+    result = launch_two(launcher, [*TINY_TWO, "--data", str(small_corpus), "--max-steps", "3",
+                                   "--output", str(tmp_path / "run")], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["num_processes"] == 2 and summary["global_batch_size"] == 6
+    assert result.stdout.count("3 steps,") == 1
+    assert len(list((tmp_path / "run" / "tensorboard").iterdir())) == 1  # one writer, not one per process
+    assert [p.name for p in (tmp_path / "run" / "model").glob("*.safetensors")] == ["model.safetensors"]
+
+
+def test_a_process_that_would_train_alone_under_a_launcher_stops_with_one_line(tmp_path, capsys, monkeypatch):
+    """WORLD_SIZE says 2, but Accelerate was told not to use the CPU group: stop before training, saying what to set."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("some text " * 200)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "0")
+    code = bytezoo_main(["pretrain", *TINY_TWO, "--data", str(corpus), "--max-steps", "1", "--output", str(tmp_path / "o")])
+    assert code == 1
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert "started 2 processes (WORLD_SIZE=2) but this one would train alone" in error and "ACCELERATE_USE_CPU=1" in error
+    assert not (tmp_path / "o").exists()

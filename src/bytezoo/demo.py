@@ -82,7 +82,8 @@ def run_demo(args: argparse.Namespace) -> dict:
                      "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len), "--lr", str(args.lr),
                      "--schedule", "cosine", "--warmup", str(max(1, args.max_steps // 20)),
                      "--mixed-precision", args.mixed_precision, "--eval-every", str(max(1, args.max_steps // 6)),
-                     "--save-every", str(max(1, args.max_steps // 2))]
+                     "--save-every", str(max(1, args.max_steps // 2)),
+                     "--overwrite"]  # the demo's own folder: running the main job again replaces its earlier run
     for path in lm_data:
         pretrain_argv += ["--data", path]
     for path in lm_val:

@@ -34,13 +34,22 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         raise
 
 
-def checkpoint_dirs(output_dir: str | Path) -> list[Path]:
-    """Complete checkpoints under ``output_dir``, oldest first."""
+def checkpoint_dirs(output_dir: str | Path, run_id: str | None = None) -> list[Path]:
+    """Complete checkpoints under ``output_dir``, oldest first; with ``run_id``, only that run's."""
     root = Path(output_dir) / "checkpoints"
     if not root.is_dir():
         return []
     found = [p for p in root.glob("step-*") if (p / TRAIN_STATE).is_file()]
+    if run_id is not None:
+        found = [p for p in found if _run_id_of(p) == run_id]
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def _run_id_of(checkpoint: Path) -> str | None:
+    try:
+        return json.loads((checkpoint / TRAIN_STATE).read_text()).get("run_id")
+    except (OSError, ValueError):
+        return None
 
 
 def save_checkpoint(accelerator, output_dir: str | Path, train_state: dict, recurrent_state, keep: int) -> Path:
@@ -62,7 +71,8 @@ def save_checkpoint(accelerator, output_dir: str | Path, train_state: dict, recu
         if final.exists():
             shutil.rmtree(final)
         os.replace(staging, final)
-        for old in checkpoint_dirs(output_dir)[:-keep] if keep > 0 else []:
+        # Rotation removes only this run's older checkpoints, never another run's.
+        for old in checkpoint_dirs(output_dir, train_state.get("run_id"))[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
@@ -79,8 +89,10 @@ def load_checkpoint(accelerator, checkpoint: str | Path) -> tuple[dict, tuple[to
         raise ValueError(f"{checkpoint} has no recurrent state for process {accelerator.process_index}: "
                          f"it was saved by {train_state.get('num_processes')} process(es)")
     accelerator.load_state(str(checkpoint))
-    tensors = load_file(str(streams), device=str(accelerator.device))
-    return train_state, (tensors["h"], tensors["c"])
+    # Read on the CPU, then moved: safetensors refuses a device string such as "cpu:0", which is what a process of a
+    # multi-process CPU run calls its device.
+    tensors = load_file(str(streams), device="cpu")
+    return train_state, (tensors["h"].to(accelerator.device), tensors["c"].to(accelerator.device))
 
 
 def export_model(model, tokenizer, export_dir: str | Path, summary: dict) -> Path:

@@ -98,7 +98,12 @@ def register(subparsers) -> None:
     run.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps, and at the end (default: 0 = no checkpoints)")
     run.add_argument("--keep-checkpoints", type=int, default=2, help="how many recent checkpoints to keep (default: 2)")
     run.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
-                     help="continue from the newest checkpoint in OUTPUT (or the given one); same data, batch and processes")
+                     help="continue the run in OUTPUT from its newest checkpoint (or the given one); the run's settings must "
+                          "match those it started with (OUTPUT/run.json), except --max-steps, --epochs, --max-time, "
+                          "--val-data and the logging, evaluation and checkpoint intervals")
+    run.add_argument("--overwrite", action="store_true",
+                     help="OUTPUT holds another run: replace it (removes only what bytezoo pretrain wrote there). Without "
+                          "--overwrite or --resume, a folder holding a run is refused")
     run.add_argument("--eval-every", type=int, default=0, help="validation BPC every N steps (always at the end with --val-data)")
     run.add_argument("--log-every", type=int, default=10, help="steps per metrics record (default: 10)")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -106,6 +111,8 @@ def register(subparsers) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
+    import os
+
     from .data import DataError
     from .trainer import NonFiniteLossError, PretrainConfig, run
 
@@ -113,9 +120,18 @@ def _main(args: argparse.Namespace) -> int:
     options["model_config"] = dict(options["model_config"])
     try:
         summary = run(PretrainConfig(**options))
-    except (DataError, NonFiniteLossError, ValueError, FileNotFoundError) as error:
+    except (DataError, NonFiniteLossError, ValueError, FileNotFoundError, RuntimeError) as error:
+        from bytezoo.errors import ByteZooError
+
+        if isinstance(error, RuntimeError) and not isinstance(error, (ByteZooError, NonFiniteLossError)):
+            raise  # a programming error: its traceback is what a bug report needs
         print(f"bytezoo pretrain: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # the second Ctrl-C: no checkpoint, on purpose
+        print("bytezoo pretrain: aborted (Ctrl-C twice); the newest checkpoint is as it was", file=sys.stderr)
+        return 130
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        return 0  # one summary line per run, from the main process
     val = f"{summary['val_bpc']:.4f}" if summary["val_bpc"] is not None else "n/a"
     print(f"{summary['steps']} steps, {summary['characters_seen']:,} characters, {summary['chars_per_second']:,.0f} char/s, "
           f"val BPC {val}; model in {args.output}/model")

@@ -27,7 +27,10 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from bytezoo.errors import ByteZooError
+
 from . import checkpoint as ckpt
+from . import run_identity
 from .data import IGNORE_INDEX, ByteStreams, DataError, StreamLayout, corpus_size, expand_sources
 from .schedules import RECIPES, SCALING_RULES, SCHEDULES, Schedule, scaled_lr, warmup_steps
 
@@ -37,6 +40,31 @@ VAL_WINDOWS_PER_STREAM = 8  # fewer validation streams when the held-out text is
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite (in fp32 or bf16, where no loss scaler can skip the step)."""
+
+
+class LaunchError(ByteZooError, RuntimeError):
+    """The launcher started several processes, but this one would train alone."""
+
+
+def join_launched_group() -> None:
+    """Makes a process that a launcher started as one of several join their group, or stops it.
+
+    `torchrun` and `accelerate launch --multi_gpu` set WORLD_SIZE; on a machine without a GPU, Accelerate joins the
+    group only with ACCELERATE_USE_CPU=1 and otherwise gives every process a single-process Accelerator: N
+    independent runs writing one folder. Without a GPU, the group can only be a CPU (gloo) one, so ask for it.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1 and not torch.cuda.is_available() and "ACCELERATE_USE_CPU" not in os.environ:
+        os.environ["ACCELERATE_USE_CPU"] = "1"
+
+
+def check_launch(accelerator) -> None:
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1 and accelerator.num_processes != world:
+        raise LaunchError(
+            f"the launcher started {world} processes (WORLD_SIZE={world}) but this one would train alone "
+            f"(Accelerate sees {accelerator.num_processes}, device {accelerator.device}): on CPUs set ACCELERATE_USE_CPU=1 "
+            f"(not ACCELERATE_USE_CPU={os.environ.get('ACCELERATE_USE_CPU')!r}); on GPUs give each process a GPU")
 
 
 @dataclass
@@ -70,6 +98,7 @@ class PretrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 10
     resume: str | None = None  # "latest" or a checkpoint directory
+    overwrite: bool = False  # replace the run an output folder holds (only what bytezoo wrote is removed)
     seed: int = 0
     shard_bytes: int = 1 << 20
     progress: bool = True
@@ -104,6 +133,16 @@ class PretrainConfig:
         if problems:
             raise ValueError("; ".join(problems))
         return config
+
+
+def check_model_config(config: PretrainConfig) -> None:
+    """--model-config keys and value types, checked against the preset's config before anything runs."""
+    from bytezoo.zoo import get_model_info, is_model
+
+    if is_model(config.model) and (config_class := get_model_info(config.model).resolved_config_class()):
+        from bytezoo.zoo.configuration_utils import check_config_overrides
+
+        check_config_overrides(config_class, config.model_config, where=f"--model-config of {config.model}")
 
 
 def load_model(name: str, overrides: dict):
@@ -210,8 +249,10 @@ def evaluate(accelerator, model, windows) -> float:
 
 
 class StopRequest:
-    """Why the loop should end early: SIGTERM during the run, or the wall-clock budget spent. A context manager: the
-    SIGTERM handler is installed for the run only (main thread only, where Python delivers signals).
+    """Why the loop should end early: SIGTERM or Ctrl-C (SIGINT) during the run, or the wall-clock budget spent. A
+    context manager: the handlers are installed for the run only (main thread only, where Python delivers signals).
+    A second Ctrl-C aborts at once (KeyboardInterrupt); a SIGINT that the process was started to ignore (a
+    background job) stays ignored.
 
     Every process must leave the loop at the same step (the next collective would hang otherwise), so with several
     processes the flags are pooled (summed) every ``every`` steps, by all of them at the same steps.
@@ -222,31 +263,44 @@ class StopRequest:
     def __init__(self, max_time: float | None):
         self.deadline = None if max_time is None else self.clock() + max_time
         self.signalled = False
-        self._previous = None
+        self.interrupted = False
+        self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+            self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_sigterm)
+            if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+                self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_sigint)
         return self
 
     def __exit__(self, *exc_info) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
 
     def _on_sigterm(self, signum, frame) -> None:
         self.signalled = True
 
+    def _on_sigint(self, signum, frame) -> None:
+        if self.interrupted:  # the second Ctrl-C: the user wants out now
+            raise KeyboardInterrupt
+        self.interrupted = True
+        print("\nCtrl-C: stopping at the next step with a checkpoint and an export (Ctrl-C again to abort at once)",
+              flush=True)
+
     def reason(self, accelerator, step: int, every: int) -> str | None:
-        """"sigterm", "max_time" or None, agreed by every process."""
+        """"sigterm", "interrupt", "max_time" or None, agreed by every process."""
         if accelerator.num_processes > 1 and step % every:
             return None  # pooling is a collective: every process pools at the same steps, now and then
-        signalled = self.signalled
+        signalled, interrupted = self.signalled, self.interrupted
         out_of_time = self.deadline is not None and self.clock() >= self.deadline
         if accelerator.num_processes > 1:
-            flags = torch.tensor([float(signalled), float(out_of_time)], device=accelerator.device)
-            signalled, out_of_time = (bool(flag > 0) for flag in accelerator.reduce(flags, reduction="sum"))
+            flags = torch.tensor([float(signalled), float(interrupted), float(out_of_time)], device=accelerator.device)
+            signalled, interrupted, out_of_time = (bool(f > 0) for f in accelerator.reduce(flags, reduction="sum"))
         if signalled:
             return "sigterm"
+        if interrupted:
+            return "interrupt"
         return "max_time" if out_of_time else None
 
 
@@ -263,10 +317,15 @@ def run(config: PretrainConfig) -> dict:
 
 def _run(config: PretrainConfig) -> dict:
     output = Path(config.output)
+    check_model_config(config)  # a typo in --model-config fails before any data is read
+    join_launched_group()
     accelerator = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum_steps,
                               step_scheduler_with_optimizer=False)
     if config.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         warnings.warn("fp16 on CPU: Accelerate trains in fp32 (no autocast, no loss scaling); use bf16 on CPU", stacklevel=2)
+    check_launch(accelerator)
+    # What actually runs: Accelerate trains fp16 on a CPU in fp32 (no autocast, no scaler).
+    precision = "no" if config.mixed_precision == "fp16" and accelerator.device.type == "cpu" else config.mixed_precision
     set_seed(config.seed)
     main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
 
@@ -282,6 +341,20 @@ def _run(config: PretrainConfig) -> dict:
         raise DataError(f"the corpus ({train_bytes:,} bytes) is too small for {B * world} streams of {T + 1}-byte "
                         f"windows x {config.grad_accum_steps} accumulation steps: lower --batch-size or --seq-len")
     total_steps = config.max_steps or math.ceil((config.epochs or 1.0) * steps_per_epoch)
+
+    # --- the output folder: one run only (checked by every process, before anything is written) --------------------
+    now = run_identity.fingerprint(config, corpus_bytes=train_bytes, num_processes=world,
+                                   global_batch_size=B * world * config.grad_accum_steps)
+    continued = run_identity.check_output_folder(output, now, resume=bool(config.resume), overwrite=config.overwrite)
+    accelerator.wait_for_everyone()  # nobody writes before every process has read the folder as it was
+    if main:
+        output.mkdir(parents=True, exist_ok=True)
+        if config.overwrite:
+            run_identity.clear_output_folder(output)
+        identity = run_identity.write_identity(output, now, continued)
+    accelerator.wait_for_everyone()
+    identity = run_identity.read_identity(output)
+    run_id = identity["run_id"]
 
     def train_windows(epoch: int, start_window: int) -> ByteStreams:
         return ByteStreams(train_urls, layout, first_stream=rank * B, batch_size=B, seq_len=T,
@@ -313,7 +386,9 @@ def _run(config: PretrainConfig) -> dict:
     state = None  # (h, c), each (num_layers, B, H): carried across windows, detached between them
     resumed_from = None
     if config.resume:
-        found = ckpt.checkpoint_dirs(output) if config.resume == "latest" else [Path(config.resume)]
+        # this run's checkpoints (a folder from before run identities: all of them)
+        found = (ckpt.checkpoint_dirs(output, run_id if continued else None) if config.resume == "latest"
+                 else [Path(config.resume)])
         if found:
             resumed_from = found[-1]
             saved, state = ckpt.load_checkpoint(accelerator, resumed_from)
@@ -337,7 +412,7 @@ def _run(config: PretrainConfig) -> dict:
     run_start = time.perf_counter() - position["train_seconds"]
 
     def save() -> Path:
-        train_state = {**position, "train_seconds": time.perf_counter() - run_start, "num_streams": B * world,
+        train_state = {**position, "run_id": run_id, "train_seconds": time.perf_counter() - run_start, "num_streams": B * world,
                        "num_processes": world, "seq_len": T, "corpus_bytes": train_bytes}
         h_c = state if state is not None else accelerator.unwrap_model(model).model.initial_state(B)
         return ckpt.save_checkpoint(accelerator, output, train_state, h_c, config.keep_checkpoints)
@@ -409,8 +484,9 @@ def _run(config: PretrainConfig) -> dict:
     if config.save_every or config.resume or stopped_by is not None:  # a stopped run is meant to be resumed
         last_checkpoint = save()
     if stopped_by is not None and main:
-        print(f"stopped at step {position['step']} of {total_steps} ({'SIGTERM' if stopped_by == 'sigterm' else '--max-time spent'}); "
-              f"checkpoint {last_checkpoint}; continue with --resume")
+        why = {"sigterm": "SIGTERM", "interrupt": "Ctrl-C", "max_time": "--max-time spent"}[stopped_by]
+        print(f"stopped at step {position['step']} of {total_steps} ({why}); checkpoint {last_checkpoint}; "
+              f"continue with --resume")
     metrics.close()
     summary = {
         "model": config.model, "model_config": config.model_config, "data": config.data, "val_data": config.val_data,
@@ -419,7 +495,8 @@ def _run(config: PretrainConfig) -> dict:
         "characters_seen": position["characters_seen"], "train_bpc": train_bpc, "val_bpc": val_bpc,
         "chars_per_second": position["characters_seen"] / max(train_seconds, 1e-9), "train_seconds": train_seconds,
         "seq_len": T, "batch_size": B, "global_batch_size": global_batch, "num_processes": world,
-        "grad_accum_steps": config.grad_accum_steps, "mixed_precision": config.mixed_precision,
+        "grad_accum_steps": config.grad_accum_steps, "mixed_precision": precision,
+        "mixed_precision_requested": config.mixed_precision, "run_id": run_id,
         "lr": config.lr, "peak_lr": peak_lr, "lr_scaling": config.lr_scaling, "lr_cap": config.lr_cap,
         "schedule": config.schedule, "warmup_steps": schedule.warmup_steps, "recipe": config.recipe, "seed": config.seed,
         "resumed_from": str(resumed_from) if resumed_from else None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 
 class CheckpointError(ValueError):
@@ -60,7 +61,18 @@ class ByteZooModelMixin:
         if isinstance(path, (str, os.PathLike)) and os.path.isdir(path):
             _check_checkpoint_files(str(path))
         return_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(path, *model_args, output_loading_info=True, **kwargs)
+        from .configuration_utils import check_config_overrides, declared_fields, unknown_key_error
+
+        fields = declared_fields(cls.config_class)  # config overrides among the kwargs: checked like create_model's
+        where = f"{cls.__name__}.from_pretrained({os.fspath(pretrained_model_name_or_path)!r})"
+        check_config_overrides(cls.config_class, {k: v for k, v in kwargs.items() if k in fields}, where=where)
+        try:
+            model, info = super().from_pretrained(path, *model_args, output_loading_info=True, **kwargs)
+        except TypeError as error:  # transformers hands keys that are neither loading options nor config fields to
+            match = re.search(r"unexpected keyword argument '(\w+)'", str(error))  # the model's __init__
+            if match is None or match.group(1) not in kwargs:
+                raise
+            raise unknown_key_error(cls.config_class, match.group(1), where) from None
         problems = []
         if info.get("missing_keys"):
             problems.append(f"missing weights {sorted(info['missing_keys'])}")

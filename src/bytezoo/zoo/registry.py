@@ -20,6 +20,7 @@ import difflib
 import fnmatch
 from dataclasses import dataclass, field
 import importlib
+import typing
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # imported for real only when a model is built: listing presets must not import torch
@@ -41,6 +42,8 @@ class ModelInfo:
         license: the license of those weights.
         test_overrides: config overrides that make a tiny instance for the test suite (big presets would not fit the
             suite's time budget); must keep the architecture's structure.
+        config_class: the config the factory's keyword arguments override, for checking them; by default read from
+            the factory's return annotation.
     """
 
     name: str
@@ -50,6 +53,18 @@ class ModelInfo:
     source: str | None = None
     license: str | None = None
     test_overrides: dict[str, Any] = field(default_factory=dict)
+    config_class: type | None = None
+
+    def resolved_config_class(self) -> type | None:
+        """The config class whose fields the factory's keyword arguments override: given at registration, or read
+        from the factory's return annotation (``-> MLSTMForCausalLM`` gives ``MLSTMConfig``); None if unknown."""
+        if self.config_class is not None:
+            return self.config_class
+        try:
+            model_class = typing.get_type_hints(self.factory).get("return")
+        except Exception:  # an annotation that does not resolve: no check rather than a wrong one
+            return None
+        return getattr(model_class, "config_class", None)
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -74,6 +89,7 @@ def register_model(
     source: str | None = None,
     license: str | None = None,
     test_overrides: dict[str, Any] | None = None,
+    config_class: type | None = None,
 ):
     """Register a model factory under ``name`` (default: the function name with ``_`` → ``-``).
 
@@ -93,6 +109,7 @@ def register_model(
             source=source,
             license=license,
             test_overrides=dict(test_overrides or {}),
+            config_class=config_class,
         )
         return fn
 
@@ -121,8 +138,17 @@ def create_model(name: str, **config_overrides: Any) -> "PreTrainedModel":
     """A randomly initialised model of the preset ``name``, with config fields overridden by keyword.
 
     >>> model = create_model("mlstm-1024", num_layers=2, kernel="reference")
+
+    An unknown key or a value of the wrong type raises :class:`~bytezoo.zoo.configuration_utils.ConfigError` naming
+    it, before anything is built.
     """
-    return get_model_info(name).factory(**config_overrides)
+    info = get_model_info(name)
+    config_class = info.resolved_config_class()
+    if config_class is not None:
+        from .configuration_utils import check_config_overrides
+
+        check_config_overrides(config_class, config_overrides, where=f"create_model({name!r})")
+    return info.factory(**config_overrides)
 
 
 __all__ = ["ModelInfo", "register_model", "create_model", "list_models", "get_model_info", "is_model"]
