@@ -23,7 +23,8 @@ OUTPUT (a local directory) receives:
   curves.png           BPC and learning rate against characters seen
   summary.json         the run's summary (as training_summary.json)
   checkpoints/step-N/  periodic checkpoints (with --save-every), and one when a run stops early (--max-time,
-                       SIGTERM); --resume continues from the newest
+                       SIGTERM, Ctrl-C); --resume continues from the newest
+  run.json             the run's identity: a folder holds one run; another is refused unless --overwrite
 """
 
 
