@@ -361,3 +361,26 @@ def test_a_user_registered_model_is_covered(tiny_model):
             bytezoo.register_model(my_wide_mlstm)
     finally:
         del _REGISTRY["my-wide-mlstm"]
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_config_typos_and_wrong_types_are_refused_by_name(name, tiny_model, tmp_path):
+    from bytezoo.zoo.configuration_utils import ConfigError
+
+    config_name = type(tiny_model(name).config).__name__
+    with pytest.raises(ConfigError, match=rf"unknown key 'hidden_sise' for {config_name}; did you mean 'hidden_size'\? "
+                                          r"valid keys: vocab_size, embedding_size, hidden_size"):
+        bytezoo.create_model(name, hidden_sise=64)
+    with pytest.raises(ConfigError, match=rf"'hidden_size' of {config_name} expects int; got 'abc' \(str\)"):
+        bytezoo.create_model(name, hidden_size="abc")
+    with pytest.raises(ConfigError, match=r"'num_layers' of .* expects int; got True \(bool\)"):
+        bytezoo.create_model(name, num_layers=True)
+    tiny_model(name).save_pretrained(tmp_path)
+    with pytest.raises(ConfigError, match=r"from_pretrained\(.*\): unknown key 'num_layer' .*did you mean 'num_layers'"):
+        bytezoo.from_pretrained(tmp_path, num_layer=2)
+    with pytest.raises(ConfigError, match=r"unknown key 'num_layer' .*did you mean 'num_layers'"):
+        AutoModelForCausalLM.from_pretrained(tmp_path, num_layer=2)
+    with pytest.raises(ConfigError, match=r"'use_cache' of .* expects bool"):
+        type(tiny_model(name)).from_pretrained(tmp_path, use_cache="no")
+    loaded = bytezoo.from_pretrained(tmp_path, use_cache=False)  # a valid override still works
+    assert loaded.config.use_cache is False
