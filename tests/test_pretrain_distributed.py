@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +18,32 @@ from safetensors.torch import load_file
 from bytezoo.cli import main as bytezoo_main
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
+
+
+def run_process_group(command: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
+    """Runs a launcher; past ``timeout`` the launcher and every process it started are killed (the workers of
+    torchrun's agent lead sessions of their own, so a process group is not enough), so no test leaves a process
+    behind."""
+    import psutil
+
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        tree = [process.pid]
+        try:
+            tree += [child.pid for child in psutil.Process(process.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            pass
+        for pid in tree:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        out, err = process.communicate()
+        return subprocess.CompletedProcess(command, -1, out, f"timed out after {timeout} s: {err}")
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
 
 
 def free_port() -> int:
@@ -39,19 +66,17 @@ def test_two_processes_with_half_the_batch_match_one_process_and_finish_an_uneve
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     # The reference runs in a process of its own too, under the same settings: in this (test) process, earlier tests
     # may have changed the thread count or the kernel engine, whose different rounding Adam amplifies past tolerance.
-    single = subprocess.run([sys.executable, "-m", "bytezoo.cli", "pretrain", *model_args, *common, "--batch-size", "6",
-                             "--output", str(tmp_path / "one")], capture_output=True, text=True, timeout=150, env=env)
+    single = run_process_group([sys.executable, "-m", "bytezoo.cli", "pretrain", *model_args, *common, "--batch-size", "6",
+                                "--output", str(tmp_path / "one")], env, timeout=150)
     assert single.returncode == 0, single.stderr[-3000:]
     reference = json.loads((tmp_path / "one" / "summary.json").read_text())
     # ~1 start in 11 aborts in gloo's set-up on this machine, and rarely (under a parallel test run) one hangs there:
     # retry once on a fresh port. A real deadlock in the loop would hang both attempts.
     for attempt in range(2):
         command = [str(TORCHRUN), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-                   "-m", "bytezoo.cli", "pretrain", *model_args, *common, "--batch-size", "3", "--output", str(tmp_path / "two")]
-        try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=150, env=env)
-        except subprocess.TimeoutExpired as timeout:
-            result = subprocess.CompletedProcess(command, -1, timeout.stdout or "", f"timed out: {timeout.stderr or ''}")
+                   "-m", "bytezoo.cli", "pretrain", *model_args, *common, "--batch-size", "3", "--output", str(tmp_path / "two"),
+                   *(["--overwrite"] if attempt else [])]  # a retry replaces what the failed start wrote
+        result = run_process_group(command, env, timeout=90)
         if result.returncode == 0:
             break
     assert result.returncode == 0, str(result.stderr)[-3000:]
@@ -79,11 +104,10 @@ def launch_two(launcher: str, arguments: list[str], env: dict | None = None) -> 
             prefix = [str(TORCHRUN), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", port]
         else:
             prefix = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", port]
-        command = [*prefix, "-m", "bytezoo.cli", "pretrain", *arguments]
-        try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=150, env=env)
-        except subprocess.TimeoutExpired as timeout:
-            result = subprocess.CompletedProcess(command, -1, timeout.stdout or "", f"timed out: {timeout.stderr or ''}")
+        # A retry starts the run again: it replaces what the failed start wrote (a resume just resumes again).
+        retry = ["--overwrite"] if attempt and "--resume" not in arguments else []
+        command = [*prefix, "-m", "bytezoo.cli", "pretrain", *arguments, *retry]
+        result = run_process_group(command, env, timeout=90)
         if result.returncode == 0 or "bytezoo pretrain: error" in result.stderr:
             return result
     return result
