@@ -12,33 +12,48 @@ import numpy as np
 import pytest
 import torch
 
-from bytezoo.pretrain.data import IGNORE_INDEX, ByteStreams, DataError, StreamLayout, corpus_size, expand_sources, read_pieces
+from bytezoo.data.formats import iter_source_bytes
+from bytezoo.data.packed import BLOCK_BYTES, PackedCorpus, pack
+from bytezoo.pretrain.data import IGNORE_INDEX, ByteStreams, DataError, StreamLayout, expand_sources
 from bytezoo.pretrain.schedules import Schedule, scaled_lr, warmup_steps
 
 
 def corpus_bytes(urls, text_field=None) -> bytes:
-    return b"".join(piece.data for url in urls for piece in read_pieces(url, text_field))
+    return b"".join(data for url in urls for data in iter_source_bytes(url, text_field))
 
 
-def all_windows(urls, layout, seq_len, **kwargs):
-    return list(ByteStreams(urls, layout, seq_len=seq_len, **kwargs))
+def corpus_size(urls, text_field=None) -> int:
+    """Bytes of the packed corpus of ``urls`` (packed into a fresh memory:// folder)."""
+    folder = f"memory://pack-size-{np.random.default_rng().integers(1 << 62)}"
+    try:
+        return pack(urls, folder, text_field=text_field, progress=False)["total_bytes"]
+    finally:
+        memory = fsspec.filesystem("memory")
+        if memory.exists(folder.split("://")[1]):
+            memory.rm(folder.split("://")[1], recursive=True)
+
+
+def all_windows(corpus, layout, seq_len, **kwargs):
+    return list(ByteStreams(corpus, layout, seq_len=seq_len, **kwargs))
 
 
 @pytest.fixture
 def two_files(tmp_path):
+    """Two random binary files packed (as --allow-binary does), and their bytes."""
     rng = np.random.default_rng()
     first, second = rng.integers(0, 256, 1500, dtype=np.uint8).tobytes(), rng.integers(0, 256, 700, dtype=np.uint8).tobytes()
     (tmp_path / "a.txt").write_bytes(first)
     (tmp_path / "b.txt").write_bytes(second)
-    return expand_sources([str(tmp_path / "*.txt")]), first + second
+    pack([str(tmp_path / "*.txt")], str(tmp_path / "packed"), allow_binary=True, shard_bytes=BLOCK_BYTES, progress=False)
+    return PackedCorpus.open(str(tmp_path / "packed")), first + second
 
 
 def test_streams_are_contiguous_chunks_with_resets_at_chunk_and_file_starts(two_files):
-    urls, text = two_files
+    corpus, text = two_files
     streams, seq_len = 4, 8
     layout = StreamLayout.plan(len(text), streams, max_chunk_bytes=100)
     assert layout.rounds * streams * layout.chunk_bytes <= len(text) < (layout.rounds * streams) * (layout.chunk_bytes + 1)
-    windows = all_windows(urls, layout, seq_len, first_stream=0, batch_size=streams)
+    windows = all_windows(corpus, layout, seq_len, first_stream=0, batch_size=streams)
     assert len(windows) == layout.windows(seq_len)
     chunk = layout.chunk_bytes
     for stream in range(streams):
@@ -59,11 +74,11 @@ def test_streams_are_contiguous_chunks_with_resets_at_chunk_and_file_starts(two_
 
 
 def test_each_process_owns_its_streams_and_the_union_is_the_single_process_batch(two_files):
-    urls, text = two_files
+    corpus, text = two_files
     layout = StreamLayout.plan(len(text), 6, max_chunk_bytes=64)
     for epoch in (0, 1):
-        whole = all_windows(urls, layout, 8, first_stream=0, batch_size=6, epoch=epoch, seed=3)
-        parts = [all_windows(urls, layout, 8, first_stream=r * 2, batch_size=2, epoch=epoch, seed=3) for r in range(3)]
+        whole = all_windows(corpus, layout, 8, first_stream=0, batch_size=6, epoch=epoch, seed=3)
+        parts = [all_windows(corpus, layout, 8, first_stream=r * 2, batch_size=2, epoch=epoch, seed=3) for r in range(3)]
         assert all(len(part) == len(whole) for part in parts)  # every process runs the same number of steps
         for step, window in enumerate(whole):
             for field in ("input_ids", "targets", "reset_mask"):
@@ -73,20 +88,20 @@ def test_each_process_owns_its_streams_and_the_union_is_the_single_process_batch
 
 
 def test_order_is_deterministic_for_a_seed_and_epochs_differ(two_files):
-    urls, text = two_files
+    corpus, text = two_files
     layout = StreamLayout.plan(len(text), 4, max_chunk_bytes=64)
-    run = lambda seed, epoch: torch.stack([w.input_ids for w in all_windows(urls, layout, 8, first_stream=0, batch_size=4, seed=seed, epoch=epoch)])
+    run = lambda seed, epoch: torch.stack([w.input_ids for w in all_windows(corpus, layout, 8, first_stream=0, batch_size=4, seed=seed, epoch=epoch)])
     assert torch.equal(run(5, 1), run(5, 1))
     assert not torch.equal(run(5, 1), run(5, 0))
     assert not torch.equal(run(5, 1), run(6, 1))
 
 
 def test_resuming_mid_epoch_yields_the_remaining_windows(two_files):
-    urls, text = two_files
+    corpus, text = two_files
     layout = StreamLayout.plan(len(text), 3, max_chunk_bytes=50)  # several rounds, so skipping crosses rounds
-    whole = all_windows(urls, layout, 8, first_stream=0, batch_size=3, epoch=1)
+    whole = all_windows(corpus, layout, 8, first_stream=0, batch_size=3, epoch=1)
     for start in (1, 7, len(whole) - 1):
-        rest = all_windows(urls, layout, 8, first_stream=0, batch_size=3, epoch=1, start_window=start)
+        rest = all_windows(corpus, layout, 8, first_stream=0, batch_size=3, epoch=1, start_window=start)
         assert len(rest) == len(whole) - start
         assert all(torch.equal(a.input_ids, b.input_ids) and torch.equal(a.reset_mask, b.reset_mask) for a, b in zip(rest, whole[start:]))
 
@@ -158,7 +173,7 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         corpus_size([str(tmp_path / "r.jsonl")], "review")
     with pytest.raises(DataError, match="no text field"):
         corpus_size([_write(tmp_path / "o.jsonl", '{"a": 1}\n')])
-    with pytest.raises(DataError, match="not JSON"):
+    with pytest.raises(DataError, match="line 1 is not JSON"):
         corpus_size([_write(tmp_path / "bad.jsonl", "{oops\n")])
 
 

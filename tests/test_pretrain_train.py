@@ -233,14 +233,17 @@ def test_a_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_checkpo
         (["--data", "{missing}"], "no data at"),
         (["--data", "http://127.0.0.1:9/nothing.txt"], "cannot read|no data at"),
         (["--data", "{corpus}", "--batch-size", "4096"], "too small for 4096 streams"),
-        (["--data", "{corpus}", "--val-data", "{empty}"], "holds no 9-byte window"),
+        (["--data", "{corpus}", "--val-data", "{empty}"], "corpus is empty: .*empty.txt hold"),
+        (["--data", "{corpus}", "--val-data", "{tiny}"], "holds no 9-byte window"),
         (["--data", "{corpus}", "--model", "no-such-model"], "neither a zoo preset"),
         (["--data", "{corpus}", "--lr", "-1"], "lr must be > 0"),
     ],
 )
 def test_bad_input_fails_before_training_with_a_clear_error(corpus, tmp_path, capsys, arguments, message):
     (tmp_path / "empty.txt").write_bytes(b"")
-    paths = {"corpus": corpus, "empty": tmp_path / "empty.txt", "missing": tmp_path / "missing.txt"}
+    (tmp_path / "tiny.txt").write_bytes(b"four")
+    paths = {"corpus": corpus, "empty": tmp_path / "empty.txt", "missing": tmp_path / "missing.txt",
+             "tiny": tmp_path / "tiny.txt"}
     arguments = [a.format(**paths) for a in arguments]
     options = TINY[:]
     if "--batch-size" in arguments:

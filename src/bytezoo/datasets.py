@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import html
 import importlib.util
 import io
 import json
@@ -678,10 +677,11 @@ def _write_tsv(path: Path, rows: Iterable[tuple[str, str]]) -> int:
 
 
 def as_document_line(text: str) -> str:
-    """One document as one line of language-model text, as the transfer stage's ``preprocess="openai"`` reads it:
-    HTML entities unescaped (``&#039;`` -> ``'``), every kind of line break (``str.splitlines``' list) a space.
-    Pretraining on the same bytes the featurizer later feeds keeps the two stages consistent."""
-    return " ".join(html.unescape(text).splitlines())
+    """One document as one line of language-model text: :func:`bytezoo.data.text.model_text`, the preprocessing the
+    transfer stage's ``preprocess="openai"`` shares, so that pretraining reads the bytes the featurizer later feeds."""
+    from bytezoo.data.text import model_text
+
+    return model_text(text)
 
 
 def _write_documents(path: Path, texts: Iterable[str]) -> int:
@@ -762,10 +762,10 @@ def _commit(staging: Path, target: Path, identity: dict, files: dict[str, int]) 
 
 # ----------------------------------------------------------------------------------------------------- command line
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Adds ``bytezoo data`` with ``list``, ``download`` and ``prepare-default``."""
+    """Adds ``bytezoo data`` with ``list``, ``download``, ``prepare-default``, ``pack`` and ``verify``."""
     parser = subparsers.add_parser(
         "data",
-        help="prepare the embedded default data set or download standard sentiment sets",
+        help="pack corpora for pretraining, prepare the embedded default data set, download standard sentiment sets",
         description="Prepare the embedded default data set (offline) or download standard sentiment sets with pinned checksums.",
     )
     parser.set_defaults(func=lambda args: _print_help(parser))
@@ -791,6 +791,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     default.add_argument("--dir", type=Path, help="where to write the files (default: $BYTEZOO_CACHE/data/drugreview)")
     default.set_defaults(func=_prepare_default_handler)
+
+    from bytezoo.data.cli import add_parsers  # pack, verify
+
+    add_parsers(commands)
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:

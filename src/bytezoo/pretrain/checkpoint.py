@@ -84,15 +84,24 @@ def load_checkpoint(accelerator, checkpoint: str | Path) -> tuple[dict, tuple[to
     if not (checkpoint / TRAIN_STATE).is_file():
         raise FileNotFoundError(f"{checkpoint} is not a complete checkpoint (no {TRAIN_STATE})")
     train_state = json.loads((checkpoint / TRAIN_STATE).read_text())
-    streams = checkpoint / f"streams-rank{accelerator.process_index}.safetensors"
-    if not streams.is_file():
-        raise ValueError(f"{checkpoint} has no recurrent state for process {accelerator.process_index}: "
-                         f"it was saved by {train_state.get('num_processes')} process(es)")
+    saved_processes = int(train_state.get("num_processes", 1))
+    files = [checkpoint / f"streams-rank{rank}.safetensors" for rank in range(saved_processes)]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise ValueError(f"{checkpoint} lacks {', '.join(missing)}: it was saved by {saved_processes} process(es)")
     accelerator.load_state(str(checkpoint))
-    # Read on the CPU, then moved: safetensors refuses a device string such as "cpu:0", which is what a process of a
-    # multi-process CPU run calls its device.
-    tensors = load_file(str(streams), device="cpu")
-    return train_state, (tensors["h"].to(accelerator.device), tensors["c"].to(accelerator.device))
+    # The streams are global: process r of P owns streams [r*S/P, (r+1)*S/P), whatever P the run was saved with, so
+    # the saved states are joined in rank order and dealt again. Read on the CPU, then moved: safetensors refuses a
+    # device string such as "cpu:0", which is what a process of a multi-process CPU run calls its device.
+    parts = [load_file(str(f), device="cpu") for f in files]
+    h = torch.cat([p["h"] for p in parts], dim=1)  # (layers, S, H)
+    c = torch.cat([p["c"] for p in parts], dim=1)
+    streams = h.shape[1]
+    if streams % accelerator.num_processes:
+        raise ValueError(f"{checkpoint} holds {streams} streams, which {accelerator.num_processes} processes cannot share")
+    per = streams // accelerator.num_processes
+    mine = slice(accelerator.process_index * per, (accelerator.process_index + 1) * per)
+    return train_state, (h[:, mine].contiguous().to(accelerator.device), c[:, mine].contiguous().to(accelerator.device))
 
 
 def export_model(model, tokenizer, export_dir: str | Path, summary: dict) -> Path:

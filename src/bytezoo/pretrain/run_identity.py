@@ -22,11 +22,12 @@ IDENTITY_FILE = "run.json"
 FORMAT_VERSION = 1
 # What `bytezoo pretrain` writes into its output folder: all that --overwrite removes (nothing else is touched).
 OUTPUT_ARTIFACTS = ("checkpoints", "model", ".tmp-model", "metrics.jsonl", "tensorboard", "curves.png", "summary.json",
-                    IDENTITY_FILE)
-# Settings a resumed run may change: how long it runs and how it reports, never what a step computes. (The number of
-# processes is in the fingerprint: each process's recurrent state and random state are saved per process.)
+                    "corpus", "corpus-val", IDENTITY_FILE)
+# Settings a resumed run may change: how long it runs and how it reports, never what a step computes. The number of
+# processes may change at the same global batch (global_batch_size stays in the fingerprint): the streams are global
+# and their states are dealt again.
 CHANGEABLE_ON_RESUME = ("max_steps", "epochs", "max_time", "save_every", "eval_every", "keep_checkpoints", "log_every",
-                        "progress", "val_data")
+                        "progress", "val_data", "num_processes", "batch_size")
 # Model config keys that choose how the model runs, not what it is.
 RUNTIME_MODEL_KEYS = ("kernel",)
 
@@ -35,12 +36,12 @@ class RunFolderError(ByteZooError, ValueError):
     """The output folder holds another run, or a resume that does not match the run it would continue."""
 
 
-def fingerprint(config, *, corpus_bytes: int, num_processes: int, global_batch_size: int) -> dict:
+def fingerprint(config, *, num_processes: int, global_batch_size: int) -> dict:
     """The settings that decide what the run computes, as JSON values."""
     model_config = {k: v for k, v in sorted(config.model_config.items()) if k not in RUNTIME_MODEL_KEYS}
     return {
         "model": config.model, "model_config": model_config, "data": list(config.data),
-        "text_field": config.text_field, "corpus_bytes": corpus_bytes, "seq_len": config.seq_len,
+        "text_field": config.text_field, "seq_len": config.seq_len,
         "batch_size": config.batch_size, "num_processes": num_processes, "grad_accum_steps": config.grad_accum_steps,
         "global_batch_size": global_batch_size, "shard_bytes": config.shard_bytes, "seed": config.seed,
         "recipe": config.recipe, "lr": config.lr, "lr_scaling": config.lr_scaling,
@@ -73,8 +74,10 @@ def _describe(changed: dict[str, tuple]) -> str:
 
 
 def earlier_artifacts(output: Path) -> list[str]:
-    """What an earlier bytezoo run left in ``output`` (besides a run identity)."""
-    return [name for name in OUTPUT_ARTIFACTS if name != IDENTITY_FILE and (output / name).exists()]
+    """What an earlier bytezoo run left in ``output`` (besides a run identity, and the packed copies of raw sources,
+    which are keyed by those sources and repacked when they differ)."""
+    caches = (IDENTITY_FILE, "corpus", "corpus-val")
+    return [name for name in OUTPUT_ARTIFACTS if name not in caches and (output / name).exists()]
 
 
 def check_output_folder(output: Path, now: dict, *, resume: bool, overwrite: bool) -> dict | None:

@@ -31,7 +31,7 @@ from bytezoo.errors import ByteZooError
 
 from . import checkpoint as ckpt
 from . import run_identity
-from .data import IGNORE_INDEX, ByteStreams, DataError, StreamLayout, corpus_size, expand_sources
+from .data import IGNORE_INDEX, ByteStreams, DataError, StreamLayout
 from .schedules import RECIPES, SCALING_RULES, SCHEDULES, Schedule, scaled_lr, warmup_steps
 
 LN2 = math.log(2.0)
@@ -133,6 +133,53 @@ class PretrainConfig:
         if problems:
             raise ValueError("; ".join(problems))
         return config
+
+
+def open_corpus(accelerator, sources: list[str], text_field: str | None, pack_into: Path):
+    """The packed corpus of ``sources``: ``sources`` itself when it is one packed corpus URL; otherwise the raw sources
+    packed once into ``pack_into`` by the main process (reused while the sources are unchanged)."""
+    from bytezoo.data.formats import expand_sources
+    from bytezoo.data.packed import PackedCorpus, is_packed, pack, read_index
+
+    if len(sources) == 1 and is_packed(sources[0]):
+        return PackedCorpus.open(sources[0])
+    urls = expand_sources(sources)  # the same answer on every process: a missing source fails everywhere at once
+    failure = None
+    if accelerator.is_main_process:
+        try:
+            if not (is_packed(str(pack_into)) and _same_sources(read_index(str(pack_into)), urls, text_field)):
+                pack_into.parent.mkdir(parents=True, exist_ok=True)
+                print(f"packing {len(urls)} source(s) into {pack_into} (once; `bytezoo data pack` does it ahead of time)",
+                      flush=True)
+                pack(urls, str(pack_into), text_field=text_field, overwrite=True, progress=False)
+        except Exception as error:  # every process must learn of it, or the others wait at the barrier forever
+            failure = error
+    if accelerator.num_processes > 1:
+        flag = accelerator.reduce(torch.tensor([float(failure is not None)], device=accelerator.device), reduction="sum")
+        if failure is None and flag.item() > 0:
+            raise DataError(f"the main process could not pack {sources} into {pack_into}: see its error")
+    if failure is not None:
+        raise failure
+    return PackedCorpus.open(str(pack_into))
+
+
+def _same_sources(index: dict, urls: list[str], text_field: str | None) -> bool:
+    """Whether a packed corpus was packed from exactly these sources, unchanged since (size and modification time)."""
+    from fsspec.core import url_to_fs
+
+    from bytezoo.data.packed import _modified
+
+    if index.get("text_field") != text_field or [s["url"] for s in index["sources"]] != urls:
+        return False
+    for source in index["sources"]:
+        try:
+            fs, path = url_to_fs(source["url"])
+            info = fs.info(path)
+        except (OSError, ValueError):
+            return False
+        if info.get("size") != source["size"] or _modified(info) != source["modified"]:
+            return False
+    return True
 
 
 def check_model_config(config: PretrainConfig) -> None:
@@ -329,12 +376,17 @@ def _run(config: PretrainConfig) -> dict:
     set_seed(config.seed)
     main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
 
-    # --- data: every file is opened and sized (and so validated) before a model exists --------------------------------
+    # --- the output folder: one run only (checked by every process, before anything is written) --------------------
     T, B = config.seq_len, config.batch_size
-    train_urls = expand_sources(config.data)
-    train_bytes = corpus_size(train_urls, config.text_field)
-    if train_bytes == 0:
-        raise DataError(f"the training corpus is empty: {config.data}")
+    now = run_identity.fingerprint(config, num_processes=world, global_batch_size=B * world * config.grad_accum_steps)
+    continued = run_identity.check_output_folder(output, now, resume=bool(config.resume), overwrite=config.overwrite)
+    accelerator.wait_for_everyone()  # nobody writes before every process has read the folder as it was
+    if main and config.overwrite:
+        run_identity.clear_output_folder(output)
+
+    # --- data: packed corpora (raw sources are packed once into OUTPUT/corpus*), validated before a model exists ---
+    train_corpus = open_corpus(accelerator, config.data, config.text_field, output / "corpus")
+    train_bytes = train_corpus.total_bytes
     layout = StreamLayout.plan(train_bytes, B * world, config.shard_bytes)
     steps_per_epoch = layout.windows(T) // config.grad_accum_steps
     if steps_per_epoch == 0:
@@ -342,36 +394,30 @@ def _run(config: PretrainConfig) -> dict:
                         f"windows x {config.grad_accum_steps} accumulation steps: lower --batch-size or --seq-len")
     total_steps = config.max_steps or math.ceil((config.epochs or 1.0) * steps_per_epoch)
 
-    # --- the output folder: one run only (checked by every process, before anything is written) --------------------
-    now = run_identity.fingerprint(config, corpus_bytes=train_bytes, num_processes=world,
-                                   global_batch_size=B * world * config.grad_accum_steps)
-    continued = run_identity.check_output_folder(output, now, resume=bool(config.resume), overwrite=config.overwrite)
-    accelerator.wait_for_everyone()  # nobody writes before every process has read the folder as it was
-    if main:
-        output.mkdir(parents=True, exist_ok=True)
-        if config.overwrite:
-            run_identity.clear_output_folder(output)
-        identity = run_identity.write_identity(output, now, continued)
-    accelerator.wait_for_everyone()
-    identity = run_identity.read_identity(output)
-    run_id = identity["run_id"]
 
     def train_windows(epoch: int, start_window: int) -> ByteStreams:
-        return ByteStreams(train_urls, layout, first_stream=rank * B, batch_size=B, seq_len=T,
-                           text_field=config.text_field, seed=config.seed, epoch=epoch, start_window=start_window)
+        return ByteStreams(train_corpus, layout, first_stream=rank * B, batch_size=B, seq_len=T, seed=config.seed,
+                           epoch=epoch, start_window=start_window)
 
     make_val_windows = None
     if config.val_data:
-        val_urls = expand_sources(config.val_data)
-        val_bytes = corpus_size(val_urls, config.text_field)
+        val_corpus = open_corpus(accelerator, config.val_data, config.text_field, output / "corpus-val")
+        val_bytes = val_corpus.total_bytes
         val_batch = max(1, min(B, val_bytes // (world * VAL_WINDOWS_PER_STREAM * T)))
         val_layout = StreamLayout.plan(val_bytes, val_batch * world, config.shard_bytes)
         if val_layout.windows(T) == 0:
             raise DataError(f"the validation corpus ({val_bytes:,} bytes) holds no {T + 1}-byte window per process")
 
         def make_val_windows() -> ByteStreams:
-            return ByteStreams(val_urls, val_layout, first_stream=rank * val_batch, batch_size=val_batch, seq_len=T,
-                               text_field=config.text_field, seed=config.seed)
+            return ByteStreams(val_corpus, val_layout, first_stream=rank * val_batch, batch_size=val_batch, seq_len=T,
+                               seed=config.seed, prefetch=False)
+
+    # The data are usable: from here on the folder holds this run (a data error above left no run.json behind).
+    if main:
+        output.mkdir(parents=True, exist_ok=True)
+        run_identity.write_identity(output, now, continued)
+    accelerator.wait_for_everyone()
+    run_id = run_identity.read_identity(output)["run_id"]
 
     # --- model, optimizer, schedule -------------------------------------------------------------------------------
     model = load_model(config.model, config.model_config)

@@ -15,16 +15,16 @@ from __future__ import annotations
 import csv
 import json
 import math
-import sys
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from bytezoo.data.formats import SourceError, SourceKind, iter_records, open_source
+
 TEXT_COLUMN_GUESSES = ("text", "sentence", "review", "tweet", "content", "body", "document")
 LABEL_COLUMN_GUESSES = ("label", "labels", "sentiment", "rating", "class", "target", "y")
 MISSING_LABELS = ("", "nan", "NaN", "NA", "N/A", "null", "None")
-_COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".lzma", ".zip")
 
 
 class DatasetError(ValueError):
@@ -60,66 +60,31 @@ class LabeledTexts:
 
 
 def detect_format(path: str) -> str:
-    name = path.lower().split("?", 1)[0]
-    for suffix in _COMPRESSIONS:
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-    if name.endswith(".csv"):
-        return "csv"
-    if name.endswith((".tsv", ".tab")):
-        return "tsv"
-    if name.endswith((".jsonl", ".ndjson", ".json")):
-        return "jsonl"
-    raise DatasetError(f"{path}: cannot tell the format from the extension; use .csv, .tsv or .jsonl (or pass fmt=)")
+    kind = SourceKind.of(path)  # the one reading of names and compressions (bytezoo.data.formats)
+    if kind.format == "text":
+        raise DatasetError(f"{path}: cannot tell the format from the extension; use .csv, .tsv or .jsonl (or pass fmt=)")
+    return kind.format
 
 
 def _read_records(path: str, fmt: str) -> tuple[list[str], list[tuple[int, dict]]]:
-    """Column names and ``(row number, record)`` pairs of a file."""
-    import fsspec
-
-    csv.field_size_limit(sys.maxsize)  # huge texts (a 1 MB review) are legitimate
+    """Column names and ``(row number, record)`` pairs of a file, read by :func:`bytezoo.data.formats.iter_records`."""
+    header: list[str] = []
+    records = []
     try:
-        handle = fsspec.open(path, "rt", encoding="utf-8", errors="surrogateescape", newline="", compression="infer")
-        stream = handle.open()
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: file not found") from None
-    with stream:
-        if fmt in ("csv", "tsv"):
-            reader = csv.reader(stream, delimiter="," if fmt == "csv" else "\t")
-            try:
-                header = next(reader)
-            except StopIteration:
-                raise DatasetError(f"{path}: empty file (no header row)") from None
-            except csv.Error as error:
-                raise DatasetError(f"{path}, row 1: malformed header ({error})") from None
-            records = []
-            try:
-                for values in reader:
-                    row = reader.line_num
-                    if not values:  # a blank line
-                        continue
-                    if len(values) != len(header):
-                        raise DatasetError(f"{path}, row {row}: {len(values)} fields but the header has {len(header)}")
-                    records.append((row, dict(zip(header, values))))
-            except csv.Error as error:
-                raise DatasetError(f"{path}, row {reader.line_num}: malformed {fmt.upper()} ({error})") from None
-            return header, records
-        header: list[str] = []
-        records = []
-        for row, line in enumerate(stream, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DatasetError(f"{path}, line {row}: not valid JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise DatasetError(f"{path}, line {row}: expected a JSON object per line, got {type(record).__name__}")
-            for key in record:
-                if key not in header:
-                    header.append(key)
+        for row, record in iter_records(path, fmt):
+            if not header or fmt == "jsonl":
+                header.extend(key for key in record if key not in header)
             records.append((row, record))
-        return header, records
+    except SourceError as error:
+        raise DatasetError(str(error)) from None
+    if fmt in ("csv", "tsv") and not records:
+        try:  # a header without rows still names its columns
+            with open_source(path) as raw:
+                first = raw.readline().decode("utf-8", "surrogateescape")
+            header = next(csv.reader([first], delimiter="," if fmt == "csv" else "\t"), [])
+        except (SourceError, OSError):
+            header = []
+    return header, records
 
 
 def _guess_column(header: list[str], guesses: tuple[str, ...], what: str, path: str) -> str:

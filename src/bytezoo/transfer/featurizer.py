@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import html
 import json
 import os
 import time
@@ -41,10 +40,12 @@ FEATURE_CACHE_FORMAT = 1  # bump when the meaning of cached features changes
 
 
 def preprocess_openai(text: str) -> bytes:
-    """The original encoder's ``preprocess``: HTML entities unescaped, newlines to spaces, stripped, ``"\\n "`` before
-    and ``" "`` after, as UTF-8 (lone surrogates from undecodable input bytes go back to those bytes)."""
-    text = html.unescape(text).replace("\n", " ").strip()
-    return ("\n " + text + " ").encode("utf-8", errors="surrogateescape")
+    """The original encoder's ``preprocess``, on the text pretraining reads (:func:`bytezoo.data.text.model_text`:
+    HTML entities unescaped, every kind of line break a space), stripped, ``"\\n "`` before and ``" "`` after, as
+    UTF-8 (lone surrogates from undecodable input bytes go back to those bytes)."""
+    from bytezoo.data.text import openai_bytes
+
+    return openai_bytes(text)
 
 
 def text_to_bytes(text: str | bytes, preprocess: str) -> bytes:

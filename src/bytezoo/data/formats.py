@@ -1,0 +1,202 @@
+"""Reading text sources: format and compression from the name, records with their row or line, one error type.
+
+A source is any path or fsspec URL. Its name says what it holds — ``.txt`` (or anything else: raw bytes), ``.jsonl``
+(``.json``, ``.ndjson``), ``.csv``, ``.tsv`` (``.tab``) — optionally followed by a compression suffix: ``.gz``, ``.bz2``,
+``.xz``, ``.lzma``, ``.zst``. A text file contributes its raw bytes; a record file contributes one record's text
+field plus ``"\\n"`` per record (the form pretraining reads). Labelled datasets (``bytezoo.transfer.data``) read their
+records through :func:`iter_records` too, so every part of bytezoo sees a file the same way.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import IO
+
+from bytezoo.errors import ByteZooError
+
+# suffix -> fsspec compression name (fsspec decompresses .zst through the zstandard package, a dependency)
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".lzma": "lzma", ".zst": "zstd"}
+RECORD_FORMATS = ("jsonl", "csv", "tsv")
+FORMAT_SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv", ".tab": "tsv"}
+TEXT_FIELD_GUESSES = ("text", "sentence", "review", "content", "body")  # tried in order when no field is named
+READ_BLOCK = 1 << 20  # bytes per read of a raw text source
+BINARY_SAMPLE = 1 << 16  # bytes looked at to tell text from binary data
+NUL_THRESHOLD = 0.001  # more NUL bytes than this share of the sample: binary
+UNDECODABLE_THRESHOLD = 0.1  # more bytes that are not UTF-8 than this share: binary (random bytes: about 0.5)
+
+
+class SourceError(ByteZooError, ValueError):
+    """A text source that cannot be read as it is: the message names the file, and the row or line."""
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    """What a source's name says: its format (``text``, ``jsonl``, ``csv``, ``tsv``) and compression (or None)."""
+
+    format: str
+    compression: str | None
+
+    @classmethod
+    def of(cls, url: str) -> SourceKind:
+        name = url.lower().split("?", 1)[0]
+        compression = None
+        for suffix, codec in COMPRESSIONS.items():
+            if name.endswith(suffix):
+                compression, name = codec, name[: -len(suffix)]
+                break
+        fmt = next((kind for suffix, kind in FORMAT_SUFFIXES.items() if name.endswith(suffix)), "text")
+        return cls(fmt, compression)
+
+
+def open_source(url: str) -> IO[bytes]:
+    """The decompressed bytes of ``url`` as a binary file object (close it)."""
+    import fsspec
+
+    kind = SourceKind.of(url)
+    try:
+        return fsspec.open(url, "rb", compression=kind.compression).open()
+    except ValueError as error:
+        if kind.compression == "zstd" and "zstd" in str(error):
+            raise SourceError(f"{url}: .zst needs the zstandard package (pip install zstandard)") from error
+        raise SourceError(f"cannot open {url}: {error}") from error
+    except (OSError, ImportError) as error:
+        raise SourceError(f"cannot open {url}: {type(error).__name__}: {error}") from error
+
+
+def _field(record: dict, field: str | None, url: str, where: str) -> str:
+    if field is None:
+        field = next((name for name in TEXT_FIELD_GUESSES if name in record), None)
+        if field is None:
+            raise SourceError(f"{url}: no text field among {sorted(record)}; name it (--text-field NAME)")
+    if field not in record:
+        raise SourceError(f"{url}: {where} has no field {field!r} (fields: {sorted(record)}); name the right one "
+                          f"(--text-field NAME)")
+    value = record[field]
+    return "" if value is None else str(value)
+
+
+def iter_records(url: str, fmt: str | None = None) -> Iterator[tuple[int, dict]]:
+    """``(row, record)`` for each record of a JSON-lines, CSV or TSV source. ``row`` is the line where the record
+    starts: in CSV/TSV the header is row 1, as a spreadsheet shows it; in JSON lines, the line number. Bytes that are
+    not UTF-8 survive as lone surrogates (``surrogateescape``): encoding back gives the original bytes. Errors name the
+    file and the row or line."""
+    fmt = fmt or SourceKind.of(url).format
+    if fmt not in RECORD_FORMATS:
+        raise SourceError(f"{url}: not a record file (.jsonl, .csv or .tsv, optionally compressed)")
+    try:
+        raw = open_source(url)
+    except SourceError as error:
+        if isinstance(error.__cause__, FileNotFoundError):
+            raise SourceError(f"{url}: file not found") from None
+        raise
+    with raw:
+        lines = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
+        try:
+            if fmt == "jsonl":
+                for row, line in enumerate(lines, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError as error:
+                        raise SourceError(f"{url}, line {row}: not valid JSON ({error.msg})") from None
+                    if not isinstance(record, dict):
+                        raise SourceError(f"{url}, line {row}: expected a JSON object per line, got "
+                                          f"{type(record).__name__}")
+                    yield row, record
+                return
+            csv.field_size_limit(sys.maxsize)  # huge texts (a 1 MB review) are legitimate
+            reader = csv.reader(lines, delimiter="," if fmt == "csv" else "\t")
+            try:
+                header = next(reader)
+            except StopIteration:
+                raise SourceError(f"{url}: empty file (no header row)") from None
+            except csv.Error as error:
+                raise SourceError(f"{url}, row 1: malformed header ({error})") from None
+            row = 1
+            try:
+                for values in reader:
+                    if not values:  # a blank line
+                        row = reader.line_num
+                        continue
+                    if len(values) != len(header):
+                        raise SourceError(f"{url}, row {row + 1}: {len(values)} fields but the header has "
+                                          f"{len(header)} ({'tab' if fmt == 'tsv' else 'comma'}-separated, as the "
+                                          f"file name says)")
+                    yield row + 1, dict(zip(header, values))
+                    row = reader.line_num
+            except csv.Error as error:
+                raise SourceError(f"{url}, row {reader.line_num}: malformed {fmt.upper()} ({error})") from None
+        except (EOFError, OSError, UnicodeError) as error:  # a truncated or corrupt compressed stream
+            raise SourceError(f"{url}: cannot read ({type(error).__name__}: {error})") from None
+
+
+def iter_source_bytes(url: str, text_field: str | None = None) -> Iterator[bytes]:
+    """A source's bytes as language-model text: raw bytes of a text file; ``field + "\\n"`` per record otherwise."""
+    kind = SourceKind.of(url)
+    if kind.format == "text":
+        with open_source(url) as raw:
+            try:
+                while block := raw.read(READ_BLOCK):
+                    yield block
+            except (EOFError, OSError) as error:
+                raise SourceError(f"{url}: cannot read ({type(error).__name__}: {error})") from None
+        return
+    for row, record in iter_records(url, kind.format):
+        where = f"line {row}" if kind.format == "jsonl" else f"row {row}"
+        yield _field(record, text_field, url, where).encode("utf-8", "surrogateescape") + b"\n"
+
+
+def binary_shares(sample: bytes) -> tuple[float, float]:
+    """(share of NUL bytes, share of bytes that are not valid UTF-8) in a sample."""
+    if not sample:
+        return 0.0, 0.0
+    text = sample.decode("utf-8", errors="surrogateescape")
+    undecodable = sum(1 for ch in text if "\udc80" <= ch <= "\udcff")
+    return sample.count(0) / len(sample), undecodable / len(sample)
+
+
+def check_text(url: str, sample: bytes) -> None:
+    """Refuses a source whose first bytes are not text: NUL bytes (text has none; binary formats, safetensors
+    included, are full of them) or mostly invalid UTF-8 (compressed or random data; Latin-1 text stays well below)."""
+    nul, undecodable = binary_shares(sample[:BINARY_SAMPLE])
+    if nul > NUL_THRESHOLD or undecodable > UNDECODABLE_THRESHOLD:
+        raise SourceError(f"{url}: not text: {nul:.1%} NUL bytes and {undecodable:.0%} invalid UTF-8 in its first "
+                          f"{min(len(sample), BINARY_SAMPLE):,} bytes (a binary file, or a compression its name does "
+                          f"not say). Pass --allow-binary to use it anyway")
+
+
+def expand_sources(patterns: Sequence[str] | str) -> list[str]:
+    """Paths, URLs and globs -> a sorted list of file URLs; a pattern that matches nothing is an error."""
+    from fsspec.core import url_to_fs
+
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    if not patterns:
+        raise SourceError("no data given: pass --data PATH_OR_URL (repeatable, globs allowed)")
+    urls: list[str] = []
+    for pattern in patterns:
+        try:
+            fs, path = url_to_fs(pattern)
+            if any(ch in path for ch in "*?["):
+                matches = sorted(p for p in fs.glob(path) if fs.isfile(p))
+            elif fs.isfile(path):
+                matches = [path]
+            elif fs.isdir(path):
+                matches = sorted(p for p in fs.find(path) if not p.rsplit("/", 1)[-1].startswith("."))
+            else:
+                matches = []
+        except (OSError, ValueError, ImportError) as error:
+            raise SourceError(f"cannot read {pattern!r}: {type(error).__name__}: {error}") from error
+        if not matches:
+            raise SourceError(f"no data at {pattern!r}: no such file, or the glob matches nothing")
+        urls.extend(fs.unstrip_protocol(p) if "://" in pattern else p for p in matches)
+    return urls
+
+
+__all__ = ["COMPRESSIONS", "SourceError", "SourceKind", "binary_shares", "check_text", "expand_sources", "iter_records",
+           "iter_source_bytes", "open_source"]

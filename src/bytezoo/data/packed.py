@@ -1,0 +1,332 @@
+"""Packed corpora: a text corpus read once into flat byte shards plus an index, then read by each process in slices.
+
+The layout at any fsspec URL (a local folder, ``s3://bucket/corpus``, …), in the spirit of nanoGPT's ``prepare.py``
+and Megatron-LM's indexed datasets::
+
+    URL/shard-00000.bin     the corpus bytes, concatenated in source order (uint8; ``shard_bytes`` each, the last shorter)
+    URL/blocks.crc32        one little-endian uint32 CRC-32 per BLOCK_BYTES block of the corpus
+    URL/index.json          written last: format and version, total bytes, each shard's size and sha256, the CRC
+                            file's sha256, the documents (where each source begins: the recurrent state resets there)
+                            and the sources (URL, size and modification time as packed, bytes contributed, sha256)
+
+Readers trust the index alone (blobs first, index last, as the hub writes): an interrupted pack leaves no index and
+so no corpus. :meth:`PackedCorpus.open` checks every shard's size against the index before anything trains; every
+read checks the CRC-32 of the blocks it touches, so a modified shard is named before its bytes are used; ``bytezoo
+data verify URL`` checks every shard's sha256 (one full read). Packing the same sources twice gives identical bytes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .formats import SourceError, check_text, expand_sources, iter_source_bytes
+
+FORMAT = "bytezoo-packed-corpus"
+FORMAT_VERSION = 1
+INDEX = "index.json"
+CRC_FILE = "blocks.crc32"
+BLOCK_BYTES = 1 << 14  # 16 KiB: reads are widened to whole blocks, so at most 2 x 16 KiB extra per contiguous read
+DEFAULT_SHARD_BYTES = 1 << 28  # 256 MiB
+
+
+class PackError(SourceError):
+    """A packed corpus that cannot be written or used as it is: names the URL, shard or source."""
+
+
+def _join(root: str, name: str) -> str:
+    return posixpath.join(root, name) if root else name
+
+
+class _ShardWriter:
+    """Writes the corpus bytes into consecutive shards, hashing each shard and each block on the way."""
+
+    def __init__(self, fs, root: str, shard_bytes: int):
+        self.fs, self.root, self.shard_bytes = fs, root, shard_bytes
+        self.total = 0
+        self.shards: list[dict] = []
+        self.crcs: list[int] = []
+        self._file = None
+        self._hash = None
+        self._in_shard = 0
+        self._block = bytearray()
+
+    def _open_next(self) -> None:
+        name = f"shard-{len(self.shards):05d}.bin"
+        self._file = self.fs.open(_join(self.root, name), "wb")
+        self._hash, self._in_shard = hashlib.sha256(), 0
+        self.shards.append({"name": name, "bytes": 0, "sha256": None})
+
+    def _close_current(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self.shards[-1].update(bytes=self._in_shard, sha256=self._hash.hexdigest())
+            self._file = None
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            if self._file is None or self._in_shard == self.shard_bytes:
+                self._close_current()
+                self._open_next()
+            take = min(len(view), self.shard_bytes - self._in_shard)
+            part = view[:take]
+            self._file.write(part)
+            self._hash.update(part)
+            self._in_shard += take
+            self.total += take
+            self._add_to_blocks(part)
+            view = view[take:]
+
+    def _add_to_blocks(self, part: memoryview) -> None:
+        self._block += part
+        if len(self._block) >= BLOCK_BYTES:
+            whole = len(self._block) // BLOCK_BYTES * BLOCK_BYTES
+            buffer = memoryview(self._block)
+            self.crcs.extend(zlib.crc32(buffer[i : i + BLOCK_BYTES]) for i in range(0, whole, BLOCK_BYTES))
+            buffer.release()
+            del self._block[:whole]
+
+    def close(self) -> None:
+        self._close_current()
+        if self._block:
+            self.crcs.append(zlib.crc32(self._block))
+            self._block = bytearray()
+
+
+def pack(sources: Sequence[str] | str, output: str, *, text_field: str | None = None,
+         shard_bytes: int = DEFAULT_SHARD_BYTES, allow_binary: bool = False, overwrite: bool = False,
+         progress: bool = True) -> dict:
+    """Streams ``sources`` (paths, globs, URLs; text, JSON lines, CSV, TSV, each optionally compressed) once into a
+    packed corpus at ``output``; returns its index.
+
+    A source that is mostly not text (NUL bytes, invalid UTF-8) is refused by name unless ``allow_binary``. A folder
+    that already holds a packed corpus is refused unless ``overwrite``.
+    """
+    from fsspec.core import url_to_fs
+    from tqdm.auto import tqdm
+
+    if shard_bytes < BLOCK_BYTES or shard_bytes % BLOCK_BYTES:
+        raise PackError(f"shard size {shard_bytes:,} must be a positive multiple of {BLOCK_BYTES:,} bytes")
+    urls = expand_sources(sources)
+    fs, root = url_to_fs(output)
+    root = root.rstrip("/")
+    if fs.exists(_join(root, INDEX)):
+        if not overwrite:
+            raise PackError(f"{output} already holds a packed corpus: pass --overwrite to replace it, or pack elsewhere")
+        old = read_index(output)
+        fs.rm(_join(root, INDEX))  # first: from now on no reader takes the old shards for a corpus
+        for entry in old["shards"]:
+            if fs.exists(_join(root, entry["name"])):
+                fs.rm(_join(root, entry["name"]))
+    fs.makedirs(root, exist_ok=True)
+    writer = _ShardWriter(fs, root, shard_bytes)
+    documents, packed_sources = [], []
+    bar = tqdm(total=None, unit="B", unit_scale=True, desc="pack", disable=not progress, mininterval=0.5)
+    for url in urls:
+        start, digest, contributed, sample = writer.total, hashlib.sha256(), 0, bytearray()
+        for data in iter_source_bytes(url, text_field):
+            if not allow_binary and sample is not None:
+                sample += data[: 1 << 16]
+                if len(sample) >= 1 << 16:
+                    check_text(url, bytes(sample))
+                    sample = None
+            writer.write(data)
+            digest.update(data)
+            contributed += len(data)
+            bar.update(len(data))
+        if sample:
+            check_text(url, bytes(sample))
+        try:
+            info = url_to_fs(url)[0].info(url_to_fs(url)[1])
+        except (OSError, ValueError):
+            info = {}
+        packed_sources.append({"url": url, "size": info.get("size"), "modified": _modified(info),
+                               "bytes": contributed, "sha256": digest.hexdigest()})
+        if contributed:
+            documents.append(start)
+    writer.close()
+    bar.close()
+    if writer.total == 0:
+        raise PackError(f"the corpus is empty: {', '.join(urls)} hold(s) no text")
+    crc_bytes = np.asarray(writer.crcs, dtype="<u4").tobytes()
+    with fs.open(_join(root, CRC_FILE), "wb") as file:
+        file.write(crc_bytes)
+    index = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "total_bytes": writer.total, "block_bytes": BLOCK_BYTES,
+        "shard_bytes": shard_bytes, "shards": writer.shards,
+        "crc32": {"name": CRC_FILE, "bytes": len(crc_bytes), "sha256": hashlib.sha256(crc_bytes).hexdigest()},
+        "documents": documents, "sources": packed_sources, "text_field": text_field,
+    }
+    _write_index(fs, root, index)
+    return index
+
+
+def _modified(info: dict) -> str | None:
+    value = info.get("mtime", info.get("LastModified", info.get("last_modified")))
+    return None if value is None else str(value)
+
+
+def _write_index(fs, root: str, index: dict) -> None:
+    data = json.dumps(index, indent=1).encode()
+    if fs.protocol in ("file", "local") or "file" in (fs.protocol if isinstance(fs.protocol, tuple) else ()):
+        staging = _join(root, f".{INDEX}.tmp")
+        with fs.open(staging, "wb") as file:
+            file.write(data)
+        fs.mv(staging, _join(root, INDEX))  # a rename: readers see no index or the whole one
+    else:
+        with fs.open(_join(root, INDEX), "wb") as file:  # one PUT on an object store: atomic
+            file.write(data)
+
+
+def is_packed(url: str) -> bool:
+    """True when ``url`` is a packed corpus (holds an index)."""
+    from fsspec.core import url_to_fs
+
+    try:
+        fs, root = url_to_fs(url)
+        return fs.isfile(_join(root.rstrip("/"), INDEX))
+    except (OSError, ValueError, ImportError):
+        return False
+
+
+def read_index(url: str) -> dict:
+    from fsspec.core import url_to_fs
+
+    fs, root = url_to_fs(url)
+    path = _join(root.rstrip("/"), INDEX)
+    try:
+        with fs.open(path, "rb") as file:
+            index = json.loads(file.read())
+    except FileNotFoundError:
+        raise PackError(f"{url}: no {INDEX}: not a packed corpus (pack one with `bytezoo data pack SRC... --output "
+                        f"{url}`), or its packing did not finish") from None
+    except (OSError, ValueError) as error:
+        raise PackError(f"{url}/{INDEX}: unreadable ({type(error).__name__}: {error})") from None
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        raise PackError(f"{url}/{INDEX}: not a bytezoo packed-corpus index")
+    if index.get("format_version") != FORMAT_VERSION:
+        raise PackError(f"{url}/{INDEX}: packed-corpus format version {index.get('format_version')!r}; this bytezoo "
+                        f"reads version {FORMAT_VERSION}: pack the sources again with this bytezoo")
+    try:
+        shards, total = index["shards"], int(index["total_bytes"])
+        if sum(int(s["bytes"]) for s in shards) != total or int(index["block_bytes"]) != BLOCK_BYTES:
+            raise ValueError("shard sizes do not add up to total_bytes")
+        [int(d) for d in index["documents"]]
+    except (KeyError, TypeError, ValueError) as error:
+        raise PackError(f"{url}/{INDEX}: malformed ({type(error).__name__}: {error})") from None
+    return index
+
+
+@dataclass
+class PackedCorpus:
+    """A packed corpus opened for reading; :meth:`read` returns any byte range, checked against the block CRCs."""
+
+    url: str
+    index: dict
+    fs: object = field(repr=False)
+    root: str = field(repr=False)
+    crcs: np.ndarray = field(repr=False)
+    shard_starts: np.ndarray = field(repr=False)  # (shards + 1,) global offset of each shard's first byte, then total
+    bytes_read: int = 0  # what this object read from storage (the benchmark's figure)
+    _maps: dict = field(default_factory=dict, repr=False)
+    _verified: set = field(default_factory=set, repr=False)
+
+    @classmethod
+    def open(cls, url: str) -> PackedCorpus:
+        """Opens ``url``, checking the format version and every shard's size (a truncated shard is named here)."""
+        from fsspec.core import url_to_fs
+
+        index = read_index(url)
+        fs, root = url_to_fs(url)
+        root = root.rstrip("/")
+        for shard in index["shards"]:
+            path = _join(root, shard["name"])
+            try:
+                size = fs.size(path)
+            except FileNotFoundError:
+                raise PackError(f"{url}: shard {shard['name']} is missing (the index lists it)") from None
+            if size != shard["bytes"]:
+                raise PackError(f"{url}: shard {shard['name']} holds {size:,} bytes, the index says "
+                                f"{shard['bytes']:,}: truncated or replaced; pack the corpus again")
+        with fs.open(_join(root, index["crc32"]["name"]), "rb") as file:
+            crc_bytes = file.read()
+        if hashlib.sha256(crc_bytes).hexdigest() != index["crc32"]["sha256"]:
+            raise PackError(f"{url}: {index['crc32']['name']} does not match the index: pack the corpus again")
+        crcs = np.frombuffer(crc_bytes, dtype="<u4")
+        if len(crcs) != -(-index["total_bytes"] // BLOCK_BYTES):
+            raise PackError(f"{url}: {index['crc32']['name']} holds {len(crcs)} block checksums for "
+                            f"{index['total_bytes']:,} bytes: pack the corpus again")
+        starts = np.cumsum([0] + [s["bytes"] for s in index["shards"]]).astype(np.int64)
+        return cls(url=url, index=index, fs=fs, root=root, crcs=crcs, shard_starts=starts)
+
+    @property
+    def total_bytes(self) -> int:
+        return int(self.index["total_bytes"])
+
+    @property
+    def document_starts(self) -> np.ndarray:
+        return np.asarray(self.index["documents"], dtype=np.int64)
+
+    def _shard_bytes(self, shard: int, start: int, end: int) -> np.ndarray:
+        """Bytes ``[start, end)`` of shard ``shard`` (offsets inside the shard): a memory map for a local file, a
+        ranged read otherwise."""
+        self.bytes_read += end - start
+        name = self.index["shards"][shard]["name"]
+        if "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)):
+            if shard not in self._maps:
+                self._maps[shard] = np.memmap(_join(self.root, name), dtype=np.uint8, mode="r")
+            return np.asarray(self._maps[shard][start:end])
+        return np.frombuffer(self.fs.cat_file(_join(self.root, name), start=start, end=end), dtype=np.uint8)
+
+    def read(self, offset: int, length: int) -> np.ndarray:
+        """Corpus bytes ``[offset, offset + length)`` as a uint8 array. The read is widened to whole blocks, whose
+        CRC-32 is checked the first time each block is read."""
+        if offset < 0 or length < 0 or offset + length > self.total_bytes:
+            raise IndexError(f"bytes [{offset}, {offset + length}) outside the corpus of {self.total_bytes}")
+        if length == 0:
+            return np.zeros(0, np.uint8)
+        first_block, end_block = offset // BLOCK_BYTES, -(-(offset + length) // BLOCK_BYTES)
+        lo, hi = first_block * BLOCK_BYTES, min(end_block * BLOCK_BYTES, self.total_bytes)
+        parts = []
+        shard = int(np.searchsorted(self.shard_starts, lo, side="right") - 1)
+        position = lo
+        while position < hi:
+            shard_end = int(self.shard_starts[shard + 1])
+            take_end = min(hi, shard_end)
+            parts.append(self._shard_bytes(shard, position - int(self.shard_starts[shard]),
+                                           take_end - int(self.shard_starts[shard])))
+            position, shard = take_end, shard + 1
+        data = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        for block in range(first_block, end_block):
+            if block in self._verified:
+                continue
+            piece = data[(block - first_block) * BLOCK_BYTES : (block - first_block + 1) * BLOCK_BYTES]
+            if zlib.crc32(piece) != int(self.crcs[block]):
+                shard_name = self.index["shards"][int(np.searchsorted(self.shard_starts, block * BLOCK_BYTES,
+                                                                      side="right") - 1)]["name"]
+                raise PackError(f"{self.url}: shard {shard_name} was modified after packing (block {block}, corpus "
+                                f"bytes {block * BLOCK_BYTES:,}+, fails its CRC-32): pack the corpus again")
+            self._verified.add(block)
+        return data[offset - lo : offset - lo + length]
+
+    def verify(self, progress: bool = True) -> None:
+        """Checks every shard's sha256 against the index (one full read)."""
+        from tqdm.auto import tqdm
+
+        for shard in tqdm(self.index["shards"], desc="verify", unit="shard", disable=not progress):
+            digest = hashlib.sha256()
+            with self.fs.open(_join(self.root, shard["name"]), "rb") as file:
+                while block := file.read(1 << 22):
+                    digest.update(block)
+            if digest.hexdigest() != shard["sha256"]:
+                raise PackError(f"{self.url}: shard {shard['name']} does not match its sha256 in the index: "
+                                f"modified after packing; pack the corpus again")
+
+
+__all__ = ["BLOCK_BYTES", "DEFAULT_SHARD_BYTES", "PackError", "PackedCorpus", "is_packed", "pack", "read_index"]
