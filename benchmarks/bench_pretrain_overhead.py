@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 import bytezoo
 from bytezoo.pretrain import pretrain
-from bytezoo.pretrain.data import ByteStreams, StreamLayout, corpus_size, expand_sources
+from bytezoo.data.packed import PackedCorpus, pack
+from bytezoo.pretrain.data import ByteStreams, StreamLayout
 
 RESULTS = Path(__file__).parent / "results"
 DATA = Path("/work/shared/data/sst/train.csv")
@@ -37,9 +38,12 @@ DATA = Path("/work/shared/data/sst/train.csv")
 def bare_steps(model, optimizer, batch_size: int, seq_len: int, steps: int) -> tuple[float, float]:
     """Characters per wall second and per CPU second of ``steps`` bare training steps (one warm-up step not timed) on
     the same windows and reset masks the loop trains on, built before the clock starts."""
-    urls = expand_sources([str(DATA)])
-    layout = StreamLayout.plan(corpus_size(urls), batch_size, 1 << 20)
-    windows = list(islice(ByteStreams(urls, layout, first_stream=0, batch_size=batch_size, seq_len=seq_len), steps + 1))
+    with tempfile.TemporaryDirectory() as folder:  # the loop packs the same file into OUTPUT/corpus
+        pack([str(DATA)], folder, progress=False, overwrite=True)
+        corpus = PackedCorpus.open(folder)
+        layout = StreamLayout.plan(corpus.total_bytes, batch_size, 1 << 20)
+        windows = list(islice(ByteStreams(corpus, layout, first_stream=0, batch_size=batch_size, seq_len=seq_len),
+                              steps + 1))
     state = None
     for index, window in enumerate(windows):
         if index == 1:

@@ -173,7 +173,7 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         corpus_size([str(tmp_path / "r.jsonl")], "review")
     with pytest.raises(DataError, match="no text field"):
         corpus_size([_write(tmp_path / "o.jsonl", '{"a": 1}\n')])
-    with pytest.raises(DataError, match="line 1 is not JSON"):
+    with pytest.raises(DataError, match="bad.jsonl, line 1: not valid JSON"):
         corpus_size([_write(tmp_path / "bad.jsonl", "{oops\n")])
 
 

@@ -172,3 +172,56 @@ def test_a_process_that_would_train_alone_under_a_launcher_stops_with_one_line(t
     assert len(error.splitlines()) == 1
     assert "started 2 processes (WORLD_SIZE=2) but this one would train alone" in error and "ACCELERATE_USE_CPU=1" in error
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_two_processes_train_the_same_from_a_packed_corpus_as_from_the_raw_files(tmp_path):
+    rng = np.random.default_rng()
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_bytes(rng.integers(97, 123, 1_700, dtype=np.uint8).tobytes())
+    packed = tmp_path / "packed"
+    assert bytezoo_main(["data", "pack", str(tmp_path / "a.txt"), str(tmp_path / "b.txt"), "--output", str(packed),
+                         "--no-progress"]) == 0
+    common = [*TINY_TWO, "--max-steps", "6", "--log-every", "2"]
+    cpu = {"ACCELERATE_USE_CPU": "1"}
+    raw = launch_two("torchrun", [*common, "--data", str(tmp_path / "a.txt"), "--data", str(tmp_path / "b.txt"),
+                                  "--output", str(tmp_path / "from-raw")], cpu)
+    assert raw.returncode == 0, raw.stderr[-3000:]
+    from_packed = launch_two("torchrun", [*common, "--data", str(packed), "--output", str(tmp_path / "from-packed")], cpu)
+    assert from_packed.returncode == 0, from_packed.stderr[-3000:]
+    assert not (tmp_path / "from-packed" / "corpus").exists()  # a packed corpus is read where it is
+    one, two = (load_file(str(tmp_path / run / "model" / "model.safetensors")) for run in ("from-raw", "from-packed"))
+    for name in one:
+        assert torch.equal(one[name], two[name]), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("before, after", [(2, 1), (1, 2)])
+def test_a_run_resumes_on_another_number_of_processes_at_the_same_global_batch(small_corpus, tmp_path, before, after):
+    """Streams are global: 2 processes x 3 streams stopped and resumed as 1 x 6 (and the reverse) end where an
+    uninterrupted run ends, within fp32 reduction-order tolerance (the gradient is summed in another order)."""
+    model = [arg for arg in TINY_TWO if arg not in ("--batch-size", "3")]
+    common = [*model, "--data", str(small_corpus), "--max-steps", "8", "--log-every", "2", "--save-every", "4"]
+    cpu = {"ACCELERATE_USE_CPU": "1"}
+
+    def run(processes: int, *arguments: str) -> subprocess.CompletedProcess:
+        batch = ["--batch-size", str(6 // processes)]
+        if processes == 2:
+            return launch_two("torchrun", [*common, *batch, *arguments], cpu)
+        return run_process_group([sys.executable, "-m", "bytezoo", "pretrain", *common, *batch, *arguments],
+                                 {**os.environ, **cpu, "OMP_NUM_THREADS": "1"}, timeout=90)
+
+    whole = run(before, "--output", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    first = run(before, "--output", str(tmp_path / "moved"), "--max-time", "0.001")  # a budget spent at once
+    assert first.returncode == 0, first.stderr[-3000:]
+    stopped_at = json.loads((tmp_path / "moved" / "summary.json").read_text())["steps"]
+    assert 0 < stopped_at < 8
+    second = run(after, "--output", str(tmp_path / "moved"), "--resume")
+    assert second.returncode == 0, second.stderr[-3000:]
+    summary = json.loads((tmp_path / "moved" / "summary.json").read_text())
+    assert summary["num_processes"] == after and summary["global_batch_size"] == 6 and summary["steps"] == 8
+    assert summary["resumed_from"].endswith(f"step-{stopped_at:08d}")
+    one, two = (load_file(str(tmp_path / run / "model" / "model.safetensors")) for run in ("whole", "moved"))
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-5, msg=name)

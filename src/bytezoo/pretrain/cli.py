@@ -61,9 +61,12 @@ def register(subparsers) -> None:
 
     data = parser.add_argument_group("data")
     data.add_argument("--data", action="append", required=True, metavar="PATH_OR_URL",
-                      help="training text: a path, a glob, or any fsspec URL (s3://, gs://, https://, memory://); repeatable. "
-                           ".txt (raw bytes), .jsonl/.json, .csv/.tsv, each optionally compressed (.gz, .bz2, .xz, .zst)")
-    data.add_argument("--val-data", action="append", default=[], metavar="PATH_OR_URL", help="held-out text for validation BPC (same forms as --data)")
+                      help="training text: a packed corpus (`bytezoo data pack`; each process then reads only its own bytes), "
+                           "or raw sources, which the main process packs into OUTPUT/corpus first (fine for corpora packed "
+                           "in minutes; pack large ones ahead of time): a path, a glob, or any fsspec URL (s3://, gs://, "
+                           "https://, memory://), repeatable; .txt (raw bytes), .jsonl/.json, .csv/.tsv, each optionally "
+                           "compressed (.gz, .bz2, .xz, .zst)")
+    data.add_argument("--val-data", action="append", default=[], metavar="PATH_OR_URL", help="held-out text for validation BPC (same forms as --data; raw sources are packed into OUTPUT/corpus-val)")
     data.add_argument("--text-field", help="the text column (CSV) or key (JSON lines); default: the first of text, sentence, review, content, body")
     data.add_argument("--seq-len", type=int, default=256, help="bytes per truncated-backprop window (default: 256)")
     data.add_argument("--shard-bytes", type=int, default=1 << 20,
