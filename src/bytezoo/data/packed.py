@@ -11,8 +11,8 @@ and Megatron-LM's indexed datasets::
 
 Readers trust the index alone (blobs first, index last, as the hub writes): an interrupted pack leaves no index and
 so no corpus. :meth:`PackedCorpus.open` checks every shard's size against the index before anything trains; every
-read checks the CRC-32 of the blocks it touches, so a modified shard is named before its bytes are used; ``bytezoo
-data verify URL`` checks every shard's sha256 (one full read). Packing the same sources twice gives identical bytes.
+read checks the CRC-32 of the blocks it touches (reading just those checksums), so a modified shard is named before
+its bytes are used; ``bytezoo data verify URL`` checks every shard's sha256 (one full read). Packing the same sources twice gives identical bytes.
 """
 from __future__ import annotations
 
@@ -31,7 +31,9 @@ FORMAT = "bytezoo-packed-corpus"
 FORMAT_VERSION = 1
 INDEX = "index.json"
 CRC_FILE = "blocks.crc32"
-BLOCK_BYTES = 1 << 14  # 16 KiB: reads are widened to whole blocks, so at most 2 x 16 KiB extra per contiguous read
+# 4 KiB: reads are widened to whole blocks, at most 2 x 4 KiB extra per contiguous read (a stream's chunk is
+# typically hundreds of KiB), plus 4 bytes of checksum per block read alongside.
+BLOCK_BYTES = 1 << 12
 DEFAULT_SHARD_BYTES = 1 << 28  # 256 MiB
 
 
@@ -119,11 +121,9 @@ def pack(sources: Sequence[str] | str, output: str, *, text_field: str | None = 
     if fs.exists(_join(root, INDEX)):
         if not overwrite:
             raise PackError(f"{output} already holds a packed corpus: pass --overwrite to replace it, or pack elsewhere")
-        old = read_index(output)
         fs.rm(_join(root, INDEX))  # first: from now on no reader takes the old shards for a corpus
-        for entry in old["shards"]:
-            if fs.exists(_join(root, entry["name"])):
-                fs.rm(_join(root, entry["name"]))
+        for path in fs.glob(_join(root, "shard-*.bin")) + fs.glob(_join(root, CRC_FILE)):
+            fs.rm(path)  # what an earlier pack wrote (readable index or not), never other files
     fs.makedirs(root, exist_ok=True)
     writer = _ShardWriter(fs, root, shard_bytes)
     documents, packed_sources = [], []
@@ -215,55 +215,53 @@ def read_index(url: str) -> dict:
                         f"reads version {FORMAT_VERSION}: pack the sources again with this bytezoo")
     try:
         shards, total = index["shards"], int(index["total_bytes"])
-        if sum(int(s["bytes"]) for s in shards) != total or int(index["block_bytes"]) != BLOCK_BYTES:
-            raise ValueError("shard sizes do not add up to total_bytes")
+        if sum(int(s["bytes"]) for s in shards) != total:
+            raise ValueError("the shard sizes do not add up to total_bytes")
         [int(d) for d in index["documents"]]
+        block_bytes = int(index["block_bytes"])
+        index["crc32"]["name"], index["crc32"]["sha256"]  # noqa: B018  (both must be there)
     except (KeyError, TypeError, ValueError) as error:
         raise PackError(f"{url}/{INDEX}: malformed ({type(error).__name__}: {error})") from None
+    if block_bytes != BLOCK_BYTES:
+        raise PackError(f"{url}/{INDEX}: checksummed in {block_bytes:,}-byte blocks; this bytezoo reads "
+                        f"{BLOCK_BYTES:,}-byte blocks: pack the sources again with this bytezoo")
     return index
 
 
 @dataclass
 class PackedCorpus:
-    """A packed corpus opened for reading; :meth:`read` returns any byte range, checked against the block CRCs."""
+    """A packed corpus opened for reading; :meth:`read_many` returns byte ranges, checked against the block CRCs."""
 
     url: str
     index: dict
     fs: object = field(repr=False)
     root: str = field(repr=False)
-    crcs: np.ndarray = field(repr=False)
     shard_starts: np.ndarray = field(repr=False)  # (shards + 1,) global offset of each shard's first byte, then total
-    bytes_read: int = 0  # what this object read from storage (the benchmark's figure)
+    bytes_read: int = 0  # what this object read from storage, shards and checksums (the benchmark's figure)
     _maps: dict = field(default_factory=dict, repr=False)
-    _verified: set = field(default_factory=set, repr=False)
 
     @classmethod
     def open(cls, url: str) -> PackedCorpus:
-        """Opens ``url``, checking the format version and every shard's size (a truncated shard is named here)."""
+        """Opens ``url``, checking the format version and the size of every shard and of the checksum file (a
+        truncated file is named here, before anything trains)."""
         from fsspec.core import url_to_fs
 
         index = read_index(url)
         fs, root = url_to_fs(url)
         root = root.rstrip("/")
-        for shard in index["shards"]:
-            path = _join(root, shard["name"])
+        blocks = -(-index["total_bytes"] // BLOCK_BYTES)
+        expected = [(shard["name"], shard["bytes"]) for shard in index["shards"]] + [(index["crc32"]["name"], 4 * blocks)]
+        for name, size_expected in expected:
             try:
-                size = fs.size(path)
+                size = fs.size(_join(root, name))
             except FileNotFoundError:
-                raise PackError(f"{url}: shard {shard['name']} is missing (the index lists it)") from None
-            if size != shard["bytes"]:
-                raise PackError(f"{url}: shard {shard['name']} holds {size:,} bytes, the index says "
-                                f"{shard['bytes']:,}: truncated or replaced; pack the corpus again")
-        with fs.open(_join(root, index["crc32"]["name"]), "rb") as file:
-            crc_bytes = file.read()
-        if hashlib.sha256(crc_bytes).hexdigest() != index["crc32"]["sha256"]:
-            raise PackError(f"{url}: {index['crc32']['name']} does not match the index: pack the corpus again")
-        crcs = np.frombuffer(crc_bytes, dtype="<u4")
-        if len(crcs) != -(-index["total_bytes"] // BLOCK_BYTES):
-            raise PackError(f"{url}: {index['crc32']['name']} holds {len(crcs)} block checksums for "
-                            f"{index['total_bytes']:,} bytes: pack the corpus again")
+                raise PackError(f"{url}: {name} is missing (the index lists it)") from None
+            if size != size_expected:
+                kind = "shard " if name.startswith("shard-") else ""
+                raise PackError(f"{url}: {kind}{name} holds {size:,} bytes, the index says {size_expected:,}: "
+                                f"truncated or replaced; pack the corpus again")
         starts = np.cumsum([0] + [s["bytes"] for s in index["shards"]]).astype(np.int64)
-        return cls(url=url, index=index, fs=fs, root=root, crcs=crcs, shard_starts=starts)
+        return cls(url=url, index=index, fs=fs, root=root, shard_starts=starts)
 
     @property
     def total_bytes(self) -> int:
@@ -273,59 +271,83 @@ class PackedCorpus:
     def document_starts(self) -> np.ndarray:
         return np.asarray(self.index["documents"], dtype=np.int64)
 
-    def _shard_bytes(self, shard: int, start: int, end: int) -> np.ndarray:
-        """Bytes ``[start, end)`` of shard ``shard`` (offsets inside the shard): a memory map for a local file, a
-        ranged read otherwise."""
-        self.bytes_read += end - start
-        name = self.index["shards"][shard]["name"]
-        if "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)):
-            if shard not in self._maps:
-                self._maps[shard] = np.memmap(_join(self.root, name), dtype=np.uint8, mode="r")
-            return np.asarray(self._maps[shard][start:end])
-        return np.frombuffer(self.fs.cat_file(_join(self.root, name), start=start, end=end), dtype=np.uint8)
+    def _is_local(self) -> bool:
+        return "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+
+    def _fetch(self, requests: list[tuple[str, int, int]]) -> list[np.ndarray]:
+        """Bytes ``[start, end)`` of each named file: memory maps for local files; for remote ones a single
+        ``cat_ranges`` call, which asynchronous file systems (s3fs, gcsfs, http) serve concurrently."""
+        self.bytes_read += sum(end - start for _, start, end in requests)
+        if self._is_local():
+            out = []
+            for name, start, end in requests:
+                if name not in self._maps:
+                    self._maps[name] = np.memmap(_join(self.root, name), dtype=np.uint8, mode="r")
+                out.append(np.asarray(self._maps[name][start:end]))
+            return out
+        paths = [_join(self.root, name) for name, _, _ in requests]
+        data = self.fs.cat_ranges(paths, [start for _, start, _ in requests], [end for _, _, end in requests],
+                                  on_error="raise")
+        return [np.frombuffer(d, dtype=np.uint8) for d in data]
+
+    def read_many(self, ranges: list[tuple[int, int]]) -> list[np.ndarray]:
+        """Corpus bytes ``[offset, offset + length)`` for each range, as uint8 arrays, fetched together. Each read
+        is widened to whole blocks, whose CRC-32 (read alongside) is checked: a modified shard is named before any
+        of its bytes are used."""
+        plans, requests = [], []
+        crc_name = self.index["crc32"]["name"]
+        for offset, length in ranges:
+            if offset < 0 or length < 0 or offset + length > self.total_bytes:
+                raise IndexError(f"bytes [{offset}, {offset + length}) outside the corpus of {self.total_bytes}")
+            first_block, end_block = offset // BLOCK_BYTES, -(-(offset + length) // BLOCK_BYTES)
+            lo, hi = first_block * BLOCK_BYTES, min(end_block * BLOCK_BYTES, self.total_bytes)
+            pieces = []
+            shard = int(np.searchsorted(self.shard_starts, lo, side="right") - 1)
+            position = lo
+            while position < hi and length:
+                take_end = min(hi, int(self.shard_starts[shard + 1]))
+                pieces.append(len(requests))
+                requests.append((self.index["shards"][shard]["name"], position - int(self.shard_starts[shard]),
+                                 take_end - int(self.shard_starts[shard])))
+                position, shard = take_end, shard + 1
+            crc_request = len(requests)
+            requests.append((crc_name, 4 * first_block, 4 * end_block))
+            plans.append((offset, length, first_block, lo, pieces, crc_request))
+        fetched = self._fetch(requests)
+        out = []
+        for offset, length, first_block, lo, pieces, crc_request in plans:
+            if length == 0:
+                out.append(np.zeros(0, np.uint8))
+                continue
+            data = fetched[pieces[0]] if len(pieces) == 1 else np.concatenate([fetched[i] for i in pieces])
+            crcs = fetched[crc_request].view("<u4")
+            for i, expected in enumerate(crcs):
+                if zlib.crc32(data[i * BLOCK_BYTES : (i + 1) * BLOCK_BYTES]) != int(expected):
+                    block = first_block + i
+                    shard = int(np.searchsorted(self.shard_starts, block * BLOCK_BYTES, side="right") - 1)
+                    raise PackError(f"{self.url}: shard {self.index['shards'][shard]['name']} was modified after "
+                                    f"packing (block {block}, corpus bytes {block * BLOCK_BYTES:,}+, fails its "
+                                    f"CRC-32): pack the corpus again")
+            out.append(data[offset - lo : offset - lo + length])
+        return out
 
     def read(self, offset: int, length: int) -> np.ndarray:
-        """Corpus bytes ``[offset, offset + length)`` as a uint8 array. The read is widened to whole blocks, whose
-        CRC-32 is checked the first time each block is read."""
-        if offset < 0 or length < 0 or offset + length > self.total_bytes:
-            raise IndexError(f"bytes [{offset}, {offset + length}) outside the corpus of {self.total_bytes}")
-        if length == 0:
-            return np.zeros(0, np.uint8)
-        first_block, end_block = offset // BLOCK_BYTES, -(-(offset + length) // BLOCK_BYTES)
-        lo, hi = first_block * BLOCK_BYTES, min(end_block * BLOCK_BYTES, self.total_bytes)
-        parts = []
-        shard = int(np.searchsorted(self.shard_starts, lo, side="right") - 1)
-        position = lo
-        while position < hi:
-            shard_end = int(self.shard_starts[shard + 1])
-            take_end = min(hi, shard_end)
-            parts.append(self._shard_bytes(shard, position - int(self.shard_starts[shard]),
-                                           take_end - int(self.shard_starts[shard])))
-            position, shard = take_end, shard + 1
-        data = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        for block in range(first_block, end_block):
-            if block in self._verified:
-                continue
-            piece = data[(block - first_block) * BLOCK_BYTES : (block - first_block + 1) * BLOCK_BYTES]
-            if zlib.crc32(piece) != int(self.crcs[block]):
-                shard_name = self.index["shards"][int(np.searchsorted(self.shard_starts, block * BLOCK_BYTES,
-                                                                      side="right") - 1)]["name"]
-                raise PackError(f"{self.url}: shard {shard_name} was modified after packing (block {block}, corpus "
-                                f"bytes {block * BLOCK_BYTES:,}+, fails its CRC-32): pack the corpus again")
-            self._verified.add(block)
-        return data[offset - lo : offset - lo + length]
+        """Corpus bytes ``[offset, offset + length)`` as a uint8 array (see :meth:`read_many`)."""
+        return self.read_many([(offset, length)])[0]
 
     def verify(self, progress: bool = True) -> None:
-        """Checks every shard's sha256 against the index (one full read)."""
+        """Checks every shard's sha256, and the checksum file's, against the index (one full read)."""
         from tqdm.auto import tqdm
 
-        for shard in tqdm(self.index["shards"], desc="verify", unit="shard", disable=not progress):
+        files = [*self.index["shards"], self.index["crc32"]]
+        for entry in tqdm(files, desc="verify", unit="file", disable=not progress):
             digest = hashlib.sha256()
-            with self.fs.open(_join(self.root, shard["name"]), "rb") as file:
+            with self.fs.open(_join(self.root, entry["name"]), "rb") as file:
                 while block := file.read(1 << 22):
                     digest.update(block)
-            if digest.hexdigest() != shard["sha256"]:
-                raise PackError(f"{self.url}: shard {shard['name']} does not match its sha256 in the index: "
+            if digest.hexdigest() != entry["sha256"]:
+                kind = "shard " if entry["name"].startswith("shard-") else ""
+                raise PackError(f"{self.url}: {kind}{entry['name']} does not match its sha256 in the index: "
                                 f"modified after packing; pack the corpus again")
 
 

@@ -87,16 +87,27 @@ class EpochView:
             offset += length
         self._segment_starts = [segment[0] for segment in self.segments]
 
+    def read_many(self, ranges: list[tuple[int, int]]) -> list[np.ndarray]:
+        """Epoch bytes ``[offset, offset + length)`` for each range, fetched from the corpus in one batch."""
+        corpus_ranges, owners = [], []
+        for number, (offset, length) in enumerate(ranges):
+            end = offset + length
+            index = bisect.bisect_right(self._segment_starts, offset) - 1
+            while offset < end:
+                seg_start, corpus_start, seg_length = self.segments[index]
+                take = min(end, seg_start + seg_length) - offset
+                corpus_ranges.append((corpus_start + offset - seg_start, take))
+                owners.append(number)
+                offset += take
+                index += 1
+        parts = self.corpus.read_many(corpus_ranges)
+        out: list[list[np.ndarray]] = [[] for _ in ranges]
+        for owner, part in zip(owners, parts):
+            out[owner].append(part)
+        return [p[0] if len(p) == 1 else np.concatenate(p) if p else np.zeros(0, np.uint8) for p in out]
+
     def read(self, offset: int, length: int) -> np.ndarray:
-        parts, end = [], offset + length
-        index = bisect.bisect_right(self._segment_starts, offset) - 1
-        while offset < end:
-            seg_start, corpus_start, seg_length = self.segments[index]
-            take = min(end, seg_start + seg_length) - offset
-            parts.append(self.corpus.read(corpus_start + offset - seg_start, take))
-            offset += take
-            index += 1
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return self.read_many([(offset, length)])[0]
 
     def documents_between(self, start: int, end: int) -> list[int]:
         """Epoch offsets in ``[start, end)`` where a document begins."""
@@ -142,10 +153,10 @@ class ByteStreams:
     def _round(self, number: int) -> tuple[list[np.ndarray], list[list[int]]]:
         """Round ``number``'s chunk of every owned stream, with the stream offsets where the state resets in it."""
         size, streams = self.layout.chunk_bytes, self.layout.num_streams
-        chunks, resets = [], []
-        for slot in self._slots:
-            offset = (number * streams + slot) * size  # epoch offset of this stream's chunk
-            chunks.append(self.view.read(offset, size))
+        offsets = [(number * streams + slot) * size for slot in self._slots]  # epoch offset of each stream's chunk
+        chunks = self.view.read_many([(offset, size) for offset in offsets])  # one batch: concurrent from S3
+        resets = []
+        for offset in offsets:
             base = number * size - offset  # epoch offset -> stream offset
             resets.append(sorted({number * size, *(base + d for d in self.view.documents_between(offset, offset + size))}))
         return chunks, resets
