@@ -62,7 +62,7 @@ def test_zst_sources_are_decompressed_everywhere(tmp_path):
 
 
 def test_crlf_and_every_line_break_become_one_space_for_both_stages():
-    from bytezoo.datasets import as_document_line
+    from bytezoo.data.sources import as_document_line
     from bytezoo.transfer.featurizer import preprocess_openai
 
     text = "Great drug.\r\nNo side effects&#039;\rat all\u2028really\n"

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 import bytezoo
 from bytezoo import hub
 from bytezoo.cli import build_parser
-from bytezoo.datasets import prepare_embedded_default, read_labelled_tsv
+from bytezoo.data.sources import prepare_embedded_default, read_labelled_tsv
 from bytezoo.demo import run_demo
 from bytezoo.transfer import SentimentPipeline
 

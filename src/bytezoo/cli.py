@@ -15,7 +15,7 @@ from . import __version__
 # Modules that contribute subcommands, in the order ``--help`` lists them.
 SUBCOMMAND_MODULES = (
     "bytezoo.demo",
-    "bytezoo.datasets",
+    "bytezoo.data.cli",
     "bytezoo.zoo.cli",
     "bytezoo.zoo.convert.cli",
     "bytezoo.pretrain.cli",

@@ -59,7 +59,7 @@ def run_demo(args: argparse.Namespace) -> dict:
 
     import bytezoo
     from bytezoo import cli, hub
-    from bytezoo.datasets import prepare_embedded_default
+    from bytezoo.data.sources import prepare_embedded_default
 
     started = time.perf_counter()
     output = Path(args.output).resolve()

@@ -1,8 +1,13 @@
-"""``bytezoo data pack`` and ``bytezoo data verify``: packed corpora from the command line."""
+"""``bytezoo data``: pack and verify corpora for pretraining, list and download the standard sentiment sets, prepare
+the embedded default. Heavy imports happen inside the handlers, so ``--help`` stays fast."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
+
+from .sources import DATASETS, EMBEDDED_PACKAGE, MARKER, DatasetError, download, prepare_embedded_default
 
 PACK_DESCRIPTION = """\
 Stream text sources once into a packed corpus at OUTPUT (a folder or any fsspec URL: s3://, gs://, ...):
@@ -68,4 +73,77 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"bytezoo data verify: error: {error}", file=sys.stderr)
         return 1
     print(f"{args.url}: {len(corpus.index['shards'])} shard(s), {corpus.total_bytes:,} bytes: every sha256 matches")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Adds ``bytezoo data`` with ``list``, ``download``, ``prepare-default``, ``pack`` and ``verify``."""
+    parser = subparsers.add_parser(
+        "data",
+        help="pack corpora for pretraining, prepare the embedded default data set, download standard sentiment sets",
+        description="Prepare the embedded default data set (offline) or download standard sentiment sets with pinned checksums.",
+    )
+    parser.set_defaults(func=lambda args: _print_help(parser))
+    commands = parser.add_subparsers(title="data commands", metavar="COMMAND")
+
+    listing = commands.add_parser("list", help="the data sets 'download' knows: sizes, sources, checksums", description="List the data sets 'bytezoo data download' knows.")
+    listing.set_defaults(func=_list_handler)
+
+    fetching = commands.add_parser(
+        "download",
+        help="download, verify and convert a standard data set",
+        description="Download a standard data set, verify its pinned checksum and write train/dev/test.tsv (+ lm_train.txt).",
+    )
+    fetching.add_argument("name", help=f"one of: {', '.join(DATASETS)}")
+    fetching.add_argument("--dir", type=Path, help="where to write the files (default: $BYTEZOO_CACHE/data/NAME)")
+    fetching.add_argument("--url", help="fetch from this fsspec URL (a mirror or a local copy) instead; the pinned checksum still applies")
+    fetching.set_defaults(func=_download_handler)
+
+    default = commands.add_parser(
+        "prepare-default",
+        help="write the embedded default data set (drug reviews) and print its paths",
+        description=f"Write the embedded default data set, 978 drug reviews from the {EMBEDDED_PACKAGE} package, and print where its files are.",
+    )
+    default.add_argument("--dir", type=Path, help="where to write the files (default: $BYTEZOO_CACHE/data/drugreview)")
+    default.set_defaults(func=_prepare_default_handler)
+
+    add_parsers(commands)  # pack, verify
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _list_handler(args: argparse.Namespace) -> int:
+    for spec in DATASETS.values():
+        print(f"{spec.name}  ({spec.download_size})  {spec.description}")
+        print(f"    source:  {spec.url}")
+        print(f"    pinned:  {', '.join(spec.checksums)}")
+        print(f"    splits:  {spec.splits}")
+        if spec.notes:
+            print(f"    note:    {spec.notes}")
+    print(f"embedded default (no download): drug reviews from the {EMBEDDED_PACKAGE} package; 'bytezoo data prepare-default'")
+    return 0
+
+
+def _download_handler(args: argparse.Namespace) -> int:
+    try:
+        path = download(args.name, args.dir, url=args.url)
+    except DatasetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    record = json.loads((path / MARKER).read_text(encoding="utf-8"))
+    for name, entry in record["files"].items():
+        print(f"{path / name}  ({entry['rows']:,} {'documents' if name.endswith('.txt') else 'rows'})")
+    return 0
+
+
+def _prepare_default_handler(args: argparse.Namespace) -> int:
+    try:
+        default = prepare_embedded_default(args.dir)
+    except DatasetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(default.describe())
     return 0

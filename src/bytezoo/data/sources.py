@@ -15,7 +15,7 @@ is, so preparing or downloading twice costs nothing the second time. Work happen
 target and files are renamed into place only when all of them are complete: an interrupted or refused run leaves the
 target as it was.
 
->>> from bytezoo.datasets import prepare_embedded_default, download
+>>> from bytezoo.data.sources import prepare_embedded_default, download
 >>> default = prepare_embedded_default()        # 978 distinct drug reviews, offline
 >>> default.train, default.n_train
 (PosixPath('/home/me/.cache/bytezoo/data/drugreview/train.tsv'), 480)
@@ -26,18 +26,14 @@ The same from the command line: ``bytezoo data prepare-default``, ``bytezoo data
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import importlib.util
-import io
 import json
 import os
 import random
 import re
 import shutil
-import sys
-import tarfile
 import uuid
 import zipfile
 from collections import defaultdict
@@ -45,6 +41,10 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Iterable, Iterator, Sequence
+
+from .archives import archive_files, text_reader
+from .errors import ChecksumMismatchError, DatasetError, UnsafeArchiveError
+from .fetch import fetch_verified, file_digest, parse_checksum, redact
 
 __all__ = [
     "DATASETS",
@@ -57,7 +57,6 @@ __all__ = [
     "download",
     "prepare_embedded_default",
     "read_labelled_tsv",
-    "register",
 ]
 
 MARKER = "bytezoo-dataset.json"
@@ -65,20 +64,6 @@ MARKER = "bytezoo-dataset.json"
 FORMAT_VERSION = 2  # 2: language-model text is HTML-unescaped
 SPLIT_SEED = 0
 TSV_HEADER = ("text", "label")
-SUPPORTED_HASHES = ("md5", "sha1", "sha256")
-_CHUNK_BYTES = 1 << 20
-
-
-class DatasetError(Exception):
-    """A data set could not be prepared: a missing source, a bad archive, an unknown name."""
-
-
-class ChecksumMismatchError(DatasetError):
-    """The downloaded bytes are not the ones the checksum pins."""
-
-
-class UnsafeArchiveError(DatasetError):
-    """An archive member would land outside the extraction folder, or is a link or device."""
 
 
 def data_cache_dir() -> Path:
@@ -187,7 +172,7 @@ def prepare_embedded_default(directory: str | os.PathLike | None = None) -> Embe
     target = Path(directory) if directory is not None else data_cache_dir() / "drugreview"
     identity = {
         "dataset": "drugreview",
-        "source": {"package": f"{EMBEDDED_PACKAGE} {_package_version()}", "checksum": f"sha256:{_file_digest(source, 'sha256')}"},
+        "source": {"package": f"{EMBEDDED_PACKAGE} {_package_version()}", "checksum": f"sha256:{file_digest(source, 'sha256')}"},
         "recipe": {
             "dev": f"{EMBEDDED_DEV_SIZE} rows of the package's train split, stratified by label",
             "test": "the package's test split less reviews whose text is also in its train split",
@@ -228,7 +213,7 @@ def _read_drugreview_split(archive: zipfile.ZipFile, member: str) -> list[tuple[
     The file is tab separated with ``"`` as quote character; every review is additionally wrapped in one pair of
     quotes of its own (``\"\"\"text\"\"\"`` in the file), which is stripped here.
     """
-    with archive.open(member) as raw, _text(raw) as file:
+    with archive.open(member) as raw, text_reader(raw) as file:
         reader = csv.reader(file, delimiter="\t")
         header = next(reader)
         try:
@@ -329,7 +314,7 @@ def _convert_imdb(archive: Path, out: Path, spec: DatasetSpec) -> dict[str, int]
     """``aclImdb/{train,test}/{pos,neg}/*.txt`` are the labelled splits, ``aclImdb/train/unsup/*.txt`` the LM text."""
     labelled: dict[str, list[tuple[str, str, str]]] = {"train": [], "test": []}  # (member name, text, label)
     unlabelled: list[tuple[str, str]] = []
-    for name, file in _archive_files(archive):
+    for name, file in archive_files(archive):
         match = _IMDB_MEMBER.match(name)
         if not match:
             continue  # README, vocabularies, bag-of-words files
@@ -366,7 +351,7 @@ _SST2_LABELS = {"0": "negative", "1": "positive"}
 def _read_sst2(file: IO[bytes], member: str) -> list[tuple[str, str]]:
     # GLUE's TSVs do not quote (a sentence may contain a bare "), hence QUOTE_NONE. Sentences carry a trailing space
     # from tokenisation, which is stripped.
-    with _text(file) as text_file:
+    with text_reader(file) as text_file:
         reader = csv.reader(text_file, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(reader, None)
         if header != ["sentence", "label"]:
@@ -383,7 +368,7 @@ def _convert_sst2(archive: Path, out: Path, spec: DatasetSpec) -> dict[str, int]
     """GLUE SST-2: its labelled ``dev.tsv`` becomes our test split (GLUE's test labels are private); dev is carved
     from train."""
     found = {}
-    for name, file in _archive_files(archive):
+    for name, file in archive_files(archive):
         if name in ("SST-2/train.tsv", "SST-2/dev.tsv"):
             found[name] = _read_sst2(file, name)
     missing = sorted({"SST-2/train.tsv", "SST-2/dev.tsv"} - set(found))
@@ -415,12 +400,12 @@ def _convert_amazon_polarity(archive: Path, out: Path, spec: DatasetSpec) -> dic
     with ExitStack() as stack:
         writers = {name: stack.enter_context(_TsvWriter(out / name)) for name in ("train.tsv", "dev.tsv", "test.tsv")}
         seen = set()
-        for name, file in _archive_files(archive):
+        for name, file in archive_files(archive):
             split = {"amazon_review_polarity_csv/train.csv": "train", "amazon_review_polarity_csv/test.csv": "test"}.get(name)
             if split is None:
                 continue
             seen.add(split)
-            with _text(file) as text_file:
+            with text_reader(file) as text_file:
                 for line_number, record in enumerate(csv.reader(text_file), start=1):
                     if len(record) != 3 or record[0] not in _AMAZON_LABELS:
                         raise DatasetError(f"{name} line {line_number}: expected '1|2,title,text', found {record!r}"[:300])
@@ -505,7 +490,7 @@ def download(
     spec = get_spec(name)
     checksums = (expected_hash,) if expected_hash is not None else spec.checksums
     for checksum in checksums:
-        _parse_checksum(checksum)
+        parse_checksum(checksum)
     source_url = url if url is not None else spec.url
     target = Path(directory) if directory is not None else data_cache_dir() / spec.name
     identity = {
@@ -518,11 +503,11 @@ def download(
         return target
     with _staged_output(target) as staging:
         archive = staging / "archive"
-        _fetch(source_url, archive, checksums, progress=progress, description=spec.name)
+        fetch_verified(source_url, archive, checksums, progress=progress, description=spec.name)
         converted = staging / "converted"
         converted.mkdir()
         files = spec.convert(archive, converted, spec)
-        identity["source"]["url"] = _redact(source_url)
+        identity["source"]["url"] = redact(source_url)
         _commit(converted, target, identity, files)
     return target
 
@@ -534,119 +519,6 @@ def get_spec(name: str) -> DatasetSpec:
     except KeyError:
         raise DatasetError(f"unknown data set {name!r}; known data sets: {', '.join(sorted(DATASETS))}") from None
 
-
-def _parse_checksum(checksum: str) -> tuple[str, str]:
-    algorithm, separator, digest = checksum.partition(":")
-    algorithm, digest = algorithm.strip().lower(), digest.strip().lower()
-    if not separator or algorithm not in SUPPORTED_HASHES:
-        raise DatasetError(f"checksum {checksum!r} must look like 'ALGORITHM:HEX' with ALGORITHM one of {', '.join(SUPPORTED_HASHES)}")
-    expected_length = hashlib.new(algorithm).digest_size * 2
-    if len(digest) != expected_length or not re.fullmatch(r"[0-9a-f]+", digest):
-        raise DatasetError(f"checksum {checksum!r}: a {algorithm} digest is {expected_length} hexadecimal digits")
-    return algorithm, digest
-
-
-def _redact(url: str) -> str:
-    """The URL without user:password, for the record kept beside the data."""
-    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1", url)
-
-
-def _fetch(url: str, destination: Path, checksums: Sequence[str], *, progress: bool, description: str) -> None:
-    """Stream ``url`` into ``destination`` through fsspec, hashing on the way; raise unless every checksum matches."""
-    import fsspec
-    from tqdm.auto import tqdm
-
-    expected = [_parse_checksum(checksum) for checksum in checksums]
-    hashers = {algorithm: hashlib.new(algorithm) for algorithm, _ in expected}
-    first_bytes = b""
-    try:
-        fs, path = fsspec.core.url_to_fs(url)
-        protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
-        try:
-            total = fs.size(path)
-        except Exception:  # the size only feeds the progress bar; a server that won't tell still serves the file
-            total = None
-        # Over HTTP, block_size=0 makes one streaming GET instead of many range requests.
-        open_options = {"block_size": 0, "size": total} if protocols & {"http", "https"} else {}
-        with fs.open(path, "rb", **open_options) as source, open(destination, "wb") as sink, tqdm(
-            total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=description, disable=not progress
-        ) as bar:
-            while chunk := source.read(_CHUNK_BYTES):
-                if not first_bytes:
-                    first_bytes = chunk[:512]
-                for hasher in hashers.values():
-                    hasher.update(chunk)
-                sink.write(chunk)
-                bar.update(len(chunk))
-    except ImportError as error:
-        raise DatasetError(f"cannot download {_redact(url)}: {error}") from error
-    except Exception as error:
-        raise DatasetError(f"downloading {_redact(url)} failed: {type(error).__name__}: {error}") from error
-    wrong = [
-        f"expected {algorithm}:{digest}, got {algorithm}:{hashers[algorithm].hexdigest()}"
-        for algorithm, digest in expected
-        if hashers[algorithm].hexdigest() != digest
-    ]
-    if wrong:
-        hint = ""
-        if first_bytes.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html")):
-            hint = " (the server sent an HTML page, not the archive: a login, quota or confirmation page?)"
-        raise ChecksumMismatchError(f"refusing the download from {_redact(url)}: {'; '.join(wrong)}{hint}")
-
-
-# --------------------------------------------------------------------------------------------- archives, safely
-def _check_member_name(name: str, archive: Path) -> None:
-    parts = re.split(r"[\\/]", name)
-    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts:
-        raise UnsafeArchiveError(f"refusing {archive.name}: member {name!r} points outside the archive's folder")
-
-
-def _relative(name: str) -> str:
-    # Archives packed as `tar czf x.tgz ./folder` name their members "./folder/..."; match them like "folder/...".
-    while name.startswith("./"):
-        name = name[2:]
-    return name
-
-
-def _archive_files(archive: Path) -> Iterator[tuple[str, IO[bytes]]]:
-    """``(name, readable file)`` for each regular file in a zip or tar (any compression), in archive order.
-
-    Members are read from the archive, never written to paths taken from their names; still, an archive with an
-    absolute or ``..`` name, a link or a device member is refused as a whole (raising :class:`UnsafeArchiveError`),
-    since no honest data archive has one. A tar is read front to back in one pass, so a gzip is decompressed once.
-    """
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zipped:
-            members = zipped.infolist()
-            for member in members:  # a zip's directory is at its end: check every name before reading anything
-                _check_member_name(member.filename, archive)
-                if (member.external_attr >> 16) & 0o170000 == 0o120000:
-                    raise UnsafeArchiveError(f"refusing {archive.name}: member {member.filename!r} is a symbolic link")
-            for member in members:
-                if not member.is_dir():
-                    with zipped.open(member) as file:
-                        yield _relative(member.filename), file
-    elif tarfile.is_tarfile(archive):
-        with tarfile.open(archive, "r:*") as tarred:
-            for member in tarred:
-                _check_member_name(member.name, archive)
-                if not (member.isfile() or member.isdir()):
-                    raise UnsafeArchiveError(f"refusing {archive.name}: member {member.name!r} is a link or device, not a file")
-                if member.isfile():
-                    yield _relative(member.name), tarred.extractfile(member)
-    else:
-        raise DatasetError(f"{archive} is neither a zip nor a tar archive")
-
-
-# --------------------------------------------------------------------------------------------- writing, atomically
-@contextmanager
-def _text(binary: IO[bytes]) -> Iterator[IO[str]]:
-    """A UTF-8 text view of a binary member, with newline="" as the csv module wants (it handles \\r\\n itself)."""
-    wrapper = io.TextIOWrapper(binary, encoding="utf-8", newline="")
-    try:
-        yield wrapper
-    finally:
-        wrapper.detach()  # leave closing the member to its owner
 
 
 class _TsvWriter:
@@ -679,7 +551,7 @@ def _write_tsv(path: Path, rows: Iterable[tuple[str, str]]) -> int:
 def as_document_line(text: str) -> str:
     """One document as one line of language-model text: :func:`bytezoo.data.text.model_text`, the preprocessing the
     transfer stage's ``preprocess="openai"`` shares, so that pretraining reads the bytes the featurizer later feeds."""
-    from bytezoo.data.text import model_text
+    from .text import model_text
 
     return model_text(text)
 
@@ -693,14 +565,6 @@ def _write_documents(path: Path, texts: Iterable[str]) -> int:
                 file.write(line + "\n")
                 count += 1
     return count
-
-
-def _file_digest(path: Path, algorithm: str) -> str:
-    hasher = hashlib.new(algorithm)
-    with open(path, "rb") as file:
-        while chunk := file.read(_CHUNK_BYTES):
-            hasher.update(chunk)
-    return hasher.hexdigest()
 
 
 def _intact_record(target: Path, identity: dict) -> dict | None:
@@ -751,7 +615,7 @@ def _commit(staging: Path, target: Path, identity: dict, files: dict[str, int]) 
     entries = {}
     for name, rows in files.items():
         path = staging / name
-        entries[name] = {"rows": rows, "bytes": path.stat().st_size, "sha256": _file_digest(path, "sha256")}
+        entries[name] = {"rows": rows, "bytes": path.stat().st_size, "sha256": file_digest(path, "sha256")}
         os.replace(path, target / name)
     record = {"format": FORMAT_VERSION, **identity, "files": entries}
     temporary = staging / MARKER
@@ -760,77 +624,3 @@ def _commit(staging: Path, target: Path, identity: dict, files: dict[str, int]) 
     return record
 
 
-# ----------------------------------------------------------------------------------------------------- command line
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Adds ``bytezoo data`` with ``list``, ``download``, ``prepare-default``, ``pack`` and ``verify``."""
-    parser = subparsers.add_parser(
-        "data",
-        help="pack corpora for pretraining, prepare the embedded default data set, download standard sentiment sets",
-        description="Prepare the embedded default data set (offline) or download standard sentiment sets with pinned checksums.",
-    )
-    parser.set_defaults(func=lambda args: _print_help(parser))
-    commands = parser.add_subparsers(title="data commands", metavar="COMMAND")
-
-    listing = commands.add_parser("list", help="the data sets 'download' knows: sizes, sources, checksums", description="List the data sets 'bytezoo data download' knows.")
-    listing.set_defaults(func=_list_handler)
-
-    fetching = commands.add_parser(
-        "download",
-        help="download, verify and convert a standard data set",
-        description="Download a standard data set, verify its pinned checksum and write train/dev/test.tsv (+ lm_train.txt).",
-    )
-    fetching.add_argument("name", help=f"one of: {', '.join(DATASETS)}")
-    fetching.add_argument("--dir", type=Path, help="where to write the files (default: $BYTEZOO_CACHE/data/NAME)")
-    fetching.add_argument("--url", help="fetch from this fsspec URL (a mirror or a local copy) instead; the pinned checksum still applies")
-    fetching.set_defaults(func=_download_handler)
-
-    default = commands.add_parser(
-        "prepare-default",
-        help="write the embedded default data set (drug reviews) and print its paths",
-        description=f"Write the embedded default data set, 978 drug reviews from the {EMBEDDED_PACKAGE} package, and print where its files are.",
-    )
-    default.add_argument("--dir", type=Path, help="where to write the files (default: $BYTEZOO_CACHE/data/drugreview)")
-    default.set_defaults(func=_prepare_default_handler)
-
-    from bytezoo.data.cli import add_parsers  # pack, verify
-
-    add_parsers(commands)
-
-
-def _print_help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
-
-
-def _list_handler(args: argparse.Namespace) -> int:
-    for spec in DATASETS.values():
-        print(f"{spec.name}  ({spec.download_size})  {spec.description}")
-        print(f"    source:  {spec.url}")
-        print(f"    pinned:  {', '.join(spec.checksums)}")
-        print(f"    splits:  {spec.splits}")
-        if spec.notes:
-            print(f"    note:    {spec.notes}")
-    print(f"embedded default (no download): drug reviews from the {EMBEDDED_PACKAGE} package; 'bytezoo data prepare-default'")
-    return 0
-
-
-def _download_handler(args: argparse.Namespace) -> int:
-    try:
-        path = download(args.name, args.dir, url=args.url)
-    except DatasetError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    record = json.loads((path / MARKER).read_text(encoding="utf-8"))
-    for name, entry in record["files"].items():
-        print(f"{path / name}  ({entry['rows']:,} {'documents' if name.endswith('.txt') else 'rows'})")
-    return 0
-
-
-def _prepare_default_handler(args: argparse.Namespace) -> int:
-    try:
-        default = prepare_embedded_default(args.dir)
-    except DatasetError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(default.describe())
-    return 0

