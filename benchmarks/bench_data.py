@@ -29,6 +29,8 @@ from pathlib import Path
 from bytezoo.data.packed import PackedCorpus, pack
 from bytezoo.pretrain.data import ByteStreams, StreamLayout
 
+from _machine import cpu_model  # noqa: E402  (benchmarks/ is the script's folder)
+
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "sst" / "unsup.csv"
@@ -39,11 +41,6 @@ SEQ_LEN = 256
 SHARD = 1 << 20  # --shard-bytes: at most this many contiguous bytes per stream between resets (pretrain's default)
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def sentences() -> list[str]:

@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from _machine import cpu_model  # noqa: E402  (benchmarks/ is the script's folder)
+
 RESULTS = Path(__file__).parent / "results"
 PYTHON = sys.executable
 BYTEZOO = str(Path(PYTHON).with_name("bytezoo"))
@@ -45,14 +47,6 @@ COMMANDS = {
 }
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def versions() -> dict:

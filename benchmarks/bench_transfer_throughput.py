@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import time
 from pathlib import Path
@@ -24,6 +23,8 @@ import torch
 
 import bytezoo
 from bytezoo.transfer import Featurizer
+
+from _machine import cpu_model  # noqa: E402  (benchmarks/ is the script's folder)
 
 SST = Path(os.environ.get("BYTEZOO_SHARED_DATA", "/work/shared/data")) / "sst" / "train.csv"
 
@@ -40,14 +41,6 @@ def load_texts(count: int, seed: int) -> tuple[list[str], str]:
     return [" ".join(rng.choice(words) for _ in range(rng.randint(3, 40))) for _ in range(count)], "synthetic"
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def matmul_rate(batch: int, hidden: int, dtype: torch.dtype, repeats: int = 30) -> float:
@@ -116,7 +109,7 @@ def main() -> None:
         "data": source,
         "runs": runs,
         "device": {
-            "cpu": cpu_name(),
+            "cpu": cpu_model(),
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__,
