@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -13,7 +14,7 @@ from typing import Any
 
 from .cache import Cache, offline_from_environment
 from .card import is_generated_card, make_model_card, read_json_documents
-from .errors import HubError
+from .errors import HubError, UnsafeFileError
 from .manifest import DEFAULT_TAG, FileEntry, Manifest, Tag, check_tag_name, is_version_id, utc_now
 from .remote import HubRepo, sha256_of_file
 from .safety import check_allowed_name, check_file
@@ -51,6 +52,7 @@ def push(
     *,
     model_card: bool = True,
     storage_options: dict | None = None,
+    follow_symlinks: bool = False,
 ) -> str:
     """Publish the files of ``local_dir`` as a new immutable version of the repository at ``url``.
 
@@ -61,7 +63,9 @@ def push(
     Only data formats are accepted (see :mod:`bytezoo.hub.safety`); hidden files and folders are skipped, and so
     is the Python source that ``save_pretrained`` copies next to the weights (with a warning). Unless
     ``model_card=False`` or the directory has a hand-written ``README.md``, a model card is generated from the run
-    summaries found in the directory and shared as ``README.md``.
+    summaries found in the directory and shared as ``README.md``. A symbolic link that leaves the folder is refused
+    unless ``follow_symlinks`` (links inside it, or into the Hugging Face cache repository it is a snapshot of, are
+    content as usual).
 
     >>> version = push("runs/mlstm-256", "s3://team-models/mlstm-256", tag="paper")  # doctest: +SKIP
     """
@@ -73,7 +77,10 @@ def push(
     repo.check_writable()
     repo.remove_stale_temporaries()
 
-    names = _collect_files(directory)
+    names, followed = _collect_files(directory, follow_symlinks)
+    if followed:
+        logger.warning("following %d symbolic link(s) out of %s (--follow-symlinks): %s", len(followed), directory,
+                       "; ".join(followed))
     generate_card = model_card and ("README.md" not in names or _is_generated_readme(directory / "README.md"))
     if generate_card and "README.md" in names:
         names.remove("README.md")  # regenerated below from the current summaries
@@ -95,9 +102,10 @@ def push(
     for name in tags:
         repo.write_tag(Tag(name=name, version=manifest.version, updated=utc_now()))
     logger.info(
-        "pushed %s version %s (%d files, %d bytes, %d blobs uploaded%s); tags: %s",
+        "pushed %s version %s (%d files, %d bytes, %d blobs uploaded%s%s); tags: %s",
         repo.display_url, manifest.version, len(manifest.files), manifest.total_size, len(missing),
-        "" if written else ", version already existed", ", ".join(tags),
+        "" if written else ", version already existed",
+        f", {len(followed)} symbolic link(s) followed out of the folder" if followed else "", ", ".join(tags),
     )
     return manifest.version
 
@@ -212,27 +220,79 @@ def resolve(
 
 
 # ---------------------------------------------------------------------- helpers
-def _collect_files(directory: Path) -> list[str]:
-    """Relative POSIX paths of the files to share; unsafe names fail fast, by name, before anything is read.
+HF_CACHE_REPOSITORY = re.compile(r"^(models|datasets|spaces)--.+")
+
+
+def _link_roots(directory: Path) -> list[Path]:
+    """Where a symbolic link in ``directory`` may point and still be content: the folder itself, and, for a snapshot
+    in a Hugging Face cache (``models--user--name/snapshots/REV``, whose files are links into ``../../blobs``), that
+    cache repository."""
+    roots = [directory.resolve()]
+    for ancestor in directory.resolve().parents:
+        if HF_CACHE_REPOSITORY.match(ancestor.name) and (ancestor / "blobs").is_dir() and (ancestor / "snapshots").is_dir():
+            roots.append(ancestor)
+            break
+    return roots
+
+
+def _inside(path: Path, roots: list[Path]) -> bool:
+    return any(path == root or root in path.parents for root in roots)
+
+
+def _collect_files(directory: Path, follow_symlinks: bool = False) -> tuple[list[str], list[str]]:
+    """Relative POSIX paths of the files to share, and the symbolic links followed out of the folder; unsafe names
+    and links fail fast, by name, before anything is read.
 
     Hidden entries are skipped, and so is Python source: ``save_pretrained`` copies the model's code next to the
-    weights (for ``trust_remote_code``), but code never travels through the hub; bytezoo provides the classes.
+    weights (for ``trust_remote_code``), but code never travels through the hub; bytezoo provides the classes. A
+    symbolic link is content when it resolves inside the folder (or inside the Hugging Face cache repository the
+    folder is a snapshot of); one that leaves it is refused, naming it, unless ``follow_symlinks``: its target's bytes
+    would become readable by everyone who can pull.
     """
-    names, skipped_code = [], []
+    roots = _link_roots(directory)
+    names, skipped_code, followed = [], [], []
+    visited = {directory.resolve()}
+
+    def allowed_link(path: Path) -> bool:
+        name = path.relative_to(directory).as_posix()
+        target = path.resolve()
+        if not target.exists():
+            raise UnsafeFileError(f"refusing {name!r}: a symbolic link to {os.readlink(path)!r}, which does not exist")
+        if _inside(target, roots):
+            return True
+        if not follow_symlinks:
+            raise UnsafeFileError(f"refusing {name!r}: a symbolic link to {str(target)!r}, outside "
+                                  f"{str(directory)!r}; its bytes would be shared. Pass --follow-symlinks "
+                                  f"(follow_symlinks=True) to share what it points to")
+        followed.append(f"{name} -> {target}")
+        return True
+
     for root, subdirectories, files in os.walk(directory, followlinks=True):
-        subdirectories[:] = sorted(d for d in subdirectories if not d.startswith(".") and d != "__pycache__")
+        kept = []
+        for sub in sorted(d for d in subdirectories if not d.startswith(".") and d != "__pycache__"):
+            path = Path(root, sub)
+            if path.is_symlink():
+                allowed_link(path)
+                if path.resolve() in visited:  # a cycle, or a second way into one folder: walk it once
+                    continue
+            visited.add(path.resolve())
+            kept.append(sub)
+        subdirectories[:] = kept
         for file_name in sorted(files):
             if file_name.startswith("."):
                 continue
-            name = Path(root, file_name).relative_to(directory).as_posix()
+            path = Path(root, file_name)
+            name = path.relative_to(directory).as_posix()
             if name.endswith(SKIPPED_CODE_SUFFIXES):
                 skipped_code.append(name)
                 continue
             check_allowed_name(name)
+            if path.is_symlink():
+                allowed_link(path)
             names.append(name)
     if skipped_code:
         logger.warning("not sharing %s: code never travels through the hub", ", ".join(skipped_code))
-    return names
+    return names, followed
 
 
 def _inspect(directory: Path, name: str) -> _LocalFile:

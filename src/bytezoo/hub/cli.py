@@ -33,6 +33,9 @@ def register(subparsers) -> None:
     push.add_argument("url", help="repository URL, e.g. s3://bucket/models/mlstm-256 or a local folder")
     push.add_argument("--tag", help="also point this tag at the new version (besides 'latest')")
     push.add_argument("--no-card", action="store_true", help="do not generate README.md (the model card)")
+    push.add_argument("--follow-symlinks", action="store_true",
+                      help="share what symbolic links pointing out of DIRECTORY point to (refused by default: their "
+                           "bytes would become readable by everyone who can pull)")
     push.set_defaults(func=_push)
 
     pull = commands.add_parser("pull", help="fetch and verify a version into the cache (and optionally a directory)")
@@ -50,7 +53,8 @@ def register(subparsers) -> None:
 def _push(args: argparse.Namespace) -> int:
     from . import api
 
-    return _run(lambda: print(api.push(args.directory, args.url, tag=args.tag, model_card=not args.no_card)))
+    return _run(lambda: print(api.push(args.directory, args.url, tag=args.tag, model_card=not args.no_card,
+                                       follow_symlinks=args.follow_symlinks)))
 
 
 def _pull(args: argparse.Namespace) -> int:
