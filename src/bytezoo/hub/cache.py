@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
-from .errors import IntegrityError, OfflineError
+from .errors import HubError, IntegrityError, OfflineError
 from .manifest import FileEntry, Manifest, is_version_id, is_version_prefix
 from .remote import remove_stale_temporaries
 from .safety import check_file
@@ -85,6 +85,12 @@ class Cache:
             return snapshot
         remove_stale_temporaries(self.root / "tmp")
         missing = [entry for entry in manifest.files if not self.blob_path(entry.sha256).is_file()]
+        needed = sum(entry.size for entry in missing)
+        existing = next(p for p in (self.root, *self.root.parents) if p.exists())
+        free = shutil.disk_usage(existing).free
+        if needed > free:  # a manifest claiming terabytes fails here, before a byte is downloaded
+            raise HubError(f"version {manifest.version} lists {needed:,} bytes to download, more than the {free:,} "
+                           f"free where the cache is ({self.root}): free space or set BYTEZOO_CACHE elsewhere")
         if missing:
             with ThreadPoolExecutor(max_workers=min(max_workers, len(missing))) as pool:
                 # list() re-raises the first failure; the other downloads finish or fail on their own.

@@ -102,7 +102,9 @@ def check_file(local_path: str | Path, name: str) -> dict[str, Any] | None:
         head = handle.read(16)
         _refuse_pickled_content(head, name)
         if suffix == ".safetensors":
-            return read_safetensors_header(handle, name)
+            header = read_safetensors_header(handle, name)
+            _check_with_safetensors(local_path, name)
+            return header
         handle.seek(0)
         if suffix == ".json":
             try:
@@ -147,6 +149,19 @@ def read_safetensors_header(handle, name: str) -> dict[str, Any]:
         if not valid or not (0 <= begin <= end <= data_size):
             raise UnsafeFileError(f"refusing {name!r}: safetensors entry {key!r} is malformed or outside the file")
     return header
+
+
+def _check_with_safetensors(local_path: str | Path, name: str) -> None:
+    """The safetensors library's own validation (what loading will do): every tensor's byte range must match its
+    dtype and shape exactly and the ranges must cover the data, so a header claiming a [100, 100] F32 tensor in 64
+    bytes, or terabytes, is refused here, before anything is allocated. It maps the file; it reads no tensor."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(local_path), framework="numpy") as file:
+            file.keys()
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise UnsafeFileError(f"refusing {name!r}: not a valid safetensors file ({error})") from None
 
 
 def _refuse_pickled_content(head: bytes, name: str) -> None:

@@ -1,5 +1,6 @@
-"""Symbolic links in a pushed folder: inside it (or inside the Hugging Face cache repository it is a snapshot of) they
-are content; one that leaves it is refused by name unless --follow-symlinks, so no secret leaks into a hub."""
+"""Untrusted bytes at the hub: symbolic links out of a pushed folder are refused by name unless --follow-symlinks (inside
+it, or inside the Hugging Face cache repository it is a snapshot of, they are content), safetensors headers are
+checked by the library that loads them, and a manifest claiming more than the disk holds fails before downloading."""
 from __future__ import annotations
 
 import json
@@ -96,3 +97,32 @@ def test_a_dangling_link_is_named(model_dir, tmp_path):
     (model_dir / "gone.txt").symlink_to(tmp_path / "nothing-here.txt")
     with pytest.raises(UnsafeFileError, match=r"refusing 'gone.txt': a symbolic link to .*which does not exist"):
         push(model_dir, tmp_path / "hub" / "x")
+
+
+def test_a_safetensors_header_that_claims_more_than_the_file_holds_is_refused(model_dir, tmp_path):
+    """The header promises a [100, 100] F32 tensor (40,000 bytes) in 64 bytes of data: safetensors refuses to load
+    it, and so does the hub's check now (it used to accept it)."""
+    header = json.dumps({"w": {"dtype": "F32", "shape": [100, 100], "data_offsets": [0, 64]}}).encode()
+    (model_dir / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + bytes(64))
+    with pytest.raises(UnsafeFileError, match="refusing 'model.safetensors': not a valid safetensors file"):
+        push(model_dir, tmp_path / "hub" / "x")
+    huge = json.dumps({"w": {"dtype": "F32", "shape": [1 << 20, 1 << 20], "data_offsets": [0, 4 << 40]}}).encode()
+    (model_dir / "model.safetensors").write_bytes(len(huge).to_bytes(8, "little") + huge + bytes(64))
+    with pytest.raises(UnsafeFileError, match="refusing 'model.safetensors'"):
+        push(model_dir, tmp_path / "hub" / "x")
+
+
+def test_a_manifest_that_claims_more_bytes_than_the_disk_holds_fails_before_downloading(model_dir, tmp_path):
+    """A consistent manifest (its version id matches its entries) that lists an exabyte-sized file: refused before
+    a byte is fetched, naming the version and the cache."""
+    from bytezoo.hub import HubError
+    from bytezoo.hub.manifest import FileEntry, Manifest
+
+    version = push(model_dir, tmp_path / "hub" / "x", model_card=False)
+    real = next((tmp_path / "hub" / "x").rglob(f"{version}.json"))
+    entry = json.loads(real.read_text())["files"][0]
+    claimed = Manifest.for_files([FileEntry(entry["path"], entry["sha256"], 1 << 60)], created_by="an attacker")
+    (real.parent / f"{claimed.version}.json").write_bytes(claimed.to_json())
+    with pytest.raises(HubError, match=rf"version {claimed.version} lists 1,152,921,504,606,846,976 bytes to download, "
+                                       r"more than the .* free"):
+        pull(f"{tmp_path / 'hub' / 'x'}@{claimed.version}")
