@@ -11,7 +11,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import lzma
 import sys
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO
@@ -27,6 +29,21 @@ READ_BLOCK = 1 << 20  # bytes per read of a raw text source
 BINARY_SAMPLE = 1 << 16  # bytes looked at to tell text from binary data
 NUL_THRESHOLD = 0.001  # more NUL bytes than this share of the sample: binary
 UNDECODABLE_THRESHOLD = 0.1  # more bytes that are not UTF-8 than this share: binary (random bytes: about 0.5)
+
+
+def _decompression_errors() -> tuple[type[BaseException], ...]:
+    """What a truncated or corrupt compressed stream raises, codec by codec (gzip and bz2: OSError, EOFError)."""
+    errors: tuple[type[BaseException], ...] = (EOFError, OSError, UnicodeError, lzma.LZMAError, zlib.error)
+    try:
+        import zstandard
+
+        errors += (zstandard.ZstdError,)
+    except ImportError:
+        pass
+    return errors
+
+
+READ_ERRORS = _decompression_errors()
 
 
 class SourceError(ByteZooError, ValueError):
@@ -131,7 +148,7 @@ def iter_records(url: str, fmt: str | None = None) -> Iterator[tuple[int, dict]]
                     row = reader.line_num
             except csv.Error as error:
                 raise SourceError(f"{url}, row {reader.line_num}: malformed {fmt.upper()} ({error})") from None
-        except (EOFError, OSError, UnicodeError) as error:  # a truncated or corrupt compressed stream
+        except READ_ERRORS as error:  # a truncated or corrupt compressed stream
             raise SourceError(f"{url}: cannot read ({type(error).__name__}: {error})") from None
 
 
@@ -143,7 +160,7 @@ def iter_source_bytes(url: str, text_field: str | None = None) -> Iterator[bytes
             try:
                 while block := raw.read(READ_BLOCK):
                     yield block
-            except (EOFError, OSError) as error:
+            except READ_ERRORS as error:
                 raise SourceError(f"{url}: cannot read ({type(error).__name__}: {error})") from None
         return
     for row, record in iter_records(url, kind.format):

@@ -22,6 +22,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, jaccard_score
 from sklearn.model_selection import train_test_split
+
+from bytezoo.errors import ByteZooError
 from sklearn.utils.validation import check_is_fitted
 
 DEFAULT_CS = tuple(float(2.0**exponent) for exponent in range(-8, 1))  # the original sweep: 2^-8 … 2^0
@@ -29,6 +31,10 @@ CLASSIFIER_WEIGHTS = "classifier.safetensors"
 CLASSIFIER_METADATA = "classifier.json"
 CLASSIFIER_FORMAT = "bytezoo-transfer-classifier"
 CLASSIFIER_FORMAT_VERSION = 1
+
+
+class ClassifierFormatError(ByteZooError, ValueError):
+    """A saved classifier (classifier.json + classifier.safetensors) that cannot be loaded: names the file."""
 
 
 class SingleClassError(ValueError):
@@ -223,36 +229,56 @@ class SparseLogisticClassifier(ClassifierMixin, BaseEstimator):
 
     @classmethod
     def load(cls, directory: str) -> tuple["SparseLogisticClassifier", dict]:
-        """The classifier saved in ``directory`` (local or fsspec URL), and its full metadata."""
+        """The classifier saved in ``directory`` (local or fsspec URL), and its full metadata. Anything malformed in
+        either file raises :class:`ClassifierFormatError` naming it."""
         import fsspec
+        from safetensors import SafetensorError
         from safetensors.numpy import load
 
         fs, root = fsspec.core.url_to_fs(str(directory))
         metadata_path = f"{root}/{CLASSIFIER_METADATA}"
+        weights_path = f"{root}/{CLASSIFIER_WEIGHTS}"
         try:
-            with fs.open(metadata_path, "r") as handle:
-                metadata = json.load(handle)
+            with fs.open(metadata_path, "rb") as handle:
+                metadata = json.loads(handle.read().decode("utf-8"))
         except FileNotFoundError:
             raise FileNotFoundError(f"{directory}: no {CLASSIFIER_METADATA}; not a saved bytezoo classifier") from None
-        except ValueError as error:
-            raise ValueError(f"{metadata_path}: not valid JSON ({error})") from error
-        if metadata.get("format") != CLASSIFIER_FORMAT or metadata.get("format_version", 0) > CLASSIFIER_FORMAT_VERSION:
-            raise ValueError(f"{metadata_path}: not a {CLASSIFIER_FORMAT} v{CLASSIFIER_FORMAT_VERSION} file (format {metadata.get('format')!r}, version {metadata.get('format_version')!r})")
-        with fs.open(f"{root}/{CLASSIFIER_WEIGHTS}", "rb") as handle:
-            tensors = load(handle.read())
-        params = {key: value for key, value in metadata.get("params", {}).items() if key in cls().get_params()}
-        classifier = cls(**params)
-        classifier.task_ = metadata["task"]
-        classifier.classes_ = np.asarray(metadata["classes"], dtype=object if classifier.task_ != "multilabel" else np.int64)
-        classifier.coef_ = tensors["coef"]
-        classifier.intercept_ = tensors["intercept"]
-        expected_outputs = 1 if classifier.task_ == "binary" else len(classifier.classes_)
-        if classifier.coef_.shape != (expected_outputs, metadata["n_features"]) or classifier.intercept_.shape != (expected_outputs,):
-            raise ValueError(f"{directory}: weights of shape {classifier.coef_.shape} do not match the metadata ({expected_outputs} outputs, {metadata['n_features']} features)")
-        classifier.C_ = metadata["C"]
-        classifier.dev_scores_ = {float(c): score for c, score in metadata.get("dev_scores", {}).items()}
-        classifier.n_features_in_ = metadata["n_features"]
-        classifier._set_units()
+        except (UnicodeDecodeError, ValueError) as error:
+            raise ClassifierFormatError(f"{metadata_path}: not valid JSON ({error})") from None
+        if (not isinstance(metadata, dict) or metadata.get("format") != CLASSIFIER_FORMAT
+                or not isinstance(metadata.get("format_version"), int)
+                or metadata["format_version"] > CLASSIFIER_FORMAT_VERSION):
+            found = (metadata.get("format"), metadata.get("format_version")) if isinstance(metadata, dict) else None
+            raise ClassifierFormatError(f"{metadata_path}: not a {CLASSIFIER_FORMAT} v{CLASSIFIER_FORMAT_VERSION} file "
+                                        f"(format and version: {found!r})")
+        try:
+            with fs.open(weights_path, "rb") as handle:
+                tensors = load(handle.read())
+        except FileNotFoundError:
+            raise ClassifierFormatError(f"{directory}: no {CLASSIFIER_WEIGHTS} beside {CLASSIFIER_METADATA}") from None
+        except (SafetensorError, ValueError) as error:
+            raise ClassifierFormatError(f"{weights_path}: not a valid safetensors file ({error})") from None
+        try:
+            params = {key: value for key, value in metadata.get("params", {}).items() if key in cls().get_params()}
+            classifier = cls(**params)
+            classifier.task_ = metadata["task"]
+            if classifier.task_ not in ("binary", "multiclass", "multilabel"):
+                raise ValueError(f"unknown task {classifier.task_!r}")
+            classifier.classes_ = np.asarray(metadata["classes"], dtype=object if classifier.task_ != "multilabel" else np.int64)
+            classifier.coef_ = np.asarray(tensors["coef"], dtype=np.float64)
+            classifier.intercept_ = np.asarray(tensors["intercept"], dtype=np.float64)
+            n_features = int(metadata["n_features"])
+            expected_outputs = 1 if classifier.task_ == "binary" else len(classifier.classes_)
+            if classifier.coef_.shape != (expected_outputs, n_features) or classifier.intercept_.shape != (expected_outputs,):
+                raise ValueError(f"weights of shape {classifier.coef_.shape} do not match the metadata "
+                                 f"({expected_outputs} outputs, {n_features} features)")
+            classifier.C_ = float(metadata["C"])
+            classifier.dev_scores_ = {float(c): float(score) for c, score in metadata.get("dev_scores", {}).items()}
+            classifier.n_features_in_ = n_features
+            classifier._set_units()
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as error:
+            raise ClassifierFormatError(f"{directory}: a malformed saved classifier ({type(error).__name__}: "
+                                        f"{error})") from None
         return classifier, metadata
 
 
@@ -273,4 +299,4 @@ def fit_on_units(X_train, y_train, X_dev, y_dev, units, **params) -> SparseLogis
     return SparseLogisticClassifier(**params).fit(np.asarray(X_train)[:, units], y_train, X_dev, y_dev)
 
 
-__all__ = ["SparseLogisticClassifier", "SingleClassError", "DEFAULT_CS", "task_of", "task_score", "fit_on_units"]
+__all__ = ["ClassifierFormatError", "SparseLogisticClassifier", "SingleClassError", "DEFAULT_CS", "task_of", "task_score", "fit_on_units"]

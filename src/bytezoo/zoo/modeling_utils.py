@@ -41,6 +41,39 @@ def _check_checkpoint_files(directory: str) -> None:
             raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({error})") from error
 
 
+_DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64", "float", "half", "double", "auto")
+
+
+def _load_config(config_class, directory: str, overrides: dict):
+    """``config_class`` from ``directory/config.json``: the declared fields' types and the dtype are checked first,
+    and whatever else goes wrong building it becomes a :class:`CheckpointError` naming the file."""
+    from .configuration_utils import ConfigError, check_config_overrides, declared_fields
+
+    config_path = os.path.join(directory, "config.json")
+    try:
+        with open(config_path, "rb") as handle:
+            document = json.loads(handle.read().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise CheckpointError(f"{config_path}: not valid JSON ({error})") from None
+    if not isinstance(document, dict):
+        raise CheckpointError(f"{config_path}: not a JSON object")
+    fields = declared_fields(config_class)
+    try:
+        check_config_overrides(config_class, {k: v for k, v in document.items() if k in fields and k != "dtype"},
+                               where=config_path)
+    except ConfigError as error:
+        raise CheckpointError(str(error)) from None
+    for key in ("dtype", "torch_dtype"):
+        value = document.get(key)
+        if value is not None and not (isinstance(value, str) and value.replace("torch.", "") in _DTYPE_NAMES):
+            raise CheckpointError(f"{config_path}: {key!r} must be one of {', '.join(_DTYPE_NAMES)}; got {value!r}")
+    try:
+        return config_class.from_pretrained(directory, **overrides)
+    except (TypeError, ValueError, AttributeError, IndexError, KeyError, OverflowError) as error:
+        raise CheckpointError(f"{config_path}: cannot build {config_class.__name__} from it "
+                              f"({type(error).__name__}: {error})") from None
+
+
 class ByteZooModelMixin:
     """Mixed into each zoo model's ``PreTrainedModel`` base class (before ``PreTrainedModel`` in the bases)."""
 
@@ -58,16 +91,24 @@ class ByteZooModelMixin:
             from bytezoo.hub import resolve  # URLs and hub folders (``…@tag``) -> a verified local snapshot
 
             path = resolve(os.fspath(path))
-        if isinstance(path, (str, os.PathLike)) and os.path.isdir(path):
-            _check_checkpoint_files(str(path))
         return_info = kwargs.pop("output_loading_info", False)
         from .configuration_utils import check_config_overrides, declared_fields, unknown_key_error
 
         fields = declared_fields(cls.config_class)  # config overrides among the kwargs: checked like create_model's
         where = f"{cls.__name__}.from_pretrained({os.fspath(pretrained_model_name_or_path)!r})"
         check_config_overrides(cls.config_class, {k: v for k, v in kwargs.items() if k in fields}, where=where)
+        if isinstance(path, (str, os.PathLike)) and os.path.isdir(path):
+            _check_checkpoint_files(str(path))
+            if kwargs.get("config") is None:  # the config file is untrusted input: built here, every failure named
+                overrides = {key: kwargs.pop(key) for key in list(kwargs) if key in fields}
+                kwargs["config"] = _load_config(cls.config_class, str(path), overrides)
         try:
             model, info = super().from_pretrained(path, *model_args, output_loading_info=True, **kwargs)
+        except RuntimeError as error:  # transformers' report of weights whose shapes the config contradicts
+            if "mismatched" not in str(error) and "size mismatch" not in str(error):
+                raise
+            raise CheckpointError(f"{path}: checkpoint does not match {cls.__name__}'s config: weights of the wrong "
+                                  f"shape ({str(error).splitlines()[0]})") from None
         except TypeError as error:  # transformers hands keys that are neither loading options nor config fields to
             match = re.search(r"unexpected keyword argument '(\w+)'", str(error))  # the model's __init__
             if match is None or match.group(1) not in kwargs:
