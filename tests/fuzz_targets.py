@@ -131,15 +131,16 @@ def archive(names: list[str], kind: str, folder: Path):
     from bytezoo.data.archives import archive_files
     from bytezoo.data.errors import DatasetError
 
+    names = list(dict.fromkeys(name or "x" for name in names))  # one member per name
     path = folder / f"a.{'zip' if kind == 'zip' else 'tar.gz'}"
     if kind == "zip":
         with zipfile.ZipFile(path, "w") as bundle:
             for name in names:
-                bundle.writestr(name or "x", b"data")
+                bundle.writestr(name, b"data")
     else:
         with tarfile.open(path, "w:gz") as bundle:
             for name in names:
-                info = tarfile.TarInfo(name or "x")
+                info = tarfile.TarInfo(name)
                 info.size = 4
                 bundle.addfile(info, io.BytesIO(b"data"))
     def walk():

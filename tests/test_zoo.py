@@ -336,8 +336,22 @@ class TestBadCheckpoints:
             AutoModelForCausalLM.from_pretrained(checkpoint)
         config["num_layers"], config["hidden_size"] = 1, 48
         (checkpoint / "config.json").write_text(json.dumps(config))
-        with pytest.raises(CheckpointError, match="weights of the wrong shape"):
+        with pytest.raises(CheckpointError, match=r"config.json: the config does not match the weights: "
+                                                  r"model.layers.0.w_x \[\d+, \d+\] in the file, \[\d+, 192\] by the config"):
             bytezoo.from_pretrained(checkpoint)
+
+    def test_a_config_claiming_a_huge_model_is_refused_before_anything_is_allocated(self, checkpoint):
+        """hidden_size = 2**20 next to tiny weights would allocate terabytes before transformers noticed: the shapes
+        are compared on the meta device first (a fuzzing finding: inputs took seconds and gigabytes)."""
+        import resource
+
+        config = json.loads((checkpoint / "config.json").read_text())
+        config["hidden_size"] = 1 << 20
+        (checkpoint / "config.json").write_text(json.dumps(config))
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with pytest.raises(CheckpointError, match=r"does not match the weights: .*1048576"):
+            bytezoo.from_pretrained(checkpoint)
+        assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000  # KiB: well under 0.5 GB
 
     def test_not_a_checkpoint(self, tmp_path):
         with pytest.raises(CheckpointError, match="config.json: missing"):

@@ -74,6 +74,40 @@ def _load_config(config_class, directory: str, overrides: dict):
                               f"({type(error).__name__}: {error})") from None
 
 
+def _check_shapes(model_class, config, directory: str) -> None:
+    """Compares the tensor shapes the config implies (a skeleton on the meta device: no memory) with those the
+    safetensors headers declare, before anything is allocated: a config.json claiming a million units next to a
+    small checkpoint is refused here, naming the tensors, instead of allocating terabytes first."""
+    import torch
+    from safetensors import safe_open
+
+    with torch.device("meta"):
+        skeleton = model_class(config)
+    expected = {name: tuple(tensor.shape) for name, tensor in skeleton.state_dict().items()}
+    prefix = f"{model_class.base_model_prefix}."
+    declared = {}
+    for shard in _weight_files(directory):
+        with safe_open(os.path.join(directory, shard), framework="pt") as handle:
+            for name in handle.keys():
+                declared[name] = tuple(handle.get_slice(name).get_shape())
+    wrong = []
+    for name, shape in expected.items():
+        saved = declared.get(name, declared.get(prefix + name, declared.get(name.removeprefix(prefix))))
+        if saved is not None and saved != shape:
+            wrong.append(f"{name} {list(saved)} in the file, {list(shape)} by the config")
+    if wrong:
+        raise CheckpointError(f"{os.path.join(directory, 'config.json')}: the config does not match the weights: "
+                              + "; ".join(wrong[:4]) + (f" (and {len(wrong) - 4} more)" if len(wrong) > 4 else ""))
+
+
+def _weight_files(directory: str) -> list[str]:
+    index_path = os.path.join(directory, "model.safetensors.index.json")
+    if os.path.isfile(index_path):
+        with open(index_path) as handle:
+            return sorted(set(json.load(handle)["weight_map"].values()))
+    return ["model.safetensors"]
+
+
 class ByteZooModelMixin:
     """Mixed into each zoo model's ``PreTrainedModel`` base class (before ``PreTrainedModel`` in the bases)."""
 
@@ -102,6 +136,7 @@ class ByteZooModelMixin:
             if kwargs.get("config") is None:  # the config file is untrusted input: built here, every failure named
                 overrides = {key: kwargs.pop(key) for key in list(kwargs) if key in fields}
                 kwargs["config"] = _load_config(cls.config_class, str(path), overrides)
+            _check_shapes(cls, kwargs["config"], str(path))
         try:
             model, info = super().from_pretrained(path, *model_args, output_loading_info=True, **kwargs)
         except RuntimeError as error:  # transformers' report of weights whose shapes the config contradicts
