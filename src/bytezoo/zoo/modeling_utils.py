@@ -90,11 +90,16 @@ def _check_shapes(model_class, config, directory: str) -> None:
         with safe_open(os.path.join(directory, shard), framework="pt") as handle:
             for name in handle.keys():
                 declared[name] = tuple(handle.get_slice(name).get_shape())
-    wrong = []
+    wrong, missing = [], []
     for name, shape in expected.items():
         saved = declared.get(name, declared.get(prefix + name, declared.get(name.removeprefix(prefix))))
-        if saved is not None and saved != shape:
+        if saved is None:
+            missing.append(name)
+        elif saved != shape:
             wrong.append(f"{name} {list(saved)} in the file, {list(shape)} by the config")
+    if missing:  # never a silently random layer, and never the cost of building one first
+        raise CheckpointError(f"{directory}: checkpoint does not match {model_class.__name__}'s config: missing weights "
+                              f"{sorted(missing)[:8]}" + (f" (and {len(missing) - 8} more)" if len(missing) > 8 else ""))
     if wrong:
         raise CheckpointError(f"{os.path.join(directory, 'config.json')}: the config does not match the weights: "
                               + "; ".join(wrong[:4]) + (f" (and {len(wrong) - 4} more)" if len(wrong) > 4 else ""))
