@@ -81,8 +81,12 @@ def _check_shapes(model_class, config, directory: str) -> None:
     import torch
     from safetensors import safe_open
 
-    with torch.device("meta"):
-        skeleton = model_class(config)
+    try:
+        with torch.device("meta"):
+            skeleton = model_class(config)
+    except (RuntimeError, ValueError, OverflowError, TypeError) as error:  # e.g. sizes whose product overflows
+        raise CheckpointError(f"{os.path.join(directory, 'config.json')}: its sizes cannot be built "
+                              f"({type(error).__name__}: {error})") from None
     expected = {name: tuple(tensor.shape) for name, tensor in skeleton.state_dict().items()}
     prefix = f"{model_class.base_model_prefix}."
     declared = {}
