@@ -188,3 +188,21 @@ def test_a_packed_corpus_on_a_remote_file_system(sources):
         assert len(windows) == layout.windows(32)
     finally:
         memory.rm("/packed-test", recursive=True)
+
+
+def test_a_source_folder_does_not_reach_through_links_out_of_it(tmp_path):
+    """The symlink rule of hub push, for corpora: a folder's files are its own; a link out of it is named."""
+    from bytezoo.data.formats import expand_sources
+
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "a.txt").write_text("mine\n")
+    (tmp_path / "private").mkdir()
+    (tmp_path / "private" / "secret.txt").write_text("not for the corpus\n")
+    (tmp_path / "corpus" / "inside.txt").symlink_to(tmp_path / "corpus" / "a.txt")
+    (tmp_path / "corpus" / "linked-folder").symlink_to(tmp_path / "private", target_is_directory=True)
+    assert expand_sources([str(tmp_path / "corpus")]) == [str(tmp_path / "corpus" / "a.txt"),
+                                                           str(tmp_path / "corpus" / "inside.txt")]
+    (tmp_path / "corpus" / "s.txt").symlink_to(tmp_path / "private" / "secret.txt")
+    with pytest.raises(SourceError, match=r"s.txt: a symbolic link to .*secret.txt, outside"):
+        expand_sources([str(tmp_path / "corpus")])
+    assert expand_sources([str(tmp_path / "corpus" / "s.txt")])  # named explicitly: the user's choice

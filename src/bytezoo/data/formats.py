@@ -187,6 +187,17 @@ def check_text(url: str, sample: bytes) -> None:
                           f"not say). Pass --allow-binary to use it anyway")
 
 
+def _refuse_links_out(folder: str, files: list[str]) -> None:
+    import os
+
+    root = os.path.realpath(folder)
+    for file in files:
+        target = os.path.realpath(file)
+        if os.path.islink(file) and os.path.commonpath([root, target]) != root:
+            raise SourceError(f"{file}: a symbolic link to {target}, outside {folder}: name the target itself if it "
+                              f"belongs in the corpus")
+
+
 def expand_sources(patterns: Sequence[str] | str) -> list[str]:
     """Paths, URLs and globs -> a sorted list of file URLs; a pattern that matches nothing is an error."""
     from fsspec.core import url_to_fs
@@ -204,7 +215,9 @@ def expand_sources(patterns: Sequence[str] | str) -> list[str]:
             elif fs.isfile(path):
                 matches = [path]
             elif fs.isdir(path):
-                matches = sorted(p for p in fs.find(path) if not p.rsplit("/", 1)[-1].startswith("."))
+                matches = sorted(p for p in fs.find(path) if not p.rsplit("/", 1)[-1].startswith(".") and fs.isfile(p))
+                if "://" not in pattern:  # a local folder: a link out of it is not part of it (as for hub push)
+                    _refuse_links_out(path, matches)
             else:
                 matches = []
         except (OSError, ValueError, ImportError) as error:
