@@ -109,6 +109,7 @@ def test_config_json_of_every_family(model_type):
     @example({"dtype": False}, None)  # AttributeError: 'bool' object has no attribute 'is_floating_point'
     @example({"dtype": []}, None)  # IndexError
     @example({"hidden_size": 3037000500}, None)  # RuntimeError: storage size overflow (the long fuzz run's finding)
+    @example({"num_layers": 10**6}, None)  # minutes building a million-layer skeleton (the long fuzz run's finding)
     @given(st.dictionaries(st.sampled_from(["hidden_size", "num_layers", "vocab_size", "embedding_size", "weight_norm",
                                             "kernel", "forget_bias", "use_cache", "architectures", "dtype",
                                             "auto_map", "transformers_version", "zzz"]), json_values, max_size=5),

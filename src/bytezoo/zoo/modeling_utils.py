@@ -81,6 +81,16 @@ def _check_shapes(model_class, config, directory: str) -> None:
     import torch
     from safetensors import safe_open
 
+    prefix = f"{model_class.base_model_prefix}."
+    declared = {}
+    for shard in _weight_files(directory):
+        with safe_open(os.path.join(directory, shard), framework="pt") as handle:
+            for name in handle.keys():
+                declared[name] = tuple(handle.get_slice(name).get_shape())
+    layers = getattr(config, "num_layers", None)
+    if isinstance(layers, int) and layers > len(declared):  # each layer holds at least one tensor
+        raise CheckpointError(f"{os.path.join(directory, 'config.json')}: num_layers {layers:,} but the weights hold "
+                              f"only {len(declared)} tensors (a skeleton of that many layers is not even built)")
     try:
         with torch.device("meta"):
             skeleton = model_class(config)
@@ -88,12 +98,6 @@ def _check_shapes(model_class, config, directory: str) -> None:
         raise CheckpointError(f"{os.path.join(directory, 'config.json')}: its sizes cannot be built "
                               f"({type(error).__name__}: {error})") from None
     expected = {name: tuple(tensor.shape) for name, tensor in skeleton.state_dict().items()}
-    prefix = f"{model_class.base_model_prefix}."
-    declared = {}
-    for shard in _weight_files(directory):
-        with safe_open(os.path.join(directory, shard), framework="pt") as handle:
-            for name in handle.keys():
-                declared[name] = tuple(handle.get_slice(name).get_shape())
     wrong, missing = [], []
     for name, shape in expected.items():
         saved = declared.get(name, declared.get(prefix + name, declared.get(name.removeprefix(prefix))))
