@@ -1,5 +1,6 @@
 """A longer fuzz run of every parser of untrusted input: the targets and strategies of tests/test_fuzz_parsers.py, with
-many more examples each, a time limit per input (hypothesis' deadline) and a bound on memory growth. Each parser
+many more examples each, a time limit per input (hypothesis' deadline, and an alarm at 5x it for an input that never
+returns) and a bound on memory growth. Each parser
 either loads an input or raises its declared error naming the file; anything else is a finding. Writes
 benchmarks/results/fuzz.json and fuzz.md: parser, inputs tried, seconds, peak memory growth, findings.
 
@@ -12,6 +13,7 @@ import json
 import platform
 import resource
 import shutil
+import signal
 import sys
 import time
 from datetime import timedelta
@@ -33,12 +35,23 @@ def max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def in_scratch(target):
+class Hang(Exception):
+    """An input ran past the hard time limit (hypothesis' deadline is only checked once an input returns)."""
+
+
+def in_scratch(target, hard_limit: float):
+    def on_alarm(signum, frame):
+        raise Hang(f"still running after {hard_limit:.0f} s")
+
     def call(*args):
         parent, folder = cases.scratch()
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, hard_limit)
         try:
             target(*args, folder)
         finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
             shutil.rmtree(parent, ignore_errors=True)
     return call
 
@@ -74,7 +87,7 @@ def campaigns():
 
 def run_campaign(name, strategy, target, examples: int, deadline: float, memory_mb: float) -> dict:
     count = [0]
-    call = in_scratch(target)
+    call = in_scratch(target, hard_limit=5 * deadline)
     rss_before = max_rss_mb()
 
     @settings(max_examples=examples, deadline=timedelta(seconds=deadline), database=None,
