@@ -231,7 +231,7 @@ def ensure(env: Environment) -> None:
     applied = None  # the constraints file this environment was installed from, if pip could satisfy it
     if gpu_stack:
         say("NVIDIA GPU with PyTorch already installed: using it (no download)")
-    elif not gpu_stack and has_nvidia_gpu() and installed_torch(env) is None:
+    elif has_nvidia_gpu() and installed_torch(env) is None:
         say("NVIDIA GPU found: installing PyTorch with CUDA")
         if pip(env, "install", "torch>=2.11").returncode != 0:
             raise SetupError("could not install PyTorch; see pip's message above")

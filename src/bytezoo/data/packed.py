@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .formats import SourceError, check_text, expand_sources, iter_source_bytes
+from .formats import BINARY_SAMPLE, SourceError, check_text, expand_sources, iter_source_bytes
 
 FORMAT = "bytezoo-packed-corpus"
 FORMAT_VERSION = 1
@@ -131,9 +131,9 @@ def pack(sources: Sequence[str] | str, output: str, *, text_field: str | None = 
     for url in urls:
         start, digest, contributed, sample = writer.total, hashlib.sha256(), 0, bytearray()
         for data in iter_source_bytes(url, text_field):
-            if not allow_binary and sample is not None:
-                sample += data[: 1 << 16]
-                if len(sample) >= 1 << 16:
+            if not allow_binary and sample is not None:  # the source's first BINARY_SAMPLE bytes decide
+                sample += data[:BINARY_SAMPLE]
+                if len(sample) >= BINARY_SAMPLE:
                     check_text(url, bytes(sample))
                     sample = None
             writer.write(data)
@@ -143,7 +143,8 @@ def pack(sources: Sequence[str] | str, output: str, *, text_field: str | None = 
         if sample:
             check_text(url, bytes(sample))
         try:
-            info = url_to_fs(url)[0].info(url_to_fs(url)[1])
+            source_fs, source_path = url_to_fs(url)
+            info = source_fs.info(source_path)
         except (OSError, ValueError):
             info = {}
         packed_sources.append({"url": url, "size": info.get("size"), "modified": _modified(info),
@@ -172,9 +173,13 @@ def _modified(info: dict) -> str | None:
     return None if value is None else str(value)
 
 
+def _is_local(fs) -> bool:
+    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+
 def _write_index(fs, root: str, index: dict) -> None:
     data = json.dumps(index, indent=1).encode()
-    if fs.protocol in ("file", "local") or "file" in (fs.protocol if isinstance(fs.protocol, tuple) else ()):
+    if _is_local(fs):
         staging = _join(root, f".{INDEX}.tmp")
         with fs.open(staging, "wb") as file:
             file.write(data)
@@ -182,6 +187,24 @@ def _write_index(fs, root: str, index: dict) -> None:
     else:
         with fs.open(_join(root, INDEX), "wb") as file:  # one PUT on an object store: atomic
             file.write(data)
+
+
+def packed_from(index: dict, urls: list[str], text_field: str | None) -> bool:
+    """Whether the corpus of ``index`` was packed from exactly ``urls`` (in order, with ``text_field``), and every
+    source is unchanged since (size and modification time): then it need not be packed again."""
+    from fsspec.core import url_to_fs
+
+    if index.get("text_field") != text_field or [s["url"] for s in index["sources"]] != urls:
+        return False
+    for source in index["sources"]:
+        try:
+            fs, path = url_to_fs(source["url"])
+            info = fs.info(path)
+        except (OSError, ValueError):
+            return False
+        if info.get("size") != source["size"] or _modified(info) != source["modified"]:
+            return False
+    return True
 
 
 def is_packed(url: str) -> bool:
@@ -271,14 +294,11 @@ class PackedCorpus:
     def document_starts(self) -> np.ndarray:
         return np.asarray(self.index["documents"], dtype=np.int64)
 
-    def _is_local(self) -> bool:
-        return "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
-
     def _fetch(self, requests: list[tuple[str, int, int]]) -> list[np.ndarray]:
         """Bytes ``[start, end)`` of each named file: memory maps for local files; for remote ones a single
         ``cat_ranges`` call, which asynchronous file systems (s3fs, gcsfs, http) serve concurrently."""
         self.bytes_read += sum(end - start for _, start, end in requests)
-        if self._is_local():
+        if _is_local(self.fs):
             out = []
             for name, start, end in requests:
                 if name not in self._maps:
@@ -351,4 +371,5 @@ class PackedCorpus:
                                 f"modified after packing; pack the corpus again")
 
 
-__all__ = ["BLOCK_BYTES", "DEFAULT_SHARD_BYTES", "PackError", "PackedCorpus", "is_packed", "pack", "read_index"]
+__all__ = ["BLOCK_BYTES", "DEFAULT_SHARD_BYTES", "PackError", "PackedCorpus", "is_packed", "pack", "packed_from",
+           "read_index"]

@@ -253,26 +253,25 @@ def _collect_files(directory: Path, follow_symlinks: bool = False) -> tuple[list
     names, skipped_code, followed = [], [], []
     visited = {directory.resolve()}
 
-    def allowed_link(path: Path) -> bool:
+    def check_link(path: Path) -> None:
         name = path.relative_to(directory).as_posix()
         target = path.resolve()
         if not target.exists():
             raise UnsafeFileError(f"refusing {name!r}: a symbolic link to {os.readlink(path)!r}, which does not exist")
         if _inside(target, roots):
-            return True
+            return
         if not follow_symlinks:
             raise UnsafeFileError(f"refusing {name!r}: a symbolic link to {str(target)!r}, outside "
                                   f"{str(directory)!r}; its bytes would be shared. Pass --follow-symlinks "
                                   f"(follow_symlinks=True) to share what it points to")
         followed.append(f"{name} -> {target}")
-        return True
 
     for root, subdirectories, files in os.walk(directory, followlinks=True):
         kept = []
         for sub in sorted(d for d in subdirectories if not d.startswith(".") and d != "__pycache__"):
             path = Path(root, sub)
             if path.is_symlink():
-                allowed_link(path)
+                check_link(path)
                 if path.resolve() in visited:  # a cycle, or a second way into one folder: walk it once
                     continue
             visited.add(path.resolve())
@@ -288,7 +287,7 @@ def _collect_files(directory: Path, follow_symlinks: bool = False) -> tuple[list
                 continue
             check_allowed_name(name)
             if path.is_symlink():
-                allowed_link(path)
+                check_link(path)
             names.append(name)
     if skipped_code:
         logger.warning("not sharing %s: code never travels through the hub", ", ".join(skipped_code))

@@ -46,6 +46,11 @@ class LaunchError(ByteZooError, RuntimeError):
     """The launcher started several processes, but this one would train alone."""
 
 
+def launched_world_size() -> int:
+    """How many processes the launcher (torchrun, accelerate launch) says it started: WORLD_SIZE, else 1."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
 def join_launched_group() -> None:
     """Makes a process that a launcher started as one of several join their group, or stops it.
 
@@ -53,13 +58,12 @@ def join_launched_group() -> None:
     group only with ACCELERATE_USE_CPU=1 and otherwise gives every process a single-process Accelerator: N
     independent runs writing one folder. Without a GPU, the group can only be a CPU (gloo) one, so ask for it.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if world > 1 and not torch.cuda.is_available() and "ACCELERATE_USE_CPU" not in os.environ:
+    if launched_world_size() > 1 and not torch.cuda.is_available() and "ACCELERATE_USE_CPU" not in os.environ:
         os.environ["ACCELERATE_USE_CPU"] = "1"
 
 
 def check_launch(accelerator) -> None:
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    world = launched_world_size()
     if world > 1 and accelerator.num_processes != world:
         raise LaunchError(
             f"the launcher started {world} processes (WORLD_SIZE={world}) but this one would train alone "
@@ -139,7 +143,7 @@ def open_corpus(accelerator, sources: list[str], text_field: str | None, pack_in
     """The packed corpus of ``sources``: ``sources`` itself when it is one packed corpus URL; otherwise the raw sources
     packed once into ``pack_into`` by the main process (reused while the sources are unchanged)."""
     from bytezoo.data.formats import expand_sources
-    from bytezoo.data.packed import PackedCorpus, is_packed, pack, read_index
+    from bytezoo.data.packed import PackedCorpus, is_packed, pack, packed_from, read_index
 
     if len(sources) == 1 and is_packed(sources[0]):
         return PackedCorpus.open(sources[0])
@@ -147,7 +151,7 @@ def open_corpus(accelerator, sources: list[str], text_field: str | None, pack_in
     failure = None
     if accelerator.is_main_process:
         try:
-            if not (is_packed(str(pack_into)) and _same_sources(read_index(str(pack_into)), urls, text_field)):
+            if not (is_packed(str(pack_into)) and packed_from(read_index(str(pack_into)), urls, text_field)):
                 pack_into.parent.mkdir(parents=True, exist_ok=True)
                 print(f"packing {len(urls)} source(s) into {pack_into} (once; `bytezoo data pack` does it ahead of time)",
                       flush=True)
@@ -161,25 +165,6 @@ def open_corpus(accelerator, sources: list[str], text_field: str | None, pack_in
     if failure is not None:
         raise failure
     return PackedCorpus.open(str(pack_into))
-
-
-def _same_sources(index: dict, urls: list[str], text_field: str | None) -> bool:
-    """Whether a packed corpus was packed from exactly these sources, unchanged since (size and modification time)."""
-    from fsspec.core import url_to_fs
-
-    from bytezoo.data.packed import _modified
-
-    if index.get("text_field") != text_field or [s["url"] for s in index["sources"]] != urls:
-        return False
-    for source in index["sources"]:
-        try:
-            fs, path = url_to_fs(source["url"])
-            info = fs.info(path)
-        except (OSError, ValueError):
-            return False
-        if info.get("size") != source["size"] or _modified(info) != source["modified"]:
-            return False
-    return True
 
 
 def check_model_config(config: PretrainConfig) -> None:
@@ -393,7 +378,6 @@ def _run(config: PretrainConfig) -> dict:
         raise DataError(f"the corpus ({train_bytes:,} bytes) is too small for {B * world} streams of {T + 1}-byte "
                         f"windows x {config.grad_accum_steps} accumulation steps: lower --batch-size or --seq-len")
     total_steps = config.max_steps or math.ceil((config.epochs or 1.0) * steps_per_epoch)
-
 
     def train_windows(epoch: int, start_window: int) -> ByteStreams:
         return ByteStreams(train_corpus, layout, first_stream=rank * B, batch_size=B, seq_len=T, seed=config.seed,

@@ -24,10 +24,10 @@ ARCHITECTURE_PATHS = (
 
 
 def _load(path: str):
-    import importlib
+    """The class at ``"module:Name"``."""
+    import pkgutil
 
-    module, name = path.split(":")
-    return getattr(importlib.import_module(module), name)
+    return pkgutil.resolve_name(path)
 
 
 def register_configs() -> None:

@@ -18,19 +18,11 @@ class CheckpointError(ValueError):
 def _check_checkpoint_files(directory: str) -> None:
     """Fail early, naming the file, on a checkpoint whose weights are missing, truncated or corrupt."""
     from safetensors import SafetensorError, safe_open
+
     config_path = os.path.join(directory, "config.json")
     if not os.path.isfile(config_path):
         raise CheckpointError(f"{config_path}: missing; {directory!r} is not a saved bytezoo/transformers checkpoint")
-    index_path = os.path.join(directory, "model.safetensors.index.json")
-    if os.path.isfile(index_path):
-        try:
-            with open(index_path) as handle:
-                shards = sorted(set(json.load(handle)["weight_map"].values()))
-        except (ValueError, KeyError) as error:
-            raise CheckpointError(f"{index_path}: not a valid safetensors index ({error})") from error
-    else:
-        shards = ["model.safetensors"]
-    for shard in shards:
+    for shard in _weight_files(directory):
         path = os.path.join(directory, shard)
         if not os.path.isfile(path):
             raise CheckpointError(f"{path}: missing; the checkpoint has no weights (never loading random ones instead)")
@@ -114,11 +106,15 @@ def _check_shapes(model_class, config, directory: str) -> None:
 
 
 def _weight_files(directory: str) -> list[str]:
+    """The checkpoint's safetensors files: those its index lists, or the single ``model.safetensors``."""
     index_path = os.path.join(directory, "model.safetensors.index.json")
-    if os.path.isfile(index_path):
+    if not os.path.isfile(index_path):
+        return ["model.safetensors"]
+    try:
         with open(index_path) as handle:
             return sorted(set(json.load(handle)["weight_map"].values()))
-    return ["model.safetensors"]
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise CheckpointError(f"{index_path}: not a valid safetensors index ({error})") from error
 
 
 class ByteZooModelMixin:
