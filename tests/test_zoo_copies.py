@@ -1,44 +1,53 @@
-"""Each model file stands alone (transformers' one-file-per-model rule, needed for ``trust_remote_code``), so the
-causal-LM plumbing is copied between the mLSTM and the LSTM. These copies must not drift apart."""
+"""Each model folder stands alone for ``trust_remote_code``, so the shared recurrent-LM contract is copied into it by
+``python -m bytezoo.zoo.copies``. The copies must be exactly what the generator writes, and every family must use its
+own copy (not a private variant of the plumbing)."""
 from __future__ import annotations
 
 import ast
-import inspect
-import re
-import textwrap
+import subprocess
+import sys
 
 import pytest
 
-from bytezoo.zoo.lstm.modeling_lstm import ByteLSTMForCausalLM
-from bytezoo.zoo.mlstm.modeling_mlstm import MLSTMForCausalLM
+from bytezoo.zoo import copies
 
-COPIED_METHODS = [
-    "__init__",
-    "get_output_embeddings",
-    "set_output_embeddings",
-    "forward",
-    "_supports_default_dynamic_cache",
-    "prepare_inputs_for_generation",
-    "_update_model_kwargs_for_generation",
-    "_expand_inputs_for_generation",
-    "_reorder_cache",
-]
+FAMILIES = copies.family_folders()
 
 
-def normalised_body(cls: type, name: str) -> str:
-    """The method's code as an AST dump: formatting, comments and docstrings ignored, model names unified."""
-    source = textwrap.dedent(inspect.getsource(getattr(cls, name)))
-    source = re.sub(r"\b(?:ByteLSTM|MLSTM|LSTM)(?=State|CausalLMOutput|Model|Config)", "Recurrent", source)
-    function = ast.parse(source).body[0]
-    body = function.body
-    if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
-        body = body[1:]  # the docstring
-    function.body = body
-    return ast.dump(function, include_attributes=False)
+def test_there_is_a_copy_for_every_family_and_the_kernel_reference():
+    names = {folder.name for folder in FAMILIES}
+    assert {"mlstm", "lstm"} <= names
+    planned = {copy.relative_to(copies.PACKAGE).as_posix() for _, copy in copies.planned_copies()}
+    assert {f"zoo/{name}/recurrent_lm.py" for name in names} | {"zoo/mlstm/mlstm_ref.py"} == planned
 
 
-@pytest.mark.parametrize("name", COPIED_METHODS)
-def test_causal_lm_plumbing_is_identical_in_both_model_files(name):
-    assert normalised_body(MLSTMForCausalLM, name) == normalised_body(ByteLSTMForCausalLM, name), (
-        f"{name} differs between modeling_mlstm.py and modeling_lstm.py: change both"
-    )
+def test_every_copy_is_byte_identical_to_what_the_generator_writes():
+    result = subprocess.run([sys.executable, "-m", "bytezoo.zoo.copies", "--check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_check_names_a_stale_copy(tmp_path, monkeypatch):
+    source = tmp_path / "bytezoo" / "zoo" / "recurrent_lm.py"
+    copy = tmp_path / "bytezoo" / "zoo" / "toy" / "recurrent_lm.py"
+    copy.parent.mkdir(parents=True)
+    source.write_text("X = 1\n")
+    monkeypatch.setattr(copies, "PACKAGE", tmp_path / "bytezoo")
+    monkeypatch.setattr(copies, "planned_copies", lambda: [(source, copy)])
+    assert copies.stale_copies() == [copy]  # missing
+    assert copies.write_copies() == [copy] and copies.stale_copies() == []
+    copy.write_text(copy.read_text() + "# an edit by hand\n")
+    assert copies.main(["--check"]) == 1
+
+
+@pytest.mark.parametrize("folder", FAMILIES, ids=lambda f: f.name)
+def test_the_model_file_takes_its_plumbing_from_its_own_copy(folder):
+    """No family re-defines the contract: the causal LM and the body come from the copied ``recurrent_lm``."""
+    modeling = next(folder.glob("modeling_*.py"))
+    tree = ast.parse(modeling.read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1
+                and node.module == "recurrent_lm" for alias in node.names}
+    assert {"RecurrentForCausalLM", "RecurrentModel", "RecurrentPreTrainedModel"} <= imported
+    defined = {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+    plumbing = {"prepare_inputs_for_generation", "_update_model_kwargs_for_generation", "_reorder_cache",
+                "_expand_inputs_for_generation", "forward"}
+    assert not defined & plumbing, f"{modeling.name} re-defines {sorted(defined & plumbing)}: change recurrent_lm.py"

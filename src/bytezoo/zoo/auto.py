@@ -14,38 +14,63 @@ import os
 
 from .modeling_utils import CheckpointError
 
-# (config, base model, causal LM) per architecture, as import paths: resolved only when registering.
-ARCHITECTURE_PATHS = (
-    ("bytezoo.zoo.mlstm.configuration_mlstm:MLSTMConfig", "bytezoo.zoo.mlstm.modeling_mlstm:MLSTMModel",
-     "bytezoo.zoo.mlstm.modeling_mlstm:MLSTMForCausalLM"),
-    ("bytezoo.zoo.lstm.configuration_lstm:ByteLSTMConfig", "bytezoo.zoo.lstm.modeling_lstm:ByteLSTMModel",
-     "bytezoo.zoo.lstm.modeling_lstm:ByteLSTMForCausalLM"),
-)
 
-
-def _load(path: str):
-    """The class at ``"module:Name"``."""
+def family_modules() -> list[tuple[str, str]]:
+    """``(configuration module, modeling module)`` of every model family: a sub-package of ``bytezoo.zoo`` holding a
+    ``configuration_<x>.py`` and a ``modeling_<x>.py``. Found on disk, so adding a family takes no edit here, and
+    nothing is imported (``import bytezoo`` stays free of torch)."""
     import pkgutil
 
-    return pkgutil.resolve_name(path)
+    from bytezoo import zoo
+
+    families = []
+    for package in sorted(pkgutil.iter_modules(zoo.__path__), key=lambda m: m.name):
+        if not package.ispkg:
+            continue
+        inner = {m.name for m in pkgutil.iter_modules([os.path.join(package.module_finder.path, package.name)])}
+        configuration = sorted(n for n in inner if n.startswith("configuration_"))
+        modeling = sorted(n for n in inner if n.startswith("modeling_"))
+        if configuration and modeling:
+            prefix = f"{zoo.__name__}.{package.name}"
+            families.append((f"{prefix}.{configuration[0]}", f"{prefix}.{modeling[0]}"))
+    return families
+
+
+def _exported_classes(module_name: str) -> list[type]:
+    import importlib
+
+    module = importlib.import_module(module_name)
+    classes = [getattr(module, name) for name in getattr(module, "__all__", ())]
+    return [c for c in classes if isinstance(c, type) and c.__module__ == module.__name__]
+
+
+def config_classes() -> list[type]:
+    """Every family's config class (the ``PreTrainedConfig`` its configuration module exports)."""
+    from transformers import PreTrainedConfig
+
+    return [c for config_module, _ in family_modules() for c in _exported_classes(config_module)
+            if issubclass(c, PreTrainedConfig)]
+
+
+def model_classes() -> list[type]:
+    """Every family's model classes that name an Auto class (``_auto_class``: ``"AutoModel"``, ...)."""
+    return [c for _, modeling_module in family_modules() for c in _exported_classes(modeling_module)
+            if getattr(c, "_auto_class", None) and getattr(c, "config_class", None) is not None]
 
 
 def register_configs() -> None:
     from transformers import AutoConfig
 
-    for config_path, _, _ in ARCHITECTURE_PATHS:
-        config_class = _load(config_path)
+    for config_class in config_classes():
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
         config_class.register_for_auto_class()  # save_pretrained copies the model's files and writes `auto_map`
 
 
 def register_models() -> None:
-    from transformers import AutoModel, AutoModelForCausalLM
+    import transformers
 
-    for config_path, base_path, causal_lm_path in ARCHITECTURE_PATHS:
-        config_class, base_class, causal_lm_class = _load(config_path), _load(base_path), _load(causal_lm_path)
-        AutoModel.register(config_class, base_class, exist_ok=True)
-        AutoModelForCausalLM.register(config_class, causal_lm_class, exist_ok=True)
+    for model_class in model_classes():  # each class says which Auto class serves it
+        getattr(transformers, model_class._auto_class).register(model_class.config_class, model_class, exist_ok=True)
 
 
 def register_tokenizer() -> None:
@@ -53,8 +78,8 @@ def register_tokenizer() -> None:
 
     from .tokenization_bytes import ByteTokenizer
 
-    for config_path, _, _ in ARCHITECTURE_PATHS:
-        AutoTokenizer.register(_load(config_path), tokenizer_class=ByteTokenizer, exist_ok=True)
+    for config_class in config_classes():
+        AutoTokenizer.register(config_class, tokenizer_class=ByteTokenizer, exist_ok=True)
 
 
 def register_auto_classes() -> None:
@@ -82,10 +107,10 @@ def install_auto_class_hooks() -> None:
 
 
 def _architectures() -> dict:
-    """``{model_type: (base class, causal-LM class)}``."""
-    classes = {}
-    for config_path, base_path, causal_lm_path in ARCHITECTURE_PATHS:
-        classes[_load(config_path).model_type] = (_load(base_path), _load(causal_lm_path))
+    """``{model_type: {Auto class name: model class}}``."""
+    classes: dict = {}
+    for model_class in model_classes():
+        classes.setdefault(model_class.config_class.model_type, {})[model_class._auto_class] = model_class
     return classes
 
 
@@ -113,5 +138,4 @@ def from_pretrained(path_or_url: str, *, base_model: bool = False, **kwargs):
     classes = _architectures()
     if model_type not in classes:
         raise CheckpointError(f"{config_path}: unknown model_type {model_type!r}; bytezoo knows {sorted(classes)}")
-    base_class, causal_lm_class = classes[model_type]
-    return (base_class if base_model else causal_lm_class).from_pretrained(path, **kwargs)
+    return classes[model_type]["AutoModel" if base_model else "AutoModelForCausalLM"].from_pretrained(path, **kwargs)
