@@ -13,6 +13,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokeni
 
 import bytezoo
 from bytezoo.zoo import CheckpointError, ByteTokenizer
+from bytezoo.zoo.recurrent_lm import state_part
 
 ALL_MODELS = bytezoo.list_models()
 MLSTM_MODELS = bytezoo.list_models("mlstm-*")
@@ -61,16 +62,25 @@ def test_full_size_presets_have_the_papers_shapes(name, hidden, params):
 
 def test_forward_backward_and_shapes(model):
     ids = random_bytes(3, 7)
-    out = model(ids, labels=ids, output_hidden_states=True, output_cell_states=True)
+    has_cell = "cell" in model.state_names
+    out = model(ids, labels=ids, output_hidden_states=True, output_cell_states=has_cell)
     hidden, layers = model.config.hidden_size, model.config.num_layers
     assert out.logits.shape == (3, 7, 256)
-    assert out.state[0].shape == out.state[1].shape == (layers, 3, hidden)
-    assert len(out.hidden_states) == len(out.cell_states) == layers
-    assert all(c.shape == (3, 7, hidden) for c in out.cell_states)
-    # the last step of every layer's sequences is the final state
-    for layer in range(layers):
-        torch.testing.assert_close(out.cell_states[layer][:, -1], out.state[1][layer])
-        torch.testing.assert_close(out.hidden_states[layer][:, -1], out.state[0][layer])
+    assert len(out.state) == len(model.state_names) == len(model.model.state_shapes(3))
+    assert all(part.shape[1] == 3 for part in out.state), "dim 1 of every state part is the batch"
+    assert len(out.hidden_states) == layers and all(h.shape == (3, 7, hidden) for h in out.hidden_states)
+    # the per-unit state parts are (layers, B, H), and their last step is what the per-layer sequences end with
+    sequences = {"hidden": out.hidden_states, "cell": out.cell_states}
+    for name in model.unit_states:
+        part = state_part(model, out.state, name)
+        assert part.shape == (layers, 3, hidden)
+        for layer in range(layers):
+            torch.testing.assert_close(sequences[name][layer][:, -1], part[layer])
+    if has_cell:
+        assert len(out.cell_states) == layers and all(c.shape == (3, 7, hidden) for c in out.cell_states)
+    else:
+        with pytest.raises(ValueError, match="has no cell state"):
+            model(ids, output_cell_states=True)
     assert torch.isfinite(out.loss)
     out.loss.backward()
     for name, param in model.named_parameters():
@@ -103,9 +113,12 @@ def test_chunked_text_with_carried_state_equals_one_call(model):
 
 @torch.no_grad()
 def test_padding_holds_the_state(model):
-    """A text's final state is the same alone and left- or right-padded in a batch."""
+    """A text's state is as good alone as left- or right-padded in a batch: what follows reads the same, and the
+    per-unit state parts are equal."""
     texts = [random_bytes(1, n)[0] for n in (5, 11, 8)]
+    follow = random_bytes(1, 6)
     alone = [model(t[None]).state for t in texts]
+    after_alone = [model(follow, state=state).logits for state in alone]
     width = 13
     for side in ("left", "right"):
         ids = torch.full((3, width), 256)  # the tokenizer's <pad> id: never looked up
@@ -114,9 +127,12 @@ def test_padding_holds_the_state(model):
             span = slice(width - len(text), width) if side == "left" else slice(0, len(text))
             ids[row, span], mask[row, span] = text, 1
         batched = model(ids, attention_mask=mask).state
+        after_batched = model(follow.expand(3, -1), state=batched).logits
         for row in range(3):
-            torch.testing.assert_close(batched[1][:, row], alone[row][1][:, 0], atol=1e-5, rtol=1e-5)
-            torch.testing.assert_close(batched[0][:, row], alone[row][0][:, 0], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(after_batched[row], after_alone[row][0], atol=1e-5, rtol=1e-5)
+            for name in model.unit_states:
+                torch.testing.assert_close(state_part(model, batched, name)[:, row],
+                                           state_part(model, alone[row], name)[:, 0], atol=1e-5, rtol=1e-5)
 
 
 @torch.no_grad()
@@ -269,7 +285,18 @@ def test_save_and_load_round_trip(model, tmp_path):
     assert isinstance(AutoTokenizer.from_pretrained(tmp_path), ByteTokenizer)
 
 
-@pytest.mark.parametrize("name", ["mlstm-256", "lstm-256"])
+def one_preset_per_family() -> list[str]:
+    """The first registered name of each config class: one model per family."""
+    first = {}
+    for name in ALL_MODELS:
+        first.setdefault(bytezoo.get_model_info(name).resolved_config_class(), name)
+    return sorted(first.values())
+
+
+ONE_PER_FAMILY = one_preset_per_family()
+
+
+@pytest.mark.parametrize("name", ONE_PER_FAMILY)
 def test_checkpoint_loads_with_remote_code_without_bytezoo(name, tiny_model, tmp_path):
     model = tiny_model(name, num_layers=2)
     model.save_pretrained(tmp_path)
@@ -383,7 +410,7 @@ def test_config_typos_and_wrong_types_are_refused_by_name(name, tiny_model, tmp_
 
     config_name = type(tiny_model(name).config).__name__
     with pytest.raises(ConfigError, match=rf"unknown key 'hidden_sise' for {config_name}; did you mean 'hidden_size'\? "
-                                          r"valid keys: vocab_size, embedding_size, hidden_size"):
+                                          r"valid keys: vocab_size, "):
         bytezoo.create_model(name, hidden_sise=64)
     with pytest.raises(ConfigError, match=rf"'hidden_size' of {config_name} expects int; got 'abc' \(str\)"):
         bytezoo.create_model(name, hidden_size="abc")

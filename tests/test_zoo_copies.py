@@ -47,7 +47,10 @@ def test_the_model_file_takes_its_plumbing_from_its_own_copy(folder):
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1
                 and node.module == "recurrent_lm" for alias in node.names}
     assert {"RecurrentForCausalLM", "RecurrentModel", "RecurrentPreTrainedModel"} <= imported
-    defined = {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+    model_classes = [node for node in tree.body if isinstance(node, ast.ClassDef)
+                     and any(getattr(base, "id", "").endswith(("PreTrainedModel", "Model", "ForCausalLM")) for base in node.bases)]
+    assert len(model_classes) >= 3  # the family's PreTrainedModel, body and causal LM
+    defined = {item.name for cls in model_classes for item in cls.body if isinstance(item, ast.FunctionDef)}
     plumbing = {"prepare_inputs_for_generation", "_update_model_kwargs_for_generation", "_reorder_cache",
                 "_expand_inputs_for_generation", "forward"}
     assert not defined & plumbing, f"{modeling.name} re-defines {sorted(defined & plumbing)}: change recurrent_lm.py"
