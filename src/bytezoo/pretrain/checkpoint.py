@@ -1,7 +1,7 @@
 """Checkpoints that a crash can never half-write, and the final export.
 
 A checkpoint is a directory ``OUTPUT/checkpoints/step-NNNNNNNN/`` holding Accelerate's ``save_state`` (model,
-optimizer, loss scaler, RNG states), one ``streams-rankR.safetensors`` per process (its recurrent state ``h``, ``c``)
+optimizer, loss scaler, RNG states), one ``streams-rankR.safetensors`` per process (its streams' state, one tensor per named part, batch = dim 1)
 and ``train_state.json`` (step, updates, data position, counters). Everything is first written to a hidden
 ``.tmp-step-…`` directory and renamed into place only when complete, so a checkpoint directory that exists is whole:
 resume takes the newest ``step-*`` directory and never sees a partial one.
@@ -52,8 +52,9 @@ def _run_id_of(checkpoint: Path) -> str | None:
         return None
 
 
-def save_checkpoint(accelerator, output_dir: str | Path, train_state: dict, recurrent_state, keep: int) -> Path:
-    """Save a checkpoint on every process (a collective: all processes must call it) and return its directory."""
+def save_checkpoint(accelerator, output_dir: str | Path, train_state: dict, recurrent_state: dict, keep: int) -> Path:
+    """Save a checkpoint on every process (a collective: all processes must call it) and return its directory.
+    ``recurrent_state`` maps the model's state names to this process's parts (dim 1 = its streams)."""
     root = Path(output_dir) / "checkpoints"
     final = root / f"step-{train_state['step']:08d}"
     staging = root / f".tmp-{final.name}"
@@ -62,9 +63,9 @@ def save_checkpoint(accelerator, output_dir: str | Path, train_state: dict, recu
         staging.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(staging))
-    h, c = recurrent_state
-    save_file({"h": h.detach().float().cpu().contiguous(), "c": c.detach().float().cpu().contiguous()},
-              str(staging / f"streams-rank{accelerator.process_index}.safetensors"))
+    tensors = {name: (part.float() if part.is_floating_point() else part).detach().cpu().contiguous()
+               for name, part in recurrent_state.items()}  # floats as float32; integer parts (positions) exact
+    save_file(tensors, str(staging / f"streams-rank{accelerator.process_index}.safetensors"))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_text_atomic(staging / TRAIN_STATE, json.dumps(train_state, indent=2))  # the completeness mark
@@ -78,8 +79,12 @@ def save_checkpoint(accelerator, output_dir: str | Path, train_state: dict, recu
     return final
 
 
-def load_checkpoint(accelerator, checkpoint: str | Path) -> tuple[dict, tuple[torch.Tensor, torch.Tensor]]:
-    """Restore Accelerate's state from ``checkpoint``; return its train state and this process's recurrent state."""
+LEGACY_STATE_NAMES = {"h": "hidden", "c": "cell"}  # checkpoints written before the state parts had names
+
+
+def load_checkpoint(accelerator, checkpoint: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Restore Accelerate's state from ``checkpoint``; return its train state and this process's recurrent state
+    (state name -> part, dim 1 = this process's streams)."""
     checkpoint = Path(checkpoint)
     if not (checkpoint / TRAIN_STATE).is_file():
         raise FileNotFoundError(f"{checkpoint} is not a complete checkpoint (no {TRAIN_STATE})")
@@ -94,14 +99,17 @@ def load_checkpoint(accelerator, checkpoint: str | Path) -> tuple[dict, tuple[to
     # the saved states are joined in rank order and dealt again. Read on the CPU, then moved: safetensors refuses a
     # device string such as "cpu:0", which is what a process of a multi-process CPU run calls its device.
     parts = [load_file(str(f), device="cpu") for f in files]
-    h = torch.cat([p["h"] for p in parts], dim=1)  # (layers, S, H)
-    c = torch.cat([p["c"] for p in parts], dim=1)
-    streams = h.shape[1]
+    names = sorted(parts[0])
+    if any(sorted(p) != names for p in parts):
+        raise ValueError(f"{checkpoint}: the streams files hold different state parts: {[sorted(p) for p in parts]}")
+    # Every part's dim 1 is the streams; parts whose other dims differ between ranks cannot be joined.
+    joined = {LEGACY_STATE_NAMES.get(name, name): torch.cat([p[name] for p in parts], dim=1) for name in names}
+    streams = next(iter(joined.values())).shape[1]
     if streams % accelerator.num_processes:
         raise ValueError(f"{checkpoint} holds {streams} streams, which {accelerator.num_processes} processes cannot share")
     per = streams // accelerator.num_processes
     mine = slice(accelerator.process_index * per, (accelerator.process_index + 1) * per)
-    return train_state, (h[:, mine].contiguous().to(accelerator.device), c[:, mine].contiguous().to(accelerator.device))
+    return train_state, {name: part[:, mine].contiguous().to(accelerator.device) for name, part in joined.items()}
 
 
 def export_model(model, tokenizer, export_dir: str | Path, summary: dict) -> Path:

@@ -413,7 +413,8 @@ def _run(config: PretrainConfig) -> dict:
 
     # --- resume -----------------------------------------------------------------------------------------------------
     position = {"step": 0, "updates": 0, "epoch": 0, "window": 0, "characters_seen": 0, "train_seconds": 0.0}
-    state = None  # (h, c), each (num_layers, B, H): carried across windows, detached between them
+    state = None  # the model's state (parts named by body.state_names, dim 1 = streams): carried, detached between windows
+    body = accelerator.unwrap_model(model).model
     resumed_from = None
     if config.resume:
         # this run's checkpoints (a folder from before run identities: all of them)
@@ -421,7 +422,11 @@ def _run(config: PretrainConfig) -> dict:
                  else [Path(config.resume)])
         if found:
             resumed_from = found[-1]
-            saved, state = ckpt.load_checkpoint(accelerator, resumed_from)
+            saved, named_state = ckpt.load_checkpoint(accelerator, resumed_from)
+            if sorted(named_state) != sorted(body.state_names):
+                raise ValueError(f"cannot resume from {resumed_from}: its streams hold the state parts {sorted(named_state)}, "
+                                 f"this model's are {list(body.state_names)}")
+            state = tuple(named_state[name] for name in body.state_names)
             expected = {"num_streams": B * world, "seq_len": T, "corpus_bytes": train_bytes}
             mismatched = {k: (saved.get(k), v) for k, v in expected.items() if saved.get(k) != v}
             if mismatched:
@@ -444,8 +449,8 @@ def _run(config: PretrainConfig) -> dict:
     def save() -> Path:
         train_state = {**position, "run_id": run_id, "train_seconds": time.perf_counter() - run_start, "num_streams": B * world,
                        "num_processes": world, "seq_len": T, "corpus_bytes": train_bytes}
-        h_c = state if state is not None else accelerator.unwrap_model(model).model.initial_state(B)
-        return ckpt.save_checkpoint(accelerator, output, train_state, h_c, config.keep_checkpoints)
+        parts = state if state is not None else body.initial_state(B)
+        return ckpt.save_checkpoint(accelerator, output, train_state, dict(zip(body.state_names, parts)), config.keep_checkpoints)
 
     model.train()
     stopped_by = None

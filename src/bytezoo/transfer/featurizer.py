@@ -115,9 +115,10 @@ class Featurizer(TransformerMixin, BaseEstimator):
 
     Args:
         model: a checkpoint directory, a hub URL (``s3://…/name@latest``), or a model object
-            (``MLSTMForCausalLM``, ``ByteLSTMForCausalLM`` or their bodies). Loaded in :meth:`fit`.
-        pooling: ``"final_cell"`` (the last layer's cell state after the last byte; the papers' feature),
-            ``"final_hidden"`` (its hidden state), or ``"mean"`` (the last layer's hidden state averaged over the bytes).
+            (any zoo causal LM, e.g. ``MLSTMForCausalLM``, or its body). Loaded in :meth:`fit`.
+        pooling: ``"final_cell"`` (the last layer's cell state after the last byte; the papers' feature; recurrent
+            families with a cell only), ``"final_hidden"`` (the last layer's hidden state / output after the last
+            byte), or ``"mean"`` (the last layer's outputs averaged over the bytes).
         preprocess: ``"openai"`` (the original encoder's preprocessing; see the module docstring) or ``"none"``
             (the text's UTF-8 bytes as they are).
         batch_size: texts per batch.
@@ -188,7 +189,13 @@ class Featurizer(TransformerMixin, BaseEstimator):
                 language_model = copy.deepcopy(language_model)  # never move or cast the caller's model
             language_model = language_model.to(device=target, dtype=torch.float32)
         self.language_model_ = language_model.eval()
-        self.n_features_out_ = int(recurrent_body(language_model).config.hidden_size)
+        body = recurrent_body(language_model)
+        if self.pooling.startswith("final_") and self.pooling != "final_hidden" and self.pooling[len("final_"):] not in body.unit_states:
+            raise ValueError(
+                f"pooling={self.pooling!r} needs a {self.pooling[len('final_'):]!r} state, which {type(body).__name__} does "
+                f"not have (its per-unit states: {list(body.unit_states) or 'none'}); use 'final_hidden' or 'mean'"
+            )
+        self.n_features_out_ = int(body.config.hidden_size)
         if self.cache_dir is not None:
             self.model_fingerprint_ = model_fingerprint(language_model)
         return self
@@ -253,16 +260,23 @@ class Featurizer(TransformerMixin, BaseEstimator):
         return features
 
     def _batch_features(self, batch: list[bytes], body):
-        """(B, H) features of one batch of byte strings sorted longest first."""
+        """(B, H) features of one batch of byte strings sorted longest first; any zoo family (the state is handled
+        through its named parts, never unpacked by position)."""
         import torch
+
+        from bytezoo.zoo.recurrent_lm import select_streams, state_part
 
         device = body.device
         lengths = torch.tensor([len(item) for item in batch])  # (B,), non-increasing
-        h, c = body.initial_state(len(batch))  # each (L, B, H)
-        mean_sum = torch.zeros(len(batch), self.n_features_out_, dtype=h.dtype, device=device) if self.pooling == "mean" else None
+        pooled = torch.zeros(len(batch), self.n_features_out_, dtype=torch.float32, device=device)  # empty text: zeros
+        # a final per-unit state where the family has it (float32 even under bf16 autocast); else the outputs
+        unit_state = self.pooling[len("final_"):] if self.pooling.startswith("final_") else None
+        unit_state = unit_state if unit_state in body.unit_states else None
+        state = body.initial_state(len(batch))
         longest = int(lengths[0])
         for chunk_start in range(0, longest, self.chunk_size):
             running = int((lengths > chunk_start).sum())  # rows with bytes left: a prefix, since sorted longest first
+            state = select_streams(state, slice(0, running))  # finished rows drop out: their features are taken
             chunk_len = min(self.chunk_size, longest - chunk_start)
             ids = torch.zeros(running, chunk_len, dtype=torch.long)  # (B', T)
             mask = torch.zeros(running, chunk_len, dtype=torch.long)  # (B', T): 1 = real byte, 0 = padding
@@ -272,22 +286,23 @@ class Featurizer(TransformerMixin, BaseEstimator):
                 mask[row, : len(piece)] = 1
             out = body(
                 ids.to(device),
-                state=(h[:, :running], c[:, :running]),
+                state=state,
                 attention_mask=mask.to(device) if not bool(mask.all()) else None,
                 use_cache=True,
                 return_dict=True,
             )
-            h_new, c_new = out.state  # each (L, B', H)
-            h[:, :running] = h_new.to(h.dtype)
-            c[:, :running] = c_new.to(c.dtype)
-            if mean_sum is not None:
-                real = mask.to(device=device, dtype=mean_sum.dtype).unsqueeze(-1)  # (B', T, 1)
-                mean_sum[:running] += (out.last_hidden_state.to(mean_sum.dtype) * real).sum(dim=1)  # (B', H)
-        if self.pooling == "final_cell":
-            return c[-1]
-        if self.pooling == "final_hidden":
-            return h[-1]
-        return mean_sum / lengths.clamp(min=1).to(device=device, dtype=mean_sum.dtype).unsqueeze(1)
+            state = out.state
+            if unit_state is not None:  # padding held the state: after the last chunk it is each row's final one
+                pooled[:running] = state_part(body, state, unit_state)[-1].float()  # (B', H) the last layer
+            elif self.pooling == "final_hidden":  # no hidden state (a Transformer): the output at the last real byte
+                last = (mask.sum(dim=1) - 1).to(device)  # (B',)
+                pooled[:running] = out.last_hidden_state[torch.arange(running, device=device), last].float()
+            else:  # mean: summed here, divided below
+                real = mask.to(device=device, dtype=torch.float32).unsqueeze(-1)  # (B', T, 1)
+                pooled[:running] += (out.last_hidden_state.float() * real).sum(dim=1)  # (B', H)
+        if self.pooling == "mean":
+            return pooled / lengths.clamp(min=1).to(device=device, dtype=pooled.dtype).unsqueeze(1)
+        return pooled
 
     # --- cache ------------------------------------------------------------------------------------------------------
     def _cache_path(self, encoded: Sequence[bytes]) -> str | None:

@@ -69,6 +69,11 @@ def generate_steered(
         raise ValueError(f"--neuron {neuron} is outside the model's {hidden} units")
     if hold not in ("cell", "hidden"):
         raise ValueError(f"hold must be 'cell' or 'hidden'; got {hold!r}")
+    if neuron is not None and hold not in body.unit_states:
+        raise ValueError(
+            f"{type(body).__name__} has no per-unit {hold} state to hold (its per-unit states: "
+            f"{list(body.unit_states) or 'none'}); steering needs a recurrent model"
+        )
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0; got {temperature}")
     if top_k is not None and not 1 <= top_k <= 256:
@@ -78,11 +83,11 @@ def generate_steered(
     generator = torch.Generator(device=body.device)
     if seed is not None:
         generator.manual_seed(seed)
-    state_index = 0 if hold == "hidden" else 1
+    state_index = body.state_names.index(hold) if neuron is not None else None
     context = (prefix + prompt).encode("utf-8")
     if not context:
         context = b" "  # the model needs one byte to predict from
-    state = body.initial_state(num_samples)  # (h, c), each (L, B, H)
+    state = body.initial_state(num_samples)  # parts named by body.state_names; the held one is (L, B, H)
     held: list[np.ndarray] = []
 
     def step(byte_ids):  # (B,) -> (B, 256) logits of the next byte
