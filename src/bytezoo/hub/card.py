@@ -96,7 +96,8 @@ def make_model_card(
     else:  # the Hub reads the metadata block only at the very top
         tags += ["custom_code"] if code_files else []
         lines = ["---", f"library_name: {'transformers' if has_model else 'bytezoo'}"]
-        lines += ["tags:"] + [f"- {tag}" for tag in tags if tag] + ["---", GENERATED_MARKER, "", f"# {_clean(name)}", ""]
+        lines += ["tags:"] + [f"- {tag}" for tag in tags if tag]
+        lines += ["---", GENERATED_MARKER, "", f"# {_clean(name)}", ""]
     description = _MODEL_DESCRIPTIONS.get(model_type, f"a byte-level `{model_type}` language model" if model_type
                                           else "files shared through the bytezoo hub")
     if has_classifier and not has_model:
@@ -186,7 +187,8 @@ def make_model_card(
             "Every file's sha256 is in `bytezoo-manifest.json`; `bytezoo hub pull` and `bytezoo.from_pretrained` "
             "check them all and load only data formats (safetensors, JSON, text, images)."
             + (f" The Python files ({', '.join(f'`{f}`' for f in code_files)}) are the model's code, for "
-               "`trust_remote_code=True` where bytezoo is not installed; bytezoo never downloads them." if code_files else ""),
+               "`trust_remote_code=True` where bytezoo is not installed; bytezoo never downloads them."
+               if code_files else ""),
             "",
         ]
     return "\n".join(lines)
@@ -207,8 +209,8 @@ def read_json_documents(directory: Path, paths) -> dict[str, Any]:
 
 def _transformers_instructions(repo_id: str, tokenizer_files, has_code: bool) -> list[str]:
     remote = ", trust_remote_code=True" if has_code else ""
-    code = ["```python", "from transformers import AutoModelForCausalLM" + (", AutoTokenizer" if tokenizer_files else ""),
-            "", f'model = AutoModelForCausalLM.from_pretrained("{repo_id}", revision="main"{remote})  # or a tag']
+    imports = "from transformers import AutoModelForCausalLM" + (", AutoTokenizer" if tokenizer_files else "")
+    code = ["```python", imports, "", f'model = AutoModelForCausalLM.from_pretrained("{repo_id}", revision="main"{remote})  # or a tag']
     if tokenizer_files:
         code.append(f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}", revision="main"{remote})')
     return code + ["```", ""]

@@ -246,7 +246,8 @@ def push(directory: Path, url: str, tag: str | None, *, model_card: bool, follow
 
         pushed = {f.entry.path for f in local_files} | set(code_files) | {MANIFEST_NAME}
         operations = [CommitOperationAdd(path_in_repo=f.entry.path, path_or_fileobj=str(f.path)) for f in local_files]
-        operations += [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(directory / name)) for name in code_files]
+        operations += [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(directory / name))
+                       for name in code_files]
         operations.append(CommitOperationAdd(path_in_repo=MANIFEST_NAME, path_or_fileobj=str(manifest_path)))
         stale = sorted(entry.path for entry in (previous.files if previous else ()) if entry.path not in pushed)
         operations += [CommitOperationDelete(path_in_repo=path) for path in stale]
@@ -260,7 +261,7 @@ def push(directory: Path, url: str, tag: str | None, *, model_card: bool, follow
         commit = info.oid
     _check_unchanged(local_files, repo, commit)
     if tag is not None:
-        with repo.errors("tagging", tag):
+        with repo.errors(f"tagging commit {commit[:12]} (pushed) of", tag):
             if tag in tags:
                 repo.api.delete_tag(repo.repo_id, tag=tag)
             repo.api.create_tag(repo.repo_id, tag=tag, revision=commit,
@@ -356,7 +357,8 @@ def pull(url: str, selector: str | None, *, offline: bool, storage_options: dict
 def verify(snapshot: Path, manifest: Manifest, repo: HfRepo, commit: str, cache: Cache) -> None:
     """Check every file of ``manifest`` in ``snapshot`` (sha256, size, content type). A mismatching file is removed
     from the Hugging Face cache, so that the next pull downloads it again."""
-    stamp = cache.root / "hf-verified" / hashlib.sha256(f"{snapshot.resolve()} {manifest.version}".encode()).hexdigest()[:32]
+    key = hashlib.sha256(f"{snapshot.resolve()} {manifest.version}".encode()).hexdigest()[:32]
+    stamp = cache.root / "hf-verified" / key
     try:
         checked = json.loads(stamp.read_text())
     except (OSError, ValueError):

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from urllib.parse import parse_qs, unquote, urlsplit
 
-LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".png", ".jpg", ".jpeg")  # what a new repository's .gitattributes routes to LFS
+LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".png", ".jpg", ".jpeg")  # what a new repository sends to LFS
 _GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
 
 
@@ -226,12 +226,14 @@ class FakeHuggingFaceHub:
         repository = self._repo(repo)
         commit = self._commit_at(repository, rev)
         info = {"id": repo, "modelId": repo, "sha": commit.oid, "private": False, "lastModified": commit.date,
-                "tags": [], "downloads": 0, "likes": 0, "siblings": [{"rfilename": path} for path in sorted(commit.files)]}
+                "tags": [], "downloads": 0, "likes": 0,
+                "siblings": [{"rfilename": path} for path in sorted(commit.files)]}
         return 200, {}, _json(info)
 
     def _refs(self, repo, **_):
         repository = self._repo(repo)
-        branches = [{"name": n, "ref": f"refs/heads/{n}", "targetCommit": oid} for n, oid in repository.branches.items()]
+        branches = [{"name": n, "ref": f"refs/heads/{n}", "targetCommit": oid}
+                    for n, oid in repository.branches.items()]
         tags = [{"name": n, "ref": f"refs/tags/{n}", "targetCommit": oid} for n, oid in sorted(repository.tags.items())]
         return 200, {}, _json({"branches": branches, "tags": tags, "converts": []})
 
