@@ -15,8 +15,12 @@ fsspec's configuration and are never written anywhere.
 >>> path = hub.pull("s3://team-models/mlstm-256@paper")     # a verified, cached, read-only directory
 >>> path = hub.resolve("s3://team-models/mlstm-256")         # what from_pretrained calls; local paths pass through
 
-The command line does the same: ``bytezoo hub push DIR URL [--tag T]``, ``bytezoo hub pull URL[@REF] [DIR]``,
-``bytezoo hub ls URL``.
+On the Hugging Face Hub, ``hf://user/name`` is an ordinary model repository that ``from_pretrained("user/name")``
+loads: one commit per push with the manifest beside the files, tags as git tags, pulls through ``snapshot_download``
+into the Hugging Face cache, each file checked against the manifest (see :mod:`bytezoo.hub.hf`).
+
+The command line does the same: ``bytezoo hub push DIR URL [--tag T [--move-tag]]``, ``bytezoo hub pull
+URL[@REF] [DIR]``, ``bytezoo hub ls URL``.
 """
 import lazy_loader as _lazy
 

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import hf
 from .cache import Cache, offline_from_environment
 from .card import is_generated_card, make_model_card, read_json_documents
 from .errors import HubError, UnsafeFileError
 from .manifest import DEFAULT_TAG, FileEntry, Manifest, Tag, check_tag_name, is_version_id, utc_now
 from .remote import HubRepo, sha256_of_file
 from .safety import check_allowed_name, check_file
+from .hf import is_hf_url
 from .urls import is_url, redact_url, selector_or_default, split_ref
 
 logger = logging.getLogger("bytezoo.hub")
@@ -53,6 +55,7 @@ def push(
     model_card: bool = True,
     storage_options: dict | None = None,
     follow_symlinks: bool = False,
+    move_tag: bool = False,
 ) -> str:
     """Publish the files of ``local_dir`` as a new immutable version of the repository at ``url``.
 
@@ -67,17 +70,26 @@ def push(
     unless ``follow_symlinks`` (links inside it, or into the Hugging Face cache repository it is a snapshot of, are
     content as usual).
 
+    ``hf://user/name`` is pushed as an ordinary Hugging Face model repository, in one commit, with ``tag`` as a git
+    tag (see :mod:`bytezoo.hub.hf`); there a tag that exists already is refused unless ``move_tag``. On the other
+    hubs tags always move to the new version (``move_tag`` changes nothing there).
+
     >>> version = push("runs/mlstm-256", "s3://team-models/mlstm-256", tag="paper")  # doctest: +SKIP
     """
     directory = Path(local_dir)
     if not directory.is_dir():
         raise HubError(f"cannot push {str(local_dir)!r}: not a directory")
+    if is_hf_url(url):
+        return hf.push(directory, os.fspath(url), tag, model_card=model_card, follow_symlinks=follow_symlinks,
+                       move_tag=move_tag, storage_options=storage_options)
     tags = [DEFAULT_TAG] + ([check_tag_name(tag)] if tag is not None and tag != DEFAULT_TAG else [])
     repo = HubRepo(url, storage_options)
     repo.check_writable()
     repo.remove_stale_temporaries()
 
-    names, followed = _collect_files(directory, follow_symlinks)
+    names, followed, code = _collect_files(directory, follow_symlinks)
+    if code:
+        logger.warning("not sharing %s: code never travels through the hub", ", ".join(code))
     if followed:
         logger.warning("following %d symbolic link(s) out of %s (--follow-symlinks): %s", len(followed), directory,
                        "; ".join(followed))
@@ -128,9 +140,20 @@ def pull(
     pointed to when last pulled. A version id already in the cache is served without contacting the hub either,
     since versions never change.
 
+    ``hf://user/name[@TAG|@BRANCH|@COMMIT]`` (default: the ``main`` branch) is downloaded into the Hugging Face cache
+    at the commit the reference resolves to, and that snapshot folder is returned once every file matches the
+    manifest committed with it (see :mod:`bytezoo.hub.hf`).
+
     >>> path = pull("s3://team-models/mlstm-256@paper")  # doctest: +SKIP
     """
     url, selector = split_ref(os.fspath(ref))
+    if is_hf_url(url):
+        snapshot, manifest = hf.pull(url, selector, offline=offline, storage_options=storage_options,
+                                     cache_dir=cache_dir)
+        if local_dir is None:
+            return str(snapshot)
+        _export(snapshot, manifest, Path(local_dir))
+        return str(local_dir)
     selector = selector_or_default(selector)
     cache = Cache(cache_dir)
     if offline or offline_from_environment():
@@ -159,6 +182,8 @@ def ls(url: str | os.PathLike, *, storage_options: dict | None = None) -> list[V
     >>> [(v.version, v.tags) for v in ls("s3://team-models/mlstm-256")]  # doctest: +SKIP
     [('3f9c0a1d2b4e5f60', ('latest', 'paper')), ('9e1b7c2d4a5f6e70', ())]
     """
+    if is_hf_url(url):
+        return hf.ls(os.fspath(url), storage_options)
     repo = HubRepo(url, storage_options)
     version_ids = repo.list_version_ids()
     if not version_ids:
@@ -239,12 +264,13 @@ def _inside(path: Path, roots: list[Path]) -> bool:
     return any(path == root or root in path.parents for root in roots)
 
 
-def _collect_files(directory: Path, follow_symlinks: bool = False) -> tuple[list[str], list[str]]:
-    """Relative POSIX paths of the files to share, and the symbolic links followed out of the folder; unsafe names
-    and links fail fast, by name, before anything is read.
+def _collect_files(directory: Path, follow_symlinks: bool = False) -> tuple[list[str], list[str], list[str]]:
+    """Relative POSIX paths of the files to share, the symbolic links followed out of the folder, and the Python
+    source files left out; unsafe names and links fail fast, by name, before anything is read.
 
     Hidden entries are skipped, and so is Python source: ``save_pretrained`` copies the model's code next to the
-    weights (for ``trust_remote_code``), but code never travels through the hub; bytezoo provides the classes. A
+    weights (for ``trust_remote_code``), but code never travels through the fsspec hubs; bytezoo provides the classes
+    (``hf://`` pushes commit the model's part of it, see :func:`bytezoo.hub.hf.remote_code_files`). A
     symbolic link is content when it resolves inside the folder (or inside the Hugging Face cache repository the
     folder is a snapshot of); one that leaves it is refused, naming it, unless ``follow_symlinks``: its target's bytes
     would become readable by everyone who can pull.
@@ -289,9 +315,7 @@ def _collect_files(directory: Path, follow_symlinks: bool = False) -> tuple[list
             if path.is_symlink():
                 check_link(path)
             names.append(name)
-    if skipped_code:
-        logger.warning("not sharing %s: code never travels through the hub", ", ".join(skipped_code))
-    return names, followed
+    return names, followed, skipped_code
 
 
 def _inspect(directory: Path, name: str) -> _LocalFile:
@@ -309,11 +333,12 @@ def _is_generated_readme(path: Path) -> bool:
         return False
 
 
-def _write_card(directory: Path, local_files: list[_LocalFile], url: str, scratch: Path) -> _LocalFile:
+def _write_card(directory: Path, local_files: list[_LocalFile], url: str, scratch: Path, **card_options) -> _LocalFile:
     sizes = {f.entry.path: f.entry.size for f in local_files}
     headers = {f.entry.path: f.safetensors_header for f in local_files if f.safetensors_header is not None}
     name = url.rstrip("/").rsplit("/", 1)[-1] or directory.resolve().name
-    text = make_model_card(redact_url(name), sizes, read_json_documents(directory, sizes), headers, url=url)
+    text = make_model_card(redact_url(name), sizes, read_json_documents(directory, sizes), headers, url=url,
+                           **card_options)
     card_path = scratch / "README.md"
     card_path.write_text(text, encoding="utf-8")
     sha256, size = sha256_of_file(card_path)

@@ -7,6 +7,8 @@ Layout under ``$BYTEZOO_CACHE/hub`` (default ``~/.cache/bytezoo/hub``)::
     manifests/<version>.json      the manifest each snapshot was built from
     refs/<url key>/tags/<tag>     the version a tag pointed to when last pulled (for offline mode)
     refs/<url key>/url            the repository URL (redacted), for people looking around
+    hf-verified/<key>             for hf:// snapshots (which live in the Hugging Face cache): the size, mtime and
+                                  inode of each file when its sha256 last matched the manifest
     tmp/                          work in progress; renamed into place when complete (a day-old leftover of a
                                   killed process is removed by the next pull)
 

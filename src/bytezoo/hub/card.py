@@ -67,11 +67,19 @@ def make_model_card(
     json_documents: Mapping[str, Any],
     safetensors_headers: Mapping[str, dict],
     url: str | None = None,
+    *,
+    hugging_face_repo: str | None = None,
+    code_files: tuple[str, ...] = (),
 ) -> str:
     """Render a model card.
 
     ``files`` maps each shared path to its size; ``json_documents`` maps JSON file paths to their parsed content;
     ``safetensors_headers`` maps safetensors paths to their headers; ``url`` is where the version is pushed.
+
+    For a Hugging Face model repository (``hugging_face_repo="user/name"``) the card is the one the Hub expects: the
+    metadata block comes first (``library_name: transformers``, and the ``custom_code`` tag when ``code_files``, the
+    model's code for ``trust_remote_code``, are committed beside the weights), and it says how to load the model with
+    transformers as well as with bytezoo.
     """
     config = _as_dict(json_documents.get("config.json"))
     summary = _as_dict(json_documents.get("training_summary.json"))
@@ -81,9 +89,15 @@ def make_model_card(
     has_classifier = "classifier.safetensors" in files or bool(classifier)
     model_type = str(config.get("model_type", "")) if config else ""
 
-    lines = [GENERATED_MARKER, "---", "library_name: bytezoo"]
     tags = ["bytezoo", "byte-level", model_type] + (["sentiment-analysis"] if has_classifier else [])
-    lines += ["tags:"] + [f"- {tag}" for tag in tags if tag] + ["---", "", f"# {_clean(name)}", ""]
+    if hugging_face_repo is None:
+        lines = [GENERATED_MARKER, "---", "library_name: bytezoo"]
+        lines += ["tags:"] + [f"- {tag}" for tag in tags if tag] + ["---", "", f"# {_clean(name)}", ""]
+    else:  # the Hub reads the metadata block only at the very top
+        tags += ["custom_code"] if code_files else []
+        lines = ["---", f"library_name: {'transformers' if has_model else 'bytezoo'}"]
+        lines += ["tags:"] + [f"- {tag}" for tag in tags if tag]
+        lines += ["---", GENERATED_MARKER, "", f"# {_clean(name)}", ""]
     description = _MODEL_DESCRIPTIONS.get(model_type, f"a byte-level `{model_type}` language model" if model_type
                                           else "files shared through the bytezoo hub")
     if has_classifier and not has_model:
@@ -152,16 +166,31 @@ def make_model_card(
             rows = [(f"`{key}`", _format_value(key, value)) for key, value in _flatten(classifier).items()]
             lines += _table(("classifier.json", "value"), rows[:_MAX_OTHER_ROWS]) + [""]
 
-    lines += ["## How to load", ""] + _loading_instructions(url, has_model, has_classifier, tokenizer_files)
+    lines += ["## How to load", ""]
+    if hugging_face_repo is not None and has_model:
+        lines += _transformers_instructions(hugging_face_repo, tokenizer_files, bool(code_files))
+    lines += _loading_instructions(url, has_model, has_classifier, tokenizer_files,
+                                   default_ref="main" if hugging_face_repo else "latest")
 
     lines += ["## Files", ""]
     lines += _table(("file", "bytes"), [(f"`{path}`", f"{size:,}") for path, size in sorted(files.items())])
-    lines += [
-        "",
-        "Every file's sha256 is in this version's manifest; `bytezoo hub pull` checks them all. The hub shares "
-        "only data formats (safetensors, JSON, text, images): nothing in this version runs code when loaded.",
-        "",
-    ]
+    if hugging_face_repo is None:
+        lines += [
+            "",
+            "Every file's sha256 is in this version's manifest; `bytezoo hub pull` checks them all. The hub shares "
+            "only data formats (safetensors, JSON, text, images): nothing in this version runs code when loaded.",
+            "",
+        ]
+    else:
+        lines += [
+            "",
+            "Every file's sha256 is in `bytezoo-manifest.json`; `bytezoo hub pull` and `bytezoo.from_pretrained` "
+            "check them all and load only data formats (safetensors, JSON, text, images)."
+            + (f" The Python files ({', '.join(f'`{f}`' for f in code_files)}) are the model's code, for "
+               "`trust_remote_code=True` where bytezoo is not installed; bytezoo never downloads them."
+               if code_files else ""),
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -178,9 +207,19 @@ def read_json_documents(directory: Path, paths) -> dict[str, Any]:
     return documents
 
 
-def _loading_instructions(url, has_model, has_classifier, tokenizer_files) -> list[str]:
+def _transformers_instructions(repo_id: str, tokenizer_files, has_code: bool) -> list[str]:
+    remote = ", trust_remote_code=True" if has_code else ""
+    imports = "from transformers import AutoModelForCausalLM" + (", AutoTokenizer" if tokenizer_files else "")
+    code = ["```python", imports, "", f'model = AutoModelForCausalLM.from_pretrained("{repo_id}", revision="main"{remote})  # or a tag']
+    if tokenizer_files:
+        code.append(f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}", revision="main"{remote})')
+    return code + ["```", ""]
+
+
+def _loading_instructions(url, has_model, has_classifier, tokenizer_files, default_ref="latest") -> list[str]:
     where = redact_url(url) if url else "URL"
-    lines = ["```bash", f"bytezoo hub pull {where}@latest ./checkpoint   # or @<tag> / @<version>", "```", ""]
+    other = "@<tag> / @<commit>" if default_ref == "main" else "@<tag> / @<version>"
+    lines = ["```bash", f"bytezoo hub pull {where}@{default_ref} ./checkpoint   # or {other}", "```", ""]
     code = ["```python"]
     if has_model:
         code += ["import bytezoo", ""]

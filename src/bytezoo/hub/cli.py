@@ -6,9 +6,12 @@ Examples::
     bytezoo hub ls s3://team-models/mlstm-256
     bytezoo hub pull s3://team-models/mlstm-256@paper ./mlstm-256
     BYTEZOO_OFFLINE=1 bytezoo hub pull s3://team-models/mlstm-256@paper
+    bytezoo hub push runs/mlstm-256 hf://someone/mlstm-256 --tag v1   # one commit and a git tag on the Hub
+    bytezoo hub pull hf://someone/mlstm-256@v1
 
-Credentials come from the environment (``AWS_ACCESS_KEY_ID``, ``HF_TOKEN``, ...) or fsspec's configuration
-(``FSSPEC_S3_ENDPOINT_URL``, ``~/.config/fsspec/conf.json``); there are deliberately no credential options.
+Credentials come from the environment (``AWS_ACCESS_KEY_ID``, ``HF_TOKEN``, ...), ``hf auth login``, or fsspec's
+configuration (``FSSPEC_S3_ENDPOINT_URL``, ``~/.config/fsspec/conf.json``); there are deliberately no credential
+options. ``HF_ENDPOINT`` points ``hf://`` at another server speaking the Hub's API.
 """
 from __future__ import annotations
 
@@ -31,7 +34,10 @@ def register(subparsers) -> None:
     push = commands.add_parser("push", help="publish a directory as a new immutable version")
     push.add_argument("directory", help="local directory with safetensors/JSON/text files")
     push.add_argument("url", help="repository URL, e.g. s3://bucket/models/mlstm-256 or a local folder")
-    push.add_argument("--tag", help="also point this tag at the new version (besides 'latest')")
+    push.add_argument("--tag", help="also point this tag at the new version (besides 'latest'; on hf://, a git tag "
+                                    "on the push's commit)")
+    push.add_argument("--move-tag", action="store_true",
+                      help="hf:// only: move --tag if it exists already (refused otherwise; other hubs always move it)")
     push.add_argument("--no-card", action="store_true", help="do not generate README.md (the model card)")
     push.add_argument("--follow-symlinks", action="store_true",
                       help="share what symbolic links pointing out of DIRECTORY point to (refused by default: their "
@@ -54,7 +60,7 @@ def _push(args: argparse.Namespace) -> int:
     from . import api
 
     return _run(lambda: print(api.push(args.directory, args.url, tag=args.tag, model_card=not args.no_card,
-                                       follow_symlinks=args.follow_symlinks)))
+                                       follow_symlinks=args.follow_symlinks, move_tag=args.move_tag)))
 
 
 def _pull(args: argparse.Namespace) -> int:

@@ -17,7 +17,8 @@ class ManifestError(HubError):
 class IntegrityError(HubError):
     """Downloaded bytes do not match the sha256 or size recorded in the manifest."""
 
-    def __init__(self, path: str, expected_sha256: str, actual_sha256: str, expected_size: int, actual_size: int):
+    def __init__(self, path: str, expected_sha256: str, actual_sha256: str, expected_size: int, actual_size: int,
+                 consequence: str = "The blob on the hub is corrupt or truncated; nothing was written to the cache."):
         self.path = path
         self.expected_sha256 = expected_sha256
         self.actual_sha256 = actual_sha256
@@ -25,8 +26,7 @@ class IntegrityError(HubError):
         self.actual_size = actual_size
         super().__init__(
             f"integrity check failed for {path!r}: expected sha256 {expected_sha256} ({expected_size} bytes), "
-            f"got sha256 {actual_sha256} ({actual_size} bytes). The blob on the hub is corrupt or truncated; "
-            "nothing was written to the cache."
+            f"got sha256 {actual_sha256} ({actual_size} bytes). {consequence}"
         )
 
 
