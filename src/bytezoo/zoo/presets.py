@@ -2,6 +2,7 @@
 Transformers of nanoGPT's and GPT-2 small's sizes to compare attention with recurrence on the same bytes."""
 from __future__ import annotations
 
+from .gru import ByteGRUConfig, ByteGRUForCausalLM
 from .lstm import ByteLSTMConfig, ByteLSTMForCausalLM
 from .mlstm import MLSTMConfig, MLSTMForCausalLM
 from .registry import register_model
@@ -92,3 +93,9 @@ def transformer_384(**overrides) -> ByteTransformerForCausalLM:
 def transformer_768(**overrides) -> ByteTransformerForCausalLM:
     """Byte Transformer of GPT-2 small's size: 12 layers, 12 heads, 768 wide, 1024-byte window (≈ 85M)."""
     return _transformer(768, 12, 12, 1024, overrides)
+
+
+@register_model(test_overrides={"hidden_size": 32})
+def gru_1024(**overrides) -> ByteGRUForCausalLM:
+    """1024-unit nn.GRU baseline: a recurrent model with no cell state."""
+    return ByteGRUForCausalLM(ByteGRUConfig(**{"hidden_size": 1024, "embedding_size": 64, **overrides}))

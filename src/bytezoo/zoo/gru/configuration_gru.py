@@ -1,0 +1,46 @@
+"""Configuration of the byte-level GRU baseline (``torch.nn.GRU``: oneDNN on CPU, cuDNN on NVIDIA GPUs)."""
+from __future__ import annotations
+
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+
+
+@strict
+class ByteGRUConfig(PreTrainedConfig):
+    r"""Architecture of a byte-level GRU language model: a recurrent baseline with one state vector per layer.
+
+    Args:
+        vocab_size (`int`, defaults to 256): byte values read and predicted (token id = byte value).
+        embedding_size (`int`, defaults to 64): size of the byte embedding.
+        hidden_size (`int`, defaults to 4096): units per GRU layer.
+        num_layers (`int`, defaults to 1): stacked GRU layers.
+        initializer_range (`float`, defaults to 1.0): standard deviation of the byte embedding at initialisation.
+
+    Example:
+
+    ```python
+    >>> from bytezoo.zoo.gru import ByteGRUConfig, ByteGRUForCausalLM
+    >>> model = ByteGRUForCausalLM(ByteGRUConfig(hidden_size=256))
+    ```"""
+
+    model_type = "byte_gru"
+
+    vocab_size: int = 256
+    embedding_size: int = 64
+    hidden_size: int = 4096
+    num_layers: int = 1
+    initializer_range: float = 1.0
+    pad_token_id: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+    use_cache: bool = True
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        for name in ("vocab_size", "embedding_size", "hidden_size", "num_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ByteGRUConfig.{name} must be >= 1; got {getattr(self, name)}")
+        super().__post_init__(**kwargs)
+
+
+__all__ = ["ByteGRUConfig"]

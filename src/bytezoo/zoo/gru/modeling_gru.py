@@ -1,0 +1,95 @@
+"""Byte-level GRU language model on ``torch.nn.GRU``, through the zoo's recurrent-LM contract.
+
+The state is ``(hidden,)``, (num_layers, B, H): a GRU has no cell. ``nn.GRU`` has no per-position masks, so reset and
+hold masks are honoured by :func:`run_in_segments`, as for the LSTM.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from transformers import initialization as init
+
+from .configuration_gru import ByteGRUConfig
+from .recurrent_lm import RecurrentForCausalLM, RecurrentModel, RecurrentPreTrainedModel, State, run_in_segments
+
+
+class ByteGRUPreTrainedModel(RecurrentPreTrainedModel):
+    config: ByteGRUConfig
+    config_class = ByteGRUConfig
+    state_names = ("hidden",)
+    unit_states = ("hidden",)
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.GRU):
+            for name, param in module.named_parameters():
+                if name.startswith("weight"):
+                    init.normal_(param, std=1.0 / math.sqrt(param.shape[1]))
+                else:
+                    init.zeros_(param)
+        else:
+            super()._init_weights(module)
+
+
+class ByteGRUModel(RecurrentModel, ByteGRUPreTrainedModel):
+    """Byte embedding followed by a multi-layer ``nn.GRU``. Inputs, masks and outputs: :meth:`RecurrentModel.forward`."""
+
+    _auto_class = "AutoModel"  # save_pretrained ships this file for trust_remote_code (see recurrent_lm.py)
+
+    def __init__(self, config: ByteGRUConfig):
+        super().__init__(config)
+        self.embeddings = nn.Embedding(config.vocab_size, config.embedding_size)
+        self.gru = nn.GRU(config.embedding_size, config.hidden_size, num_layers=config.num_layers, batch_first=True)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings
+
+    def set_input_embeddings(self, new_embeddings: nn.Embedding) -> None:
+        self.embeddings = new_embeddings
+
+    def state_shapes(self, batch_size: int) -> tuple[tuple[int, ...], ...]:
+        return ((self.config.num_layers, batch_size, self.config.hidden_size),)
+
+    def _run_layers(self, x: Tensor, state: State, layerwise: bool) -> tuple[Tensor, State, list, list]:
+        """nn.GRU over (B, T', E); per-layer (B, T', H) outputs only when asked (``layerwise``: layer by layer)."""
+        if not layerwise:
+            out, hidden = self.gru(x, state[0])
+            return out, (hidden,), [], []
+        hiddens, last = [], []
+        layer_input = x
+        for layer in range(self.config.num_layers):
+            weights = [getattr(self.gru, f"{kind}_l{layer}") for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            layer_input, h = torch._VF.gru(layer_input, state[0][layer : layer + 1], weights, True, 1, 0.0, self.training, False, True)
+            hiddens.append(layer_input)
+            last.append(h[0])
+        return layer_input, (torch.stack(last),), hiddens, []
+
+    def _forward_layers(self, input_ids, state, hold, reset, output_hidden_states, output_cell_states):
+        embedded = self.embeddings(input_ids)  # (B, T, E)
+        state_dtype = state[0].dtype
+        running = tuple(part.to(embedded.dtype) for part in state)  # nn.GRU wants the activations' dtype
+        out, running, hiddens, _ = run_in_segments(
+            lambda x, s: self._run_layers(x, s, output_hidden_states), embedded, running, reset, hold
+        )
+        return out, tuple(part.to(state_dtype) for part in running), hiddens, []
+
+
+class ByteGRUForCausalLM(RecurrentForCausalLM, ByteGRUPreTrainedModel):
+    """GRU byte language model: :class:`ByteGRUModel` plus a linear next-byte head.
+
+    Example:
+
+    ```python
+    >>> import torch, bytezoo
+    >>> model = bytezoo.create_model("gru-256")
+    >>> out = model(torch.tensor([list(b"Hello")]))
+    ```"""
+
+    _auto_class = "AutoModelForCausalLM"  # save_pretrained ships this file for trust_remote_code (see recurrent_lm.py)
+    body_class = ByteGRUModel
+
+
+__all__ = ["ByteGRUForCausalLM", "ByteGRUModel", "ByteGRUPreTrainedModel"]
