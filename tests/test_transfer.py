@@ -27,12 +27,26 @@ def random_texts(count: int, seed: int, max_len: int = 60) -> list[str]:
 
 
 # --- featurizer: exactness ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "name, pooling",
-    [("mlstm-256", "final_cell"), ("mlstm-256", "final_hidden"), ("mlstm-256", "mean"), ("lstm-256", "final_cell"), ("lstm-256", "mean")],
-)
+def one_preset_per_family() -> list[str]:
+    first = {}
+    for name in bytezoo.list_models():
+        first.setdefault(bytezoo.get_model_info(name).resolved_config_class(), name)
+    return sorted(first.values())
+
+
+def tiny_preset(name: str, seed: int):
+    torch.manual_seed(seed)
+    overrides = {**bytezoo.get_model_info(name).test_overrides, "hidden_size": 16, "num_layers": 2}
+    return bytezoo.create_model(name, **overrides).eval()
+
+
+FAMILY_POOLINGS = [(name, pooling) for name in one_preset_per_family() for pooling in ("final_cell", "final_hidden", "mean")
+                   if pooling != "final_cell" or "cell" in bytezoo.create_model(name, **bytezoo.get_model_info(name).test_overrides).unit_states]
+
+
+@pytest.mark.parametrize("name, pooling", FAMILY_POOLINGS)
 def test_features_do_not_depend_on_batch_or_chunking(name, pooling):
-    model = tiny(name, seed=len(pooling), num_layers=2)
+    model = tiny_preset(name, seed=len(pooling))
     texts = random_texts(5, seed=len(pooling), max_len=25) + ["", "x" * 40]
     batched = Featurizer(model, pooling=pooling, preprocess="none", batch_size=4, chunk_size=7).fit().transform(texts)
     alone = Featurizer(model, pooling=pooling, preprocess="none", batch_size=1, chunk_size=10_000).fit()
@@ -42,6 +56,12 @@ def test_features_do_not_depend_on_batch_or_chunking(name, pooling):
     empty = texts.index("")
     if pooling == "final_cell" or pooling == "mean":  # nothing read: the zero initial state
         assert not batched[empty].any()
+
+
+@pytest.mark.parametrize("name", [n for n in one_preset_per_family() if (n, "final_cell") not in FAMILY_POOLINGS])
+def test_final_cell_features_of_a_model_without_a_cell_are_refused_by_name(name):
+    with pytest.raises(ValueError, match=r"pooling='final_cell' needs a 'cell' state, which .* does not have .*use 'final_hidden' or 'mean'"):
+        Featurizer(tiny_preset(name, seed=0), pooling="final_cell").fit()
 
 
 def test_features_equal_a_plain_forward_pass_over_the_preprocessed_bytes():
