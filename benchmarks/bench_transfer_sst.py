@@ -29,20 +29,21 @@ def main() -> None:
     parser.add_argument("--output-dir", help="where bytezoo transfer writes (default: a temporary directory)")
     parser.add_argument("--pretrain-note", default="", help="how the model was pretrained, for the record")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--pooling", default="final_cell", choices=("final_cell", "final_hidden", "mean"))
+    parser.add_argument("--pooling", default="final_cell", choices=("final_cell", "final_hidden", "mean"))  # transfer.config.POOLINGS
     parser.add_argument("--result", default=str(Path(__file__).parent / "results" / "transfer-sst.json"))
     args = parser.parse_args()
     if not (SST / "train.csv").is_file():
         raise SystemExit(f"SST not found at {SST}; nothing to measure")
 
-    from bytezoo.transfer.experiment import run_transfer
+    from bytezoo.transfer import TransferConfig, run_transfer
 
     output = args.output_dir or tempfile.mkdtemp(prefix="bytezoo-sst-transfer-")
     started = time.perf_counter()
-    report = run_transfer(
-        args.model, str(SST / "train.csv"), str(SST / "dev.csv"), str(SST / "test.csv"),
-        output=output, text_col="sentence", label_cols=["label"], baseline="tfidf", batch_size=args.batch_size, pooling=args.pooling, progress=False,
-    )
+    report = run_transfer(TransferConfig(
+        model=args.model, train=str(SST / "train.csv"), dev=str(SST / "dev.csv"), test=str(SST / "test.csv"),
+        output=output, text_col="sentence", label_cols=["label"], baseline="tfidf", batch_size=args.batch_size,
+        pooling=args.pooling, progress=False, overwrite=True,
+    ))
     summary = None
     summary_path = Path(str(args.model)) / "training_summary.json"
     if summary_path.is_file():

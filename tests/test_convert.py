@@ -173,8 +173,10 @@ def test_openai_cli(tmp_path, capsys):
     assert "1 layer(s) of 16 units" in capsys.readouterr().out
     assert_matches_openai(tmp_path / "out", arrays)
     # a second conversion into the same (now non-empty) directory is refused unless asked to overwrite
-    assert cli_main(["convert", "openai", str(tmp_path / "release"), str(tmp_path / "out")]) == 1
-    assert "not empty" in capsys.readouterr().err
+    capsys.readouterr()  # the check's model loading above
+    assert cli_main(["convert", "openai", str(tmp_path / "release"), str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "not empty" in error and len(error.splitlines()) == 1 and error.startswith("bytezoo convert openai: error:")
     arrays = openai_release(seed=5)
     write_release(arrays, tmp_path / "release")
     assert cli_main(["convert", "openai", str(tmp_path / "release"), str(tmp_path / "out"), "--overwrite"]) == 0
@@ -433,8 +435,9 @@ def test_nvidia_pickle_needing_full_unpickler_is_refused_without_trust(tmp_path,
     with pytest.raises(ConversionError, match=r"weights_only=True.*argparse\.Namespace.*--trust-pickle"):
         convert_nvidia(str(tmp_path / "lm.pt"), str(out_dir))
     assert_nothing_written(out_dir)
-    assert cli_main(["convert", "nvidia", str(tmp_path / "lm.pt"), str(out_dir)]) == 1
-    assert "--trust-pickle" in capsys.readouterr().err
+    assert cli_main(["convert", "nvidia", str(tmp_path / "lm.pt"), str(out_dir)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "--trust-pickle" in error and len(error.splitlines()) == 1
     assert_nothing_written(out_dir)
     with pytest.warns(UserWarning, match="full unpickler"):
         assert cli_main(["convert", "nvidia", str(tmp_path / "lm.pt"), str(out_dir), "--trust-pickle"]) == 0

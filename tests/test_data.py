@@ -128,8 +128,9 @@ def test_pack_writes_the_sources_bytes_and_is_deterministic(sources, tmp_path):
 def test_a_second_pack_into_the_same_place_needs_overwrite(sources, tmp_path, capsys):
     urls, _ = sources
     pack(urls[:1], str(tmp_path / "p"), progress=False)
-    assert bytezoo_main(["data", "pack", *urls, "--output", str(tmp_path / "p"), "--no-progress"]) == 1
-    assert "already holds a packed corpus: pass --overwrite" in capsys.readouterr().err
+    assert bytezoo_main(["data", "pack", *urls, "--output", str(tmp_path / "p"), "--no-progress"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "already holds a packed corpus: pass --overwrite" in error and len(error.splitlines()) == 1
     assert bytezoo_main(["data", "pack", *urls, "--output", str(tmp_path / "p"), "--no-progress", "--overwrite"]) == 0
     assert PackedCorpus.open(str(tmp_path / "p")).index["sources"][2]["url"] == urls[2]
 

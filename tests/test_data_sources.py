@@ -428,8 +428,9 @@ def test_cli_lists_prepares_and_explains(drugreview_zip, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert str(tmp_path / "dr" / "train.tsv") in printed and "480" in printed
 
-    assert bytezoo_main(["data", "download", "nope", "--dir", str(tmp_path / "x")]) == 1
-    assert "known data sets: amazon-polarity, imdb, sst2" in capsys.readouterr().err
+    assert bytezoo_main(["data", "download", "nope", "--dir", str(tmp_path / "x")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "known data sets: amazon-polarity, imdb, sst2" in error and len(error.splitlines()) == 1
 
     assert bytezoo_main(["data"]) == 2  # no subcommand: help, not a traceback
 

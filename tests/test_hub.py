@@ -4,7 +4,6 @@ Server-backed tests (a real S3 server) are in test_hub_s3.py; killed and concurr
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import http.server
@@ -22,7 +21,7 @@ import fsspec
 import pytest
 
 import bytezoo.hub as hub
-from bytezoo.hub import cli as hub_cli
+from bytezoo.cli import main as bytezoo_main
 from bytezoo.hub import remote
 from bytezoo.hub.card import GENERATED_MARKER
 from bytezoo.hub.errors import (
@@ -528,10 +527,7 @@ def test_http_hubs_can_be_pulled_from_but_not_pushed_to(http_hub, tmp_path, down
 
 # ---------------------------------------------------------------------------------------------------- command line
 def run_cli(*argv, capsys) -> tuple[int, str, str]:
-    parser = argparse.ArgumentParser(prog="bytezoo")
-    hub_cli.register(parser.add_subparsers())
-    args = parser.parse_args(list(argv))
-    code = args.func(args)
+    code = bytezoo_main(list(argv))  # the command as users run it: user errors are printed by bytezoo.cli.main
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -557,6 +553,6 @@ def test_command_line_push_ls_pull(tmp_path, checkpoint, capsys):
 def test_command_line_reports_refusals_as_one_line_errors(tmp_path, checkpoint, capsys):
     (checkpoint / "model.ckpt").write_bytes(pickle.dumps({}))
     code, _, err = run_cli("hub", "push", str(checkpoint), str(tmp_path / "hub"), capsys=capsys)
-    assert code == 1 and err.startswith("error: refusing 'model.ckpt'")
+    assert code == 2 and err.startswith("bytezoo hub push: error: refusing 'model.ckpt'") and len(err.strip().splitlines()) == 1
     code, _, err = run_cli("hub", "pull", f"{tmp_path}/nothing-here@v1", capsys=capsys)
-    assert code == 1 and "no bytezoo hub repository" in err
+    assert code == 2 and "no bytezoo hub repository" in err and len(err.strip().splitlines()) == 1

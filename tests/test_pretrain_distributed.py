@@ -167,7 +167,7 @@ def test_a_process_that_would_train_alone_under_a_launcher_stops_with_one_line(t
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("ACCELERATE_USE_CPU", "0")
     code = bytezoo_main(["pretrain", *TINY_TWO, "--data", str(corpus), "--max-steps", "1", "--output", str(tmp_path / "o")])
-    assert code == 1
+    assert code == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1
     assert "started 2 processes (WORLD_SIZE=2) but this one would train alone" in error and "ACCELERATE_USE_CPU=1" in error

@@ -48,7 +48,7 @@ def test_a_second_run_in_a_used_folder_is_refused_naming_the_differences(corpus,
     capsys.readouterr()
     code = pretrain_cli("--data", str(corpus), "--output", str(output), "--max-steps", "4", "--save-every", "2",
                         "--model-config", "hidden_size=32", "--seed", "3")
-    assert code == 1
+    assert code == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and error.startswith("bytezoo pretrain: error:")
     assert "holds another run" in error and "--overwrite" in error and "--resume" in error
@@ -56,7 +56,7 @@ def test_a_second_run_in_a_used_folder_is_refused_naming_the_differences(corpus,
     assert snapshot(output) == before  # nothing deleted, nothing appended
 
     # the very same command again is refused too: it would replace the run's checkpoints and metrics
-    assert pretrain_cli("--data", str(corpus), "--output", str(output), "--max-steps", "4", "--save-every", "2") == 1
+    assert pretrain_cli("--data", str(corpus), "--output", str(output), "--max-steps", "4", "--save-every", "2") == 2
     assert "with the same settings" in capsys.readouterr().err
     assert snapshot(output) == before
 
@@ -82,7 +82,7 @@ def test_resume_names_every_setting_that_changed_and_allows_the_safe_ones(corpus
     assert pretrain_cli(*common, "--max-steps", "4") == 0
     before = snapshot(output)
     capsys.readouterr()
-    assert pretrain_cli(*common, "--max-steps", "6", "--resume", "--lr", "0.01", "--batch-size", "2") == 1
+    assert pretrain_cli(*common, "--max-steps", "6", "--resume", "--lr", "0.01", "--batch-size", "2") == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "cannot resume the run in" in error
     assert "batch_size: 4 then, 2 now" in error and "lr: 0.0005 then, 0.01 now" in error
@@ -95,7 +95,7 @@ def test_resume_names_every_setting_that_changed_and_allows_the_safe_ones(corpus
 
 def test_resume_and_overwrite_together_are_refused(corpus, tmp_path, capsys):
     assert pretrain_cli("--data", str(corpus), "--output", str(tmp_path / "x"), "--max-steps", "1", "--resume",
-                        "--overwrite") == 1
+                        "--overwrite") == 2
     assert "choose one" in capsys.readouterr().err
 
 
@@ -104,7 +104,7 @@ def test_a_folder_from_before_run_identities_is_refused_unless_resumed_or_overwr
     assert pretrain_cli("--data", str(corpus), "--output", str(output), "--max-steps", "2", "--save-every", "1") == 0
     (output / "run.json").unlink()  # as an older bytezoo left it
     before = snapshot(output)
-    assert pretrain_cli("--data", str(corpus), "--output", str(output), "--max-steps", "2") == 1
+    assert pretrain_cli("--data", str(corpus), "--output", str(output), "--max-steps", "2") == 2
     assert "output of an earlier bytezoo run (checkpoints, model, metrics.jsonl" in capsys.readouterr().err
     assert snapshot(output) == before
     assert pretrain_cli("--data", str(corpus), "--output", str(output), "--max-steps", "3", "--save-every", "1",
@@ -136,7 +136,7 @@ def test_checkpoint_rotation_never_removes_another_runs_checkpoint(corpus, tmp_p
 def test_model_config_typos_and_types_are_refused_by_name(corpus, tmp_path, capsys, override, message):
     code = bytezoo_main(["pretrain", "--model", "mlstm-256", "--model-config", override, "--data", str(corpus),
                          "--output", str(tmp_path / "out"), "--max-steps", "2", "--no-progress"])
-    assert code == 1
+    assert code == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and message in error and "--model-config of mlstm-256" in error
     assert not (tmp_path / "out").exists()  # refused before anything was written

@@ -216,9 +216,10 @@ def test_a_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_checkpo
     output = tmp_path / "run"
     code = bytezoo_main(["pretrain", *TINY, "--data", str(corpus), "--output", str(output), "--max-steps", "8",
                          "--save-every", "2"])
-    assert code == 1
+    assert code == 2
     message = capsys.readouterr().err
     assert "loss is nan at step 5" in message and "step-00000004" in message
+    assert message.strip().splitlines()[-1].startswith("bytezoo pretrain: error: the loss is nan")
     assert [p.name for p in ckpt.checkpoint_dirs(output)] == ["step-00000002", "step-00000004"]
     monkeypatch.setattr(trainer, "token_loss", real_loss)
     summary = pretrain(data=[str(corpus)], output=str(output), max_steps=8, save_every=2, resume="latest", **TINY_OPTIONS)
@@ -249,9 +250,9 @@ def test_bad_input_fails_before_training_with_a_clear_error(corpus, tmp_path, ca
     if "--batch-size" in arguments:
         options[options.index("--batch-size") : options.index("--batch-size") + 2] = []
     code = bytezoo_main(["pretrain", *options, *arguments, "--output", str(tmp_path / "out"), "--max-steps", "2"])
-    assert code == 1
-    error = capsys.readouterr().err
-    assert "bytezoo pretrain: error:" in error
+    assert code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("bytezoo pretrain: error:") and len(error.splitlines()) == 1, error
     assert re.search(message, error), error
     assert not (tmp_path / "out" / "model").exists()
 
@@ -265,9 +266,10 @@ def test_max_time_durations(text, seconds):
 
 @pytest.mark.parametrize("text", ["0", "-5m", "soon", "4x", ""])
 def test_bad_max_time_is_refused_by_name(text, capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exited:
         bytezoo_main(["pretrain", *TINY, "--data", "x.txt", "--output", "out", "--max-time", text])
-    assert "--max-time" in capsys.readouterr().err
+    error = capsys.readouterr().err.strip()
+    assert exited.value.code == 2 and "--max-time" in error and len(error.splitlines()) == 1
     with pytest.raises(ValueError, match="max_time must be > 0 seconds"):
         trainer.PretrainConfig(data=["x.txt"], output="out", max_time=0).resolved()
 

@@ -1,8 +1,10 @@
 """Transfer stage end to end: `bytezoo transfer` / `classify` / `generate`, SentimentPipeline, steered generation."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
+import re
 import uuid
 
 import numpy as np
@@ -11,7 +13,7 @@ import torch
 
 import bytezoo
 from bytezoo.cli import main
-from bytezoo.transfer import DatasetError, SentimentPipeline, generate_steered
+from bytezoo.transfer import DatasetError, SentimentPipeline, generate_steered, read_dataset
 
 POSITIVE = ["good", "great", "lovely", "fun"]
 NEGATIVE = ["bad", "awful", "dull", "poor"]
@@ -69,6 +71,8 @@ def test_transfer_command_end_to_end(tmp_path, model_dir, capsys):
     test_texts = [line.split("\t")[0] for line in (tmp_path / "test.tsv").read_text().splitlines()[1:]]
     test_labels = [line.split("\t")[1] for line in (tmp_path / "test.tsv").read_text().splitlines()[1:]]
     results = pipe(test_texts)
+    assert pipe("good fun") == pipe(["good fun"]) and len(pipe("good fun")) == 1  # a string is a list of one
+    assert pipe.predict("good fun").tolist() == pipe.predict(["good fun"]).tolist()
     assert np.mean([r["label"] == y for r, y in zip(results, test_labels)]) == pytest.approx(report["accuracy"]["test"])
     assert all(set(r["probabilities"]) == {"0", "1"} and abs(sum(r["probabilities"].values()) - 1) < 1e-9 for r in results)
 
@@ -92,6 +96,7 @@ def test_three_class_pipeline_with_the_model_inside_and_through_the_hub(tmp_path
     ]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["task"] == "multiclass" and report["accuracy"]["test"] is None and report["files"]["model"] == "."
+    assert report["baselines"]["tfidf"]["dev_accuracy"] is not None  # measured by default, in the same run
     assert (out / "config.json").exists() and (out / "model.safetensors").exists()
     local = SentimentPipeline.from_pretrained(str(out))
     assert local.model_reference == str(out)
@@ -135,15 +140,133 @@ def test_multilabel_transfer_from_json_lines(tmp_path, model_dir):
     assert set(result["probabilities"]) == {"joy", "anger"} and set(result["labels"]) <= {"joy", "anger"}
 
 
-def test_transfer_bad_input_names_the_file_and_column(tmp_path, model_dir):
+def one_error_line(capsys, command: str) -> str:
+    """The user error a command printed: exactly one line on stderr, naming the command, and no traceback."""
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and error.startswith(f"bytezoo {command}: error: "), error
+    return error
+
+
+def test_transfer_bad_input_names_the_file_and_column(tmp_path, model_dir, capsys):
     write_split(tmp_path / "train.tsv", 6, 7, classes=("1",))
-    with pytest.raises(DatasetError, match=r"train.tsv, column 'rating': every training row has the label '1'"):
-        main(["transfer", "--model", str(model_dir), "--train", str(tmp_path / "train.tsv"), "--output", str(tmp_path / "o"), "--no-progress"])
+    train = ["transfer", "--model", str(model_dir), "--train", str(tmp_path / "train.tsv"), "--output", str(tmp_path / "o"), "--no-progress"]
+    assert main(train) == 2
+    assert "train.tsv, column 'rating': every training row has the label '1'" in one_error_line(capsys, "transfer")
     write_split(tmp_path / "train.tsv", 6, 7)
+    assert main([*train, "--label-col", "stars"]) == 2
+    assert "no label column 'stars'; columns are ['review', 'rating']" in one_error_line(capsys, "transfer")
+    assert not (tmp_path / "o").exists()  # refused before anything was written
     with pytest.raises(DatasetError, match=r"no label column 'stars'; columns are \['review', 'rating'\]"):
-        main(["transfer", "--model", str(model_dir), "--train", str(tmp_path / "train.tsv"), "--label-col", "stars", "--output", str(tmp_path / "o")])
+        read_dataset(tmp_path / "train.tsv", label_cols=["stars"])  # the API raises; the command prints its line
     with pytest.raises(FileNotFoundError, match="classifier.json"):
         SentimentPipeline.from_pretrained(str(model_dir))
+
+
+@pytest.mark.parametrize(
+    "command, arguments, message",
+    [
+        ("transfer", ["--train", "{bad_csv}"], r"bad.csv, row 3: 1 fields but the header has 2"),
+        ("transfer", ["--train", "{train}", "--model", "{tmp}/no-model"], r"no-model/config.json: missing"),
+        ("transfer", ["--train", "{train}", "--C", "-1"], r"C values must be positive finite numbers \(got \[-1.0\]\)"),
+        ("transfer", ["--train", "{train}", "--device", "nonsense"], r"device='nonsense' is not a torch device"),
+        ("transfer", ["--train", "{train}", "--pooling", "max"], r"argument --pooling: invalid choice: 'max'"),
+        ("transfer", ["--train", "{train}", "--curve-points", "-1"], r"argument --curve-points: must be an integer >= 0"),
+        ("classify", ["--pipeline", "{model}", "good"], r"no classifier.json; not a saved bytezoo classifier"),
+        ("classify", ["--pipeline", "{model}", "--input", "{tmp}/texts.txt"], r"texts.txt: cannot tell the format .*--format on the command line"),
+        ("classify", ["--pipeline", "{model}"], r"give the texts as arguments or --input FILE"),
+        ("generate", ["--model", "{model}", "--neuron", "300"], r"neuron 300 is outside the model's 16 units; choose one in 0..15"),
+        ("generate", ["--model", "{model}", "--top-k", "0"], r"top_k must be in \[1, 256\]"),
+    ],
+)
+def test_user_errors_print_one_line_and_exit_2(tmp_path, model_dir, capsys, command, arguments, message):
+    (tmp_path / "bad.csv").write_text('text,label\ngood,1\n"bad,0\nfine,1\n')  # an unclosed quote swallows the rest
+    (tmp_path / "texts.txt").write_text("one text\n")
+    write_split(tmp_path / "train.tsv", 8, 1)
+    paths = {"bad_csv": tmp_path / "bad.csv", "train": tmp_path / "train.tsv", "tmp": tmp_path, "model": model_dir}
+    argv = [command, *(a.format(**paths) for a in arguments)]
+    if command == "transfer":
+        argv = [*argv[:1], "--model", str(model_dir), "--output", str(tmp_path / "out"), "--no-progress", *argv[1:]]
+    try:
+        code = main(argv)
+    except SystemExit as exited:  # argparse's own errors exit from the parser
+        code = exited.code
+    assert code == 2
+    assert re.search(message, one_error_line(capsys, command))
+    assert not (tmp_path / "out").exists()
+
+
+def test_debug_shows_the_traceback_and_programming_errors_still_raise(tmp_path, model_dir, capsys, monkeypatch):
+    argv = ["generate", "--model", str(model_dir), "--neuron", "300"]
+    assert main([*argv, "--debug"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("Traceback (most recent call last):") and "generation.py" in error
+    assert error.strip().splitlines()[-1].startswith("bytezoo generate: error: neuron 300")
+    monkeypatch.setenv("BYTEZOO_DEBUG", "1")
+    assert main(argv) == 2 and "Traceback" in capsys.readouterr().err
+    monkeypatch.setenv("BYTEZOO_DEBUG", "0")
+    assert main(argv) == 2 and "Traceback" not in capsys.readouterr().err
+
+    from bytezoo.transfer import experiment
+
+    def a_bug(*args, **kwargs):
+        raise KeyError("a bug, not a user error")
+
+    monkeypatch.setattr(experiment, "run_transfer", a_bug)
+    with pytest.raises(KeyError, match="a bug"):
+        main(["transfer", "--model", str(model_dir), "--train", "t.tsv", "--output", str(tmp_path / "o")])
+
+
+def test_a_used_output_folder_is_refused_and_overwrite_removes_the_earlier_runs_files(tmp_path, model_dir, capsys):
+    write_split(tmp_path / "train.tsv", 16, 1)
+    write_split(tmp_path / "test.tsv", 8, 2)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.md").write_text("mine")  # not bytezoo's: never removed
+    common = ["transfer", "--model", str(model_dir), "--train", str(tmp_path / "train.tsv"), "--test", str(tmp_path / "test.tsv"),
+              "--output", str(out), "--C", "1", "--curve-points", "2", "--heatmap-texts", "1", "--no-progress"]
+    assert main([*common, "--include-model"]) == 0
+    first = json.loads((out / "report.json").read_text())
+    assert set(first["files"]["plots"].values()) == {"unit_histogram.png", "data_efficiency.png", "unit_heatmap.png", "unit_heatmap.html"}
+    assert {"config.json", "model.safetensors", "report.json", "classifier.json"} <= set(first["files"]["written"])
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+
+    assert main([*common, "--no-plots"]) == 2
+    error = one_error_line(capsys, "transfer")
+    assert "holds the output of an earlier bytezoo transfer run (report.json" in error and "--overwrite" in error
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing changed
+
+    assert main([*common, "--no-plots", "--baseline", "none", "--overwrite"]) == 0
+    second = json.loads((out / "report.json").read_text())
+    assert second["files"]["plots"] == {} and second["baselines"] == {} and second["files"]["model"] is None
+    left = sorted(p.name for p in out.iterdir())
+    assert left == ["classifier.json", "classifier.safetensors", "notes.md", "report.json"]  # no stale plot, no stale model
+    assert SentimentPipeline.from_pretrained(str(out)).model_reference == str(model_dir)  # not a stale copy beside it
+
+
+def test_transfer_config_holds_the_defaults_and_the_command_line_uses_them(tmp_path, model_dir):
+    from bytezoo.cli import build_parser
+    from bytezoo.transfer import TransferConfig, run_transfer
+    from bytezoo.transfer import config as transfer_config
+
+    args = build_parser().parse_args(["transfer", "--model", "m", "--train", "t.csv", "--output", "o"])
+    from_cli = TransferConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TransferConfig)})
+    assert from_cli == TransferConfig(model="m", train="t.csv", output="o")
+    assert from_cli.baseline == "tfidf"  # the baseline is measured unless --baseline none
+    choices = {action.dest: tuple(action.choices) for action in build_parser()._subparsers._group_actions[0].choices["transfer"]._actions if action.choices}
+    assert choices["pooling"] == transfer_config.POOLINGS and choices["preprocess"] == transfer_config.PREPROCESSORS
+    assert choices["dtype"] == transfer_config.DTYPES and choices["baseline"] == transfer_config.BASELINES
+
+    with pytest.raises(ValueError, match="pooling 'max' is not one of final_cell, final_hidden, mean; batch_size must be"):
+        TransferConfig(model="m", train="t.csv", output="o", pooling="max", batch_size=0).validated()
+
+    write_split(tmp_path / "train.tsv", 12, 3)
+    config = TransferConfig(model=str(model_dir), train=str(tmp_path / "train.tsv"), output=str(tmp_path / "a"), Cs=[1.0],
+                            plots=False, curve_points=0, progress=False)
+    report = run_transfer(config, log=lambda message: None)
+    assert report["baselines"]["tfidf"]["dev_accuracy"] is not None and report["classifier"]["C_chosen_on"] == "train split"
+    again = run_transfer(config, output=str(tmp_path / "b"), baseline="none", log=lambda message: None)  # options override
+    assert again["baselines"] == {} and again["top_units"] == report["top_units"]
 
 
 # --- generation -----------------------------------------------------------------------------------------------------
@@ -187,7 +310,7 @@ def test_sampling_is_seeded_and_top_k_one_is_greedy():
     assert first.new_bytes == again.new_bytes and len(first.texts) == 3 and all(len(b) == 10 for b in first.new_bytes)
     greedy = generate_steered(model, "A", max_new_bytes=10, temperature=0)
     assert generate_steered(model, "A", max_new_bytes=10, top_k=1, seed=3).new_bytes == greedy.new_bytes
-    with pytest.raises(ValueError, match="outside the model's 16 units"):
+    with pytest.raises(ValueError, match="outside the model's 16 units"):  # InvalidArgumentError: a ByteZooError and a ValueError
         generate_steered(model, "A", neuron=16)
 
 

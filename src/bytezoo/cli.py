@@ -3,11 +3,17 @@
 A subpackage exposes ``register(subparsers)`` in its ``cli`` module, adding its subcommands; each subcommand sets
 ``func`` (called with the parsed arguments, returning an exit code). Heavy imports happen inside those functions so
 ``bytezoo --help`` stays fast.
+
+Errors: a user's mistake raises a :class:`~bytezoo.errors.ByteZooError` wherever it is found; :func:`main` catches it
+here, once, and prints one line (``bytezoo SUBCOMMAND: error: MESSAGE``) with exit code 2, as it does for a bad
+option. ``--debug`` (anywhere on the line) or ``BYTEZOO_DEBUG=1`` prints the traceback as well. Any other exception is
+a bug and keeps its traceback.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from . import __version__
@@ -22,14 +28,24 @@ SUBCOMMAND_MODULES = (
     "bytezoo.transfer.cli",
     "bytezoo.hub.cli",
 )
+DEBUG_ENV = "BYTEZOO_DEBUG"  # "1": tracebacks for user errors too
+USER_ERROR_EXIT_CODE = 2  # argparse's code for a bad option; the same for a bad file, key or folder
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line (naming ``--help``) instead of the usage block and the error."""
+
+    def error(self, message: str):
+        self.exit(USER_ERROR_EXIT_CODE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bytezoo",
         description="Byte-level mLSTM language models: zoo, pretraining, sentiment transfer, hub.",
     )
     parser.add_argument("--version", action="version", version=f"bytezoo {__version__}")
+    parser.add_argument("--debug", action="store_true", help=f"print the traceback of an error, not just its line (also {DEBUG_ENV}=1)")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     for module_name in SUBCOMMAND_MODULES:
         try:
@@ -39,7 +55,23 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(subparsers)
+    _equip_subcommands(parser)
     return parser
+
+
+def _equip_subcommands(parser: argparse.ArgumentParser) -> None:
+    """Every (nested) subcommand learns its name, for error lines, and accepts ``--debug`` after its own options."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in set(action.choices.values()):
+                subparser.set_defaults(command=subparser.prog)  # the innermost subcommand's default wins
+                if "--debug" not in subparser._option_string_actions:
+                    subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+                _equip_subcommands(subparser)
+
+
+def _debugging(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "debug", False)) or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,8 +79,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.print_help()
-        return 2
-    return int(args.func(args) or 0)
+        return USER_ERROR_EXIT_CODE
+    from .errors import ByteZooError, one_line
+
+    try:
+        return int(args.func(args) or 0)
+    except ByteZooError as error:
+        if _debugging(args):
+            import traceback
+
+            traceback.print_exc()
+        print(f"{getattr(args, 'command', parser.prog)}: error: {one_line(error)}", file=sys.stderr)
+        return USER_ERROR_EXIT_CODE
 
 
 if __name__ == "__main__":

@@ -118,7 +118,8 @@ def run_demo(args: argparse.Namespace) -> dict:
     _section("4/4 transfer")
     transfer_dir = output / "transfer"
     transfer_argv = ["transfer", "--model", reference, "--train", train, "--test", test, "--output", str(transfer_dir),
-                     "--text-col", args.text_col, "--label-col", *args.label_col, "--baseline", "tfidf"]
+                     "--text-col", args.text_col, "--label-col", *args.label_col, "--baseline", "tfidf",
+                     "--overwrite"]  # the demo's own folder: running the main job again replaces its earlier run
     if dev:
         transfer_argv += ["--dev", dev]
     _call(cli, transfer_argv + quiet, "transfer")

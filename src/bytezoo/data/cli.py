@@ -1,13 +1,13 @@
 """``bytezoo data``: pack and verify corpora for pretraining, list and download the standard sentiment sets, prepare
-the embedded default. Heavy imports happen inside the handlers, so ``--help`` stays fast."""
+the embedded default. Heavy imports happen inside the handlers, so ``--help`` stays fast. Their errors (a
+:class:`~bytezoo.errors.ByteZooError`) are printed on one line by :func:`bytezoo.cli.main`."""
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from .sources import DATASETS, EMBEDDED_PACKAGE, MARKER, DatasetError, download, prepare_embedded_default
+from .sources import DATASETS, EMBEDDED_PACKAGE, MARKER, download, prepare_embedded_default
 
 PACK_DESCRIPTION = """\
 Stream text sources once into a packed corpus at OUTPUT (a folder or any fsspec URL: s3://, gs://, ...):
@@ -46,16 +46,11 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
 def _pack(args: argparse.Namespace) -> int:
     import time
 
-    from .formats import SourceError
     from .packed import pack
 
     started = time.perf_counter()
-    try:
-        index = pack(args.sources, args.output, text_field=args.text_field, shard_bytes=args.shard_mb << 20,
-                     allow_binary=args.allow_binary, overwrite=args.overwrite, progress=args.progress)
-    except SourceError as error:
-        print(f"bytezoo data pack: error: {error}", file=sys.stderr)
-        return 1
+    index = pack(args.sources, args.output, text_field=args.text_field, shard_bytes=args.shard_mb << 20,
+                 allow_binary=args.allow_binary, overwrite=args.overwrite, progress=args.progress)
     seconds = time.perf_counter() - started
     print(f"packed {len(index['sources'])} source(s), {index['total_bytes']:,} bytes in {len(index['shards'])} shard(s) "
           f"into {args.output} ({index['total_bytes'] / max(seconds, 1e-9) / 1e6:.1f} MB/s)")
@@ -63,15 +58,10 @@ def _pack(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from .formats import SourceError
     from .packed import PackedCorpus
 
-    try:
-        corpus = PackedCorpus.open(args.url)
-        corpus.verify(progress=args.progress)
-    except SourceError as error:
-        print(f"bytezoo data verify: error: {error}", file=sys.stderr)
-        return 1
+    corpus = PackedCorpus.open(args.url)
+    corpus.verify(progress=args.progress)
     print(f"{args.url}: {len(corpus.index['shards'])} shard(s), {corpus.total_bytes:,} bytes: every sha256 matches")
     return 0
 
@@ -128,11 +118,7 @@ def _list_handler(args: argparse.Namespace) -> int:
 
 
 def _download_handler(args: argparse.Namespace) -> int:
-    try:
-        path = download(args.name, args.dir, url=args.url)
-    except DatasetError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    path = download(args.name, args.dir, url=args.url)
     record = json.loads((path / MARKER).read_text(encoding="utf-8"))
     for name, entry in record["files"].items():
         print(f"{path / name}  ({entry['rows']:,} {'documents' if name.endswith('.txt') else 'rows'})")
@@ -140,10 +126,6 @@ def _download_handler(args: argparse.Namespace) -> int:
 
 
 def _prepare_default_handler(args: argparse.Namespace) -> int:
-    try:
-        default = prepare_embedded_default(args.dir)
-    except DatasetError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    default = prepare_embedded_default(args.dir)
     print(default.describe())
     return 0

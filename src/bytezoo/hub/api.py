@@ -79,6 +79,7 @@ def push(
     directory = Path(local_dir)
     if not directory.is_dir():
         raise HubError(f"cannot push {str(local_dir)!r}: not a directory")
+    _check_repository_name(str(url), tag)
     if is_hf_url(url):
         return hf.push(directory, os.fspath(url), tag, model_card=model_card, follow_symlinks=follow_symlinks,
                        move_tag=move_tag, storage_options=storage_options)
@@ -120,6 +121,19 @@ def push(
         f", {len(followed)} symbolic link(s) followed out of the folder" if followed else "", ", ".join(tags),
     )
     return manifest.version
+
+
+def _check_repository_name(url: str, tag: str | None) -> None:
+    """A repository's name may not hold '@': ``URL@NAME`` means a tag or version of ``URL`` everywhere else, so
+    pushing to ``x@v1`` would create a repository nobody can pull by that name."""
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    if "@" not in name:
+        return
+    base, _, selector = url.rstrip("/").rpartition("@")
+    hint = f"push to {redact_url(base)!r} with --tag {selector}" if "/" not in selector and tag is None else \
+        "name the repository without '@'"
+    raise HubError(f"cannot push to {redact_url(url)!r}: a repository name may not contain '@' (URL@TAG names a "
+                   f"tag or version of URL); {hint}")
 
 
 def pull(

@@ -19,7 +19,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import sys
 
 
 def register(subparsers) -> None:
@@ -85,13 +84,17 @@ def _ls(args: argparse.Namespace) -> int:
 
 
 def _run(action) -> int:
-    """Run a hub action; report hub errors (and bad input) as one line on stderr with exit code 1."""
+    """Run a hub action. A hub error is a ByteZooError, which `bytezoo` prints on one line (bytezoo.cli.main); so is a
+    malformed tag or reference typed on the command line, which the parsers report as a plain ValueError."""
+    from bytezoo.errors import ByteZooError
+
     from .errors import HubError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         action()
-    except (HubError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except ValueError as error:
+        if isinstance(error, ByteZooError):
+            raise
+        raise HubError(str(error)) from error
     return 0

@@ -1,8 +1,11 @@
-"""Errors raised by the hub. All derive from :class:`HubError`, so ``except HubError`` catches every refusal."""
+"""Errors raised by the hub. All derive from :class:`HubError`, so ``except HubError`` catches every refusal; it is a
+:class:`~bytezoo.errors.ByteZooError`, so the ``bytezoo`` command reports it on one line."""
 from __future__ import annotations
 
+from bytezoo.errors import ByteZooError
 
-class HubError(Exception):
+
+class HubError(ByteZooError):
     """A hub operation could not be completed; the message names the URL, file or reference involved."""
 
 

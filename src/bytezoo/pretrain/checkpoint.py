@@ -17,7 +17,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from bytezoo.errors import ByteZooError
+
 TRAIN_STATE = "train_state.json"
+
+
+class ResumeError(ByteZooError, ValueError):
+    """A checkpoint that cannot be resumed from as it is (incomplete, or saved by a process layout that cannot share
+    it): names the checkpoint."""
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -87,13 +94,13 @@ def load_checkpoint(accelerator, checkpoint: str | Path) -> tuple[dict, dict[str
     (state name -> part, dim 1 = this process's streams)."""
     checkpoint = Path(checkpoint)
     if not (checkpoint / TRAIN_STATE).is_file():
-        raise FileNotFoundError(f"{checkpoint} is not a complete checkpoint (no {TRAIN_STATE})")
+        raise ResumeError(f"{checkpoint} is not a complete checkpoint (no {TRAIN_STATE}); resume from another, or start anew")
     train_state = json.loads((checkpoint / TRAIN_STATE).read_text())
     saved_processes = int(train_state.get("num_processes", 1))
     files = [checkpoint / f"streams-rank{rank}.safetensors" for rank in range(saved_processes)]
     missing = [f.name for f in files if not f.is_file()]
     if missing:
-        raise ValueError(f"{checkpoint} lacks {', '.join(missing)}: it was saved by {saved_processes} process(es)")
+        raise ResumeError(f"{checkpoint} lacks {', '.join(missing)}: it was saved by {saved_processes} process(es)")
     accelerator.load_state(str(checkpoint))
     # The streams are global: process r of P owns streams [r*S/P, (r+1)*S/P), whatever P the run was saved with, so
     # the saved states are joined in rank order and dealt again. Read on the CPU, then moved: safetensors refuses a
@@ -106,7 +113,7 @@ def load_checkpoint(accelerator, checkpoint: str | Path) -> tuple[dict, dict[str
     joined = {LEGACY_STATE_NAMES.get(name, name): torch.cat([p[name] for p in parts], dim=1) for name in names}
     streams = next(iter(joined.values())).shape[1]
     if streams % accelerator.num_processes:
-        raise ValueError(f"{checkpoint} holds {streams} streams, which {accelerator.num_processes} processes cannot share")
+        raise ResumeError(f"{checkpoint} holds {streams} streams, which {accelerator.num_processes} processes cannot share")
     per = streams // accelerator.num_processes
     mine = slice(accelerator.process_index * per, (accelerator.process_index + 1) * per)
     return train_state, {name: part[:, mine].contiguous().to(accelerator.device) for name, part in joined.items()}

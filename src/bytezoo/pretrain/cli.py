@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from .schedules import RECIPES, SCALING_RULES, SCHEDULES
+
 DESCRIPTION = """\
 Pretrain a byte-level language model with truncated backprop through time: the corpus is cut into
 batch-size parallel byte streams per process, each window of --seq-len bytes continues the previous
@@ -82,14 +84,14 @@ def register(subparsers) -> None:
                        help="wall-clock budget of this invocation (3600, 45m, 4h): once spent, stop at the next step, then "
                             "evaluate, checkpoint and export as at the end; --resume continues. SIGTERM (a scheduler's "
                             "preemption notice) stops the same way. The schedule still spans --max-steps/--epochs")
-    train.add_argument("--recipe", choices=["puri2018"],
+    train.add_argument("--recipe", choices=sorted(RECIPES),
                        help="a named preset; puri2018 = Puri et al. 2018's large-batch recipe: lr 5e-4 per 128 sequences scaled "
                             "linearly and capped at 3e-3, 2%% warmup, linear decay to zero. Explicit options override it")
     train.add_argument("--lr", type=float, help="Adam learning rate for --base-batch-size sequences (default: 5e-4)")
-    train.add_argument("--lr-scaling", choices=["none", "linear", "sqrt"], help="scale --lr by global batch / --base-batch-size (default: none)")
+    train.add_argument("--lr-scaling", choices=SCALING_RULES, help="scale --lr by global batch / --base-batch-size (default: none)")
     train.add_argument("--base-batch-size", type=int, help="the global batch --lr is meant for (default: 128)")
     train.add_argument("--lr-cap", type=float, help="upper bound on the scaled rate (Puri et al.: 3e-3)")
-    train.add_argument("--schedule", choices=["constant", "linear", "cosine", "exponential"],
+    train.add_argument("--schedule", choices=SCHEDULES,
                        help="decay after warmup: constant, linear to zero, cosine to zero, exponential to 1%% (default: linear)")
     train.add_argument("--warmup", type=float, help="linear warmup: a number of steps, or a fraction of the run if < 1 (default: 0)")
     train.add_argument("--clip-grad-norm", type=float, default=1.0, help="clip the global gradient norm (default: 1.0; 0 = off)")
@@ -117,20 +119,16 @@ def register(subparsers) -> None:
 def _main(args: argparse.Namespace) -> int:
     import os
 
-    from .data import DataError
-    from .trainer import NonFiniteLossError, PretrainConfig, run
+    import dataclasses
 
-    options = {key: value for key, value in vars(args).items() if key != "func"}
+    from .trainer import PretrainConfig, run
+
+    # A user's mistake (bad data, option, folder, a diverged loss) raises a ByteZooError, which `bytezoo` prints on one
+    # line (bytezoo.cli.main); anything else is a bug and keeps its traceback.
+    options = {field.name: getattr(args, field.name) for field in dataclasses.fields(PretrainConfig)}
     options["model_config"] = dict(options["model_config"])
     try:
         summary = run(PretrainConfig(**options))
-    except (DataError, NonFiniteLossError, ValueError, FileNotFoundError, RuntimeError) as error:
-        from bytezoo.errors import ByteZooError
-
-        if isinstance(error, RuntimeError) and not isinstance(error, (ByteZooError, NonFiniteLossError)):
-            raise  # a programming error: its traceback is what a bug report needs
-        print(f"bytezoo pretrain: error: {error}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:  # the second Ctrl-C: no checkpoint, on purpose
         print("bytezoo pretrain: aborted (Ctrl-C twice); the newest checkpoint is as it was", file=sys.stderr)
         return 130

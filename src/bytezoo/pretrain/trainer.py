@@ -27,7 +27,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from bytezoo.errors import ByteZooError
+from bytezoo.errors import ByteZooError, InvalidArgumentError
 
 from . import checkpoint as ckpt
 from . import run_identity
@@ -38,8 +38,12 @@ LN2 = math.log(2.0)
 VAL_WINDOWS_PER_STREAM = 8  # fewer validation streams when the held-out text is short: state persistence matters
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(ByteZooError, RuntimeError):
     """The loss became NaN or infinite (in fp32 or bf16, where no loss scaler can skip the step)."""
+
+
+class PretrainConfigError(InvalidArgumentError):
+    """An option of the run that cannot be used (out of range, unknown, no such model): names it."""
 
 
 class LaunchError(ByteZooError, RuntimeError):
@@ -110,7 +114,7 @@ class PretrainConfig:
     def resolved(self) -> PretrainConfig:
         """A copy with recipe values and defaults filled in, checked for nonsense."""
         if self.recipe is not None and self.recipe not in RECIPES:
-            raise ValueError(f"unknown recipe {self.recipe!r}; choose from {sorted(RECIPES)}")
+            raise PretrainConfigError(f"unknown recipe {self.recipe!r}; choose from {sorted(RECIPES)}")
         defaults = {"lr": 5e-4, "lr_scaling": "none", "base_batch_size": 128, "schedule": "linear", "warmup": 0.0}
         preset = {**defaults, **RECIPES.get(self.recipe, {})}
         config = dataclasses.replace(self, **{k: v for k, v in preset.items() if getattr(self, k) is None})
@@ -128,6 +132,8 @@ class PretrainConfig:
             problems.append(f"max_time must be > 0 seconds (got {config.max_time})")
         if not config.lr > 0:
             problems.append(f"lr must be > 0 (got {config.lr})")
+        if not config.warmup >= 0:
+            problems.append(f"warmup must be >= 0 (got {config.warmup})")
         if config.schedule not in SCHEDULES:
             problems.append(f"schedule must be one of {SCHEDULES} (got {config.schedule!r})")
         if config.lr_scaling not in SCALING_RULES:
@@ -135,7 +141,7 @@ class PretrainConfig:
         if config.mixed_precision not in ("no", "fp16", "bf16"):
             problems.append(f"mixed_precision must be no, fp16 or bf16 (got {config.mixed_precision!r})")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise PretrainConfigError("; ".join(problems))
         return config
 
 
@@ -175,6 +181,12 @@ def check_model_config(config: PretrainConfig) -> None:
         from bytezoo.zoo.configuration_utils import check_config_overrides
 
         check_config_overrides(config_class, config.model_config, where=f"--model-config of {config.model}")
+        try:
+            config_class(**config.model_config)  # the config's own range checks (sizes >= 1, a known kernel)
+        except ValueError as error:
+            if isinstance(error, ByteZooError):
+                raise
+            raise PretrainConfigError(f"--model-config of {config.model}: {error}") from None
 
 
 def load_model(name: str, overrides: dict):
@@ -184,11 +196,11 @@ def load_model(name: str, overrides: dict):
     if is_model(name):
         return create_model(name, **overrides)
     if "/" not in name and not Path(name).exists():  # not a path, URL or hub id: fail now, not after a hub lookup
-        raise ValueError(f"--model {name!r} is neither a zoo preset ({', '.join(list_models())}) nor a checkpoint path")
+        raise PretrainConfigError(f"--model {name!r} is neither a zoo preset ({', '.join(list_models())}) nor a checkpoint path")
     try:
         return from_pretrained(name, **overrides)  # a directory, or a hub URL (verified and cached)
     except (OSError, ValueError) as error:
-        raise ValueError(f"--model {name!r} is neither a zoo preset ({', '.join(list_models())}) "
+        raise PretrainConfigError(f"--model {name!r} is neither a zoo preset ({', '.join(list_models())}) "
                          f"nor a loadable checkpoint: {error}") from error
 
 
@@ -424,13 +436,13 @@ def _run(config: PretrainConfig) -> dict:
             resumed_from = found[-1]
             saved, named_state = ckpt.load_checkpoint(accelerator, resumed_from)
             if sorted(named_state) != sorted(body.state_names):
-                raise ValueError(f"cannot resume from {resumed_from}: its streams hold the state parts {sorted(named_state)}, "
+                raise ckpt.ResumeError(f"cannot resume from {resumed_from}: its streams hold the state parts {sorted(named_state)}, "
                                  f"this model's are {list(body.state_names)}")
             state = tuple(named_state[name] for name in body.state_names)
             expected = {"num_streams": B * world, "seq_len": T, "corpus_bytes": train_bytes}
             mismatched = {k: (saved.get(k), v) for k, v in expected.items() if saved.get(k) != v}
             if mismatched:
-                raise ValueError(f"cannot resume from {resumed_from}: (saved, now) differ for {mismatched}")
+                raise run_identity.RunFolderError(f"cannot resume from {resumed_from}: (saved, now) differ for {mismatched}")
             position = {k: saved[k] for k in position}
         elif main:
             print(f"--resume: no checkpoint in {output / 'checkpoints'}; starting from scratch")

@@ -4,6 +4,7 @@
 >>> from sklearn.pipeline import make_pipeline
 >>> clf = make_pipeline(Featurizer("outputs/demo/model"), SparseLogisticClassifier())  # doctest: +SKIP
 >>> pipe = SentimentPipeline.from_pretrained("outputs/sst")                             # doctest: +SKIP
+>>> report = run_transfer(TransferConfig(model="m", train="t.csv", output="out"))       # doctest: +SKIP
 
 The command line: ``bytezoo transfer`` (report, plots, classifier), ``bytezoo classify``, ``bytezoo generate``.
 """
@@ -13,8 +14,10 @@ import lazy_loader as _lazy
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
-        "classifier": ["DEFAULT_CS", "SingleClassError", "SparseLogisticClassifier"],
+        "classifier": ["ClassifierFormatError", "ClassifierNotFoundError", "DEFAULT_CS", "SingleClassError", "SparseLogisticClassifier"],
+        "config": ["TransferConfig"],
         "data": ["DatasetError", "LabeledTexts", "read_dataset"],
+        "experiment": ["run_transfer"],
         "featurizer": ["Featurizer", "preprocess_openai"],
         "generation": ["Generation", "generate_steered"],
         "neuron": ["UnitTrace", "unit_trace"],

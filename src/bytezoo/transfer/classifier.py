@@ -23,8 +23,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, jaccard_score
 from sklearn.model_selection import train_test_split
 
-from bytezoo.errors import ByteZooError
 from sklearn.utils.validation import check_is_fitted
+
+from bytezoo.errors import ByteZooError, InvalidArgumentError
 
 DEFAULT_CS = tuple(float(2.0**exponent) for exponent in range(-8, 1))  # the original sweep: 2^-8 … 2^0
 CLASSIFIER_WEIGHTS = "classifier.safetensors"
@@ -37,8 +38,19 @@ class ClassifierFormatError(ByteZooError, ValueError):
     """A saved classifier (classifier.json + classifier.safetensors) that cannot be loaded: names the file."""
 
 
-class SingleClassError(ValueError):
+class ClassifierNotFoundError(ByteZooError, FileNotFoundError):
+    """A folder that holds no saved classifier (no classifier.json)."""
+
+
+class SingleClassError(ByteZooError, ValueError):
     """Training labels with only one class: nothing to discriminate."""
+
+
+def _can_stratify(y: np.ndarray, dev_fraction: float) -> bool:
+    """Whether a ``dev_fraction`` split of ``y`` can hold every class on both sides (as scikit-learn sizes it)."""
+    counts = np.unique(y, return_counts=True)[1]
+    n_dev = int(np.ceil(dev_fraction * len(y)))
+    return counts.min() >= 2 and min(n_dev, len(y) - n_dev) >= len(counts)
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -108,12 +120,12 @@ class SparseLogisticClassifier(ClassifierMixin, BaseEstimator):
         self.task_ = task_of(y)
         Cs = tuple(float(c) for c in (DEFAULT_CS if self.Cs is None else self.Cs))
         if not Cs or any(not np.isfinite(c) or c <= 0 for c in Cs):
-            raise ValueError(f"Cs must be positive finite numbers; got {self.Cs!r}")
+            raise InvalidArgumentError(f"Cs must be positive finite numbers; got {self.Cs!r}")
         self.classes_ = np.arange(y.shape[1]) if self.task_ == "multilabel" else np.unique(y)
 
         refit_on_all = False
         if X_dev is None or y_dev is None:
-            stratify = y if self.task_ != "multilabel" and np.min(np.unique(y, return_counts=True)[1]) >= 2 else None
+            stratify = y if self.task_ != "multilabel" and _can_stratify(y, self.dev_fraction) else None
             X, X_dev, y, y_dev = train_test_split(X, y, test_size=self.dev_fraction, random_state=self.random_state, stratify=stratify)
             refit_on_all = True
             X_all, y_all = np.concatenate([X, X_dev]), np.concatenate([y, y_dev])
@@ -242,7 +254,8 @@ class SparseLogisticClassifier(ClassifierMixin, BaseEstimator):
             with fs.open(metadata_path, "rb") as handle:
                 metadata = json.loads(handle.read().decode("utf-8"))
         except FileNotFoundError:
-            raise FileNotFoundError(f"{directory}: no {CLASSIFIER_METADATA}; not a saved bytezoo classifier") from None
+            raise ClassifierNotFoundError(f"{directory}: no {CLASSIFIER_METADATA}; not a saved bytezoo classifier (a folder "
+                                          "written by `bytezoo transfer` or SentimentPipeline.save_pretrained)") from None
         except (UnicodeDecodeError, ValueError) as error:
             raise ClassifierFormatError(f"{metadata_path}: not valid JSON ({error})") from None
         if (not isinstance(metadata, dict) or metadata.get("format") != CLASSIFIER_FORMAT
@@ -299,4 +312,4 @@ def fit_on_units(X_train, y_train, X_dev, y_dev, units, **params) -> SparseLogis
     return SparseLogisticClassifier(**params).fit(np.asarray(X_train)[:, units], y_train, X_dev, y_dev)
 
 
-__all__ = ["ClassifierFormatError", "SparseLogisticClassifier", "SingleClassError", "DEFAULT_CS", "task_of", "task_score", "fit_on_units"]
+__all__ = ["ClassifierFormatError", "ClassifierNotFoundError", "SparseLogisticClassifier", "SingleClassError", "DEFAULT_CS", "task_of", "task_score", "fit_on_units"]

@@ -1,35 +1,56 @@
 """``bytezoo transfer``, ``bytezoo classify`` and ``bytezoo generate``.
 
-    bytezoo transfer --model M --train T [--dev D] [--test E] [--text-col C] [--label-col L ...] --output DIR
-    bytezoo classify --pipeline DIR --input texts.tsv [--text-col C] [--output predictions.jsonl]
+    bytezoo transfer --model M --train T [--dev D] [--test E] [--text-col C] [--label-col L ...] --output DIR [--overwrite]
+    bytezoo classify --pipeline DIR --input texts.tsv [--format tsv] [--text-col C] [--output predictions.jsonl]
     bytezoo classify --pipeline DIR "a text" "another text"
     bytezoo generate --model M --prompt "This movie" [--neuron N --value V] [--temperature T --top-k K]
 
 ``transfer`` writes ``DIR/report.json`` (schema in :mod:`bytezoo.transfer.experiment`), the plots, and the classifier
 (``classifier.safetensors`` + ``classifier.json``) that ``SentimentPipeline.from_pretrained(DIR)`` and ``classify``
-load.
+load. Every option's default and allowed values come from :mod:`bytezoo.transfer.config` (:class:`TransferConfig`).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
+from .config import BASELINES, DTYPES, FORMATS, HOLDS, POOLINGS, PREPROCESSORS, TransferConfig, option_default
+
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer; got {text}")
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {text}")
+    return value
+
+
+def _add_input_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=FORMATS, help="format of the data files (default: from each file's extension: "
+                        ".csv, .tsv, .jsonl, optionally compressed)")
+
+
 def _add_featurizer_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("features")
-    group.add_argument("--batch-size", type=_positive_int, default=128, help="texts per batch (default 128)")
-    group.add_argument("--chunk-size", type=_positive_int, default=32, help="bytes read per forward call; bounds memory, and finished texts leave the batch at chunk ends (default 32)")
-    group.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    group.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="compute dtype (bfloat16: autocast)")
-    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    group.add_argument("--batch-size", type=_positive_int, default=option_default("batch_size"), help="texts per batch (default %(default)s)")
+    group.add_argument("--chunk-size", type=_positive_int, default=option_default("chunk_size"), help="bytes read per forward call; bounds memory, and finished texts leave the batch at chunk ends (default %(default)s)")
+    group.add_argument("--device", default=option_default("device"), help="torch device (default %(default)s)")
+    group.add_argument("--dtype", default=option_default("dtype"), choices=DTYPES, help="compute dtype (bfloat16: autocast; default %(default)s)")
+    group.add_argument("--no-progress", dest="progress", action="store_const", const=False, default=None, help="no progress bar")
 
 
 def register(subparsers) -> None:
@@ -37,27 +58,31 @@ def register(subparsers) -> None:
         "transfer",
         help="features from a zoo model + L1 logistic regression on a labelled dataset; report, plots, classifier",
         description="Extract features of a labelled dataset with a zoo model, fit L1-penalised logistic regression "
-        "with C swept on the dev set, find the top units (the sentiment neuron), and write report.json, plots and the "
-        "classifier into --output.",
+        "with C swept on the dev set, find the top units (the sentiment neuron), measure the TF-IDF baseline on the same "
+        "splits, and write report.json, plots and the classifier into --output. A folder holding an earlier run's "
+        "output is refused unless --overwrite.",
     )
     transfer.add_argument("--model", required=True, help="checkpoint directory or hub URL")
     transfer.add_argument("--train", required=True, help="training set: CSV, TSV or JSON lines, any path or fsspec URL")
     transfer.add_argument("--dev", help="dev set (chooses C); without it C is chosen on a 20%% split of train")
     transfer.add_argument("--test", help="test set (reported)")
+    _add_input_options(transfer)
     transfer.add_argument("--text-col", help="text column (default: guessed: text, sentence, review, tweet…)")
     transfer.add_argument("--label-col", nargs="+", dest="label_cols", metavar="COL", help="label column; several = multi-label (0/1 each)")
     transfer.add_argument("--output", required=True, help="output directory (any fsspec URL)")
-    transfer.add_argument("--pooling", default="final_cell", choices=("final_cell", "final_hidden", "mean"))
-    transfer.add_argument("--preprocess", default="openai", choices=("openai", "none"))
+    transfer.add_argument("--overwrite", action="store_true", help="--output holds an earlier run's output: replace it "
+                          "(removes only the files that run wrote). Without it, such a folder is refused")
+    transfer.add_argument("--pooling", default=option_default("pooling"), choices=POOLINGS, help="the feature (default %(default)s: the papers')")
+    transfer.add_argument("--preprocess", default=option_default("preprocess"), choices=PREPROCESSORS, help="openai: the original encoder's preprocessing (default %(default)s)")
     transfer.add_argument("--C", dest="Cs", type=float, nargs="+", metavar="C", help="values of C to sweep (default 2^-8 … 2^0)")
-    transfer.add_argument("--top-k", type=_positive_int, default=10, help="units to report and to fit the k-unit classifier on")
-    transfer.add_argument("--baseline", choices=("tfidf", "none"), default="none", help="also measure the TF-IDF baseline")
-    transfer.add_argument("--no-plots", action="store_true")
-    transfer.add_argument("--curve-points", type=int, default=6, help="training-set sizes on the data-efficiency curve (0: none)")
-    transfer.add_argument("--heatmap-texts", type=int, default=4, help="sample texts in the per-character heatmap")
+    transfer.add_argument("--top-k", type=_positive_int, default=option_default("top_k"), help="units to report and to fit the k-unit classifier on (default %(default)s)")
+    transfer.add_argument("--baseline", choices=BASELINES, default=option_default("baseline"), help="the TF-IDF baseline, measured in the same run on the same splits (default %(default)s; none: skip it)")
+    transfer.add_argument("--no-plots", dest="plots", action="store_false")
+    transfer.add_argument("--curve-points", type=_count, default=option_default("curve_points"), help="training-set sizes on the data-efficiency curve (0: none; default %(default)s)")
+    transfer.add_argument("--heatmap-texts", type=_count, default=option_default("heatmap_texts"), help="sample texts in the per-character heatmap (default %(default)s)")
     transfer.add_argument("--include-model", action="store_true", help="copy the model into --output (a self-contained pipeline)")
     transfer.add_argument("--cache-dir", help="feature cache directory (keyed by model and data hashes)")
-    transfer.add_argument("--seed", type=int, default=0)
+    transfer.add_argument("--seed", type=int, default=option_default("seed"))
     _add_featurizer_options(transfer)
     transfer.set_defaults(func=_run_transfer)
 
@@ -66,6 +91,7 @@ def register(subparsers) -> None:
     classify.add_argument("--model", help="use this model instead of the one the pipeline refers to")
     classify.add_argument("texts", nargs="*", help="texts to label (or use --input)")
     classify.add_argument("--input", help="CSV, TSV or JSON lines file of texts")
+    _add_input_options(classify)
     classify.add_argument("--text-col", help="text column of --input")
     classify.add_argument("--output", help="write JSON lines here instead of standard output")
     _add_featurizer_options(classify)
@@ -76,8 +102,8 @@ def register(subparsers) -> None:
     generate.add_argument("--prompt", default="", help="start of the text")
     generate.add_argument("--neuron", type=int, help="unit to hold (e.g. 2388 in the OpenAI model)")
     generate.add_argument("--value", type=float, default=1.0, help="value to hold it at (default 1.0; negative for negative sentiment)")
-    generate.add_argument("--hold", choices=("cell", "hidden"), default="cell", help="hold the unit in the cell state (the papers') or the hidden state")
-    generate.add_argument("--max-new-bytes", type=int, default=200)
+    generate.add_argument("--hold", choices=HOLDS, default=HOLDS[0], help="hold the unit in the cell state (the papers') or the hidden state")
+    generate.add_argument("--max-new-bytes", type=_count, default=200)
     generate.add_argument("--num-samples", type=_positive_int, default=1)
     generate.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
     generate.add_argument("--top-k", type=int, help="sample among the k likeliest bytes")
@@ -86,19 +112,21 @@ def register(subparsers) -> None:
     generate.set_defaults(func=_run_generate)
 
 
+def _quiet_model_loading(progress: bool | None) -> None:
+    """No progress bar for loading weights unless one was asked for or stderr is a terminal (as for the features)."""
+    if progress is None and sys.stderr.isatty() or progress:
+        return
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+
+
 def _run_transfer(args) -> int:
     from .experiment import run_transfer
 
-    report = run_transfer(
-        args.model, args.train, args.dev, args.test,
-        output=args.output, text_col=args.text_col, label_cols=args.label_cols,
-        pooling=args.pooling, preprocess=args.preprocess, batch_size=args.batch_size, chunk_size=args.chunk_size,
-        device=args.device, dtype=args.dtype, cache_dir=args.cache_dir, Cs=args.Cs, top_k=args.top_k,
-        baseline=None if args.baseline == "none" else args.baseline, plots=not args.no_plots,
-        curve_points=args.curve_points, heatmap_texts=args.heatmap_texts, include_model=args.include_model,
-        seed=args.seed, progress=False if args.no_progress else None,
-        log=lambda message: print(message, file=sys.stderr),
-    )
+    _quiet_model_loading(args.progress)
+    config = TransferConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(TransferConfig)})
+    report = run_transfer(config, log=lambda message: print(message, file=sys.stderr))
     print(json.dumps({"accuracy": report["accuracy"], "top_unit": report["top_units"][0]["unit"], "output": args.output}))
     return 0
 
@@ -106,14 +134,17 @@ def _run_transfer(args) -> int:
 def _run_classify(args) -> int:
     import fsspec
 
+    from bytezoo.errors import InvalidArgumentError
+
     from .data import read_dataset
     from .pipeline import SentimentPipeline
 
     if bool(args.texts) == bool(args.input):
-        raise SystemExit("bytezoo classify: give texts as arguments or --input FILE (one of the two)")
-    texts = list(args.texts) if args.texts else read_dataset(args.input, args.text_col, require_labels=False).texts
+        raise InvalidArgumentError("give the texts as arguments or --input FILE (one of the two)")
+    texts = list(args.texts) if args.texts else read_dataset(args.input, args.text_col, require_labels=False, fmt=args.format).texts
+    _quiet_model_loading(args.progress)
     pipe = SentimentPipeline.from_pretrained(
-        args.pipeline, model=args.model, batch_size=args.batch_size, device=args.device, dtype=args.dtype, progress=False if args.no_progress else None
+        args.pipeline, model=args.model, batch_size=args.batch_size, device=args.device, dtype=args.dtype, progress=args.progress
     )
     results = pipe(texts)
     lines = "".join(json.dumps({"text": text, **result}, ensure_ascii=False) + "\n" for text, result in zip(texts, results))
@@ -128,6 +159,7 @@ def _run_classify(args) -> int:
 def _run_generate(args) -> int:
     from .generation import generate_steered
 
+    _quiet_model_loading(None)
     result = generate_steered(
         args.model, args.prompt, neuron=args.neuron, value=args.value, hold=args.hold, max_new_bytes=args.max_new_bytes,
         num_samples=args.num_samples, temperature=args.temperature, top_k=args.top_k, seed=args.seed,

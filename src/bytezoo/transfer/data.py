@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bytezoo.data import errors as _data_errors
 from bytezoo.data.formats import SourceError, SourceKind, iter_records, open_source
 
 TEXT_COLUMN_GUESSES = ("text", "sentence", "review", "tweet", "content", "body", "document")
@@ -27,8 +28,9 @@ LABEL_COLUMN_GUESSES = ("label", "labels", "sentiment", "rating", "class", "targ
 MISSING_LABELS = ("", "nan", "NaN", "NA", "N/A", "null", "None")
 
 
-class DatasetError(ValueError):
-    """A dataset that cannot be used as it is; the message names the file, row and column."""
+class DatasetError(_data_errors.DatasetError, ValueError):
+    """A labelled dataset that cannot be used as it is; the message names the file, row and column. One of the data
+    sets' errors (:class:`bytezoo.data.errors.DatasetError`, a :class:`~bytezoo.errors.ByteZooError`)."""
 
 
 @dataclass
@@ -62,7 +64,8 @@ class LabeledTexts:
 def detect_format(path: str) -> str:
     kind = SourceKind.of(path)  # the one reading of names and compressions (bytezoo.data.formats)
     if kind.format == "text":
-        raise DatasetError(f"{path}: cannot tell the format from the extension; use .csv, .tsv or .jsonl (or pass fmt=)")
+        raise DatasetError(f"{path}: cannot tell the format from the extension; name the file .csv, .tsv or .jsonl "
+                           "(optionally compressed), or say which it is (--format on the command line, fmt= in Python)")
     return kind.format
 
 

@@ -1,8 +1,15 @@
-"""One transfer experiment, end to end: what ``bytezoo transfer`` runs.
+"""One transfer experiment, end to end: what ``bytezoo transfer`` runs, in four steps that read top to bottom.
 
-Reads the datasets, extracts features with a :class:`Featurizer`, sweeps an L1 logistic regression's C on the dev
-set, finds the top units, fits classifiers on the top 1 and top k units, optionally measures the TF-IDF baseline,
-draws the plots, saves the classifier (safetensors + JSON) and writes ``report.json``.
+:func:`run_transfer` takes a :class:`~bytezoo.transfer.config.TransferConfig` and runs
+
+1. :func:`extract`: read the datasets and extract every split's features with a :class:`Featurizer`;
+2. :func:`fit`: sweep an L1 logistic regression's C on the dev set;
+3. :func:`analyse`: fit classifiers on the top 1 and top k units, measure the TF-IDF baseline (unless
+   ``baseline="none"``), trace the data-efficiency curve;
+4. :func:`write_outputs`: draw the plots, save the classifier (safetensors + JSON) and write ``report.json``, last.
+
+An output folder holds one run: a folder holding an earlier run's output is refused before any work, unless
+``overwrite``, which removes that run's files (:data:`OUTPUT_FILES` and what its report lists) before writing.
 
 ``report.json`` (schema_version 1; fields are only ever added, never renamed or removed within a version)::
 
@@ -25,7 +32,7 @@ draws the plots, saves the classifier (safetensors + JSON) and writes ``report.j
       "top_units": [{"unit": int, "importance": float, "weights": [float, ...]}],  # weights: one per output column
       "top_unit_classifier": {"units": [int], "C": float, "n_nonzero": int, "dev_accuracy": float | null, "test_accuracy": float | null},
       "top_k_classifier":    {... same, k units ...},
-      "baselines": {"tfidf": {"C": float, "dev_accuracy": float, "test_accuracy": float | null, "seconds": float}},  # {} without --baseline
+      "baselines": {"tfidf": {"C": float, "dev_accuracy": float, "test_accuracy": float | null, "seconds": float}},  # {} with --baseline none
       "data_efficiency": [{"n_train": int, "C": float, "dev_accuracy": float, "test_accuracy": float | null}],
       "featurization": {"texts": int, "characters": int, "bytes": int, "seconds": float,
                         "characters_per_second": float, "bytes_per_second": float},
@@ -34,7 +41,8 @@ draws the plots, saves the classifier (safetensors + JSON) and writes ``report.j
       "files": {"report": "report.json", "classifier": ["classifier.safetensors", "classifier.json"],
                 "model": "." | null, "plots": {"unit_histogram": "unit_histogram.png",
                 "data_efficiency": "data_efficiency.png", "unit_heatmap": "unit_heatmap.png",
-                "unit_heatmap_html": "unit_heatmap.html"}}
+                "unit_heatmap_html": "unit_heatmap.html"},
+                "written": [str]}                      # every file this run wrote into the folder (what --overwrite removes)
     }
 
 Accuracies are evaluated on the split named (``dev``/``test``); ``null`` where that split was not given. Without a
@@ -42,16 +50,21 @@ dev set, C is chosen on a held-out 20% of the training set and refitted on all o
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
 import time
 from collections import Counter
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from bytezoo.errors import ByteZooError, InvalidArgumentError
+
 from .classifier import CLASSIFIER_METADATA, CLASSIFIER_WEIGHTS, SingleClassError, SparseLogisticClassifier, fit_on_units, task_of
+from .config import TransferConfig
 from .data import DatasetError, LabeledTexts, read_dataset
 from .featurizer import Featurizer, recurrent_body
 from .pipeline import pipeline_metadata
@@ -63,6 +76,17 @@ PLOT_FILES = {
     "unit_heatmap": "unit_heatmap.png",
     "unit_heatmap_html": "unit_heatmap.html",
 }
+REPORT_FILE = "report.json"
+# What every run may write into its folder (besides the model, with include_model: its files are listed in the
+# report's files.written): all that --overwrite removes when the earlier report cannot say more.
+OUTPUT_FILES = (REPORT_FILE, CLASSIFIER_WEIGHTS, CLASSIFIER_METADATA, *PLOT_FILES.values())
+SPLITS = ("train", "dev", "test")
+
+Log = Callable[[str], Any]
+
+
+class OutputFolderError(ByteZooError, ValueError):
+    """The output folder holds an earlier run's output, and ``overwrite`` was not asked for."""
 
 
 def _label_counts(data: LabeledTexts) -> dict:
@@ -107,166 +131,217 @@ def _subsample(y: np.ndarray, size: int, seed: int) -> np.ndarray:
     return np.sort(chosen)
 
 
-def run_transfer(
-    model: Any,
-    train: str,
-    dev: str | None = None,
-    test: str | None = None,
-    *,
-    output: str,
-    text_col: str | None = None,
-    label_cols: Sequence[str] | None = None,
-    pooling: str = "final_cell",
-    preprocess: str = "openai",
-    batch_size: int = 128,
-    chunk_size: int = 32,
-    device: str = "cpu",
-    dtype: str = "float32",
-    cache_dir: str | None = None,
-    Cs: Sequence[float] | None = None,
-    top_k: int = 10,
-    baseline: str | None = None,
-    plots: bool = True,
-    curve_points: int = 6,
-    heatmap_texts: int = 4,
-    include_model: bool = False,
-    seed: int = 0,
-    progress: bool | None = None,
-    log=print,
-) -> dict:
-    """Run the experiment and write everything into ``output`` (local path or fsspec URL); returns the report."""
-    import fsspec
 
+# --- the steps' results ------------------------------------------------------------------------------------------------
+@dataclass
+class Extraction:
+    """What :func:`extract` hands on: the splits as read (``None`` where not given), the task, the fitted featurizer,
+    and the features (n_texts, H) and labels of every split given."""
+
+    data: dict[str, LabeledTexts | None]
+    task: str
+    featurizer: Featurizer
+    features: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+    totals: Counter  # texts, characters, bytes, seconds over all splits
+
+    @property
+    def metric(self) -> str:
+        return "jaccard" if self.task == "multilabel" else "accuracy"
+
+    @property
+    def train(self) -> LabeledTexts:
+        return self.data["train"]
+
+    def score(self, model, split: str, columns=None) -> float | None:
+        """``model``'s score (the task's metric) on ``split``, ``None`` if that split was not given."""
+        if split not in self.features:
+            return None
+        X = self.features[split] if columns is None else self.features[split][:, columns]
+        return model.score(X, self.labels[split])
+
+
+@dataclass
+class Fit:
+    """What :func:`fit` hands on: the classifier on all units, and its score on each split."""
+
+    classifier: SparseLogisticClassifier
+    accuracy: dict[str, float | None]
+
+
+@dataclass
+class Analysis:
+    """What :func:`analyse` hands on: the top-unit classifiers, the baselines and the data-efficiency curve."""
+
+    unit_classifiers: dict[str, dict]
+    baselines: dict[str, dict]
+    curve: list[dict]
+
+
+# --- the experiment --------------------------------------------------------------------------------------------------
+def run_transfer(config: TransferConfig | None = None, *, log: Log = print, **options) -> dict:
+    """Run the experiment ``config`` describes and write everything into ``config.output`` (a local path or fsspec
+    URL); returns the report. Keyword ``options`` are :class:`TransferConfig` fields, given instead of ``config`` or
+    overriding its values: ``run_transfer(model="m", train="t.csv", output="out")``."""
     started = time.perf_counter()
+    config = (TransferConfig(**options) if config is None else dataclasses.replace(config, **options)).validated()
+    if _model_reference(config.model) is None:
+        config.include_model = True  # a model object has no other way into the saved pipeline
+    check_output_folder(config.output, overwrite=config.overwrite, include_model=config.include_model)
     timings: dict[str, Any] = {}
-    reference = _model_reference(model)
-    if reference is None:
-        include_model = True  # a model object has no other way into the saved pipeline
-    if baseline not in (None, "none", "tfidf"):
-        raise ValueError(f"unknown baseline {baseline!r}; choose 'tfidf' or none")
+    extraction = extract(config, timings, log)
+    fitted = fit(config, extraction, timings, log)
+    analysis = analyse(config, extraction, fitted, timings, log)
+    return write_outputs(config, extraction, fitted, analysis, timings, started, log)
 
-    tick = time.perf_counter()
-    splits: dict[str, LabeledTexts | None] = {"train": read_dataset(train, text_col, label_cols)}
-    text_col = splits["train"].text_col
-    label_cols = splits["train"].label_cols
-    for name, path in (("dev", dev), ("test", test)):
-        splits[name] = read_dataset(path, text_col, label_cols) if path else None
-    timings["read_data_s"] = time.perf_counter() - tick
-    train_data = splits["train"]
-    try:
-        task = task_of(train_data.labels)
-    except SingleClassError:
-        raise DatasetError(
-            f"{train_data.source}, column {label_cols[0]!r}: every training row has the label {train_data.labels[0]!r}; a classifier needs at least two classes"
-        ) from None
-    metric = "jaccard" if task == "multilabel" else "accuracy"
-    log(f"{task} task: {len(train_data)} train / {len(splits['dev'] or [])} dev / {len(splits['test'] or [])} test texts")
 
+def extract(config: TransferConfig, timings: dict, log: Log = print) -> Extraction:
+    """Load the model, read the splits (the train set decides the text and label columns of the others) and extract
+    their features. Both inputs are checked before the first line of progress: a bad model or file fails at once."""
     tick = time.perf_counter()
     featurizer = Featurizer(
-        model, pooling=pooling, preprocess=preprocess, batch_size=batch_size, chunk_size=chunk_size, device=device, dtype=dtype, cache_dir=cache_dir, progress=progress
+        config.model, pooling=config.pooling, preprocess=config.preprocess, batch_size=config.batch_size,
+        chunk_size=config.chunk_size, device=config.device, dtype=config.dtype, cache_dir=config.cache_dir,
+        progress=config.progress,
     ).fit()
     timings["load_model_s"] = time.perf_counter() - tick
-    body = recurrent_body(featurizer.language_model_)
 
-    features, labels, feature_seconds = {}, {}, {}
-    totals = Counter()
-    for name, data in splits.items():
-        if data is None:
+    tick = time.perf_counter()
+    train = read_dataset(config.train, config.text_col, config.label_cols, fmt=config.format)
+    data: dict[str, LabeledTexts | None] = {"train": train}
+    for name in ("dev", "test"):
+        path = getattr(config, name)
+        data[name] = read_dataset(path, train.text_col, train.label_cols, fmt=config.format) if path else None
+    timings["read_data_s"] = time.perf_counter() - tick
+    try:
+        task = task_of(train.labels)
+    except SingleClassError:
+        raise DatasetError(
+            f"{train.source}, column {train.label_cols[0]!r}: every training row has the label {train.labels[0]!r}; a classifier needs at least two classes"
+        ) from None
+    log(f"{task} task: {len(train)} train / {len(data['dev'] or [])} dev / {len(data['test'] or [])} test texts")
+
+    features, labels, seconds, totals = {}, {}, {}, Counter()
+    for name, split in data.items():
+        if split is None:
             continue
-        features[name] = featurizer.transform(data.texts)
-        labels[name] = data.labels
+        features[name] = featurizer.transform(split.texts)
+        labels[name] = split.labels
         stats = featurizer.extraction_stats_
-        feature_seconds[name] = stats["seconds"]
-        totals.update({"texts": stats["texts"], "characters": stats["characters"], "bytes": stats["bytes"]})
-        totals["seconds"] += stats["seconds"]
+        seconds[name] = stats["seconds"]
+        totals.update({key: stats[key] for key in ("texts", "characters", "bytes", "seconds")})
         log(f"features {name}: {stats['texts']} texts, {stats['characters'] / max(stats['seconds'], 1e-9):,.0f} characters/s")
-    timings["features_s"] = feature_seconds
+    timings["features_s"] = seconds
+    return Extraction(data=data, task=task, featurizer=featurizer, features=features, labels=labels, totals=totals)
 
+
+def fit(config: TransferConfig, extraction: Extraction, timings: dict, log: Log = print) -> Fit:
+    """The L1 logistic regression on every unit, C swept on dev (without dev: on a 20% split of train)."""
     tick = time.perf_counter()
-    classifier = SparseLogisticClassifier(Cs=Cs, top_k=top_k, random_state=seed)
-    classifier.fit(features["train"], labels["train"], features.get("dev"), labels.get("dev"))
+    classifier = SparseLogisticClassifier(Cs=config.Cs, top_k=config.top_k, random_state=config.seed)
+    classifier.fit(extraction.features["train"], extraction.labels["train"], extraction.features.get("dev"), extraction.labels.get("dev"))
     timings["classifier_s"] = time.perf_counter() - tick
+    accuracy = {split: extraction.score(classifier, split) for split in SPLITS}
+    log(f"L1 logistic regression: C={classifier.C_:g}, {classifier.n_nonzero_} non-zero weights, "
+        f"{extraction.metric} dev {_fmt(accuracy['dev'])} test {_fmt(accuracy['test'])}")
+    return Fit(classifier=classifier, accuracy=accuracy)
 
-    def evaluate(model_, columns=None) -> dict:
-        def score(split):
-            if split not in features:
-                return None
-            X = features[split] if columns is None else features[split][:, columns]
-            return model_.score(X, labels[split])
 
-        return {"dev": score("dev"), "test": score("test")}
-
-    full = evaluate(classifier)
-    accuracy = {"train": classifier.score(features["train"], labels["train"]), **full}
-    log(f"L1 logistic regression: C={classifier.C_:g}, {classifier.n_nonzero_} non-zero weights, {metric} dev {_fmt(accuracy['dev'])} test {_fmt(accuracy['test'])}")
+def analyse(config: TransferConfig, extraction: Extraction, fitted: Fit, timings: dict, log: Log = print) -> Analysis:
+    """Classifiers on the top unit and on the top k units, the TF-IDF baseline, and the data-efficiency curve."""
+    classifier, features, labels = fitted.classifier, extraction.features, extraction.labels
+    metric = extraction.metric
 
     tick = time.perf_counter()
-    dev_features = features.get("dev")
     unit_classifiers = {}
     for key, units in (("top_unit_classifier", classifier.top_units_[:1]), ("top_k_classifier", classifier.top_units_)):
-        restricted = fit_on_units(features["train"], labels["train"], dev_features, labels.get("dev"), units, Cs=Cs, top_k=len(units), random_state=seed)
-        scores = evaluate(restricted, units)
-        unit_classifiers[key] = {"units": [int(u) for u in units], "C": restricted.C_, "n_nonzero": restricted.n_nonzero_, "dev_accuracy": scores["dev"], "test_accuracy": scores["test"]}
+        restricted = fit_on_units(features["train"], labels["train"], features.get("dev"), labels.get("dev"), units,
+                                  Cs=config.Cs, top_k=len(units), random_state=config.seed)
+        unit_classifiers[key] = {
+            "units": [int(u) for u in units], "C": restricted.C_, "n_nonzero": restricted.n_nonzero_,
+            "dev_accuracy": extraction.score(restricted, "dev", units), "test_accuracy": extraction.score(restricted, "test", units),
+        }
     timings["unit_classifiers_s"] = time.perf_counter() - tick
     log(f"top unit {int(classifier.top_units_[0])}: {metric} test {_fmt(unit_classifiers['top_unit_classifier']['test_accuracy'])}")
 
     baselines = {}
     tick = time.perf_counter()
-    if baseline == "tfidf":
+    if config.baseline == "tfidf":
         from .baseline import tfidf_baseline
 
-        test_data = splits["test"]
-        dev_data = splits["dev"] or splits["train"]  # without a dev set the baseline's C is chosen on train (optimistic)
+        train, test = extraction.train, extraction.data["test"]
+        dev = extraction.data["dev"] or train  # without a dev set the baseline's C is chosen on train (optimistic)
         baselines["tfidf"] = tfidf_baseline(
-            train_data.texts, train_data.labels, dev_data.texts, dev_data.labels,
-            test_data.texts if test_data else None, test_data.labels if test_data else None,
+            train.texts, train.labels, dev.texts, dev.labels,
+            test.texts if test else None, test.labels if test else None,
         )
         log(f"TF-IDF baseline: {metric} test {_fmt(baselines['tfidf'].get('test_accuracy'))}")
     timings["baseline_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
     curve = []
-    n_classes = 2 if task == "multilabel" else len(classifier.classes_)
-    for size in _curve_sizes(len(train_data), n_classes, curve_points) if curve_points > 0 else []:
-        rows = _subsample(labels["train"], size, seed)
-        if size >= len(train_data):
-            fitted = classifier
+    n_train = len(extraction.train)
+    n_classes = 2 if extraction.task == "multilabel" else len(classifier.classes_)
+    for size in _curve_sizes(n_train, n_classes, config.curve_points) if config.curve_points > 0 else []:
+        if size >= n_train:
+            fitted_on_part = classifier
         else:
+            rows = _subsample(labels["train"], size, config.seed)
             try:
-                fitted = SparseLogisticClassifier(Cs=Cs, random_state=seed).fit(features["train"][rows], labels["train"][rows], dev_features, labels.get("dev"))
+                fitted_on_part = SparseLogisticClassifier(Cs=config.Cs, random_state=config.seed).fit(
+                    features["train"][rows], labels["train"][rows], features.get("dev"), labels.get("dev"))
             except SingleClassError:
                 continue  # too few rows to hold two classes
-        scores = evaluate(fitted)
-        curve.append({"n_train": int(size), "C": fitted.C_, "dev_accuracy": scores["dev"], "test_accuracy": scores["test"]})
+        curve.append({"n_train": int(size), "C": fitted_on_part.C_, "dev_accuracy": extraction.score(fitted_on_part, "dev"),
+                      "test_accuracy": extraction.score(fitted_on_part, "test")})
     timings["data_efficiency_s"] = time.perf_counter() - tick
+    return Analysis(unit_classifiers=unit_classifiers, baselines=baselines, curve=curve)
 
-    fs, root = fsspec.core.url_to_fs(str(output))
+
+def write_outputs(config: TransferConfig, extraction: Extraction, fitted: Fit, analysis: Analysis, timings: dict,
+                  started: float, log: Log = print) -> dict:
+    """Plots, the classifier (and the model, with include_model), then ``report.json``, last; returns the report."""
+    import fsspec
+
+    output = str(config.output).rstrip("/")
+    fs, root = fsspec.core.url_to_fs(output)
+    if config.overwrite:
+        clear_output_folder(output)
     fs.makedirs(root, exist_ok=True)
-    join = lambda name: f"{str(output).rstrip('/')}/{name}"  # noqa: E731
+    join = lambda name: f"{output}/{name}"  # noqa: E731
+    classifier, featurizer = fitted.classifier, extraction.featurizer
+    reference = _model_reference(config.model)
+    label_cols = extraction.train.label_cols
 
     tick = time.perf_counter()
     plot_files = {}
-    if plots:
-        plot_files = _draw_plots(join, featurizer, classifier, splits, features, labels, curve, baselines, metric, heatmap_texts)
+    if config.plots:
+        plot_files = _draw_plots(join, featurizer, classifier, extraction.data, extraction.features, extraction.labels,
+                                 analysis.curve, analysis.baselines, extraction.metric, config.heatmap_texts)
     timings["plots_s"] = time.perf_counter() - tick
 
+    written = [*plot_files.values(), CLASSIFIER_WEIGHTS, CLASSIFIER_METADATA]
     model_file = None
-    if include_model:
+    if config.include_model:
         from .pipeline import SentimentPipeline
 
-        SentimentPipeline(featurizer, classifier, label_names=label_cols).save_pretrained(str(output), include_model=True)
+        before = set(os.listdir(root))
+        SentimentPipeline(featurizer, classifier, label_names=label_cols).save_pretrained(output, include_model=True)
+        written += sorted(set(os.listdir(root)) - before - set(written))
         model_file = "."
     else:
-        classifier.save(str(output), metadata=pipeline_metadata(featurizer, reference, label_cols))
+        classifier.save(output, metadata=pipeline_metadata(featurizer, reference, label_cols))
+    written.append(REPORT_FILE)
 
     timings["total_s"] = time.perf_counter() - started
+    body = recurrent_body(featurizer.language_model_)
+    totals = extraction.totals
     report = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "bytezoo_version": _version(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "task": task,
-        "metric": metric,
+        "task": extraction.task,
+        "metric": extraction.metric,
         "model": {
             "reference": reference,
             "model_type": body.config.model_type,
@@ -274,29 +349,29 @@ def run_transfer(
             "num_layers": int(body.config.num_layers),
             "parameters": int(sum(p.numel() for p in featurizer.language_model_.parameters())),
         },
-        "featurizer": {"pooling": pooling, "preprocess": preprocess, "batch_size": batch_size, "chunk_size": chunk_size, "dtype": dtype, "device": device},
+        "featurizer": {key: getattr(config, key) for key in ("pooling", "preprocess", "batch_size", "chunk_size", "dtype", "device")},
         "data": {
-            "text_col": text_col,
+            "text_col": extraction.train.text_col,
             "label_cols": list(label_cols),
-            "classes": None if task == "multilabel" else [str(c) for c in classifier.classes_],
-            **{name: _split_info(data) for name, data in splits.items()},
+            "classes": None if extraction.task == "multilabel" else [str(c) for c in classifier.classes_],
+            **{name: _split_info(split) for name, split in extraction.data.items()},
         },
         "classifier": {
             "C": classifier.C_,
             "Cs": list(classifier.dev_scores_),
             "dev_scores": {repr(c): s for c, s in classifier.dev_scores_.items()},
-            "C_chosen_on": "dev" if "dev" in features else "train split",
+            "C_chosen_on": "dev" if "dev" in extraction.features else "train split",
             "n_features": int(classifier.n_features_in_),
             "n_nonzero": classifier.n_nonzero_,
         },
-        "accuracy": accuracy,
+        "accuracy": fitted.accuracy,
         "top_units": [
             {"unit": int(unit), "importance": float(np.linalg.norm(classifier.coef_[:, unit])), "weights": [float(w) for w in classifier.coef_[:, unit]]}
             for unit in classifier.top_units_
         ],
-        **unit_classifiers,
-        "baselines": baselines,
-        "data_efficiency": curve,
+        **analysis.unit_classifiers,
+        "baselines": analysis.baselines,
+        "data_efficiency": analysis.curve,
         "featurization": {
             **{key: int(totals[key]) for key in ("texts", "characters", "bytes")},
             "seconds": totals["seconds"],
@@ -304,12 +379,63 @@ def run_transfer(
             "bytes_per_second": totals["bytes"] / totals["seconds"] if totals["seconds"] else None,
         },
         "timings": timings,
-        "files": {"report": "report.json", "classifier": [CLASSIFIER_WEIGHTS, CLASSIFIER_METADATA], "model": model_file, "plots": plot_files},
+        "files": {"report": REPORT_FILE, "classifier": [CLASSIFIER_WEIGHTS, CLASSIFIER_METADATA], "model": model_file,
+                  "plots": plot_files, "written": written},
     }
-    with fsspec.open(join("report.json"), "w") as handle:
+    with fsspec.open(join(REPORT_FILE), "w") as handle:
         json.dump(report, handle, indent=2, default=_jsonable)
-    log(f"wrote {join('report.json')}")
+    log(f"wrote {join(REPORT_FILE)}")
     return report
+
+
+# --- one run per output folder ---------------------------------------------------------------------------------------
+def earlier_outputs(output: str) -> list[str]:
+    """The files an earlier ``bytezoo transfer`` run left in ``output``: :data:`OUTPUT_FILES`, and whatever else its
+    report lists as written (plain file names only: a report cannot point outside the folder)."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(str(output).rstrip("/"))
+    if not fs.isdir(root):
+        return []
+    names = list(OUTPUT_FILES)
+    try:
+        with fs.open(f"{root}/{REPORT_FILE}", "rb") as handle:
+            listed = json.loads(handle.read().decode("utf-8")).get("files", {}).get("written", [])
+        names += [name for name in listed if isinstance(name, str) and _is_plain_name(name) and name not in names]
+    except (FileNotFoundError, ValueError, AttributeError, UnicodeDecodeError):
+        pass  # no report, or not one of ours: the fixed names still count
+    return [name for name in names if fs.isfile(f"{root}/{name}")]
+
+
+def check_output_folder(output: str, *, overwrite: bool, include_model: bool = False) -> None:
+    """Refuses, before any work, a folder holding an earlier run's output (unless ``overwrite``), and a model copy
+    (``include_model``) into a folder that is not local."""
+    import fsspec
+    from fsspec.implementations.local import LocalFileSystem
+
+    if include_model and not isinstance(fsspec.core.url_to_fs(str(output))[0], LocalFileSystem):
+        raise InvalidArgumentError(f"--include-model copies the model into a local folder, and {output} is not one: write "
+                                   "locally and push the folder with `bytezoo hub push`, or leave the model where it is")
+    found = earlier_outputs(output)
+    if found and not overwrite:
+        shown = ", ".join(found[:6]) + (f" and {len(found) - 6} more" if len(found) > 6 else "")
+        raise OutputFolderError(f"{output} holds the output of an earlier bytezoo transfer run ({shown}): pass --overwrite to "
+                                "replace it (removes only those files), or choose another --output")
+
+
+def clear_output_folder(output: str) -> list[str]:
+    """``overwrite``: removes what an earlier run wrote into ``output`` (see :func:`earlier_outputs`), nothing else."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(str(output).rstrip("/"))
+    found = earlier_outputs(output)
+    for name in found:
+        fs.rm_file(f"{root}/{name}")
+    return found
+
+
+def _is_plain_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and not name.startswith(".") and "/" not in name and "\\" not in name
 
 
 def _draw_plots(join, featurizer, classifier, splits, features, labels, curve, baselines, metric, heatmap_texts) -> dict:

@@ -33,9 +33,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-POOLINGS = ("final_cell", "final_hidden", "mean")
-PREPROCESSORS = ("openai", "none")
-DTYPES = ("float32", "bfloat16")
+from bytezoo.errors import InvalidArgumentError
+
+from .config import DTYPES, POOLINGS, PREPROCESSORS  # the allowed values, shared with the command line
 FEATURE_CACHE_FORMAT = 1  # bump when the meaning of cached features changes
 
 
@@ -170,14 +170,15 @@ class Featurizer(TransformerMixin, BaseEstimator):
         import torch
 
         if self.model is None:
-            raise ValueError("Featurizer needs model=: a checkpoint directory, a hub URL, or a model object")
+            raise InvalidArgumentError("Featurizer needs model=: a checkpoint directory, a hub URL, or a model object")
         for name, value, allowed in (("pooling", self.pooling, POOLINGS), ("preprocess", self.preprocess, PREPROCESSORS), ("dtype", self.dtype, DTYPES)):
             if value not in allowed:
-                raise ValueError(f"Featurizer {name}={value!r}; choose one of {allowed}")
+                raise InvalidArgumentError(f"Featurizer {name}={value!r}; choose one of {allowed}")
         for name in ("batch_size", "chunk_size"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"Featurizer {name} must be a positive integer; got {value!r}")
+                raise InvalidArgumentError(f"Featurizer {name} must be a positive integer; got {value!r}")
+        _check_device(self.device)
         if X is not None:
             _check_texts(X)
         language_model = load_language_model(self.model)
@@ -191,7 +192,7 @@ class Featurizer(TransformerMixin, BaseEstimator):
         self.language_model_ = language_model.eval()
         body = recurrent_body(language_model)
         if self.pooling.startswith("final_") and self.pooling != "final_hidden" and self.pooling[len("final_"):] not in body.unit_states:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"pooling={self.pooling!r} needs a {self.pooling[len('final_'):]!r} state, which {type(body).__name__} does "
                 f"not have (its per-unit states: {list(body.unit_states) or 'none'}); use 'final_hidden' or 'mean'"
             )
@@ -333,6 +334,18 @@ class _no_context:
 
 def _disable_bar(progress: bool | None) -> bool | None:
     return None if progress is None else not progress
+
+
+def _check_device(device) -> None:
+    """A device torch can name and, for a GPU, one this machine has."""
+    import torch
+
+    try:
+        target = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise InvalidArgumentError(f"device={device!r} is not a torch device ({error}); e.g. cpu, cuda, cuda:1") from None
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidArgumentError(f"device={device!r}, but torch sees no CUDA GPU here; use device='cpu'")
 
 
 def _check_texts(X) -> list:

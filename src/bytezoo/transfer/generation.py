@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bytezoo.errors import InvalidArgumentError
+
+from .config import HOLDS
 from .featurizer import load_language_model, recurrent_body
 
 
@@ -66,20 +69,20 @@ def generate_steered(
     body = recurrent_body(language_model)
     hidden = body.config.hidden_size
     if neuron is not None and not 0 <= neuron < hidden:
-        raise ValueError(f"--neuron {neuron} is outside the model's {hidden} units")
-    if hold not in ("cell", "hidden"):
-        raise ValueError(f"hold must be 'cell' or 'hidden'; got {hold!r}")
+        raise InvalidArgumentError(f"neuron {neuron} is outside the model's {hidden} units; choose one in 0..{hidden - 1}")
+    if hold not in HOLDS:
+        raise InvalidArgumentError(f"hold must be one of {', '.join(HOLDS)}; got {hold!r}")
     if neuron is not None and hold not in body.unit_states:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{type(body).__name__} has no per-unit {hold} state to hold (its per-unit states: "
             f"{list(body.unit_states) or 'none'}); steering needs a recurrent model"
         )
     if temperature < 0:
-        raise ValueError(f"temperature must be >= 0; got {temperature}")
+        raise InvalidArgumentError(f"temperature must be >= 0; got {temperature}")
     if top_k is not None and not 1 <= top_k <= 256:
-        raise ValueError(f"top_k must be in [1, 256]; got {top_k}")
+        raise InvalidArgumentError(f"top_k must be in [1, 256]; got {top_k}")
     if num_samples < 1 or max_new_bytes < 0:
-        raise ValueError("num_samples must be >= 1 and max_new_bytes >= 0")
+        raise InvalidArgumentError(f"num_samples must be >= 1 and max_new_bytes >= 0; got {num_samples} and {max_new_bytes}")
     generator = torch.Generator(device=body.device)
     if seed is not None:
         generator.manual_seed(seed)

@@ -15,10 +15,16 @@ from typing import Sequence
 
 import numpy as np
 
+from bytezoo.errors import ByteZooError
+
 from .classifier import SparseLogisticClassifier
 from .featurizer import Featurizer
 
 FEATURIZER_OPTIONS = ("pooling", "preprocess")
+
+
+class PipelineError(ByteZooError, ValueError):
+    """A saved pipeline whose classifier and model do not fit together, or whose model cannot be found."""
 
 
 def _is_url(path: str) -> bool:
@@ -37,7 +43,8 @@ class SentimentPipeline:
     """A :class:`Featurizer` (model + pooling + preprocessing) followed by a :class:`SparseLogisticClassifier`.
 
     Calling it on a list of texts returns, per text, ``{"label", "score", "probabilities"}`` (multi-label tasks:
-    ``{"labels": [...], "probabilities": {...}}``).
+    ``{"labels": [...], "probabilities": {...}}``). A single string is a list of one: ``pipe("Great!")`` returns a
+    list holding its one result, as ``pipe(["Great!"])`` does.
     """
 
     def __init__(self, featurizer: Featurizer, classifier: SparseLogisticClassifier, label_names: Sequence[str] | None = None, model_reference: str | None = None):
@@ -58,13 +65,13 @@ class SentimentPipeline:
             else:
                 model = metadata.get("model")
                 if not model:
-                    raise FileNotFoundError(f"{dir_or_url}: no model saved beside the classifier and no 'model' reference in its metadata; pass model=")
+                    raise PipelineError(f"{dir_or_url}: no model saved beside the classifier and no 'model' reference in its metadata; name the model (--model, or model= in Python)")
                 if not _is_url(model) and not os.path.isabs(model):
                     model = os.path.join(directory, model)
         options = {key: value for key, value in (metadata.get("featurizer") or {}).items() if key in FEATURIZER_OPTIONS}
         featurizer = Featurizer(model, batch_size=batch_size, device=device, dtype=dtype, progress=progress, **options).fit()
         if featurizer.n_features_out_ != classifier.n_features_in_:
-            raise ValueError(f"{dir_or_url}: the classifier expects {classifier.n_features_in_} features but the model {model!r} has {featurizer.n_features_out_} units")
+            raise PipelineError(f"{dir_or_url}: the classifier expects {classifier.n_features_in_} features but the model {model!r} has {featurizer.n_features_out_} units; use the model it was trained on")
         return cls(featurizer, classifier, label_names=metadata.get("label_names"), model_reference=str(model))
 
     def save_pretrained(self, directory: str, *, include_model: bool = True, model_reference: str | None = None) -> None:
@@ -86,7 +93,7 @@ class SentimentPipeline:
             raise ValueError("save_pretrained(include_model=False) needs the model's reference (a directory or hub URL)")
         self.classifier.save(directory, metadata=pipeline_metadata(self.featurizer, reference, self.label_names))
 
-    def __call__(self, texts: Sequence[str]) -> list[dict]:
+    def __call__(self, texts: Sequence[str] | str) -> list[dict]:
         probabilities = self.predict_proba(texts)
         names = self._output_names()
         results = []
@@ -99,16 +106,21 @@ class SentimentPipeline:
                 results.append({"label": names[best], "score": float(row[best]), "probabilities": named})
         return results
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        return self.classifier.predict_proba(self.featurizer.transform(texts))
+    def predict_proba(self, texts: Sequence[str] | str) -> np.ndarray:
+        return self.classifier.predict_proba(self.featurizer.transform(_as_list(texts)))
 
-    def predict(self, texts: Sequence[str]) -> np.ndarray:
-        return self.classifier.predict(self.featurizer.transform(texts))
+    def predict(self, texts: Sequence[str] | str) -> np.ndarray:
+        return self.classifier.predict(self.featurizer.transform(_as_list(texts)))
 
     def _output_names(self) -> list[str]:
         if self.classifier.task_ == "multilabel" and self.label_names:
             return list(self.label_names)
         return [str(value) for value in self.classifier.classes_]
+
+
+def _as_list(texts):
+    """A bare string is one text (the :class:`Featurizer` itself, a scikit-learn transformer, refuses one)."""
+    return [texts] if isinstance(texts, (str, bytes)) else texts
 
 
 def pipeline_metadata(featurizer: Featurizer, model_reference: str | None, label_names: Sequence[str] | None) -> dict:
@@ -126,4 +138,4 @@ def pipeline_metadata(featurizer: Featurizer, model_reference: str | None, label
     }
 
 
-__all__ = ["SentimentPipeline", "pipeline_metadata"]
+__all__ = ["PipelineError", "SentimentPipeline", "pipeline_metadata"]

@@ -10,8 +10,10 @@ import json
 import os
 import re
 
+from ..errors import ByteZooError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(ByteZooError, ValueError):
     """A checkpoint directory that cannot be loaded as it is: names the file and the problem."""
 
 

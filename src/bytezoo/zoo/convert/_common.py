@@ -14,13 +14,14 @@ import fsspec
 import torch
 from torch import Tensor
 
+from ...errors import ByteZooError
 from ..mlstm import MLSTMConfig, MLSTMForCausalLM
 from ..tokenization_bytes import NUM_BYTES, ByteTokenizer
 
 CONVERSION_FILE = "conversion.json"
 
 
-class ConversionError(ValueError):
+class ConversionError(ByteZooError, ValueError):
     """A source checkpoint that cannot be converted faithfully. The message names the file (and key) and the problem."""
 
 

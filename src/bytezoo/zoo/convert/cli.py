@@ -59,24 +59,16 @@ def _report(model, out_dir: str) -> None:
 
 
 def _convert_openai(args: argparse.Namespace) -> int:
-    from . import ConversionError, convert_openai
+    from . import convert_openai
 
-    try:
-        model = convert_openai(args.src_dir, args.out_dir, overwrite=args.overwrite)
-    except ConversionError as error:
-        print(f"bytezoo convert openai: error: {error}", file=sys.stderr)
-        return 1
+    model = convert_openai(args.src_dir, args.out_dir, overwrite=args.overwrite)  # a ConversionError: one line (bytezoo.cli)
     _report(model, args.out_dir)
     return 0
 
 
 def _convert_nvidia(args: argparse.Namespace) -> int:
-    from . import ConversionError, convert_nvidia
+    from . import convert_nvidia
 
-    try:
-        model = convert_nvidia(args.ckpt, args.out_dir, trust_pickle=args.trust_pickle, overwrite=args.overwrite)
-    except ConversionError as error:
-        print(f"bytezoo convert nvidia: error: {error}", file=sys.stderr)
-        return 1
+    model = convert_nvidia(args.ckpt, args.out_dir, trust_pickle=args.trust_pickle, overwrite=args.overwrite)
     _report(model, args.out_dir)
     return 0
