@@ -108,7 +108,7 @@ def load_checkpoint(accelerator, checkpoint: str | Path) -> tuple[dict, dict[str
     parts = [load_file(str(f), device="cpu") for f in files]
     names = sorted(parts[0])
     if any(sorted(p) != names for p in parts):
-        raise ValueError(f"{checkpoint}: the streams files hold different state parts: {[sorted(p) for p in parts]}")
+        raise ResumeError(f"{checkpoint}: the streams files hold different state parts: {[sorted(p) for p in parts]}")
     # Every part's dim 1 is the streams; parts whose other dims differ between ranks cannot be joined.
     joined = {LEGACY_STATE_NAMES.get(name, name): torch.cat([p[name] for p in parts], dim=1) for name in names}
     streams = next(iter(joined.values())).shape[1]
