@@ -98,8 +98,8 @@ def test_an_existing_tag_is_refused_unless_moved(server, checkpoint, capsys):
     with pytest.raises(HubError, match=r"tag 'v1' already exists on hf://someone/mlstm-tiny .*--move-tag"):
         hub.push(checkpoint, URL, tag="v1")
     capsys.readouterr()
-    assert bytezoo_main(["hub", "push", str(checkpoint), URL, "--tag", "v1"]) == 1
-    assert error_lines(capsys)[0].startswith("error: tag 'v1' already exists")
+    assert bytezoo_main(["hub", "push", str(checkpoint), URL, "--tag", "v1"]) == 2  # a user error: one line, exit 2
+    assert error_lines(capsys)[0].startswith("bytezoo hub push: error: tag 'v1' already exists")
     assert len(server.commits(REPO)) == commits  # refused before anything was uploaded
 
     assert bytezoo_main(["hub", "push", str(checkpoint), URL, "--tag", "v1", "--move-tag"]) == 0
@@ -137,8 +137,8 @@ def test_a_file_changed_on_the_hub_is_refused_and_leaves_the_cache(server, check
     cache = tmp_path / "hf-cache" / "models--someone--mlstm-tiny"
     assert not [p for p in cache.rglob("*") if p.is_file() and p.read_bytes() == bad]  # evicted
     capsys.readouterr()
-    assert bytezoo_main(["hub", "pull", f"{URL}@v1"]) == 1
-    assert error_lines(capsys)[0].startswith("error: integrity check failed for 'model.safetensors'")
+    assert bytezoo_main(["hub", "pull", f"{URL}@v1"]) == 2
+    assert error_lines(capsys)[0].startswith("bytezoo hub pull: error: integrity check failed for 'model.safetensors'")
 
     server.tamper(REPO, "model.safetensors", good)  # repaired: the same pull now succeeds
     snapshot = Path(hub.pull(f"{URL}@v1"))
