@@ -5,11 +5,8 @@ import pytest
 import torch
 
 import bytezoo
-from bytezoo.kernels import KERNELS, mlstm_scan, mlstm_scan_ref
-from bytezoo.kernels import mlstm_fused
-from bytezoo.kernels._cpu_extension import unavailable_reason
-from bytezoo.kernels.mlstm_fused import compiled_loops
-from bytezoo.kernels.mlstm_interface import resolve_kernel
+from bytezoo.kernels import KERNELS, mlstm_fused_cpu, mlstm_packing, mlstm_scan, mlstm_scan_ref
+from bytezoo.kernels.mlstm_interface import choose_engine, resolve_kernel
 
 # (rtol, atol) of a fast path against the reference, by input dtype. bf16 runs its products in bf16.
 TOLERANCES = {torch.float64: (1e-10, 1e-10), torch.float32: (1e-4, 2e-5), torch.bfloat16: (5e-2, 5e-2)}
@@ -21,9 +18,10 @@ INPUT_NAMES = ("gates_x", "mult_x", "w_mh", "w_h", "h0", "c0")
 def loops(request, monkeypatch):
     """Runs a "fused" test through both time-loop engines: the compiled C++ loops and the plain-PyTorch ones."""
     compiled = request.param == "compiled"
-    if compiled and compiled_loops(torch.zeros(1)) is None:
-        pytest.skip(f"the compiled CPU loops are unavailable here: {unavailable_reason()}")
-    monkeypatch.setattr(mlstm_fused, "USE_COMPILED_LOOPS", compiled)
+    if compiled and mlstm_fused_cpu.unavailable_reason() is not None:
+        pytest.skip(f"the compiled CPU loops are unavailable here: {mlstm_fused_cpu.unavailable_reason()}")
+    monkeypatch.setattr(mlstm_fused_cpu, "USE_COMPILED_LOOPS", compiled)
+    assert choose_engine("fused", torch.zeros(1, 1, 4)).name == ("fused_cpu" if compiled else "fused_torch")
     return request.param
 
 
@@ -188,13 +186,13 @@ def test_fused_without_initial_state_or_grads_for_some_inputs(loops):
 def test_packed_and_plain_products_agree(monkeypatch, loops):
     """The oneDNN weight packing (private ATen ops) and its torch.mm fallback give the same results."""
     inputs, reset, hold = random_problem(batch=5, steps=4, hidden=24)
-    monkeypatch.setattr(mlstm_fused, "PACK_MIN_SIZE", 1)  # pack even these tiny weights, batches and sequences
-    monkeypatch.setattr(mlstm_fused, "PACK_MIN_STEPS", 1)
-    monkeypatch.setattr(mlstm_fused, "PACK_FP32_BATCHES", range(1, 1000))
-    monkeypatch.setattr(mlstm_fused, "PACK_WEIGHTS", True)
-    assert mlstm_fused.RecurrentMatmul(inputs[3], 5, 4).packed is not None
+    monkeypatch.setattr(mlstm_packing, "PACK_MIN_SIZE", 1)  # pack even these tiny weights, batches and sequences
+    monkeypatch.setattr(mlstm_packing, "PACK_MIN_STEPS", 1)
+    monkeypatch.setattr(mlstm_packing, "PACK_FP32_BATCHES", range(1, 1000))
+    monkeypatch.setattr(mlstm_packing, "PACK_WEIGHTS", True)
+    assert mlstm_packing.RecurrentMatmul(inputs[3], 5, 4).packed is not None
     packed, packed_grads, output_grads = run_with_grads("fused", inputs, reset, hold)
-    monkeypatch.setattr(mlstm_fused, "PACK_WEIGHTS", False)
+    monkeypatch.setattr(mlstm_packing, "PACK_WEIGHTS", False)
     plain, plain_grads, _ = run_with_grads("fused", inputs, reset, hold, output_grads)
     for got, want in zip(list(packed) + packed_grads, list(plain) + plain_grads):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=2e-5)
@@ -202,10 +200,11 @@ def test_packed_and_plain_products_agree(monkeypatch, loops):
 
 def test_packing_only_where_it_was_measured_to_pay():
     weight = torch.zeros(1024, 4096)
-    assert mlstm_fused.RecurrentMatmul(weight, 64, 64).packed is not None or not mlstm_fused._packing_works(torch.float32)
-    assert mlstm_fused.RecurrentMatmul(weight, 64, 1).packed is None  # one step (generation) cannot earn the packing
-    assert mlstm_fused.RecurrentMatmul(weight, 256, 64).packed is None  # fp32 at a large batch: plain GEMM measured faster
-    assert mlstm_fused.RecurrentMatmul(weight[:512, :2048], 64, 64).packed is None  # fp32 below H=1024
+    matmul = mlstm_packing.RecurrentMatmul
+    assert matmul(weight, 64, 64).packed is not None or not mlstm_packing._packing_works(torch.float32)
+    assert matmul(weight, 64, 1).packed is None  # one step (generation) cannot earn the packing
+    assert matmul(weight, 256, 64).packed is None  # fp32 at a large batch: plain GEMM measured faster
+    assert matmul(weight[:512, :2048], 64, 64).packed is None  # fp32 below H=1024
 
 
 def test_inference_without_grad_matches_training_forward(loops):
