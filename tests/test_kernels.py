@@ -264,8 +264,10 @@ def test_every_engine_has_the_reference_signature():
 @pytest.mark.parametrize("engine", list(ENGINES), indirect=True)
 def test_every_engine_runs_table_inputs_through_mlstm_scan(engine, monkeypatch):
     """Each engine alone in the table, fed (V, ...) tables and input_ids through mlstm_scan: results and every
-    gradient (the tables' included) match the reference on the gathered inputs. Engines that cannot read ids get the
-    rows gathered by mlstm_scan; the others get the ids, and take them when called directly too."""
+    gradient (the tables' included) match the reference on the gathered inputs. Engines that cannot read the rows in
+    place get them gathered by mlstm_scan; the others get the ids. Called directly, every engine takes the same
+    positional arguments; given ids, the reference gathers them itself and the engines that need gathered inputs say
+    so."""
     vocab, batch, steps, hidden = 7, 3, 4, 8
     (_, _, w_mh, w_h, h0, c0), reset, hold = random_problem(batch, steps, hidden)
     tables = [torch.randn(vocab, 4 * hidden), torch.randn(vocab, hidden)]
@@ -293,7 +295,7 @@ def test_every_engine_runs_table_inputs_through_mlstm_scan(engine, monkeypatch):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=2e-5, msg=lambda m: f"{engine.name} {name}: {m}")
 
     with torch.no_grad():  # called directly with one positional signature
-        if engine.reads_token_ids:
+        if engine.reads_token_ids or engine.name == "reference":
             direct = entry(*tables, w_mh, w_h, h0, c0, reset, hold, True, input_ids)
             torch.testing.assert_close(direct[0], expected[0], rtol=1e-4, atol=2e-5)
         else:
@@ -337,9 +339,9 @@ def test_auto_consults_the_capability_table(monkeypatch):
     tables, ids = (torch.randn(5, 16), torch.randn(5, 4)), torch.randint(0, 5, (2, 3))
     weights = torch.randn(4, 4), torch.randn(4, 16)
     mlstm_scan(*tables, *weights, input_ids=ids)
-    monkeypatch.setattr(mlstm_interface, "ENGINES", {"reference": dataclasses.replace(reference, reads_token_ids=False)})
+    monkeypatch.setattr(mlstm_interface, "ENGINES", {"reference": dataclasses.replace(reference, reads_token_ids=True)})
     mlstm_scan(*tables, *weights, input_ids=ids)
-    assert calls == [(2, True), (3, False)]
+    assert calls == [(3, False), (2, True)]
     monkeypatch.setattr(mlstm_interface, "ENGINES", {"reference": dataclasses.replace(reference, return_cells=False)})
     with pytest.raises(RuntimeError, match="cannot return the cell states"):
         mlstm_scan(*tables, *weights, input_ids=ids, return_cells=True)

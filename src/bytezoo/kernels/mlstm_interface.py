@@ -24,7 +24,8 @@ folder: the package holds this one op, and the ``mlstm_`` prefix already groups 
     ``"auto"``       the first engine of :data:`ENGINES` that can run on the inputs: the table's order is the order
                      of preference.
 
-Which engine can run, and whether it reads token ids itself, is decided here and only here, from :data:`ENGINES`.
+Which engine runs, and whether it reads a byte model's table rows in place or gets them gathered, is decided here and
+only here, from :data:`ENGINES`.
 All of them run with autocast disabled: the dtypes the caller passes are the dtypes the recurrence uses.
 """
 from __future__ import annotations
@@ -52,7 +53,7 @@ class Engine:
     function: str  # its entry point there, with mlstm_scan_ref's signature
     devices: tuple[str, ...] | None  # device types it runs on; None: any
     dtypes: tuple[torch.dtype, ...] | None  # dtypes of gates_x, mult_x and the weights; None: any floating dtype
-    reads_token_ids: bool  # takes input_ids with (V, ...) tables itself; else mlstm_scan gathers the rows for it
+    reads_token_ids: bool  # reads (V, ...) table rows in place given input_ids; else mlstm_scan gathers them for it
     return_cells: bool  # can return every step's cell state
     training: bool  # has a backward
     devices_when_named: tuple[str, ...] = ()  # also runs there when asked for by name, never chosen by "auto"
@@ -107,8 +108,10 @@ ENGINES: dict[str, Engine] = {
                training=True, runtime=_compiled_loops_runtime),
         Engine("fused_torch", "fused", "mlstm_fused_torch", "mlstm_scan_fused_torch", devices=None, dtypes=None,
                reads_token_ids=False, return_cells=True, training=True),
+        # The reference takes input_ids too (a plain table[input_ids], for callers without bytezoo), but mlstm_scan's
+        # gather is the faster one (index_select: its backward is a plain index_add).
         Engine("reference", "reference", "mlstm_ref", "mlstm_scan_ref", devices=None, dtypes=None,
-               reads_token_ids=True, return_cells=True, training=True),
+               reads_token_ids=False, return_cells=True, training=True),
     )
 }
 
