@@ -31,6 +31,7 @@ All of them run with autocast disabled: the dtypes the caller passes are the dty
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -64,20 +65,33 @@ class Engine:
                     named: bool = False) -> str | None:
         """Why this engine cannot run on inputs like ``gates_x`` (asked for by name when ``named``), or None."""
         device = gates_x.device
-        if self.dtypes is not None and gates_x.dtype not in self.dtypes:
+        column = self._mismatch(gates_x.dtype, device.type, return_cells, training, named)
+        if column == "dtypes":
             return f"it supports {self.dtypes}, not {gates_x.dtype}"
-        devices = (self.devices or ()) + (self.devices_when_named if named else ())
-        if self.devices is not None and device.type not in devices:
+        if column == "devices":
+            devices = self.devices + (self.devices_when_named if named else ())
             return f"it needs {' or '.join(devices)} tensors; got {device}"
-        if return_cells and not self.return_cells:
-            return "it cannot return the cell states"
-        if training and not self.training:
-            return "it has no backward"
+        if column is not None:
+            return {"return_cells": "it cannot return the cell states", "training": "it has no backward"}[column]
         return None if self.runtime is None else self.runtime(device)
+
+    def _mismatch(self, dtype, device_type, return_cells, training, named) -> str | None:
+        """The first column of the table the inputs fail, or None (cheap: "auto" asks this of every engine per call)."""
+        if self.dtypes is not None and dtype not in self.dtypes:
+            return "dtypes"
+        if self.devices is not None and device_type not in self.devices:
+            if not (named and device_type in self.devices_when_named):
+                return "devices"
+        if return_cells and not self.return_cells:
+            return "return_cells"
+        if training and not self.training:
+            return "training"
+        return None
 
     def load(self) -> Callable:
         """The entry point (looked up at each call, so a test can wrap it)."""
-        return getattr(importlib.import_module(f".{self.module}", __package__), self.function)
+        name = f"{__package__}.{self.module}"
+        return getattr(sys.modules.get(name) or importlib.import_module(name), self.function)
 
 
 def _compiled_loops_runtime(device: torch.device) -> str | None:
@@ -122,14 +136,16 @@ def choose_engine(kernel: str, gates_x: Tensor, *, return_cells: bool = False, t
     cannot."""
     if kernel not in KERNELS:
         raise ValueError(f"unknown mLSTM kernel {kernel!r}; choose one of {KERNELS}")
-    reasons = []
-    for engine in ENGINES.values():
-        if kernel not in ("auto", engine.kernel):
-            continue
-        reason = engine.unavailable(gates_x, return_cells=return_cells, training=training, named=kernel != "auto")
-        if reason is None:
-            return engine
-        reasons.append(reason if kernel != "auto" else f"{engine.name}: {reason}")
+    named = kernel != "auto"
+    dtype, device = gates_x.dtype, gates_x.device
+    candidates = [engine for engine in ENGINES.values() if not named or engine.kernel == kernel]
+    for engine in candidates:
+        if engine._mismatch(dtype, device.type, return_cells, training, named) is None:
+            if engine.runtime is None or engine.runtime(device) is None:
+                return engine
+    reasons = [engine.unavailable(gates_x, return_cells=return_cells, training=training, named=named)
+               for engine in candidates]
+    reasons = reasons if named else [f"{engine.name}: {reason}" for engine, reason in zip(candidates, reasons)]
     raise RuntimeError(f"kernel={kernel!r} cannot run here: {'; '.join(reasons) or 'no engine in ENGINES'}")
 
 
