@@ -63,14 +63,14 @@ def build(contender: str, hidden: int, device: str):
 @contextlib.contextmanager
 def loops_for(contender: str):
     """"fused-eager" is the fused kernel with its plain-PyTorch time loops instead of the compiled C++ ones."""
-    from bytezoo.kernels import mlstm_fused
+    from bytezoo.kernels import mlstm_fused_cpu
 
-    before = mlstm_fused.USE_COMPILED_LOOPS
-    mlstm_fused.USE_COMPILED_LOOPS = contender != "fused-eager"
+    before = mlstm_fused_cpu.USE_COMPILED_LOOPS
+    mlstm_fused_cpu.USE_COMPILED_LOOPS = contender != "fused-eager"
     try:
         yield
     finally:
-        mlstm_fused.USE_COMPILED_LOOPS = before
+        mlstm_fused_cpu.USE_COMPILED_LOOPS = before
 
 
 def flops_per_char(contender: str, hidden: int) -> float:

@@ -1,15 +1,16 @@
 """The mLSTM recurrence: every fast path against the reference (outputs, final state, every gradient), masks, bad input."""
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import sys
+
 import pytest
 import torch
 
 import bytezoo
-from bytezoo.kernels import KERNELS, mlstm_scan, mlstm_scan_ref
-from bytezoo.kernels import mlstm_fused
-from bytezoo.kernels._cpu_extension import unavailable_reason
-from bytezoo.kernels.mlstm_fused import compiled_loops
-from bytezoo.kernels.mlstm_interface import resolve_kernel
+from bytezoo.kernels import KERNELS, mlstm_fused_cpu, mlstm_interface, mlstm_packing, mlstm_ref, mlstm_scan, mlstm_scan_ref
+from bytezoo.kernels.mlstm_interface import ENGINES, choose_engine, resolve_kernel
 
 # (rtol, atol) of a fast path against the reference, by input dtype. bf16 runs its products in bf16.
 TOLERANCES = {torch.float64: (1e-10, 1e-10), torch.float32: (1e-4, 2e-5), torch.bfloat16: (5e-2, 5e-2)}
@@ -21,9 +22,10 @@ INPUT_NAMES = ("gates_x", "mult_x", "w_mh", "w_h", "h0", "c0")
 def loops(request, monkeypatch):
     """Runs a "fused" test through both time-loop engines: the compiled C++ loops and the plain-PyTorch ones."""
     compiled = request.param == "compiled"
-    if compiled and compiled_loops(torch.zeros(1)) is None:
-        pytest.skip(f"the compiled CPU loops are unavailable here: {unavailable_reason()}")
-    monkeypatch.setattr(mlstm_fused, "USE_COMPILED_LOOPS", compiled)
+    if compiled and mlstm_fused_cpu.unavailable_reason() is not None:
+        pytest.skip(f"the compiled CPU loops are unavailable here: {mlstm_fused_cpu.unavailable_reason()}")
+    monkeypatch.setattr(mlstm_fused_cpu, "USE_COMPILED_LOOPS", compiled)
+    assert choose_engine("fused", torch.zeros(1, 1, 4)).name == ("fused_cpu" if compiled else "fused_torch")
     return request.param
 
 
@@ -188,13 +190,13 @@ def test_fused_without_initial_state_or_grads_for_some_inputs(loops):
 def test_packed_and_plain_products_agree(monkeypatch, loops):
     """The oneDNN weight packing (private ATen ops) and its torch.mm fallback give the same results."""
     inputs, reset, hold = random_problem(batch=5, steps=4, hidden=24)
-    monkeypatch.setattr(mlstm_fused, "PACK_MIN_SIZE", 1)  # pack even these tiny weights, batches and sequences
-    monkeypatch.setattr(mlstm_fused, "PACK_MIN_STEPS", 1)
-    monkeypatch.setattr(mlstm_fused, "PACK_FP32_BATCHES", range(1, 1000))
-    monkeypatch.setattr(mlstm_fused, "PACK_WEIGHTS", True)
-    assert mlstm_fused.RecurrentMatmul(inputs[3], 5, 4).packed is not None
+    monkeypatch.setattr(mlstm_packing, "PACK_MIN_SIZE", 1)  # pack even these tiny weights, batches and sequences
+    monkeypatch.setattr(mlstm_packing, "PACK_MIN_STEPS", 1)
+    monkeypatch.setattr(mlstm_packing, "PACK_FP32_BATCHES", range(1, 1000))
+    monkeypatch.setattr(mlstm_packing, "PACK_WEIGHTS", True)
+    assert mlstm_packing.RecurrentMatmul(inputs[3], 5, 4).packed is not None
     packed, packed_grads, output_grads = run_with_grads("fused", inputs, reset, hold)
-    monkeypatch.setattr(mlstm_fused, "PACK_WEIGHTS", False)
+    monkeypatch.setattr(mlstm_packing, "PACK_WEIGHTS", False)
     plain, plain_grads, _ = run_with_grads("fused", inputs, reset, hold, output_grads)
     for got, want in zip(list(packed) + packed_grads, list(plain) + plain_grads):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=2e-5)
@@ -202,10 +204,11 @@ def test_packed_and_plain_products_agree(monkeypatch, loops):
 
 def test_packing_only_where_it_was_measured_to_pay():
     weight = torch.zeros(1024, 4096)
-    assert mlstm_fused.RecurrentMatmul(weight, 64, 64).packed is not None or not mlstm_fused._packing_works(torch.float32)
-    assert mlstm_fused.RecurrentMatmul(weight, 64, 1).packed is None  # one step (generation) cannot earn the packing
-    assert mlstm_fused.RecurrentMatmul(weight, 256, 64).packed is None  # fp32 at a large batch: plain GEMM measured faster
-    assert mlstm_fused.RecurrentMatmul(weight[:512, :2048], 64, 64).packed is None  # fp32 below H=1024
+    matmul = mlstm_packing.RecurrentMatmul
+    assert matmul(weight, 64, 64).packed is not None or not mlstm_packing._packing_works(torch.float32)
+    assert matmul(weight, 64, 1).packed is None  # one step (generation) cannot earn the packing
+    assert matmul(weight, 256, 64).packed is None  # fp32 at a large batch: plain GEMM measured faster
+    assert matmul(weight[:512, :2048], 64, 64).packed is None  # fp32 below H=1024
 
 
 def test_inference_without_grad_matches_training_forward(loops):
@@ -233,6 +236,115 @@ def test_auto_picks_fused_on_cpu_and_kernels_tuple():
     for dtype in (torch.float32, torch.bfloat16, torch.float64):
         assert resolve_kernel("auto", torch.zeros(1, 1, 4, dtype=dtype)) == "fused"
     assert resolve_kernel("reference", torch.zeros(1, 1, 4)) == "reference"
+
+
+# ---------------------------------------------------------------- the capability table
+
+
+@pytest.fixture
+def engine(request, monkeypatch):
+    """One engine of the capability table, skipped where it cannot run; Triton in its CPU interpreter."""
+    chosen = ENGINES[request.param]
+    if chosen.name == "triton":
+        pytest.importorskip("triton")
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+    reason = chosen.unavailable(torch.zeros(1, 1, 4), training=True, return_cells=True, named=True)
+    if reason is not None:
+        pytest.skip(f"{chosen.name} cannot run here: {reason}")
+    return chosen
+
+
+def test_every_engine_has_the_reference_signature():
+    expected = inspect.signature(mlstm_scan_ref)
+    assert list(expected.parameters)[-1] == "input_ids"
+    for engine in ENGINES.values():
+        assert inspect.signature(engine.load()) == expected, engine.name
+
+
+@pytest.mark.parametrize("engine", list(ENGINES), indirect=True)
+def test_every_engine_runs_table_inputs_through_mlstm_scan(engine, monkeypatch):
+    """Each engine alone in the table, fed (V, ...) tables and input_ids through mlstm_scan: results and every
+    gradient (the tables' included) match the reference on the gathered inputs. Engines that cannot read the rows in
+    place get them gathered by mlstm_scan; the others get the ids. Called directly, every engine takes the same
+    positional arguments; given ids, the reference gathers them itself and the engines that need gathered inputs say
+    so."""
+    vocab, batch, steps, hidden = 7, 3, 4, 8
+    (_, _, w_mh, w_h, h0, c0), reset, hold = random_problem(batch, steps, hidden)
+    tables = [torch.randn(vocab, 4 * hidden), torch.randn(vocab, hidden)]
+    input_ids = torch.randint(0, vocab, (batch, steps))
+    calls = []
+    entry = engine.load()
+
+    def spy(*args):
+        calls.append((args[0].dim(), args[-1] is not None))  # (gates_x dims, whether it got input_ids)
+        return entry(*args)
+
+    monkeypatch.setattr(sys.modules[entry.__module__], entry.__name__, spy)
+    monkeypatch.setattr(mlstm_interface, "ENGINES", {engine.name: engine})  # only this one can be chosen
+    leaves = [x.clone().requires_grad_() for x in (*tables, w_mh, w_h, h0, c0)]
+    results = mlstm_scan(*leaves, reset=reset, hold=hold, return_cells=True, kernel=engine.kernel, input_ids=input_ids)
+    assert calls == [(2, True) if engine.reads_token_ids else (3, False)]
+    output_grads = [torch.randn_like(r) for r in results]
+    torch.autograd.backward(results, output_grads)
+    ref_leaves = [x.clone().requires_grad_() for x in (*tables, w_mh, w_h, h0, c0)]
+    gathered = [ref_leaves[0][input_ids], ref_leaves[1][input_ids]]
+    expected = mlstm_scan_ref(*gathered, *ref_leaves[2:], reset=reset, hold=hold, return_cells=True)
+    torch.autograd.backward(expected, output_grads)
+    names = RESULT_NAMES + ("gate_table", "mult_table", "w_mh", "w_h", "h0", "c0")
+    for name, got, want in zip(names, [*results, *(x.grad for x in leaves)], [*expected, *(x.grad for x in ref_leaves)]):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=2e-5, msg=lambda m: f"{engine.name} {name}: {m}")
+
+    with torch.no_grad():  # called directly with one positional signature
+        if engine.reads_token_ids or engine.name == "reference":
+            direct = entry(*tables, w_mh, w_h, h0, c0, reset, hold, True, input_ids)
+            torch.testing.assert_close(direct[0], expected[0], rtol=1e-4, atol=2e-5)
+        else:
+            with pytest.raises(ValueError, match="mlstm_scan gathers table rows"):
+                entry(*tables, w_mh, w_h, h0, c0, reset, hold, True, input_ids)
+        gathered = [t.index_select(0, input_ids.reshape(-1)).view(batch, steps, -1) for t in tables]
+        direct = entry(*gathered, w_mh, w_h, h0, c0, reset, hold, True, None)
+        torch.testing.assert_close(direct[0], expected[0], rtol=1e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize(
+    "dtype, device", [(torch.float32, "cpu"), (torch.float64, "cpu"), (torch.bfloat16, "cpu"), (torch.float16, "cpu"),
+                      (torch.float32, "meta")]
+)
+def test_auto_takes_the_first_engine_of_the_table_that_can_run(dtype, device):
+    gates_x = torch.zeros(1, 1, 4, dtype=dtype, device=device)
+    runnable = [e for e in ENGINES.values() if e.unavailable(gates_x) is None]
+    assert choose_engine("auto", gates_x) is runnable[0]
+    assert choose_engine("fused", gates_x) is next(e for e in runnable if e.kernel == "fused")
+
+
+def test_auto_consults_the_capability_table(monkeypatch):
+    """Change the table and "auto" follows it: the order, the dtypes, and whether an engine reads token ids."""
+    gates_x = torch.zeros(1, 1, 4)
+    reference = ENGINES["reference"]
+    compiled = dataclasses.replace(ENGINES["fused_cpu"], dtypes=(torch.float64,))
+    monkeypatch.setattr(mlstm_interface, "ENGINES", {**ENGINES, "fused_cpu": compiled})
+    assert choose_engine("auto", gates_x).name == "fused_torch"
+    double = gates_x.double()
+    assert choose_engine("auto", double).name == ("fused_cpu" if compiled.unavailable(double) is None else "fused_torch")
+    monkeypatch.setattr(mlstm_interface, "ENGINES", {"reference": reference, **ENGINES})
+    assert choose_engine("auto", gates_x) is reference
+    # mlstm_scan runs what the table chose, and gathers the rows exactly when the table says the engine cannot.
+    calls = []
+
+    def spy(*args):
+        calls.append((args[0].dim(), args[-1] is not None))
+        return mlstm_scan_ref(*args)
+
+    monkeypatch.setattr(mlstm_ref, "mlstm_scan_ref", spy)
+    tables, ids = (torch.randn(5, 16), torch.randn(5, 4)), torch.randint(0, 5, (2, 3))
+    weights = torch.randn(4, 4), torch.randn(4, 16)
+    mlstm_scan(*tables, *weights, input_ids=ids)
+    monkeypatch.setattr(mlstm_interface, "ENGINES", {"reference": dataclasses.replace(reference, reads_token_ids=True)})
+    mlstm_scan(*tables, *weights, input_ids=ids)
+    assert calls == [(3, False), (2, True)]
+    monkeypatch.setattr(mlstm_interface, "ENGINES", {"reference": dataclasses.replace(reference, return_cells=False)})
+    with pytest.raises(RuntimeError, match="cannot return the cell states"):
+        mlstm_scan(*tables, *weights, input_ids=ids, return_cells=True)
 
 
 def test_model_gradients_match_reference_through_weight_norm(loops):

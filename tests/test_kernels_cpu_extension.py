@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import bytezoo.kernels
-from bytezoo.kernels import _cpu_extension, mlstm_scan, mlstm_scan_ref
-from bytezoo.kernels.mlstm_fused import compiled_loops
+from bytezoo.kernels import _cpu_extension, mlstm_fused_cpu, mlstm_scan, mlstm_scan_ref
+from bytezoo.kernels.mlstm_interface import ENGINES, choose_engine
 
 HAS_COMPILER = shutil.which(os.environ.get("CXX") or "c++") is not None
 
@@ -36,14 +36,17 @@ def test_the_extension_builds_where_a_compiler_exists():
     """No silent fallback: with a compiler present the fused kernel must run the compiled loops."""
     if os.environ.get(_cpu_extension.ENV_SWITCH) == "0":
         pytest.skip(f"{_cpu_extension.ENV_SWITCH}=0 in this environment")
-    assert compiled_loops(torch.zeros(1)) is not None, _cpu_extension.unavailable_reason()
+    assert mlstm_fused_cpu.unavailable_reason() is None, mlstm_fused_cpu.unavailable_reason()
+    assert choose_engine("fused", torch.zeros(1, 1, 4)).name == "fused_cpu"
     library = _cpu_extension.cache_dir() / f"bytezoo_mlstm_cpu_{_cpu_extension.build_key()}.so"
     assert library.exists()
 
 
 def test_compiled_loops_only_for_cpu_tensors_of_supported_dtypes():
-    assert compiled_loops(torch.zeros(1, dtype=torch.float16)) is None
-    assert compiled_loops(torch.zeros(1, device="meta")) is None
+    compiled = ENGINES["fused_cpu"]
+    assert "not torch.float16" in compiled.unavailable(torch.zeros(1, 1, 4, dtype=torch.float16))
+    assert "got meta" in compiled.unavailable(torch.zeros(1, 1, 4, device="meta"))
+    assert choose_engine("fused", torch.zeros(1, 1, 4, dtype=torch.float16)).name == "fused_torch"
 
 
 def test_build_key_follows_the_source_and_flags(monkeypatch, tmp_path):
@@ -62,15 +65,15 @@ CHILD = textwrap.dedent(
     import torch
     from bytezoo.kernels import mlstm_scan, mlstm_scan_ref
     from bytezoo.kernels import _cpu_extension
-    from bytezoo.kernels.mlstm_fused import compiled_loops
+    from bytezoo.kernels.mlstm_interface import choose_engine
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ops = compiled_loops(torch.zeros(1))
+        ops = choose_engine("fused", torch.zeros(1, 1, 4)).name == "fused_cpu"
     torch.manual_seed(0)
     args = (torch.randn(2, 4, 16), torch.randn(2, 4, 4), torch.randn(4, 4), torch.randn(4, 16))
     fused = mlstm_scan(*args, kernel="fused")[0]
     exact = bool(torch.allclose(fused, mlstm_scan_ref(*args)[0], rtol=1e-4, atol=2e-5))
-    print(json.dumps({"compiled": ops is not None, "reason": _cpu_extension.unavailable_reason(),
+    print(json.dumps({"compiled": ops, "reason": _cpu_extension.unavailable_reason(),
                       "warnings": [str(w.message) for w in caught], "matches_reference": exact}))
     """
 )
@@ -133,8 +136,8 @@ def test_concurrent_first_uses_build_once_and_all_load(tmp_path):
 
 @pytest.fixture
 def compiled():
-    if compiled_loops(torch.zeros(1)) is None:
-        pytest.skip(f"the compiled CPU loops are unavailable here: {_cpu_extension.unavailable_reason()}")
+    if mlstm_fused_cpu.unavailable_reason() is not None:
+        pytest.skip(f"the compiled CPU loops are unavailable here: {mlstm_fused_cpu.unavailable_reason()}")
 
 
 def test_recycled_buffers_never_overwrite_live_results(compiled):

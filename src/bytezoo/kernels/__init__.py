@@ -1,9 +1,10 @@
-"""The mLSTM recurrence: a plain-PyTorch reference and fused fast paths behind one function.
+"""The mLSTM recurrence: a plain-PyTorch reference and fast engines behind one function, chosen from one capability
+table (:data:`ENGINES`, in :mod:`bytezoo.kernels.mlstm_interface`, which also describes the files).
 
 >>> from bytezoo.kernels import mlstm_scan
 >>> hs, cs, h_T, c_T = mlstm_scan(gates_x, mult_x, w_mh, w_h, h0, c0, kernel="auto")  # doctest: +SKIP
 """
-from .mlstm_interface import KERNELS, mlstm_scan
+from .mlstm_interface import ENGINES, KERNELS, mlstm_scan
 from .mlstm_ref import mlstm_scan_ref
 
 
@@ -16,4 +17,4 @@ def empty_cache() -> None:
         torch.ops.bytezoo_mlstm_cpu.empty_cache()
 
 
-__all__ = ["KERNELS", "empty_cache", "mlstm_scan", "mlstm_scan_ref"]
+__all__ = ["ENGINES", "KERNELS", "empty_cache", "mlstm_scan", "mlstm_scan_ref"]

@@ -1,9 +1,10 @@
-"""Pieces shared by the fused mLSTM paths (plain-PyTorch fused and Triton): layouts, masks and the backward algebra.
+"""Pieces shared by the mLSTM engines (fused PyTorch loops, compiled CPU loops, Triton): layouts, masks, the backward
+algebra.
 
-The fused paths run time-major (T, B, ...) so that every step reads and writes contiguous (B, ...) blocks. The
-backward pass is organised so that everything that does not depend on the recurrent gradient is computed for all
-steps at once *before* the time loop, which leaves each step with one gradient-dependent pointwise update and two
-matrix products. Per step t, with g_h = dL/dh_t and g_c = dL/dc_t (totals, including the outputs' gradients)::
+The PyTorch and Triton engines run time-major (T, B, ...) so that every step reads and writes contiguous (B, ...)
+blocks. The backward pass is organised so that everything that does not depend on the recurrent gradient is computed
+for all steps at once *before* the time loop, which leaves each step with one gradient-dependent pointwise update and
+two matrix products. Per step t, with g_h = dL/dh_t and g_c = dL/dc_t (totals, including the outputs' gradients)::
 
     g_ct        = g_c + g_h * K_t                      K = o * (1 - tanh(c)^2)
     dz_t        = P_t * [g_ct, g_ct, g_h, g_ct]        P = [u i(1-i),  c_in f(1-f),  tanh(c) o(1-o),  i(1-u^2)]
@@ -22,16 +23,10 @@ import torch
 from torch import Tensor
 
 
-def gather_rows(gate_table: Tensor, mult_table: Tensor, input_ids: Tensor) -> tuple[Tensor, Tensor]:
-    """(V, 4H), (V, H) tables and (B, T) ids -> (B, T, 4H), (B, T, H) per-step inputs.
-
-    ``index_select`` rather than ``table[input_ids]``: its backward is a plain index_add (2.6x faster on CPU).
-    """
-    batch, steps = input_ids.shape
-    flat = input_ids.reshape(-1).long()
-    gates_x = gate_table.index_select(0, flat).view(batch, steps, -1)
-    mult_x = mult_table.index_select(0, flat).view(batch, steps, -1)
-    return gates_x, mult_x
+def needs_autograd(*tensors: Tensor | None) -> bool:
+    """Whether a call must build a graph (grad mode on and an input that requires grad): the engines then run their
+    ``autograd.Function``, which saves what the backward reads; otherwise a forward that saves nothing."""
+    return torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in tensors)
 
 
 def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:

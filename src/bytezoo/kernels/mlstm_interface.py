@@ -1,26 +1,170 @@
-"""Public entry point of the mLSTM recurrence: validates inputs and dispatches to an implementation.
+"""Public entry point of the mLSTM recurrence: validates the inputs, picks an engine from one capability table
+(:data:`ENGINES`), gathers a byte model's table rows for the engines that cannot read token ids, and runs the engine.
 
-Implementations (``kernel=``):
-    ``"reference"``  plain PyTorch loop (:func:`bytezoo.kernels.mlstm_ref.mlstm_scan_ref`), always available.
-    ``"fused"``      hand-written forward+backward (:mod:`bytezoo.kernels.mlstm_fused`): on CPU the time loops
-                     compiled in C++ on first use (float32/bfloat16/float64; a plain-PyTorch loop where no compiler is
-                     found), oneDNN-packed weights; any device, any floating dtype.
-    ``"triton"``     Triton pointwise kernels + cuBLAS products (:mod:`bytezoo.kernels.mlstm_triton`); CUDA tensors
-                     in float32/float16/bfloat16 (or CPU tensors under ``TRITON_INTERPRET=1``, for testing).
-    ``"auto"``       the fastest one that supports the inputs: "triton" for CUDA float32/16/bfloat16 when Triton is
-                     installed, else "fused" (training 4-5x the reference on CPU, see benchmarks/), else "reference".
+One file per engine, as in fla's ``ops/gla/`` (``naive.py``, ``fused_recurrent.py``, ``chunk.py``), every engine with
+the signature of :func:`~bytezoo.kernels.mlstm_ref.mlstm_scan_ref`:
 
+    ``mlstm_ref.py``          the reference: plain PyTorch loop, autograd's backward; imports only torch, so a model
+                              folder can carry a verbatim copy for ``trust_remote_code``
+    ``mlstm_fused_cpu.py``    time loops compiled in C++ (``csrc/``, built by ``_cpu_extension.py``), hand-written
+                              backward; reads table rows in place
+    ``mlstm_fused_torch.py``  the same algorithm as plain-PyTorch loops fused per step; any device, any floating dtype
+    ``mlstm_triton.py``       Triton pointwise kernels + cuBLAS products, for NVIDIA GPUs
+
+beside ``mlstm_packing.py`` (when the fused engines pack a weight for oneDNN: a measured policy both of them use) and
+``_scan_common.py`` (layouts, masks and the backward algebra they share). Flat files rather than a ``kernels/mlstm/``
+folder: the package holds this one op, and the ``mlstm_`` prefix already groups its files.
+
+``kernel=`` names what a caller chooses between, not a file:
+    ``"reference"``  the reference.
+    ``"fused"``      the compiled CPU loops where they can run (CPU float32/bfloat16/float64, a C++ compiler found,
+                     not switched off), else the plain-PyTorch loops; training 4-5x the reference on CPU (benchmarks/).
+    ``"triton"``     Triton: CUDA tensors in float32/float16/bfloat16 (or CPU tensors under ``TRITON_INTERPRET=1``, for
+                     testing; "auto" never picks the interpreter).
+    ``"auto"``       the first engine of :data:`ENGINES` that can run on the inputs: the table's order is the order
+                     of preference.
+
+Which engine runs, and whether it reads a byte model's table rows in place or gets them gathered, is decided here and
+only here, from :data:`ENGINES`.
 All of them run with autocast disabled: the dtypes the caller passes are the dtypes the recurrence uses.
 """
 from __future__ import annotations
 
+import importlib
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 from torch import Tensor
 
-from ._scan_common import gather_rows
-from .mlstm_ref import mlstm_scan_ref
+from ._scan_common import needs_autograd
 
 KERNELS = ("auto", "reference", "fused", "triton")
+_LOW_PRECISION = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One implementation of the recurrence and what it can do."""
+
+    name: str
+    kernel: str  # the kernel= name that selects it
+    module: str  # the file of this package that defines it (imported on first use: Triton's import is slow)
+    function: str  # its entry point there, with mlstm_scan_ref's signature
+    devices: tuple[str, ...] | None  # device types it runs on; None: any
+    dtypes: tuple[torch.dtype, ...] | None  # dtypes of gates_x, mult_x and the weights; None: any floating dtype
+    reads_token_ids: bool  # reads (V, ...) table rows in place given input_ids; else mlstm_scan gathers them for it
+    return_cells: bool  # can return every step's cell state
+    training: bool  # has a backward
+    devices_when_named: tuple[str, ...] = ()  # also runs there when asked for by name, never chosen by "auto"
+    runtime: Callable[[torch.device], str | None] | None = None  # run-time conditions (a package, a built library, a
+    # switch): why it cannot run on this device now, or None; consulted last, as it may import or build something
+
+    def unavailable(self, gates_x: Tensor, *, return_cells: bool = False, training: bool = False,
+                    named: bool = False) -> str | None:
+        """Why this engine cannot run on inputs like ``gates_x`` (asked for by name when ``named``), or None."""
+        device = gates_x.device
+        column = self._mismatch(gates_x.dtype, device.type, return_cells, training, named)
+        if column == "dtypes":
+            return f"it supports {self.dtypes}, not {gates_x.dtype}"
+        if column == "devices":
+            devices = self.devices + (self.devices_when_named if named else ())
+            return f"it needs {' or '.join(devices)} tensors; got {device}"
+        if column is not None:
+            return {"return_cells": "it cannot return the cell states", "training": "it has no backward"}[column]
+        return None if self.runtime is None else self.runtime(device)
+
+    def _mismatch(self, dtype, device_type, return_cells, training, named) -> str | None:
+        """The first column of the table the inputs fail, or None (cheap: "auto" asks this of every engine per call)."""
+        if self.dtypes is not None and dtype not in self.dtypes:
+            return "dtypes"
+        if self.devices is not None and device_type not in self.devices:
+            if not (named and device_type in self.devices_when_named):
+                return "devices"
+        if return_cells and not self.return_cells:
+            return "return_cells"
+        if training and not self.training:
+            return "training"
+        return None
+
+    def load(self) -> Callable:
+        """The entry point (looked up at each call, so a test can wrap it)."""
+        name = f"{__package__}.{self.module}"
+        return getattr(sys.modules.get(name) or importlib.import_module(name), self.function)
+
+
+def _compiled_loops_runtime(device: torch.device) -> str | None:
+    from . import mlstm_fused_cpu
+
+    return mlstm_fused_cpu.unavailable_reason()
+
+
+def _triton_runtime(device: torch.device) -> str | None:
+    from . import mlstm_triton
+
+    if not mlstm_triton.available():
+        return "Triton is not installed (pip install triton)"
+    if device.type == "cpu" and not mlstm_triton.interpreting():
+        return f"it needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors); got {device}"
+    return None
+
+
+# The capability table, in order of preference ("auto" takes the first engine that can run on the inputs).
+ENGINES: dict[str, Engine] = {
+    engine.name: engine
+    for engine in (
+        Engine("triton", "triton", "mlstm_triton", "mlstm_scan_triton", devices=("cuda",), dtypes=_LOW_PRECISION,
+               reads_token_ids=False, return_cells=True, training=True, devices_when_named=("cpu",),
+               runtime=_triton_runtime),
+        Engine("fused_cpu", "fused", "mlstm_fused_cpu", "mlstm_scan_fused_cpu", devices=("cpu",),
+               dtypes=(torch.float32, torch.bfloat16, torch.float64), reads_token_ids=True, return_cells=True,
+               training=True, runtime=_compiled_loops_runtime),
+        Engine("fused_torch", "fused", "mlstm_fused_torch", "mlstm_scan_fused_torch", devices=None, dtypes=None,
+               reads_token_ids=False, return_cells=True, training=True),
+        # The reference takes input_ids too (a plain table[input_ids], for callers without bytezoo), but mlstm_scan's
+        # gather is the faster one (index_select: its backward is a plain index_add).
+        Engine("reference", "reference", "mlstm_ref", "mlstm_scan_ref", devices=None, dtypes=None,
+               reads_token_ids=False, return_cells=True, training=True),
+    )
+}
+
+
+def choose_engine(kernel: str, gates_x: Tensor, *, return_cells: bool = False, training: bool = False) -> Engine:
+    """The engine ``kernel`` stands for on inputs like ``gates_x``: the first of :data:`ENGINES` (in its order) that
+    ``kernel`` names ("auto": any) and that can run. "auto" and "fused" always find one; "triton" raises if it
+    cannot."""
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown mLSTM kernel {kernel!r}; choose one of {KERNELS}")
+    named = kernel != "auto"
+    dtype, device = gates_x.dtype, gates_x.device
+    candidates = [engine for engine in ENGINES.values() if not named or engine.kernel == kernel]
+    for engine in candidates:
+        if engine._mismatch(dtype, device.type, return_cells, training, named) is None:
+            if engine.runtime is None or engine.runtime(device) is None:
+                return engine
+    reasons = [engine.unavailable(gates_x, return_cells=return_cells, training=training, named=named)
+               for engine in candidates]
+    reasons = reasons if named else [f"{engine.name}: {reason}" for engine, reason in zip(candidates, reasons)]
+    raise RuntimeError(f"kernel={kernel!r} cannot run here: {'; '.join(reasons) or 'no engine in ENGINES'}")
+
+
+def resolve_kernel(kernel: str, gates_x: Tensor) -> str:
+    """The ``kernel=`` name of the engine that ``kernel`` chooses on inputs like ``gates_x`` ("auto" -> "fused")."""
+    return choose_engine(kernel, gates_x).kernel
+
+
+def gather_rows(gate_table: Tensor, mult_table: Tensor, input_ids: Tensor) -> tuple[Tensor, Tensor]:
+    """(V, 4H), (V, H) tables and (B, T) ids -> (B, T, 4H), (B, T, H) per-step inputs, for an engine that cannot read
+    token ids (the only place rows are gathered outside the engines that read them themselves).
+
+    ``index_select`` rather than ``table[input_ids]``: its backward is a plain index_add (2.6x faster on CPU).
+    """
+    batch, steps = input_ids.shape
+    flat = input_ids.reshape(-1).long()
+    gates_x = gate_table.index_select(0, flat).view(batch, steps, -1)
+    mult_x = mult_table.index_select(0, flat).view(batch, steps, -1)
+    return gates_x, mult_x
 
 
 def _check_token_ids(input_ids: Tensor, gates_x: Tensor, mult_x: Tensor) -> None:
@@ -123,51 +267,10 @@ def mlstm_scan(
     if kernel not in KERNELS:
         raise ValueError(f"unknown mLSTM kernel {kernel!r}; choose one of {KERNELS}")
     _check_inputs(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, input_ids)
-    name = resolve_kernel(kernel, gates_x)
-    implementation = _implementation(name)
+    training = needs_autograd(gates_x, mult_x, w_mh, w_h, h0, c0)
+    engine = choose_engine(kernel, gates_x, return_cells=return_cells, training=training)
     with torch.autocast(gates_x.device.type, enabled=False):
-        if input_ids is None:
-            return implementation(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells)
-        if name == "fused":  # reads the table rows itself where it can
-            return implementation(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, input_ids=input_ids)
-        gates_x, mult_x = gather_rows(gates_x, mult_x, input_ids)
-        return implementation(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells)
-
-
-def _triton_supports(tensor: Tensor) -> str | None:
-    """Why the Triton path cannot run on ``tensor``, or None when it can."""
-    from . import mlstm_triton
-
-    if not mlstm_triton.available():
-        return "Triton is not installed (pip install triton)"
-    if tensor.dtype not in mlstm_triton.SUPPORTED_DTYPES:
-        return f"it supports {mlstm_triton.SUPPORTED_DTYPES}, not {tensor.dtype}"
-    if tensor.device.type != "cuda" and not (tensor.device.type == "cpu" and mlstm_triton.interpreting()):
-        return f"it needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors); got {tensor.device}"
-    return None
-
-
-def resolve_kernel(kernel: str, gates_x: Tensor) -> str:
-    """The implementation ``kernel`` stands for on inputs like ``gates_x``; "auto" never fails, it falls back."""
-    if kernel == "triton":
-        reason = _triton_supports(gates_x)
-        if reason is not None:
-            raise RuntimeError(f"kernel='triton' cannot run here: {reason}")
-        return kernel
-    if kernel != "auto":
-        return kernel
-    if gates_x.device.type == "cuda" and _triton_supports(gates_x) is None:
-        return "triton"
-    return "fused"  # any device and floating dtype
-
-
-def _implementation(kernel: str):
-    if kernel == "reference":
-        return mlstm_scan_ref
-    if kernel == "fused":
-        from .mlstm_fused import mlstm_scan_fused
-
-        return mlstm_scan_fused
-    from .mlstm_triton import mlstm_scan_triton
-
-    return mlstm_scan_triton
+        if input_ids is not None and not engine.reads_token_ids:
+            gates_x, mult_x = gather_rows(gates_x, mult_x, input_ids)
+            input_ids = None
+        return engine.load()(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, input_ids)

@@ -6,18 +6,27 @@ reset-masked state both in fp32 and in the products' dtype. The backward runs on
 gradient-dependent update of :mod:`bytezoo.kernels._scan_common`) and two cuBLAS products; its coefficients and the
 weight gradients are computed for all steps at once.
 
-Inputs may be float32, float16 or bfloat16 (products in that dtype with fp32 accumulation; state and gate math fp32).
-The kernels are jitted on first use, so ``TRITON_INTERPRET=1`` set at any time before the first call runs them on
-CPU tensors (that is how they are tested without a GPU). Written for Triton 3.6 and later; no block pointers.
+Inputs may be float32, float16 or bfloat16 (as the capability table in :mod:`bytezoo.kernels.mlstm_interface` says):
+products in that dtype with fp32 accumulation, state and gate math in fp32. The kernels are jitted on first use, so
+``TRITON_INTERPRET=1`` set at any time before the first call runs them on CPU tensors (that is how they are tested
+without a GPU). Written for Triton 3.6 and later; no block pointers.
 """
 from __future__ import annotations
 
 import functools
 
 import torch
+from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ._scan_common import StepMasks, backward_coefficients, grads_in_input_dtypes, input_gradients, time_major
+from ._scan_common import (
+    StepMasks,
+    backward_coefficients,
+    grads_in_input_dtypes,
+    input_gradients,
+    needs_autograd,
+    time_major,
+)
 
 try:
     import triton
@@ -26,7 +35,6 @@ except ImportError:  # the "triton" kernel then reports itself unavailable
     triton = None
     tl = None
 
-SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _BLOCK = 1024
 
 
@@ -125,7 +133,7 @@ def _grid(n_elements: int) -> tuple[tuple[int], int]:
 
 
 def triton_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, save):
-    """Forward recurrence; returns (hs, cs, h_T, c_T, saved) like :func:`bytezoo.kernels.mlstm_fused.fused_forward`."""
+    """Forward recurrence; returns (hs, cs, h_T, c_T, saved) like :func:`bytezoo.kernels.mlstm_fused_torch.fused_forward`."""
     forward_kernel, _ = _kernels(interpreting())
     batch, steps, four_hidden = gates_x.shape
     hidden = four_hidden // 4
@@ -176,7 +184,7 @@ def triton_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells
 
 
 def triton_backward(saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs):
-    """Backward recurrence; same contract as :func:`bytezoo.kernels.mlstm_fused.fused_backward`."""
+    """Backward recurrence; same contract as :func:`bytezoo.kernels.mlstm_fused_torch.fused_backward`."""
     _, backward_kernel = _kernels(interpreting())
     coefs, products, mx = saved
     steps, batch, four_hidden = coefs.gate_coef.shape
@@ -240,10 +248,23 @@ class TritonMLSTMScan(torch.autograd.Function):
         return (*grads_in_input_dtypes(grads, ctx.dtypes), None, None, None)  # no gradients for the masks and flag
 
 
-def mlstm_scan_triton(gates_x, mult_x, w_mh, w_h, h0=None, c0=None, reset=None, hold=None, return_cells=False):
-    """Same contract as :func:`bytezoo.kernels.mlstm_ref.mlstm_scan_ref` (inputs already validated)."""
-    tensors = (gates_x, mult_x, w_mh, w_h, h0, c0)
-    if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in tensors):
+def mlstm_scan_triton(
+    gates_x: Tensor,
+    mult_x: Tensor,
+    w_mh: Tensor,
+    w_h: Tensor,
+    h0: Tensor | None = None,
+    c0: Tensor | None = None,
+    reset: Tensor | None = None,
+    hold: Tensor | None = None,
+    return_cells: bool = False,
+    input_ids: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
+    """Same contract as :func:`bytezoo.kernels.mlstm_ref.mlstm_scan_ref` (inputs already validated), except that table
+    inputs arrive gathered: :func:`bytezoo.kernels.mlstm_scan` gathers them for this engine."""
+    if input_ids is not None:
+        raise ValueError("the Triton engine reads gathered (B, T, ...) inputs; mlstm_scan gathers table rows")
+    if needs_autograd(gates_x, mult_x, w_mh, w_h, h0, c0):
         return TritonMLSTMScan.apply(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells)
     hs, cs, h_last, c_last, _ = triton_forward(
         gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, save=False

@@ -150,7 +150,7 @@ inline void mult_grad_row(int64_t hidden, const mm_t* __restrict dm, const mm_t*
 }
 
 // `x @ weight` for a weight that every time step reuses. `packed` (optional) is the weight in oneDNN's blocked
-// layout (mkldnn::_reorder_linear_weight, what bytezoo.kernels.mlstm_fused.RecurrentMatmul packs); oneDNN's op has
+// layout (mkldnn::_reorder_linear_weight, what bytezoo.kernels.mlstm_packing.RecurrentMatmul packs); oneDNN's op has
 // no out= variant, so it returns a fresh tensor, while the at::mm path writes into `buffer`.
 struct RecurrentMatmul {
   at::Tensor weight;  // (in, out)

@@ -43,15 +43,17 @@ def mlstm_scan_ref(
         hold: (B, T) bool; ``True`` at t leaves the state unchanged by step t (padding): ``h_t = h_{t-1}``.
             A reset at the same position applies first.
         return_cells: also return every step's cell state.
-        input_ids: (B, T) token ids; when given, ``gates_x`` (V, 4H) and ``mult_x`` (V, H) are tables with one row
-            per token value, read as ``gates_x[input_ids]`` (the first layer's input projections of a byte model).
+        input_ids: (B, T) token ids, optional. Then ``gates_x`` (V, 4H) and ``mult_x`` (V, H) are per-token tables and
+            step t of sequence b reads row ``input_ids[b, t]`` of each (a byte model's first layer, V = 256): the same
+            as passing ``gates_x[input_ids]`` and ``mult_x[input_ids]``. Every engine takes this argument; the fast
+            ones read the rows in place where they can (see :mod:`bytezoo.kernels.mlstm_interface`).
 
     Returns:
         ``(hs, cs, h_T, c_T)``: hs (B, T, H) every step's hidden state; cs (B, T, H) every step's cell state or
         ``None``; h_T, c_T (B, H) the final state. hs and cs have ``gates_x``'s dtype; the final state has the dtype
         of ``h0`` when given, else ``gates_x``'s.
     """
-    if input_ids is not None:
+    if input_ids is not None:  # (V, ...) tables: one row per token
         gates_x, mult_x = gates_x[input_ids], mult_x[input_ids]  # (B, T, 4H), (B, T, H)
     batch, steps, four_hidden = gates_x.shape
     hidden = four_hidden // 4

@@ -1,0 +1,87 @@
+"""When and how the fused engines pack a recurrent weight for oneDNN: the packing policy, shared by the compiled CPU
+loops (:mod:`bytezoo.kernels.mlstm_fused_cpu`) and the plain-PyTorch ones (:mod:`bytezoo.kernels.mlstm_fused_torch`).
+
+A weight every time step reuses is packed once per call into oneDNN's blocked layout where that measured faster (bf16
+always, fp32 from H = 1024 at moderate batches, never for short calls), as ``nn.LSTM``'s oneDNN kernel does. Its own
+file because it is a measured policy, not an engine: the numbers behind each threshold sit next to it, and both fused
+engines (and their tests) read the same thresholds.
+
+Packing uses private ATen ops (``torch.ops.mkldnn._reorder_linear_weight`` / ``_linear_pointwise``, what inductor's
+weight freezing uses). They are checked against ``torch.mm`` on first use and replaced by ``torch.mm``/``addmm`` if
+missing or wrong; ``PACK_WEIGHTS = False`` turns them off. The thresholds are read at each call, so tests can change
+them.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor
+
+PACK_WEIGHTS = True
+_PACKABLE = (torch.float32, torch.bfloat16)
+# When packing pays, measured (one thread, CPU time):
+#  * Packing costs about as much as tens of steps' products (H=1024: ~20 ms fp32, ~7 ms bf16 per call), so a call
+#    needs PACK_MIN_STEPS steps to earn it back: token-by-token generation (T=1) with packing ran 4x slower.
+#    Forward, H=1024, packed vs plain ms: fp32 B=64 T=16 102 vs 85, T=64 329 vs 339, T=256 1144 vs 1285; bf16 B=64
+#    T=16 29 vs 25, T=64 72 vs 97; bf16 B=1 T=64 40 vs 71.
+#  * In fp32 only large products gain, and only at moderate batch sizes (MKL's plain GEMM wins for small and for very
+#    tall inputs): B=8 T=64 93 vs 60, B=32 T=128 332 vs 338, B=128 T=32 288 vs 302, B=256 T=64 1075 vs 1020. Per
+#    product, 50 calls, contiguous torch.mm vs packed: H=1024 B=64 W_h 187 vs 160, W_h^T 204 vs 165; H=512 B=32 W_h
+#    23.4 vs 25.1; H=256 B=32 W_h 5.2 vs 5.9. So fp32 packs from PACK_MIN_SIZE, for PACK_FP32_BATCHES.
+#  * In bf16 packing wins at any size (224 vs 156 GFLOP/s at H=256, 510 vs 332 at H=1024).
+# Below these, torch.mm on a contiguous weight (a transposed view would run MKL's slower "B transposed" GEMM, so the
+# backward's weights are copied once per call).
+PACK_MIN_STEPS = 32
+PACK_MIN_SIZE = 1024
+PACK_FP32_BATCHES = range(32, 129)
+_packing_verified: dict[torch.dtype, bool] = {}
+
+
+def _packing_works(dtype: torch.dtype) -> bool:
+    """Whether oneDNN weight packing exists here and agrees with ``torch.mm`` (checked once per dtype)."""
+    if dtype not in _packing_verified:
+        try:
+            generator = torch.Generator().manual_seed(0)
+            x = torch.randn(3, 40, generator=generator).to(dtype)
+            w = torch.randn(40, 24, generator=generator).to(dtype)
+            add = torch.randn(3, 24, generator=generator).to(dtype)
+            packed = torch.ops.mkldnn._reorder_linear_weight(w.t().contiguous(), 3)
+            plain = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+            fused = torch.ops.mkldnn._linear_pointwise.binary(x, add, packed, None, "add")
+            tol = 1e-4 if dtype == torch.float32 else 5e-2
+            expected = x.float() @ w.float()
+            ok = torch.allclose(plain.float(), expected, rtol=tol, atol=tol * 10) and torch.allclose(
+                fused.float(), expected + add.float(), rtol=tol, atol=tol * 10
+            )
+        except (RuntimeError, AttributeError, NotImplementedError):
+            ok = False
+        if not ok:
+            warnings.warn(f"oneDNN weight packing is unavailable or wrong for {dtype}; the fused mLSTM uses torch.mm")
+        _packing_verified[dtype] = ok
+    return _packing_verified[dtype]
+
+
+class RecurrentMatmul:
+    """``x @ weight (+ add)`` for a weight (in, out) that every time step reuses: packed once where possible."""
+
+    def __init__(self, weight: Tensor, batch: int, steps: int, pack: bool | None = None):
+        pack = PACK_WEIGHTS if pack is None else pack
+        self.packed = None
+        worth_it = steps >= PACK_MIN_STEPS and (
+            weight.dtype == torch.bfloat16 or (min(weight.shape) >= PACK_MIN_SIZE and batch in PACK_FP32_BATCHES)
+        )
+        packable = weight.device.type == "cpu" and weight.dtype in _PACKABLE and worth_it
+        if pack and packable and _packing_works(weight.dtype):
+            self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.t().contiguous(), batch)
+        # Unused when packed (no transposed copy then); else contiguous, for the faster non-transposed GEMM.
+        self.weight = weight if self.packed is not None else weight.contiguous()
+
+    def __call__(self, x: Tensor, add: Tensor | None = None, out: Tensor | None = None) -> Tensor:
+        if self.packed is not None:  # the packed ops have no out=
+            if add is None:
+                result = torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
+            else:
+                result = torch.ops.mkldnn._linear_pointwise.binary(x, add, self.packed, None, "add")
+            return result if out is None else out.copy_(result)
+        return torch.mm(x, self.weight, out=out) if add is None else torch.addmm(add, x, self.weight, out=out)
