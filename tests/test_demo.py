@@ -105,3 +105,21 @@ def test_report_agrees_with_recomputation(demo, small_data):
     assert majority in {"positive", "negative", "neutral"}
     training = json.loads((Path(demo["files"]["model"]) / "training_summary.json").read_text())
     assert demo["pretraining"]["val_bpc"] == training["val_bpc"] and np.isfinite(training["val_bpc"])
+
+
+def test_summary_compares_every_method_and_the_compressors(demo):
+    report = json.loads(Path(demo["files"]["report"]).read_text())
+    comparison = demo["transfer"]["comparison"]
+    assert comparison == report["comparison"] and comparison["n_eval"] == 30
+    assert [m["name"] for m in comparison["methods"]] == ["majority", "tfidf", "probe"]
+    assert all([p["n_train"] for p in m["points"]] == comparison["n_train"] for m in comparison["methods"])
+    assert comparison["methods"][0]["points"][-1]["accuracy"] == pytest.approx(demo["transfer"]["majority_test_accuracy"])
+    assert comparison["methods"][1]["points"][-1]["accuracy"] == demo["transfer"]["tfidf_test_accuracy"]
+    compression = demo["pretraining"]["val_compression"]
+    training = json.loads((Path(demo["files"]["model"]) / "training_summary.json").read_text())
+    assert compression == training["val_compression"] and set(compression["compressors"]) == {"gzip", "bz2", "xz", "zstd"}
+    assert 0 < compression["raw_bytes"] <= 2_000  # at most the held-out text
+    markdown = (Path(demo["output"]) / "summary.md").read_text()
+    assert "gzip -9" in markdown and "zstd -19" in markdown and "held-out bytes" in markdown
+    assert "majority class" in markdown and "TF-IDF word 1-2grams + L2 LR" in markdown and "frozen mlstm features" in markdown
+

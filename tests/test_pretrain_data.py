@@ -73,6 +73,27 @@ def test_streams_are_contiguous_chunks_with_resets_at_chunk_and_file_starts(two_
             assert (targets[~torch.tensor(target_starts)] >= 0).all()
 
 
+@pytest.mark.parametrize("streams, seq_len, max_chunk", [(4, 8, 100), (3, 7, 50), (5, 16, 1 << 20), (1, 9, 64)])
+def test_window_ranges_are_the_bytes_the_windows_read(two_files, streams, seq_len, max_chunk):
+    """What the compressors beside validation BPC read: every byte a window holds (inputs and targets), no other."""
+    corpus, text = two_files
+    layout = StreamLayout.plan(len(text), streams, max_chunk_bytes=max_chunk)
+    windows = all_windows(corpus, layout, seq_len, first_stream=0, batch_size=streams)
+    chunk, read = layout.chunk_bytes, {}
+    for index, window in enumerate(windows):
+        for stream in range(streams):
+            inputs = window.input_ids[stream].tolist()
+            for o in range(index * seq_len, index * seq_len + seq_len + 1):  # T inputs, then the last target's byte
+                position = (o // chunk * streams + stream) * chunk + o % chunk
+                read[position] = inputs[o - index * seq_len] if o < index * seq_len + seq_len else None
+    ranges = layout.window_ranges(seq_len)
+    covered = [position for offset, length in ranges for position in range(offset, offset + length)]
+    assert covered == sorted(read) and len(covered) == len(set(covered))  # in order, merged, each byte once
+    assert all(text[p] == byte for p, byte in read.items() if byte is not None)
+    assert all(a + n < b for (a, n), (b, _) in zip(ranges, ranges[1:]))  # adjacent ranges are merged
+    assert sum(n for _, n in ranges) == streams * (len(windows) * seq_len + 1)
+
+
 def test_each_process_owns_its_streams_and_the_union_is_the_single_process_batch(two_files):
     corpus, text = two_files
     layout = StreamLayout.plan(len(text), 6, max_chunk_bytes=64)

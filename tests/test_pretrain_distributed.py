@@ -88,6 +88,11 @@ def test_two_processes_with_half_the_batch_match_one_process_and_finish_an_uneve
     for name in one:
         torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-5, msg=name)
     assert summary["val_bpc"] == pytest.approx(reference["val_bpc"], rel=1e-4)
+    # The compressors read the same held-out bytes (6 validation streams either way), counted once, by the main process.
+    sizes = lambda run: {name: entry["compressed_bytes"] for name, entry in run["val_compression"]["compressors"].items()}  # noqa: E731
+    assert sizes(summary) == sizes(reference) and len(sizes(summary)) == 4
+    for key in ("raw_bytes", "predicted_bytes"):
+        assert summary["val_compression"][key] == reference["val_compression"][key] > 0
 
 
 ACCELERATE = Path(sys.executable).with_name("accelerate")

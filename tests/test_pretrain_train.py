@@ -69,6 +69,44 @@ def test_run_exports_a_loadable_model_with_logs_and_summary(corpus, tmp_path):
     assert torch.isfinite(logits).all()
 
 
+def test_compressors_are_measured_on_exactly_the_validation_bytes(corpus, tmp_path, capsys):
+    import bz2
+    import gzip
+    import lzma
+
+    import zstandard
+
+    rng = np.random.default_rng(1)
+    held_out = " ".join(rng.choice(["good", "bad", "film", "plot", "acting"], 300)).encode()[:1000]
+    (tmp_path / "held-out.txt").write_bytes(held_out)
+    output = tmp_path / "run"
+    assert bytezoo_main(["pretrain", *TINY, "--data", str(corpus), "--val-data", str(tmp_path / "held-out.txt"),
+                         "--output", str(output), "--max-steps", "2"]) == 0
+    summary = json.loads((output / "model" / "training_summary.json").read_text())
+    assert json.loads((output / "summary.json").read_text())["val_compression"] == summary["val_compression"]
+    # What validation reads, worked out by hand: 1000 bytes, T=8 -> 4 streams (trainer.VAL_WINDOWS_PER_STREAM = 8
+    # windows each at least), one round of 250-byte chunks, 31 windows of 9 bytes: each stream's first 31*8+1 bytes.
+    expected = b"".join(held_out[j * 250 : j * 250 + 249] for j in range(4))
+    compression = summary["val_compression"]
+    assert compression["raw_bytes"] == len(expected) == 996
+    assert compression["predicted_bytes"] == 4 * 248  # the first byte of each stream (chunk) has no target
+    direct = {"gzip": gzip.compress(expected, 9, mtime=0), "bz2": bz2.compress(expected, 9),
+              "xz": lzma.compress(expected, preset=9), "zstd": zstandard.ZstdCompressor(level=19).compress(expected)}
+    for name, data in direct.items():
+        entry = compression["compressors"][name]
+        assert entry["compressed_bytes"] == len(data)
+        assert entry["bits_per_byte"] == pytest.approx(8 * len(data) / len(expected), rel=1e-12)
+    assert [compression["compressors"][name]["setting"] for name in direct] == ["-9", "-9", "-9", "-19"]
+    assert "handicapped" in compression["note"]
+    printed = capsys.readouterr().out
+    assert "gzip -9" in printed and "zstd -19" in printed and "996 held-out bytes" in printed
+
+    # Without validation data: no figures, and the run says so.
+    assert bytezoo_main(["pretrain", *TINY, "--data", str(corpus), "--output", str(tmp_path / "no-val"), "--max-steps", "1"]) == 0
+    summary = json.loads((tmp_path / "no-val" / "summary.json").read_text())
+    assert summary["val_bpc"] is None and summary["val_compression"] is None
+
+
 def test_bf16_and_gradient_accumulation_train(corpus, tmp_path):
     summary = pretrain(data=[str(corpus)], output=str(tmp_path / "bf16"), max_steps=3, mixed_precision="bf16",
                        grad_accum_steps=2, **TINY_OPTIONS)

@@ -50,7 +50,7 @@ def test_transfer_command_end_to_end(tmp_path, model_dir, capsys):
     ])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["schema_version"] == 1 and report["task"] == "binary" and report["metric"] == "accuracy"
+    assert report["schema_version"] == 2 and report["task"] == "binary" and report["metric"] == "accuracy"
     assert report["model"]["reference"] == str(model_dir) and report["model"]["hidden_size"] == 16
     assert report["data"]["classes"] == ["0", "1"] and report["data"]["train"]["rows"] == 24
     assert report["classifier"]["Cs"] == [0.25, 1.0] and report["classifier"]["C"] in (0.25, 1.0)
@@ -138,6 +138,92 @@ def test_multilabel_transfer_from_json_lines(tmp_path, model_dir):
     assert len(report["top_units"][0]["weights"]) == 2 and report["data"]["train"]["label_counts"].keys() == {"joy", "anger"}
     result = SentimentPipeline.from_pretrained(str(out))(["yay grr"])[0]
     assert set(result["probabilities"]) == {"joy", "anger"} and set(result["labels"]) <= {"joy", "anger"}
+    comparison = report["comparison"]  # Jaccard scores, one column (all 24 labels), no standard errors
+    assert comparison["metric"] == "jaccard" and comparison["n_train"] == [24]
+    assert [m["name"] for m in comparison["methods"]] == ["majority", "tfidf", "probe"]
+    assert comparison["methods"][2]["points"][0]["accuracy"] == report["accuracy"]["test"]
+    assert all(p["stderr"] is None for m in comparison["methods"] for p in m["points"])
+
+
+def read_labels(path) -> list[str]:
+    return [line.split("\t")[1] for line in path.read_text().splitlines()[1:]]
+
+
+@pytest.mark.parametrize("with_dev", [True, False])
+def test_every_method_is_compared_at_the_same_label_counts(tmp_path, model_dir, capsys, with_dev):
+    """Majority class, TF-IDF and the frozen probe: one table, one plot, the same numbers of labels and the same rows."""
+    from bytezoo.transfer.baseline import tfidf_baseline
+    from bytezoo.transfer.comparison import training_subset
+
+    classes = ("positive", "positive", "negative", "neutral")  # half positive: a majority class to beat
+    for split, rows, seed in (("train", 40, 1), ("dev", 12, 2), ("test", 20, 3)):
+        write_split(tmp_path / f"{split}.tsv", rows, seed, classes)
+    out = tmp_path / "out"
+    dev = ["--dev", str(tmp_path / "dev.tsv")] if with_dev else []
+    assert main(["transfer", "--model", str(model_dir), "--train", str(tmp_path / "train.tsv"), *dev, "--test",
+                 str(tmp_path / "test.tsv"), "--text-col", "review", "--label-col", "rating", "--output", str(out),
+                 "--C", "0.25", "1", "--curve-points", "3", "--heatmap-texts", "0", "--no-progress"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    comparison = report["comparison"]
+    assert comparison["split"] == "test" and comparison["n_eval"] == 20 and comparison["metric"] == "accuracy"
+    assert comparison["n_train"] == [point["n_train"] for point in report["data_efficiency"]] == [10, 20, 40]
+    assert [m["name"] for m in comparison["methods"]] == ["majority", "tfidf", "probe"]
+    for method in comparison["methods"]:
+        assert [p["n_train"] for p in method["points"]] == comparison["n_train"], method["name"]
+        assert all(0.0 <= p["accuracy"] <= 1.0 for p in method["points"])
+        assert all(p["stderr"] == pytest.approx((p["accuracy"] * (1 - p["accuracy"]) / 20) ** 0.5) for p in method["points"])
+    majority, tfidf, probe = comparison["methods"]
+
+    # The majority class scores the test set's largest-class share at every size (stratified draws keep it).
+    test_labels = read_labels(tmp_path / "test.tsv")
+    largest = max(set(test_labels), key=test_labels.count)
+    assert majority["constant"] and {p["class"] for p in majority["points"]} == {largest} == {"positive"}
+    assert all(p["accuracy"] == test_labels.count(largest) / len(test_labels) for p in majority["points"])
+
+    # The probe's points are the data-efficiency curve; its last is the classifier on every label.
+    assert [p["accuracy"] for p in probe["points"]] == [p["test_accuracy"] for p in report["data_efficiency"]]
+    assert probe["points"][-1]["accuracy"] == report["accuracy"]["test"] and probe["label"] == "frozen mlstm features + L1 LR"
+
+    # TF-IDF on exactly the probe's rows at every size, its C chosen as the probe's is (dev, or a 20% split of train).
+    assert tfidf["points"][-1]["accuracy"] == report["baselines"]["tfidf"]["test_accuracy"]
+    assert report["baselines"]["tfidf"]["C_chosen_on"] == report["classifier"]["C_chosen_on"] == ("dev" if with_dev else "train split")
+    texts = [line.split("\t")[0] for line in (tmp_path / "train.tsv").read_text().splitlines()[1:]]
+    labels = np.asarray(read_labels(tmp_path / "train.tsv"))
+    test_texts = [line.split("\t")[0] for line in (tmp_path / "test.tsv").read_text().splitlines()[1:]]
+    dev_texts = [line.split("\t")[0] for line in (tmp_path / "dev.tsv").read_text().splitlines()[1:]] if with_dev else None
+    dev_labels = read_labels(tmp_path / "dev.tsv") if with_dev else None
+    for point in tfidf["points"]:
+        rows = training_subset(labels, point["n_train"], seed=0)
+        assert len(rows) == point["n_train"]
+        again = tfidf_baseline([texts[i] for i in rows], labels[rows], dev_texts, dev_labels, test_texts, test_labels)
+        assert again["test_accuracy"] == point["accuracy"] and again["C"] == point["C"]
+
+    # One plot of them all, and the same table printed.
+    assert report["files"]["plots"]["data_efficiency"] == "data_efficiency.png"
+    assert (out / "data_efficiency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = capsys.readouterr().err
+    assert "majority class" in printed and "TF-IDF word 1-2grams + L2 LR" in printed and "frozen mlstm features" in printed
+    row = next(line for line in printed.splitlines() if line.strip().startswith("majority class"))
+    assert row.split()[-3:] == [f"{100 * p['accuracy']:.1f}" for p in majority["points"]]
+
+
+def test_a_fine_tuning_curve_joins_the_comparison_at_the_same_label_counts(tmp_path):
+    from bytezoo.errors import InvalidArgumentError
+    from bytezoo.transfer.comparison import add_method, format_table, new_comparison
+    from bytezoo.transfer.plots import plot_comparison
+
+    comparison = new_comparison("test", "accuracy", 100, [10, 100], seed=0)
+    add_method(comparison, "majority", "majority class", [{"n_train": n, "accuracy": 0.6} for n in (10, 100)], constant=True)
+    add_method(comparison, "probe", "probe", [{"n_train": 100, "accuracy": 0.7}, {"n_train": 10, "accuracy": 0.62}])
+    add_method(comparison, "finetune", "fine-tuned", [{"n_train": n, "accuracy": a} for n, a in ((10, 0.5), (100, 0.9))])
+    assert [p["n_train"] for p in comparison["methods"][1]["points"]] == [10, 100]  # sorted
+    assert comparison["methods"][2]["points"][1]["stderr"] == pytest.approx(0.03)
+    with pytest.raises(InvalidArgumentError, match="measured at \\[10, 100\\]"):
+        add_method(comparison, "other", "other", [{"n_train": 10, "accuracy": 0.5}])
+    table = format_table(comparison)
+    assert "fine-tuned" in table and "90.0" in table and "62.0" in table
+    plot_comparison(comparison, str(tmp_path / "c.png"))
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def one_error_line(capsys, command: str) -> str:

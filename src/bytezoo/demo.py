@@ -8,7 +8,9 @@ data with ``--lm-data`` / ``--train --dev --test``:
 3. load it back from the hub with ``from_pretrained`` and check it reproduces the exported model's logits;
 4. run ``bytezoo transfer`` on the labelled data: features, L1 logistic regression, the sentiment neuron, plots,
    and a TF-IDF baseline measured in the same run;
-5. print a summary table and write ``summary.json`` / ``summary.md``; everything lands in ``--output``.
+5. print a summary table (with validation BPC beside gzip/bz2/xz/zstd on the same held-out bytes, and the majority
+   class, TF-IDF and the probe at the same numbers of labels) and write ``summary.json`` / ``summary.md``; everything
+   lands in ``--output``.
 """
 from __future__ import annotations
 
@@ -128,7 +130,8 @@ def run_demo(args: argparse.Namespace) -> dict:
     summary = {
         "output": str(output),
         "model": args.model,
-        "pretraining": {key: training.get(key) for key in ("steps", "characters_seen", "val_bpc", "train_bpc", "chars_per_second", "train_seconds")},
+        "pretraining": {key: training.get(key) for key in ("steps", "characters_seen", "val_bpc", "train_bpc", "chars_per_second",
+                                                           "train_seconds", "val_compression")},
         "hub": {"repository": repository, "version": version, "reference": reference},
         "transfer": {
             "task": report["task"],
@@ -142,6 +145,7 @@ def run_demo(args: argparse.Namespace) -> dict:
             "tfidf_test_accuracy": report["baselines"].get("tfidf", {}).get("test_accuracy"),
             "majority_test_accuracy": _majority_accuracy(report),
             "characters_per_second": report["featurization"]["characters_per_second"],
+            "comparison": report["comparison"],  # majority, TF-IDF and the probe at the same label counts
         },
         "files": {
             "model": str(exported),
@@ -168,6 +172,9 @@ def _majority_accuracy(report: dict) -> float | None:
 
 
 def format_summary(summary: dict) -> str:
+    from bytezoo.pretrain.compression import describe
+    from bytezoo.transfer.comparison import format_table
+
     pretraining, transfer = summary["pretraining"], summary["transfer"]
 
     def percent(value):
@@ -176,6 +183,7 @@ def format_summary(summary: dict) -> str:
     rows = [
         ("pretraining", f"{pretraining['steps']} steps, {pretraining['characters_seen']:,} characters, {pretraining['chars_per_second']:,.0f} char/s"),
         ("validation BPC", f"{pretraining['val_bpc']:.3f} bits per character"),
+        ("standard compressors", describe(pretraining.get("val_compression"))),
         ("shared as", summary["hub"]["reference"]),
         (f"test {transfer['metric']} (mLSTM features + L1 LR)", f"{percent(transfer['test_accuracy'])} ({transfer['n_nonzero']} non-zero weights)"),
         ("test, top unit alone", f"{percent(transfer['top_unit_test_accuracy'])} (unit {transfer['top_unit']})"),
@@ -190,6 +198,13 @@ def format_summary(summary: dict) -> str:
     width = max(len(name) for name, _ in rows)
     lines = ["", f"bytezoo demo — {summary['model']} — everything in {summary['output']}", ""]
     lines += [f"  {name:<{width}}  {value}" for name, value in rows]
+    compression = pretraining.get("val_compression") or {}
+    if compression.get("compressors"):
+        sizes = ", ".join(f"{name} {entry['compressed_bytes']:,}" for name, entry in compression["compressors"].items())
+        lines += ["", f"  compressed sizes of the {compression['raw_bytes']:,} held-out bytes: {sizes} bytes;",
+                  "  small held-out sets handicap compressors (headers, no prior over the language)"]
+    if transfer.get("comparison"):
+        lines += [""] + ["  " + line for line in format_table(transfer["comparison"]).splitlines()]
     return "\n".join(lines)
 
 

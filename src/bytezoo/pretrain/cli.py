@@ -23,7 +23,8 @@ OUTPUT (a local directory) receives:
   metrics.jsonl        one JSON object per log step (loss, bpc, lr, chars_per_second) and per evaluation (val_bpc)
   tensorboard/         the same scalars for TensorBoard
   curves.png           BPC and learning rate against characters seen
-  summary.json         the run's summary (as training_summary.json)
+  summary.json         the run's summary (as training_summary.json), with val_compression: gzip -9, bz2 -9, xz -9
+                       and zstd -19 on exactly the bytes validation BPC is measured on (sizes and bits per byte)
   checkpoints/step-N/  periodic checkpoints (with --save-every), and one when a run stops early (--max-time,
                        SIGTERM, Ctrl-C); --resume continues from the newest
   run.json             the run's identity: a folder holds one run; another is refused unless --overwrite
@@ -137,4 +138,8 @@ def _main(args: argparse.Namespace) -> int:
     val = f"{summary['val_bpc']:.4f}" if summary["val_bpc"] is not None else "n/a"
     print(f"{summary['steps']} steps, {summary['characters_seen']:,} characters, {summary['chars_per_second']:,.0f} char/s, "
           f"val BPC {val}; model in {args.output}/model")
+    if summary.get("val_compression"):
+        from .compression import describe
+
+        print(f"  beside val BPC: {describe(summary['val_compression'])}")
     return 0

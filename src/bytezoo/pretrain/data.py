@@ -58,6 +58,27 @@ class StreamLayout:
         """Windows of ``seq_len + 1`` bytes (stride ``seq_len``) that fit in every stream: the steps of one epoch."""
         return max(0, (self.stream_bytes - 1) // seq_len)
 
+    def window_ranges(self, seq_len: int) -> list[tuple[int, int]]:
+        """``(offset, length)`` of every byte one epoch's windows read (inputs and targets), merged and in order.
+
+        Each stream reads its first ``windows * seq_len + 1`` bytes: whole chunks, then a head of its last chunk;
+        what lies beyond (the tail of the corpus, the rest of the last chunks) is never read. The offsets are the
+        epoch's; epoch 0 (what evaluation reads) keeps the documents in packed order, so there they are corpus offsets.
+        """
+        covered = self.windows(seq_len) * seq_len + 1 if self.windows(seq_len) else 0
+        ranges: list[tuple[int, int]] = []
+        for number in range(self.rounds):
+            take = min(self.chunk_bytes, covered - number * self.chunk_bytes)
+            if take <= 0:
+                break
+            for slot in range(self.num_streams):
+                offset = (number * self.num_streams + slot) * self.chunk_bytes
+                if ranges and sum(ranges[-1]) == offset:
+                    ranges[-1] = (ranges[-1][0], ranges[-1][1] + take)
+                else:
+                    ranges.append((offset, take))
+        return ranges
+
 
 @dataclass
 class Window:

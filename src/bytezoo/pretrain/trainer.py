@@ -31,6 +31,7 @@ from bytezoo.errors import ByteZooError, InvalidArgumentError
 
 from . import checkpoint as ckpt
 from . import run_identity
+from .compression import held_out_compression
 from .data import IGNORE_INDEX, ByteStreams, DataError, StreamLayout
 from .schedules import RECIPES, SCALING_RULES, SCHEDULES, Schedule, scaled_lr, warmup_steps
 
@@ -276,9 +277,14 @@ def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tenso
     return nll, (targets != IGNORE_INDEX).sum()
 
 
-@torch.no_grad()
 def evaluate(accelerator, model, windows) -> float:
     """Validation bits per character over every window, the state carried across windows, all processes pooled."""
+    return evaluate_counts(accelerator, model, windows)[0]
+
+
+@torch.no_grad()
+def evaluate_counts(accelerator, model, windows) -> tuple[float, int]:
+    """(validation bits per character, how many bytes it counts: every target of every window, all processes)."""
     model.eval()
     state, nll_sum, count = None, torch.zeros((), device=accelerator.device), torch.zeros((), device=accelerator.device)
     with accelerator.autocast():
@@ -289,7 +295,7 @@ def evaluate(accelerator, model, windows) -> float:
             nll_sum, count, state = nll_sum + nll, count + n, out.state
     model.train()
     totals = accelerator.reduce(torch.stack([nll_sum, count.float()]), reduction="sum")
-    return (totals[0] / totals[1]).item() / LN2
+    return (totals[0] / totals[1]).item() / LN2, int(totals[1].item())
 
 
 class StopRequest:
@@ -395,7 +401,7 @@ def _run(config: PretrainConfig) -> dict:
         return ByteStreams(train_corpus, layout, first_stream=rank * B, batch_size=B, seq_len=T, seed=config.seed,
                            epoch=epoch, start_window=start_window)
 
-    make_val_windows = None
+    make_val_windows, held_out = None, None  # held_out: what the compressors read, the validation windows' bytes
     if config.val_data:
         val_corpus = open_corpus(accelerator, config.val_data, config.text_field, output / "corpus-val")
         val_bytes = val_corpus.total_bytes
@@ -403,6 +409,8 @@ def _run(config: PretrainConfig) -> dict:
         val_layout = StreamLayout.plan(val_bytes, val_batch * world, config.shard_bytes)
         if val_layout.windows(T) == 0:
             raise DataError(f"the validation corpus ({val_bytes:,} bytes) holds no {T + 1}-byte window per process")
+
+        held_out = (val_corpus, val_layout)
 
         def make_val_windows() -> ByteStreams:
             return ByteStreams(val_corpus, val_layout, first_stream=rank * val_batch, batch_size=val_batch, seq_len=T,
@@ -525,9 +533,12 @@ def _run(config: PretrainConfig) -> dict:
     train_seconds = time.perf_counter() - run_start
 
     # --- the end: final evaluation, checkpoint, export --------------------------------------------------------------
+    compression = None
     if make_val_windows:
-        val_bpc = evaluate(accelerator, accelerator.unwrap_model(model), make_val_windows())
+        val_bpc, val_predicted = evaluate_counts(accelerator, accelerator.unwrap_model(model), make_val_windows())
         metrics.write({"step": position["step"], "characters_seen": position["characters_seen"], "val_bpc": val_bpc})
+        if main:  # once per run, on the main process: the same bytes for every process count
+            compression = held_out_compression(*held_out, T, predicted_bytes=val_predicted)
     if config.save_every or config.resume or stopped_by is not None:  # a stopped run is meant to be resumed
         last_checkpoint = save()
     if stopped_by is not None and main:
@@ -540,6 +551,7 @@ def _run(config: PretrainConfig) -> dict:
         "text_field": config.text_field, "corpus_bytes": train_bytes, "steps": position["step"],
         "updates": position["updates"], "epochs": position["characters_seen"] / max(layout.corpus_bytes, 1),
         "characters_seen": position["characters_seen"], "train_bpc": train_bpc, "val_bpc": val_bpc,
+        "val_compression": compression,
         "chars_per_second": position["characters_seen"] / max(train_seconds, 1e-9), "train_seconds": train_seconds,
         "seq_len": T, "batch_size": B, "global_batch_size": global_batch, "num_processes": world,
         "grad_accum_steps": config.grad_accum_steps, "mixed_precision": precision,

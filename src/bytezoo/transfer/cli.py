@@ -78,7 +78,7 @@ def register(subparsers) -> None:
     transfer.add_argument("--top-k", type=_positive_int, default=option_default("top_k"), help="units to report and to fit the k-unit classifier on (default %(default)s)")
     transfer.add_argument("--baseline", choices=BASELINES, default=option_default("baseline"), help="the TF-IDF baseline, measured in the same run on the same splits (default %(default)s; none: skip it)")
     transfer.add_argument("--no-plots", dest="plots", action="store_false")
-    transfer.add_argument("--curve-points", type=_count, default=option_default("curve_points"), help="training-set sizes on the data-efficiency curve (0: none; default %(default)s)")
+    transfer.add_argument("--curve-points", type=_count, default=option_default("curve_points"), help="training-set sizes on the data-efficiency curve, where the probe, TF-IDF and the majority class are each fitted on the same rows (0: all of train only; default %(default)s)")
     transfer.add_argument("--heatmap-texts", type=_count, default=option_default("heatmap_texts"), help="sample texts in the per-character heatmap (default %(default)s)")
     transfer.add_argument("--include-model", action="store_true", help="copy the model into --output (a self-contained pipeline)")
     transfer.add_argument("--cache-dir", help="feature cache directory (keyed by model and data hashes)")

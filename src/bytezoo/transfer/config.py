@@ -40,7 +40,8 @@ class TransferConfig:
     optional feature cache) and ``progress`` (``None``: a bar only on a terminal), as :class:`Featurizer` takes them.
 
     Classifier and analysis: ``Cs`` (``None``: 2^-8 … 2^0), ``top_k`` units reported and fitted on, ``baseline``
-    (``"tfidf"`` or ``"none"``), ``plots``, ``curve_points`` (training-set sizes on the data-efficiency curve; 0: none),
+    (``"tfidf"`` or ``"none"``), ``plots``, ``curve_points`` (training-set sizes on the data-efficiency curve, where every
+    method is fitted on the same rows; 0: all of train only),
     ``heatmap_texts``, ``seed``.
 
     Output: ``output`` (a folder or fsspec URL), ``include_model`` (copy the model beside the classifier) and

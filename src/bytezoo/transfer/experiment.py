@@ -5,16 +5,19 @@
 1. :func:`extract`: read the datasets and extract every split's features with a :class:`Featurizer`;
 2. :func:`fit`: sweep an L1 logistic regression's C on the dev set;
 3. :func:`analyse`: fit classifiers on the top 1 and top k units, measure the TF-IDF baseline (unless
-   ``baseline="none"``), trace the data-efficiency curve;
+   ``baseline="none"``), and compare the probe, TF-IDF and the majority class at the same numbers of labels, each
+   fitted on the same rows (the data-efficiency curve, :mod:`bytezoo.transfer.comparison`);
 4. :func:`write_outputs`: draw the plots, save the classifier (safetensors + JSON) and write ``report.json``, last.
 
 An output folder holds one run: a folder holding an earlier run's output is refused before any work, unless
 ``overwrite``, which removes that run's files (:data:`OUTPUT_FILES` and what its report lists) before writing.
 
-``report.json`` (schema_version 1; fields are only ever added, never renamed or removed within a version)::
+``report.json`` (schema_version 2; fields are only ever added, never renamed or removed within a version; 2 added
+``comparison`` and ``baselines.tfidf.C_chosen_on``, and without a dev set TF-IDF's C is now chosen on a held-out 20%
+of train, as the probe's, instead of on train itself)::
 
     {
-      "schema_version": 1,
+      "schema_version": 2,
       "bytezoo_version": "0.1.0",
       "created": "2026-11-23T20:30:00+00:00",
       "task": "binary" | "multiclass" | "multilabel",
@@ -32,15 +35,23 @@ An output folder holds one run: a folder holding an earlier run's output is refu
       "top_units": [{"unit": int, "importance": float, "weights": [float, ...]}],  # weights: one per output column
       "top_unit_classifier": {"units": [int], "C": float, "n_nonzero": int, "dev_accuracy": float | null, "test_accuracy": float | null},
       "top_k_classifier":    {... same, k units ...},
-      "baselines": {"tfidf": {"C": float, "dev_accuracy": float, "test_accuracy": float | null, "seconds": float}},  # {} with --baseline none
-      "data_efficiency": [{"n_train": int, "C": float, "dev_accuracy": float, "test_accuracy": float | null}],
+      "baselines": {"tfidf": {"C": float, "C_chosen_on": "dev" | "train split", "dev_accuracy": float,
+                              "test_accuracy": float | null, "seconds": float}},  # {} with --baseline none
+      "data_efficiency": [{"n_train": int, "C": float, "dev_accuracy": float, "test_accuracy": float | null}],  # the probe
+      "comparison": {                          # every method at the same label counts, on the same rows
+        "split": "test" | null, "metric": str, "n_eval": int | null,  # null, and no methods, without a test split
+        "n_train": [int],                      # the data-efficiency sizes (just all of train with curve_points 0)
+        "draws": {"seed": int, "stratified": true, "repeats": 1}, "note": str,
+        "methods": [{"name": "majority" | "tfidf" | "probe" | ..., "label": str, "constant": bool (majority only),
+                     "points": [{"n_train": int, "accuracy": float | null, "stderr": float | null, ...}]}]
+      },                                       # tfidf points add C, dev_accuracy; probe points C, dev_accuracy; majority class
       "featurization": {"texts": int, "characters": int, "bytes": int, "seconds": float,
                         "characters_per_second": float, "bytes_per_second": float},
       "timings": {"read_data_s", "load_model_s", "features_s": {"train", "dev", "test"}, "classifier_s",
-                  "unit_classifiers_s", "baseline_s", "data_efficiency_s", "plots_s", "total_s"},
+                  "unit_classifiers_s", "baseline_s", "data_efficiency_s" (every method's curve), "plots_s", "total_s"},
       "files": {"report": "report.json", "classifier": ["classifier.safetensors", "classifier.json"],
                 "model": "." | null, "plots": {"unit_histogram": "unit_histogram.png",
-                "data_efficiency": "data_efficiency.png", "unit_heatmap": "unit_heatmap.png",
+                "data_efficiency": "data_efficiency.png" (the comparison), "unit_heatmap": "unit_heatmap.png",
                 "unit_heatmap_html": "unit_heatmap.html"},
                 "written": [str]}                      # every file this run wrote into the folder (what --overwrite removes)
     }
@@ -63,13 +74,14 @@ import numpy as np
 
 from bytezoo.errors import ByteZooError, InvalidArgumentError
 
+from . import comparison as compare
 from .classifier import CLASSIFIER_METADATA, CLASSIFIER_WEIGHTS, SingleClassError, SparseLogisticClassifier, fit_on_units, task_of
 from .config import TransferConfig
 from .data import DatasetError, LabeledTexts, read_dataset
 from .featurizer import Featurizer, recurrent_body
 from .pipeline import pipeline_metadata
 
-REPORT_SCHEMA_VERSION = 1
+REPORT_SCHEMA_VERSION = 2  # 2: "comparison" added; baselines.tfidf without a dev set chooses C on a train split
 PLOT_FILES = {
     "unit_histogram": "unit_histogram.png",
     "data_efficiency": "data_efficiency.png",
@@ -106,30 +118,6 @@ def _model_reference(model: Any) -> str | None:
         text = str(model)
         return text if "://" in text or "::" in text else os.path.abspath(text)
     return None
-
-
-def _curve_sizes(n_train: int, n_classes: int, points: int) -> list[int]:
-    smallest = min(n_train, max(10, 2 * n_classes))
-    if points <= 1 or smallest >= n_train:
-        return [n_train]
-    return sorted({int(round(size)) for size in np.geomspace(smallest, n_train, points)})
-
-
-def _subsample(y: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """Indices of ``size`` training rows, stratified where every class can be represented."""
-    from sklearn.model_selection import train_test_split
-
-    indices = np.arange(len(y))
-    if size >= len(y):
-        return indices
-    stratify = None
-    if y.ndim == 1:
-        classes, counts = np.unique(y, return_counts=True)
-        if size >= len(classes) and counts.min() >= 2:
-            stratify = y
-    chosen, _ = train_test_split(indices, train_size=size, random_state=seed, stratify=stratify)
-    return np.sort(chosen)
-
 
 
 # --- the steps' results ------------------------------------------------------------------------------------------------
@@ -176,6 +164,7 @@ class Analysis:
     unit_classifiers: dict[str, dict]
     baselines: dict[str, dict]
     curve: list[dict]
+    comparison: dict  # every method at the same label counts (see bytezoo.transfer.comparison)
 
 
 # --- the experiment --------------------------------------------------------------------------------------------------
@@ -266,36 +255,67 @@ def analyse(config: TransferConfig, extraction: Extraction, fitted: Fit, timings
 
     baselines = {}
     tick = time.perf_counter()
+    train, dev, test = extraction.train, extraction.data["dev"], extraction.data["test"]
     if config.baseline == "tfidf":
-        from .baseline import tfidf_baseline
-
-        train, test = extraction.train, extraction.data["test"]
-        dev = extraction.data["dev"] or train  # without a dev set the baseline's C is chosen on train (optimistic)
-        baselines["tfidf"] = tfidf_baseline(
-            train.texts, train.labels, dev.texts, dev.labels,
-            test.texts if test else None, test.labels if test else None,
-        )
+        baselines["tfidf"] = _tfidf(config, train, dev, test, np.arange(len(train)))
         log(f"TF-IDF baseline: {metric} test {_fmt(baselines['tfidf'].get('test_accuracy'))}")
     timings["baseline_s"] = time.perf_counter() - tick
 
+    # Every method at the same numbers of labels, fitted on the same rows: the probe (L1 LR on the frozen features),
+    # TF-IDF and the majority class. The last size is the whole training set: the classifiers fitted above.
     tick = time.perf_counter()
-    curve = []
-    n_train = len(extraction.train)
+    n_train = len(train)
     n_classes = 2 if extraction.task == "multilabel" else len(classifier.classes_)
-    for size in _curve_sizes(n_train, n_classes, config.curve_points) if config.curve_points > 0 else []:
+    sizes = compare.curve_sizes(n_train, n_classes, config.curve_points) if config.curve_points > 0 else [n_train]
+    probe, tfidf, majority = [], [], []
+    for size in sizes:
+        rows = compare.training_subset(labels["train"], size, config.seed)
         if size >= n_train:
             fitted_on_part = classifier
         else:
-            rows = _subsample(labels["train"], size, config.seed)
             try:
                 fitted_on_part = SparseLogisticClassifier(Cs=config.Cs, random_state=config.seed).fit(
                     features["train"][rows], labels["train"][rows], features.get("dev"), labels.get("dev"))
             except SingleClassError:
-                continue  # too few rows to hold two classes
-        curve.append({"n_train": int(size), "C": fitted_on_part.C_, "dev_accuracy": extraction.score(fitted_on_part, "dev"),
+                continue  # too few rows to hold two classes: no method is measured at this size
+        probe.append({"n_train": int(size), "C": fitted_on_part.C_, "dev_accuracy": extraction.score(fitted_on_part, "dev"),
                       "test_accuracy": extraction.score(fitted_on_part, "test")})
+        if test is not None:
+            majority.append({"n_train": int(size), **compare.majority_point(extraction.task, labels["train"][rows], labels["test"])})
+        if config.baseline == "tfidf":
+            part = baselines["tfidf"] if size >= n_train else _tfidf(config, train, dev, test, rows)
+            tfidf.append({"n_train": int(size), "accuracy": part.get("test_accuracy"), "C": part.get("C"),
+                          "dev_accuracy": part.get("dev_accuracy"), **({"error": part["error"]} if "error" in part else {})})
+    curve = probe if config.curve_points > 0 else []
     timings["data_efficiency_s"] = time.perf_counter() - tick
-    return Analysis(unit_classifiers=unit_classifiers, baselines=baselines, curve=curve)
+
+    comparison = compare.new_comparison("test" if test is not None else None, metric, len(test) if test is not None else None,
+                                        [point["n_train"] for point in probe] if test is not None else [], config.seed)
+    if test is not None:
+        compare.add_method(comparison, compare.MAJORITY, "majority class", majority, constant=True)
+        if tfidf:
+            compare.add_method(comparison, compare.TFIDF, "TF-IDF word 1-2grams + L2 LR", tfidf)
+        model_type = recurrent_body(extraction.featurizer.language_model_).config.model_type
+        compare.add_method(comparison, compare.PROBE, f"frozen {model_type} features + L1 LR",
+                           [{"n_train": p["n_train"], "accuracy": p["test_accuracy"], "C": p["C"], "dev_accuracy": p["dev_accuracy"]}
+                            for p in probe])
+    return Analysis(unit_classifiers=unit_classifiers, baselines=baselines, curve=curve, comparison=comparison)
+
+
+def _tfidf(config: TransferConfig, train: LabeledTexts, dev: LabeledTexts | None, test: LabeledTexts | None, rows) -> dict:
+    """The TF-IDF baseline fitted on training ``rows``, C chosen on dev (without dev: on a 20% split of those rows,
+    as the probe does); a subset it cannot be fitted on (one class left to fit) reports the error instead."""
+    from .baseline import tfidf_baseline
+
+    try:
+        return tfidf_baseline(
+            [train.texts[i] for i in rows], train.labels[rows], dev.texts if dev else None, dev.labels if dev else None,
+            test.texts if test else None, test.labels if test else None, random_state=config.seed,
+        )
+    except ValueError as error:
+        if len(rows) == len(train):
+            raise
+        return {"test_accuracy": None, "error": str(error)}
 
 
 def write_outputs(config: TransferConfig, extraction: Extraction, fitted: Fit, analysis: Analysis, timings: dict,
@@ -317,7 +337,7 @@ def write_outputs(config: TransferConfig, extraction: Extraction, fitted: Fit, a
     plot_files = {}
     if config.plots:
         plot_files = _draw_plots(join, featurizer, classifier, extraction.data, extraction.features, extraction.labels,
-                                 analysis.curve, analysis.baselines, extraction.metric, config.heatmap_texts)
+                                 analysis.curve, analysis.comparison, config.heatmap_texts)
     timings["plots_s"] = time.perf_counter() - tick
 
     written = [*plot_files.values(), CLASSIFIER_WEIGHTS, CLASSIFIER_METADATA]
@@ -372,6 +392,7 @@ def write_outputs(config: TransferConfig, extraction: Extraction, fitted: Fit, a
         **analysis.unit_classifiers,
         "baselines": analysis.baselines,
         "data_efficiency": analysis.curve,
+        "comparison": analysis.comparison,
         "featurization": {
             **{key: int(totals[key]) for key in ("texts", "characters", "bytes")},
             "seconds": totals["seconds"],
@@ -384,6 +405,7 @@ def write_outputs(config: TransferConfig, extraction: Extraction, fitted: Fit, a
     }
     with fsspec.open(join(REPORT_FILE), "w") as handle:
         json.dump(report, handle, indent=2, default=_jsonable)
+    log(compare.format_table(analysis.comparison))
     log(f"wrote {join(REPORT_FILE)}")
     return report
 
@@ -438,11 +460,11 @@ def _is_plain_name(name: str) -> bool:
     return bool(name) and name not in (".", "..") and not name.startswith(".") and "/" not in name and "\\" not in name
 
 
-def _draw_plots(join, featurizer, classifier, splits, features, labels, curve, baselines, metric, heatmap_texts) -> dict:
+def _draw_plots(join, featurizer, classifier, splits, features, labels, curve, comparison, heatmap_texts) -> dict:
     import fsspec
 
     from .neuron import unit_trace
-    from .plots import plot_data_efficiency, plot_unit_heatmap, plot_unit_histogram, unit_heatmap_html
+    from .plots import plot_comparison, plot_unit_heatmap, plot_unit_histogram, unit_heatmap_html
 
     split = "test" if "test" in features else "dev" if "dev" in features else "train"
     unit = int(classifier.top_units_[0])
@@ -456,11 +478,9 @@ def _draw_plots(join, featurizer, classifier, splits, features, labels, curve, b
     files = {}
     plot_unit_histogram(values, groups, unit, join(PLOT_FILES["unit_histogram"]), title=f"Unit {unit} on the {split} set")
     files["unit_histogram"] = PLOT_FILES["unit_histogram"]
-    if curve:
-        references = {f"TF-IDF baseline (all {len(splits['train'])})": baselines["tfidf"]["test_accuracy"]} if baselines.get("tfidf", {}).get("test_accuracy") is not None else {}
-        if any(point["test_accuracy"] is not None for point in curve):
-            plot_data_efficiency([p for p in curve if p["test_accuracy"] is not None], join(PLOT_FILES["data_efficiency"]), references, metric)
-            files["data_efficiency"] = PLOT_FILES["data_efficiency"]
+    if curve and comparison["methods"]:  # every method against the number of labels, on the test set
+        plot_comparison(comparison, join(PLOT_FILES["data_efficiency"]))
+        files["data_efficiency"] = PLOT_FILES["data_efficiency"]
     if heatmap_texts > 0:
         texts = _sample_texts(splits[split].texts, groups, heatmap_texts)
         traces = [unit_trace(featurizer.language_model_, text, unit, preprocess=featurizer.preprocess, max_bytes=400) for text in texts]

@@ -1,7 +1,9 @@
 """The transfer report's figures, as PNG (matplotlib, Agg backend), plus the heatmap as HTML.
 
 * :func:`plot_unit_histogram`: the top unit's value by class (Radford et al. 2017, Figure 3).
-* :func:`plot_data_efficiency`: test accuracy against the number of labelled training examples (their Figure 2).
+* :func:`plot_comparison`: every method's test score against the number of labelled training examples, on the same
+  draws (their Figure 2, with the majority class and TF-IDF beside the features); what ``data_efficiency.png`` shows.
+* :func:`plot_data_efficiency`: one curve of test accuracy against the number of labels, with reference lines.
 * :func:`plot_unit_heatmap` / :func:`unit_heatmap_html`: the unit's value after each character of sample texts.
 """
 from __future__ import annotations
@@ -59,6 +61,41 @@ def plot_data_efficiency(points: Sequence[dict], path: str, references: dict[str
     axes.set_xlabel("labelled training examples")
     axes.set_ylabel(f"test {metric} (%)")
     axes.set_title("Data efficiency")
+    axes.legend(fontsize="small")
+    axes.grid(alpha=0.3)
+    _save(figure, path)
+
+
+def plot_comparison(comparison: dict, path: str) -> None:
+    """``comparison`` (see :mod:`bytezoo.transfer.comparison`): one curve per method over the same label counts (log
+    x), error bars of one standard error where the points carry one; a method marked ``constant`` whose points are all
+    equal (the majority class) as a horizontal line."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6.4, 4))
+    curves = 0
+    for method in comparison["methods"]:
+        points = [p for p in method["points"] if p.get("accuracy") is not None]
+        if not points:
+            continue
+        x = [p["n_train"] for p in points]
+        y = [100 * p["accuracy"] for p in points]
+        if method.get("constant") and len(set(y)) == 1:
+            axes.axhline(y[0], linestyle="--", color="grey", label=f"{method['label']} ({y[0]:.1f}%)")
+            continue
+        errors = [100 * p["stderr"] if p.get("stderr") is not None else 0.0 for p in points]
+        marker = "osD^v<>"[curves % 7]
+        axes.errorbar(x, y, yerr=errors if any(errors) else None, fmt=f"{marker}-", capsize=3, label=method["label"])
+        curves += 1
+    axes.set_xscale("log")
+    ticks = comparison["n_train"]
+    axes.set_xticks(ticks, [f"{n:,}" for n in ticks])
+    axes.minorticks_off()
+    axes.set_xlabel("labelled training examples (same draws for every method)")
+    axes.set_ylabel(f"{comparison['split']} {comparison['metric']} (%)")
+    title = f"{comparison['metric'].capitalize()} on {comparison['n_eval']} {comparison['split']} texts"
+    if any(p.get("stderr") is not None for m in comparison["methods"] for p in m["points"]):
+        title += "; bars: ±1 s.e. of the test set"
+    axes.set_title(title, fontsize="medium")
     axes.legend(fontsize="small")
     axes.grid(alpha=0.3)
     _save(figure, path)
@@ -124,4 +161,4 @@ def unit_heatmap_html(traces: Sequence[UnitTrace]) -> str:
     )
 
 
-__all__ = ["plot_unit_histogram", "plot_data_efficiency", "plot_unit_heatmap", "unit_heatmap_html"]
+__all__ = ["plot_unit_histogram", "plot_comparison", "plot_data_efficiency", "plot_unit_heatmap", "unit_heatmap_html"]
