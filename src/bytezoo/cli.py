@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES = (
     "bytezoo.zoo.convert.cli",
     "bytezoo.pretrain.cli",
     "bytezoo.transfer.cli",
+    "bytezoo.finetune.cli",
     "bytezoo.hub.cli",
 )
 
