@@ -68,7 +68,7 @@ def _read(path: str, split: str, text_col: str | None, label_cols: list[str] | N
     try:
         return read_dataset(path, text_col, label_cols)
     except ValueError as error:  # DatasetError: names the file, row and column
-        raise FinetuneError(f"--{split}: {error}") from None
+        raise FinetuneError(f"--{split} {error}") from None
 
 
 def _encode(texts: list[str], max_bytes: int | None) -> list[bytes]:
@@ -95,10 +95,7 @@ def load_task(train: str, dev: str | None = None, test: str | None = None, *, te
     """
     if problem_type is not None and problem_type not in PROBLEM_TYPES:
         raise FinetuneError(f"--problem-type {problem_type!r}; choose one of {', '.join(PROBLEM_TYPES)}")
-    data = {"train": _read(train, "train", text_col, label_cols)}
-    for split, path in (("dev", dev), ("test", test)):
-        if path is not None:
-            data[split] = _read(path, split, data["train"].text_col, data["train"].label_cols)
+    data = {"train": _read(train, "train", text_col, label_cols)}  # the task is read from the training split
     first = data["train"]
     columns = list(first.label_cols)
     if problem_type is None:
@@ -138,6 +135,9 @@ def load_task(train: str, dev: str | None = None, test: str | None = None, *, te
         raise FinetuneError(f"--num-labels {num_labels} disagrees with --train {first.source}, whose "
                             f"{'labels hold' if problem_type != 'regression' else 'task has'} {what}")
 
+    for split, path in (("dev", dev), ("test", test)):
+        if path is not None:
+            data[split] = _read(path, split, first.text_col, first.label_cols)
     splits = {}
     for split, labelled in data.items():
         splits[split] = Split(split, labelled.source, _encode(labelled.texts, max_bytes),
