@@ -311,3 +311,14 @@ def test_two_processes_under_accelerate_launch_stop_and_resume_to_the_uninterrup
     expected, got = exported(tmp_path / "whole"), exported(tmp_path / "resumed")
     for name in expected:
         assert torch.equal(expected[name], got[name]), name
+
+
+def test_bf16_autocast_with_chunks_recomputed_in_the_backward_pass(task, tmp_path):
+    """bf16 on CPU autocasts; texts longer than --chunk-size are read in chunks, recomputed in the backward pass."""
+    output = tmp_path / "bf16"
+    assert bytezoo_main(common(task, output, "--max-steps", "3", "--mixed-precision", "bf16", "--chunk-size", "8",
+                               "--pooling", "mean")) == 0
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["mixed_precision"] == "bf16" and summary["classifier_pooling"] == "mean" and summary["steps"] == 3
+    records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["loss"]) for r in records if "loss" in r)

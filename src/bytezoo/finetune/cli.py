@@ -130,6 +130,7 @@ def _main(args: argparse.Namespace) -> int:
     metric = summary["metric"]
     figures = [f"dev {metric} {best[metric]:.4f} (step {summary['best_step']})" if metric in best else None,
                f"test {metric} {test[metric]:.4f}" if metric in test else None]
-    print(f"{summary['steps']} steps ({summary['epochs']:.2f} epochs, {summary['seconds_per_epoch']:.1f} s/epoch, "
-          f"stopped by {summary['stopped_by']}); " + "; ".join(f for f in figures if f) + f"; model in {args.output}/model")
+    parts = [f"{summary['steps']} steps ({summary['epochs']:.2f} epochs, {summary['seconds_per_epoch']:.1f} s/epoch, "
+             f"stopped by {summary['stopped_by']})", *(f for f in figures if f), f"model in {args.output}/model"]
+    print("; ".join(parts))
     return 0
