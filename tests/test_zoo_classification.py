@@ -45,6 +45,8 @@ def make_classifier(tiny_model, name: str, **config):
     cls = classifier_class(language_model)
     overrides = {k: config.pop(k) for k in list(config) if k in ("classifier_pooling", "classifier_dropout")}
     lm_config = language_model.config.to_dict()
+    if "num_labels" in config and "id2label" not in config:  # the LM's default two-label map would contradict it
+        del lm_config["id2label"], lm_config["label2id"]
     lm_config.update(overrides)
     lm_config.update(config)
     model_config = type(language_model.config).from_dict(lm_config)
@@ -137,6 +139,11 @@ def test_a_text_alone_and_padded_in_a_batch_get_the_same_logits(name, pooling, t
         for row, text in enumerate(texts):
             alone = model(text[None]).logits[0]
             torch.testing.assert_close(batched[row], alone, atol=1e-5, rtol=1e-5)
+    # an empty text (what the tokenizer gives for ""): the initial state's features, alone or as a padding-only row
+    empty = model(torch.zeros(1, 0, dtype=torch.long)).logits[0]
+    ids = torch.cat([torch.full((1, 5), 256), torch.randint(0, 256, (1, 5))])  # a padding-only row beside a text
+    padded = model(ids, attention_mask=torch.tensor([[0] * 5, [1] * 5])).logits[0]
+    torch.testing.assert_close(empty, padded, atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize("name, pooling", FAMILY_POOLINGS)

@@ -546,9 +546,7 @@ class RecurrentForSequenceClassification(RecurrentPreTrainedModel):
         chunk = int(chunk_size or self.chunk_size)
         if chunk < 1:
             raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
-        batch, steps = input_ids.shape
-        if steps == 0:
-            raise ValueError("input_ids has no positions (T = 0)")
+        batch, steps = input_ids.shape  # T = 0 (empty texts): the initial state's features, as for an all-padding row
         pooling = self.config.classifier_pooling
         state = self.model.initial_state(batch)
         total = torch.zeros(batch, self.config.hidden_size, dtype=torch.float32, device=input_ids.device)
