@@ -26,6 +26,7 @@ SUBCOMMAND_MODULES = (
     "bytezoo.zoo.convert.cli",
     "bytezoo.pretrain.cli",
     "bytezoo.transfer.cli",
+    "bytezoo.finetune.cli",
     "bytezoo.hub.cli",
 )
 DEBUG_ENV = "BYTEZOO_DEBUG"  # "1": tracebacks for user errors too

@@ -59,9 +59,12 @@ def _run_id_of(checkpoint: Path) -> str | None:
         return None
 
 
-def save_checkpoint(accelerator, output_dir: str | Path, train_state: dict, recurrent_state: dict, keep: int) -> Path:
+def save_checkpoint(accelerator, output_dir: str | Path, train_state: dict, recurrent_state: dict, keep: int,
+                    extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
     """Save a checkpoint on every process (a collective: all processes must call it) and return its directory.
-    ``recurrent_state`` maps the model's state names to this process's parts (dim 1 = its streams)."""
+    ``recurrent_state`` maps the model's state names to this process's parts (dim 1 = its streams);
+    ``extra_tensors`` maps file names to tensors the main process saves beside them (safetensors), inside the same
+    all-or-nothing rename."""
     root = Path(output_dir) / "checkpoints"
     final = root / f"step-{train_state['step']:08d}"
     staging = root / f".tmp-{final.name}"
@@ -75,6 +78,8 @@ def save_checkpoint(accelerator, output_dir: str | Path, train_state: dict, recu
     save_file(tensors, str(staging / f"streams-rank{accelerator.process_index}.safetensors"))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        for name, tensors in (extra_tensors or {}).items():
+            save_file({key: value.detach().cpu().contiguous() for key, value in tensors.items()}, str(staging / name))
         write_text_atomic(staging / TRAIN_STATE, json.dumps(train_state, indent=2))  # the completeness mark
         if final.exists():
             shutil.rmtree(final)
@@ -107,6 +112,8 @@ def load_checkpoint(accelerator, checkpoint: str | Path) -> tuple[dict, dict[str
     # device string such as "cpu:0", which is what a process of a multi-process CPU run calls its device.
     parts = [load_file(str(f), device="cpu") for f in files]
     names = sorted(parts[0])
+    if not names:  # a run without carried streams (fine-tuning reads whole texts)
+        return train_state, {}
     if any(sorted(p) != names for p in parts):
         raise ResumeError(f"{checkpoint}: the streams files hold different state parts: {[sorted(p) for p in parts]}")
     # Every part's dim 1 is the streams; parts whose other dims differ between ranks cannot be joined.

@@ -54,10 +54,22 @@ class SentimentPipeline:
         self.model_reference = model_reference
 
     @classmethod
-    def from_pretrained(cls, dir_or_url: str, *, model: str | None = None, batch_size: int = 128, device: str = "cpu", dtype: str = "float32", progress: bool | None = False) -> "SentimentPipeline":
+    def from_pretrained(cls, dir_or_url: str, *, model: str | None = None, batch_size: int = 128, device: str = "cpu", dtype: str = "float32", progress: bool | None = False) -> "SentimentPipeline | SequenceClassificationPipeline":
         """Load the classifier in ``dir_or_url`` and its model: the one saved beside it, else ``model=``, else the
-        reference recorded in the classifier's metadata (relative paths are taken from the pipeline directory)."""
+        reference recorded in the classifier's metadata (relative paths are taken from the pipeline directory).
+
+        A folder holding a fine-tuned classifier instead (``bytezoo finetune``'s ``OUTPUT/model``: a
+        ``*ForSequenceClassification``, no ``classifier.json``) gives a
+        :class:`bytezoo.finetune.SequenceClassificationPipeline`, which is called the same way."""
         directory = _resolve_directory(dir_or_url)
+        if not os.path.isfile(os.path.join(directory, "classifier.json")):
+            from bytezoo.finetune.serving import SequenceClassificationPipeline, is_sequence_classifier
+
+            if is_sequence_classifier(directory):
+                if model is not None:
+                    raise ValueError(f"{dir_or_url}: a fine-tuned classifier carries its own model; drop model=")
+                return SequenceClassificationPipeline.from_pretrained(directory, batch_size=batch_size, device=device,
+                                                                      dtype=dtype, progress=progress)
         classifier, metadata = SparseLogisticClassifier.load(directory)
         if model is None:
             if os.path.isfile(os.path.join(directory, "config.json")):

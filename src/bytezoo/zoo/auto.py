@@ -115,11 +115,12 @@ def _architectures() -> dict:
 
 
 def from_pretrained(path_or_url: str, *, base_model: bool = False, **kwargs):
-    """Load a zoo checkpoint from a directory or any fsspec/hub URL, picking the class from its ``config.json``.
+    """Load a zoo checkpoint from a directory or any fsspec/hub URL, picking the class from its ``config.json``: the
+    class its ``architectures`` names (a fine-tuned ``MLSTMForSequenceClassification``, …), else the causal LM.
 
     Args:
         path_or_url: a checkpoint directory, or a hub URL (``s3://bucket/models/name``, ``…@latest``, ``…@v3``).
-        base_model: load the recurrent body only (``MLSTMModel``) instead of the causal LM.
+        base_model: load the recurrent body only (``MLSTMModel``) instead.
         kwargs: passed to transformers' ``from_pretrained`` (``dtype=``, ``device_map=``, …).
 
     >>> model = bytezoo.from_pretrained("outputs/demo/model")  # doctest: +SKIP
@@ -130,7 +131,8 @@ def from_pretrained(path_or_url: str, *, base_model: bool = False, **kwargs):
     config_path = os.path.join(path, "config.json")
     try:
         with open(config_path, encoding="utf-8") as handle:
-            model_type = json.load(handle).get("model_type")
+            document = json.load(handle)
+        model_type, architectures = document.get("model_type"), document.get("architectures") or []
     except FileNotFoundError:
         raise CheckpointError(f"{config_path}: missing; {path_or_url!r} is not a saved checkpoint") from None
     except (ValueError, AttributeError) as error:
@@ -138,4 +140,7 @@ def from_pretrained(path_or_url: str, *, base_model: bool = False, **kwargs):
     classes = _architectures()
     if model_type not in classes:
         raise CheckpointError(f"{config_path}: unknown model_type {model_type!r}; bytezoo knows {sorted(classes)}")
-    return classes[model_type]["AutoModel" if base_model else "AutoModelForCausalLM"].from_pretrained(path, **kwargs)
+    if base_model:
+        return classes[model_type]["AutoModel"].from_pretrained(path, **kwargs)
+    named = [c for c in classes[model_type].values() if isinstance(architectures, list) and c.__name__ in architectures]
+    return (named[0] if named else classes[model_type]["AutoModelForCausalLM"]).from_pretrained(path, **kwargs)

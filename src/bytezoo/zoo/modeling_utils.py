@@ -35,6 +35,8 @@ def _check_checkpoint_files(directory: str) -> None:
             raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({error})") from error
 
 
+CONFIG_INIT_KEYS = ("num_labels",)  # keyword arguments of a config's __init__ that are not fields (num_labels sets id2label)
+
 _DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64", "float", "half", "double", "auto")
 
 
@@ -51,6 +53,10 @@ def _load_config(config_class, directory: str, overrides: dict):
         raise CheckpointError(f"{config_path}: not valid JSON ({error})") from None
     if not isinstance(document, dict):
         raise CheckpointError(f"{config_path}: not a JSON object")
+    found, expected = document.get("model_type"), getattr(config_class, "model_type", None)
+    if expected and found != expected:  # another family: its weights cannot fill this one's layers
+        raise CheckpointError(f"{config_path}: a {found!r} checkpoint, not {expected!r}: {config_class.__name__} cannot "
+                              f"read it (the Auto classes and bytezoo.from_pretrained pick the class from config.json)")
     fields = declared_fields(config_class)
     try:
         check_config_overrides(config_class, {k: v for k, v in document.items() if k in fields and k != "dtype"},
@@ -68,10 +74,24 @@ def _load_config(config_class, directory: str, overrides: dict):
                               f"({type(error).__name__}: {error})") from None
 
 
-def _check_shapes(model_class, config, directory: str) -> None:
+def _fresh_head(model_class, config, expected: set[str], declared: set[str]) -> set[str]:
+    """The weights of ``model_class``'s head that a checkpoint may lack, to be initialised fresh: those under
+    ``model_class._fresh_head_prefixes`` (a classifier's ``score.``), when the checkpoint holds none of them and was
+    not saved by ``model_class`` itself (its config's ``architectures``): a causal LM's checkpoint read into a
+    classifier. A checkpoint with part of the head, or a classifier's own checkpoint without it, gets nothing fresh."""
+    prefixes = tuple(getattr(model_class, "_fresh_head_prefixes", ()) or ())
+    if not prefixes or any(name.startswith(prefixes) for name in declared):
+        return set()
+    if model_class.__name__ in (getattr(config, "architectures", None) or []):
+        return set()
+    return {name for name in expected if name.startswith(prefixes)}
+
+
+def _check_shapes(model_class, config, directory: str) -> set[str]:
     """Compares the tensor shapes the config implies (a skeleton on the meta device: no memory) with those the
     safetensors headers declare, before anything is allocated: a config.json claiming a million units next to a
-    small checkpoint is refused here, naming the tensors, instead of allocating terabytes first."""
+    small checkpoint is refused here, naming the tensors, instead of allocating terabytes first. Returns the head
+    weights that may be initialised fresh (:func:`_fresh_head`)."""
     import torch
     from safetensors import safe_open
 
@@ -92,11 +112,13 @@ def _check_shapes(model_class, config, directory: str) -> None:
         raise CheckpointError(f"{os.path.join(directory, 'config.json')}: its sizes cannot be built "
                               f"({type(error).__name__}: {error})") from None
     expected = {name: tuple(tensor.shape) for name, tensor in skeleton.state_dict().items()}
+    fresh = _fresh_head(model_class, config, set(expected), set(declared))
     wrong, missing = [], []
     for name, shape in expected.items():
         saved = declared.get(name, declared.get(prefix + name, declared.get(name.removeprefix(prefix))))
         if saved is None:
-            missing.append(name)
+            if name not in fresh:
+                missing.append(name)
         elif saved != shape:
             wrong.append(f"{name} {list(saved)} in the file, {list(shape)} by the config")
     if missing:  # never a silently random layer, and never the cost of building one first
@@ -105,6 +127,7 @@ def _check_shapes(model_class, config, directory: str) -> None:
     if wrong:
         raise CheckpointError(f"{os.path.join(directory, 'config.json')}: the config does not match the weights: "
                               + "; ".join(wrong[:4]) + (f" (and {len(wrong) - 4} more)" if len(wrong) > 4 else ""))
+    return fresh
 
 
 def _weight_files(directory: str) -> list[str]:
@@ -128,8 +151,11 @@ class ByteZooModelMixin:
 
         * any fsspec URL (``s3://…``, ``file://…``, ``memory://…``, ``hf://…``) through :func:`bytezoo.hub.resolve`,
           which verifies and caches what it downloads;
-        * a :class:`CheckpointError` naming the file for missing, truncated or corrupt weights, and for weights that
-          the architecture needs but the checkpoint lacks or has in another shape — never a silently random layer.
+        * a :class:`CheckpointError` naming the file for missing, truncated or corrupt weights, for a checkpoint of
+          another family, and for weights that the architecture needs but the checkpoint lacks or has in another
+          shape — never a silently random layer. The one exception is a new head on a checkpoint of another head (a
+          classifier's ``score`` on a causal LM's checkpoint): it is initialised fresh, and transformers' loading info
+          (``output_loading_info=True``) lists it under ``missing_keys``, the unused LM head under ``unexpected_keys``.
         """
         path = pretrained_model_name_or_path
         if isinstance(path, (str, os.PathLike)):
@@ -142,12 +168,13 @@ class ByteZooModelMixin:
         fields = declared_fields(cls.config_class)  # config overrides among the kwargs: checked like create_model's
         where = f"{cls.__name__}.from_pretrained({os.fspath(pretrained_model_name_or_path)!r})"
         check_config_overrides(cls.config_class, {k: v for k, v in kwargs.items() if k in fields}, where=where)
+        fresh: set[str] = set()
         if isinstance(path, (str, os.PathLike)) and os.path.isdir(path):
             _check_checkpoint_files(str(path))
             if kwargs.get("config") is None:  # the config file is untrusted input: built here, every failure named
-                overrides = {key: kwargs.pop(key) for key in list(kwargs) if key in fields}
+                overrides = {key: kwargs.pop(key) for key in list(kwargs) if key in fields or key in CONFIG_INIT_KEYS}
                 kwargs["config"] = _load_config(cls.config_class, str(path), overrides)
-            _check_shapes(cls, kwargs["config"], str(path))
+            fresh = _check_shapes(cls, kwargs["config"], str(path))
         try:
             model, info = super().from_pretrained(path, *model_args, output_loading_info=True, **kwargs)
         except RuntimeError as error:  # transformers' report of weights whose shapes the config contradicts
@@ -161,8 +188,8 @@ class ByteZooModelMixin:
                 raise
             raise unknown_key_error(cls.config_class, match.group(1), where) from None
         problems = []
-        if info.get("missing_keys"):
-            problems.append(f"missing weights {sorted(info['missing_keys'])}")
+        if set(info.get("missing_keys") or ()) - fresh:
+            problems.append(f"missing weights {sorted(set(info['missing_keys']) - fresh)}")
         if info.get("mismatched_keys"):
             problems.append(f"weights of the wrong shape {sorted(info['mismatched_keys'])}")
         if problems:

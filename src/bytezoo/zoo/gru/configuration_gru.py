@@ -15,6 +15,9 @@ class ByteGRUConfig(PreTrainedConfig):
         hidden_size (`int`, defaults to 4096): units per GRU layer.
         num_layers (`int`, defaults to 1): stacked GRU layers.
         initializer_range (`float`, defaults to 1.0): standard deviation of the byte embedding at initialisation.
+        classifier_pooling (`str`, *optional*): the text feature a `*ForSequenceClassification` head reads:
+            `"final_cell"`, `"final_hidden"` or `"mean"`; `None` = the family's default (`"final_hidden"`).
+        classifier_dropout (`float`, defaults to 0.0): dropout on that feature while fine-tuning.
 
     Example:
 
@@ -30,6 +33,8 @@ class ByteGRUConfig(PreTrainedConfig):
     hidden_size: int = 4096
     num_layers: int = 1
     initializer_range: float = 1.0
+    classifier_pooling: str | None = None
+    classifier_dropout: float = 0.0
     pad_token_id: int | None = None
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None

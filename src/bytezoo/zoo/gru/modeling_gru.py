@@ -12,7 +12,14 @@ from torch import Tensor, nn
 from transformers import initialization as init
 
 from .configuration_gru import ByteGRUConfig
-from .recurrent_lm import RecurrentForCausalLM, RecurrentModel, RecurrentPreTrainedModel, State, run_in_segments
+from .recurrent_lm import (
+    RecurrentForCausalLM,
+    RecurrentForSequenceClassification,
+    RecurrentModel,
+    RecurrentPreTrainedModel,
+    State,
+    run_in_segments,
+)
 
 
 class ByteGRUPreTrainedModel(RecurrentPreTrainedModel):
@@ -92,4 +99,16 @@ class ByteGRUForCausalLM(RecurrentForCausalLM, ByteGRUPreTrainedModel):
     body_class = ByteGRUModel
 
 
-__all__ = ["ByteGRUForCausalLM", "ByteGRUModel", "ByteGRUPreTrainedModel"]
+class ByteGRUForSequenceClassification(RecurrentForSequenceClassification, ByteGRUPreTrainedModel):
+    """:class:`ByteGRUModel` plus a linear head on a pooled text feature (:class:`RecurrentForSequenceClassification`).
+
+    ```python
+    >>> from transformers import AutoModelForSequenceClassification
+    >>> model = AutoModelForSequenceClassification.from_pretrained("runs/lm/model", num_labels=2)  # doctest: +SKIP
+    ```"""
+
+    _auto_class = "AutoModelForSequenceClassification"  # save_pretrained ships this file for trust_remote_code
+    body_class = ByteGRUModel
+
+
+__all__ = ["ByteGRUForCausalLM", "ByteGRUForSequenceClassification", "ByteGRUModel", "ByteGRUPreTrainedModel"]

@@ -5,7 +5,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
         "configuration_lstm": ["ByteLSTMConfig"],
-        "modeling_lstm": ["ByteLSTMCausalLMOutput", "ByteLSTMForCausalLM", "ByteLSTMModel", "ByteLSTMModelOutput",
-                          "ByteLSTMPreTrainedModel"],
+        "modeling_lstm": ["ByteLSTMCausalLMOutput", "ByteLSTMForCausalLM", "ByteLSTMForSequenceClassification",
+                          "ByteLSTMModel", "ByteLSTMModelOutput", "ByteLSTMPreTrainedModel"],
     },
 )

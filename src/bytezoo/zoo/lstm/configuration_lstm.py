@@ -16,6 +16,9 @@ class ByteLSTMConfig(PreTrainedConfig):
         num_layers (`int`, defaults to 1): stacked LSTM layers.
         forget_bias (`float`, defaults to 1.0): initial forget-gate bias.
         initializer_range (`float`, defaults to 1.0): standard deviation of the byte embedding at initialisation.
+        classifier_pooling (`str`, *optional*): the text feature a `*ForSequenceClassification` head reads:
+            `"final_cell"`, `"final_hidden"` or `"mean"`; `None` = the family's default (`"final_cell"`).
+        classifier_dropout (`float`, defaults to 0.0): dropout on that feature while fine-tuning.
 
     Example:
 
@@ -32,6 +35,8 @@ class ByteLSTMConfig(PreTrainedConfig):
     num_layers: int = 1
     forget_bias: float = 1.0
     initializer_range: float = 1.0
+    classifier_pooling: str | None = None
+    classifier_dropout: float = 0.0
     pad_token_id: int | None = None
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None

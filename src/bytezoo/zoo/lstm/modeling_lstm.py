@@ -15,6 +15,7 @@ from .configuration_lstm import ByteLSTMConfig
 from .recurrent_lm import (
     RecurrentCausalLMOutput,
     RecurrentForCausalLM,
+    RecurrentForSequenceClassification,
     RecurrentModel,
     RecurrentModelOutput,
     RecurrentPreTrainedModel,
@@ -122,4 +123,16 @@ class ByteLSTMForCausalLM(RecurrentForCausalLM, ByteLSTMPreTrainedModel):
     body_class = ByteLSTMModel
 
 
-__all__ = ["ByteLSTMForCausalLM", "ByteLSTMModel", "ByteLSTMPreTrainedModel", "ByteLSTMModelOutput", "ByteLSTMCausalLMOutput"]
+class ByteLSTMForSequenceClassification(RecurrentForSequenceClassification, ByteLSTMPreTrainedModel):
+    """:class:`ByteLSTMModel` plus a linear head on a pooled text feature (:class:`RecurrentForSequenceClassification`).
+
+    ```python
+    >>> from transformers import AutoModelForSequenceClassification
+    >>> model = AutoModelForSequenceClassification.from_pretrained("runs/lm/model", num_labels=2)  # doctest: +SKIP
+    ```"""
+
+    _auto_class = "AutoModelForSequenceClassification"  # save_pretrained ships this file for trust_remote_code
+    body_class = ByteLSTMModel
+
+
+__all__ = ["ByteLSTMForCausalLM", "ByteLSTMForSequenceClassification", "ByteLSTMModel", "ByteLSTMPreTrainedModel", "ByteLSTMModelOutput", "ByteLSTMCausalLMOutput"]

@@ -5,7 +5,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
         "configuration_mlstm": ["MLSTMConfig"],
-        "modeling_mlstm": ["MLSTMCausalLMOutput", "MLSTMForCausalLM", "MLSTMModel", "MLSTMModelOutput",
-                           "MLSTMPreTrainedModel"],
+        "modeling_mlstm": ["MLSTMCausalLMOutput", "MLSTMForCausalLM", "MLSTMForSequenceClassification", "MLSTMModel",
+                           "MLSTMModelOutput", "MLSTMPreTrainedModel"],
     },
 )

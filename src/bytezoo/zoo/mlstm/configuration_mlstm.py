@@ -34,6 +34,11 @@ class MLSTMConfig(PreTrainedConfig):
             Initial bias of the forget gate (a common trick that lets gradients flow early in training).
         initializer_range (`float`, defaults to 1.0):
             Standard deviation of the byte embedding at initialisation.
+        classifier_pooling (`str`, *optional*):
+            The text feature a `MLSTMForSequenceClassification` head reads: `"final_cell"` (Radford et al.'s),
+            `"final_hidden"` or `"mean"`; `None` = `"final_cell"`.
+        classifier_dropout (`float`, defaults to 0.0):
+            Dropout on that feature while fine-tuning.
 
     Example:
 
@@ -52,6 +57,8 @@ class MLSTMConfig(PreTrainedConfig):
     kernel: str = "auto"
     forget_bias: float = 1.0
     initializer_range: float = 1.0
+    classifier_pooling: str | None = None
+    classifier_dropout: float = 0.0
     pad_token_id: int | None = None
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None

@@ -22,6 +22,7 @@ from .configuration_mlstm import MLSTMConfig
 from .recurrent_lm import (
     RecurrentCausalLMOutput,
     RecurrentForCausalLM,
+    RecurrentForSequenceClassification,
     RecurrentModel,
     RecurrentModelOutput,
     RecurrentPreTrainedModel,
@@ -192,4 +193,16 @@ class MLSTMForCausalLM(RecurrentForCausalLM, MLSTMPreTrainedModel):
     body_class = MLSTMModel
 
 
-__all__ = ["MLSTMForCausalLM", "MLSTMModel", "MLSTMPreTrainedModel", "MLSTMModelOutput", "MLSTMCausalLMOutput", "MLSTMState"]
+class MLSTMForSequenceClassification(RecurrentForSequenceClassification, MLSTMPreTrainedModel):
+    """:class:`MLSTMModel` plus a linear head on a pooled text feature (:class:`RecurrentForSequenceClassification`).
+
+    ```python
+    >>> from transformers import AutoModelForSequenceClassification
+    >>> model = AutoModelForSequenceClassification.from_pretrained("runs/lm/model", num_labels=2)  # doctest: +SKIP
+    ```"""
+
+    _auto_class = "AutoModelForSequenceClassification"  # save_pretrained ships this file for trust_remote_code
+    body_class = MLSTMModel
+
+
+__all__ = ["MLSTMForCausalLM", "MLSTMForSequenceClassification", "MLSTMModel", "MLSTMPreTrainedModel", "MLSTMModelOutput", "MLSTMCausalLMOutput", "MLSTMState"]

@@ -26,8 +26,9 @@ Transformer    ``("key", "value",           none: a window of cached keys and va
 =============  ===========================  ==============================================================
 
 **What a family writes.** A body class (subclass of :class:`RecurrentModel`) with ``state_shapes(batch)`` and
-``_forward_layers(...)``; a causal-LM class (subclass of :class:`RecurrentForCausalLM`) that names its body class in
-``body_class``; a config; one preset registration. The masks' meaning is the same for every family:
+``_forward_layers(...)``; a causal-LM class (subclass of :class:`RecurrentForCausalLM`) and a sequence-classification
+class (subclass of :class:`RecurrentForSequenceClassification`), each naming its body class in ``body_class``; a
+config (with the ``classifier_pooling`` and ``classifier_dropout`` fields); one preset registration. The masks' meaning is the same for every family:
 ``attention_mask`` 0 = padding, which leaves the state as it was (left or right padding never changes a text's state);
 ``reset_mask`` True = a document starts here, read as if from the initial state.
 """
@@ -71,6 +72,17 @@ class RecurrentModelOutput(ModelOutput):
     state: State | None = None
     hidden_states: tuple[Tensor, ...] | None = None
     cell_states: tuple[Tensor, ...] | None = None
+
+
+@dataclass
+class RecurrentSequenceClassifierOutput(ModelOutput):
+    """Outputs of a zoo sequence classifier: ``loss`` (scalar, fp32), ``logits`` (B, num_labels), ``pooled`` (B, H) the
+    text features the head reads (fp32, before dropout), ``state`` the state after each text's last byte."""
+
+    loss: Tensor | None = None
+    logits: Tensor | None = None
+    pooled: Tensor | None = None
+    state: State | None = None
 
 
 @dataclass
@@ -410,6 +422,196 @@ class RecurrentForCausalLM(RecurrentPreTrainedModel, GenerationMixin):
         return select_streams(state, beam_idx)
 
 
+CLASSIFIER_POOLINGS = ("final_cell", "final_hidden", "mean")
+PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
+
+
+def default_classifier_pooling(body_class: type[RecurrentModel]) -> str:
+    """The pooling a family's classifier reads when its config names none: the final cell state where the family has
+    one (Radford et al.'s feature), else the final hidden state (GRU), else (a family without per-unit states: the
+    Transformer) the mean of the outputs, which reads the whole text where the last byte's output sees only its
+    attention window."""
+    if "cell" in body_class.unit_states:
+        return "final_cell"
+    if "hidden" in body_class.unit_states:
+        return "final_hidden"
+    return "mean"
+
+
+class RecurrentForSequenceClassification(RecurrentPreTrainedModel):
+    """A family's body plus a linear head on a pooled text feature: binary, multi-class and multi-label
+    classification, and regression (``config.problem_type`` as transformers defines it, with its standard losses).
+
+    A family subclasses it together with its ``*PreTrainedModel`` and sets ``body_class``.
+
+    * **Pooling** (``config.classifier_pooling``): ``"final_cell"`` (the last layer's cell state after each text's
+      last real byte; families with a cell), ``"final_hidden"`` (the last layer's hidden state there; for a family
+      without a hidden unit state, the output at each row's last real byte), or ``"mean"`` (the last layer's outputs
+      averaged over the real bytes). ``None`` picks :func:`default_classifier_pooling` and writes it into the config.
+      Then ``config.classifier_dropout``, then ``score``, a linear layer to ``config.num_labels`` logits.
+    * **Padding** (``attention_mask`` 0) holds the state, so a text's logits do not depend on its batch, left or right
+      padding alike.
+    * **Chunks.** A text is read ``chunk_size`` bytes at a time (default :attr:`chunk_size`) with the state carried:
+      the result equals reading it at once, and inference memory is that of one chunk whatever the length. With
+      gradients on and more than one chunk, each chunk is recomputed in the backward pass (activation checkpointing):
+      the gradient flows through every chunk back to the first byte, exactly as without chunks, while training memory
+      holds one chunk's activations plus the state at each chunk boundary (B x state size per chunk), at the cost of
+      one more forward pass over the chunks.
+    * **Loading** a causal LM's checkpoint of the same family
+      (``AutoModelForSequenceClassification.from_pretrained(lm_dir, num_labels=3)``) loads every body weight and
+      initialises the head fresh; transformers' loading info lists the head under ``missing_keys`` and the LM head
+      under ``unexpected_keys`` (bytezoo's loader allows only that: a checkpoint that holds part of the head, or was
+      saved by this class without it, is refused, as is any missing body weight).
+    """
+
+    _auto_class = "AutoModelForSequenceClassification"  # save_pretrained ships the model's files (see above)
+    _fresh_head_prefixes = ("score.",)  # weights a checkpoint of another head (a causal LM's) may lack: made fresh
+    accepts_loss_kwargs = False  # transformers.Trainer: the loss is the batch mean (no num_items_in_batch)
+    body_class: type[RecurrentModel]
+    chunk_size = 256  # bytes per forward call of the body when none is given
+
+    def __init__(self, config):
+        super().__init__(config)
+        pooling = getattr(config, "classifier_pooling", None) or default_classifier_pooling(self.body_class)
+        if pooling not in CLASSIFIER_POOLINGS:
+            raise ValueError(f"classifier_pooling={pooling!r}; choose one of {CLASSIFIER_POOLINGS}")
+        if pooling == "final_cell" and "cell" not in self.body_class.unit_states:
+            raise ValueError(
+                f"classifier_pooling='final_cell' needs a cell state, which {self.body_class.__name__} does not have "
+                f"(its per-unit states: {list(self.body_class.unit_states) or 'none'}); use 'final_hidden' or 'mean'")
+        dropout = getattr(config, "classifier_dropout", 0.0) or 0.0
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"classifier_dropout must be in [0, 1); got {dropout}")
+        if config.problem_type is not None and config.problem_type not in PROBLEM_TYPES:
+            raise ValueError(f"problem_type={config.problem_type!r}; choose one of {PROBLEM_TYPES}")
+        config.classifier_pooling = pooling  # saved explicitly: a later default cannot change what a checkpoint reads
+        self.num_labels = config.num_labels
+        self.model = self.body_class(config)
+        self.dropout = nn.Dropout(dropout)
+        self.score = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return self.body_class.state_names
+
+    @property
+    def unit_states(self) -> tuple[str, ...]:
+        return self.body_class.unit_states
+
+    def _read_chunk(self, input_ids: Tensor, attention_mask: Tensor | None, *state: Tensor):
+        """One chunk through the body from ``state``: (new state, sum of the outputs over real bytes (B, H) or None,
+        output at the chunk's last real byte (B, H) or None, whether the row has a real byte in the chunk (B,) or
+        None). Only what the pooling needs is kept, so a recomputed chunk saves nothing else."""
+        pooling = self.config.classifier_pooling
+        out = self.model(input_ids, state=state, attention_mask=attention_mask, use_cache=True, return_dict=True)
+        outputs = out.last_hidden_state  # (B, T, H)
+        real = attention_mask.bool() if attention_mask is not None else None  # (B, T)
+        total = last = has_real = None
+        if pooling == "mean":
+            total = (outputs.float() * real.unsqueeze(-1) if real is not None else outputs.float()).sum(1)  # (B, H)
+        elif pooling == "final_hidden" and "hidden" not in self.unit_states:
+            steps = input_ids.shape[1]
+            if real is None:
+                real = torch.ones_like(input_ids, dtype=torch.bool)
+            has_real = real.any(1)  # (B,)
+            index = (torch.arange(steps, device=real.device) * real).argmax(1)  # (B,) the last real byte
+            last = outputs[torch.arange(outputs.shape[0], device=outputs.device), index].float()  # (B, H)
+        return tuple(out.state), total, last, has_real
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: Tensor | None = None,
+        labels: Tensor | None = None,
+        chunk_size: int | None = None,
+        output_pooled: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> RecurrentSequenceClassifierOutput | tuple:
+        r"""
+        Args:
+            input_ids: (B, T) byte values, each row one text (padded where ``attention_mask`` is 0).
+            attention_mask: (B, T), 1 for real bytes and 0 for padding (either side).
+            labels: (B,) class indices (single-label), (B, num_labels) 0/1 (multi-label), or (B,) / (B, 1) values
+                (regression); the loss follows ``config.problem_type``, inferred as transformers does when unset.
+            chunk_size: bytes per forward call of the body (default :attr:`chunk_size`); never changes the result.
+            output_pooled: also return ``pooled`` (B, H) and the final ``state``.
+        """
+        if input_ids is None or input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be a (batch, time) tensor of byte values; got {None if input_ids is None else tuple(input_ids.shape)}")
+        if attention_mask is not None and attention_mask.shape != input_ids.shape:
+            raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; input_ids has {tuple(input_ids.shape)}")
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        chunk = int(chunk_size or self.chunk_size)
+        if chunk < 1:
+            raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
+        batch, steps = input_ids.shape  # T = 0 (empty texts): the initial state's features, as for an all-padding row
+        pooling = self.config.classifier_pooling
+        state = self.model.initial_state(batch)
+        total = torch.zeros(batch, self.config.hidden_size, dtype=torch.float32, device=input_ids.device)
+        last = torch.zeros_like(total)
+        recompute = torch.is_grad_enabled() and steps > chunk and any(p.requires_grad for p in self.model.parameters())
+        for start in range(0, steps, chunk):
+            ids = input_ids[:, start : start + chunk]
+            mask = attention_mask[:, start : start + chunk] if attention_mask is not None else None
+            if recompute:  # the backward pass recomputes this chunk from the state it started with
+                from torch.utils.checkpoint import checkpoint
+
+                state, chunk_total, chunk_last, has_real = checkpoint(self._read_chunk, ids, mask, *state, use_reentrant=False)
+            else:
+                state, chunk_total, chunk_last, has_real = self._read_chunk(ids, mask, *state)
+            if chunk_total is not None:
+                total = total + chunk_total
+            if chunk_last is not None:
+                last = torch.where(has_real.unsqueeze(-1), chunk_last, last)
+        if pooling == "mean":
+            count = attention_mask.sum(1, keepdim=True).float() if attention_mask is not None else torch.full((batch, 1), float(steps), device=total.device)
+            pooled = total / count.clamp(min=1.0)  # an empty text: zeros
+        elif pooling == "final_hidden" and "hidden" not in self.unit_states:
+            pooled = last  # an empty text: zeros
+        else:
+            pooled = state_part(self, state, pooling[len("final_"):])[-1].float()  # (B, H) the last layer
+        logits = self.score(self.dropout(pooled).to(self.score.weight.dtype))  # (B, num_labels)
+        loss = self.classification_loss(logits, labels) if labels is not None else None
+        output = RecurrentSequenceClassifierOutput(
+            loss=loss, logits=logits, pooled=pooled if output_pooled else None, state=state if output_pooled else None
+        )
+        return output if return_dict else output.to_tuple()
+
+    def classification_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """The standard loss of ``config.problem_type`` in fp32: mean squared error (regression), cross-entropy
+        (single label; -100 ignored), binary cross-entropy with logits (multi-label). An unset problem type is
+        inferred as transformers does (1 label: regression; integer labels: single label; else multi-label) and
+        written into the config."""
+        config, num_labels = self.config, self.config.num_labels
+        labels = labels.to(logits.device)
+        if config.problem_type is None:
+            if num_labels == 1:
+                config.problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int) and labels.dim() == 1:
+                config.problem_type = "single_label_classification"
+            else:
+                config.problem_type = "multi_label_classification"
+        logits = logits.float()
+        if config.problem_type == "regression":
+            if num_labels == 1:
+                return nn.functional.mse_loss(logits.view(-1), labels.float().view(-1))
+            return nn.functional.mse_loss(logits, labels.float())
+        if config.problem_type == "single_label_classification":
+            labels = labels.long().view(-1)
+            if labels.numel() != logits.shape[0]:
+                raise ValueError(f"single-label classification takes one class index per text; labels have shape {tuple(labels.shape)}")
+            counted = labels[labels != -100]
+            if counted.numel() and (counted.min() < 0 or counted.max() >= num_labels):
+                raise ValueError(f"labels hold class indices in [{int(counted.min())}, {int(counted.max())}] but the head has "
+                                 f"num_labels={num_labels}")
+            return nn.functional.cross_entropy(logits, labels)
+        if labels.shape != logits.shape:
+            raise ValueError(f"multi-label classification takes (batch, num_labels={num_labels}) 0/1 labels; got {tuple(labels.shape)}")
+        return nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
+
+
 __all__ = [
     "State",
     "RecurrentModelOutput",
@@ -417,6 +619,10 @@ __all__ = [
     "RecurrentPreTrainedModel",
     "RecurrentModel",
     "RecurrentForCausalLM",
+    "RecurrentForSequenceClassification",
+    "RecurrentSequenceClassifierOutput",
+    "CLASSIFIER_POOLINGS",
+    "default_classifier_pooling",
     "run_in_segments",
     "select_streams",
     "concat_streams",

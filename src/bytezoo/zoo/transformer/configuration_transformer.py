@@ -24,6 +24,9 @@ class ByteTransformerConfig(PreTrainedConfig):
         dropout (`float`, defaults to 0.0): dropout on attention and MLP outputs while training.
         layer_norm_eps (`float`, defaults to 1e-5): LayerNorm epsilon.
         initializer_range (`float`, defaults to 0.02): standard deviation of the weights at initialisation (GPT-2's).
+        classifier_pooling (`str`, *optional*): the text feature a `*ForSequenceClassification` head reads:
+            `"final_cell"`, `"final_hidden"` or `"mean"`; `None` = the family's default (`"mean"`).
+        classifier_dropout (`float`, defaults to 0.0): dropout on that feature while fine-tuning.
 
     Example:
 
@@ -44,6 +47,8 @@ class ByteTransformerConfig(PreTrainedConfig):
     dropout: float = 0.0
     layer_norm_eps: float = 1e-5
     initializer_range: float = 0.02
+    classifier_pooling: str | None = None
+    classifier_dropout: float = 0.0
     pad_token_id: int | None = None
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None

@@ -21,6 +21,7 @@ from transformers import initialization as init
 from .configuration_transformer import ByteTransformerConfig
 from .recurrent_lm import (
     RecurrentForCausalLM,
+    RecurrentForSequenceClassification,
     RecurrentModel,
     RecurrentPreTrainedModel,
     State,
@@ -211,4 +212,16 @@ class ByteTransformerForCausalLM(RecurrentForCausalLM, ByteTransformerPreTrained
     body_class = ByteTransformerModel
 
 
-__all__ = ["ByteTransformerForCausalLM", "ByteTransformerModel", "ByteTransformerPreTrainedModel"]
+class ByteTransformerForSequenceClassification(RecurrentForSequenceClassification, ByteTransformerPreTrainedModel):
+    """:class:`ByteTransformerModel` plus a linear head on a pooled text feature (:class:`RecurrentForSequenceClassification`).
+
+    ```python
+    >>> from transformers import AutoModelForSequenceClassification
+    >>> model = AutoModelForSequenceClassification.from_pretrained("runs/lm/model", num_labels=2)  # doctest: +SKIP
+    ```"""
+
+    _auto_class = "AutoModelForSequenceClassification"  # save_pretrained ships this file for trust_remote_code
+    body_class = ByteTransformerModel
+
+
+__all__ = ["ByteTransformerForCausalLM", "ByteTransformerForSequenceClassification", "ByteTransformerModel", "ByteTransformerPreTrainedModel"]
