@@ -30,6 +30,14 @@ OUTPUT receives:
   checkpoints/step-N/  with --save-every, and when a run stops early (--max-time, SIGTERM, Ctrl-C): --resume
                        continues it exactly
   run.json             the run's identity: a folder holds one run; another is refused unless --overwrite
+  report.json          with --test: the fine-tuned model's test score beside the majority class and TF-IDF (and,
+                       with --compare-probe, the frozen L1 probe) at the same label counts on the same rows as
+                       `bytezoo transfer` draws them; printed as one table
+  comparison.png       the same comparison, one curve per method against the number of labels
+  label-counts/n-N/    with --label-counts: a complete run folder per count below the largest (the largest is
+                       fine-tuned in OUTPUT itself), each a separate fine-tuning from the same --model
+
+  bytezoo finetune ... --test test.csv --label-counts 100 1000 all --compare-probe
 """
 
 
@@ -63,6 +71,16 @@ def register(subparsers) -> None:
                       help="default: single-label with one label column, multi-label with several")
     data.add_argument("--num-labels", type=int, help="expected number of labels: refused when the data disagree")
     data.add_argument("--max-bytes", type=int, help="keep only each text's first N bytes (default: whole texts)")
+
+    comparison = parser.add_argument_group("comparison (needs --test)")
+    comparison.add_argument("--label-counts", nargs="+", metavar="N", type=_label_count,
+                            help="fine-tune once per count, each from --model on a seeded stratified draw of N "
+                                 "training rows ('all' = every row), e.g. 100 1000 all (default: all only: one run)")
+    comparison.add_argument("--baseline", choices=("tfidf", "none"), default="tfidf",
+                            help="measure TF-IDF word 1-2grams + L2 LR at the same counts (default: tfidf)")
+    comparison.add_argument("--compare-probe", action="store_true",
+                            help="also the frozen L1 probe (bytezoo transfer's classifier on --model's features) at "
+                                 "the same counts")
 
     train = parser.add_argument_group("training")
     train.add_argument("--output", required=True, metavar="DIR", help="output directory (layout above)")
@@ -104,28 +122,45 @@ def register(subparsers) -> None:
     parser.set_defaults(func=_main)
 
 
-def _main(args: argparse.Namespace) -> int:
-    from .trainer import FinetuneConfig, run
+def _label_count(text: str):
+    from .data import FinetuneError
 
-    options = {key: value for key, value in vars(args).items() if key not in ("func", "pooling", "dropout")}
+    from .compare import parse_label_count  # noqa: I001 (after data: a FinetuneError is an argparse error here)
+
+    try:
+        return parse_label_count(text)
+    except FinetuneError as error:
+        raise argparse.ArgumentTypeError(str(error).split(": ", 1)[-1]) from None
+
+
+def _main(args: argparse.Namespace) -> int:
+    from .compare import run_comparison
+    from .trainer import FinetuneConfig
+
+    import dataclasses
+
+    # Only FinetuneConfig's fields: bytezoo.cli adds its own (command, debug, func), the comparison options go apart.
+    fields = {field.name for field in dataclasses.fields(FinetuneConfig)}
+    options = {key: value for key, value in vars(args).items() if key in fields}
     options["model_config"] = dict(options["model_config"])
     if args.pooling is not None:
         options["model_config"]["classifier_pooling"] = args.pooling
     if args.dropout is not None:
         options["model_config"]["classifier_dropout"] = args.dropout
     try:  # a user's mistake (a ByteZooError) is printed as one line by bytezoo.cli.main
-        summary = run(FinetuneConfig(**options))
+        report = run_comparison(FinetuneConfig(**options), args.label_counts, baseline=args.baseline,
+                                compare_probe=args.compare_probe)
     except KeyboardInterrupt:  # the second Ctrl-C: no checkpoint, on purpose
         print("bytezoo finetune: aborted (Ctrl-C twice); the newest checkpoint is as it was", file=sys.stderr)
         return 130
     if int(os.environ.get("RANK", "0") or 0) != 0:
         return 0
-    best = summary["best_dev"] or {}
-    test = summary["test_metrics"] or {}
-    metric = summary["metric"]
-    figures = [f"dev {metric} {best[metric]:.4f} (step {summary['best_step']})" if metric in best else None,
-               f"test {metric} {test[metric]:.4f}" if metric in test else None]
-    parts = [f"{summary['steps']} steps ({summary['epochs']:.2f} epochs, {summary['seconds_per_epoch']:.1f} s/epoch, "
-             f"stopped by {summary['stopped_by']})", *(f for f in figures if f), f"model in {args.output}/model"]
-    print("; ".join(parts))
+    metric = report["metric"]
+    for entry in report["runs"]:  # ascending counts: the last is the run in OUTPUT
+        figures = [f"dev {metric} {entry['dev']:.4f} (step {entry['best_step']})" if entry["dev"] is not None else None,
+                   f"test {metric} {entry['test']:.4f}" if entry["test"] is not None else None]
+        where = os.path.normpath(os.path.join(args.output, entry["output"], "model"))
+        parts = [f"{entry['steps']} steps ({entry['epochs']:.2f} epochs, {entry['seconds_per_epoch']:.1f} s/epoch, "
+                 f"stopped by {entry['stopped_by']})", *(f for f in figures if f), f"model in {where}"]
+        print(("" if len(report["runs"]) == 1 else f"{entry['n_train']:,} labels: ") + "; ".join(parts))
     return 0

@@ -68,6 +68,7 @@ class FinetuneConfig:
     num_labels: int | None = None  # checked against the data when given
     model_config: dict = field(default_factory=dict)  # e.g. classifier_pooling, classifier_dropout
     max_bytes: int | None = None  # keep each text's first N bytes
+    train_rows: list[int] | None = None  # train on these rows of --train only (a training_subset draw); None = all
     batch_size: int = 32  # per process
     epochs: float | None = None  # used when max_steps is None; default 3
     max_steps: int | None = None
@@ -136,8 +137,15 @@ def fingerprint(config: FinetuneConfig, num_processes: int) -> dict:
         "body_lr": config.body_lr, "weight_decay": config.weight_decay, "schedule": config.schedule,
         "warmup": config.warmup, "freeze_body": config.freeze_body, "clip_grad_norm": config.clip_grad_norm,
         "mixed_precision": config.mixed_precision, "patience": config.patience, "chunk_size": config.chunk_size,
-        "seed": config.seed,
+        "seed": config.seed, "train_rows": _rows_digest(config.train_rows),
     }
+
+
+def _rows_digest(rows) -> str | None:
+    """sha256 of a training subset's row indices (``None``: every row), so a resume refuses another subset."""
+    if rows is None:
+        return None
+    return hashlib.sha256(np.asarray(rows, dtype=np.int64).tobytes()).hexdigest()
 
 
 def data_digest(split: Split) -> str:
@@ -314,6 +322,11 @@ def _run(config: FinetuneConfig) -> dict:
                              label_cols=config.label_cols, problem_type=config.problem_type,
                              num_labels=config.num_labels, label_names=source.label_names, max_bytes=config.max_bytes)
     train, dev, test = splits["train"], splits.get("dev"), splits.get("test")
+    if config.train_rows is not None:  # a subset of the labels (bytezoo.finetune.compare: the same draws as transfer)
+        rows = np.asarray(config.train_rows, dtype=np.int64)
+        if rows.size == 0 or rows.min() < 0 or rows.max() >= len(train):
+            raise FinetuneError(f"train_rows: {rows.size} row indices, which must lie in 0..{len(train) - 1}")
+        train = Split(train.name, train.source, [train.encoded[i] for i in rows], train.labels[rows])
     model, loaded = build_model(config, source, task)
     if main:
         print(f"model {loaded}", flush=True)
@@ -481,6 +494,7 @@ def _run(config: FinetuneConfig) -> dict:
         "model": config.model, "model_loaded": loaded, "model_config": config.model_config,
         "train": config.train, "dev": config.dev, "test": config.test, "problem_type": task.problem_type,
         "labels": task.label_names, "num_labels": task.num_labels, "train_texts": len(train),
+        "train_subset": config.train_rows is not None,
         "steps": position["step"], "updates": position["updates"], "epochs": position["step"] / steps_per_epoch,
         "steps_per_epoch": steps_per_epoch, "texts_seen": position["texts_seen"],
         "train_seconds": train_seconds, "seconds_per_epoch": train_seconds / max(position["step"] / steps_per_epoch, 1e-9),
