@@ -139,7 +139,7 @@ def run_comparison(config, label_counts: Sequence[int | str] | None = None, *, b
             rows = compare.training_subset(train.labels, n, config.seed)
             majority.append({"n_train": n, **compare.majority_point(task, train.labels[rows], test.labels)})
             if baseline == "tfidf":
-                tfidf.append({"n_train": n, **_tfidf_point(train, dev, test, rows, config.seed)})
+                tfidf.append({"n_train": n, **tfidf_point(train, dev, test, rows, config.seed)})
         compare.add_method(comparison, compare.MAJORITY, "majority class", majority, constant=True)
         if tfidf:
             compare.add_method(comparison, compare.TFIDF, "TF-IDF word 1-2grams + L2 LR", tfidf)
@@ -147,7 +147,7 @@ def run_comparison(config, label_counts: Sequence[int | str] | None = None, *, b
 
     tick = time.perf_counter()
     if comparable and compare_probe:
-        probe = _probe_points(config, train, dev, test, counts, log)
+        probe = probe_points(config, train, dev, test, counts, log)
         model_type = _model_type(output / "model")
         compare.add_method(comparison, compare.PROBE, f"frozen {model_type} features + L1 LR", probe)
     timings["probe_s"] = time.perf_counter() - tick
@@ -211,7 +211,7 @@ def _describe_length(config) -> str:
     return f"≤{epochs:g} epochs" + (", early stopping" if config.dev and config.patience else "")
 
 
-def _tfidf_point(train, dev, test, rows: np.ndarray, seed: int) -> dict:
+def tfidf_point(train, dev, test, rows: np.ndarray, seed: int) -> dict:
     """TF-IDF fitted on ``rows``, as ``bytezoo transfer``'s comparison fits it (C chosen on dev)."""
     from bytezoo.transfer.baseline import tfidf_baseline
 
@@ -223,7 +223,7 @@ def _tfidf_point(train, dev, test, rows: np.ndarray, seed: int) -> dict:
     return {"accuracy": fitted["test_accuracy"], "C": fitted["C"], "dev_accuracy": fitted["dev_accuracy"]}
 
 
-def _probe_points(config, train, dev, test, counts: list[int], log: Log) -> list[dict]:
+def probe_points(config, train, dev, test, counts: list[int], log: Log) -> list[dict]:
     """The frozen L1 probe at each count: the starting model's features (its pooling, transfer's defaults otherwise)
     and an L1 logistic regression, C swept on dev, fitted on each count's rows."""
     from bytezoo.transfer.classifier import SingleClassError, SparseLogisticClassifier
@@ -270,4 +270,5 @@ def _jsonable(value):
     return str(value)
 
 
-__all__ = ["ALL", "FINETUNE", "PLOT_FILE", "REPORT_FILE", "parse_label_count", "resolve_counts", "run_comparison"]
+__all__ = ["ALL", "FINETUNE", "PLOT_FILE", "REPORT_FILE", "parse_label_count", "probe_points", "resolve_counts", "run_comparison",
+           "tfidf_point"]
