@@ -123,3 +123,26 @@ def test_summary_compares_every_method_and_the_compressors(demo):
     assert "gzip -9" in markdown and "zstd -19" in markdown and "held-out bytes" in markdown
     assert "majority class" in markdown and "TF-IDF word 1-2grams + L2 LR" in markdown and "frozen mlstm features" in markdown
 
+
+
+def test_fine_tuning_joins_the_comparison_as_one_more_curve(demo):
+    """Step 5: fine-tuning at the largest label count and the log-midpoint one, on the transfer comparison's rows."""
+    from bytezoo.demo import default_finetune_counts
+
+    comparison, transfer = demo["comparison"], demo["transfer"]["comparison"]
+    assert comparison["n_train"] == transfer["n_train"] and comparison["methods"][:3] == transfer["methods"]
+    finetune = comparison["methods"][3]
+    assert finetune["name"] == "finetune" and [p["n_train"] for p in finetune["points"]] == comparison["n_train"]
+    counts = default_finetune_counts(comparison["n_train"])
+    assert demo["finetune"]["counts"] == counts and len(counts) == 2 and counts[-1] == comparison["n_train"][-1]
+    for point in finetune["points"]:
+        assert point["run"] == (point["n_train"] in counts)
+        assert (point["accuracy"] is not None) == point["run"]
+    for run in demo["finetune"]["runs"]:
+        summary = json.loads((Path(run["model"]) / "training_summary.json").read_text())
+        assert summary["train_texts"] == run["n_train"] and summary["test_metrics"]["accuracy"] == run["accuracy"]
+        assert run["steps"] >= 30 or run["stopped_by"] == "early_stopping"  # a small count still takes 30 steps
+    assert Path(demo["files"]["comparison"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = (Path(demo["output"]) / "summary.md").read_text()
+    assert "fine-tuned, all weights" in markdown and "n/a: not measured; fine-tuned at" in markdown
+    assert default_finetune_counts([10, 19, 37, 73, 142, 480]) == [73, 480]

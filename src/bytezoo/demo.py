@@ -8,9 +8,12 @@ data with ``--lm-data`` / ``--train --dev --test``:
 3. load it back from the hub with ``from_pretrained`` and check it reproduces the exported model's logits;
 4. run ``bytezoo transfer`` on the labelled data: features, L1 logistic regression, the sentiment neuron, plots,
    and a TF-IDF baseline measured in the same run;
-5. print a summary table (with validation BPC beside gzip/bz2/xz/zstd on the same held-out bytes, and the majority
-   class, TF-IDF and the probe at the same numbers of labels) and write ``summary.json`` / ``summary.md``; everything
-   lands in ``--output``.
+5. fine-tune the pretrained model (``bytezoo finetune``'s loop: a classifier head, every weight trained) at a few of
+   the comparison's label counts, on the same rows (by default the largest count and the one nearest the geometric
+   midpoint of the smallest and the largest);
+6. print a summary table (with validation BPC beside gzip/bz2/xz/zstd on the same held-out bytes, and the majority
+   class, TF-IDF, the probe and fine-tuning at the same numbers of labels) and write ``summary.json`` / ``summary.md``
+   and ``comparison.png``; everything lands in ``--output``.
 """
 from __future__ import annotations
 
@@ -45,6 +48,12 @@ def register(subparsers) -> None:
     parser.add_argument("--label-col", nargs="+", default=["label"], help="label column(s) (default: label)")
     parser.add_argument("--hub", help="hub URL to share the model through (default: OUTPUT/hub, a local folder)")
     parser.add_argument("--mixed-precision", default="no", choices=("no", "fp16", "bf16"))
+    parser.add_argument("--finetune-counts", nargs="*", type=int, metavar="N",
+                        help="label counts to fine-tune at, among the comparison's (default: the largest and the "
+                             "log-midpoint one; the option with no count: no fine-tuning)")
+    parser.add_argument("--finetune-epochs", type=float, default=3,
+                        help="epochs per fine-tuning run, raised to at least 30 steps for a small count, at most 10 "
+                             "epochs (default: 3; early stopping on dev)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=_run)
 
@@ -78,7 +87,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     test = args.test or str(default.test)
 
     # 1. Pretrain, through the command users run on GPUs.
-    _section("1/4 pretraining")
+    _section("1/5 pretraining")
     pretrain_dir = output / "pretrain"
     pretrain_argv = ["pretrain", "--model", args.model, "--output", str(pretrain_dir), "--max-steps", str(args.max_steps),
                      "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len), "--lr", str(args.lr),
@@ -97,7 +106,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     training = json.loads((exported / "training_summary.json").read_text())
 
     # 2. Share the exported model through the hub.
-    _section("2/4 pushing to the hub")
+    _section("2/5 pushing to the hub")
     hub_url = args.hub or (output / "hub").as_uri()
     repository = f"{hub_url.rstrip('/')}/{DEMO_REPOSITORY}"
     version = hub.push(exported, repository, tag="demo")
@@ -105,7 +114,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     print(f"pushed {exported} as {reference}")
 
     # 3. Load it back from the hub: the shared model must be the trained one.
-    _section("3/4 loading from the hub")
+    _section("3/5 loading from the hub")
     probe = torch.tensor([list("This medicine worked wonders for me.".encode())])
     with torch.no_grad():
         local_logits = bytezoo.from_pretrained(exported).eval()(probe).logits
@@ -117,7 +126,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     print(f"loaded {type(shared).__name__} from {reference}: logits identical to the exported model")
 
     # 4. Transfer: features, L1 logistic regression, the sentiment neuron, plots, TF-IDF baseline.
-    _section("4/4 transfer")
+    _section("4/5 transfer")
     transfer_dir = output / "transfer"
     transfer_argv = ["transfer", "--model", reference, "--train", train, "--test", test, "--output", str(transfer_dir),
                      "--text-col", args.text_col, "--label-col", *args.label_col, "--baseline", "tfidf",
@@ -126,6 +135,10 @@ def run_demo(args: argparse.Namespace) -> dict:
         transfer_argv += ["--dev", dev]
     _call(cli, transfer_argv + quiet, "transfer")
     report = json.loads((transfer_dir / "report.json").read_text())
+
+    # 5. Fine-tuning: one more curve in the comparison, at a few of its label counts, on the same rows.
+    _section("5/5 fine-tuning")
+    finetuned = finetune_curve(args, exported, train, dev, test, report["comparison"], output / "finetune")
 
     summary = {
         "output": str(output),
@@ -147,18 +160,85 @@ def run_demo(args: argparse.Namespace) -> dict:
             "characters_per_second": report["featurization"]["characters_per_second"],
             "comparison": report["comparison"],  # majority, TF-IDF and the probe at the same label counts
         },
+        "finetune": finetuned["finetune"],
+        "comparison": finetuned["comparison"],  # the transfer comparison plus fine-tuning (where it was run)
         "files": {
             "model": str(exported),
             "report": str(transfer_dir / "report.json"),
             "plots": {name: str(transfer_dir / file) for name, file in report["files"]["plots"].items()},
             "classifier": str(transfer_dir),
             "curves": str(pretrain_dir / "curves.png"),
+            "comparison": finetuned["plot"],
         },
         "seconds": round(time.perf_counter() - started, 1),
     }
     (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (output / "summary.md").write_text(format_summary(summary) + "\n")
     return summary
+
+
+def default_finetune_counts(n_train: list[int]) -> list[int]:
+    """The largest label count and the one nearest the geometric midpoint of the smallest and the largest."""
+    if len(n_train) < 2:
+        return list(n_train)
+    middle = (n_train[0] * n_train[-1]) ** 0.5
+    return sorted({min(n_train[:-1], key=lambda n: abs(n - middle)), n_train[-1]})
+
+
+def finetune_curve(args, model: Path, train: str, dev: str | None, test: str, transfer_comparison: dict,
+                   folder: Path) -> dict:
+    """Fine-tune ``model`` at some of the comparison's label counts (one run each, on the rows ``training_subset``
+    draws for that count: the probe's and TF-IDF's rows) and add fine-tuning to a copy of the comparison; the counts
+    not fine-tuned hold ``accuracy: None`` (``"run": false``). Returns ``{"finetune", "comparison", "plot"}``."""
+    import copy
+    import math
+
+    from bytezoo.finetune import compare as finetune_compare
+    from bytezoo.finetune.trainer import FinetuneConfig, run
+    from bytezoo.transfer import comparison as compare
+    from bytezoo.transfer.data import read_dataset
+    from bytezoo.transfer.plots import plot_comparison
+
+    comparison = copy.deepcopy(transfer_comparison)
+    available = comparison["n_train"]
+    wanted = default_finetune_counts(available) if args.finetune_counts is None else sorted(set(args.finetune_counts))
+    unknown = [n for n in wanted if n not in available]
+    if unknown:
+        raise SystemExit(f"bytezoo demo: --finetune-counts {unknown} are not among the comparison's label counts "
+                         f"{available}")
+    if not wanted or comparison["split"] is None:
+        return {"finetune": {"counts": [], "note": "not run"}, "comparison": comparison, "plot": None}
+    started = time.perf_counter()
+    labels = read_dataset(train, args.text_col, args.label_col).labels  # as transfer read them: the same draws
+    seed = comparison["draws"]["seed"]
+    batch_size, lr, body_lr, patience = 32, 2e-3, 5e-4, 3
+    runs = {}
+    for n in wanted:
+        rows = compare.training_subset(labels, n, seed)
+        epochs = min(10.0, max(args.finetune_epochs, math.ceil(30 / math.ceil(n / batch_size))))
+        print(f"fine-tuning on {n:,} of {len(labels):,} labels (at most {epochs:g} epochs)", flush=True)
+        summary = run(FinetuneConfig(
+            train=train, dev=dev, test=test, model=str(model), output=str(folder / f"n-{n}"), text_col=args.text_col,
+            label_cols=list(args.label_col), train_rows=None if n >= len(labels) else [int(i) for i in rows],
+            batch_size=batch_size, epochs=epochs, lr=lr, body_lr=body_lr, warmup=0.1, patience=patience, seed=seed,
+            mixed_precision=args.mixed_precision, overwrite=True, progress=not args.no_progress, log_every=10))
+        metric = summary["metric"]
+        runs[n] = {"n_train": n, "accuracy": (summary["test_metrics"] or {}).get(metric),
+                   "dev_accuracy": (summary["best_dev"] or {}).get(metric), "run": True, "steps": summary["steps"],
+                   "epochs": summary["epochs"], "stopped_by": summary["stopped_by"],
+                   "train_seconds": summary["train_seconds"], "model": str(folder / f"n-{n}" / "model")}
+    points = [runs.get(n, {"n_train": n, "accuracy": None, "run": False}) for n in available]
+    shown = ", ".join(f"{n:,}" for n in runs)
+    compare.add_method(comparison, finetune_compare.FINETUNE, f"fine-tuned, all weights ({shown} labels only)", points)
+    plot = folder.parent / finetune_compare.PLOT_FILE
+    plot_comparison(comparison, str(plot))
+    note = (f"fine-tuned at {shown} of the {len(available)} label counts, each a separate run from the pretrained "
+            f"model (batch {batch_size}, head rate {lr:g}, body rate {body_lr:g}, {args.finetune_epochs:g} epochs or "
+            f"30 steps whichever is more, at most 10 epochs, early stopping on dev with patience {patience}); the "
+            "other counts were not fine-tuned, to keep the main job short")
+    return {"finetune": {"counts": list(runs), "note": note, "runs": list(runs.values()),
+                         "seconds": round(time.perf_counter() - started, 1)},
+            "comparison": comparison, "plot": str(plot)}
 
 
 def _majority_accuracy(report: dict) -> float | None:
@@ -193,6 +273,7 @@ def format_summary(summary: dict) -> str:
         ("report", summary["files"]["report"]),
         ("plots", ", ".join(summary["files"]["plots"].values())),
         ("model", summary["files"]["model"]),
+        ("fine-tuning", _describe_finetune(summary.get("finetune"))),
         ("total time", f"{summary['seconds']:.0f} s"),
     ]
     width = max(len(name) for name, _ in rows)
@@ -203,9 +284,21 @@ def format_summary(summary: dict) -> str:
         sizes = ", ".join(f"{name} {entry['compressed_bytes']:,}" for name, entry in compression["compressors"].items())
         lines += ["", f"  compressed sizes of the {compression['raw_bytes']:,} held-out bytes: {sizes} bytes;",
                   "  small held-out sets handicap compressors (headers, no prior over the language)"]
-    if transfer.get("comparison"):
-        lines += [""] + ["  " + line for line in format_table(transfer["comparison"]).splitlines()]
+    comparison = summary.get("comparison") or transfer.get("comparison")
+    if comparison:
+        lines += [""] + ["  " + line for line in format_table(comparison).splitlines()]
+        if (summary.get("finetune") or {}).get("counts"):
+            lines += ["  n/a: not measured; " + summary["finetune"]["note"]]
+        if summary["files"].get("comparison"):
+            lines += [f"  plot: {summary['files']['comparison']}"]
     return "\n".join(lines)
+
+
+def _describe_finetune(finetune: dict | None) -> str:
+    if not finetune or not finetune.get("counts"):
+        return "not run"
+    runs = ", ".join(f"{r['n_train']:,} labels: {r['steps']} steps" for r in finetune["runs"])
+    return "; ".join([runs, f"{finetune['seconds']:.0f} s"])
 
 
 def _section(title: str) -> None:
