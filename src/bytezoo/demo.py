@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 DEMO_REPOSITORY = "mlstm-demo"
+MIN_FINETUNE_STEPS = 20  # a small label count still gets this many optimizer steps (epochs of one or two batches)
 
 
 def register(subparsers) -> None:
@@ -51,9 +52,9 @@ def register(subparsers) -> None:
     parser.add_argument("--finetune-counts", nargs="*", type=int, metavar="N",
                         help="label counts to fine-tune at, among the comparison's (default: the largest and the "
                              "log-midpoint one; the option with no count: no fine-tuning)")
-    parser.add_argument("--finetune-epochs", type=float, default=3,
-                        help="epochs per fine-tuning run, raised to at least 30 steps for a small count, at most 10 "
-                             "epochs (default: 3; early stopping on dev)")
+    parser.add_argument("--finetune-epochs", type=float, default=2,
+                        help="epochs per fine-tuning run, raised to at least 20 steps for a small count, at most 10 "
+                             "epochs (default: 2; dev evaluated every epoch or 10 steps, early stopping)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=_run)
 
@@ -215,12 +216,13 @@ def finetune_curve(args, model: Path, train: str, dev: str | None, test: str, tr
     runs = {}
     for n in wanted:
         rows = compare.training_subset(labels, n, seed)
-        epochs = min(10.0, max(args.finetune_epochs, math.ceil(30 / math.ceil(n / batch_size))))
+        steps_per_epoch = math.ceil(n / batch_size)
+        epochs = min(10.0, max(args.finetune_epochs, math.ceil(MIN_FINETUNE_STEPS / steps_per_epoch)))
         print(f"fine-tuning on {n:,} of {len(labels):,} labels (at most {epochs:g} epochs)", flush=True)
         summary = run(FinetuneConfig(
             train=train, dev=dev, test=test, model=str(model), output=str(folder / f"n-{n}"), text_col=args.text_col,
             label_cols=list(args.label_col), train_rows=None if n >= len(labels) else [int(i) for i in rows],
-            batch_size=batch_size, epochs=epochs, lr=lr, body_lr=body_lr, warmup=0.1, patience=patience, seed=seed,
+            batch_size=batch_size, epochs=epochs, eval_every=max(steps_per_epoch, 10), lr=lr, body_lr=body_lr, warmup=0.1, patience=patience, seed=seed,
             mixed_precision=args.mixed_precision, overwrite=True, progress=not args.no_progress, log_every=10))
         metric = summary["metric"]
         runs[n] = {"n_train": n, "accuracy": (summary["test_metrics"] or {}).get(metric),
@@ -234,7 +236,8 @@ def finetune_curve(args, model: Path, train: str, dev: str | None, test: str, tr
     plot_comparison(comparison, str(plot))
     note = (f"fine-tuned at {shown} of the {len(available)} label counts, each a separate run from the pretrained "
             f"model (batch {batch_size}, head rate {lr:g}, body rate {body_lr:g}, {args.finetune_epochs:g} epochs or "
-            f"30 steps whichever is more, at most 10 epochs, early stopping on dev with patience {patience}); the "
+            f"{MIN_FINETUNE_STEPS} steps whichever is more, at most 10 epochs, dev evaluated every epoch or 10 steps, "
+            f"early stopping with patience {patience}); the "
             "other counts were not fine-tuned, to keep the main job short")
     return {"finetune": {"counts": list(runs), "note": note, "runs": list(runs.values()),
                          "seconds": round(time.perf_counter() - started, 1)},

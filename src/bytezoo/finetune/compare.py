@@ -231,9 +231,12 @@ def probe_points(config, train, dev, test, counts: list[int], log: Log) -> list[
 
     pooling = (config.model_config or {}).get("classifier_pooling") or "final_cell"
     featurizer = Featurizer(config.model, pooling=pooling, progress=config.progress).fit()
-    features = {name: featurizer.transform(split.texts) for name, split in (("train", train), ("dev", dev), ("test", test))
-                if split is not None}
-    log(f"probe: {featurizer.extraction_stats_['texts']} texts featurized ({pooling})")
+    features, texts = {}, 0
+    for name, split in (("train", train), ("dev", dev), ("test", test)):
+        if split is not None:
+            features[name] = featurizer.transform(split.texts)
+            texts += len(split)
+    log(f"probe: {texts:,} texts featurized ({pooling})")
     points = []
     for n in counts:
         rows = compare.training_subset(train.labels, n, config.seed)
