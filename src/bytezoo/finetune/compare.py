@@ -80,8 +80,8 @@ def run_comparison(config, label_counts: Sequence[int | str] | None = None, *, b
     the same counts on the same rows. Writes ``OUTPUT/report.json`` (and ``comparison.png``) on the main process;
     returns the report."""
     from bytezoo.transfer.classifier import task_of
-    from bytezoo.transfer.data import read_dataset
 
+    from .data import _read  # read_dataset, its errors as the trainer words them (--train FILE: ...)
     from .trainer import run
 
     started = time.perf_counter()
@@ -93,13 +93,9 @@ def run_comparison(config, label_counts: Sequence[int | str] | None = None, *, b
         raise FinetuneError("--resume continues one run; with several --label-counts resume each run folder on its own")
     if config.train_rows is not None:
         raise FinetuneError("train_rows is chosen by the comparison (training_subset); leave it unset")
-    # The labels as bytezoo transfer reads them: the draws depend on them, so both commands draw the same rows.
-    try:
-        train = read_dataset(config.train, config.text_col, config.label_cols)
-        dev = read_dataset(config.dev, train.text_col, train.label_cols) if config.dev else None
-        test = read_dataset(config.test, train.text_col, train.label_cols) if config.test else None
-    except ValueError as error:
-        raise FinetuneError(str(error)) from None
+    # The labels as bytezoo transfer reads them (read_dataset): the draws depend on them, so both commands draw the
+    # same rows. dev and test are read after the runs, which check every split first and name what is wrong.
+    train = _read(config.train, "train", config.text_col, config.label_cols)
     counts = resolve_counts(label_counts, len(train))
     main = int(os.environ.get("RANK", "0") or 0) == 0
     if main and config.overwrite:
@@ -122,6 +118,8 @@ def run_comparison(config, label_counts: Sequence[int | str] | None = None, *, b
     timings["finetune_s"] = time.perf_counter() - tick
     if not main:
         return {}
+    dev = _read(config.dev, "dev", train.text_col, train.label_cols) if config.dev else None
+    test = _read(config.test, "test", train.text_col, train.label_cols) if config.test else None
 
     problem = runs[0][2]["problem_type"]
     metric = runs[0][2]["metric"]
