@@ -38,7 +38,7 @@ PRETRAIN = ["pretrain", "--model", "mlstm-256", "--data", str(SST / "unsup.csv")
 METHODS = {  # name -> label, in the order of the table
     "majority": "majority class",
     "tfidf": "TF-IDF word 1-2grams + L2 LR",
-    "probe": "frozen mlstm-256 features (final cell) + L1 LR",
+    "probe": "frozen mlstm-256 features ({pooling}) + L1 LR",
     "finetune": "fine-tuned from the pretrained LM",
     "scratch": "same architecture fine-tuned from random init",
 }
@@ -61,6 +61,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3, help="the head's peak rate")
     parser.add_argument("--body-lr", type=float, default=5e-4, help="the body's peak rate")
     parser.add_argument("--result", default=str(RESULTS / "finetune-sst.json"))
+    parser.add_argument("--pooling", default="final_cell", choices=("final_cell", "final_hidden", "mean"),
+                        help="the feature the probe and the fine-tuned head read (default: final_cell)")
     parser.add_argument("--skip", nargs="*", default=[], choices=list(METHODS), help="methods not to measure")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -100,7 +102,7 @@ def main() -> None:
         "finetune_settings": {"batch_size": 32, "lr_head": args.lr, "lr_body": args.body_lr, "schedule": "linear",
                               "warmup": 0.1, "patience": args.patience, "eval": "dev, once per epoch; best exported",
                               "epochs": {str(n): epochs_for(n, args.max_epochs, args.small_epochs) for n in counts},
-                              "pooling": "final_cell", "threads": 1, "tuned": "no: one setting for every cell"},
+                              "pooling": args.pooling, "threads": 1, "tuned": "no: one setting for every cell"},
         "machine": {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "load_average_at_start": os.getloadavg()},
     }
@@ -111,7 +113,8 @@ def main() -> None:
             if name in args.skip:
                 continue
             points = [cells[name].get(n, {"n_train": n, "accuracy": None, "pending": True}) for n in counts]
-            compare.add_method(comparison, name, label, points, **({"constant": True} if name == "majority" else {}))
+            shown = label.format(pooling=args.pooling.replace("_", " "))
+            compare.add_method(comparison, name, shown, points, **({"constant": True} if name == "majority" else {}))
         result.update(comparison=comparison, timings=dict(timings), complete=final,
                       seconds=time.perf_counter() - started, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         result["machine"]["load_average_now"] = os.getloadavg()
@@ -137,7 +140,8 @@ def main() -> None:
     # The frozen probe: features of every split once, an L1 LR per count.
     if "probe" not in args.skip:
         tick = time.perf_counter()
-        config = FinetuneConfig(train="", output="", model=model, seed=seed, progress=False)
+        config = FinetuneConfig(train="", output="", model=model, seed=seed, progress=False,
+                                model_config={"classifier_pooling": args.pooling})
         for point in finetune_compare.probe_points(config, train, dev, test, counts, print):
             cells["probe"][point["n_train"]] = point
         timings["probe_s"] = time.perf_counter() - tick
@@ -152,7 +156,8 @@ def main() -> None:
             epochs = epochs_for(n, args.max_epochs, args.small_epochs)
             config = FinetuneConfig(
                 train=str(SST / "train.csv"), dev=str(SST / "dev.csv"), test=str(SST / "test.csv"), model=start,
-                output=str(work / f"{name}-n{n}"), text_col="sentence", label_cols=["label"],
+                output=str(work / f"{name}-{args.pooling}-n{n}"), text_col="sentence", label_cols=["label"],
+                model_config={"classifier_pooling": args.pooling},
                 train_rows=None if n >= len(train) else [int(i) for i in rows], batch_size=32, epochs=epochs,
                 lr=args.lr, body_lr=args.body_lr, warmup=0.1, patience=args.patience, seed=seed, overwrite=True,
                 progress=False, log_every=50)

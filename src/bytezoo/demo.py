@@ -222,7 +222,8 @@ def finetune_curve(args, model: Path, train: str, dev: str | None, test: str, tr
         summary = run(FinetuneConfig(
             train=train, dev=dev, test=test, model=str(model), output=str(folder / f"n-{n}"), text_col=args.text_col,
             label_cols=list(args.label_col), train_rows=None if n >= len(labels) else [int(i) for i in rows],
-            batch_size=batch_size, epochs=epochs, eval_every=max(steps_per_epoch, 10), lr=lr, body_lr=body_lr, warmup=0.1, patience=patience, seed=seed,
+            batch_size=batch_size, epochs=epochs, eval_every=max(steps_per_epoch, 10), lr=lr, body_lr=body_lr,
+            warmup=0.1, patience=patience, seed=seed,
             mixed_precision=args.mixed_precision, overwrite=True, progress=not args.no_progress, log_every=10))
         metric = summary["metric"]
         runs[n] = {"n_train": n, "accuracy": (summary["test_metrics"] or {}).get(metric),
