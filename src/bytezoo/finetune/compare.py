@@ -157,7 +157,9 @@ def run_comparison(config, label_counts: Sequence[int | str] | None = None, *, b
             points.append({"n_train": n, "accuracy": test_figures.get(metric), "dev_accuracy": best.get(metric),
                            "steps": summary["steps"], "epochs": summary["epochs"],
                            "train_seconds": summary["train_seconds"]})
-        start = "random init" if "random weights" in runs[0][2]["model_loaded"] else "from the pretrained LM"
+        loaded = runs[0][2]["model_loaded"]
+        start = ("random init" if "random weights" in loaded else "from a classifier" if "a classifier" in loaded
+                 else "from the pretrained LM")
         compare.add_method(comparison, FINETUNE, f"fine-tuned ({start}, {_describe_length(config)})", points)
 
     plot = None
