@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -107,7 +108,7 @@ def register(subparsers) -> None:
 def _main(args: argparse.Namespace) -> int:
     from .trainer import FinetuneConfig, run
 
-    options = {key: value for key, value in vars(args).items() if key not in ("func", "pooling", "dropout")}
+    options = {field.name: getattr(args, field.name) for field in dataclasses.fields(FinetuneConfig)}
     options["model_config"] = dict(options["model_config"])
     if args.pooling is not None:
         options["model_config"]["classifier_pooling"] = args.pooling
