@@ -55,6 +55,7 @@ def demo_folder(tmp_path_factory):
 def test_readme_block_runs(index, demo_folder):
     root, cache = demo_folder
     code = BLOCKS[index].replace("s3://team-models", (root / "team-models").as_uri())
-    env = {**os.environ, "BYTEZOO_CACHE": str(cache)}
+    # One thread: the suite runs one worker per core, and two threads per worker on a busy core are 10x slower here.
+    env = {**os.environ, "BYTEZOO_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"README block {index + 1} failed:\n{code}\n{result.stderr[-3000:]}"

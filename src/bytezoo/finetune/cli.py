@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -123,9 +124,8 @@ def register(subparsers) -> None:
 
 
 def _label_count(text: str):
+    from .compare import parse_label_count
     from .data import FinetuneError
-
-    from .compare import parse_label_count  # noqa: I001 (after data: a FinetuneError is an argparse error here)
 
     try:
         return parse_label_count(text)
@@ -137,11 +137,9 @@ def _main(args: argparse.Namespace) -> int:
     from .compare import run_comparison
     from .trainer import FinetuneConfig
 
-    import dataclasses
-
     # Only FinetuneConfig's fields: bytezoo.cli adds its own (command, debug, func), the comparison options go apart.
     fields = {field.name for field in dataclasses.fields(FinetuneConfig)}
-    options = {key: value for key, value in vars(args).items() if key in fields}
+    options = {key: value for key, value in vars(args).items() if key in fields}  # train_rows: not an option
     options["model_config"] = dict(options["model_config"])
     if args.pooling is not None:
         options["model_config"]["classifier_pooling"] = args.pooling

@@ -20,7 +20,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -35,7 +34,14 @@ from tqdm.auto import tqdm
 from bytezoo.pretrain import checkpoint as ckpt
 from bytezoo.pretrain import run_identity
 from bytezoo.pretrain.schedules import SCHEDULES, Schedule, warmup_steps
-from bytezoo.pretrain.trainer import MetricsLog, NonFiniteLossError, StopRequest, check_launch, join_launched_group
+from bytezoo.pretrain.trainer import (
+    MetricsLog,
+    NonFiniteLossError,
+    StopRequest,
+    accelerate_state_of_its_own,
+    check_launch,
+    join_launched_group,
+)
 
 from .data import (
     FinetuneError,
@@ -285,13 +291,8 @@ def evaluate(accelerator, model, task: Task, split: Split, batch_size: int, chun
 # --- the run ----------------------------------------------------------------------------------------------------------
 def run(config: FinetuneConfig) -> dict:
     """Fine-tune as ``config`` says; return the run's summary (also saved beside the exported model)."""
-    try:
+    with accelerate_state_of_its_own():
         return _run(config.resolved())
-    finally:  # Accelerate's state is a process-wide singleton: let a later run in this process choose its own precision
-        from accelerate.state import AcceleratorState, GradientState
-
-        AcceleratorState._reset_state()
-        GradientState._reset_state()
 
 
 def _run(config: FinetuneConfig) -> dict:
@@ -416,7 +417,7 @@ def _run(config: FinetuneConfig) -> dict:
         bar.write = lambda text: print(text, flush=True) if main else None
     interval = {"loss": 0.0, "steps": 0, "texts": 0, "bytes": 0, "start": time.perf_counter()}
     run_start = time.perf_counter() - position["train_seconds"]
-    stopped_by, last_evaluated = None, None
+    stopped_by = None
     frozen = None
     model.train()
     with StopRequest(config.max_time) as stop:
@@ -463,7 +464,6 @@ def _run(config: FinetuneConfig) -> dict:
                 bar.set_postfix_str(f"loss {record['loss']:.4f}  lr {record['lr']:.2e}  {record['texts_per_second']:,.0f} texts/s")
                 interval = {"loss": 0.0, "steps": 0, "texts": 0, "bytes": 0, "start": time.perf_counter()}
             if dev is not None and (position["step"] % eval_every == 0 or position["step"] == total_steps):
-                last_evaluated = position["step"]
                 if evaluate_dev():
                     stopped_by = "early_stopping"
                     break

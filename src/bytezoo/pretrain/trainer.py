@@ -10,6 +10,8 @@ when its wall-clock budget ``max_time`` is spent or the process receives SIGTERM
 """
 from __future__ import annotations
 
+import contextlib
+
 import dataclasses
 import json
 import math
@@ -354,15 +356,23 @@ class StopRequest:
         return "max_time" if out_of_time else None
 
 
-def run(config: PretrainConfig) -> dict:
-    """Pretrain as ``config`` says; return the run's summary (also saved beside the exported model)."""
+@contextlib.contextmanager
+def accelerate_state_of_its_own():
+    """Accelerate's state is a process-wide singleton: reset it after a run (pretraining or fine-tuning), so that a
+    later run in the same process chooses its own precision and device."""
     try:
-        return _run(config.resolved())
-    finally:  # Accelerate's state is a process-wide singleton: let a later run in this process choose its own precision
+        yield
+    finally:
         from accelerate.state import AcceleratorState, GradientState
 
         AcceleratorState._reset_state()
         GradientState._reset_state()
+
+
+def run(config: PretrainConfig) -> dict:
+    """Pretrain as ``config`` says; return the run's summary (also saved beside the exported model)."""
+    with accelerate_state_of_its_own():
+        return _run(config.resolved())
 
 
 def _run(config: PretrainConfig) -> dict:
