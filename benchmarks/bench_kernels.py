@@ -42,6 +42,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _machine.py
+from _machine import machine  # noqa: E402  (benchmarks/ is the script's folder)
+
 RESULTS = Path(__file__).resolve().parent / "results"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 EMBEDDING = 64
@@ -284,7 +287,8 @@ def main(argv=None) -> int:
         "benchmark": "bench_kernels",
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-        "device": torch.cuda.get_device_name() if device == "cuda" else (platform.processor() or platform.machine()),
+        "device": torch.cuda.get_device_name() if device == "cuda" else machine()["cpu_model"],
+        "machine": machine(),
         "cpu_threads": torch.get_num_threads(),
         "clock": clock_name,
         "load_average": os.getloadavg(),
