@@ -12,13 +12,16 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the bytezoo command does; only works before torch's import
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _machine.py
 from _machine import machine  # noqa: E402  (benchmarks/ is the script's folder)
@@ -63,6 +66,7 @@ def main() -> int:
     parser.add_argument("--output", default=str(RESULTS / "featurize-4096.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    os.environ["BYTEZOO_NUM_THREADS"] = str(args.threads)  # the Featurizer keeps this count (no load measurement)
 
     import bytezoo
     from bytezoo.transfer import Featurizer

@@ -103,3 +103,26 @@ def test_cli_threads_option_sets_the_environment():
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", threads.ENV_VAR)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     assert "ENV 1 PASSIVE" in out
+
+
+def test_coarse_work_takes_every_core_only_with_passive_waiting(monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(threads, "_state", {})
+    monkeypatch.setattr(threads, "_default_threads", lambda: torch.get_num_threads())
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 2)
+    monkeypatch.delenv(threads.ENV_VAR, raising=False)
+    measured = []
+    monkeypatch.setattr(threads, "configure_threads", lambda *a, **k: measured.append(1))
+    try:
+        monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+        threads.ensure_threads("cpu", coarse=True)
+        assert torch.get_num_threads() == 2 and measured == []
+        monkeypatch.setattr(threads, "_state", {})
+        monkeypatch.delenv("OMP_WAIT_POLICY")
+        threads.ensure_threads("cpu", coarse=True)  # spinning threads: measured like any other work
+        assert measured == [1]
+    finally:
+        torch.set_num_threads(before)
+    assert threads.passive_waiting({"GOMP_SPINCOUNT": "0"}) and not threads.passive_waiting({})

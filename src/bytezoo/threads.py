@@ -11,6 +11,9 @@ token-by-token generation 10 s against 0.5 s. Two things fix it, and bytezoo doe
   (:data:`SAMPLE_SECONDS`) from ``/proc/stat`` over this process's affinity set, before the work starts (so the work
   itself is not counted) and rounded so that more than half a busy core takes a thread away
   (:func:`choose_threads`). Never fewer than one.
+* **batched feature extraction takes every core when idle threads sleep** (``coarse`` in :func:`ensure_threads`):
+  its parallel regions are large matrix products, and beside a busy process two sleeping-when-idle threads still
+  beat one (the scheduler shares cores per thread).
 * **passive waiting**: the ``bytezoo`` command sets ``OMP_WAIT_POLICY=PASSIVE`` before torch is imported (unless the
   user set it), so an idle OpenMP thread sleeps instead of spinning; with 2 threads under load it turned 16 s into
   2.0 s. It only takes effect before torch's first import, so a Python program that wants it sets it itself.
@@ -146,10 +149,16 @@ def configure_threads(threads: int | None = None, *, log: bool = True) -> int:
     return torch.get_num_threads()
 
 
-def ensure_threads(device="cpu") -> None:
+def ensure_threads(device="cpu", *, coarse: bool = False) -> None:
     """Before a CPU workload of the library (featurizing, generating, pretraining): applies :func:`configure_threads`
-    unless the program chose a count itself (a ``torch.set_num_threads`` that was not ours) or the last measured
-    choice is younger than :data:`REUSE_SECONDS`. Nothing for other devices. The count stays set afterwards."""
+    unless the program chose a count itself (a ``torch.set_num_threads`` that was not ours) or the last choice for
+    this kind of work is younger than :data:`REUSE_SECONDS`. Nothing for other devices. The count stays set.
+
+    ``coarse``: work made of few large parallel regions (batched feature extraction: big matrix products per step).
+    Where idle threads sleep (``OMP_WAIT_POLICY=PASSIVE``) it takes every usable core even beside a busy process:
+    the scheduler shares a core per runnable thread, so the second thread still gains (benchmarks/results/threads.md:
+    featurizing beside a busy loop, 2 passive threads 0.58 s against 1.07 s with one). Fine-grained work (a training
+    step's many small ops, one-byte generation steps) keeps the measured free cores."""
     import torch
 
     if getattr(device, "type", str(device).split(":")[0]) != "cpu":
@@ -157,9 +166,21 @@ def ensure_threads(device="cpu") -> None:
     current = torch.get_num_threads()
     ours = _state.get("set")
     caller_chose = (ours is None and current != _default_threads()) or (ours is not None and current != ours)
-    fresh = ours is not None and (_state.get("fixed") or time.monotonic() - float(_state["when"]) < REUSE_SECONDS)
-    if not caller_chose and not fresh:
-        configure_threads()
+    fresh = (ours is not None and _state.get("coarse") == coarse
+             and (_state.get("fixed") or time.monotonic() - float(_state["when"]) < REUSE_SECONDS))
+    if caller_chose or fresh:
+        return
+    if coarse and passive_waiting() and not os.environ.get(ENV_VAR, "").strip():
+        torch.set_num_threads(usable_cpus())
+        _state.update(set=torch.get_num_threads(), fixed=False, when=time.monotonic(), coarse=True)
+        return
+    configure_threads()
+    _state["coarse"] = coarse
+
+
+def passive_waiting(environ=os.environ) -> bool:
+    """Whether OpenMP's idle threads sleep (``OMP_WAIT_POLICY=PASSIVE``, or libgomp's ``GOMP_SPINCOUNT=0``)."""
+    return environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE" or environ.get("GOMP_SPINCOUNT", "") == "0"
 
 
 def _default_threads() -> int:
@@ -176,5 +197,5 @@ def passive_wait_before_torch(environ=os.environ) -> bool:
     return True
 
 
-__all__ = ["ENV_VAR", "ThreadChoice", "busy_cpus", "choose_threads", "configure_threads", "passive_wait_before_torch",
+__all__ = ["ENV_VAR", "ThreadChoice", "busy_cpus", "choose_threads", "configure_threads", "passive_wait_before_torch", "passive_waiting",
            "ensure_threads", "resolve_threads", "usable_cpus"]

@@ -247,7 +247,7 @@ class Featurizer(TransformerMixin, BaseEstimator):
 
         check_is_fitted(self, "language_model_")
         body = recurrent_body(self.language_model_)
-        ensure_threads(body.device)  # a thread count that holds up when other processes share the cores
+        ensure_threads(body.device, coarse=True)  # a thread count that holds up beside other processes
         hidden = self.n_features_out_
         features = np.zeros((len(encoded), hidden), dtype=np.float32)
         if not encoded:
