@@ -29,7 +29,7 @@ from pathlib import Path
 from bytezoo.data.packed import PackedCorpus, pack
 from bytezoo.pretrain.data import ByteStreams, StreamLayout
 
-from _machine import cpu_model  # noqa: E402  (benchmarks/ is the script's folder)
+from _machine import cpu_model, machine# noqa: E402  (benchmarks/ is the script's folder)
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,7 +167,7 @@ def main() -> None:
     text = work / "corpus.txt"
     if not text.is_file() or text.stat().st_size < size:
         make_text(text, size, lines)
-    result = {"benchmark": "data-path", "cpu": cpu_model(), "python": platform.python_version(),
+    result = {"benchmark": "data-path", "machine": machine(), "cpu": cpu_model(), "python": platform.python_version(),
               "corpus_bytes": text.stat().st_size, "streams_per_process": PER_PROCESS, "seq_len": SEQ_LEN}
 
     # packing rates: plain text (the big corpus) and JSON lines, gzip-compressed (100 MB of records)

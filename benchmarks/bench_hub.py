@@ -33,6 +33,9 @@ import bytezoo.hub as hub
 from bytezoo.hub.remote import sha256_of_file
 from bytezoo.hub.testing import LocalS3Server, find_weed, write_checkpoint
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _machine.py
+from _machine import machine  # noqa: E402  (benchmarks/ is the script's folder)
+
 OVERHEAD_BUDGET = 0.20
 
 
@@ -139,7 +142,7 @@ def run(scratch: Path, storage_options: dict, megabytes: float, repeats: int, se
         "median_client_cpu_seconds": {name: statistics.median(values) for name, values in cpu_times.items()},
         "all_seconds": timings,
         "all_client_cpu_seconds": cpu_times,
-        "machine": _machine(load_before, server),
+        "machine": {**machine(), **_machine(load_before, server)},
     }
 
 

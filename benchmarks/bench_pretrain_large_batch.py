@@ -18,6 +18,7 @@ import argparse
 import csv
 import json
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +26,9 @@ from pathlib import Path
 import torch
 
 from bytezoo.pretrain import pretrain
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _machine.py
+from _machine import machine  # noqa: E402  (benchmarks/ is the script's folder)
 
 RESULTS = Path(__file__).parent / "results"
 UNSUP = Path("/work/shared/data/sst/unsup.csv")
@@ -77,7 +81,8 @@ def main() -> None:
     base = results["a"]["val_bpc"]
     report = {
         "benchmark": "pretrain-large-batch", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "device": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__},
+        "machine": machine(),
+        "device": {"cpu": machine()["cpu_model"], "threads": torch.get_num_threads(), "torch": torch.__version__},
         "data": "SST unsup.csv sentences (includes test sentences), first 90% rows train / last 10% validation",
         "model": f"mlstm-256 with hidden_size={args.hidden_size}", "seq_len": args.seq_len, "characters_per_run": args.chars,
         "runs": results, "c_vs_a_relative": results["c"]["val_bpc"] / base - 1, "goal": "(c) within 3% of (a)",

@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from itertools import islice
@@ -30,6 +31,9 @@ import bytezoo
 from bytezoo.pretrain import pretrain
 from bytezoo.data.packed import PackedCorpus, pack
 from bytezoo.pretrain.data import ByteStreams, StreamLayout
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _machine.py
+from _machine import machine  # noqa: E402  (benchmarks/ is the script's folder)
 
 RESULTS = Path(__file__).parent / "results"
 DATA = Path("/work/shared/data/sst/train.csv")
@@ -97,7 +101,8 @@ def main() -> None:
     ratio_cpu = statistics.median(loop_cpu) / statistics.median(bare_cpu)
     report = {
         "benchmark": "pretrain-overhead", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "device": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "machine": machine(),
+        "device": {"cpu": machine()["cpu_model"], "threads": torch.get_num_threads(), "torch": torch.__version__,
                    "load_average_at_end": os.getloadavg()},
         "model": f"mlstm-256 hidden_size={args.hidden_size}", "batch_size": args.batch_size, "seq_len": args.seq_len,
         "steps": args.steps, "loop_includes": "data streaming, loss all-reduce, metrics.jsonl + TensorBoard every 10 steps, "

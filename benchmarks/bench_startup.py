@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from _machine import cpu_model  # noqa: E402  (benchmarks/ is the script's folder)
+from _machine import cpu_model, machine# noqa: E402  (benchmarks/ is the script's folder)
 
 RESULTS = Path(__file__).parent / "results"
 PYTHON = sys.executable
@@ -71,6 +71,7 @@ def main() -> None:
     baseline = medians["import torch, transformers"]
     result = {
         "benchmark": "startup",
+        "machine": machine(),
         "cpu": cpu_model(),
         "python": platform.python_version(),
         "versions": versions(),

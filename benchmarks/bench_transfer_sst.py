@@ -16,8 +16,12 @@ import argparse
 import json
 import os
 import tempfile
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _machine.py
+from _machine import machine  # noqa: E402  (benchmarks/ is the script's folder)
 
 PAPER_SST_TEST_ACCURACY = 0.918  # Radford et al. 2017, 4096-d mLSTM on 82M Amazon reviews, L1 logistic regression
 SST = Path(os.environ.get("BYTEZOO_SHARED_DATA", "/work/shared/data")) / "sst"
@@ -68,6 +72,7 @@ def main() -> None:
         "timings": report["timings"],
         "seconds": time.perf_counter() - started,
         "output_dir": output,
+        "machine": machine(),
         "device": {"cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -24,7 +24,7 @@ import torch
 import bytezoo
 from bytezoo.transfer import Featurizer
 
-from _machine import cpu_model  # noqa: E402  (benchmarks/ is the script's folder)
+from _machine import cpu_model, machine# noqa: E402  (benchmarks/ is the script's folder)
 
 SST = Path(os.environ.get("BYTEZOO_SHARED_DATA", "/work/shared/data")) / "sst" / "train.csv"
 
@@ -108,6 +108,7 @@ def main() -> None:
         "chunk_size": featurizer.chunk_size,
         "data": source,
         "runs": runs,
+        "machine": machine(),
         "device": {
             "cpu": cpu_model(),
             "cpu_count": os.cpu_count(),

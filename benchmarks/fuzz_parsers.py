@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import fuzz_targets as targets  # noqa: E402
 import test_fuzz_parsers as cases  # noqa: E402  (the strategies)
 
-from _machine import cpu_model  # noqa: E402
+from _machine import cpu_model, machine# noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -127,7 +127,7 @@ def main() -> None:
         rows.append(row)
         print(f"{name:<45} {row['inputs']:>6} inputs {row['seconds']:>7.1f} s  {row['finding'] or 'no finding'}",
               flush=True)
-    result = {"benchmark": "fuzz-parsers", "cpu": cpu_model(), "python": platform.python_version(),
+    result = {"benchmark": "fuzz-parsers", "machine": machine(), "cpu": cpu_model(), "python": platform.python_version(),
               "examples_per_parser": args.examples, "deadline_seconds": args.deadline, "rows": rows}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "fuzz.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -6,6 +6,13 @@ from pathlib import Path
 
 import pytest
 
+# Deterministic kernels and threads in every test and every process a test starts: the packing rule without a timing
+# calibration (tests/test_kernels_calibration.py turns it on explicitly), PyTorch's default thread count instead of
+# one measured from the machine's load, and no thread log line in commands' stderr.
+os.environ.setdefault("BYTEZOO_KERNEL_CALIBRATION", "0")
+os.environ.setdefault("BYTEZOO_NUM_THREADS", "0")
+os.environ.setdefault("BYTEZOO_QUIET_THREADS", "1")
+
 # The data folder that sits beside the checkout (../shared/data); tests that need it skip cleanly without it.
 SHARED_DATA = Path(os.environ.get("BYTEZOO_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

@@ -425,3 +425,34 @@ def test_config_typos_and_wrong_types_are_refused_by_name(name, tiny_model, tmp_
         type(tiny_model(name)).from_pretrained(tmp_path, use_cache="no")
     loaded = bytezoo.from_pretrained(tmp_path, use_cache=False)  # a valid override still works
     assert loaded.config.use_cache is False
+
+
+def test_mlstm_inference_cache_matches_and_follows_parameter_changes(tiny_model):
+    """Without a graph, the mLSTM caches its weight-normed weights and first-layer tables between calls: same outputs
+    as a forward that builds a graph, and a parameter change (in place, load_state_dict) is seen at the next call."""
+    import torch
+
+    model = tiny_model("mlstm-256", num_layers=2)
+    ids = torch.randint(0, 256, (2, 7))
+    with torch.enable_grad():
+        expected = model(ids).logits.detach()
+    with torch.no_grad():
+        first = model(ids).logits
+        again = model(ids).logits
+    torch.testing.assert_close(first, expected)
+    torch.testing.assert_close(again, expected)
+    with torch.no_grad():
+        model.model.layers[0].w_h.mul_(1.5)
+        model.model.embeddings.weight.add_(0.1)
+        changed = model(ids).logits
+    with torch.enable_grad():
+        torch.testing.assert_close(changed, model(ids).logits.detach())
+    assert not torch.allclose(changed, expected)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict({k: v * 0.9 if v.is_floating_point() else v for k, v in state.items()})
+    with torch.inference_mode():
+        reloaded = model(ids).logits
+    with torch.enable_grad():
+        torch.testing.assert_close(reloaded, model(ids).logits.detach())
+    model.train()
+    assert all("_inference_cache" not in layer.__dict__ for layer in model.model.layers)

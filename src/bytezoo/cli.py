@@ -4,6 +4,11 @@ A subpackage exposes ``register(subparsers)`` in its ``cli`` module, adding its 
 ``func`` (called with the parsed arguments, returning an exit code). Heavy imports happen inside those functions so
 ``bytezoo --help`` stays fast.
 
+Threads: ``--threads N`` (anywhere on the line) or ``BYTEZOO_NUM_THREADS`` fixes torch's CPU thread count; without
+either, the library measures the cores other processes leave free (:mod:`bytezoo.threads`). Before any subcommand
+imports torch, ``OMP_WAIT_POLICY=PASSIVE`` is set unless the user set a policy: spinning OpenMP threads collapsed
+throughput 10-20x on a 2-core machine with one busy core (benchmarks/results/threads.md).
+
 Errors: a user's mistake raises a :class:`~bytezoo.errors.ByteZooError` wherever it is found; :func:`main` catches it
 here, once, and prints one line (``bytezoo SUBCOMMAND: error: MESSAGE``) with exit code 2, as it does for a bad
 option. ``--debug`` (anywhere on the line) or ``BYTEZOO_DEBUG=1`` prints the traceback as well. Any other exception is
@@ -30,6 +35,9 @@ SUBCOMMAND_MODULES = (
     "bytezoo.hub.cli",
 )
 DEBUG_ENV = "BYTEZOO_DEBUG"  # "1": tracebacks for user errors too
+THREADS_ENV = "BYTEZOO_NUM_THREADS"  # the thread count bytezoo.threads applies; --threads sets it
+THREADS_HELP = (f"CPU threads for torch (default: the cores other processes leave free, measured at start; "
+                f"0: PyTorch's default; also {THREADS_ENV})")
 USER_ERROR_EXIT_CODE = 2  # argparse's code for a bad option; the same for a bad file, key or folder
 
 
@@ -47,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"bytezoo {__version__}")
     parser.add_argument("--debug", action="store_true", help=f"print the traceback of an error, not just its line (also {DEBUG_ENV}=1)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     for module_name in SUBCOMMAND_MODULES:
         try:
@@ -68,6 +77,8 @@ def _equip_subcommands(parser: argparse.ArgumentParser) -> None:
                 subparser.set_defaults(command=subparser.prog)  # the innermost subcommand's default wins
                 if "--debug" not in subparser._option_string_actions:
                     subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+                if "--threads" not in subparser._option_string_actions:
+                    subparser.add_argument("--threads", type=int, default=argparse.SUPPRESS, metavar="N", help=THREADS_HELP)
                 _equip_subcommands(subparser)
 
 
@@ -82,7 +93,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return USER_ERROR_EXIT_CODE
     from .errors import ByteZooError, one_line
+    from .threads import passive_wait_before_torch
 
+    if getattr(args, "threads", None) is not None:  # the library's thread policy reads it (bytezoo.threads)
+        if args.threads < 0:
+            parser.error(f"--threads must be >= 0 (0: PyTorch's default); got {args.threads}")
+        os.environ[THREADS_ENV] = str(args.threads)
+    passive_wait_before_torch()  # idle OpenMP threads sleep instead of spinning (only before torch's import)
     try:
         return int(args.func(args) or 0)
     except ByteZooError as error:

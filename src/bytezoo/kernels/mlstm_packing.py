@@ -32,8 +32,12 @@ _PACKABLE = (torch.float32, torch.bfloat16)
 #  * In bf16 packing wins at any size (224 vs 156 GFLOP/s at H=256, 510 vs 332 at H=1024).
 # Below these, torch.mm on a contiguous weight (a transposed view would run MKL's slower "B transposed" GEMM, so the
 # backward's weights are copied once per call).
+# Those sizes were measured on one CPU family; other CPUs rank the two GEMMs differently, so the size thresholds are
+# measured on the machine it runs on at first use and cached (:mod:`bytezoo.kernels.mlstm_calibration`; the rule
+# above is the fallback and what BYTEZOO_KERNEL_CALIBRATION=0 uses). None = calibrated; a number fixes it.
 PACK_MIN_STEPS = 32
-PACK_MIN_SIZE = 1024
+PACK_MIN_SIZE: int | None = None  # fp32: pack weights whose smaller side is at least this
+PACK_BF16_MIN_SIZE: int | None = None  # bf16: likewise (the built-in rule: always)
 PACK_FP32_BATCHES = range(32, 129)
 _packing_verified: dict[torch.dtype, bool] = {}
 
@@ -62,16 +66,26 @@ def _packing_works(dtype: torch.dtype) -> bool:
     return _packing_verified[dtype]
 
 
+def _threshold(fixed: int | None, key: str) -> int:
+    if fixed is not None:
+        return fixed
+    from .mlstm_calibration import thresholds
+
+    return thresholds()[key]
+
+
 class RecurrentMatmul:
     """``x @ weight (+ add)`` for a weight (in, out) that every time step reuses: packed once where possible."""
 
     def __init__(self, weight: Tensor, batch: int, steps: int, pack: bool | None = None):
         pack = PACK_WEIGHTS if pack is None else pack
         self.packed = None
-        worth_it = steps >= PACK_MIN_STEPS and (
-            weight.dtype == torch.bfloat16 or (min(weight.shape) >= PACK_MIN_SIZE and batch in PACK_FP32_BATCHES)
-        )
-        packable = weight.device.type == "cpu" and weight.dtype in _PACKABLE and worth_it
+        packable = weight.device.type == "cpu" and weight.dtype in _PACKABLE and steps >= PACK_MIN_STEPS
+        if packable:  # thresholds only consulted when it could matter (the first one may calibrate)
+            if weight.dtype == torch.bfloat16:
+                packable = min(weight.shape) >= _threshold(PACK_BF16_MIN_SIZE, "bf16_min_size")
+            else:
+                packable = min(weight.shape) >= _threshold(PACK_MIN_SIZE, "fp32_min_size") and batch in PACK_FP32_BATCHES
         if pack and packable and _packing_works(weight.dtype):
             self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.t().contiguous(), batch)
         # Unused when packed (no transposed copy then); else contiguous, for the faster non-transposed GEMM.

@@ -30,6 +30,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from bytezoo.errors import ByteZooError, InvalidArgumentError
+from bytezoo.threads import ensure_threads
 
 from . import checkpoint as ckpt
 from . import run_identity
@@ -384,6 +385,7 @@ def _run(config: PretrainConfig) -> dict:
     if config.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         warnings.warn("fp16 on CPU: Accelerate trains in fp32 (no autocast, no loss scaling); use bf16 on CPU", stacklevel=2)
     check_launch(accelerator)
+    ensure_threads(accelerator.device)  # a thread count that holds up when other processes share the cores
     # What actually runs: Accelerate trains fp16 on a CPU in fp32 (no autocast, no scaler).
     precision = "no" if config.mixed_precision == "fp16" and accelerator.device.type == "cpu" else config.mixed_precision
     set_seed(config.seed)

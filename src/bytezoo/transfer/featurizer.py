@@ -243,8 +243,11 @@ class Featurizer(TransformerMixin, BaseEstimator):
         import torch
         from tqdm.auto import tqdm
 
+        from bytezoo.threads import ensure_threads
+
         check_is_fitted(self, "language_model_")
         body = recurrent_body(self.language_model_)
+        ensure_threads(body.device, coarse=True)  # a thread count that holds up beside other processes
         hidden = self.n_features_out_
         features = np.zeros((len(encoded), hidden), dtype=np.float32)
         if not encoded:

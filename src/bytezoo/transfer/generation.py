@@ -63,10 +63,13 @@ def generate_steered(
     """
     import torch
 
+    from bytezoo.threads import ensure_threads
+
     language_model = load_language_model(model).eval()
     if not hasattr(language_model, "lm_head"):
         raise TypeError("generation needs a causal LM (with an lm_head), not a bare recurrent body")
     body = recurrent_body(language_model)
+    ensure_threads(body.device)  # a thread count that holds up when other processes share the cores
     hidden = body.config.hidden_size
     if neuron is not None and not 0 <= neuron < hidden:
         raise InvalidArgumentError(f"neuron {neuron} is outside the model's {hidden} units; choose one in 0..{hidden - 1}")

@@ -1,0 +1,164 @@
+"""Which of the fused engines' choices win on *this* CPU, measured once (under 2 s) and cached next to the compiled
+extension: today, from which hidden size packing a recurrent weight for oneDNN beats plain ``torch.mm``, per dtype.
+
+Why measure instead of a fixed rule: the rule in :mod:`bytezoo.kernels.mlstm_packing` was measured on one Intel Xeon
+(AVX-512 + AMX); oneDNN's packed and MKL's plain GEMMs rank differently on CPUs without AMX (an AMD EPYC with AVX-512
+BF16 filed issue 16), and only Intel CPUs were available to check a rule on. So the first use on a machine times
+both products at the hidden sizes that decide it and keeps the answer, keyed by everything that changes it: the CPU
+model and its flags, the torch version, and the compiled extension's build key (source + compiler flags).
+
+``BYTEZOO_KERNEL_CALIBRATION=0`` skips the measurement and uses the built-in rule (the test suite does this, so no
+test depends on timings); ``=refresh`` measures again. The cache is a small JSON file in
+``$TORCH_EXTENSIONS_DIR/bytezoo/`` (see :func:`bytezoo.kernels._cpu_extension.cache_dir`), written atomically.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+ENV_SWITCH = "BYTEZOO_KERNEL_CALIBRATION"  # "0": built-in rule, no measurement; "refresh": measure again
+VERSION = 1  # bump when what is measured or how it is decided changes
+SIZES = (256, 512, 1024)  # hidden sizes timed; packing is decided from the smallest size where it wins for all larger
+BATCH = 64
+WIN = 0.95  # packed must take at most this fraction of plain's time
+# The built-in rule (Intel Xeon with AMX, 2026-11; see mlstm_packing): fp32 packs from H=1024, bf16 always.
+DEFAULTS = {"fp32_min_size": 1024, "bf16_min_size": 1}
+NEVER = 1 << 30
+
+_state: dict[str, dict] = {}
+_lock = threading.Lock()
+
+
+def _cpu_identity() -> str:
+    from ._cpu_extension import _cpu_flags
+
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        model = platform.processor()
+    return f"{model}|{_cpu_flags()}"
+
+
+def calibration_key() -> str:
+    """Hash of what the measurement depends on: CPU model and flags, torch version, the extension's build key."""
+    from ._cpu_extension import build_key
+
+    digest = hashlib.sha256()
+    for part in (str(VERSION), _cpu_identity(), torch.__version__, build_key(), platform.machine()):
+        digest.update(hashlib.sha256(part.encode()).digest())
+    return digest.hexdigest()[:16]
+
+
+def cache_path() -> Path:
+    from ._cpu_extension import cache_dir
+
+    return cache_dir() / f"calibration-{calibration_key()}.json"
+
+
+def _time_products(x: torch.Tensor, weight: torch.Tensor, repeats: int = 5, calls: int = 3) -> tuple[float, float]:
+    """Median seconds per product: plain ``torch.mm`` on a contiguous weight, and the oneDNN-packed weight."""
+    packed = torch.ops.mkldnn._reorder_linear_weight(weight.t().contiguous(), x.shape[0])
+    plain_times, packed_times = [], []
+
+    def plain():
+        torch.mm(x, weight)
+
+    def packed_call():
+        torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+
+    plain(), packed_call()  # warm-up
+    for _ in range(repeats):  # interleaved, so a busy neighbour hits both alike
+        for fn, times in ((plain, plain_times), (packed_call, packed_times)):
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            times.append((time.perf_counter() - start) / calls)
+    return statistics.median(plain_times), statistics.median(packed_times)
+
+
+def measure(sizes=SIZES, batch: int = BATCH) -> dict:
+    """Times plain and packed [batch x H] @ [H x 4H] products at each size and dtype; returns the thresholds and the
+    timings behind them. Takes well under 2 s on a 2-core Xeon."""
+    from .mlstm_packing import _packing_works
+
+    started = time.perf_counter()
+    generator = torch.Generator().manual_seed(0)
+    timings, result = {}, {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        if not _packing_works(dtype):
+            result[f"{name}_min_size"] = NEVER
+            continue
+        wins = {}
+        for hidden in sizes:
+            x = torch.randn(batch, hidden, generator=generator).to(dtype)
+            weight = torch.randn(hidden, 4 * hidden, generator=generator).to(dtype)
+            plain, packed = _time_products(x, weight)
+            timings[f"{name}/H={hidden}"] = {"plain_s": plain, "packed_s": packed, "packed_over_plain": packed / plain}
+            wins[hidden] = packed <= WIN * plain
+        # the smallest size from which packing wins at every larger measured size
+        threshold = NEVER
+        for hidden in sorted(sizes, reverse=True):
+            if not wins[hidden]:
+                break
+            threshold = hidden
+        result[f"{name}_min_size"] = 1 if threshold == min(sizes) else threshold
+    result["timings"] = timings
+    result["seconds"] = time.perf_counter() - started
+    result["threads"] = torch.get_num_threads()
+    result["load_average"] = list(os.getloadavg())
+    return result
+
+
+def thresholds() -> dict:
+    """``{"fp32_min_size": int, "bf16_min_size": int}`` for this machine: the built-in rule with
+    ``BYTEZOO_KERNEL_CALIBRATION=0``, else the cached measurement, else measured now (once per process)."""
+    switch = os.environ.get(ENV_SWITCH, "1").strip().lower()
+    if switch == "0":
+        return dict(DEFAULTS)
+    if "thresholds" in _state:
+        return _state["thresholds"]
+    with _lock:
+        if "thresholds" not in _state:
+            _state["thresholds"] = _load_or_measure(refresh=switch == "refresh")
+    return _state["thresholds"]
+
+
+def _load_or_measure(refresh: bool) -> dict:
+    path = cache_path()
+    if not refresh:
+        try:
+            cached = json.loads(path.read_text())
+            return {key: int(cached[key]) for key in DEFAULTS}
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    try:
+        measured = measure()
+    except Exception:  # a private op gone or failing: keep the built-in rule
+        return dict(DEFAULTS)
+    record = {**measured, "key": calibration_key(), "cpu": _cpu_identity().split("|")[0], "torch": torch.__version__,
+              "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        staged.write_text(json.dumps(record, indent=2) + "\n")
+        os.replace(staged, path)
+    except OSError:
+        pass  # a read-only cache folder: measured again next process
+    return {key: int(measured[key]) for key in DEFAULTS}
+
+
+def reset() -> None:
+    """Forget this process's thresholds (tests)."""
+    _state.clear()

@@ -1,0 +1,88 @@
+"""The packing calibration (bytezoo.kernels.mlstm_calibration): keyed by CPU, torch and build; measured once and
+reused; skipped by the environment switch. No test here depends on a timing: the measurement is replaced."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bytezoo.kernels import _cpu_extension, mlstm_calibration, mlstm_packing
+
+
+@pytest.fixture
+def calibrating(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setenv(mlstm_calibration.ENV_SWITCH, "1")
+    mlstm_calibration.reset()
+    calls = []
+
+    def fake_measure():
+        calls.append(1)
+        return {"fp32_min_size": 512, "bf16_min_size": 1, "timings": {}, "seconds": 0.0}
+
+    monkeypatch.setattr(mlstm_calibration, "measure", fake_measure)
+    yield calls
+    mlstm_calibration.reset()
+
+
+def test_switch_off_uses_the_builtin_rule(monkeypatch):
+    monkeypatch.setenv(mlstm_calibration.ENV_SWITCH, "0")
+    monkeypatch.setattr(mlstm_calibration, "measure", lambda: pytest.fail("measured with the switch off"))
+    assert mlstm_calibration.thresholds() == mlstm_calibration.DEFAULTS
+
+
+def test_measured_once_cached_and_reused(calibrating, tmp_path):
+    assert mlstm_calibration.thresholds() == {"fp32_min_size": 512, "bf16_min_size": 1}
+    path = mlstm_calibration.cache_path()
+    assert path.parent == tmp_path / "bytezoo" and path.exists()
+    assert mlstm_calibration.calibration_key() in path.name
+    record = json.loads(path.read_text())
+    assert record["torch"] == torch.__version__ and record["key"] == mlstm_calibration.calibration_key()
+    mlstm_calibration.thresholds()
+    mlstm_calibration.reset()  # a new process: read from the file, not measured again
+    assert mlstm_calibration.thresholds()["fp32_min_size"] == 512
+    assert len(calibrating) == 1
+
+
+def test_refresh_measures_again(calibrating, monkeypatch):
+    mlstm_calibration.thresholds()
+    mlstm_calibration.reset()
+    monkeypatch.setenv(mlstm_calibration.ENV_SWITCH, "refresh")
+    mlstm_calibration.thresholds()
+    assert len(calibrating) == 2
+
+
+def test_key_changes_with_cpu_torch_and_build(monkeypatch):
+    base = mlstm_calibration.calibration_key()
+    monkeypatch.setattr(mlstm_calibration, "_cpu_identity", lambda: "AMD EPYC 9B14|flags avx512_bf16")
+    other_cpu = mlstm_calibration.calibration_key()
+    monkeypatch.setattr(mlstm_calibration.torch, "__version__", "9.9.9")
+    other_torch = mlstm_calibration.calibration_key()
+    monkeypatch.setattr(_cpu_extension, "CFLAGS", ("-O2",))
+    other_build = mlstm_calibration.calibration_key()
+    assert len({base, other_cpu, other_torch, other_build}) == 4
+
+
+def test_damaged_cache_is_measured_again(calibrating):
+    path = mlstm_calibration.cache_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("{not json")
+    assert mlstm_calibration.thresholds()["fp32_min_size"] == 512
+    assert len(calibrating) == 1
+
+
+def test_packing_follows_the_calibrated_threshold(calibrating, monkeypatch):
+    monkeypatch.setattr(mlstm_packing, "PACK_MIN_SIZE", None)
+    weight = torch.randn(512, 2048)
+    packed = mlstm_packing.RecurrentMatmul(weight, 64, 64).packed
+    assert packed is not None or not mlstm_packing._packing_works(torch.float32)
+    assert mlstm_packing.RecurrentMatmul(torch.randn(256, 1024), 64, 64).packed is None
+    monkeypatch.setattr(mlstm_packing, "PACK_MIN_SIZE", 4096)  # a fixed number wins over the calibration
+    assert mlstm_packing.RecurrentMatmul(weight, 64, 64).packed is None
+
+
+def test_real_measurement_is_short_and_well_formed():
+    """Runs the real (tiny) measurement once: shape of the result only, never its numbers."""
+    result = mlstm_calibration.measure(sizes=(64, 128), batch=8)
+    assert set(mlstm_calibration.DEFAULTS) <= set(result) and result["seconds"] < 10
