@@ -454,5 +454,11 @@ def test_mlstm_inference_cache_matches_and_follows_parameter_changes(tiny_model)
         reloaded = model(ids).logits
     with torch.enable_grad():
         torch.testing.assert_close(reloaded, model(ids).logits.detach())
+    # new parameter objects (assign=True): never matched, even were one to land at a freed parameter's address
+    model.load_state_dict({k: v * 1.1 if v.is_floating_point() else v for k, v in state.items()}, assign=True)
+    with torch.no_grad():
+        assigned = model(ids).logits
+    with torch.enable_grad():
+        torch.testing.assert_close(assigned, model(ids).logits.detach())
     model.train()
     assert all("_inference_cache" not in layer.__dict__ for layer in model.model.layers)

@@ -89,10 +89,12 @@ class MLSTMLayer(nn.Module):
         (one step at H=1024, B=1: 12.6 ms, of which the recurrence is a fraction) and chunked feature extraction.
         Keyed by every parameter's storage and version counter (an optimizer step or ``load_state_dict`` changes the
         version, ``.to()`` the storage) and the dtype; None for hidden layers' inputs (they depend on the batch)."""
-        params = [*self.parameters(), *(() if embeddings is None else (embeddings,))]
+        params = (*self.parameters(), *(() if embeddings is None else (embeddings,)))
         key = (compute_dtype, tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params))
         cached = self.__dict__.get("_inference_cache")
-        if cached is not None and cached[0] == key:
+        # The cache holds the parameter objects themselves and compares them by identity: a parameter replaced by a
+        # new tensor (load_state_dict(assign=True)) can never match, even if it lands at the freed address.
+        if cached is not None and cached[0] == key and all(a is b for a, b in zip(cached[2], params)):
             return cached[1]
         w_x, w_h, w_mx, w_mh = self.effective_weights()
         gates_x = mult_x = None
@@ -100,7 +102,7 @@ class MLSTMLayer(nn.Module):
             gates_x = torch.addmm(self.bias, embeddings, w_x).to(compute_dtype)  # (V, 4H)
             mult_x = (embeddings @ w_mx).to(compute_dtype)  # (V, H)
         value = (gates_x, mult_x, w_mh.to(compute_dtype), w_h.to(compute_dtype), w_x, w_mx)
-        self.__dict__["_inference_cache"] = (key, value)  # not a buffer: never saved, never moved by .to()
+        self.__dict__["_inference_cache"] = (key, value, params)  # not a buffer: never saved, never moved by .to()
         return value
 
     def train(self, mode: bool = True):
