@@ -40,6 +40,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from bytezoo import __version__
 from bytezoo.transfer import comparison as compare
 
 from .data import FinetuneError
@@ -172,7 +173,7 @@ def run_comparison(config, label_counts: Sequence[int | str] | None = None, *, b
     timings["total_s"] = time.perf_counter() - started
     report = {
         "schema_version": 1,
-        "bytezoo_version": _version(),
+        "bytezoo_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "model": config.model,
         "task": task,
@@ -187,7 +188,7 @@ def run_comparison(config, label_counts: Sequence[int | str] | None = None, *, b
         "timings": timings,
         "files": {"report": REPORT_FILE, "plot": plot},
     }
-    text = json.dumps(report, indent=2, default=_jsonable)
+    text = json.dumps(report, indent=2, default=compare.report_json_default)
     temporary = output / f".{REPORT_FILE}.tmp"
     temporary.write_text(text + "\n")
     temporary.replace(output / REPORT_FILE)
@@ -257,20 +258,6 @@ def _model_type(model_dir: Path) -> str:
         return json.loads((model_dir / "config.json").read_text())["model_type"]
     except (OSError, ValueError, KeyError):
         return "LM"
-
-
-def _version() -> str:
-    import bytezoo
-
-    return bytezoo.__version__
-
-
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
 
 
 __all__ = ["ALL", "FINETUNE", "PLOT_FILE", "REPORT_FILE", "parse_label_count", "probe_points", "resolve_counts", "run_comparison",

@@ -122,5 +122,15 @@ def format_table(comparison: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["MAJORITY", "PROBE", "TFIDF", "add_method", "curve_sizes", "format_table", "majority_point", "new_comparison",
+__all__ = ["MAJORITY", "PROBE", "TFIDF", "add_method", "report_json_default", "curve_sizes", "format_table", "majority_point", "new_comparison",
            "standard_error", "training_subset"]
+
+
+def report_json_default(value):
+    """``json.dump``'s ``default`` for reports: numpy scalars and arrays as numbers and lists, anything else as text."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+

@@ -72,6 +72,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from bytezoo import __version__
 from bytezoo.errors import ByteZooError, InvalidArgumentError
 
 from . import comparison as compare
@@ -358,7 +359,7 @@ def write_outputs(config: TransferConfig, extraction: Extraction, fitted: Fit, a
     totals = extraction.totals
     report = {
         "schema_version": REPORT_SCHEMA_VERSION,
-        "bytezoo_version": _version(),
+        "bytezoo_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "task": extraction.task,
         "metric": extraction.metric,
@@ -404,7 +405,7 @@ def write_outputs(config: TransferConfig, extraction: Extraction, fitted: Fit, a
                   "plots": plot_files, "written": written},
     }
     with fsspec.open(join(REPORT_FILE), "w") as handle:
-        json.dump(report, handle, indent=2, default=_jsonable)
+        json.dump(report, handle, indent=2, default=compare.report_json_default)
     log(compare.format_table(analysis.comparison))
     log(f"wrote {join(REPORT_FILE)}")
     return report
@@ -509,20 +510,6 @@ def _sample_texts(texts: Sequence[str], groups: np.ndarray, count: int) -> list[
 
 def _fmt(value) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
-
-
-def _version() -> str:
-    import bytezoo
-
-    return bytezoo.__version__
-
-
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
 
 
 __all__ = ["run_transfer", "REPORT_SCHEMA_VERSION"]
