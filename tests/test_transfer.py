@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import bytezoo
+from zoo_presets import one_preset_per_family
 from bytezoo.transfer import DatasetError, Featurizer, SingleClassError, SparseLogisticClassifier, preprocess_openai, read_dataset
 from bytezoo.transfer.featurizer import text_to_bytes
 
@@ -27,13 +28,6 @@ def random_texts(count: int, seed: int, max_len: int = 60) -> list[str]:
 
 
 # --- featurizer: exactness ------------------------------------------------------------------------------------------
-def one_preset_per_family() -> list[str]:
-    first = {}
-    for name in bytezoo.list_models():
-        first.setdefault(bytezoo.get_model_info(name).resolved_config_class(), name)
-    return sorted(first.values())
-
-
 def tiny_preset(name: str, seed: int):
     torch.manual_seed(seed)
     overrides = {**bytezoo.get_model_info(name).test_overrides, "hidden_size": 16, "num_layers": 2}

@@ -12,6 +12,7 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 import bytezoo
+from zoo_presets import one_preset_per_family
 from bytezoo.zoo import CheckpointError, ByteTokenizer
 from bytezoo.zoo.recurrent_lm import state_part
 
@@ -283,14 +284,6 @@ def test_save_and_load_round_trip(model, tmp_path):
         torch.testing.assert_close(base(ids).last_hidden_state, model.model(ids).last_hidden_state, atol=0, rtol=0)
     assert type(AutoConfig.from_pretrained(tmp_path)) is type(model.config)
     assert isinstance(AutoTokenizer.from_pretrained(tmp_path), ByteTokenizer)
-
-
-def one_preset_per_family() -> list[str]:
-    """The first registered name of each config class: one model per family."""
-    first = {}
-    for name in ALL_MODELS:
-        first.setdefault(bytezoo.get_model_info(name).resolved_config_class(), name)
-    return sorted(first.values())
 
 
 ONE_PER_FAMILY = one_preset_per_family()

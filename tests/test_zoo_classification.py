@@ -14,15 +14,9 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForSequenceClassification
 
 import bytezoo
+from zoo_presets import one_preset_per_family
 from bytezoo.zoo import ByteTokenizer, CheckpointError
 from bytezoo.zoo.recurrent_lm import CLASSIFIER_POOLINGS, RecurrentForSequenceClassification
-
-
-def one_preset_per_family() -> list[str]:
-    first = {}
-    for name in bytezoo.list_models():
-        first.setdefault(bytezoo.get_model_info(name).resolved_config_class(), name)
-    return sorted(first.values())
 
 
 ONE_PER_FAMILY = one_preset_per_family()

@@ -11,15 +11,7 @@ import torch
 
 import bytezoo
 from bytezoo.cli import main
-
-ALL_MODELS = bytezoo.list_models()
-
-
-def one_preset_per_family() -> list[str]:
-    first = {}
-    for name in ALL_MODELS:
-        first.setdefault(bytezoo.get_model_info(name).resolved_config_class(), name)
-    return sorted(first.values())
+from zoo_presets import one_preset_per_family
 
 
 @pytest.fixture(scope="module")

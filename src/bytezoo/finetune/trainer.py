@@ -365,10 +365,8 @@ def _run(config: FinetuneConfig) -> dict:
     best_weights = None  # CPU copy of the best dev evaluation's weights
     resumed_from = None
     if config.resume:
-        found = (ckpt.checkpoint_dirs(output, run_id if continued else None) if config.resume == "latest"
-                 else [Path(config.resume)])
-        if found:
-            resumed_from = found[-1]
+        resumed_from = ckpt.checkpoint_to_resume(output, config.resume, run_id if continued else None)
+        if resumed_from is not None:
             saved, _ = ckpt.load_checkpoint(accelerator, resumed_from)
             if saved.get("train_digest") != train_digest or saved.get("global_batch_size") != global_batch:
                 raise FinetuneError(f"cannot resume from {resumed_from}: the training data (sha256 {train_digest[:12]}) "

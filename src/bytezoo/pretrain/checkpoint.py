@@ -52,6 +52,15 @@ def checkpoint_dirs(output_dir: str | Path, run_id: str | None = None) -> list[P
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
+def checkpoint_to_resume(output_dir: str | Path, resume: str, run_id: str | None) -> Path | None:
+    """What ``--resume`` names: ``"latest"`` is the newest complete checkpoint of run ``run_id`` (``None``: of any run,
+    for a folder from before run identities), None if there is none; anything else is that checkpoint's path."""
+    if resume != "latest":
+        return Path(resume)
+    found = checkpoint_dirs(output_dir, run_id)
+    return found[-1] if found else None
+
+
 def _run_id_of(checkpoint: Path) -> str | None:
     try:
         return json.loads((checkpoint / TRAIN_STATE).read_text()).get("run_id")

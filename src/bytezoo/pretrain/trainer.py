@@ -450,10 +450,8 @@ def _run(config: PretrainConfig) -> dict:
     resumed_from = None
     if config.resume:
         # this run's checkpoints (a folder from before run identities: all of them)
-        found = (ckpt.checkpoint_dirs(output, run_id if continued else None) if config.resume == "latest"
-                 else [Path(config.resume)])
-        if found:
-            resumed_from = found[-1]
+        resumed_from = ckpt.checkpoint_to_resume(output, config.resume, run_id if continued else None)
+        if resumed_from is not None:
             saved, named_state = ckpt.load_checkpoint(accelerator, resumed_from)
             if sorted(named_state) != sorted(body.state_names):
                 raise ckpt.ResumeError(f"cannot resume from {resumed_from}: its streams hold the state parts {sorted(named_state)}, "

@@ -249,7 +249,17 @@ def run_in_segments(run, inputs: Tensor, state: State, reset: Tensor | None, hol
 
     ``run(inputs (B, T', E), state) -> (out (B, T', H), new_state, hiddens, cells)``, every state part
     (num_layers, B, H), ``hiddens``/``cells`` per-layer (B, T', H) lists (possibly empty). Returns the same for all T.
+    Library recurrences want their state in the activations' dtype (autocast runs them in the autocast dtype), so
+    ``run`` sees the state cast to ``inputs``' dtype and the state returned is cast back to the dtype it came in.
     """
+    state_dtype = state[0].dtype
+    state = tuple(part.to(inputs.dtype) for part in state)
+    out, state, hiddens, cells = _segmented(run, inputs, state, reset, hold)
+    return out, tuple(part.to(state_dtype) for part in state), hiddens, cells
+
+
+def _segmented(run, inputs: Tensor, state: State, reset: Tensor | None, hold: Tensor | None):
+    """:func:`run_in_segments` once the state has the activations' dtype."""
     if reset is None and hold is None:
         return run(inputs, state)
     batch, steps = inputs.shape[:2]

@@ -76,12 +76,7 @@ class ByteGRUModel(RecurrentModel, ByteGRUPreTrainedModel):
 
     def _forward_layers(self, input_ids, state, hold, reset, output_hidden_states, output_cell_states):
         embedded = self.embeddings(input_ids)  # (B, T, E)
-        state_dtype = state[0].dtype
-        running = tuple(part.to(embedded.dtype) for part in state)  # nn.GRU wants the activations' dtype
-        out, running, hiddens, _ = run_in_segments(
-            lambda x, s: self._run_layers(x, s, output_hidden_states), embedded, running, reset, hold
-        )
-        return out, tuple(part.to(state_dtype) for part in running), hiddens, []
+        return run_in_segments(lambda x, s: self._run_layers(x, s, output_hidden_states), embedded, state, reset, hold)
 
 
 class ByteGRUForCausalLM(RecurrentForCausalLM, ByteGRUPreTrainedModel):

@@ -98,14 +98,8 @@ class ByteLSTMModel(RecurrentModel, ByteLSTMPreTrainedModel):
 
     def _forward_layers(self, input_ids, state, hold, reset, output_hidden_states, output_cell_states):
         embedded = self.embeddings(input_ids)  # (B, T, E)
-        # nn.LSTM wants its state in the activations' dtype (autocast runs it in the autocast dtype).
-        state_dtype = state[0].dtype
-        running = tuple(part.to(embedded.dtype) for part in state)
         layerwise = output_cell_states or output_hidden_states  # per-layer sequences need the layer-by-layer path
-        out, running, hiddens, cells = run_in_segments(
-            lambda x, s: self._run_layers(x, s, layerwise), embedded, running, reset, hold
-        )
-        return out, tuple(part.to(state_dtype) for part in running), hiddens, cells
+        return run_in_segments(lambda x, s: self._run_layers(x, s, layerwise), embedded, state, reset, hold)
 
 
 class ByteLSTMForCausalLM(RecurrentForCausalLM, ByteLSTMPreTrainedModel):
