@@ -29,6 +29,11 @@ SETTINGS = {
     "1 thread": ("1", {}),
     "2 threads (default spin)": ("2", {}),
     "2 threads, OMP_WAIT_POLICY=PASSIVE": ("2", {"OMP_WAIT_POLICY": "PASSIVE"}),
+    # libgomp spins GOMP_SPINCOUNT times (a pause instruction each) before it sleeps: a short spin bridges the few
+    # microseconds between one time step's parallel regions without holding a core a busy process needs.
+    "2 threads, GOMP_SPINCOUNT=1000": ("2", {"GOMP_SPINCOUNT": "1000"}),
+    "2 threads, GOMP_SPINCOUNT=10000": ("2", {"GOMP_SPINCOUNT": "10000"}),
+    "2 threads, GOMP_SPINCOUNT=100000": ("2", {"GOMP_SPINCOUNT": "100000"}),
     "auto (bytezoo policy)": ("auto", {"OMP_WAIT_POLICY": "PASSIVE"}),
 }
 
@@ -78,7 +83,8 @@ def child(work: str, threads: str, sentences: int) -> None:
 
 def run_one(work, setting, sentences, timeout):
     threads, extra = SETTINGS[setting]
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "BYTEZOO_NUM_THREADS")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "BYTEZOO_NUM_THREADS")}
     env.update(extra)
     if threads != "auto":
         env["BYTEZOO_NUM_THREADS"] = threads  # also what the library's own ensure_threads then keeps
@@ -99,12 +105,17 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=90.0, help="per run, start-up included")
     parser.add_argument("--works", default="featurize,pretrain,generate")
     parser.add_argument("--output", default=str(RESULTS / "threads.json"))
+    parser.add_argument("--settings", default=";".join(SETTINGS), help="names from SETTINGS, separated by ;")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child[0], args.child[1], int(args.child[2]))
         return 0
     works = args.works.split(",")
+    settings = args.settings.split(";")
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        parser.error(f"unknown settings {unknown}; choose from {list(SETTINGS)}")
     runs: dict[str, list] = {}
     loads = {}
     for load in ("no load of ours", "one busy-loop process"):
@@ -115,7 +126,7 @@ def main() -> int:
                 time.sleep(1.0)
             for _ in range(args.rounds):
                 for work in works:
-                    for setting in SETTINGS:
+                    for setting in settings:
                         runs.setdefault(f"{load} | {work} | {setting}", []).append(
                             run_one(work, setting, args.sentences, args.timeout))
         finally:

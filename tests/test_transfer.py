@@ -52,6 +52,37 @@ def test_features_do_not_depend_on_batch_or_chunking(name, pooling):
         assert not batched[empty].any()
 
 
+PACKING_POOLINGS = [(name, pooling) for name, pooling in FAMILY_POOLINGS
+                    if bytezoo.create_model(name, **bytezoo.get_model_info(name).test_overrides).model.resets_per_position]
+
+
+def test_some_families_pack_texts_and_some_do_not():
+    packing = {name for name, _ in PACKING_POOLINGS}
+    assert "mlstm-256" in packing and packing != set(one_preset_per_family())  # both layouts stay covered
+
+
+@pytest.mark.parametrize("name, pooling", PACKING_POOLINGS)
+def test_packed_rows_stay_full_and_features_equal_reading_each_text_alone(name, pooling):
+    model = tiny_preset(name, seed=7)
+    rng = random.Random(len(name) + len(pooling))
+    texts = random_texts(23, seed=rng.randint(0, 999), max_len=17) + ["", "q" * 5, "w" * 10]  # ends on chunk edges too
+    rows = []
+    hook = model.model.register_forward_pre_hook(lambda module, args, kwargs: rows.append(args[0].shape[0]), with_kwargs=True)
+    packed = Featurizer(model, pooling=pooling, preprocess="none", batch_size=3, chunk_size=5).fit().transform(texts)
+    hook.remove()
+    total = sum(len(t.encode()) for t in texts)
+    # Rows end within one text of each other: all but the calls inside the last (longest text) steps read 3 rows.
+    assert len(rows) <= -(-(total // 3 + 20) // 5) and rows.count(3) >= len(rows) - -(-20 // 5)
+    expected = np.zeros((len(texts), 16), dtype=np.float32)  # an empty text: zeros
+    for row, text in enumerate(texts):  # a plain forward over each text alone, not through the featurizer
+        if text:
+            with torch.no_grad():
+                out = model.model(torch.tensor([list(text.encode())]), output_cell_states=pooling == "final_cell")
+            outputs = out.cell_states[-1] if pooling == "final_cell" else out.last_hidden_state  # (1, T, H)
+            expected[row] = (outputs[0].mean(0) if pooling == "mean" else outputs[0, -1]).numpy()
+    np.testing.assert_allclose(packed, expected, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", [n for n in one_preset_per_family() if (n, "final_cell") not in FAMILY_POOLINGS])
 def test_final_cell_features_of_a_model_without_a_cell_are_refused_by_name(name):
     with pytest.raises(ValueError, match=r"pooling='final_cell' needs a 'cell' state, which .* does not have .*use 'final_hidden' or 'mean'"):

@@ -8,14 +8,20 @@ mean hidden state, as a scikit-learn transformer.
 
 How the work is laid out, and why it is exact:
 
-* Texts are sorted by byte length (longest first) and cut into batches of ``batch_size``, so a batch holds texts of
-  nearly one length and little padding is computed.
-* Each batch is read in chunks of at most ``chunk_size`` steps with the recurrent state carried from chunk to chunk,
-  so memory stays bounded whatever the length (a 1 MB review costs as much memory as a 1 kB one). Because the rows
-  are sorted longest first, the rows still running at any chunk are a prefix of the batch: finished texts drop out
-  instead of being carried as padding.
-* Within a chunk, shorter rows are padded on the right and masked; the model *holds* the state at masked positions,
-  so a text's features never depend on what else is in its batch.
+* **Packed streams** (families whose resets cost nothing per position: ``resets_per_position``, the mLSTM and the
+  Transformer). ``batch_size`` rows read texts back to back, each text starting from the initial state (a
+  ``reset_mask`` at its first byte), so every row stays busy until the last few texts: the recurrence's products run
+  at the full batch all the time instead of shrinking as short texts finish (at H=4096 the weights are streamed
+  from memory once per step whatever the batch, so a shrinking batch wastes most of the time). Texts are dealt
+  longest first to the row with the fewest bytes so far, so the rows end within one text of each other. A text's
+  feature is read at its last byte (the per-position cell state, or the output), or averaged over its bytes.
+* **Sorted batches** (families that split the time axis at every reset, the LSTM and GRU): texts sorted by length
+  (longest first) are cut into batches of ``batch_size``; finished texts drop out at chunk ends (the rows still
+  running are a prefix of the batch), and the final state is each row's feature.
+* Either way the rows are read in chunks of at most ``chunk_size`` steps with the recurrent state carried from
+  chunk to chunk, so memory stays bounded whatever the length (a 1 MB review costs as much memory as a 1 kB one).
+  Shorter rows are padded on the right and masked; the model *holds* the state at masked positions and restarts it
+  at a reset, so a text's features never depend on what else is in its batch or its row.
 * ``preprocess="openai"`` reproduces the original encoder exactly (``html.unescape``, newlines to spaces, ``strip``,
   then ``"\\n "`` before and ``" "`` after, UTF-8 bytes), read from a zero state; with the original weights converted
   by ``bytezoo convert openai`` the final-cell features are the original encoder's.
@@ -121,10 +127,11 @@ class Featurizer(TransformerMixin, BaseEstimator):
             byte), or ``"mean"`` (the last layer's outputs averaged over the bytes).
         preprocess: ``"openai"`` (the original encoder's preprocessing; see the module docstring) or ``"none"``
             (the text's UTF-8 bytes as they are).
-        batch_size: texts per batch.
-        chunk_size: most steps read per forward call; bounds memory to about ``batch_size * chunk_size * 5H`` floats.
-            Finished texts leave the batch at chunk ends, so a small chunk wastes few padded steps: 32 reads SST
-            twice as fast as 256 at H=1024, batch 128 (benchmarks/results/transfer-throughput.json).
+        batch_size: rows read in parallel (texts per batch where texts are not packed; see above).
+        chunk_size: most steps read per forward call; bounds memory to about ``batch_size * chunk_size * 6H`` floats.
+            Where texts are not packed, finished texts leave the batch at chunk ends, so a small chunk wastes few
+            padded steps: 32 read SST twice as fast as 256 at H=1024, batch 128
+            (benchmarks/results/transfer-throughput.json).
         device: torch device to run on (``"cpu"``, ``"cuda"``…).
         dtype: ``"float32"``, or ``"bfloat16"`` (autocast: matrix products in bf16, the state carried in fp32).
         cache_dir: optional directory or fsspec URL of an on-disk feature cache keyed by model, options and data
@@ -256,12 +263,94 @@ class Featurizer(TransformerMixin, BaseEstimator):
         order = np.argsort(-lengths, kind="stable")  # longest first: running rows are always a prefix of a batch
         autocast = torch.autocast(body.device.type, dtype=torch.bfloat16) if self.dtype == "bfloat16" else _no_context()
         with tqdm(total=int(lengths.sum()), unit="B", unit_scale=True, desc="features", disable=_disable_bar(self.progress)) as bar, torch.inference_mode(), autocast:
+            if getattr(body, "resets_per_position", False):
+                self._packed_features(encoded, lengths, body, features, bar)
+                return features
             for start in range(0, len(order), self.batch_size):
                 rows = order[start : start + self.batch_size]
                 pooled = self._batch_features([encoded[row] for row in rows], body)  # (B, H)
                 features[rows] = pooled.float().cpu().numpy()
                 bar.update(int(lengths[rows].sum()))
         return features
+
+    def _packed_features(self, encoded: Sequence[bytes], lengths: np.ndarray, body, features: np.ndarray, bar) -> None:
+        """Fill ``features`` (n, H) reading the texts back to back in ``batch_size`` rows (see the module docstring)."""
+        import heapq
+
+        import torch
+
+        from bytezoo.zoo.recurrent_lm import select_streams
+
+        device, hidden = body.device, self.n_features_out_
+        texts = np.argsort(-lengths, kind="stable")
+        texts = texts[lengths[texts] > 0]  # empty texts keep the zero initial state's features (mean: zeros)
+        if len(texts) == 0:
+            return
+        rows = min(self.batch_size, len(texts))
+        # Longest first, each text to the row with the fewest bytes so far (LPT scheduling): rows end within one
+        # text's length of each other.
+        start = np.zeros(len(encoded), dtype=np.int64)  # a text's first position in its row
+        row_of = np.zeros(len(encoded), dtype=np.int64)
+        heap = [(0, row) for row in range(rows)]
+        for text in texts:
+            filled, row = heapq.heappop(heap)
+            start[text], row_of[text] = filled, row
+            heapq.heappush(heap, (filled + int(lengths[text]), row))
+        row_length = np.zeros(rows, dtype=np.int64)
+        for filled, row in heap:
+            row_length[row] = filled
+        # Rows renumbered longest first, so the rows still running at any step are a prefix (finished rows drop out).
+        longest_first = np.argsort(-row_length, kind="stable")
+        new_number = np.empty(rows, dtype=np.int64)
+        new_number[longest_first] = np.arange(rows)
+        row_of[texts] = new_number[row_of[texts]]
+        row_length = row_length[longest_first]
+        width = int(row_length[0])
+        ids = np.zeros((rows, width), dtype=np.uint8)  # (R, L) every row's bytes, texts back to back
+        starts_here = np.zeros((rows, width), dtype=bool)  # (R, L) True at each text's first byte: a reset
+        owner = np.full((rows, width), len(encoded), dtype=np.int64) if self.pooling == "mean" else None  # (R, L) text
+        for text in texts:
+            row, first, last = row_of[text], start[text], start[text] + lengths[text]
+            ids[row, first:last] = np.frombuffer(encoded[text], dtype=np.uint8)
+            starts_here[row, first] = True
+            if owner is not None:
+                owner[row, first:last] = text
+        end = start + lengths - 1  # a text's last position in its row
+        by_end = texts[np.argsort(end[texts], kind="stable")]  # texts in the order their last bytes are read
+        ends_sorted = end[by_end]
+        per_position = "cell" if self.pooling == "final_cell" else "output"  # final_hidden: the output is the hidden state
+        sums = torch.zeros(len(encoded) + 1, hidden, dtype=torch.float32, device=device) if owner is not None else None
+        state = body.initial_state(rows)
+        for chunk_start in range(0, width, self.chunk_size):
+            chunk_end = min(chunk_start + self.chunk_size, width)
+            running = int((row_length > chunk_start).sum())  # a prefix: rows are sorted longest first
+            state = select_streams(state, slice(0, running))
+            real = np.arange(chunk_start, chunk_end)[None, :] < row_length[:running, None]  # (R', T)
+            resets = starts_here[:running, chunk_start:chunk_end]  # (R', T)
+            out = body(
+                torch.from_numpy(ids[:running, chunk_start:chunk_end]).long().to(device),
+                state=state,
+                attention_mask=None if real.all() else torch.from_numpy(real).long().to(device),
+                reset_mask=torch.from_numpy(resets).to(device) if resets.any() else None,
+                output_cell_states=per_position == "cell",
+                use_cache=True,
+                return_dict=True,
+            )
+            state = out.state
+            values = out.cell_states[-1] if per_position == "cell" else out.last_hidden_state  # (R', T, H) last layer
+            if sums is not None:  # mean: every position added to its text's sum (padding to a spare row)
+                position_owner = torch.from_numpy(owner[:running, chunk_start:chunk_end].reshape(-1)).to(device)
+                sums.index_add_(0, position_owner, values.reshape(-1, hidden).float())
+            else:  # the texts whose last byte is in this chunk
+                first, last = np.searchsorted(ends_sorted, [chunk_start, chunk_end])
+                done = by_end[first:last]
+                if len(done):
+                    picked = values[torch.from_numpy(row_of[done]).to(device), torch.from_numpy(end[done] - chunk_start).to(device)]
+                    features[done] = picked.float().cpu().numpy()
+            bar.update(int(real.sum()))
+        if sums is not None:
+            counts = torch.from_numpy(np.maximum(lengths, 1)).to(device=device, dtype=torch.float32).unsqueeze(1)
+            features[:] = (sums[: len(encoded)] / counts).cpu().numpy()
 
     def _batch_features(self, batch: list[bytes], body):
         """(B, H) features of one batch of byte strings sorted longest first; any zoo family (the state is handled

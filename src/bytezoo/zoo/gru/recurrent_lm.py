@@ -132,6 +132,10 @@ class RecurrentPreTrainedModel(ByteZooModelMixin, PreTrainedModel):
 
     state_names: tuple[str, ...] = ()  # the parts of `state`, in order
     unit_states: tuple[str, ...] = ()  # parts of shape (num_layers, B, hidden_size): per-unit features
+    # True where a ``reset_mask`` at any positions costs no more than plain steps (the recurrence restarts per position
+    # inside its kernel), so callers may pack many short documents into each row (the featurizer does). False where
+    # resets split the time axis (``run_in_segments`` around nn.LSTM/nn.GRU): packed rows would run step by step.
+    resets_per_position: bool = False
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

@@ -120,6 +120,7 @@ class MLSTMPreTrainedModel(RecurrentPreTrainedModel):
     _no_split_modules = ["MLSTMLayer"]
     state_names = ("hidden", "cell")
     unit_states = ("hidden", "cell")
+    resets_per_position = True  # the scan's keep mask restarts the state per position
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

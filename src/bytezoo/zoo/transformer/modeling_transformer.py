@@ -70,6 +70,7 @@ class ByteTransformerPreTrainedModel(RecurrentPreTrainedModel):
     _no_split_modules = ["TransformerBlock"]
     state_names = ("key", "value", "position")
     unit_states = ()  # no per-unit state: features come from the outputs (final_hidden, mean)
+    resets_per_position = True  # document ids mask attention per position
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
