@@ -30,7 +30,7 @@ def test_choose_threads(usable, busy, expected):
 def test_busy_cpus_from_mocked_proc_stat(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     samples = iter([(100.0, 1000.0), (150.0, 1100.0)])  # 50 of 100 jiffies busy over 2 cores: one core
-    busy = threads.busy_cpus(reader=lambda cpus: next(samples), sleep=lambda s: None)
+    busy = threads.busy_cpus(reader=lambda cpus: next(samples), sleep=lambda s: None, own_cpu_seconds=lambda: 0.0)
     assert busy == pytest.approx(1.0)
     unreadable = threads.busy_cpus(reader=lambda cpus: None, sleep=lambda s: None)
     assert unreadable is None
@@ -87,22 +87,90 @@ def test_configure_threads_sets_and_logs_once(monkeypatch, capsys):
         torch.set_num_threads(before)
 
 
-def test_passive_wait_only_before_torch():
+def test_wait_policy_is_chosen_from_the_load_only_before_torch():
     env = {}
-    assert threads.passive_wait_before_torch(env) is False  # torch is imported in this test process
-    code = ("import os, sys; from bytezoo.threads import passive_wait_before_torch as p; "
-            "e = {}; print(p(e), e.get('OMP_WAIT_POLICY'), p({'OMP_WAIT_POLICY': 'ACTIVE'}))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["True", "PASSIVE", "False"]
+    assert threads.openmp_wait_before_torch(env, measure=lambda: 0.0) is None  # torch is imported in this process
+    assert env == {}
+    code = ("import sys; import bytezoo.threads as t; t.usable_cpus = lambda: 2; "
+            "busy = {'idle': 0.1, 'busy': 1.0, 'unknown': None}[sys.argv[1]]; env = {}; "
+            "print(t.openmp_wait_before_torch(env, measure=lambda: busy), sorted(env.items()), "
+            "t.openmp_wait_before_torch({'OMP_WAIT_POLICY': 'ACTIVE'}), t.openmp_wait_before_torch({'GOMP_SPINCOUNT': '5'}), "
+            "'torch' in sys.modules)")
+    results = {load: subprocess.run([sys.executable, "-c", code, load], capture_output=True, text=True, check=True).stdout.strip()
+               for load in ("idle", "busy", "unknown")}
+    spin = f"GOMP_SPINCOUNT={threads.SHORT_SPIN}"
+    assert results["idle"] == f"{spin} [('GOMP_SPINCOUNT', '{threads.SHORT_SPIN}')] None None False"
+    assert results["busy"] == "OMP_WAIT_POLICY=PASSIVE [('OMP_WAIT_POLICY', 'PASSIVE')] None None False"
+    assert results["unknown"] == results["busy"]  # unmeasurable: the side that cannot collapse
 
 
-def test_cli_threads_option_sets_the_environment():
+def test_cli_threads_option_sets_the_environment_and_a_wait_policy():
     code = ("import os; from bytezoo.cli import main; "
             "rc = main(['--threads', '1', 'models']); print('ENV', os.environ.get('BYTEZOO_NUM_THREADS'), "
-            "os.environ.get('OMP_WAIT_POLICY'))")
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", threads.ENV_VAR)}
+            "os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", threads.ENV_VAR)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
-    assert "ENV 1 PASSIVE" in out
+    assert f"ENV 1 PASSIVE None" in out or f"ENV 1 None {threads.SHORT_SPIN}" in out  # which one depends on the load now
+
+
+def test_busy_cpus_does_not_count_this_process(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(threads, "_clock_ticks", lambda: 100.0)
+    samples = iter([(100.0, 1000.0), (300.0, 1400.0)])  # 200 of 400 jiffies busy over 2 cores (2 s): one core
+    own = iter([5.0, 6.5])  # this process used 1.5 CPU-seconds of the 2 s window: 0.75 core was ours
+    busy = threads.busy_cpus(reader=lambda cpus: next(samples), sleep=lambda s: None, own_cpu_seconds=lambda: next(own))
+    assert busy == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("content, expected", [("max 100000\n", None), ("150000 100000\n", 1.5), ("50000 100000", 0.5),
+                                               ("garbage", None)])
+def test_cgroup_quota_caps_the_usable_cores(tmp_path, monkeypatch, content, expected):
+    path = tmp_path / "cpu.max"
+    path.write_text(content)
+    assert threads.cgroup_cpu_quota(str(path)) == expected
+    assert threads.cgroup_cpu_quota(str(tmp_path / "absent")) is None
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    monkeypatch.setattr(threads, "cgroup_cpu_quota", lambda: expected)
+    assert threads.usable_cpus() == (64 if expected is None else max(1, round(expected)))
+
+
+def test_a_launchers_omp_num_threads_is_kept(monkeypatch):
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 8)
+    choice = threads.resolve_threads(None, environ={"OMP_NUM_THREADS": "2"}, measure=lambda: 0.0)
+    assert choice.threads == 2 and not choice.measured
+    assert threads.resolve_threads(None, environ={"OMP_NUM_THREADS": "2", threads.ENV_VAR: "3"}).threads == 3
+    assert threads.resolve_threads(None, environ={}, measure=lambda: 0.0).measured
+
+
+def test_long_work_gives_a_thread_back_when_load_appears_and_takes_it_again(monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(threads, "_state", {})
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(threads, "_default_threads", lambda: torch.get_num_threads())
+    monkeypatch.setenv("BYTEZOO_QUIET_THREADS", "1")
+    for name in (threads.ENV_VAR, "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        monkeypatch.delenv(name, raising=False)
+    load = {"busy": 0.0}
+    monkeypatch.setattr(threads, "busy_cpus", lambda *a, **k: load["busy"])
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(threads.time, "monotonic", lambda: clock["now"])
+    try:
+        seen = []
+        for busy in (0.0, 0.0, 1.0, 1.0, 0.0):  # one call per "step"; REUSE_SECONDS pass between some of them
+            load["busy"] = busy
+            threads.ensure_threads("cpu")
+            seen.append(torch.get_num_threads())
+            clock["now"] += threads.REUSE_SECONDS / 2 + 0.1
+        assert seen == [2, 2, 1, 1, 2]  # the load is looked at again only once REUSE_SECONDS have passed
+        load["busy"] = 1.0
+        monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+        clock["now"] += threads.REUSE_SECONDS
+        threads.ensure_threads("cpu", coarse=True)  # sleeping threads: big products take every core anyway
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_coarse_work_takes_every_core_only_with_passive_waiting(monkeypatch):

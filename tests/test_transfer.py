@@ -58,7 +58,7 @@ PACKING_POOLINGS = [(name, pooling) for name, pooling in FAMILY_POOLINGS
 
 def test_some_families_pack_texts_and_some_do_not():
     packing = {name for name, _ in PACKING_POOLINGS}
-    assert "mlstm-256" in packing and packing != set(one_preset_per_family())  # both layouts stay covered
+    assert any(name.startswith("mlstm") for name in packing) and packing != set(one_preset_per_family())  # both layouts covered
 
 
 @pytest.mark.parametrize("name, pooling", PACKING_POOLINGS)

@@ -5,9 +5,10 @@ A subpackage exposes ``register(subparsers)`` in its ``cli`` module, adding its 
 ``bytezoo --help`` stays fast.
 
 Threads: ``--threads N`` (anywhere on the line) or ``BYTEZOO_NUM_THREADS`` fixes torch's CPU thread count; without
-either, the library measures the cores other processes leave free (:mod:`bytezoo.threads`). Before any subcommand
-imports torch, ``OMP_WAIT_POLICY=PASSIVE`` is set unless the user set a policy: spinning OpenMP threads collapsed
-throughput 10-20x on a 2-core machine with one busy core (benchmarks/results/threads.md).
+either, the library measures the cores other processes leave free (:mod:`bytezoo.threads`), again while long work
+runs. Before any subcommand imports torch, the OpenMP wait policy is chosen from the load unless the user set one:
+``OMP_WAIT_POLICY=PASSIVE`` beside busy cores (spinning threads collapsed throughput 3-24x on a 2-core machine with one
+busy core), a short spin on an idle one (sleeping threads cost 1.5-2.4x there; benchmarks/results/threads.md).
 
 Errors: a user's mistake raises a :class:`~bytezoo.errors.ByteZooError` wherever it is found; :func:`main` catches it
 here, once, and prints one line (``bytezoo SUBCOMMAND: error: MESSAGE``) with exit code 2, as it does for a bad
@@ -93,13 +94,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return USER_ERROR_EXIT_CODE
     from .errors import ByteZooError, one_line
-    from .threads import passive_wait_before_torch
+    from .threads import openmp_wait_before_torch
 
     if getattr(args, "threads", None) is not None:  # the library's thread policy reads it (bytezoo.threads)
         if args.threads < 0:
             parser.error(f"--threads must be >= 0 (0: PyTorch's default); got {args.threads}")
         os.environ[THREADS_ENV] = str(args.threads)
-    passive_wait_before_torch()  # idle OpenMP threads sleep instead of spinning (only before torch's import)
+    openmp_wait_before_torch()  # idle OpenMP threads sleep beside busy cores, spin briefly on an idle machine
     try:
         return int(args.func(args) or 0)
     except ByteZooError as error:

@@ -1,27 +1,34 @@
-"""How many CPU threads bytezoo's torch work uses: a count that does not collapse when other processes keep cores busy,
-and that still uses every core of an idle machine.
+"""How many CPU threads bytezoo's torch work uses, and how idle OpenMP threads wait: a setting that does not collapse
+when other processes keep cores busy, and that still gets the most from an idle machine.
 
 Why a policy at all (benchmarks/results/threads.md): PyTorch's default is one OpenMP thread per core, and libgomp's
 threads *spin* at every barrier. When another process holds one of two cores, every parallel region waits for the
 thread the scheduler has parked, a time slice at a time: on a 2-core Intel Xeon with one busy-loop process, a
-pretraining step (mlstm-256, B=32, T=64) took 16 s with the default 2 threads against 1.0 s with one thread, and
-token-by-token generation 10 s against 0.5 s. Two things fix it, and bytezoo does both:
+pretraining step (mlstm-256, B=32, T=64) ran 3-14x slower with the default 2 threads than with one. But sleeping
+instead of spinning (``OMP_WAIT_POLICY=PASSIVE``) costs 1.5-2.4x on an *idle* machine (each parallel region then waits
+for threads to wake up). So bytezoo measures first and chooses:
 
 * **threads = usable cores minus the cores other processes keep busy**, measured over a short window
-  (:data:`SAMPLE_SECONDS`) from ``/proc/stat`` over this process's affinity set, before the work starts (so the work
-  itself is not counted) and rounded so that more than half a busy core takes a thread away
-  (:func:`choose_threads`). Never fewer than one.
+  (:data:`SAMPLE_SECONDS`) from ``/proc/stat`` over this process's affinity set, less this process's own CPU time,
+  and rounded so that more than half a busy core takes a thread away (:func:`choose_threads`). Never fewer than one.
+  Usable cores are the affinity set, capped by a cgroup CPU quota (``cpu.max``) where one is set.
+* **the wait policy, before torch is imported** (:func:`openmp_wait_before_torch`, called by the ``bytezoo``
+  command): beside busy cores, idle threads sleep (``OMP_WAIT_POLICY=PASSIVE``); on an idle machine they spin
+  briefly (``GOMP_SPINCOUNT``=:data:`SHORT_SPIN`, about a tenth of a millisecond), which measured as fast as
+  libgomp's long default spin there and, unlike it, gives a core back soon when a busy process appears. libgomp reads
+  both only when it loads, so a Python program that wants them sets them itself before importing torch.
+* **re-measured while the work runs**: long loops (pretraining and fine-tuning steps, featurization batches) call
+  :func:`ensure_threads` often; every :data:`REUSE_SECONDS` it measures again and changes the count, so a job that
+  started on an idle machine gives a thread back when another process starts (one thread has no barrier to wait at,
+  whatever the wait policy), and takes it again when the machine is free.
 * **batched feature extraction takes every core when idle threads sleep** (``coarse`` in :func:`ensure_threads`):
   its parallel regions are large matrix products, and beside a busy process two sleeping-when-idle threads still
-  beat one (the scheduler shares cores per thread).
-* **passive waiting**: the ``bytezoo`` command sets ``OMP_WAIT_POLICY=PASSIVE`` before torch is imported (unless the
-  user set it), so an idle OpenMP thread sleeps instead of spinning; with 2 threads under load it turned 16 s into
-  2.0 s. It only takes effect before torch's first import, so a Python program that wants it sets it itself.
+  match one (the scheduler shares cores per thread).
 
 Overrides, in order: an explicit count (the commands' ``--threads N``), the ``BYTEZOO_NUM_THREADS`` environment
-variable, and a count the program set itself with ``torch.set_num_threads`` (kept: :func:`ensure_threads` does not
-override a caller's choice). ``0`` means "PyTorch's default" (one thread per core). The choice is logged once per
-process.
+variable, ``OMP_NUM_THREADS`` (what launchers such as torchrun set per process), and a count the program set itself
+with ``torch.set_num_threads`` (kept: :func:`ensure_threads` does not override a caller's choice). ``0`` means
+"PyTorch's default" (one thread per core). The first choice is printed once per process; later changes are logged.
 """
 from __future__ import annotations
 
@@ -33,7 +40,8 @@ from dataclasses import dataclass
 
 ENV_VAR = "BYTEZOO_NUM_THREADS"
 SAMPLE_SECONDS = 0.1  # long enough for /proc/stat's 10 ms ticks to average a busy core, short beside any real job
-REUSE_SECONDS = 30.0  # a measured choice is reused this long in one process (featurizing many small lists)
+REUSE_SECONDS = 30.0  # a measured choice is reused this long in one process: a 0.1 s look every 30 s of work
+SHORT_SPIN = 10_000  # libgomp pause-loop iterations before an idle thread sleeps (its default: 300,000)
 BUSY_ROUNDING = 0.5  # a core counts as taken when other processes use more than this fraction of one
 
 logger = logging.getLogger(__name__)
@@ -43,13 +51,28 @@ logger = logging.getLogger(__name__)
 class ThreadChoice:
     threads: int  # 0: leave PyTorch's default
     reason: str  # how it was chosen, for the log line
+    measured: bool = False  # from the load (so worth measuring again later), not fixed by the user or a launcher
 
 
 def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity set; a container's CPU limit shows up here too)."""
+    """The CPUs this process may run on: its affinity set (a container's cpuset), capped by a cgroup CPU quota."""
     if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
+        cpus = max(1, len(os.sched_getaffinity(0)))
+    else:
+        cpus = max(1, os.cpu_count() or 1)
+    quota = cgroup_cpu_quota()
+    return max(1, min(cpus, int(quota + 0.5))) if quota is not None else cpus
+
+
+def cgroup_cpu_quota(path: str = "/sys/fs/cgroup/cpu.max") -> float | None:
+    """The CPU quota of this process's cgroup (v2 ``cpu.max``: ``"QUOTA PERIOD"``), in cores; None when unlimited
+    or unreadable. (A container limited to 1.5 CPUs on a 64-core host sees 64 CPUs in its affinity set.)"""
+    try:
+        with open(path) as handle:
+            quota, _, period = handle.read().strip().partition(" ")
+        return int(quota) / int(period or 100_000) if quota != "max" else None
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
 
 
 def choose_threads(usable: int, busy: float) -> int:
@@ -81,18 +104,30 @@ def _cpu_times(cpus: set[int] | None) -> tuple[float, float] | None:
     return (busy, total) if total else None
 
 
-def busy_cpus(sample_seconds: float = SAMPLE_SECONDS, reader=_cpu_times, sleep=time.sleep) -> float | None:
+def busy_cpus(sample_seconds: float = SAMPLE_SECONDS, reader=_cpu_times, sleep=time.sleep,
+              own_cpu_seconds=time.process_time) -> float | None:
     """How many of this process's usable cores other processes keep busy, measured over ``sample_seconds`` while this
-    process waits (so its own threads are not counted); None where /proc/stat cannot be read."""
+    process waits, less the CPU time this process used meanwhile (OpenMP threads still spinning down, other Python
+    threads); None where /proc/stat cannot be read."""
     cpus = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    before = reader(cpus)
+    before, own_before = reader(cpus), own_cpu_seconds()
     sleep(sample_seconds)
-    after = reader(cpus)
+    after, own_after = reader(cpus), own_cpu_seconds()
     if before is None or after is None or after[1] <= before[1]:
         return None
-    fraction = (after[0] - before[0]) / (after[1] - before[1])
     count = len(cpus) if cpus is not None else usable_cpus()
-    return max(0.0, fraction * count)
+    elapsed_cpu_seconds = (after[1] - before[1]) / _clock_ticks() / count  # the window's wall time, from the jiffies
+    fraction = (after[0] - before[0]) / (after[1] - before[1])
+    own = (own_after - own_before) / elapsed_cpu_seconds if elapsed_cpu_seconds > 0 else 0.0
+    return max(0.0, fraction * count - own)
+
+
+def _clock_ticks() -> float:
+    """/proc/stat's jiffies per second."""
+    try:
+        return float(os.sysconf("SC_CLK_TCK"))
+    except (ValueError, OSError, AttributeError):
+        return 100.0
 
 
 def resolve_threads(threads: int | None = None, *, environ=os.environ, measure=busy_cpus) -> ThreadChoice:
@@ -107,6 +142,9 @@ def resolve_threads(threads: int | None = None, *, environ=os.environ, measure=b
             from bytezoo.errors import InvalidArgumentError
 
             raise InvalidArgumentError(f"{ENV_VAR}={value!r} is not a whole number of threads (0: PyTorch's default)") from None
+    launcher = environ.get("OMP_NUM_THREADS", "").strip()
+    if launcher.isdigit() and int(launcher) > 0:  # set per process by torchrun/accelerate launch, or by the user
+        return ThreadChoice(int(launcher), f"OMP_NUM_THREADS={launcher}")
     usable = usable_cpus()
     if usable == 1:
         return ThreadChoice(1, "1 usable core")
@@ -114,7 +152,7 @@ def resolve_threads(threads: int | None = None, *, environ=os.environ, measure=b
     if busy is None:
         return ThreadChoice(0, "the load could not be measured; PyTorch's default")
     chosen = choose_threads(usable, busy)
-    return ThreadChoice(chosen, f"{usable} usable cores, {busy:.1f} kept busy by other processes")
+    return ThreadChoice(chosen, f"{usable} usable cores, {busy:.1f} kept busy by other processes", measured=True)
 
 
 def _checked(threads: int, name: str) -> int:
@@ -126,39 +164,53 @@ def _checked(threads: int, name: str) -> int:
 
 
 _state: dict[str, object] = {}
+PRE_TORCH_REUSE_SECONDS = 10.0  # the wait policy's measurement also serves the first thread count this long
+
+
+def _measure_busy() -> float | None:
+    """Other processes' busy cores: the measurement taken before torch's import if it is recent, else a new one."""
+    early = _state.pop("busy_before_torch", None)
+    if early is not None and time.monotonic() - early[0] < PRE_TORCH_REUSE_SECONDS:
+        return early[1]
+    return busy_cpus()
 
 
 def configure_threads(threads: int | None = None, *, log: bool = True) -> int:
-    """Sets torch's thread count by :func:`resolve_threads` and returns it; logs the choice once per process.
-    An explicit count or ``$BYTEZOO_NUM_THREADS`` also stops :func:`ensure_threads` from measuring again."""
+    """Sets torch's thread count by :func:`resolve_threads` and returns it. The first choice is printed once per
+    process (stderr) and logged; a later change is logged. An explicit count, ``$BYTEZOO_NUM_THREADS`` or
+    ``$OMP_NUM_THREADS`` also stops :func:`ensure_threads` from measuring again."""
     import torch
 
-    choice = resolve_threads(threads)
+    previous = _state.get("set")
+    choice = resolve_threads(threads, measure=_measure_busy)
     if choice.threads:
         torch.set_num_threads(choice.threads)
     _state["set"] = torch.get_num_threads()
-    _state["fixed"] = threads is not None or bool(os.environ.get(ENV_VAR, "").strip())
+    _state["fixed"] = not choice.measured
     _state["when"] = time.monotonic()
+    message = f"bytezoo: {torch.get_num_threads()} CPU thread(s) ({choice.reason}; set --threads or {ENV_VAR} to override)"
     if log and not _state.get("logged"):
         _state["logged"] = True
-        message = (f"bytezoo: {torch.get_num_threads()} CPU thread(s) ({choice.reason}; "
-                   f"set --threads or {ENV_VAR} to override)")
         logger.info(message)
         if os.environ.get("BYTEZOO_QUIET_THREADS", "") in ("", "0"):
             print(message, file=sys.stderr)
+    elif previous is not None and previous != _state["set"]:
+        logger.info(message)
     return torch.get_num_threads()
 
 
 def ensure_threads(device="cpu", *, coarse: bool = False) -> None:
-    """Before a CPU workload of the library (featurizing, generating, pretraining): applies :func:`configure_threads`
-    unless the program chose a count itself (a ``torch.set_num_threads`` that was not ours) or the last choice for
-    this kind of work is younger than :data:`REUSE_SECONDS`. Nothing for other devices. The count stays set.
+    """Before and during a CPU workload of the library (featurizing, generating, pretraining, fine-tuning): applies
+    :func:`configure_threads` unless the program chose a count itself (a ``torch.set_num_threads`` that was not ours)
+    or the last choice for this kind of work is younger than :data:`REUSE_SECONDS` (then it costs a clock read, so
+    loops call it every step). Nothing for other devices. The count stays set.
 
     ``coarse``: work made of few large parallel regions (batched feature extraction: big matrix products per step).
     Where idle threads sleep (``OMP_WAIT_POLICY=PASSIVE``) it takes every usable core even beside a busy process:
-    the scheduler shares a core per runnable thread, so the second thread still gains (benchmarks/results/threads.md:
-    featurizing beside a busy loop, 2 passive threads 0.58 s against 1.07 s with one). Fine-grained work (a training
-    step's many small ops, one-byte generation steps) keeps the measured free cores."""
+    the scheduler shares a core per runnable thread, so the second thread still gains or breaks even
+    (benchmarks/results/threads.md). Where they spin, it is measured like any other work: a spinning thread beside a
+    busy process is what collapses. Fine-grained work (a training step's many small ops, one-byte generation steps)
+    keeps the measured free cores."""
     import torch
 
     if getattr(device, "type", str(device).split(":")[0]) != "cpu":
@@ -170,7 +222,7 @@ def ensure_threads(device="cpu", *, coarse: bool = False) -> None:
              and (_state.get("fixed") or time.monotonic() - float(_state["when"]) < REUSE_SECONDS))
     if caller_chose or fresh:
         return
-    if coarse and passive_waiting() and not os.environ.get(ENV_VAR, "").strip():
+    if coarse and passive_waiting() and resolve_threads(measure=lambda: 0.0).measured:
         torch.set_num_threads(usable_cpus())
         _state.update(set=torch.get_num_threads(), fixed=False, when=time.monotonic(), coarse=True)
         return
@@ -189,13 +241,21 @@ def _default_threads() -> int:
     return int(value) if value.isdigit() and int(value) > 0 else usable_cpus()
 
 
-def passive_wait_before_torch(environ=os.environ) -> bool:
-    """Sets ``OMP_WAIT_POLICY=PASSIVE`` when torch is not imported yet and the user set no policy; True if it did."""
-    if "torch" in sys.modules or "OMP_WAIT_POLICY" in environ:
-        return False
-    environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    return True
+def openmp_wait_before_torch(environ=os.environ, measure=busy_cpus) -> str | None:
+    """Chooses how idle OpenMP threads wait, before torch (and its libgomp) is loaded: ``OMP_WAIT_POLICY=PASSIVE``
+    when other processes keep a core busy now, else a short spin (``GOMP_SPINCOUNT``). Returns the setting made, or
+    None when torch is already imported, the user set either variable, or the load cannot be measured (then
+    PASSIVE: the safe side). The measurement is kept for the first thread count (:func:`configure_threads`)."""
+    if "torch" in sys.modules or "OMP_WAIT_POLICY" in environ or "GOMP_SPINCOUNT" in environ:
+        return None
+    busy = measure() if usable_cpus() > 1 else 0.0
+    _state["busy_before_torch"] = (time.monotonic(), busy)
+    if busy is None or choose_threads(usable_cpus(), busy) < usable_cpus():
+        environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        return "OMP_WAIT_POLICY=PASSIVE"
+    environ["GOMP_SPINCOUNT"] = str(SHORT_SPIN)
+    return f"GOMP_SPINCOUNT={SHORT_SPIN}"
 
 
-__all__ = ["ENV_VAR", "ThreadChoice", "busy_cpus", "choose_threads", "configure_threads", "passive_wait_before_torch", "passive_waiting",
+__all__ = ["ENV_VAR", "ThreadChoice", "busy_cpus", "choose_threads", "configure_threads", "openmp_wait_before_torch", "passive_waiting",
            "ensure_threads", "resolve_threads", "usable_cpus"]

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from bytezoo.pretrain import checkpoint as ckpt
 from bytezoo.pretrain import run_identity
 from bytezoo.pretrain.schedules import SCHEDULES, Schedule, warmup_steps
+from bytezoo.threads import ensure_threads
 from bytezoo.pretrain.trainer import (
     MetricsLog,
     NonFiniteLossError,
@@ -420,6 +421,7 @@ def _run(config: FinetuneConfig) -> dict:
     model.train()
     with StopRequest(config.max_time) as stop:
         while position["step"] < total_steps:
+            ensure_threads(accelerator.device)  # threads that hold up beside other processes, re-measured as it runs
             if position["batch"] == len(batches):  # the next epoch: a new order
                 position["epoch"], position["batch"] = position["epoch"] + 1, 0
                 batches = epoch_batches(train.lengths, global_batch, config.seed, position["epoch"])

@@ -267,6 +267,7 @@ class Featurizer(TransformerMixin, BaseEstimator):
                 self._packed_features(encoded, lengths, body, features, bar)
                 return features
             for start in range(0, len(order), self.batch_size):
+                ensure_threads(body.device, coarse=True)
                 rows = order[start : start + self.batch_size]
                 pooled = self._batch_features([encoded[row] for row in rows], body)  # (B, H)
                 features[rows] = pooled.float().cpu().numpy()
@@ -279,6 +280,7 @@ class Featurizer(TransformerMixin, BaseEstimator):
 
         import torch
 
+        from bytezoo.threads import ensure_threads
         from bytezoo.zoo.recurrent_lm import select_streams
 
         device, hidden = body.device, self.n_features_out_
@@ -322,6 +324,7 @@ class Featurizer(TransformerMixin, BaseEstimator):
         sums = torch.zeros(len(encoded) + 1, hidden, dtype=torch.float32, device=device) if owner is not None else None
         state = body.initial_state(rows)
         for chunk_start in range(0, width, self.chunk_size):
+            ensure_threads(device, coarse=True)  # long extractions see the load change: a clock read per chunk
             chunk_end = min(chunk_start + self.chunk_size, width)
             running = int((row_length > chunk_start).sum())  # a prefix: rows are sorted longest first
             state = select_streams(state, slice(0, running))
