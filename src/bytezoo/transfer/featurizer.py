@@ -310,7 +310,8 @@ class Featurizer(TransformerMixin, BaseEstimator):
         width = int(row_length[0])
         ids = np.zeros((rows, width), dtype=np.uint8)  # (R, L) every row's bytes, texts back to back
         starts_here = np.zeros((rows, width), dtype=bool)  # (R, L) True at each text's first byte: a reset
-        owner = np.full((rows, width), len(encoded), dtype=np.int64) if self.pooling == "mean" else None  # (R, L) text
+        owner_dtype = np.int32 if len(encoded) < 2**31 - 1 else np.int64  # 4 bytes per byte of text, not 8
+        owner = np.full((rows, width), len(encoded), dtype=owner_dtype) if self.pooling == "mean" else None  # (R, L) text
         for text in texts:
             row, first, last = row_of[text], start[text], start[text] + lengths[text]
             ids[row, first:last] = np.frombuffer(encoded[text], dtype=np.uint8)
@@ -342,7 +343,7 @@ class Featurizer(TransformerMixin, BaseEstimator):
             state = out.state
             values = out.cell_states[-1] if per_position == "cell" else out.last_hidden_state  # (R', T, H) last layer
             if sums is not None:  # mean: every position added to its text's sum (padding to a spare row)
-                position_owner = torch.from_numpy(owner[:running, chunk_start:chunk_end].reshape(-1)).to(device)
+                position_owner = torch.from_numpy(owner[:running, chunk_start:chunk_end].reshape(-1)).long().to(device)
                 sums.index_add_(0, position_owner, values.reshape(-1, hidden).float())
             else:  # the texts whose last byte is in this chunk
                 first, last = np.searchsorted(ends_sorted, [chunk_start, chunk_end])
