@@ -63,6 +63,8 @@ def test_a_run_fine_tunes_and_exports_a_model_that_transformers_and_classify_ser
     assert [line["label"] for line in lines] == [r["label"] for r in served]
     for line, result in zip(lines, served):
         assert line["score"] == pytest.approx(result["score"], abs=1e-5)
+    assert bytezoo_main(["classify", "--pipeline", str(output / "model"), "--model", str(finetune_task["lm"]), *texts]) == 2
+    assert "a fine-tuned classifier carries its own model; drop model= (--model" in capsys.readouterr().err  # one line
 
     from bytezoo import hub
 
