@@ -15,6 +15,7 @@ from bytezoo.transfer.baseline import tfidf_baseline
 from bytezoo.transfer.data import read_dataset
 
 from finetune_task import common
+from hub_cards import assert_card_shows_the_comparison
 
 
 def test_label_counts_fine_tune_once_per_count_on_transfers_draws(finetune_task, tmp_path, capsys):
@@ -45,6 +46,7 @@ def test_label_counts_fine_tune_once_per_count_on_transfers_draws(finetune_task,
                                   test.texts, test.labels, random_state=0)
         assert point["accuracy"] == expected["test_accuracy"]
     assert compare.format_table(comparison) in out
+    assert_card_shows_the_comparison(output, report)  # the fine-tuned row too, in the hub's model card
     assert "20 labels: " in out and "96 labels: " in out
 
 

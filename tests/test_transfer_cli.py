@@ -15,6 +15,8 @@ import bytezoo
 from bytezoo.cli import main
 from bytezoo.transfer import DatasetError, SentimentPipeline, generate_steered, read_dataset
 
+from hub_cards import assert_card_shows_the_comparison
+
 POSITIVE = ["good", "great", "lovely", "fun"]
 NEGATIVE = ["bad", "awful", "dull", "poor"]
 NEUTRAL = ["okay", "plain", "so so"]
@@ -65,6 +67,7 @@ def test_transfer_command_end_to_end(tmp_path, model_dir, capsys):
     assert (out / "unit_histogram.png").read_bytes()[:4] == b"\x89PNG"
     assert "<span" in (out / "unit_heatmap.html").read_text()
     assert json.loads(capsys.readouterr().out)["accuracy"] == report["accuracy"]
+    assert_card_shows_the_comparison(out, report)
 
     # The saved classifier points at the model; the pipeline reproduces the report's test accuracy.
     pipe = SentimentPipeline.from_pretrained(str(out))
