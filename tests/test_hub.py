@@ -414,6 +414,41 @@ def test_zoo_checkpoints_load_straight_from_a_hub_url(tmp_path, caplog):
     assert not list(Path(hub.resolve(url)).glob("*.py"))
 
 
+def test_a_classifier_loads_from_a_hub_url_through_bytezoo_from_pretrained(tmp_path):
+    import bytezoo
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from bytezoo.errors import InvalidArgumentError
+    from bytezoo.zoo.mlstm.modeling_mlstm import MLSTMForSequenceClassification
+
+    language_model = bytezoo.create_model("mlstm-256", **bytezoo.get_model_info("mlstm-256").test_overrides)
+    language_model.save_pretrained(tmp_path / "lm")
+    url = f"file://{tmp_path}/hub/mlstm-256"
+    hub.push(tmp_path / "lm", url, tag="v1")
+
+    # A causal LM's URL as a classifier: every body weight loaded, the head fresh (what the Auto class does locally).
+    for auto_class in (AutoModelForSequenceClassification, "AutoModelForSequenceClassification"):
+        model = bytezoo.from_pretrained(f"{url}@v1", auto_class=auto_class, num_labels=3)
+        assert type(model) is MLSTMForSequenceClassification and model.config.num_labels == 3
+        for name, tensor in language_model.model.state_dict().items():
+            torch.testing.assert_close(model.model.state_dict()[name], tensor, rtol=0, atol=0)
+    assert type(bytezoo.from_pretrained(url)) is type(language_model)  # without auto_class: what config.json names
+
+    # A fine-tuned classifier's URL loads as the classifier, its head included, with no auto_class.
+    model.save_pretrained(tmp_path / "classifier")
+    hub.push(tmp_path / "classifier", f"file://{tmp_path}/hub/classifier", tag="v1")
+    again = bytezoo.from_pretrained(f"file://{tmp_path}/hub/classifier@v1")
+    assert type(again) is MLSTMForSequenceClassification
+    torch.testing.assert_close(again.score.weight, model.score.weight, rtol=0, atol=0)
+
+    with pytest.raises(InvalidArgumentError, match=r"auto_class='AutoModelForSeqClassification': bytezoo's models "
+                                                   r"load as AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification"):
+        bytezoo.from_pretrained(f"{tmp_path}/hub/never-pushed", auto_class="AutoModelForSeqClassification")
+    with pytest.raises(InvalidArgumentError, match="base_model=True loads the body"):
+        bytezoo.from_pretrained(url, base_model=True, auto_class=AutoModelForSequenceClassification)
+
+
 # ---------------------------------------------------------------------------------------------------- model cards
 def test_the_model_card_summarises_architecture_parameters_training_and_transfer(tmp_path, checkpoint):
     (checkpoint / "report.json").write_text(json.dumps({  # the shape bytezoo.transfer writes
