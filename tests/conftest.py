@@ -50,3 +50,11 @@ def tiny_model():
         return bytezoo.create_model(name, **{**info.test_overrides, **overrides}).eval()
 
     return build
+
+
+@pytest.fixture
+def finetune_task(tmp_path) -> dict:
+    """A tiny mLSTM LM checkpoint and train/dev/test CSVs of word-level sentiment (tests/finetune_task.py)."""
+    from finetune_task import make_task
+
+    return make_task(tmp_path)

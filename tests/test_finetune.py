@@ -3,7 +3,6 @@ classify, the hub), the three kinds of labels, early stopping, the frozen-body w
 resume after a stop, bad input refused in one line, and a 2-process run under `accelerate launch`."""
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -21,56 +20,19 @@ import bytezoo
 from bytezoo.cli import main as bytezoo_main
 from bytezoo.pretrain import checkpoint as ckpt
 from bytezoo.pretrain import trainer as pretrain_trainer
-from bytezoo.zoo import ByteTokenizer
 
-POSITIVE, NEGATIVE, FILLER = ["good", "great", "fine", "lovely"], ["bad", "awful", "dull", "poor"], ["the", "film", "a", "plot", "was"]
-
-
-def write_csv(path: Path, rows: list[dict]) -> Path:
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
-def sentiment_rows(count: int, rng, classes: int = 2) -> list[dict]:
-    rows = []
-    for _ in range(count):
-        label = int(rng.integers(0, classes))
-        words = [str(rng.choice(POSITIVE if label == 1 else NEGATIVE if label == 0 else ["so-so", "meh"]))]
-        words += [str(w) for w in rng.choice(FILLER, int(rng.integers(0, 12)))]
-        rng.shuffle(words)
-        rows.append({"label": ["neg", "pos", "mixed"][label], "sentence": " ".join(words)})
-    return rows
-
-
-@pytest.fixture
-def task(tmp_path):
-    """A tiny mLSTM LM checkpoint and train/dev/test CSVs of word-level sentiment (labels 'neg'/'pos')."""
-    rng = np.random.default_rng(0)
-    language_model = bytezoo.create_model("mlstm-256", hidden_size=16, embedding_size=8)
-    language_model.save_pretrained(tmp_path / "lm")
-    ByteTokenizer().save_pretrained(tmp_path / "lm")
-    files = {split: write_csv(tmp_path / f"{split}.csv", sentiment_rows(n, rng)) for split, n in
-             (("train", 96), ("dev", 40), ("test", 40))}
-    return {"lm": tmp_path / "lm", **files, "root": tmp_path}
-
-
-def common(task, output: Path, *extra: str) -> list[str]:
-    return ["finetune", "--model", str(task["lm"]), "--train", str(task["train"]), "--dev", str(task["dev"]),
-            "--output", str(output), "--batch-size", "8", "--lr", "1e-2", "--no-progress", "--log-every", "1", *extra]
+from finetune_task import FILLER, common, sentiment_rows, write_csv
 
 
 def exported(output: Path) -> dict[str, torch.Tensor]:
     return load_file(str(output / "model" / "model.safetensors"))
 
 
-def test_a_run_fine_tunes_and_exports_a_model_that_transformers_and_classify_serve(task, tmp_path, capsys):
+def test_a_run_fine_tunes_and_exports_a_model_that_transformers_and_classify_serve(finetune_task, tmp_path, capsys):
     from transformers import AutoModelForSequenceClassification, pipeline
 
     output = tmp_path / "run"
-    code = bytezoo_main(common(task, output, "--test", str(task["test"]), "--epochs", "3", "--patience", "0"))
+    code = bytezoo_main(common(finetune_task, output, "--test", str(finetune_task["test"]), "--epochs", "3", "--patience", "0"))
     assert code == 0
     out = capsys.readouterr().out
     assert "body weights loaded; head score.bias, score.weight initialised fresh for 2 label(s)" in out
@@ -87,7 +49,7 @@ def test_a_run_fine_tunes_and_exports_a_model_that_transformers_and_classify_ser
 
     model = AutoModelForSequenceClassification.from_pretrained(output / "model")
     assert model.config.id2label == {0: "neg", 1: "pos"} and model.config.problem_type == "single_label_classification"
-    language_model = load_file(str(task["lm"] / "model.safetensors"))
+    language_model = load_file(str(finetune_task["lm"] / "model.safetensors"))
     tuned = exported(output)
     assert not torch.equal(tuned["model.layers.0.w_h"], language_model["model.layers.0.w_h"])  # the body trained too
     best = [r for r in records if r.get("step") == summary["best_step"] and "dev_accuracy" in r][0]
@@ -101,6 +63,8 @@ def test_a_run_fine_tunes_and_exports_a_model_that_transformers_and_classify_ser
     assert [line["label"] for line in lines] == [r["label"] for r in served]
     for line, result in zip(lines, served):
         assert line["score"] == pytest.approx(result["score"], abs=1e-5)
+    assert bytezoo_main(["classify", "--pipeline", str(output / "model"), "--model", str(finetune_task["lm"]), *texts]) == 2
+    assert "a fine-tuned classifier carries its own model; drop model= (--model" in capsys.readouterr().err  # one line
 
     from bytezoo import hub
 
@@ -112,7 +76,7 @@ def test_a_run_fine_tunes_and_exports_a_model_that_transformers_and_classify_ser
     assert torch.equal(pulled.score.weight, model.score.weight)
 
 
-def test_multi_label_and_regression(task, tmp_path):
+def test_multi_label_and_regression(finetune_task, tmp_path):
     rng = np.random.default_rng(1)
     rows = []
     for _ in range(40):
@@ -122,7 +86,7 @@ def test_multi_label_and_regression(task, tmp_path):
                      "score": float(flags.sum()) / 3})
     path = tmp_path / "emotions.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    base = ["finetune", "--model", str(task["lm"]), "--train", str(path), "--dev", str(path), "--batch-size", "8",
+    base = ["finetune", "--model", str(finetune_task["lm"]), "--train", str(path), "--dev", str(path), "--batch-size", "8",
             "--max-steps", "6", "--no-progress", "--eval-every", "3"]
     assert bytezoo_main([*base, "--label-col", "joy", "anger", "fear", "--output", str(tmp_path / "multi")]) == 0
     summary = json.loads((tmp_path / "multi" / "summary.json").read_text())
@@ -140,37 +104,37 @@ def test_multi_label_and_regression(task, tmp_path):
     assert "value" in SentimentPipeline.from_pretrained(str(tmp_path / "regression" / "model"))(["joy"])[0]
 
 
-def test_early_stopping_stops_after_patience_evaluations_without_improvement(task, tmp_path):
+def test_early_stopping_stops_after_patience_evaluations_without_improvement(finetune_task, tmp_path):
     output = tmp_path / "early"
     # rates of zero: nothing improves after the first evaluation, so the second and third count against patience
-    assert bytezoo_main(common(task, output, "--epochs", "10", "--lr", "0", "--eval-every", "2", "--patience", "2")) == 0
+    assert bytezoo_main(common(finetune_task, output, "--epochs", "10", "--lr", "0", "--eval-every", "2", "--patience", "2")) == 0
     summary = json.loads((output / "summary.json").read_text())
     assert summary["stopped_by"] == "early_stopping" and summary["steps"] == 6 and summary["best_step"] == 2
 
 
-def test_frozen_body_warmup_and_head_and_body_rates(task, tmp_path):
-    language_model = load_file(str(task["lm"] / "model.safetensors"))
+def test_frozen_body_warmup_and_head_and_body_rates(finetune_task, tmp_path):
+    language_model = load_file(str(finetune_task["lm"] / "model.safetensors"))
     body_keys = [k for k in language_model if k.startswith("model.")]
 
-    assert bytezoo_main(common(task, tmp_path / "frozen", "--max-steps", "3", "--freeze-body", "3")) == 0
+    assert bytezoo_main(common(finetune_task, tmp_path / "frozen", "--max-steps", "3", "--freeze-body", "3")) == 0
     tuned = exported(tmp_path / "frozen")
     assert all(torch.equal(tuned[k], language_model[k]) for k in body_keys)  # only the head trained
     records = [json.loads(line) for line in (tmp_path / "frozen" / "metrics.jsonl").read_text().splitlines()]
     assert all(r["body_lr"] == 0.0 for r in records if "loss" in r)
 
-    assert bytezoo_main(common(task, tmp_path / "rates", "--max-steps", "3", "--body-lr", "0", "--lr", "5e-2")) == 0
+    assert bytezoo_main(common(finetune_task, tmp_path / "rates", "--max-steps", "3", "--body-lr", "0", "--lr", "5e-2")) == 0
     tuned = exported(tmp_path / "rates")
     assert all(torch.equal(tuned[k], language_model[k]) for k in body_keys)  # a body rate of zero: body unchanged
 
-    assert bytezoo_main(common(task, tmp_path / "thawed", "--max-steps", "4", "--freeze-body", "2", "--patience", "0")) == 0
+    assert bytezoo_main(common(finetune_task, tmp_path / "thawed", "--max-steps", "4", "--freeze-body", "2", "--patience", "0")) == 0
     tuned = exported(tmp_path / "thawed")
     assert not torch.equal(tuned["model.layers.0.w_h"], language_model["model.layers.0.w_h"])  # then the body trains
 
 
-def test_a_stopped_run_resumes_to_the_same_weights_as_an_uninterrupted_one(task, tmp_path, monkeypatch):
+def test_a_stopped_run_resumes_to_the_same_weights_as_an_uninterrupted_one(finetune_task, tmp_path, monkeypatch):
     options = ["--max-steps", "14", "--eval-every", "4", "--dropout", "0.2", "--patience", "0", "--freeze-body", "3",
                "--body-lr", "3e-3"]
-    assert bytezoo_main(common(task, tmp_path / "whole", *options)) == 0
+    assert bytezoo_main(common(finetune_task, tmp_path / "whole", *options)) == 0
 
     calls = []
 
@@ -180,14 +144,14 @@ def test_a_stopped_run_resumes_to_the_same_weights_as_an_uninterrupted_one(task,
 
     monkeypatch.setattr(pretrain_trainer.StopRequest, "clock", staticmethod(fake_clock))
     output = tmp_path / "resumed"
-    assert bytezoo_main(common(task, output, *options, "--max-time", "50")) == 0
+    assert bytezoo_main(common(finetune_task, output, *options, "--max-time", "50")) == 0
     monkeypatch.undo()
     summary = json.loads((output / "summary.json").read_text())
     assert summary["stopped_by"] == "max_time" and summary["steps"] == 6
     assert [p.name for p in ckpt.checkpoint_dirs(output)] == ["step-00000006"]
     assert (output / "model" / "model.safetensors").is_file()  # a stopped run exports its best model so far
 
-    assert bytezoo_main(common(task, output, *options, "--resume")) == 0
+    assert bytezoo_main(common(finetune_task, output, *options, "--resume")) == 0
     summary = json.loads((output / "summary.json").read_text())
     assert summary["steps"] == 14 and summary["resumed_from"].endswith("step-00000006")
     expected, got = exported(tmp_path / "whole"), exported(output)
@@ -213,15 +177,15 @@ BAD_INPUT = [
 
 
 @pytest.mark.parametrize("arguments, message", BAD_INPUT, ids=[a[0].lstrip("-") + (a[1] if len(a) > 1 else "") for a, _ in BAD_INPUT])
-def test_bad_input_is_refused_in_one_line_before_anything_is_trained(task, tmp_path, capsys, arguments, message):
+def test_bad_input_is_refused_in_one_line_before_anything_is_trained(finetune_task, tmp_path, capsys, arguments, message):
     rows = [dict(row, constant="x") for row in sentiment_rows(96, np.random.default_rng(2))]
-    write_csv(task["train"], rows)
+    write_csv(finetune_task["train"], rows)
     write_csv(tmp_path / "unseen.csv", [{"label": "mixed", "sentence": "so-so", "constant": "x"}])
     gru = bytezoo.create_model("gru-1024", hidden_size=8, embedding_size=8)
     gru.save_pretrained(tmp_path / "gru")
     substitutions = {"{unseen}": str(tmp_path / "unseen.csv"), "{gru}": str(tmp_path / "gru")}
     arguments = [substitutions.get(a, a) for a in arguments]
-    base = common(task, tmp_path / "out", "--max-steps", "2")
+    base = common(finetune_task, tmp_path / "out", "--max-steps", "2")
     for option in ("--model", "--dev"):  # the bad value replaces the good one
         if option in arguments:
             index = base.index(option)
@@ -237,13 +201,13 @@ def test_bad_input_is_refused_in_one_line_before_anything_is_trained(task, tmp_p
     assert not (tmp_path / "out").exists()  # nothing trained, nothing written
 
 
-def test_resuming_with_another_model_is_refused_by_name(task, tmp_path, capsys):
+def test_resuming_with_another_model_is_refused_by_name(finetune_task, tmp_path, capsys):
     output = tmp_path / "run"
-    assert bytezoo_main(common(task, output, "--max-steps", "2")) == 0
+    assert bytezoo_main(common(finetune_task, output, "--max-steps", "2")) == 0
     before = exported(output)
     gru = bytezoo.create_model("gru-1024", hidden_size=8, embedding_size=8)
     gru.save_pretrained(tmp_path / "gru")
-    arguments = common(task, output, "--max-steps", "4", "--resume")
+    arguments = common(finetune_task, output, "--max-steps", "4", "--resume")
     arguments[arguments.index("--model") + 1] = str(tmp_path / "gru")
     capsys.readouterr()
     assert bytezoo_main(arguments) == 2
@@ -253,9 +217,9 @@ def test_resuming_with_another_model_is_refused_by_name(task, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_with_a_checkpoint_and_resume_continues(task, tmp_path):
+def test_ctrl_c_stops_with_a_checkpoint_and_resume_continues(finetune_task, tmp_path):
     output = tmp_path / "interrupted"
-    command = [sys.executable, "-m", "bytezoo", *common(task, output, "--max-steps", "100000", "--eval-every", "1000")]
+    command = [sys.executable, "-m", "bytezoo", *common(finetune_task, output, "--max-steps", "100000", "--eval-every", "1000")]
     victim = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a foreground job
     metrics = output / "metrics.jsonl"
@@ -277,10 +241,10 @@ def test_ctrl_c_stops_with_a_checkpoint_and_resume_continues(task, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_under_accelerate_launch_stop_and_resume_to_the_uninterrupted_weights(task, tmp_path):
+def test_two_processes_under_accelerate_launch_stop_and_resume_to_the_uninterrupted_weights(finetune_task, tmp_path):
     from test_pretrain_distributed import ACCELERATE, free_port, run_process_group
 
-    arguments = ["finetune", "--model", str(task["lm"]), "--train", str(task["train"]), "--dev", str(task["dev"]),
+    arguments = ["finetune", "--model", str(finetune_task["lm"]), "--train", str(finetune_task["train"]), "--dev", str(finetune_task["dev"]),
                  "--batch-size", "4", "--lr", "1e-2", "--no-progress", "--log-every", "2", "--max-steps", "8",
                  "--eval-every", "4", "--dropout", "0.1", "--patience", "0", "--freeze-body", "2"]
     env = {**{k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}, "OMP_NUM_THREADS": "1",
@@ -313,10 +277,10 @@ def test_two_processes_under_accelerate_launch_stop_and_resume_to_the_uninterrup
         assert torch.equal(expected[name], got[name]), name
 
 
-def test_bf16_autocast_with_chunks_recomputed_in_the_backward_pass(task, tmp_path):
+def test_bf16_autocast_with_chunks_recomputed_in_the_backward_pass(finetune_task, tmp_path):
     """bf16 on CPU autocasts; texts longer than --chunk-size are read in chunks, recomputed in the backward pass."""
     output = tmp_path / "bf16"
-    assert bytezoo_main(common(task, output, "--max-steps", "3", "--mixed-precision", "bf16", "--chunk-size", "8",
+    assert bytezoo_main(common(finetune_task, output, "--max-steps", "3", "--mixed-precision", "bf16", "--chunk-size", "8",
                                "--pooling", "mean")) == 0
     summary = json.loads((output / "summary.json").read_text())
     assert summary["mixed_precision"] == "bf16" and summary["classifier_pooling"] == "mean" and summary["steps"] == 3

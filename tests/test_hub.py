@@ -23,7 +23,7 @@ import pytest
 import bytezoo.hub as hub
 from bytezoo.cli import main as bytezoo_main
 from bytezoo.hub import remote
-from bytezoo.hub.card import GENERATED_MARKER
+from bytezoo.hub.card import GENERATED_MARKER, read_json_documents
 from bytezoo.hub.errors import (
     HubError, IntegrityError, ManifestError, NotFoundError, OfflineError, UnsafeFileError,
 )
@@ -414,6 +414,41 @@ def test_zoo_checkpoints_load_straight_from_a_hub_url(tmp_path, caplog):
     assert not list(Path(hub.resolve(url)).glob("*.py"))
 
 
+def test_a_classifier_loads_from_a_hub_url_through_bytezoo_from_pretrained(tmp_path):
+    import bytezoo
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from bytezoo.errors import InvalidArgumentError
+    from bytezoo.zoo.mlstm.modeling_mlstm import MLSTMForSequenceClassification
+
+    language_model = bytezoo.create_model("mlstm-256", **bytezoo.get_model_info("mlstm-256").test_overrides)
+    language_model.save_pretrained(tmp_path / "lm")
+    url = f"file://{tmp_path}/hub/mlstm-256"
+    hub.push(tmp_path / "lm", url, tag="v1")
+
+    # A causal LM's URL as a classifier: every body weight loaded, the head fresh (what the Auto class does locally).
+    for auto_class in (AutoModelForSequenceClassification, "AutoModelForSequenceClassification"):
+        model = bytezoo.from_pretrained(f"{url}@v1", auto_class=auto_class, num_labels=3)
+        assert type(model) is MLSTMForSequenceClassification and model.config.num_labels == 3
+        for name, tensor in language_model.model.state_dict().items():
+            torch.testing.assert_close(model.model.state_dict()[name], tensor, rtol=0, atol=0)
+    assert type(bytezoo.from_pretrained(url)) is type(language_model)  # without auto_class: what config.json names
+
+    # A fine-tuned classifier's URL loads as the classifier, its head included, with no auto_class.
+    model.save_pretrained(tmp_path / "classifier")
+    hub.push(tmp_path / "classifier", f"file://{tmp_path}/hub/classifier", tag="v1")
+    again = bytezoo.from_pretrained(f"file://{tmp_path}/hub/classifier@v1")
+    assert type(again) is MLSTMForSequenceClassification
+    torch.testing.assert_close(again.score.weight, model.score.weight, rtol=0, atol=0)
+
+    with pytest.raises(InvalidArgumentError, match=r"auto_class='AutoModelForSeqClassification': bytezoo's models "
+                                                   r"load as AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification"):
+        bytezoo.from_pretrained(f"{tmp_path}/hub/never-pushed", auto_class="AutoModelForSeqClassification")
+    with pytest.raises(InvalidArgumentError, match="base_model=True loads the body"):
+        bytezoo.from_pretrained(url, base_model=True, auto_class=AutoModelForSequenceClassification)
+
+
 # ---------------------------------------------------------------------------------------------------- model cards
 def test_the_model_card_summarises_architecture_parameters_training_and_transfer(tmp_path, checkpoint):
     (checkpoint / "report.json").write_text(json.dumps({  # the shape bytezoo.transfer writes
@@ -454,6 +489,92 @@ def test_hand_written_cards_are_kept_and_generated_ones_refreshed(tmp_path, chec
     assert (Path(hub.pull(f"{url}@{hub.push(checkpoint, url)}")) / "README.md").read_text().startswith("# My model")
     (checkpoint / "README.md").unlink()
     assert not (Path(hub.pull(f"{url}@{hub.push(checkpoint, url, model_card=False)}")) / "README.md").exists()
+
+
+def _comparison_report() -> dict:
+    """A report.json as `bytezoo transfer` (schema 2) writes one, its comparison built by the functions it uses."""
+    import numpy as np
+
+    from bytezoo.transfer import comparison as compare
+
+    y_train, y_test = np.array(["pos", "neg", "pos"] * 8), np.array(["pos", "neg"] * 20)
+    comparison = compare.new_comparison("test", "accuracy", len(y_test), [10, 24], seed=0)
+    majority = [{"n_train": n, **compare.majority_point("binary", y_train[compare.training_subset(y_train, n, 0)], y_test)}
+                for n in (10, 24)]
+    compare.add_method(comparison, compare.MAJORITY, "majority class", majority, constant=True)
+    compare.add_method(comparison, compare.TFIDF, "TF-IDF word 1-2grams + L2 LR",
+                       [{"n_train": 10, "accuracy": 0.625, "C": 1.0}, {"n_train": 24, "accuracy": 0.8, "C": 4.0}])
+    compare.add_method(comparison, compare.PROBE, "frozen mlstm features + L1 LR",
+                       [{"n_train": 10, "accuracy": None}, {"n_train": 24, "accuracy": 0.875}])
+    return {"schema_version": 2, "task": "binary", "metric": "accuracy", "accuracy": {"train": 1.0, "dev": 0.9, "test": 0.875},
+            "comparison": comparison}
+
+
+def _val_compression() -> dict:
+    """A pretraining summary's ``val_compression``, measured by the function the trainer calls on its held-out bytes."""
+    import numpy as np
+
+    from bytezoo.pretrain.compression import held_out_compression
+    from bytezoo.pretrain.data import StreamLayout
+
+    data = b"the same bytes the validation windows read, a few times over. " * 20
+
+    class HeldOut:  # the packed corpus's one method the compressors use
+        def read_many(self, ranges):
+            return [np.frombuffer(data[offset:offset + length], dtype=np.uint8) for offset, length in ranges]
+
+    return held_out_compression(HeldOut(), StreamLayout.plan(len(data), 2, 1 << 20), 16, predicted_bytes=len(data) - 2)
+
+
+def test_the_model_card_shows_the_comparison_and_the_compressors_as_tables(checkpoint):
+    report = _comparison_report()
+    summary = {**json.loads((checkpoint / "training_summary.json").read_text()), "val_compression": _val_compression()}
+    (checkpoint / "report.json").write_text(json.dumps(report))
+    (checkpoint / "training_summary.json").write_text(json.dumps(summary))
+    names = {path.name: path.stat().st_size for path in checkpoint.iterdir()}
+    card = hub.make_model_card("m", names, read_json_documents(checkpoint, names), {})
+    lines = card.splitlines()
+    assert lines[0] == GENERATED_MARKER and lines[1] == "---"  # the metadata block stays first
+
+    comparison = report["comparison"]
+    assert "Test accuracy (%) by training labels, on 40 test texts (same draws, seed 0):" in card
+    assert "| method | 10 labels | 24 labels |" in lines
+    for method in comparison["methods"]:
+        cells = ["n/a" if p["accuracy"] is None else f"{100 * p['accuracy']:.1f}" for p in method["points"]]
+        assert f"| {method['label']} | {' | '.join(cells)} |" in lines, method["label"]
+    assert "| frozen mlstm features + L1 LR | n/a | 87.5 |" in lines  # worked out by hand: None, then 0.875
+    assert "Every method is fitted on the same rows" in card and "One standard error from the test set alone" in card
+    assert "`comparison." not in card  # shown once, as the table
+
+    compression = summary["val_compression"]
+    assert f"on the same {compression['raw_bytes']:,} held-out bytes" in card
+    assert "| this model (validation BPC) | 1.2345 |  |" in lines
+    for name, entry in compression["compressors"].items():
+        row = f"| {name} {entry['setting']} | {entry['bits_per_byte']:.4f} | {entry['compressed_bytes']:,} |"
+        assert row in lines, row
+    assert [line.split(" | ")[0] for line in lines if line.startswith(("| gzip", "| bz2", "| xz", "| zstd"))] == [
+        "| gzip -9", "| bz2 -9", "| xz -9", "| zstd -19"]
+    assert "`val_compression." not in card and "**Validation BPC:** 1.2345" in card
+
+
+@pytest.mark.parametrize("report, compression", [
+    ({"task": "binary", "accuracy": {"test": 0.9}}, None),  # before the comparison (schema 1), no validation data
+    ({"comparison": {"split": None, "metric": "accuracy", "n_eval": None, "n_train": [10], "methods": [],
+                     "note": "no test split: nothing to compare on"}}, {"raw_bytes": 10**9, "skipped": "too many bytes"}),
+    ({"comparison": {"n_train": [10], "methods": [{"label": "x", "points": "?"}]}},  # a shape this version does not know
+     {"compressors": {"gzip": {"setting": "-9", "bits_per_byte": "?"}}, "raw_bytes": "many"}),
+])
+def test_the_model_card_is_written_without_the_tables_or_with_unknown_shapes(checkpoint, report, compression):
+    summary = {**json.loads((checkpoint / "training_summary.json").read_text()), "val_compression": compression}
+    card = hub.make_model_card("m", {"config.json": 2}, {"report.json": report, "training_summary.json": summary}, {})
+    assert card.startswith(GENERATED_MARKER + "\n---\n") and "**Validation BPC:** 1.2345" in card
+    assert "Compared at the same numbers of labels" not in card
+    if isinstance(report.get("comparison"), dict):
+        assert "`comparison.n_train` | 10" in card  # still shown, as fields
+    if compression and "skipped" in compression:
+        assert "Standard compressors on the held-out bytes: skipped (too many bytes)." in card
+    elif compression:
+        assert "| gzip -9 | n/a |  |" in card and "on the same held-out bytes" in card
 
 
 def test_credentials_never_reach_cards_messages_or_manifests(tmp_path, checkpoint, caplog):

@@ -100,11 +100,24 @@ def test_compressors_are_measured_on_exactly_the_validation_bytes(corpus, tmp_pa
     assert "handicapped" in compression["note"]
     printed = capsys.readouterr().out
     assert "gzip -9" in printed and "zstd -19" in printed and "996 held-out bytes" in printed
+    card = model_card(output / "model")  # what `bytezoo hub push` writes for the exported model: the same figures
+    assert "Bits per byte on the same 996 held-out bytes" in card
+    assert f"| this model (validation BPC) | {summary['val_bpc']:.4f} |  |" in card
+    for name, entry in compression["compressors"].items():
+        assert f"| {name} {entry['setting']} | {entry['bits_per_byte']:.4f} | {entry['compressed_bytes']:,} |" in card
 
     # Without validation data: no figures, and the run says so.
     assert bytezoo_main(["pretrain", *TINY, "--data", str(corpus), "--output", str(tmp_path / "no-val"), "--max-steps", "1"]) == 0
     summary = json.loads((tmp_path / "no-val" / "summary.json").read_text())
     assert summary["val_bpc"] is None and summary["val_compression"] is None
+    assert "standard compressors" not in model_card(tmp_path / "no-val" / "model")
+
+
+def model_card(folder: Path) -> str:
+    from bytezoo.hub.card import make_model_card, read_json_documents
+
+    names = {path.name: path.stat().st_size for path in folder.iterdir() if path.is_file()}
+    return make_model_card(folder.name, names, read_json_documents(folder, names), {})
 
 
 def test_bf16_and_gradient_accumulation_train(corpus, tmp_path):

@@ -15,6 +15,8 @@ import bytezoo
 from bytezoo.cli import main
 from bytezoo.transfer import DatasetError, SentimentPipeline, generate_steered, read_dataset
 
+from hub_cards import assert_card_shows_the_comparison
+
 POSITIVE = ["good", "great", "lovely", "fun"]
 NEGATIVE = ["bad", "awful", "dull", "poor"]
 NEUTRAL = ["okay", "plain", "so so"]
@@ -65,6 +67,7 @@ def test_transfer_command_end_to_end(tmp_path, model_dir, capsys):
     assert (out / "unit_histogram.png").read_bytes()[:4] == b"\x89PNG"
     assert "<span" in (out / "unit_heatmap.html").read_text()
     assert json.loads(capsys.readouterr().out)["accuracy"] == report["accuracy"]
+    assert_card_shows_the_comparison(out, report)
 
     # The saved classifier points at the model; the pipeline reproduces the report's test accuracy.
     pipe = SentimentPipeline.from_pretrained(str(out))
@@ -262,6 +265,9 @@ def test_transfer_bad_input_names_the_file_and_column(tmp_path, model_dir, capsy
         ("classify", ["--pipeline", "{model}"], r"give the texts as arguments or --input FILE"),
         ("generate", ["--model", "{model}", "--neuron", "300"], r"neuron 300 is outside the model's 16 units; choose one in 0..15"),
         ("generate", ["--model", "{model}", "--top-k", "0"], r"top_k must be in \[1, 256\]"),
+        ("generate", ["--model", "{model}", "--device", "nonsense"], r"device='nonsense' is not a torch device"),
+        pytest.param("generate", ["--model", "{model}", "--device", "cuda"], r"device='cuda', but torch sees no CUDA GPU here",
+                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")),
     ],
 )
 def test_user_errors_print_one_line_and_exit_2(tmp_path, model_dir, capsys, command, arguments, message):
@@ -403,3 +409,20 @@ def test_sampling_is_seeded_and_top_k_one_is_greedy():
 def test_generate_command(model_dir, capsys):
     assert main(["generate", "--model", str(model_dir), "--prompt", "Great", "--neuron", "3", "--value", "-1", "--max-new-bytes", "8", "--seed", "0"]) == 0
     assert capsys.readouterr().out.startswith("Great")
+    greedy = ["generate", "--model", str(model_dir), "--prompt", "Great", "--max-new-bytes", "8", "--temperature", "0"]
+    assert main([*greedy, "--device", "cpu"]) == 0
+    on_cpu = capsys.readouterr().out
+    expected = generate_steered(bytezoo.from_pretrained(str(model_dir)), "Great", max_new_bytes=8, temperature=0).texts[0]
+    assert on_cpu == expected + "\n"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_generation_on_a_device_this_machine_lacks_is_refused_before_loading(tmp_path):
+    from bytezoo.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match=r"device='cuda:1', but torch sees no CUDA GPU here"):
+        generate_steered(str(tmp_path / "no-model"), "A", device="cuda:1")  # named before the missing checkpoint
+    torch.manual_seed(3)
+    model = bytezoo.create_model("mlstm-256", hidden_size=16, embedding_size=8).eval()
+    assert generate_steered(model, "A", max_new_bytes=6, temperature=0, device="cpu").new_bytes == \
+        generate_steered(model, "A", max_new_bytes=6, temperature=0).new_bytes

@@ -1,7 +1,9 @@
 """Model cards: a README.md for each version, written from whatever run summaries the directory holds.
 
 Inputs, all optional: ``config.json`` (architecture), ``*.safetensors`` headers (parameter counts, read without
-loading tensors), tokenizer files, ``training_summary.json`` (written by pretraining), ``report.json`` and
+loading tensors), tokenizer files, ``training_summary.json`` (written by pretraining and fine-tuning; pretraining's
+validation BPC beside standard compressors becomes a table), ``report.json`` (written by ``bytezoo transfer`` and by
+``bytezoo finetune --test``; its comparison of methods at the same label counts becomes a table) and
 ``classifier.json`` (written by sentiment transfer). Unknown keys are shown too, so a summary that grows new fields
 needs no change here. The card carries no timestamps, so pushing the same files again gives the same version.
 
@@ -142,8 +144,12 @@ def make_model_card(
             if key is not None:
                 used.add(key)
                 lines.append(f"- **{label}:** {_clean(_format_value(key, flat[key]))}")
-        other = [(f"`{key}`", _format_value(key, value)) for key, value in flat.items() if key not in used]
         lines += [""]
+        compression = _compression_table(summary)
+        if compression:  # shown as a table: its many leaves would crowd the table of other fields
+            lines += compression
+            used |= {key for key in flat if key.startswith("val_compression.")}
+        other = [(f"`{key}`", _format_value(key, value)) for key, value in flat.items() if key not in used]
         if other:
             lines += _table(("recorded in training_summary.json", "value"), other[:_MAX_OTHER_ROWS]) + [""]
 
@@ -160,8 +166,13 @@ def make_model_card(
             units = [u.get("unit") for u in report.get("top_units") or [] if isinstance(u, dict)]
             if units:
                 lines.append(f"- **Top units:** {', '.join(map(str, units[:8]))}")
+            lines += [""]
+            comparison = _comparison_table(report)
+            if comparison:  # shown as a table: the same figures as fields would repeat it
+                lines += comparison
+                used |= {key for key in flat if key.startswith("comparison.")}
             rows = [(f"`{key}`", _format_value(key, value)) for key, value in flat.items() if key not in used]
-            lines += [""] + _table(("report.json", "value"), rows[:_MAX_OTHER_ROWS]) + [""]
+            lines += _table(("report.json", "value"), rows[:_MAX_OTHER_ROWS]) + [""]
         if classifier:
             rows = [(f"`{key}`", _format_value(key, value)) for key, value in _flatten(classifier).items()]
             lines += _table(("classifier.json", "value"), rows[:_MAX_OTHER_ROWS]) + [""]
@@ -205,6 +216,69 @@ def read_json_documents(directory: Path, paths) -> dict[str, Any]:
             except (OSError, ValueError):
                 continue
     return documents
+
+
+def _comparison_table(report: Mapping[str, Any]) -> list[str]:
+    """The report's ``comparison`` (transfer and fine-tuning reports: every method at the same label counts) as a
+    Markdown table with its caption, through :func:`bytezoo.transfer.comparison.table_cells`, the cells the commands
+    print; ``[]`` when the report has none, compares nothing, or has a shape this version does not know."""
+    comparison = report.get("comparison")
+    if not isinstance(comparison, dict):
+        return []
+    from bytezoo.transfer.comparison import table_cells
+
+    try:
+        cells = table_cells(comparison)
+        if cells is None:
+            return []
+        header = ("method", *(f"{int(n):,} labels" for n in cells["columns"]))
+        rows = [(label, *values) for label, values in cells["rows"]]
+    except (KeyError, TypeError, ValueError, AttributeError):  # a report of another version: a card must still be written
+        return []
+    # A bold lead-in, not a heading: the table of report.json's other fields follows in the same section.
+    lines = ["**Compared at the same numbers of labels.** " + _sentence(cells["caption"], ":"), ""]
+    lines += _table(header, rows) + [""]
+    notes = [_sentence(text) for text in (cells["footnote"], comparison.get("note")) if isinstance(text, str) and text]
+    return lines + ([" ".join(notes), ""] if notes else [])
+
+
+def _compression_table(summary: Mapping[str, Any]) -> list[str]:
+    """The pretraining summary's validation bits per byte beside gzip, bz2, xz and zstd on the same held-out bytes
+    (``val_compression``, written by :mod:`bytezoo.pretrain.compression`) as a Markdown table; ``[]`` without it."""
+    compression = summary.get("val_compression")
+    if not isinstance(compression, dict):
+        return []
+    compressors = compression.get("compressors")
+    if not isinstance(compressors, dict) or not compressors:
+        skipped = compression.get("skipped")
+        return [f"Standard compressors on the held-out bytes: skipped ({_clean(str(skipped))}).", ""] if skipped else []
+    rows = []
+    if _is_number(summary.get("val_bpc")):
+        rows.append(("this model (validation BPC)", _format_value("bpc", float(summary["val_bpc"])), ""))
+    for name, entry in compressors.items():
+        if not isinstance(entry, dict):
+            continue
+        bits = entry.get("bits_per_byte")
+        size = entry.get("compressed_bytes")
+        rows.append((f"{name} {entry.get('setting', '')}".strip(), _format_value("bpc", float(bits)) if _is_number(bits) else "n/a",
+                     f"{size:,}" if isinstance(size, int) and not isinstance(size, bool) else ""))
+    raw = compression.get("raw_bytes")
+    where = f"the same {raw:,} held-out bytes" if isinstance(raw, int) and not isinstance(raw, bool) else "the same held-out bytes"
+    lines = [f"**Compared with standard compressors.** Bits per byte on {where} (for a compressor, 8 × compressed "
+             "size / raw size):", ""]
+    lines += _table(("", "bits per byte", "compressed bytes"), rows) + [""]
+    note = compression.get("note")
+    return lines + ([_sentence(str(note)), ""] if note else [])
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value  # not NaN
+
+
+def _sentence(text: str, end: str = ".") -> str:
+    """``text`` as one line of Markdown starting with a capital and ending with ``end``."""
+    text = _clean(text).rstrip(".:; ")
+    return text[:1].upper() + text[1:] + end
 
 
 def _transformers_instructions(repo_id: str, tokenizer_files, has_code: bool) -> list[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -413,7 +414,9 @@ def _run(config: PretrainConfig) -> dict:
         return ByteStreams(train_corpus, layout, first_stream=rank * B, batch_size=B, seq_len=T, seed=config.seed,
                            epoch=epoch, start_window=start_window)
 
-    make_val_windows, held_out = None, None  # held_out: what the compressors read, the validation windows' bytes
+    # Without validation data, neither: make_val_windows() gives a fresh pass over the validation windows, held_out is
+    # what the compressors read (the same bytes).
+    make_val_windows, held_out = None, None
     if config.val_data:
         val_corpus = open_corpus(accelerator, config.val_data, config.text_field, output / "corpus-val")
         val_bytes = val_corpus.total_bytes
@@ -423,10 +426,8 @@ def _run(config: PretrainConfig) -> dict:
             raise DataError(f"the validation corpus ({val_bytes:,} bytes) holds no {T + 1}-byte window per process")
 
         held_out = (val_corpus, val_layout)
-
-        def make_val_windows() -> ByteStreams:
-            return ByteStreams(val_corpus, val_layout, first_stream=rank * val_batch, batch_size=val_batch, seq_len=T,
-                               seed=config.seed, prefetch=False)
+        make_val_windows = functools.partial(ByteStreams, val_corpus, val_layout, first_stream=rank * val_batch,
+                                             batch_size=val_batch, seq_len=T, seed=config.seed, prefetch=False)
 
     # The data are usable: from here on the folder holds this run (a data error above left no run.json behind).
     if main:

@@ -108,7 +108,7 @@ def register(subparsers) -> None:
     generate.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
     generate.add_argument("--top-k", type=int, help="sample among the k likeliest bytes")
     generate.add_argument("--seed", type=int)
-    generate.add_argument("--device", default="cpu")
+    generate.add_argument("--device", default=option_default("device"), help="torch device to run the model on (default %(default)s; e.g. cuda, cuda:1)")
     generate.set_defaults(func=_run_generate)
 
 
@@ -162,7 +162,7 @@ def _run_generate(args) -> int:
     _quiet_model_loading(None)
     result = generate_steered(
         args.model, args.prompt, neuron=args.neuron, value=args.value, hold=args.hold, max_new_bytes=args.max_new_bytes,
-        num_samples=args.num_samples, temperature=args.temperature, top_k=args.top_k, seed=args.seed,
+        num_samples=args.num_samples, temperature=args.temperature, top_k=args.top_k, seed=args.seed, device=args.device,
     )
     for text in result.texts:
         print(text)

@@ -25,8 +25,6 @@ import numpy as np
 
 from bytezoo.errors import InvalidArgumentError
 
-from .classifier import task_score
-
 MAJORITY, TFIDF, PROBE = "majority", "tfidf", "probe"
 
 
@@ -59,6 +57,8 @@ def training_subset(y: np.ndarray, size: int, seed: int) -> np.ndarray:
 def majority_point(task: str, y_train: np.ndarray, y_eval: np.ndarray) -> dict:
     """The score of always predicting the training labels' most frequent class (multi-label: each label's most
     frequent value), with the class it predicts."""
+    from .classifier import task_score  # here, not at the top: the hub's model card formats reports without scikit-learn
+
     y_train, y_eval = np.asarray(y_train), np.asarray(y_eval)
     if task == "multilabel":
         constant = (2 * y_train.sum(axis=0) > len(y_train)).astype(y_eval.dtype)
@@ -103,27 +103,38 @@ def add_method(comparison: dict, name: str, label: str, points: Iterable[dict], 
     return method
 
 
+def table_cells(comparison: dict) -> dict | None:
+    """The comparison's table as text cells, for :func:`format_table` and the hub's model card (Markdown):
+    ``{"caption": str, "columns": [label count], "rows": [(method label, [score in % or "n/a", ...])],
+    "footnote": str | None}``; ``None`` when the comparison has no methods (no test split)."""
+    if not comparison or not comparison.get("methods"):
+        return None
+    caption = (f"test {comparison['metric']} (%) by training labels, on {comparison['n_eval']} {comparison['split']} "
+               f"texts (same draws, seed {comparison['draws']['seed']})")
+    rows = [(method["label"], ["n/a" if p.get("accuracy") is None else f"{100 * p['accuracy']:.1f}" for p in method["points"]])
+            for method in comparison["methods"]]
+    errors = [p["stderr"] for m in comparison["methods"] for p in m["points"] if p.get("stderr") is not None]
+    footnote = (f"one standard error from the test set alone: {100 * min(errors):.1f} to {100 * max(errors):.1f} points"
+                if errors else None)
+    return {"caption": caption, "columns": list(comparison["n_train"]), "rows": rows, "footnote": footnote}
+
+
 def format_table(comparison: dict) -> str:
     """The comparison as a text table: one row per method, one column per label count (scores in %)."""
-    if not comparison or not comparison.get("methods"):
+    cells = table_cells(comparison)
+    if cells is None:
         return f"comparison: {(comparison or {}).get('note', 'none')}"
-    columns = comparison["n_train"]
-    header = (f"test {comparison['metric']} (%) by training labels, on {comparison['n_eval']} {comparison['split']} texts "
-              f"(same draws, seed {comparison['draws']['seed']})")
-    width = max(len(method["label"]) for method in comparison["methods"])
-    cells = [max(6, len(f"{n:,}")) for n in columns]
-    lines = [header, f"  {'labels':<{width}}  " + "  ".join(f"{n:>{w},}" for n, w in zip(columns, cells))]
-    for method in comparison["methods"]:
-        values = ["n/a" if p.get("accuracy") is None else f"{100 * p['accuracy']:.1f}" for p in method["points"]]
-        lines.append(f"  {method['label']:<{width}}  " + "  ".join(f"{v:>{w}}" for v, w in zip(values, cells)))
-    errors = [p["stderr"] for m in comparison["methods"] for p in m["points"] if p.get("stderr") is not None]
-    if errors:
-        lines.append(f"  one standard error from the test set alone: {100 * min(errors):.1f} to {100 * max(errors):.1f} points")
+    width = max(len(label) for label, _ in cells["rows"])
+    widths = [max(6, len(f"{n:,}")) for n in cells["columns"]]
+    lines = [cells["caption"], f"  {'labels':<{width}}  " + "  ".join(f"{n:>{w},}" for n, w in zip(cells["columns"], widths))]
+    lines += [f"  {label:<{width}}  " + "  ".join(f"{v:>{w}}" for v, w in zip(values, widths)) for label, values in cells["rows"]]
+    if cells["footnote"]:
+        lines.append(f"  {cells['footnote']}")
     return "\n".join(lines)
 
 
 __all__ = ["MAJORITY", "PROBE", "TFIDF", "add_method", "report_json_default", "curve_sizes", "format_table", "majority_point", "new_comparison",
-           "standard_error", "training_subset"]
+           "standard_error", "table_cells", "training_subset"]
 
 
 def report_json_default(value):

@@ -10,6 +10,8 @@ overwrite (``h = o * tanh(c)`` uses the un-held ``c``), so holding the cell acts
 """
 from __future__ import annotations
 
+import copy
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +19,7 @@ import numpy as np
 from bytezoo.errors import InvalidArgumentError
 
 from .config import HOLDS
-from .featurizer import load_language_model, recurrent_body
+from .featurizer import _check_device, load_language_model, recurrent_body
 
 
 @dataclass
@@ -48,6 +50,7 @@ def generate_steered(
     top_k: int | None = None,
     seed: int | None = None,
     prefix: str = "\n ",
+    device: str | None = None,
 ) -> Generation:
     """Sample ``max_new_bytes`` bytes after ``prompt``, holding ``neuron`` at ``value`` when given.
 
@@ -60,12 +63,25 @@ def generate_steered(
         top_k: sample among the ``top_k`` likeliest bytes only.
         seed: for reproducible samples.
         prefix: read before the prompt; ``"\\n "`` is what the original encoder put before every review.
+        device: run the model (and the held unit) on this torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``); ``None``
+            leaves it where it is. A model object on another device is copied there, never moved.
     """
     import torch
 
     from bytezoo.threads import ensure_threads
 
-    language_model = load_language_model(model).eval()
+    if device is not None:
+        _check_device(device)  # before loading: a missing GPU is named before a checkpoint is downloaded
+    language_model = load_language_model(model)
+    if device is not None:
+        target = torch.device(device)
+        if target.type == "cuda" and target.index is None:  # "cuda" means the current GPU, which .device names
+            target = torch.device("cuda", torch.cuda.current_device())
+        if language_model.device != target:
+            if not isinstance(model, (str, os.PathLike)):
+                language_model = copy.deepcopy(language_model)  # never move the caller's model
+            language_model = language_model.to(target)
+    language_model = language_model.eval()
     if not hasattr(language_model, "lm_head"):
         raise TypeError("generation needs a causal LM (with an lm_head), not a bare recurrent body")
     body = recurrent_body(language_model)

@@ -11,7 +11,7 @@ tokenizer files) or, in ``classifier.json``'s ``"model"`` field, a reference to 
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from bytezoo.errors import ByteZooError
 
 from .classifier import SparseLogisticClassifier
 from .featurizer import Featurizer
+
+if TYPE_CHECKING:  # for the annotation only: importing it here would load the fine-tuning package with every pipeline
+    from bytezoo.finetune.serving import SequenceClassificationPipeline
 
 FEATURIZER_OPTIONS = ("pooling", "preprocess")
 
@@ -67,7 +70,8 @@ class SentimentPipeline:
 
             if is_sequence_classifier(directory):
                 if model is not None:
-                    raise ValueError(f"{dir_or_url}: a fine-tuned classifier carries its own model; drop model=")
+                    raise PipelineError(f"{dir_or_url}: a fine-tuned classifier carries its own model; drop model= (--model "
+                                        "on the command line)")
                 return SequenceClassificationPipeline.from_pretrained(directory, batch_size=batch_size, device=device,
                                                                       dtype=dtype, progress=progress)
         classifier, metadata = SparseLogisticClassifier.load(directory)

@@ -114,19 +114,38 @@ def _architectures() -> dict:
     return classes
 
 
-def from_pretrained(path_or_url: str, *, base_model: bool = False, **kwargs):
+def from_pretrained(path_or_url: str, *, base_model: bool = False, auto_class=None, **kwargs):
     """Load a zoo checkpoint from a directory or any fsspec/hub URL, picking the class from its ``config.json``: the
     class its ``architectures`` names (a fine-tuned ``MLSTMForSequenceClassification``, …), else the causal LM.
+
+    transformers' Auto classes read local folders and Hugging Face names only; for a hub URL this is their
+    counterpart: ``bytezoo.from_pretrained(url, auto_class=AutoModelForSequenceClassification, num_labels=2)`` is
+    ``AutoModelForSequenceClassification.from_pretrained(url, num_labels=2)``.
 
     Args:
         path_or_url: a checkpoint directory, or a hub URL (``s3://bucket/models/name``, ``…@latest``, ``…@v3``).
         base_model: load the recurrent body only (``MLSTMModel``) instead.
-        kwargs: passed to transformers' ``from_pretrained`` (``dtype=``, ``device_map=``, …).
+        auto_class: load as this transformers Auto class, given as the class or its name:
+            ``"AutoModelForSequenceClassification"`` (a classifier on the checkpoint's body; from a causal LM's
+            checkpoint every body weight is loaded and the head starts fresh: pass ``num_labels=``),
+            ``"AutoModelForCausalLM"`` or ``"AutoModel"`` (as ``base_model=True``).
+        kwargs: passed to transformers' ``from_pretrained`` (``dtype=``, ``device_map=``, ``num_labels=``, …).
 
     >>> model = bytezoo.from_pretrained("outputs/demo/model")  # doctest: +SKIP
     """
+    from bytezoo.errors import InvalidArgumentError
     from bytezoo.hub import resolve  # URLs and hub folders (``…@tag``) -> a verified local snapshot
 
+    wanted = getattr(auto_class, "__name__", auto_class)  # the class or its name
+    if base_model:
+        if wanted not in (None, "AutoModel"):
+            raise InvalidArgumentError(f"base_model=True loads the body (AutoModel), not {wanted}; pass one of the two")
+        wanted = "AutoModel"
+    classes = _architectures()
+    known = sorted({name for by_auto_class in classes.values() for name in by_auto_class})
+    if wanted is not None and wanted not in known:  # checked before a URL is pulled
+        raise InvalidArgumentError(f"auto_class={auto_class!r}: bytezoo's models load as {', '.join(known)}; pass one "
+                                   "of these (the class or its name)")
     path = resolve(os.fspath(path_or_url))
     config_path = os.path.join(path, "config.json")
     try:
@@ -137,10 +156,12 @@ def from_pretrained(path_or_url: str, *, base_model: bool = False, **kwargs):
         raise CheckpointError(f"{config_path}: missing; {path_or_url!r} is not a saved checkpoint") from None
     except (ValueError, AttributeError) as error:
         raise CheckpointError(f"{config_path}: not a valid JSON config ({error})") from error
-    classes = _architectures()
     if model_type not in classes:
         raise CheckpointError(f"{config_path}: unknown model_type {model_type!r}; bytezoo knows {sorted(classes)}")
-    if base_model:
-        return classes[model_type]["AutoModel"].from_pretrained(path, **kwargs)
+    if wanted is not None:
+        if wanted not in classes[model_type]:
+            raise InvalidArgumentError(f"auto_class={wanted!r}: {model_type} models load as "
+                                       f"{', '.join(sorted(classes[model_type]))}; pass one of these")
+        return classes[model_type][wanted].from_pretrained(path, **kwargs)
     named = [c for c in classes[model_type].values() if isinstance(architectures, list) and c.__name__ in architectures]
     return (named[0] if named else classes[model_type]["AutoModelForCausalLM"]).from_pretrained(path, **kwargs)

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from ..mlstm import MLSTMConfig, MLSTMForCausalLM
-from ._common import ConversionError, build_model, check_vocab_size, prepare_output, read_bytes, sha256_hex, write_checkpoint
+from ._common import ConversionError, build_model, check_vocab_size, prepare_output, sha256_hex, write_checkpoint
 
 NUM_FILES = 15
 WH_BLOCKS = (2, 3, 4, 5)  # wh [H, 4H] is released as four [H, H] blocks, one per gate, concatenated along columns
