@@ -411,3 +411,15 @@ def test_features_of_converted_openai_weights_equal_the_original_encoder(tmp_pat
     ours = Featurizer(str(tmp_path / "converted"), batch_size=2, chunk_size=5).fit().transform(texts)
     original = original_openai_features([a.astype(np.float32) for a in arrays], texts)
     np.testing.assert_allclose(ours, original, rtol=1e-4, atol=1e-5)
+
+
+def test_a_gpu_number_this_machine_lacks_is_named(monkeypatch):
+    from bytezoo.errors import InvalidArgumentError
+    from bytezoo.transfer.featurizer import _check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    _check_device("cuda:0")
+    _check_device("cuda")
+    with pytest.raises(InvalidArgumentError, match=r"device='cuda:5', but torch sees 1 CUDA GPU\(s\) here \(cuda:0 to cuda:0\)"):
+        _check_device("cuda:5")

@@ -442,6 +442,11 @@ def _check_device(device) -> None:
         raise InvalidArgumentError(f"device={device!r} is not a torch device ({error}); e.g. cpu, cuda, cuda:1") from None
     if target.type == "cuda" and not torch.cuda.is_available():
         raise InvalidArgumentError(f"device={device!r}, but torch sees no CUDA GPU here; use device='cpu'")
+    if target.type == "cuda" and target.index is not None and target.index >= torch.cuda.device_count():
+        raise InvalidArgumentError(
+            f"device={device!r}, but torch sees {torch.cuda.device_count()} CUDA GPU(s) here (cuda:0 to "
+            f"cuda:{torch.cuda.device_count() - 1}); check CUDA_VISIBLE_DEVICES"
+        )
 
 
 def _check_texts(X) -> list:
