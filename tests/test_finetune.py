@@ -377,11 +377,12 @@ def test_ctrl_c_stops_with_a_checkpoint_and_resume_continues(task, tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_under_accelerate_launch_stop_and_resume_to_the_uninterrupted_weights(task, tmp_path):
+    """With gradient accumulation (no gradient all-reduce until a step's last batch) and a frozen-body warmup."""
     from test_pretrain_distributed import ACCELERATE, free_port, run_process_group
 
     arguments = ["finetune", "--model", str(task["lm"]), "--train", str(task["train"]), "--dev", str(task["dev"]),
-                 "--batch-size", "4", "--lr", "1e-2", "--no-progress", "--log-every", "2", "--max-steps", "8",
-                 "--eval-every", "4", "--dropout", "0.1", "--patience", "0", "--freeze-body", "2"]
+                 "--batch-size", "2", "--grad-accum", "2", "--lr", "1e-2", "--no-progress", "--log-every", "2",
+                 "--max-steps", "8", "--eval-every", "4", "--dropout", "0.1", "--patience", "0", "--freeze-body", "2"]
     env = {**{k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(bytezoo.__file__).parents[1]), os.environ.get("PYTHONPATH")]))}
 
@@ -402,6 +403,7 @@ def test_two_processes_under_accelerate_launch_stop_and_resume_to_the_uninterrup
     assert stopped.returncode == 0, stopped.stderr[-3000:]
     summary = json.loads((tmp_path / "resumed" / "summary.json").read_text())
     assert summary["stopped_by"] == "max_time" and summary["steps"] == 2 and summary["num_processes"] == 2
+    assert summary["grad_accum_steps"] == 2 and summary["global_batch_size"] == 8  # 2 texts x 2 processes x 2 batches
     resumed = launch("--output", str(tmp_path / "resumed"), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = json.loads((tmp_path / "resumed" / "summary.json").read_text())
