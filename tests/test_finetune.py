@@ -1,6 +1,7 @@
 """`bytezoo finetune` end to end on a tiny causal LM: training, export, serving (transformers.pipeline, bytezoo
 classify, the hub), the three kinds of labels, early stopping, the frozen-body warmup and head/body rates, exact
-resume after a stop, bad input refused in one line, and a 2-process run under `accelerate launch`."""
+resume after a stop, bad input refused in one line, gradient accumulation (the weights of the larger batch, every count
+in optimizer steps), and a 2-process run under `accelerate launch`."""
 from __future__ import annotations
 
 import json
@@ -173,6 +174,7 @@ BAD_INPUT = [
     (["--model", "{gru}", "--model-config", "hidden_sise=8"], r"unknown key 'hidden_sise' for ByteGRUConfig; did you mean 'hidden_size'"),
     (["--model", "no-such-model"], r"--model 'no-such-model' is neither a zoo preset .* nor a checkpoint"),
     (["--text-col", "review"], r"--train .*train.csv: no text column 'review'"),
+    (["--gradient-accumulation-steps", "0"], r"--grad-accum must be >= 1 micro-batch per optimizer step \(got 0\)"),
 ]
 
 
@@ -216,6 +218,103 @@ def test_resuming_with_another_model_is_refused_by_name(finetune_task, tmp_path,
     assert all(torch.equal(before[k], v) for k, v in exported(output).items())
 
 
+def without_dev(arguments: list[str]) -> list[str]:
+    """The run without --dev: the export is then the last weights, not a dev evaluation's pick."""
+    index = arguments.index("--dev")
+    return arguments[:index] + arguments[index + 2 :]
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_two_accumulated_batches_of_b_train_the_weights_of_one_batch_of_2b(finetune_task, tmp_path, monkeypatch, optimizer):
+    """--batch-size 4 --grad-accum 2 reads the global batches --batch-size 8 reads (the same 8 texts per step, in two
+    equal halves), so the mean of the halves' mean losses is the batch's mean loss and the weights agree."""
+    extra = []
+    if optimizer == "sgd":
+        # AdamW (and clipping) normalise the gradient's scale away: a summed gradient not divided by the number of
+        # micro-batches would pass unseen. Plain SGD without clipping moves by the gradient itself.
+        monkeypatch.setattr(torch.optim, "AdamW", torch.optim.SGD)
+        extra = ["--clip-grad-norm", "0", "--lr", "0.1"]
+    runs = {"batch 8": ["--batch-size", "8"], "batch 4 x 2": ["--batch-size", "4", "--grad-accum", "2"],
+            "batch 4": ["--batch-size", "4"]}
+    weights = {}
+    for name, layout in runs.items():
+        output = tmp_path / name.replace(" ", "")
+        assert bytezoo_main(without_dev(common(finetune_task, output, "--max-steps", "6", *extra, *layout))) == 0
+        weights[name] = exported(output)
+    summary = json.loads((tmp_path / "batch4x2" / "summary.json").read_text())
+    assert summary["steps"] == summary["updates"] == 6 and summary["grad_accum_steps"] == 2
+    assert summary["global_batch_size"] == 8 and summary["texts_seen"] == 48 and summary["steps_per_epoch"] == 12
+    records = [json.loads(line) for line in (tmp_path / "batch4x2" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, 7))  # one record per optimizer step
+
+    expected, got = weights["batch 8"], weights["batch 4 x 2"]
+    assert expected.keys() == got.keys()
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-5, atol=1e-5, msg=key)
+    # The comparison can fail: half the batch per step (what ignoring --grad-accum would train) ends elsewhere.
+    assert max((weights["batch 4"][k] - expected[k]).abs().max().item() for k in expected) > 1e-3
+
+
+def test_an_accumulating_run_evaluates_checkpoints_and_resumes_on_optimizer_steps(finetune_task, tmp_path, monkeypatch):
+    options = ["--batch-size", "4", "--grad-accum", "3", "--max-steps", "6", "--eval-every", "2", "--save-every", "2",
+               "--dropout", "0.2", "--patience", "0", "--freeze-body", "1"]
+    assert bytezoo_main(common(finetune_task, tmp_path / "whole", *options)) == 0
+    records = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "dev_accuracy" in r] == [2, 4, 6]
+
+    calls = []
+
+    def fake_clock():  # the deadline is set at call 1; the budget is spent from the third step's check (call 4) on
+        calls.append(1)
+        return 1000.0 + (100.0 if len(calls) > 3 else 0.0)
+
+    monkeypatch.setattr(pretrain_trainer.StopRequest, "clock", staticmethod(fake_clock))
+    output = tmp_path / "resumed"
+    assert bytezoo_main(common(finetune_task, output, *options, "--max-time", "50")) == 0
+    monkeypatch.undo()
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["stopped_by"] == "max_time" and summary["steps"] == 3 and summary["texts_seen"] == 36
+    assert [p.name for p in ckpt.checkpoint_dirs(output)] == ["step-00000002", "step-00000003"]
+    state = json.loads((ckpt.checkpoint_dirs(output)[-1] / ckpt.TRAIN_STATE).read_text())
+    assert state["step"] == state["batch"] == 3 and state["grad_accum_steps"] == 3 and state["global_batch_size"] == 12
+
+    assert bytezoo_main(common(finetune_task, output, *options, "--resume")) == 0
+    assert json.loads((output / "summary.json").read_text())["steps"] == 6
+    expected, got = exported(tmp_path / "whole"), exported(output)
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+    strip = lambda path: [{k: v for k, v in json.loads(line).items() if "per_second" not in k}  # noqa: E731
+                          for line in (path / "metrics.jsonl").read_text().splitlines()]
+    assert strip(output) == strip(tmp_path / "whole")
+
+
+def test_resuming_with_another_grad_accum_is_refused_in_one_line(finetune_task, tmp_path, capsys):
+    output = tmp_path / "run"
+    assert bytezoo_main(common(finetune_task, output, "--max-steps", "2", "--batch-size", "4", "--grad-accum", "2")) == 0
+    before = exported(output)
+    capsys.readouterr()
+    # the same 8 texts per step, but another accumulation: refused all the same (the run's settings are its own)
+    arguments = common(finetune_task, output, "--max-steps", "4", "--batch-size", "8", "--gradient-accumulation-steps", "1",
+                       "--resume")
+    assert bytezoo_main(arguments) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "cannot resume the run" in error, error
+    assert "grad_accum_steps: 2 then, 1 now" in error, error
+    assert all(torch.equal(before[k], v) for k, v in exported(output).items())
+
+
+def test_help_names_gradient_accumulation_and_a_non_number_is_refused_in_one_line(finetune_task, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        bytezoo_main(["finetune", "--help"])
+    text = capsys.readouterr().out
+    assert "--grad-accum N, --gradient-accumulation-steps N" in text and "--batch-size x processes x N" in " ".join(text.split())
+    with pytest.raises(SystemExit) as exited:
+        bytezoo_main(common(finetune_task, tmp_path / "out", "--gradient-accumulation-steps", "two"))
+    error = capsys.readouterr().err.strip()
+    assert exited.value.code == 2 and len(error.splitlines()) == 1 and "invalid int value: 'two'" in error, error
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_with_a_checkpoint_and_resume_continues(finetune_task, tmp_path):
     output = tmp_path / "interrupted"
@@ -242,11 +341,12 @@ def test_ctrl_c_stops_with_a_checkpoint_and_resume_continues(finetune_task, tmp_
 
 @pytest.mark.slow
 def test_two_processes_under_accelerate_launch_stop_and_resume_to_the_uninterrupted_weights(finetune_task, tmp_path):
+    """With gradient accumulation (no gradient all-reduce until a step's last batch) and a frozen-body warmup."""
     from test_pretrain_distributed import ACCELERATE, free_port, run_process_group
 
     arguments = ["finetune", "--model", str(finetune_task["lm"]), "--train", str(finetune_task["train"]), "--dev", str(finetune_task["dev"]),
-                 "--batch-size", "4", "--lr", "1e-2", "--no-progress", "--log-every", "2", "--max-steps", "8",
-                 "--eval-every", "4", "--dropout", "0.1", "--patience", "0", "--freeze-body", "2"]
+                 "--batch-size", "2", "--grad-accum", "2", "--lr", "1e-2", "--no-progress", "--log-every", "2",
+                 "--max-steps", "8", "--eval-every", "4", "--dropout", "0.1", "--patience", "0", "--freeze-body", "2"]
     env = {**{k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(bytezoo.__file__).parents[1]), os.environ.get("PYTHONPATH")]))}
 
@@ -267,6 +367,7 @@ def test_two_processes_under_accelerate_launch_stop_and_resume_to_the_uninterrup
     assert stopped.returncode == 0, stopped.stderr[-3000:]
     summary = json.loads((tmp_path / "resumed" / "summary.json").read_text())
     assert summary["stopped_by"] == "max_time" and summary["steps"] == 2 and summary["num_processes"] == 2
+    assert summary["grad_accum_steps"] == 2 and summary["global_batch_size"] == 8  # 2 texts x 2 processes x 2 batches
     resumed = launch("--output", str(tmp_path / "resumed"), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = json.loads((tmp_path / "resumed" / "summary.json").read_text())

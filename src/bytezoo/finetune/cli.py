@@ -85,7 +85,13 @@ def register(subparsers) -> None:
 
     train = parser.add_argument_group("training")
     train.add_argument("--output", required=True, metavar="DIR", help="output directory (layout above)")
-    train.add_argument("--batch-size", type=int, default=32, help="texts per process per step (default: 32)")
+    train.add_argument("--batch-size", type=int, default=32,
+                       help="texts per process per forward pass (default: 32); a step reads --grad-accum such batches")
+    train.add_argument("--grad-accum", "--gradient-accumulation-steps", type=int, default=1, dest="grad_accum_steps",
+                       metavar="N",
+                       help="batches whose gradients each optimizer step adds up: the effective batch is --batch-size x "
+                            "processes x N texts; steps, rates, evaluation, checkpoints and stops count optimizer steps "
+                            "(default: 1)")
     length = train.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=float, help="passes over the training set (default: 3)")
     length.add_argument("--max-steps", type=int, help="optimizer steps")

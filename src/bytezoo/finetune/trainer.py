@@ -5,14 +5,19 @@ One process, ``accelerate launch`` and ``torchrun`` run the same code, with the 
 ``bytezoo pretrain`` (``bytezoo.pretrain.trainer``). The loop reads top to bottom:
 Accelerator -> seed -> output folder (one run) -> data (checked before a model exists) -> model (body loaded, head
 fresh) -> AdamW with a head and a body rate -> prepare -> resume ->
-[batch -> forward -> backward -> clip -> rates -> step -> log -> dev evaluation, early stopping -> checkpoint] ->
-checkpoint -> test evaluation -> export of the best model.
+[rates -> (micro-batch -> forward -> backward) x grad_accum_steps -> clip -> step -> log -> dev evaluation, early
+stopping -> checkpoint] -> checkpoint -> test evaluation -> export of the best model.
 
-A step is one global batch: ``batch_size`` texts on each process, the batches of an epoch a pure function of the
-seed and the epoch (:func:`bytezoo.finetune.data.epoch_batches`), so a run resumed from a checkpoint (Accelerate's
-state with the RNGs, the data position, the early-stopping state and the best weights) ends bitwise where the
-uninterrupted run ends. ``--max-time``, SIGTERM and Ctrl-C stop it at the next step with a checkpoint and an export
-(a second Ctrl-C aborts at once); a stop does not evaluate out of schedule, so ``--resume`` continues exactly.
+A step is one optimizer step over one global batch: ``batch_size`` texts on each process in each of
+``grad_accum_steps`` micro-batches, whose gradients Accelerate adds up (``accelerator.accumulate``, as ``bytezoo
+pretrain --grad-accum`` does), so the effective batch is ``batch_size x processes x grad_accum_steps`` texts. Every
+count of the run (``--max-steps``, epochs, the rate schedule, warmup and the frozen body, logging, evaluation,
+``--save-every``, the stop checks) is in these steps, so a checkpoint lies on an optimizer-step boundary. The global
+batches of an epoch are a pure function of the seed and the epoch (:func:`bytezoo.finetune.data.epoch_batches`), so a
+run resumed from a checkpoint (Accelerate's state with the RNGs, the data position, the early-stopping state and the
+best weights) ends bitwise where the uninterrupted run ends. ``--max-time``, SIGTERM and Ctrl-C stop it at the next
+step with a checkpoint and an export (a second Ctrl-C aborts at once); a stop does not evaluate out of schedule, so
+``--resume`` continues exactly.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, GradientAccumulationPlugin, set_seed
 from tqdm.auto import tqdm
 
 from bytezoo.pretrain import checkpoint as ckpt
@@ -76,7 +81,8 @@ class FinetuneConfig:
     model_config: dict = field(default_factory=dict)  # e.g. classifier_pooling, classifier_dropout
     max_bytes: int | None = None  # keep each text's first N bytes
     train_rows: list[int] | None = None  # train on these rows of --train only (a training_subset draw); None = all
-    batch_size: int = 32  # per process
+    batch_size: int = 32  # per process and micro-batch
+    grad_accum_steps: int = 1  # micro-batches per optimizer step (the name and meaning of bytezoo pretrain's)
     epochs: float | None = None  # used when max_steps is None; default 3
     max_steps: int | None = None
     max_time: float | None = None
@@ -128,6 +134,8 @@ class FinetuneConfig:
             problems.append(f"--mixed-precision must be no, fp16 or bf16 (got {config.mixed_precision!r})")
         if config.resume and config.overwrite:
             problems.append("--resume continues the run in the output folder and --overwrite replaces it: choose one")
+        if config.grad_accum_steps < 1:  # the CLI spells it --grad-accum (or --gradient-accumulation-steps)
+            problems.append(f"--grad-accum must be >= 1 micro-batch per optimizer step (got {config.grad_accum_steps})")
         if problems:
             raise FinetuneError("; ".join(problems))
         return config
@@ -140,7 +148,8 @@ def fingerprint(config: FinetuneConfig, num_processes: int) -> dict:
         "command": "finetune", "model": config.model, "model_config": dict(sorted(config.model_config.items())),
         "train": config.train, "dev": config.dev, "text_col": config.text_col, "label_cols": config.label_cols,
         "problem_type": config.problem_type, "max_bytes": config.max_bytes, "batch_size": config.batch_size,
-        "num_processes": num_processes, "global_batch_size": config.batch_size * num_processes, "lr": config.lr,
+        "num_processes": num_processes, "grad_accum_steps": config.grad_accum_steps,
+        "global_batch_size": config.batch_size * num_processes * config.grad_accum_steps, "lr": config.lr,
         "body_lr": config.body_lr, "weight_decay": config.weight_decay, "schedule": config.schedule,
         "warmup": config.warmup, "freeze_body": config.freeze_body, "clip_grad_norm": config.clip_grad_norm,
         "mixed_precision": config.mixed_precision, "patience": config.patience, "chunk_size": config.chunk_size,
@@ -300,7 +309,11 @@ def _run(config: FinetuneConfig) -> dict:
     output = Path(config.output)
     join_launched_group()
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if config.freeze_body else []
+    # The plugin, not gradient_accumulation_steps=: Accelerate lets ACCELERATE_GRADIENT_ACCUMULATION_STEPS override the
+    # latter, and the loop below reads exactly grad_accum_steps micro-batches per step, so the two must agree.
+    accumulation = GradientAccumulationPlugin(num_steps=config.grad_accum_steps)
     accelerator = Accelerator(mixed_precision=config.mixed_precision, step_scheduler_with_optimizer=False,
+                              gradient_accumulation_plugin=accumulation,
                               kwargs_handlers=handlers)  # a frozen body takes no part in the first backward passes
     if config.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         warnings.warn("fp16 on CPU: Accelerate trains in fp32 (no autocast, no loss scaling); use bf16 on CPU", stacklevel=2)
@@ -308,7 +321,7 @@ def _run(config: FinetuneConfig) -> dict:
     precision = "no" if config.mixed_precision == "fp16" and accelerator.device.type == "cpu" else config.mixed_precision
     set_seed(config.seed)
     main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
-    B = config.batch_size
+    B, accumulate = config.batch_size, config.grad_accum_steps
 
     # --- the output folder: one run only (checked by every process before anything is written) --------------------
     now = fingerprint(config, world)
@@ -334,7 +347,7 @@ def _run(config: FinetuneConfig) -> dict:
         print(f"model {loaded}", flush=True)
         print(f"task {task.problem_type}: {task.num_labels} label(s) {task.label_names}; train {len(train):,} texts"
               + (f", dev {len(dev):,}" if dev else "") + (f", test {len(test):,}" if test else ""), flush=True)
-    global_batch = B * world
+    global_batch = B * world * accumulate  # texts per optimizer step
     steps_per_epoch = -(-len(train) // global_batch)
     total_steps = config.max_steps or math.ceil((config.epochs or 3.0) * steps_per_epoch)
     eval_every = config.eval_every or steps_per_epoch
@@ -369,9 +382,11 @@ def _run(config: FinetuneConfig) -> dict:
         resumed_from = ckpt.checkpoint_to_resume(output, config.resume, run_id if continued else None)
         if resumed_from is not None:
             saved, _ = ckpt.load_checkpoint(accelerator, resumed_from)
-            if saved.get("train_digest") != train_digest or saved.get("global_batch_size") != global_batch:
-                raise FinetuneError(f"cannot resume from {resumed_from}: the training data (sha256 {train_digest[:12]}) "
-                                    f"or the global batch ({global_batch}) differ from the checkpoint's")
+            if (saved.get("train_digest") != train_digest or saved.get("global_batch_size") != global_batch
+                    or saved.get("grad_accum_steps", 1) != accumulate):  # checkpoints from before --grad-accum: 1
+                raise FinetuneError(f"cannot resume from {resumed_from}: the training data (sha256 {train_digest[:12]}), "
+                                    f"the global batch ({global_batch}) or --grad-accum ({accumulate}) differ from "
+                                    f"the checkpoint's")
             position = {key: saved[key] for key in position}
             best = saved["best"]
             if (resumed_from / BEST_WEIGHTS).is_file():
@@ -387,7 +402,8 @@ def _run(config: FinetuneConfig) -> dict:
 
     def save() -> Path:
         state = {**position, "run_id": run_id, "train_seconds": time.perf_counter() - run_start, "best": best,
-                 "num_processes": world, "global_batch_size": global_batch, "train_digest": train_digest}
+                 "num_processes": world, "global_batch_size": global_batch, "grad_accum_steps": accumulate,
+                 "train_digest": train_digest}
         extra = {BEST_WEIGHTS: best_weights} if best_weights is not None else None
         return ckpt.save_checkpoint(accelerator, output, state, {}, config.keep_checkpoints, extra_tensors=extra)
 
@@ -425,33 +441,44 @@ def _run(config: FinetuneConfig) -> dict:
             if position["batch"] == len(batches):  # the next epoch: a new order
                 position["epoch"], position["batch"] = position["epoch"] + 1, 0
                 batches = epoch_batches(train.lengths, global_batch, config.seed, position["epoch"])
-            rows = batches[position["batch"]][rank * B : (rank + 1) * B]
+            step_rows = batches[position["batch"]]  # the step's global batch
             position["batch"] += 1
             if frozen != (position["step"] < freeze_steps):  # the frozen-body warmup: only the head trains
                 frozen = position["step"] < freeze_steps
                 body.requires_grad_(not frozen)
-            ids, mask, labels = (t.to(accelerator.device) for t in collate(train, rows))
-            out = model(input_ids=ids, attention_mask=mask, labels=labels, chunk_size=config.chunk_size)
-            accelerator.backward(out.loss)
-            loss = accelerator.reduce(out.loss.detach().float(), reduction="mean") if world > 1 else out.loss.detach()
-            if config.mixed_precision != "fp16" and not torch.isfinite(loss):
-                raise NonFiniteLossError(f"the loss is {loss.item()} at step {position['step'] + 1}; stopping before "
-                                         "the update. Lower --lr / --body-lr, or check the data.")
-            if config.clip_grad_norm > 0:
-                accelerator.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
             factor = schedule.multiplier(position["updates"])
             for group, peak in zip(optimizer.param_groups, peaks):
                 group["lr"] = peak * factor
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            step_loss = 0.0
+            for micro in range(accumulate):
+                # Micro-batch k is the global batch's k-th slice of B x processes texts, dealt to the processes as a
+                # step without accumulation deals its batch. Every slice holds B texts, so the mean of the slices'
+                # mean losses (accelerator.backward divides by grad_accum_steps) is the mean over the global batch.
+                first = (micro * world + rank) * B
+                rows = step_rows[first : first + B]
+                ids, mask, labels = (t.to(accelerator.device) for t in collate(train, rows))
+                # accumulate(): no gradient all-reduce and no optimizer step until the last micro-batch of the step
+                with accelerator.accumulate(model):
+                    out = model(input_ids=ids, attention_mask=mask, labels=labels, chunk_size=config.chunk_size)
+                    accelerator.backward(out.loss)
+                    loss = accelerator.reduce(out.loss.detach().float(), reduction="mean") if world > 1 else out.loss.detach()
+                    if config.mixed_precision != "fp16" and not torch.isfinite(loss):
+                        raise NonFiniteLossError(f"the loss is {loss.item()} at step {position['step'] + 1}; stopping "
+                                                 "before the update. Lower --lr / --body-lr, or check the data.")
+                    # Only the summed gradient is clipped (and, with fp16, unscaled once): not a partial sum.
+                    if accelerator.sync_gradients and config.clip_grad_norm > 0:
+                        accelerator.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
+                    optimizer.step()  # Accelerate skips both until the step's last micro-batch
+                    optimizer.zero_grad(set_to_none=True)
+                step_loss += loss.item()
+                interval["bytes"] += int(mask.sum()) * world
             if not accelerator.optimizer_step_was_skipped:
                 position["updates"] += 1
             position["step"] += 1
             position["texts_seen"] += global_batch
-            interval["loss"] += loss.item()
+            interval["loss"] += step_loss / accumulate
             interval["steps"] += 1
             interval["texts"] += global_batch
-            interval["bytes"] += int(mask.sum()) * world
             bar.update(1)
 
             if position["step"] % config.log_every == 0 or position["step"] == total_steps:
@@ -500,7 +527,8 @@ def _run(config: FinetuneConfig) -> dict:
         "train_seconds": train_seconds, "seconds_per_epoch": train_seconds / max(position["step"] / steps_per_epoch, 1e-9),
         "metric": metric_name, "best_step": best["step"], "best_dev": best["dev"], "test_metrics": test_figures,
         "exported": "best on dev" if best_weights is not None else "last",
-        "batch_size": B, "global_batch_size": global_batch, "num_processes": world, "lr": config.lr,
+        "batch_size": B, "grad_accum_steps": accumulate, "global_batch_size": global_batch, "num_processes": world,
+        "lr": config.lr,
         "body_lr": body_lr, "weight_decay": config.weight_decay, "schedule": config.schedule,
         "warmup_steps": schedule.warmup_steps, "freeze_body_steps": freeze_steps, "patience": config.patience,
         "mixed_precision": precision, "mixed_precision_requested": config.mixed_precision,

@@ -1,4 +1,5 @@
-"""Checkpoints that a crash can never half-write, and the final export.
+"""Checkpoints that a crash can never half-write, and the final export (swapped in the same way: see
+:func:`export_model`).
 
 A checkpoint is a directory ``OUTPUT/checkpoints/step-NNNNNNNN/`` holding Accelerate's ``save_state`` (model,
 optimizer, loss scaler, RNG states), one ``streams-rankR.safetensors`` per process (its streams' state, one tensor per named part, batch = dim 1)
@@ -135,21 +136,58 @@ def load_checkpoint(accelerator, checkpoint: str | Path) -> tuple[dict, dict[str
     return train_state, {name: part[:, mine].contiguous().to(accelerator.device) for name, part in joined.items()}
 
 
-def export_model(model, tokenizer, export_dir: str | Path, summary: dict) -> Path:
-    """``save_pretrained`` the model and tokenizer plus ``training_summary.json``, swapped into place at once."""
+def export_names(export_dir: str | Path) -> tuple[Path, Path]:
+    """The hidden siblings an export of ``export_dir`` passes through: ``(staging, aside)`` — the new export while it is
+    written, and the previous one while the new one is renamed into its place."""
     export_dir = Path(export_dir)
-    staging = export_dir.with_name(f".tmp-{export_dir.name}")
+    return export_dir.with_name(f".tmp-{export_dir.name}"), export_dir.with_name(f".old-{export_dir.name}")
+
+
+def recover_export(export_dir: str | Path) -> None:
+    """Puts right what an export that crashed left behind. A staging folder is never trusted (it may be half
+    written): removed. An aside folder is a whole earlier export (it was moved by one rename): moved back when the
+    crash came before the new export took its place, otherwise removed."""
+    export_dir = Path(export_dir)
+    staging, aside = export_names(export_dir)
+    if aside.exists():
+        if export_dir.exists():
+            shutil.rmtree(aside)
+        else:
+            os.replace(aside, export_dir)
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def export_model(model, tokenizer, export_dir: str | Path, summary: dict) -> Path:
+    """``save_pretrained`` the model and tokenizer plus ``training_summary.json`` into ``export_dir``, so that a
+    reader (or a crash) finds either the previous export or the new one, whole.
+
+    The new export is written into a hidden staging sibling; the previous one is renamed aside, the new one renamed
+    into place, and only then is the previous one deleted. A failure before the new one is in place leaves the
+    previous one where it was and removes the staging folder; a crash at any point is put right by the next export
+    (:func:`recover_export`)."""
+    export_dir = Path(export_dir)
+    staging, aside = export_names(export_dir)
+    recover_export(export_dir)
     from transformers.utils import logging as transformers_logging
 
-    transformers_logging.disable_progress_bar()  # no "Writing model shards" bar under the run's own output
     try:
-        model.save_pretrained(staging)
-    finally:
-        transformers_logging.enable_progress_bar()
-    tokenizer.save_pretrained(staging)
-    write_text_atomic(staging / "training_summary.json", json.dumps(summary, indent=2))
-    if export_dir.exists():
-        shutil.rmtree(export_dir)
-    os.replace(staging, export_dir)
+        transformers_logging.disable_progress_bar()  # no "Writing model shards" bar under the run's own output
+        try:
+            model.save_pretrained(staging)
+        finally:
+            transformers_logging.enable_progress_bar()
+        tokenizer.save_pretrained(staging)
+        write_text_atomic(staging / "training_summary.json", json.dumps(summary, indent=2))
+        if export_dir.exists():
+            os.replace(export_dir, aside)
+        try:
+            os.replace(staging, export_dir)
+        except BaseException:
+            if aside.exists() and not export_dir.exists():
+                os.replace(aside, export_dir)  # the previous export back where it was
+            raise
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)  # what fails to go now, the next export removes
     return export_dir

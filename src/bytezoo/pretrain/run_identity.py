@@ -21,8 +21,8 @@ from . import checkpoint as ckpt
 IDENTITY_FILE = "run.json"
 FORMAT_VERSION = 1
 # What `bytezoo pretrain` writes into its output folder: all that --overwrite removes (nothing else is touched).
-OUTPUT_ARTIFACTS = ("checkpoints", "model", ".tmp-model", "metrics.jsonl", "tensorboard", "curves.png", "summary.json",
-                    "corpus", "corpus-val", IDENTITY_FILE)
+OUTPUT_ARTIFACTS = ("checkpoints", "model", ".tmp-model", ".old-model", "metrics.jsonl", "tensorboard", "curves.png",
+                    "summary.json", "corpus", "corpus-val", IDENTITY_FILE)  # .tmp-/.old-model: an export's (checkpoint.py)
 # Settings a resumed run may change: how long it runs and how it reports, never what a step computes. The number of
 # processes may change at the same global batch (global_batch_size stays in the fingerprint): the streams are global
 # and their states are dealt again.
