@@ -127,6 +127,15 @@ def test_bf16_and_gradient_accumulation_train(corpus, tmp_path):
     assert np.isfinite(summary["train_bpc"])
 
 
+def test_accelerates_accumulation_variable_cannot_disagree_with_grad_accum(corpus, tmp_path, monkeypatch):
+    plain = pretrain(data=[str(corpus)], output=str(tmp_path / "plain"), max_steps=3, grad_accum_steps=2, **TINY_OPTIONS)
+    monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "3")  # would skip optimizer steps if Accelerate read it
+    with_variable = pretrain(data=[str(corpus)], output=str(tmp_path / "env"), max_steps=3, grad_accum_steps=2, **TINY_OPTIONS)
+    assert plain["steps"] == with_variable["steps"] == 3
+    ours, theirs = (load_file(tmp_path / name / "model" / "model.safetensors") for name in ("plain", "env"))
+    assert all(torch.equal(ours[key], theirs[key]) for key in ours)
+
+
 def test_the_lstm_baseline_trains_too(corpus, tmp_path):
     options = {**TINY_OPTIONS, "model": "lstm-256"}
     summary = pretrain(data=[str(corpus)], output=str(tmp_path / "lstm"), max_steps=2, save_every=1, **options)

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import GradientAccumulationPlugin, set_seed
 from tqdm.auto import tqdm
 
 from bytezoo.errors import ByteZooError, InvalidArgumentError
@@ -381,8 +381,10 @@ def _run(config: PretrainConfig) -> dict:
     output = Path(config.output)
     check_model_config(config)  # a typo in --model-config fails before any data is read
     join_launched_group()
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum_steps,
-                              step_scheduler_with_optimizer=False)
+    # The plugin, not gradient_accumulation_steps=: Accelerate lets ACCELERATE_GRADIENT_ACCUMULATION_STEPS override the
+    # latter, and the loop reads exactly grad_accum_steps windows per step, so the two must agree.
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, step_scheduler_with_optimizer=False,
+                              gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=config.grad_accum_steps))
     if config.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         warnings.warn("fp16 on CPU: Accelerate trains in fp32 (no autocast, no loss scaling); use bf16 on CPU", stacklevel=2)
     check_launch(accelerator)
