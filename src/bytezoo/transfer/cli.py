@@ -46,7 +46,7 @@ def _add_input_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_featurizer_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("features")
-    group.add_argument("--batch-size", type=_positive_int, default=option_default("batch_size"), help="texts per batch (default %(default)s)")
+    group.add_argument("--batch-size", type=_positive_int, default=option_default("batch_size"), help="rows of texts read in parallel (default %(default)s; bigger runs faster per text, memory grows with it)")
     group.add_argument("--chunk-size", type=_positive_int, default=option_default("chunk_size"), help="bytes read per forward call; bounds memory, and finished texts leave the batch at chunk ends (default %(default)s)")
     group.add_argument("--device", default=option_default("device"), help="torch device (default %(default)s)")
     group.add_argument("--dtype", default=option_default("dtype"), choices=DTYPES, help="compute dtype (bfloat16: autocast; default %(default)s)")

@@ -59,7 +59,7 @@ class TransferConfig:
     label_cols: Sequence[str] | None = None
     pooling: str = "final_cell"
     preprocess: str = "openai"
-    batch_size: int = 128
+    batch_size: int = 512  # rows read in parallel; see DEFAULT_BATCH_SIZE in featurizer.py for the measurements
     chunk_size: int = 32  # 32 reads SST twice as fast as 256 at H=1024 (benchmarks/results/transfer-throughput.json)
     device: str = "cpu"
     dtype: str = "float32"

@@ -127,8 +127,13 @@ class Featurizer(TransformerMixin, BaseEstimator):
             byte), or ``"mean"`` (the last layer's outputs averaged over the bytes).
         preprocess: ``"openai"`` (the original encoder's preprocessing; see the module docstring) or ``"none"``
             (the text's UTF-8 bytes as they are).
-        batch_size: rows read in parallel (texts per batch where texts are not packed; see above).
-        chunk_size: most steps read per forward call; bounds memory to about ``batch_size * chunk_size * 6H`` floats.
+        batch_size: rows read in parallel (texts per batch where texts are not packed; see above). 512 by default:
+            with packed rows the products stay at this many rows, and bigger products run faster per row (one
+            thread, SST sentences: mlstm-256 fp32 1.07x batch 128; both cores, mlstm-4096 bf16 1.38x batch 128 and
+            1.12x batch 256; fp32 at H=4096 is as fast at 512 as at 128, where oneDNN's packed weights help:
+            benchmarks/results/featurize-4096.md). Memory per chunk grows with it: about
+            ``batch_size * chunk_size * 3H`` floats (512 x 32 x 3 x 4096 x 4 bytes = 0.8 GB at H=4096 fp32).
+        chunk_size: most steps read per forward call; bounds memory (see ``batch_size``).
             Where texts are not packed, finished texts leave the batch at chunk ends, so a small chunk wastes few
             padded steps: 32 read SST twice as fast as 256 at H=1024, batch 128
             (benchmarks/results/transfer-throughput.json).
@@ -154,7 +159,7 @@ class Featurizer(TransformerMixin, BaseEstimator):
         *,
         pooling: str = "final_cell",
         preprocess: str = "openai",
-        batch_size: int = 128,
+        batch_size: int = 512,
         chunk_size: int = 32,
         device: str = "cpu",
         dtype: str = "float32",

@@ -57,7 +57,7 @@ class SentimentPipeline:
         self.model_reference = model_reference
 
     @classmethod
-    def from_pretrained(cls, dir_or_url: str, *, model: str | None = None, batch_size: int = 128, device: str = "cpu", dtype: str = "float32", progress: bool | None = False) -> "SentimentPipeline | SequenceClassificationPipeline":
+    def from_pretrained(cls, dir_or_url: str, *, model: str | None = None, batch_size: int = 512, device: str = "cpu", dtype: str = "float32", progress: bool | None = False) -> "SentimentPipeline | SequenceClassificationPipeline":
         """Load the classifier in ``dir_or_url`` and its model: the one saved beside it, else ``model=``, else the
         reference recorded in the classifier's metadata (relative paths are taken from the pipeline directory).
 
