@@ -22,6 +22,7 @@ def calibrating(tmp_path, monkeypatch):
         return {"fp32_min_size": 512, "bf16_min_size": 1, "timings": {}, "seconds": 0.0}
 
     monkeypatch.setattr(mlstm_calibration, "measure", fake_measure)
+    monkeypatch.setattr(mlstm_calibration, "other_processes_busy", lambda: 0.0)  # a quiet machine unless a test says
     yield calls
     mlstm_calibration.reset()
 
@@ -86,3 +87,22 @@ def test_real_measurement_is_short_and_well_formed():
     """Runs the real (tiny) measurement once: shape of the result only, never its numbers."""
     result = mlstm_calibration.measure(sizes=(64, 128), batch=8)
     assert set(mlstm_calibration.DEFAULTS) <= set(result) and result["seconds"] < 10
+
+
+def test_a_measurement_under_load_is_provisional_until_a_quiet_process_repeats_it(calibrating, monkeypatch):
+    load = {"busy": 1.0}
+    monkeypatch.setattr(mlstm_calibration, "other_processes_busy", lambda: load["busy"])
+    mlstm_calibration.thresholds()
+    record = json.loads(mlstm_calibration.cache_path().read_text())
+    assert record["provisional"] is True and record["other_processes_busy_cores"] == 1.0
+    mlstm_calibration.reset()
+    mlstm_calibration.thresholds()  # still busy: the provisional answer is used, not measured again
+    assert len(calibrating) == 1
+    load["busy"] = 0.1
+    mlstm_calibration.reset()
+    mlstm_calibration.thresholds()  # quiet now: measured again, and final
+    assert len(calibrating) == 2 and json.loads(mlstm_calibration.cache_path().read_text())["provisional"] is False
+    mlstm_calibration.reset()
+    load["busy"] = None  # a final answer is never re-checked
+    mlstm_calibration.thresholds()
+    assert len(calibrating) == 2
