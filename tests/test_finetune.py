@@ -303,6 +303,20 @@ def test_resuming_with_another_grad_accum_is_refused_in_one_line(finetune_task, 
     assert all(torch.equal(before[k], v) for k, v in exported(output).items())
 
 
+def test_a_run_started_before_grad_accum_existed_resumes_as_one_micro_batch(finetune_task, tmp_path, capsys):
+    output = tmp_path / "run"
+    assert bytezoo_main(common(finetune_task, output, "--max-steps", "2", "--batch-size", "4")) == 0
+    identity = json.loads((output / "run.json").read_text())
+    del identity["fingerprint"]["grad_accum_steps"]  # as written before the option existed
+    (output / "run.json").write_text(json.dumps(identity))
+    capsys.readouterr()
+    assert bytezoo_main(common(finetune_task, output, "--max-steps", "4", "--batch-size", "4", "--grad-accum", "2",
+                               "--resume")) == 2
+    assert "grad_accum_steps: 1 then, 2 now" in capsys.readouterr().err
+    assert bytezoo_main(common(finetune_task, output, "--max-steps", "3", "--batch-size", "4", "--resume")) == 0
+    assert json.loads((output / "summary.json").read_text())["steps"] == 3
+
+
 def test_help_names_gradient_accumulation_and_a_non_number_is_refused_in_one_line(finetune_task, tmp_path, capsys):
     with pytest.raises(SystemExit):
         bytezoo_main(["finetune", "--help"])

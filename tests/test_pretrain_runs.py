@@ -152,11 +152,16 @@ def test_the_summary_records_the_precision_that_ran(corpus, tmp_path):
 def test_the_first_ctrl_c_asks_for_a_stop_and_the_second_aborts():
     with trainer.StopRequest(None) as stop:
         os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.05)  # the handler runs between two bytecodes of this thread
+        deadline = time.monotonic() + 5.0
+        # Python runs the handler in the main thread at its next check for pending calls (a call or a loop jump): if
+        # the kernel delivered the signal to another thread (torch's, OpenMP's), that is not during the sleep, so poll.
+        while not stop.interrupted and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert stop.interrupted and not stop.signalled
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.5)
+            for _ in range(500):  # raised at the first check for pending calls in this loop
+                time.sleep(0.01)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
 

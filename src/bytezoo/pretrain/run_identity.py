@@ -65,7 +65,13 @@ def read_identity(output: Path) -> dict | None:
     return identity
 
 
+# Fingerprint keys added after runs were already being written, with the value those runs had without naming it, so
+# that a run started before the key existed still resumes (a fine-tuning run from before --grad-accum accumulated 1).
+ADDED_LATER = {"grad_accum_steps": 1}
+
+
 def differences(saved: dict, now: dict) -> dict[str, tuple]:
+    saved = {**{key: value for key, value in ADDED_LATER.items() if key in now}, **saved}
     return {key: (saved.get(key), now.get(key)) for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)}
 
 
