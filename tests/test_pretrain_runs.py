@@ -150,6 +150,27 @@ def test_the_summary_records_the_precision_that_ran(corpus, tmp_path):
 
 
 def test_the_first_ctrl_c_asks_for_a_stop_and_the_second_aborts():
+    # A shell starts background jobs with SIGINT ignored, and StopRequest rightly leaves that alone: give this test
+    # process the foreground default it would have at a terminal (restored afterwards).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _first_ctrl_c_stops_and_second_aborts()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_a_sigint_ignored_at_start_stays_ignored():
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with trainer.StopRequest(None) as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            assert not stop.interrupted and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _first_ctrl_c_stops_and_second_aborts():
     with trainer.StopRequest(None) as stop:
         os.kill(os.getpid(), signal.SIGINT)
         deadline = time.monotonic() + 5.0
