@@ -132,21 +132,29 @@ def test_frozen_body_warmup_and_head_and_body_rates(finetune_task, tmp_path):
     assert not torch.equal(tuned["model.layers.0.w_h"], language_model["model.layers.0.w_h"])  # then the body trains
 
 
+def out_of_time_after(step_checks: int, monkeypatch, run):
+    """``run()`` with --max-time's clock jumping past any budget after ``step_checks`` step checks (the deadline is
+    set at the clock's first call); the clock is restored afterwards. Returns what ``run`` returns."""
+    calls = []
+
+    def fake_clock():
+        calls.append(1)
+        return 1000.0 + (100.0 if len(calls) > step_checks else 0.0)
+
+    monkeypatch.setattr(pretrain_trainer.StopRequest, "clock", staticmethod(fake_clock))
+    try:
+        return run()
+    finally:
+        monkeypatch.undo()
+
+
 def test_a_stopped_run_resumes_to_the_same_weights_as_an_uninterrupted_one(finetune_task, tmp_path, monkeypatch):
     options = ["--max-steps", "14", "--eval-every", "4", "--dropout", "0.2", "--patience", "0", "--freeze-body", "3",
                "--body-lr", "3e-3"]
     assert bytezoo_main(common(finetune_task, tmp_path / "whole", *options)) == 0
 
-    calls = []
-
-    def fake_clock():  # the deadline is set at call 1; the budget is spent from the sixth step's check (call 7) on
-        calls.append(1)
-        return 1000.0 + (100.0 if len(calls) > 6 else 0.0)
-
-    monkeypatch.setattr(pretrain_trainer.StopRequest, "clock", staticmethod(fake_clock))
-    output = tmp_path / "resumed"
-    assert bytezoo_main(common(finetune_task, output, *options, "--max-time", "50")) == 0
-    monkeypatch.undo()
+    output = tmp_path / "resumed"  # the budget is spent from the sixth step's check on
+    assert out_of_time_after(6, monkeypatch, lambda: bytezoo_main(common(finetune_task, output, *options, "--max-time", "50"))) == 0
     summary = json.loads((output / "summary.json").read_text())
     assert summary["stopped_by"] == "max_time" and summary["steps"] == 6
     assert [p.name for p in ckpt.checkpoint_dirs(output)] == ["step-00000006"]
@@ -262,16 +270,8 @@ def test_an_accumulating_run_evaluates_checkpoints_and_resumes_on_optimizer_step
     records = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "dev_accuracy" in r] == [2, 4, 6]
 
-    calls = []
-
-    def fake_clock():  # the deadline is set at call 1; the budget is spent from the third step's check (call 4) on
-        calls.append(1)
-        return 1000.0 + (100.0 if len(calls) > 3 else 0.0)
-
-    monkeypatch.setattr(pretrain_trainer.StopRequest, "clock", staticmethod(fake_clock))
-    output = tmp_path / "resumed"
-    assert bytezoo_main(common(finetune_task, output, *options, "--max-time", "50")) == 0
-    monkeypatch.undo()
+    output = tmp_path / "resumed"  # the budget is spent from the third step's check on
+    assert out_of_time_after(3, monkeypatch, lambda: bytezoo_main(common(finetune_task, output, *options, "--max-time", "50"))) == 0
     summary = json.loads((output / "summary.json").read_text())
     assert summary["stopped_by"] == "max_time" and summary["steps"] == 3 and summary["texts_seen"] == 36
     assert [p.name for p in ckpt.checkpoint_dirs(output)] == ["step-00000002", "step-00000003"]
