@@ -4,7 +4,7 @@ A child process pretrains ``mlstm-256`` (random weights, B=32, T=64, Adam) for `
 ``bytezoo.threads.ensure_threads`` every step as the pretraining loop does, and logs each step's wall time and thread
 count. The parent starts a ``while True: pass`` process at ``--arrive`` seconds and kills it at ``--leave``. Settings,
 run one after the other: "auto" (what the ``bytezoo`` command does: the wait policy chosen from the load before torch
-loads, the count re-measured every ``REUSE_SECONDS``) and "2 threads, default spin" (PyTorch's defaults). The machine
+loads, the count re-measured every ``RECHECK_SECONDS``) and "2 threads, default spin" (PyTorch's defaults). The machine
 should otherwise be idle: the load average is recorded.
 
     python benchmarks/bench_threads_arriving_load.py --seconds 100 --arrive 25 --leave 70

@@ -149,28 +149,46 @@ def test_long_work_gives_a_thread_back_when_load_appears_and_takes_it_again(monk
     monkeypatch.setattr(threads, "_state", {})
     monkeypatch.setattr(threads, "usable_cpus", lambda: 2)
     monkeypatch.setattr(threads, "_default_threads", lambda: torch.get_num_threads())
+    monkeypatch.setattr(threads, "_clock_ticks", lambda: 100.0)
     monkeypatch.setenv("BYTEZOO_QUIET_THREADS", "1")
     for name in (threads.ENV_VAR, "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
         monkeypatch.delenv(name, raising=False)
-    load = {"busy": 0.0}
-    monkeypatch.setattr(threads, "busy_cpus", lambda *a, **k: load["busy"])
-    clock = {"now": 1000.0}
-    monkeypatch.setattr(threads.time, "monotonic", lambda: clock["now"])
+    # A simulated machine: 2 cores; this process keeps one core busy; "others" the cores other processes use.
+    machine = {"now": 1000.0, "busy": 0.0, "total": 0.0, "own": 0.0}
+
+    def advance(seconds: float, others: float) -> None:
+        machine["now"] += seconds
+        machine["total"] += 2 * 100.0 * seconds
+        machine["busy"] += min(2.0, others + 1.0) * 100.0 * seconds
+        machine["own"] += 1.0 * seconds
+
+    monkeypatch.setattr(threads.time, "monotonic", lambda: machine["now"])
+    monkeypatch.setattr(threads, "load_sample", lambda: threads.LoadSample(machine["busy"], machine["total"], machine["own"], 2))
+    monkeypatch.setattr(threads, "busy_cpus", lambda *a, **k: 0.0)  # the standing start: an idle machine
     try:
-        seen = []
-        for busy in (0.0, 0.0, 1.0, 1.0, 0.0):  # one call per "step"; REUSE_SECONDS pass between some of them
-            load["busy"] = busy
+        threads.ensure_threads("cpu")
+        seen = [torch.get_num_threads()]
+        for others in (0.0, 1.0, 1.0, 0.0):  # the load during each step before a look
+            advance(threads.RECHECK_SECONDS + 0.1, others)
             threads.ensure_threads("cpu")
             seen.append(torch.get_num_threads())
-            clock["now"] += threads.REUSE_SECONDS / 2 + 0.1
-        assert seen == [2, 2, 1, 1, 2]  # the load is looked at again only once REUSE_SECONDS have passed
-        load["busy"] = 1.0
+        assert seen == [2, 2, 1, 1, 2]
+        advance(threads.RECHECK_SECONDS / 2, 1.0)  # too soon for another look: the count stays
+        threads.ensure_threads("cpu")
+        assert torch.get_num_threads() == 2
+        advance(threads.RECHECK_SECONDS, 1.0)
         monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
-        clock["now"] += threads.REUSE_SECONDS
         threads.ensure_threads("cpu", coarse=True)  # sleeping threads: big products take every core anyway
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_load_between_samples_excludes_this_process():
+    before = threads.LoadSample(busy=0.0, total=0.0, own=0.0, cores=2)
+    after = threads.LoadSample(busy=2 * 100.0 * 4, total=2 * 100.0 * 4, own=4 * 1.4, cores=2)  # 4 s, both cores busy
+    assert threads.busy_between(before, after) == pytest.approx(0.6)  # we used 1.4 cores: others the other 0.6
+    assert threads.busy_between(before, threads.LoadSample(1.0, 1.0, 0.0, 2)) is None  # 5 ms: too short to tell
 
 
 def test_coarse_work_takes_every_core_only_with_passive_waiting(monkeypatch):

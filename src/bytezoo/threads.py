@@ -17,10 +17,11 @@ for threads to wake up). So bytezoo measures first and chooses:
   briefly (``GOMP_SPINCOUNT``=:data:`SHORT_SPIN`, about a tenth of a millisecond), which measured as fast as
   libgomp's long default spin there and, unlike it, gives a core back soon when a busy process appears. libgomp reads
   both only when it loads, so a Python program that wants them sets them itself before importing torch.
-* **re-measured while the work runs**: long loops (pretraining and fine-tuning steps, featurization batches) call
-  :func:`ensure_threads` often; every :data:`REUSE_SECONDS` it measures again and changes the count, so a job that
-  started on an idle machine gives a thread back when another process starts (one thread has no barrier to wait at,
-  whatever the wait policy), and takes it again when the machine is free.
+* **re-measured while the work runs**: long loops (pretraining and fine-tuning steps, featurization chunks) call
+  :func:`ensure_threads` every step; every :data:`RECHECK_SECONDS` it reads how busy the cores were since its last
+  look, less this process's own CPU time (no pause: the work itself keeps running), and changes the count, so a job
+  that started on an idle machine gives a thread back within seconds when another process starts (one thread has
+  no barrier to wait at, whatever the wait policy), and takes it again when the machine is free.
 * **batched feature extraction takes every core when idle threads sleep** (``coarse`` in :func:`ensure_threads`):
   its parallel regions are large matrix products, and beside a busy process two sleeping-when-idle threads still
   match one (the scheduler shares cores per thread).
@@ -40,7 +41,7 @@ from dataclasses import dataclass
 
 ENV_VAR = "BYTEZOO_NUM_THREADS"
 SAMPLE_SECONDS = 0.1  # long enough for /proc/stat's 10 ms ticks to average a busy core, short beside any real job
-REUSE_SECONDS = 30.0  # a measured choice is reused this long in one process: a 0.1 s look every 30 s of work
+RECHECK_SECONDS = 5.0  # long work looks at the load again this often (two small file reads, no pause)
 SHORT_SPIN = 10_000  # libgomp pause-loop iterations before an idle thread sleeps (its default: 300,000)
 BUSY_ROUNDING = 0.5  # a core counts as taken when other processes use more than this fraction of one
 
@@ -104,22 +105,46 @@ def _cpu_times(cpus: set[int] | None) -> tuple[float, float] | None:
     return (busy, total) if total else None
 
 
+@dataclass(frozen=True)
+class LoadSample:
+    """Cumulative counters at one moment: /proc/stat's busy and total jiffies over this process's cores, and this
+    process's own CPU seconds."""
+
+    busy: float
+    total: float
+    own: float
+    cores: int
+
+
+def load_sample(reader=_cpu_times, own_cpu_seconds=time.process_time) -> LoadSample | None:
+    cpus = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    times = reader(cpus)
+    if times is None:
+        return None
+    return LoadSample(times[0], times[1], own_cpu_seconds(), len(cpus) if cpus is not None else usable_cpus())
+
+
+def busy_between(before: LoadSample, after: LoadSample, min_seconds: float = 0.05) -> float | None:
+    """Cores other processes kept busy between two samples (all busy time less this process's own); None when the
+    window is too short to tell."""
+    window = (after.total - before.total) / _clock_ticks() / max(after.cores, 1)  # wall seconds, from the jiffies
+    if window < min_seconds:
+        return None
+    all_busy = (after.busy - before.busy) / (after.total - before.total) * after.cores
+    return max(0.0, all_busy - (after.own - before.own) / window)
+
+
 def busy_cpus(sample_seconds: float = SAMPLE_SECONDS, reader=_cpu_times, sleep=time.sleep,
               own_cpu_seconds=time.process_time) -> float | None:
     """How many of this process's usable cores other processes keep busy, measured over ``sample_seconds`` while this
     process waits, less the CPU time this process used meanwhile (OpenMP threads still spinning down, other Python
     threads); None where /proc/stat cannot be read."""
-    cpus = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    before, own_before = reader(cpus), own_cpu_seconds()
+    before = load_sample(reader, own_cpu_seconds)
     sleep(sample_seconds)
-    after, own_after = reader(cpus), own_cpu_seconds()
-    if before is None or after is None or after[1] <= before[1]:
+    after = load_sample(reader, own_cpu_seconds)
+    if before is None or after is None or after.total <= before.total:
         return None
-    count = len(cpus) if cpus is not None else usable_cpus()
-    elapsed_cpu_seconds = (after[1] - before[1]) / _clock_ticks() / count  # the window's wall time, from the jiffies
-    fraction = (after[0] - before[0]) / (after[1] - before[1])
-    own = (own_after - own_before) / elapsed_cpu_seconds if elapsed_cpu_seconds > 0 else 0.0
-    return max(0.0, fraction * count - own)
+    return busy_between(before, after, min_seconds=0.0)
 
 
 def _clock_ticks() -> float:
@@ -188,6 +213,7 @@ def configure_threads(threads: int | None = None, *, log: bool = True) -> int:
     _state["set"] = torch.get_num_threads()
     _state["fixed"] = not choice.measured
     _state["when"] = time.monotonic()
+    _state["sample"] = load_sample()  # the start of the next look's window
     message = f"bytezoo: {torch.get_num_threads()} CPU thread(s) ({choice.reason}; set --threads or {ENV_VAR} to override)"
     if log and not _state.get("logged"):
         _state["logged"] = True
@@ -202,8 +228,8 @@ def configure_threads(threads: int | None = None, *, log: bool = True) -> int:
 def ensure_threads(device="cpu", *, coarse: bool = False) -> None:
     """Before and during a CPU workload of the library (featurizing, generating, pretraining, fine-tuning): applies
     :func:`configure_threads` unless the program chose a count itself (a ``torch.set_num_threads`` that was not ours)
-    or the last choice for this kind of work is younger than :data:`REUSE_SECONDS` (then it costs a clock read, so
-    loops call it every step). Nothing for other devices. The count stays set.
+    or the last look for this kind of work is younger than :data:`RECHECK_SECONDS` (then it costs a clock read, so
+    loops call it every step; a look reads the load since the previous one, without pausing). Nothing for other devices. The count stays set.
 
     ``coarse``: work made of few large parallel regions (batched feature extraction: big matrix products per step).
     Where idle threads sleep (``OMP_WAIT_POLICY=PASSIVE``) it takes every usable core even beside a busy process:
@@ -219,15 +245,27 @@ def ensure_threads(device="cpu", *, coarse: bool = False) -> None:
     ours = _state.get("set")
     caller_chose = (ours is None and current != _default_threads()) or (ours is not None and current != ours)
     fresh = (ours is not None and _state.get("coarse") == coarse
-             and (_state.get("fixed") or time.monotonic() - float(_state["when"]) < REUSE_SECONDS))
+             and (_state.get("fixed") or time.monotonic() - float(_state["when"]) < RECHECK_SECONDS))
     if caller_chose or fresh:
         return
     if coarse and passive_waiting() and resolve_threads(measure=lambda: 0.0).measured:
         torch.set_num_threads(usable_cpus())
-        _state.update(set=torch.get_num_threads(), fixed=False, when=time.monotonic(), coarse=True)
+        _state.update(set=torch.get_num_threads(), fixed=False, when=time.monotonic(), coarse=True,
+                      sample=load_sample())
         return
-    configure_threads()
-    _state["coarse"] = coarse
+    previous, now = _state.get("sample"), load_sample()
+    recent = ours is not None and time.monotonic() - float(_state.get("when", 0.0)) < 4 * RECHECK_SECONDS
+    busy = busy_between(previous, now) if recent and previous is not None and now is not None else None
+    # No window to read (the first look, work that paused for a while, other work): measure from a standing start.
+    if busy is None or _state.get("coarse") != coarse:
+        configure_threads()
+        _state["coarse"] = coarse
+        return
+    chosen = choose_threads(usable_cpus(), busy)  # the load while this work ran, its own threads excluded
+    if chosen != ours:
+        torch.set_num_threads(chosen)
+        logger.info(f"bytezoo: {chosen} CPU thread(s) now ({busy:.1f} cores kept busy by other processes)")
+    _state.update(set=torch.get_num_threads(), when=time.monotonic(), sample=now)
 
 
 def passive_waiting(environ=os.environ) -> bool:

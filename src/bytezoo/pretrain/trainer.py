@@ -489,7 +489,7 @@ def _run(config: PretrainConfig) -> dict:
     stopped_by = None
     with StopRequest(config.max_time) as stop:
         while position["step"] < total_steps:
-            ensure_threads(accelerator.device)  # a clock read; every REUSE_SECONDS a new look at the load
+            ensure_threads(accelerator.device)  # a clock read; every RECHECK_SECONDS a look at the load
             lr = schedule(position["updates"])  # a function of applied updates: a skipped fp16 step does not advance it
             for _ in range(config.grad_accum_steps):
                 if len(windows) == 0:  # next epoch: a new file order and stream permutation; every state resets
