@@ -356,7 +356,7 @@ def test_ctrl_c_stops_with_a_checkpoint_and_resume_continues(finetune_task, tmp_
 @pytest.mark.slow
 def test_two_processes_under_accelerate_launch_stop_and_resume_to_the_uninterrupted_weights(finetune_task, tmp_path):
     """With gradient accumulation (no gradient all-reduce until a step's last batch) and a frozen-body warmup."""
-    from test_pretrain_distributed import ACCELERATE, free_port, run_process_group
+    from launchers import ACCELERATE, free_port, run_process_group
 
     arguments = ["finetune", "--model", str(finetune_task["lm"]), "--train", str(finetune_task["train"]), "--dev", str(finetune_task["dev"]),
                  "--batch-size", "2", "--grad-accum", "2", "--lr", "1e-2", "--no-progress", "--log-every", "2",

@@ -6,7 +6,7 @@ import torch
 
 from bytezoo.kernels import mlstm_scan
 from bytezoo.kernels.mlstm_interface import resolve_kernel
-from test_kernels import assert_matches_reference, random_problem, run_with_grads
+from kernel_problems import assert_matches_reference, random_problem, run_with_grads
 
 pytest.importorskip("triton")
 

@@ -110,7 +110,7 @@ def test_cli_threads_option_sets_the_environment_and_a_wait_policy():
             "os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))")
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", threads.ENV_VAR)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
-    assert f"ENV 1 PASSIVE None" in out or f"ENV 1 None {threads.SHORT_SPIN}" in out  # which one depends on the load now
+    assert "ENV 1 PASSIVE None" in out or f"ENV 1 None {threads.SHORT_SPIN}" in out  # which one depends on the load now
 
 
 def test_busy_cpus_does_not_count_this_process(monkeypatch):
