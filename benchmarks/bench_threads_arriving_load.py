@@ -56,6 +56,15 @@ def child(seconds: float) -> None:
     print(json.dumps({"policy": policy, "steps": steps}))
 
 
+def per_second(steps: list[tuple[float, float, int]]) -> list[list]:
+    """[second since launch, steps begun in it, median step ms, thread counts seen] per second with steps."""
+    seconds: dict[int, list] = {}
+    for began, duration, threads in steps:
+        seconds.setdefault(int(began), []).append((duration, threads))
+    return [[second, len(rows), round(1000 * statistics.median(d for d, _ in rows), 2), sorted({n for _, n in rows})]
+            for second, rows in sorted(seconds.items())]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=100.0)
@@ -98,7 +107,7 @@ def main() -> int:
                 summary[phase] = {"median_step_s": statistics.median(d for _, d, _ in rows), "steps": len(rows),
                                   "threads": sorted({n for _, _, n in rows})}
         result["settings"][name] = {"policy": run["policy"], "summary": summary, "load_before": load_before,
-                                    "steps": [(t - started, d, n) for t, d, n in run["steps"]]}
+                                    "per_second": per_second([(t - started, d, n) for t, d, n in run["steps"]])}
         print(name, run["policy"], json.dumps(summary), flush=True)
     Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
     print("wrote", args.output)
