@@ -229,7 +229,8 @@ def ensure_threads(device="cpu", *, coarse: bool = False) -> None:
     """Before and during a CPU workload of the library (featurizing, generating, pretraining, fine-tuning): applies
     :func:`configure_threads` unless the program chose a count itself (a ``torch.set_num_threads`` that was not ours)
     or the last look for this kind of work is younger than :data:`RECHECK_SECONDS` (then it costs a clock read, so
-    loops call it every step; a look reads the load since the previous one, without pausing). Nothing for other devices. The count stays set.
+    loops call it every step; a look reads the load since the previous one, without pausing). Nothing for other
+    devices. The count stays set.
 
     ``coarse``: work made of few large parallel regions (batched feature extraction: big matrix products per step).
     Where idle threads sleep (``OMP_WAIT_POLICY=PASSIVE``) it takes every usable core even beside a busy process:
