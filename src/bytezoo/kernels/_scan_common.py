@@ -18,9 +18,11 @@ K and P are zeroed on held rows (padding), so a held step passes both gradients 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 
 def needs_autograd(*tensors: Tensor | None) -> bool:
@@ -160,3 +162,58 @@ def input_gradients(coefs, d_gates, d_mult, d_mult_keep, mx, products, d_h0, d_c
     d_gates_x = d_gates.transpose(0, 1) if need_gx else None  # (B, T, 4H)
     d_mult_x = (d_mult * products).transpose(0, 1) if need_mx else None  # (B, T, H)
     return d_gates_x, d_mult_x, d_w_mh, d_w_h, d_h0 if need_h0 else None, d_c0 if need_c0 else None
+
+
+def gathered_input_engine(name: str, entry_name: str, forward: Callable, backward: Callable, description: str):
+    """The autograd ``Function`` (``{name}MLSTMScan``) and the entry point (``entry_name``) of an engine that reads
+    gathered (B, T, ...) inputs (the plain-PyTorch loops, Triton), written once; both belong to ``forward``'s module.
+    ``forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, save)`` returns ``(hs, cs, h_last,
+    c_last, saved)``; ``backward(saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs)`` the six input gradients.
+    ``description`` names the engine in messages."""
+
+    class Scan(torch.autograd.Function):
+        """Autograd wrapper: forward saves the backward coefficients the hand-written backward reads."""
+
+        @staticmethod
+        def forward(ctx, gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells):
+            hs, cs, h_last, c_last, saved = forward(
+                gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, save=True
+            )
+            ctx.saved = saved  # internal buffers only (never the inputs or outputs), freed with the graph
+            ctx.save_for_backward(w_mh, w_h)
+            ctx.dtypes = (gates_x.dtype, mult_x.dtype, None if h0 is None else h0.dtype)
+            return hs, cs, h_last, c_last
+
+        @staticmethod
+        @once_differentiable  # the hand-written backward is not itself differentiable
+        def backward(ctx, d_hs, d_cs, d_h_last, d_c_last):
+            w_mh, w_h = ctx.saved_tensors
+            with torch.autocast(w_h.device.type, enabled=False):
+                grads = backward(ctx.saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, ctx.needs_input_grad[:6])
+            return (*grads_in_input_dtypes(grads, ctx.dtypes), None, None, None)  # none for the masks and flag
+
+    def scan(
+        gates_x: Tensor,
+        mult_x: Tensor,
+        w_mh: Tensor,
+        w_h: Tensor,
+        h0: Tensor | None = None,
+        c0: Tensor | None = None,
+        reset: Tensor | None = None,
+        hold: Tensor | None = None,
+        return_cells: bool = False,
+        input_ids: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
+        """Same contract as :func:`bytezoo.kernels.mlstm_ref.mlstm_scan_ref` (inputs already validated), except that
+        table inputs arrive gathered: :func:`bytezoo.kernels.mlstm_scan` gathers them for this engine."""
+        if input_ids is not None:
+            raise ValueError(f"{description} reads gathered (B, T, ...) inputs; mlstm_scan gathers table rows")
+        if needs_autograd(gates_x, mult_x, w_mh, w_h, h0, c0):
+            return Scan.apply(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells)
+        hs, cs, h_last, c_last, _ = forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, save=False)
+        return hs, cs, h_last, c_last
+
+    Scan.__name__ = Scan.__qualname__ = f"{name}MLSTMScan"
+    scan.__name__ = scan.__qualname__ = entry_name
+    Scan.__module__ = scan.__module__ = forward.__module__
+    return Scan, scan

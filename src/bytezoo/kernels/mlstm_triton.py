@@ -16,15 +16,12 @@ from __future__ import annotations
 import functools
 
 import torch
-from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from ._scan_common import (
     StepMasks,
     backward_coefficients,
-    grads_in_input_dtypes,
+    gathered_input_engine,
     input_gradients,
-    needs_autograd,
     time_major,
 )
 
@@ -226,47 +223,7 @@ def triton_backward(saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs):
     return input_gradients(coefs, d_gates, d_mult, d_mult_keep, mx, products, d_h0, grad_c, needs)
 
 
-class TritonMLSTMScan(torch.autograd.Function):
-    """Autograd wrapper: forward saves the backward coefficients the hand-written backward reads."""
-
-    @staticmethod
-    def forward(ctx, gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells):
-        hs, cs, h_last, c_last, saved = triton_forward(
-            gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, save=True
-        )
-        ctx.saved = saved
-        ctx.save_for_backward(w_mh, w_h)
-        ctx.dtypes = (gates_x.dtype, mult_x.dtype, None if h0 is None else h0.dtype)
-        return hs, cs, h_last, c_last
-
-    @staticmethod
-    @once_differentiable  # the hand-written backward is not itself differentiable
-    def backward(ctx, d_hs, d_cs, d_h_last, d_c_last):
-        w_mh, w_h = ctx.saved_tensors
-        with torch.autocast(w_h.device.type, enabled=False):
-            grads = triton_backward(ctx.saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, ctx.needs_input_grad[:6])
-        return (*grads_in_input_dtypes(grads, ctx.dtypes), None, None, None)  # no gradients for the masks and flag
-
-
-def mlstm_scan_triton(
-    gates_x: Tensor,
-    mult_x: Tensor,
-    w_mh: Tensor,
-    w_h: Tensor,
-    h0: Tensor | None = None,
-    c0: Tensor | None = None,
-    reset: Tensor | None = None,
-    hold: Tensor | None = None,
-    return_cells: bool = False,
-    input_ids: Tensor | None = None,
-) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
-    """Same contract as :func:`bytezoo.kernels.mlstm_ref.mlstm_scan_ref` (inputs already validated), except that table
-    inputs arrive gathered: :func:`bytezoo.kernels.mlstm_scan` gathers them for this engine."""
-    if input_ids is not None:
-        raise ValueError("the Triton engine reads gathered (B, T, ...) inputs; mlstm_scan gathers table rows")
-    if needs_autograd(gates_x, mult_x, w_mh, w_h, h0, c0):
-        return TritonMLSTMScan.apply(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells)
-    hs, cs, h_last, c_last, _ = triton_forward(
-        gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, save=False
-    )
-    return hs, cs, h_last, c_last
+# The autograd wrapper and the entry point (same contract as mlstm_ref.mlstm_scan_ref, gathered inputs only).
+TritonMLSTMScan, mlstm_scan_triton = gathered_input_engine(
+    "Triton", "mlstm_scan_triton", triton_forward, triton_backward, "the Triton engine"
+)

@@ -19,24 +19,23 @@ import sys
 from .config import BASELINES, DTYPES, FORMATS, HOLDS, POOLINGS, PREPROCESSORS, TransferConfig, option_default
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text}")
-    return value
+def _integer_from(minimum: int, meaning: str):
+    """An argparse type: a whole number >= ``minimum``, refused in one line naming ``meaning``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {meaning}; got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {meaning}; got {text}")
+        return value
+
+    return parse
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {text}")
-    return value
+_positive_int = _integer_from(1, "a positive integer")
+_count = _integer_from(0, "an integer >= 0")
 
 
 def _add_input_options(parser: argparse.ArgumentParser) -> None:
