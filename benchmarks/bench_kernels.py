@@ -58,22 +58,25 @@ def build(contender: str, hidden: int, device: str):
     if contender == "lstm":
         model = bytezoo.create_model("lstm-256", hidden_size=hidden, embedding_size=EMBEDDING, num_layers=1)
     else:
-        kernel = "fused" if contender in ("fused-eager", "fused-old") else contender
+        variants = ("fused-eager", "fused-old", "fused-unblocked")
+        kernel = "fused" if contender in variants else contender
         model = bytezoo.create_model("mlstm-256", hidden_size=hidden, embedding_size=EMBEDDING, num_layers=1, kernel=kernel)
     return model.to(device)
 
 
 @contextlib.contextmanager
 def loops_for(contender: str):
-    """"fused-eager" is the fused kernel with its plain-PyTorch time loops instead of the compiled C++ ones."""
-    from bytezoo.kernels import mlstm_fused_cpu
+    """"fused-eager" is the fused kernel with its plain-PyTorch time loops instead of the compiled C++ ones;
+    "fused-unblocked" the compiled loops with library GEMMs per step instead of the register-blocked products."""
+    from bytezoo.kernels import mlstm_fused_cpu, mlstm_packing
 
-    before = mlstm_fused_cpu.USE_COMPILED_LOOPS
+    before = mlstm_fused_cpu.USE_COMPILED_LOOPS, mlstm_packing.BLOCKED_PRODUCTS
     mlstm_fused_cpu.USE_COMPILED_LOOPS = contender != "fused-eager"
+    mlstm_packing.BLOCKED_PRODUCTS = False if contender == "fused-unblocked" else before[1]
     try:
         yield
     finally:
-        mlstm_fused_cpu.USE_COMPILED_LOOPS = before
+        mlstm_fused_cpu.USE_COMPILED_LOOPS, mlstm_packing.BLOCKED_PRODUCTS = before
 
 
 def flops_per_char(contender: str, hidden: int) -> float:
@@ -244,7 +247,8 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--kernels", default=None,
         help="fast kernels to measure (default: fused,fused-eager on CPU, triton on CUDA); fused-eager = the fused "
-        "kernel with its plain-PyTorch time loops instead of the compiled ones; fused-old = fused as before issue 16 "
+        "kernel with its plain-PyTorch time loops instead of the compiled ones; fused-unblocked = the compiled loops "
+        "with library GEMMs per step instead of the register-blocked products; fused-old = fused as before issue 16 "
         "(inference rebuilds the weight-normed weights and input tables at every call)",
     )
     parser.add_argument("--no-reference", action="store_true", help="skip the slow reference loop")

@@ -182,17 +182,33 @@ def test_backward_can_run_twice_with_retain_graph(compiled):
         assert torch.equal(a, b)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux") or (os.cpu_count() or 1) < 2, reason="Linux, 2+ cores")
+def test_parallel_passes_run_on_several_threads(compiled):
+    """Built without OpenMP, at::parallel_for in the loops silently ran on one thread (it did until 2026-11-30)."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert torch.ops.bytezoo_mlstm_cpu.parallel_threads(64) == 2
+        torch.set_num_threads(1)
+        assert torch.ops.bytezoo_mlstm_cpu.parallel_threads(64) == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_the_operators_refuse_misuse_by_name(compiled):
     ops = torch.ops.bytezoo_mlstm_cpu
     gates_x, mult_x, w_mh, w_h = problem()
     state = torch.zeros(3, 8)
     with pytest.raises(RuntimeError, match="mult_x must be a contiguous CPU"):
-        ops.forward(gates_x, mult_x.transpose(0, 1), w_mh, w_h, None, None, state, state, None, None, None, False, False)
+        ops.forward(gates_x, mult_x.transpose(0, 1), w_mh, w_h, None, None, state, state, None, None, None, False, False,
+                    None, None)
     with pytest.raises(RuntimeError, match="h0 must be a contiguous"):
-        ops.forward(gates_x, mult_x, w_mh, w_h, None, None, state.double(), state, None, None, None, False, False)
+        ops.forward(gates_x, mult_x, w_mh, w_h, None, None, state.double(), state, None, None, None, False, False,
+                    None, None)
     with pytest.raises(RuntimeError, match="held must be a contiguous"):
-        ops.forward(gates_x, mult_x, w_mh, w_h, None, None, state, state, None, torch.zeros(3, 5), None, False, False)
+        ops.forward(gates_x, mult_x, w_mh, w_h, None, None, state, state, None, torch.zeros(3, 5), None, False, False,
+                    None, None)
     table, mult_table = torch.randn(4, 32), torch.randn(4, 8)
     with pytest.raises(RuntimeError, match=r"input_ids\[1\] = 7 is not a row of the \(4, ...\) tables"):
         ops.forward(table, mult_table, w_mh, w_h, None, None, state, state, None, None,
-                    torch.tensor([[0, 7, 1, 2, 3]] * 3), False, False)
+                    torch.tensor([[0, 7, 1, 2, 3]] * 3), False, False, None, None)

@@ -36,9 +36,13 @@ ENV_SWITCH = "BYTEZOO_CPU_EXTENSION"  # "0" turns the compiled loops off
 # -O3 -march=native (+ -mprefer-vector-width=512 on x86-64): the pointwise passes vectorised with this CPU's widest
 # vectors (AVX-512 here; GCC prefers 256-bit ones otherwise). No -ffast-math: the loops vectorise without it, and it
 # would let the compiler assume no NaN or infinity, hiding a diverging run's NaNs.
+# -fopenmp (Linux, where torch's CPU builds use libgomp): at::parallel_for in the loops is an OpenMP region only when
+# the including file is compiled with OpenMP; without it every "parallel" pass ran on one thread. At run time the
+# library's libgomp.so.1 resolves to the copy torch already loaded (same soname), so there is one thread pool.
+OPENMP_FLAGS = ("-fopenmp",) if sys.platform.startswith("linux") else ()
 CFLAGS = ("-O3", "-march=native", "-std=c++17") + (
     ("-mprefer-vector-width=512",) if platform.machine().lower() in ("x86_64", "amd64") else ()
-)
+) + OPENMP_FLAGS
 LOCK_TIMEOUT_S = 600.0
 
 _state: dict[str, object] = {}
@@ -159,6 +163,7 @@ def _build_into(library: Path, key: str) -> None:
             name=name,
             sources=[str(SOURCE)],
             extra_cflags=list(CFLAGS),
+            extra_ldflags=list(OPENMP_FLAGS),
             build_directory=build_dir,
             is_python_module=False,
             verbose=False,

@@ -1,5 +1,6 @@
 """Which of the fused engines' choices win on *this* CPU, measured once (under 2 s) and cached next to the compiled
-extension: today, from which hidden size packing a recurrent weight for oneDNN beats plain ``torch.mm``, per dtype.
+extension: from which hidden size packing a recurrent weight for oneDNN beats plain ``torch.mm``, per dtype, and up to
+which hidden size the compiled loops' register-blocked fp32 products beat library GEMMs (:mod:`.mlstm_packing`).
 
 Why measure instead of a fixed rule: the rule in :mod:`bytezoo.kernels.mlstm_packing` was measured on one Intel Xeon
 (AVX-512 + AMX); oneDNN's packed and MKL's plain GEMMs rank differently on CPUs without AMX (an AMD EPYC with AVX-512
@@ -28,12 +29,14 @@ from pathlib import Path
 import torch
 
 ENV_SWITCH = "BYTEZOO_KERNEL_CALIBRATION"  # "0": built-in rule, no measurement; "refresh": measure again
-VERSION = 1  # bump when what is measured or how it is decided changes
+VERSION = 2  # bump when what is measured or how it is decided changes
 SIZES = (256, 512, 1024)  # hidden sizes timed; packing is decided from the smallest size where it wins for all larger
 BATCH = 64
 WIN = 0.95  # packed must take at most this fraction of plain's time
 # The built-in rule (Intel Xeon with AMX, 2026-11; see mlstm_packing): fp32 packs from H=1024, bf16 always.
-DEFAULTS = {"fp32_min_size": 1024, "bf16_min_size": 1}
+DEFAULTS = {"fp32_min_size": 1024, "bf16_min_size": 1, "fp32_blocked_max_size": 512}
+# The compiled loops' register-blocked products against library GEMMs, whole fp32 inference forwards: (H, B, T).
+BLOCKED_SHAPES = ((256, 32, 32), (1024, 64, 8))
 NEVER = 1 << 30
 
 _state: dict[str, dict] = {}
@@ -91,9 +94,9 @@ def _time_products(x: torch.Tensor, weight: torch.Tensor, repeats: int = 5, call
     return statistics.median(plain_times), statistics.median(packed_times)
 
 
-def measure(sizes=SIZES, batch: int = BATCH) -> dict:
-    """Times plain and packed [batch x H] @ [H x 4H] products at each size and dtype; returns the thresholds and the
-    timings behind them. Takes well under 2 s on a 2-core Xeon."""
+def measure(sizes=SIZES, batch: int = BATCH, blocked_shapes=BLOCKED_SHAPES) -> dict:
+    """Times plain and packed [batch x H] @ [H x 4H] products at each size and dtype, and blocked against library
+    products over whole forwards; returns the thresholds and the timings behind them. 0.8 s on a 2-core Xeon."""
     from .mlstm_packing import _packing_works
 
     started = time.perf_counter()
@@ -117,6 +120,7 @@ def measure(sizes=SIZES, batch: int = BATCH) -> dict:
                 break
             threshold = hidden
         result[f"{name}_min_size"] = 1 if threshold == min(sizes) else threshold
+    result["fp32_blocked_max_size"] = _measure_blocked(result["fp32_min_size"], timings, blocked_shapes)
     result["timings"] = timings
     result["seconds"] = time.perf_counter() - started
     result["threads"] = torch.get_num_threads()
@@ -124,9 +128,58 @@ def measure(sizes=SIZES, batch: int = BATCH) -> dict:
     return result
 
 
+def _measure_blocked(fp32_min_size: int, timings: dict, shapes=BLOCKED_SHAPES, repeats: int = 5) -> int:
+    """The largest hidden size for which the compiled loops' blocked products should run fp32 inference: whole
+    forwards (table inputs, no saving) at each (H, B, T) of ``shapes``, blocked against library GEMMs (oneDNN-packed
+    where ``fp32_min_size`` says so), interleaved, medians. Blocked is used up to the geometric midpoint between the
+    last shape where it won (from the smallest up) and the next; 0 when it lost at the smallest or cannot run."""
+    from . import _cpu_extension
+    from .mlstm_packing import PACK_FP32_BATCHES, _packing_works
+
+    ops = _cpu_extension.cpu_ops()
+    if ops is None or not ops.blocked_products_available():
+        return 0
+    generator = torch.Generator().manual_seed(0)
+    limit = 0
+    for index, (hidden, batch, steps) in enumerate(shapes):
+        w_mh = torch.randn(hidden, hidden, generator=generator) / hidden**0.5
+        w_h = torch.randn(hidden, 4 * hidden, generator=generator) / hidden**0.5
+        gates_x = torch.randn(256, 4 * hidden, generator=generator)  # a byte model's (V, 4H) and (V, H) tables
+        mult_x = torch.randn(256, hidden, generator=generator)
+        ids = torch.randint(0, 256, (batch, steps), generator=generator)
+        zeros = torch.zeros(batch, hidden)
+        pack = hidden >= fp32_min_size and batch in PACK_FP32_BATCHES and _packing_works(torch.float32)
+        packed = [torch.ops.mkldnn._reorder_linear_weight(w.t().contiguous(), batch) if pack else None
+                  for w in (w_mh, w_h)]
+        panels = ops.blocked_panels(w_mh, w_h)
+
+        def library():
+            ops.forward(gates_x, mult_x, w_mh, w_h, *packed, zeros, zeros, None, None, ids, False, False, None, None)
+
+        def blocked():
+            ops.forward(gates_x, mult_x, w_mh, w_h, None, None, zeros, zeros, None, None, ids, False, False, *panels)
+
+        library(), blocked()  # warm-up
+        library_times, blocked_times = [], []
+        for _ in range(repeats):
+            for fn, times in ((library, library_times), (blocked, blocked_times)):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
+        ratio = statistics.median(blocked_times) / statistics.median(library_times)
+        timings[f"blocked/H={hidden},B={batch},T={steps}"] = {
+            "library_s": statistics.median(library_times), "blocked_s": statistics.median(blocked_times),
+            "blocked_over_library": ratio}
+        if ratio > 1.0:
+            break
+        following = shapes[index + 1][0] if index + 1 < len(shapes) else None
+        limit = NEVER if following is None else int((hidden * following) ** 0.5)
+    return limit
+
+
 def thresholds() -> dict:
-    """``{"fp32_min_size": int, "bf16_min_size": int}`` for this machine: the built-in rule with
-    ``BYTEZOO_KERNEL_CALIBRATION=0``, else the cached measurement, else measured now (once per process)."""
+    """``{"fp32_min_size": int, "bf16_min_size": int, "fp32_blocked_max_size": int}`` for this machine: the built-in
+    rule with ``BYTEZOO_KERNEL_CALIBRATION=0``, else the cached measurement, else measured now (once per process)."""
     switch = os.environ.get(ENV_SWITCH, "1").strip().lower()
     if switch == "0":
         return dict(DEFAULTS)

@@ -1,10 +1,19 @@
-"""When and how the fused engines pack a recurrent weight for oneDNN: the packing policy, shared by the compiled CPU
-loops (:mod:`bytezoo.kernels.mlstm_fused_cpu`) and the plain-PyTorch ones (:mod:`bytezoo.kernels.mlstm_fused_torch`).
+"""When and how the fused engines lay out a recurrent weight for faster per-step products: the packing policy, shared
+by the compiled CPU loops (:mod:`bytezoo.kernels.mlstm_fused_cpu`) and the plain-PyTorch ones
+(:mod:`bytezoo.kernels.mlstm_fused_torch`).
 
-A weight every time step reuses is packed once per call into oneDNN's blocked layout where that measured faster (bf16
-always, fp32 from H = 1024 at moderate batches, never for short calls), as ``nn.LSTM``'s oneDNN kernel does. Its own
-file because it is a measured policy, not an engine: the numbers behind each threshold sit next to it, and both fused
-engines (and their tests) read the same thresholds.
+Two layouts, each used where it measured faster:
+
+* **oneDNN's blocked layout** (bf16 always, fp32 from H = 1024 at moderate batches, never for short calls), as
+  ``nn.LSTM``'s oneDNN kernel does: :class:`RecurrentMatmul`, packed once per call.
+* **The compiled loops' own panels** (:func:`blocked_panels`; fp32 inference, AVX-512 builds): the weights as
+  64-column panels that the C++ loops multiply with register-blocked AVX-512 code, fusing the step's pointwise work
+  into each panel's result while it is in cache. At H=256 this removed most of what kept inference behind
+  ``nn.LSTM`` (benchmarks/results/kernels-notes.md). The panels are cached per weight tensor (identity and version
+  counter), so generation's one-byte calls reuse them.
+
+Its own file because it is a measured policy, not an engine: the numbers behind each threshold sit next to it, and
+both fused engines (and their tests) read the same thresholds.
 
 Packing uses private ATen ops (``torch.ops.mkldnn._reorder_linear_weight`` / ``_linear_pointwise``, what inductor's
 weight freezing uses). They are checked against ``torch.mm`` on first use and replaced by ``torch.mm``/``addmm`` if
@@ -14,6 +23,7 @@ them.
 from __future__ import annotations
 
 import warnings
+import weakref
 
 import torch
 from torch import Tensor
@@ -39,6 +49,14 @@ PACK_MIN_STEPS = 32
 PACK_MIN_SIZE: int | None = None  # fp32: pack weights whose smaller side is at least this
 PACK_BF16_MIN_SIZE: int | None = None  # bf16: likewise (the built-in rule: always)
 PACK_FP32_BATCHES = range(32, 129)
+# The compiled loops' panels (fp32 inference): used for H up to BLOCKED_MAX_SIZE (None = calibrated; the built-in
+# rule, measured on an Intel Xeon with AMX on 2026-11-30, one thread / two threads, forward time library GEMMs over
+# panels: H=256 B=32 T=128 1.08 / 1.36, H=512 B=32 T=32 0.98 / 1.17, H=1024 B=64 T=32 0.93 / 1.00-1.05, so up to 512).
+# Laying the panels out costs a copy of both weights, about one step's products: a call that finds no cached panels
+# makes them only from PACK_MIN_STEPS steps (one-byte calls then use library GEMMs until a longer call made them).
+BLOCKED_PRODUCTS = True
+BLOCKED_MAX_SIZE: int | None = None
+PANEL_CACHE_BYTES = 256 << 20  # panels of larger weights are made per call and not kept
 _packing_verified: dict[torch.dtype, bool] = {}
 
 
@@ -99,3 +117,50 @@ class RecurrentMatmul:
                 result = torch.ops.mkldnn._linear_pointwise.binary(x, add, self.packed, None, "add")
             return result if out is None else out.copy_(result)
         return torch.mm(x, self.weight, out=out) if add is None else torch.addmm(add, x, self.weight, out=out)
+
+
+class _PanelCache:
+    """The panels of the last few (W_mh, W_h) pairs, keyed by the weight tensors themselves (weak references, so a
+    dropped weight frees its panels) and their version counters (an in-place change makes new panels)."""
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self.entries: list[tuple[weakref.ref, weakref.ref, int, int, tuple[Tensor, Tensor]]] = []
+
+    def get(self, w_mh: Tensor, w_h: Tensor) -> tuple[Tensor, Tensor] | None:
+        for ref_mh, ref_h, version_mh, version_h, panels in self.entries:
+            if ref_mh() is w_mh and ref_h() is w_h and version_mh == w_mh._version and version_h == w_h._version:
+                return panels
+        return None
+
+    def put(self, w_mh: Tensor, w_h: Tensor, panels: tuple[Tensor, Tensor]) -> None:
+        alive = [entry for entry in self.entries if entry[0]() is not None and entry[1]() is not None]
+        alive = [entry for entry in alive if not (entry[0]() is w_mh and entry[1]() is w_h)]
+        self.entries = [(weakref.ref(w_mh), weakref.ref(w_h), w_mh._version, w_h._version, panels), *alive][: self.size]
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+
+panel_cache = _PanelCache()
+
+
+def blocked_panels(ops, w_mh: Tensor, w_h: Tensor, steps: int, save: bool) -> tuple[Tensor, Tensor] | None:
+    """The weights as the compiled loops' panels when the blocked products should run this call, else None.
+
+    ``ops`` is the loaded extension (``torch.ops.bytezoo_mlstm_cpu``). Only for a forward that saves nothing for a
+    backward (inference: in training the blocked forward measured slower, its coefficients being written 16 units at
+    a time), float32, H a multiple of 64 up to the measured limit, and a build with AVX-512."""
+    hidden = w_mh.shape[0]
+    if not BLOCKED_PRODUCTS or save or w_mh.dtype != torch.float32 or w_h.dtype != torch.float32 or hidden % 64:
+        return None
+    if not ops.blocked_products_available():
+        return None
+    if hidden > _threshold(BLOCKED_MAX_SIZE, "fp32_blocked_max_size"):
+        return None
+    panels = panel_cache.get(w_mh, w_h)
+    if panels is None and steps >= PACK_MIN_STEPS:
+        panels = tuple(ops.blocked_panels(w_mh, w_h))
+        if 5 * hidden * hidden * 4 <= PANEL_CACHE_BYTES:
+            panel_cache.put(w_mh, w_h, panels)
+    return panels

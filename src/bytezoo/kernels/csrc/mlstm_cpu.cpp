@@ -22,16 +22,21 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <utility>
 #include <vector>
 
 namespace {
 
+// The pointwise helpers must be inlined into their loops to vectorise; GCC stops inlining them into the larger
+// blocked-product epilogues on its own (measured: scalar tanh calls, 1.7x slower steps), so it is forced.
+#define BYTEZOO_INLINE inline __attribute__((always_inline))
+
 // tanh and sigmoid that the compiler can vectorise: libm's tanhf/expf are opaque scalar calls, which cost more than
 // the step's matrix product at small H. float: Eigen's rational approximation of tanh (a degree-13/6 odd rational
 // function on [-7.9, 7.9], where tanh is +-1 to float precision beyond; a few ulp); double keeps libm (gradcheck).
-inline float tanh_approx(float x) {
+BYTEZOO_INLINE float tanh_approx(float x) {
   constexpr float kLimit = 7.90531110763549805f;
   const float clamped = x < -kLimit ? -kLimit : (x > kLimit ? kLimit : x);  // NaN stays NaN
   const float x2 = clamped * clamped;
@@ -48,39 +53,107 @@ inline float tanh_approx(float x) {
   q = q * x2 + 4.89352518554385e-03f;
   return clamped * p / q;
 }
-inline double tanh_approx(double x) { return std::tanh(x); }
+BYTEZOO_INLINE double tanh_approx(double x) { return std::tanh(x); }
 
 template <typename T>
-inline T sigmoid(T x) {
+BYTEZOO_INLINE T sigmoid(T x) {
   return T(0.5) * tanh_approx(T(0.5) * x) + T(0.5);  // exact identity; no exp overflow for large |x|
 }
 
 // The pointwise work of one batch row, as __restrict functions so the compiler vectorises them (inside the big loops
 // it would have to assume that the pointers alias).
 
-// A forward step's gates from z = m @ W_h plus gates_x, and the new state; with kSave also the backward
-// coefficients P (4H), K and FK, while the gate values are at hand.
+#if defined(__AVX512F__)
+#include <immintrin.h>
+// 16 lanes of tanh_approx(float): the same rational function, with the division as a reciprocal estimate refined by
+// one Newton step (vdivps was ~15% of a step at H=256: five divisions per unit; this costs a fifth of that and
+// stays within the same bound of tanh, checked on 2M points). NaN propagates: max/min return their second operand
+// when either is NaN, and x is passed second.
+BYTEZOO_INLINE __m512 tanh16(__m512 x) {
+  const __m512 limit = _mm512_set1_ps(7.90531110763549805f);
+  const __m512 clamped = _mm512_min_ps(limit, _mm512_max_ps(_mm512_set1_ps(-7.90531110763549805f), x));
+  const __m512 x2 = _mm512_mul_ps(clamped, clamped);
+  __m512 p = _mm512_set1_ps(-2.76076847742355e-16f);
+  p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(2.00018790482477e-13f));
+  p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(-8.60467152213735e-11f));
+  p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(5.12229709037114e-08f));
+  p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(1.48572235717979e-05f));
+  p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(6.37261928875436e-04f));
+  p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(4.89352455891786e-03f));
+  __m512 q = _mm512_set1_ps(1.19825839466702e-06f);
+  q = _mm512_fmadd_ps(q, x2, _mm512_set1_ps(1.18534705686654e-04f));
+  q = _mm512_fmadd_ps(q, x2, _mm512_set1_ps(2.26843463243900e-03f));
+  q = _mm512_fmadd_ps(q, x2, _mm512_set1_ps(4.89352518554385e-03f));
+  __m512 r = _mm512_rcp14_ps(q);                                          // q >= 4.9e-3: no zero, no overflow
+  r = _mm512_fmadd_ps(r, _mm512_fnmadd_ps(q, r, _mm512_set1_ps(1.0f)), r);  // r += r (1 - q r)
+  return _mm512_mul_ps(_mm512_mul_ps(clamped, p), r);
+}
+BYTEZOO_INLINE __m512 sigmoid16(__m512 x) {
+  const __m512 half = _mm512_set1_ps(0.5f);
+  return _mm512_fmadd_ps(half, tanh16(_mm512_mul_ps(half, x)), half);
+}
+
+// gate_row for float, 16 units at a time (width a multiple of 16).
+template <bool kSave>
+BYTEZOO_INLINE void gate_row_avx512(int64_t width, const float* __restrict z, int64_t z_stride,
+                                    const float* __restrict gx, int64_t gx_stride, const float* __restrict c_in,
+                                    float keep, float* __restrict h_new, float* __restrict c_new, float* __restrict p,
+                                    int64_t p_stride, float* __restrict k, float* __restrict fk) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (int64_t j = 0; j < width; j += 16) {
+    const auto pre = [&](int g) {
+      return _mm512_add_ps(_mm512_loadu_ps(z + g * z_stride + j), _mm512_loadu_ps(gx + g * gx_stride + j));
+    };
+    const __m512 i = sigmoid16(pre(0)), f = sigmoid16(pre(1)), o = sigmoid16(pre(2)), u = tanh16(pre(3));
+    const __m512 c_prev = _mm512_loadu_ps(c_in + j);
+    const __m512 c = _mm512_fmadd_ps(f, c_prev, _mm512_mul_ps(i, u));
+    const __m512 tanh_c = tanh16(c);
+    _mm512_storeu_ps(c_new + j, c);
+    _mm512_storeu_ps(h_new + j, _mm512_mul_ps(o, tanh_c));
+    if constexpr (kSave) {
+      _mm512_storeu_ps(p + j, _mm512_mul_ps(_mm512_mul_ps(u, i), _mm512_sub_ps(one, i)));
+      _mm512_storeu_ps(p + p_stride + j, _mm512_mul_ps(_mm512_mul_ps(c_prev, f), _mm512_sub_ps(one, f)));
+      _mm512_storeu_ps(p + 2 * p_stride + j, _mm512_mul_ps(_mm512_mul_ps(tanh_c, o), _mm512_sub_ps(one, o)));
+      _mm512_storeu_ps(p + 3 * p_stride + j, _mm512_mul_ps(i, _mm512_fnmadd_ps(u, u, one)));
+      _mm512_storeu_ps(k + j, _mm512_mul_ps(o, _mm512_fnmadd_ps(tanh_c, tanh_c, one)));
+      _mm512_storeu_ps(fk + j, _mm512_mul_ps(f, _mm512_set1_ps(keep)));
+    }
+  }
+}
+#endif
+
+// A forward step's gates for `width` hidden units from z = m @ W_h plus gates_x, and the new state; with kSave also
+// the backward coefficients P (4 gates), K and FK, while the gate values are at hand. Gate g of unit j sits at
+// z[g * z_stride + j], gx[g * gx_stride + j] and p[g * p_stride + j] (the whole row: strides H; one panel of the
+// blocked product: its 16 units per gate side by side in z).
 template <bool kSave, typename mm_t, typename acc_t>
-inline void gate_row(int64_t hidden, const mm_t* __restrict z, const mm_t* __restrict gx, const acc_t* __restrict c_in,
-                     acc_t keep, acc_t* __restrict h_new, acc_t* __restrict c_new, acc_t* __restrict p,
-                     acc_t* __restrict k, acc_t* __restrict fk) {
+BYTEZOO_INLINE void gate_row(int64_t width, const mm_t* __restrict z, int64_t z_stride, const mm_t* __restrict gx,
+                     int64_t gx_stride, const acc_t* __restrict c_in, acc_t keep, acc_t* __restrict h_new,
+                     acc_t* __restrict c_new, acc_t* __restrict p, int64_t p_stride, acc_t* __restrict k,
+                     acc_t* __restrict fk) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<mm_t, float> && std::is_same_v<acc_t, float>) {
+    if (width % 16 == 0)
+      return gate_row_avx512<kSave>(width, z, z_stride, gx, gx_stride, c_in, keep, h_new, c_new, p, p_stride, k, fk);
+  }
+#endif
 #pragma GCC ivdep
-  for (int64_t j = 0; j < hidden; ++j) {
+  for (int64_t j = 0; j < width; ++j) {
     const acc_t i = sigmoid<acc_t>(static_cast<acc_t>(z[j]) + static_cast<acc_t>(gx[j]));
-    const acc_t f = sigmoid<acc_t>(static_cast<acc_t>(z[hidden + j]) + static_cast<acc_t>(gx[hidden + j]));
-    const acc_t o = sigmoid<acc_t>(static_cast<acc_t>(z[2 * hidden + j]) + static_cast<acc_t>(gx[2 * hidden + j]));
-    const acc_t u = tanh_approx(static_cast<acc_t>(z[3 * hidden + j]) + static_cast<acc_t>(gx[3 * hidden + j]));
+    const acc_t f = sigmoid<acc_t>(static_cast<acc_t>(z[z_stride + j]) + static_cast<acc_t>(gx[gx_stride + j]));
+    const acc_t o = sigmoid<acc_t>(static_cast<acc_t>(z[2 * z_stride + j]) + static_cast<acc_t>(gx[2 * gx_stride + j]));
+    const acc_t u = tanh_approx(static_cast<acc_t>(z[3 * z_stride + j]) + static_cast<acc_t>(gx[3 * gx_stride + j]));
     const acc_t c = f * c_in[j] + i * u;
     const acc_t tanh_c = tanh_approx(c);
     c_new[j] = c;
     h_new[j] = o * tanh_c;
     if constexpr (kSave) {
-      p[j] = u * i * (acc_t(1) - i);                    // dz_i / dc_t
-      p[hidden + j] = c_in[j] * f * (acc_t(1) - f);     // dz_f / dc_t
-      p[2 * hidden + j] = tanh_c * o * (acc_t(1) - o);  // dz_o / dh_t
-      p[3 * hidden + j] = i * (acc_t(1) - u * u);       // dz_u / dc_t
-      k[j] = o * (acc_t(1) - tanh_c * tanh_c);          // dh_t / dc_t
-      fk[j] = f * keep;                                 // dc_t / dc_{t-1}
+      p[j] = u * i * (acc_t(1) - i);                      // dz_i / dc_t
+      p[p_stride + j] = c_in[j] * f * (acc_t(1) - f);     // dz_f / dc_t
+      p[2 * p_stride + j] = tanh_c * o * (acc_t(1) - o);  // dz_o / dh_t
+      p[3 * p_stride + j] = i * (acc_t(1) - u * u);       // dz_u / dc_t
+      k[j] = o * (acc_t(1) - tanh_c * tanh_c);            // dh_t / dc_t
+      fk[j] = f * keep;                                   // dc_t / dc_{t-1}
     }
   }
 }
@@ -88,7 +161,7 @@ inline void gate_row(int64_t hidden, const mm_t* __restrict z, const mm_t* __res
 // The step's outputs (hs[b, t], cs[b, t]) and the next step's input state after its reset, in place of this step's
 // (row b of the input state is no longer read once the step's products are done).
 template <typename mm_t, typename acc_t>
-inline void finish_row(int64_t hidden, const acc_t* __restrict h, const acc_t* __restrict c, acc_t keep_next,
+BYTEZOO_INLINE void finish_row(int64_t hidden, const acc_t* __restrict h, const acc_t* __restrict c, acc_t keep_next,
                        mm_t* __restrict hs, mm_t* __restrict cs, acc_t* __restrict h_in, acc_t* __restrict c_in,
                        mm_t* __restrict h_in_mm) {
 #pragma GCC ivdep
@@ -103,8 +176,8 @@ inline void finish_row(int64_t hidden, const acc_t* __restrict h, const acc_t* _
 
 // m = a * mult_x (and a kept for the backward when `saved` is given).
 template <typename mm_t, typename acc_t>
-inline void multiply_row(int64_t hidden, const mm_t* __restrict a, const mm_t* __restrict mx, mm_t* __restrict m,
-                         mm_t* __restrict saved) {
+BYTEZOO_INLINE void multiply_row(int64_t hidden, const mm_t* __restrict a, const mm_t* __restrict mx,
+                                 mm_t* __restrict m, mm_t* __restrict saved) {
 #pragma GCC ivdep
   for (int64_t j = 0; j < hidden; ++j) m[j] = static_cast<mm_t>(static_cast<acc_t>(a[j]) * static_cast<acc_t>(mx[j]));
   if (saved != nullptr) std::copy_n(a, hidden, saved);
@@ -176,6 +249,166 @@ struct RecurrentMatmul {
     return stack[0].toTensor();
   }
 };
+
+// The step's two products, register-blocked for fp32 with the pointwise work fused in (AVX-512 builds only).
+//
+// Why: at small H a step is two small GEMMs ([B x H] @ [H x H], [B x H] @ [H x 4H]) and two pointwise passes over
+// the (B, H) and (B, 4H) results. MKL runs such GEMMs near this core's FMA peak, but the step then writes z to memory
+// and reads it back, and each call pays MKL's and the dispatcher's entry costs; at H=256, B=32 that was ~20% of the
+// step (0.82-0.85x nn.LSTM). Here a weight is stored as panels of 64 columns (K, 64), one panel's product for all
+// batch rows lands in a small scratch tile that stays in L1, and the pointwise pass for those 64 columns runs on the
+// tile right away. W_h's panels interleave the gates: panel p holds units 16p..16p+15 of each of i, f, o, u, so a
+// tile has all four gates of its 16 units and the state update needs nothing else.
+constexpr int64_t kPanelColumns = 64;  // four 16-float registers per batch row
+constexpr int64_t kPanelUnits = kPanelColumns / 4;
+constexpr int64_t kPanelDepth = 256;   // panel rows per pass over the batch (64 KB): stays in L1/L2 for all rows
+constexpr int kBlockRows = 6;          // batch rows per micro-kernel: 24 accumulators + 4 panel rows + a broadcast
+
+#if defined(__AVX512F__)
+constexpr bool kBlockedAvailable = true;
+
+// tile[r, 0:64] (+)= x[r, 0:depth] @ panel[0:depth, 0:64] for R batch rows; x rows are `x_stride` apart.
+template <int R>
+inline void panel_kernel(const float* __restrict x, int64_t x_stride, const float* __restrict panel, int64_t depth,
+                         float* __restrict tile, bool accumulate) {
+  __m512 acc[R][4];
+  for (int r = 0; r < R; ++r)
+    for (int g = 0; g < 4; ++g)
+      acc[r][g] = accumulate ? _mm512_loadu_ps(tile + r * kPanelColumns + 16 * g) : _mm512_setzero_ps();
+  for (int64_t k = 0; k < depth; ++k) {
+    const float* w = panel + k * kPanelColumns;
+    const __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16), w2 = _mm512_loadu_ps(w + 32),
+                 w3 = _mm512_loadu_ps(w + 48);
+    for (int r = 0; r < R; ++r) {
+      const __m512 v = _mm512_set1_ps(x[r * x_stride + k]);
+      acc[r][0] = _mm512_fmadd_ps(v, w0, acc[r][0]);
+      acc[r][1] = _mm512_fmadd_ps(v, w1, acc[r][1]);
+      acc[r][2] = _mm512_fmadd_ps(v, w2, acc[r][2]);
+      acc[r][3] = _mm512_fmadd_ps(v, w3, acc[r][3]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int g = 0; g < 4; ++g) _mm512_storeu_ps(tile + r * kPanelColumns + 16 * g, acc[r][g]);
+}
+
+template <int R>
+inline void panel_rows_tail(int64_t rows, const float* x, int64_t x_stride, const float* panel, int64_t depth,
+                            float* tile, bool accumulate) {
+  if constexpr (R > 0) {
+    if (rows == R) return panel_kernel<R>(x, x_stride, panel, depth, tile, accumulate);
+    panel_rows_tail<R - 1>(rows, x, x_stride, panel, depth, tile, accumulate);
+  }
+}
+
+// tile (batch, 64) = x (batch, depth) @ panel (depth, 64), the panel read in kPanelDepth slices so that each slice
+// serves every batch row while it is in cache (at H=4096 a panel is 1 MB; the weight is read once per step).
+inline void panel_product(const float* x, int64_t batch, int64_t depth, const float* panel, float* tile) {
+  for (int64_t k0 = 0; k0 < depth; k0 += kPanelDepth) {
+    const int64_t slice = std::min(kPanelDepth, depth - k0);
+    int64_t r = 0;
+    for (; r + kBlockRows <= batch; r += kBlockRows)
+      panel_kernel<kBlockRows>(x + r * depth + k0, depth, panel + k0 * kPanelColumns, slice, tile + r * kPanelColumns,
+                               k0 > 0);
+    panel_rows_tail<kBlockRows - 1>(batch - r, x + r * depth + k0, depth, panel + k0 * kPanelColumns, slice,
+                                    tile + r * kPanelColumns, k0 > 0);
+  }
+}
+
+// The blocked products' epilogues, on one batch row's tile while it is in registers/L1.
+
+// m = a * mult_x for 64 columns (a = the tile row), and a kept for the backward when `saved` is given.
+BYTEZOO_INLINE void multiply_tile(const float* __restrict a, const float* __restrict mx, float* __restrict m,
+                                  float* __restrict saved) {
+  for (int64_t j = 0; j < kPanelColumns; j += 16) {
+    const __m512 product = _mm512_loadu_ps(a + j);
+    _mm512_storeu_ps(m + j, _mm512_mul_ps(product, _mm512_loadu_ps(mx + j)));
+    if (saved != nullptr) _mm512_storeu_ps(saved + j, product);
+  }
+}
+
+// Where a row's 16 units go: the state (h_new, c_new: null but at the last step; h_in/c_in replaced by the next step's
+// input state), the
+// outputs hs[b, t] (and cs), and with kSave the backward's coefficients (P's four gates H apart).
+struct GateTileOutputs {
+  float *h_new, *c_new, *hs, *cs, *h_in, *c_in, *p, *k, *fk;
+};
+
+// gate_row + finish_row for the 16 units of a W_h panel, the state kept in registers between them. z: the tile row,
+// gates 16 apart; gx: the row's gate inputs, gates `gx_stride` (= H) apart.
+template <bool kSave>
+BYTEZOO_INLINE void gate_tile(const float* __restrict z, const float* __restrict gx, int64_t gx_stride, float keep,
+                              float keep_next, const GateTileOutputs& out) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const auto pre = [&](int g) {
+    return _mm512_add_ps(_mm512_loadu_ps(z + 16 * g), _mm512_loadu_ps(gx + g * gx_stride));
+  };
+  const __m512 i = sigmoid16(pre(0)), f = sigmoid16(pre(1)), o = sigmoid16(pre(2)), u = tanh16(pre(3));
+  const __m512 c_prev = _mm512_loadu_ps(out.c_in);
+  const __m512 c = _mm512_fmadd_ps(f, c_prev, _mm512_mul_ps(i, u));
+  const __m512 tanh_c = tanh16(c);
+  const __m512 h = _mm512_mul_ps(o, tanh_c);
+  const __m512 next = _mm512_set1_ps(keep_next);
+  if (out.h_new != nullptr) {  // the final state: written at the last step only
+    _mm512_storeu_ps(out.h_new, h);
+    _mm512_storeu_ps(out.c_new, c);
+  }
+  _mm512_storeu_ps(out.hs, h);
+  if (out.cs != nullptr) _mm512_storeu_ps(out.cs, c);
+  _mm512_storeu_ps(out.h_in, _mm512_mul_ps(h, next));
+  _mm512_storeu_ps(out.c_in, _mm512_mul_ps(c, next));
+  if constexpr (kSave) {
+    _mm512_storeu_ps(out.p, _mm512_mul_ps(_mm512_mul_ps(u, i), _mm512_sub_ps(one, i)));
+    _mm512_storeu_ps(out.p + gx_stride, _mm512_mul_ps(_mm512_mul_ps(c_prev, f), _mm512_sub_ps(one, f)));
+    _mm512_storeu_ps(out.p + 2 * gx_stride, _mm512_mul_ps(_mm512_mul_ps(tanh_c, o), _mm512_sub_ps(one, o)));
+    _mm512_storeu_ps(out.p + 3 * gx_stride, _mm512_mul_ps(i, _mm512_fnmadd_ps(u, u, one)));
+    _mm512_storeu_ps(out.k, _mm512_mul_ps(o, _mm512_fnmadd_ps(tanh_c, tanh_c, one)));
+    _mm512_storeu_ps(out.fk, _mm512_mul_ps(f, _mm512_set1_ps(keep)));
+  }
+}
+#else
+constexpr bool kBlockedAvailable = false;
+inline void panel_product(const float*, int64_t, int64_t, const float*, float*) {
+  TORCH_CHECK(false, "bytezoo_mlstm_cpu: the blocked products need an AVX-512 build");
+}
+#endif
+
+// For each panel p (in parallel over panels): tile = x (batch, depth) @ panels[p], then epilogue(p, tile) with the
+// tile (batch, 64) in a per-thread buffer. A task gets at least ~256K multiply-adds, so a small step stays on one
+// thread instead of paying a fork and join.
+template <typename Epilogue>
+inline void blocked_product(const float* x, int64_t batch, int64_t depth, const at::Tensor& panels,
+                            const Epilogue& epilogue) {
+  const int64_t count = panels.size(0);
+  const float* base = panels.data_ptr<float>();
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 18) / std::max<int64_t>(batch * depth * kPanelColumns, 1));
+  at::parallel_for(0, count, grain, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> tile;
+    tile.resize(static_cast<size_t>(batch * kPanelColumns));
+    for (int64_t p = begin; p < end; ++p) {
+      panel_product(x, batch, depth, base + p * depth * kPanelColumns, tile.data());
+      epilogue(p, tile.data());
+    }
+  });
+}
+
+bool blocked_products_available() { return kBlockedAvailable; }
+
+// The weights in the blocked products' layout (what the blocked_panels operator returns and forward takes):
+// W_mh (H, H) as (H/64, H, 64) panels of consecutive columns; W_h (H, 4H), columns gate-major (i, f, o, u), as
+// (H/16, H, 64) panels whose column 16g + j is gate g of unit 16p + j.
+std::vector<at::Tensor> blocked_panels(const at::Tensor& w_mh, const at::Tensor& w_h) {
+  const int64_t hidden = w_mh.size(0);
+  TORCH_CHECK(blocked_products_available(), "bytezoo_mlstm_cpu: the blocked products need an AVX-512 build");
+  TORCH_CHECK(w_mh.scalar_type() == at::kFloat && w_h.scalar_type() == at::kFloat && hidden % kPanelColumns == 0 &&
+                  w_mh.sizes() == at::IntArrayRef({hidden, hidden}) &&
+                  w_h.sizes() == at::IntArrayRef({hidden, 4 * hidden}),
+              "bytezoo_mlstm_cpu: blocked panels need float32 (H, H) and (H, 4H) weights with H a multiple of 64");
+  return {w_mh.reshape({hidden, hidden / kPanelColumns, kPanelColumns}).permute({1, 0, 2}).contiguous(),
+          w_h.reshape({hidden, 4, hidden / kPanelUnits, kPanelUnits})
+              .permute({2, 0, 1, 3})
+              .contiguous()
+              .view({hidden / kPanelUnits, hidden, kPanelColumns})};
+}
 
 // Which row of gates_x / mult_x step t of sequence b reads: (b, t) itself for (B, T, ...) inputs, or the token's row
 // of a (V, ...) table when input ids are given (a byte model's first layer: no (B, T, 4H) gather materialised).
@@ -267,7 +500,9 @@ template <typename mm_t, typename acc_t>
 std::vector<at::Tensor> forward_impl(const at::Tensor& gates_x, const at::Tensor& mult_x, const RecurrentMatmul& state_matmul,
                                      const RecurrentMatmul& mult_matmul, const at::Tensor& h0, const at::Tensor& c0,
                                      const std::optional<at::Tensor>& keep, const std::optional<at::Tensor>& held,
-                                     const std::optional<at::Tensor>& input_ids, bool save, bool return_cells) {
+                                     const std::optional<at::Tensor>& input_ids, bool save, bool return_cells,
+                                     const std::optional<at::Tensor>& w_mh_panels,
+                                     const std::optional<at::Tensor>& w_h_panels) {
   const int64_t batch = h0.size(0), hidden = h0.size(1);
   const int64_t steps = input_ids.has_value() ? input_ids->size(1) : gates_x.size(1);
   const auto acc_options = h0.options();
@@ -302,6 +537,12 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& gates_x, const at::Tensor
   acc_t* c_new_ptr = c_new.data_ptr<acc_t>();
   mm_t* h_in_mm_ptr = same_dtype ? nullptr : h_in_mm.data_ptr<mm_t>();
   mm_t* m_ptr = mult.data_ptr<mm_t>();
+  mm_t* hs_ptr = hs.data_ptr<mm_t>();
+  mm_t* cs_ptr = return_cells ? cs.data_ptr<mm_t>() : nullptr;
+  mm_t* products_ptr = save ? products.data_ptr<mm_t>() : nullptr;
+  acc_t* gate_coef_ptr = save ? gate_coef.data_ptr<acc_t>() : nullptr;
+  acc_t* cell_coef_ptr = save ? cell_coef.data_ptr<acc_t>() : nullptr;
+  acc_t* carry_coef_ptr = save ? carry_coef.data_ptr<acc_t>() : nullptr;
   const auto at_bt = [&](int64_t b, int64_t t, int64_t width) { return (b * steps + t) * width; };
 
   // Step 0's input state: the initial state after step 0's reset.
@@ -314,58 +555,103 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& gates_x, const at::Tensor
     }
   }
   const at::Tensor h_in_0 = save ? h_in.clone() : at::Tensor();
+  // The backward's dW_mh also needs every step's input state h_in; it is hs shifted by one step (times the reset
+  // mask), so it is not stored: the caller keeps hs and step 0's input state, returned here.
+  const auto finish_forward = [&]() {
+    std::vector<at::Tensor> result{hs, cs, h_new, c_new};
+    if (save) {
+      for (const at::Tensor& tensor : {products, gate_coef, cell_coef, carry_coef, h_in_0}) result.push_back(tensor);
+    }
+    return result;
+  };
 
+  // The pointwise work of step t for batch row b on a slice of the columns, shared by both ways of running the
+  // products. multiply: m[b, j0:j0+width] = a * mult_x (a given for the slice); gates: units u0..u0+width from z (the
+  // slice's gate g at z + g * z_stride), then the outputs and the next step's input state of those units.
+  const auto multiply = [&](int64_t t, int64_t b, int64_t j0, int64_t width, const mm_t* a) {
+    multiply_row<mm_t, acc_t>(width, a, mx + rows(b, t) * hidden + j0, m_ptr + b * hidden + j0,
+                              save ? products_ptr + at_bt(b, t, hidden) + j0 : nullptr);
+  };
+  const auto gates = [&](int64_t t, int64_t b, int64_t u0, int64_t width, const mm_t* z, int64_t z_stride) {
+    const acc_t keep_t = keep_ptr ? keep_ptr[b * steps + t] : acc_t(1);
+    const int64_t at = b * hidden + u0;
+    acc_t* p = save ? gate_coef_ptr + at_bt(b, t, 4 * hidden) + u0 : nullptr;
+    acc_t* k = save ? cell_coef_ptr + at_bt(b, t, hidden) + u0 : nullptr;
+    acc_t* fk = save ? carry_coef_ptr + at_bt(b, t, hidden) + u0 : nullptr;
+    if (held_ptr && held_ptr[b * steps + t]) {  // padding: the state passes through, no gradient into the gates
+      std::copy_n(h_in_ptr + at, width, h_new_ptr + at);
+      std::copy_n(c_in_ptr + at, width, c_new_ptr + at);
+      if (save) {
+        for (int64_t g = 0; g < 4; ++g) std::fill_n(p + g * hidden, width, acc_t(0));
+        std::fill_n(k, width, acc_t(0));
+        std::fill_n(fk, width, keep_t);
+      }
+    } else if (save) {
+      gate_row<true>(width, z, z_stride, gx + rows(b, t) * 4 * hidden + u0, hidden, c_in_ptr + at, keep_t,
+                     h_new_ptr + at, c_new_ptr + at, p, hidden, k, fk);
+    } else {
+      gate_row<false, mm_t, acc_t>(width, z, z_stride, gx + rows(b, t) * 4 * hidden + u0, hidden, c_in_ptr + at,
+                                   keep_t, h_new_ptr + at, c_new_ptr + at, nullptr, hidden, nullptr, nullptr);
+    }
+    const acc_t keep_next = (keep_ptr && t + 1 < steps) ? keep_ptr[b * steps + t + 1] : acc_t(1);
+    finish_row<mm_t, acc_t>(width, h_new_ptr + at, c_new_ptr + at, keep_next,
+                            hs_ptr + at_bt(b, t, hidden) + u0, cs_ptr ? cs_ptr + at_bt(b, t, hidden) + u0 : nullptr,
+                            h_in_ptr + at,
+                            c_in_ptr + at, h_in_mm_ptr ? h_in_mm_ptr + at : nullptr);
+  };
+
+  if constexpr (std::is_same_v<mm_t, float> && std::is_same_v<acc_t, float>) {
+    if (w_mh_panels.has_value()) {
+      for (int64_t t = 0; t < steps; ++t) {
+        // a = h_in @ W_mh, 64 columns at a time, each tile turned into m = a * mult_x[:, t] while in cache.
+        blocked_product(h_in_ptr, batch, hidden, *w_mh_panels, [&](int64_t panel, const float* tile) {
+          const int64_t j0 = panel * kPanelColumns;
+          for (int64_t b = 0; b < batch; ++b)
+            multiply_tile(tile + b * kPanelColumns, mx + rows(b, t) * hidden + j0, m_ptr + b * hidden + j0,
+                          save ? products_ptr + at_bt(b, t, hidden) + j0 : nullptr);
+        });
+        // z = m @ W_h, 16 units (all four gates) at a time, each tile turned into those units' new state.
+        blocked_product(m_ptr, batch, hidden, *w_h_panels, [&](int64_t panel, const float* tile) {
+          const int64_t u0 = panel * kPanelUnits;
+          for (int64_t b = 0; b < batch; ++b) {
+            const float* z = tile + b * kPanelColumns;
+            if (held_ptr && held_ptr[b * steps + t]) {
+              gates(t, b, u0, kPanelUnits, z, kPanelUnits);
+              continue;
+            }
+            const int64_t at = b * hidden + u0, out = at_bt(b, t, hidden) + u0;
+            const bool last = t + 1 == steps;
+            const GateTileOutputs outputs{
+                last ? h_new_ptr + at : nullptr, last ? c_new_ptr + at : nullptr, hs_ptr + out,
+                cs_ptr ? cs_ptr + out : nullptr, h_in_ptr + at, c_in_ptr + at, save ? gate_coef_ptr + at_bt(b, t, 4 * hidden) + u0 : nullptr,
+                save ? cell_coef_ptr + out : nullptr, save ? carry_coef_ptr + out : nullptr};
+            const float keep_t = keep_ptr ? keep_ptr[b * steps + t] : 1.0f;
+            const float keep_next = (keep_ptr && t + 1 < steps) ? keep_ptr[b * steps + t + 1] : 1.0f;
+            if (save)
+              gate_tile<true>(z, gx + rows(b, t) * 4 * hidden + u0, hidden, keep_t, keep_next, outputs);
+            else
+              gate_tile<false>(z, gx + rows(b, t) * 4 * hidden + u0, hidden, keep_t, keep_next, outputs);
+          }
+        });
+      }
+      return finish_forward();
+    }
+  }
   for (int64_t t = 0; t < steps; ++t) {
     // a = h_in @ W_mh; m = a * mult_x[:, t].
     const at::Tensor a = state_matmul(h_in_mm, a_buffer);
     const mm_t* a_ptr = a.data_ptr<mm_t>();
     for_rows(batch, hidden, [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        multiply_row<mm_t, acc_t>(hidden, a_ptr + b * hidden, mx + rows(b, t) * hidden, m_ptr + b * hidden,
-                                  save ? products.data_ptr<mm_t>() + at_bt(b, t, hidden) : nullptr);
-      }
+      for (int64_t b = begin; b < end; ++b) multiply(t, b, 0, hidden, a_ptr + b * hidden);
     });
     // z = m @ W_h; gates_x[:, t] is added in the pointwise pass, in acc.
     const at::Tensor z = mult_matmul(mult, z_buffer);
     const mm_t* z_ptr = z.data_ptr<mm_t>();
-    const bool has_next = t + 1 < steps;
     for_rows(batch, 4 * hidden, [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        const acc_t keep_t = keep_ptr ? keep_ptr[b * steps + t] : acc_t(1);
-        const int64_t row = b * hidden;
-        acc_t* p = save ? gate_coef.data_ptr<acc_t>() + at_bt(b, t, 4 * hidden) : nullptr;
-        acc_t* k = save ? cell_coef.data_ptr<acc_t>() + at_bt(b, t, hidden) : nullptr;
-        acc_t* fk = save ? carry_coef.data_ptr<acc_t>() + at_bt(b, t, hidden) : nullptr;
-        if (held_ptr && held_ptr[b * steps + t]) {  // padding: the state passes through, no gradient into the gates
-          std::copy_n(h_in_ptr + row, hidden, h_new_ptr + row);
-          std::copy_n(c_in_ptr + row, hidden, c_new_ptr + row);
-          if (save) {
-            std::fill_n(p, 4 * hidden, acc_t(0));
-            std::fill_n(k, hidden, acc_t(0));
-            std::fill_n(fk, hidden, keep_t);
-          }
-        } else if (save) {
-          gate_row<true>(hidden, z_ptr + 4 * row, gx + rows(b, t) * 4 * hidden, c_in_ptr + row, keep_t,
-                         h_new_ptr + row, c_new_ptr + row, p, k, fk);
-        } else {
-          gate_row<false, mm_t, acc_t>(hidden, z_ptr + 4 * row, gx + rows(b, t) * 4 * hidden, c_in_ptr + row, keep_t,
-                                       h_new_ptr + row, c_new_ptr + row, nullptr, nullptr, nullptr);
-        }
-        const acc_t keep_next = (keep_ptr && has_next) ? keep_ptr[b * steps + t + 1] : acc_t(1);
-        finish_row<mm_t, acc_t>(hidden, h_new_ptr + row, c_new_ptr + row, keep_next,
-                                hs.data_ptr<mm_t>() + at_bt(b, t, hidden),
-                                return_cells ? cs.data_ptr<mm_t>() + at_bt(b, t, hidden) : nullptr,
-                                h_in_ptr + row, c_in_ptr + row, h_in_mm_ptr ? h_in_mm_ptr + row : nullptr);
-      }
+      for (int64_t b = begin; b < end; ++b) gates(t, b, 0, hidden, z_ptr + 4 * b * hidden, hidden);
     });
   }
-  // The backward's dW_mh also needs every step's input state h_in; it is hs shifted by one step (times the reset
-  // mask), so it is not stored: the caller keeps hs and step 0's input state, returned here.
-  std::vector<at::Tensor> result{hs, cs, h_new, c_new};
-  if (save) {
-    for (const at::Tensor& tensor : {products, gate_coef, cell_coef, carry_coef, h_in_0}) result.push_back(tensor);
-  }
-  return result;
+  return finish_forward();
 }
 
 template <typename mm_t, typename acc_t>
@@ -485,7 +771,8 @@ std::vector<at::Tensor> mlstm_forward(const at::Tensor& gates_x, const at::Tenso
                                       const std::optional<at::Tensor>& w_h_packed, const at::Tensor& h0,
                                       const at::Tensor& c0, const std::optional<at::Tensor>& keep,
                                       const std::optional<at::Tensor>& held, const std::optional<at::Tensor>& input_ids,
-                                      bool save, bool return_cells) {
+                                      bool save, bool return_cells, const std::optional<at::Tensor>& w_mh_panels,
+                                      const std::optional<at::Tensor>& w_h_panels) {
   check(gates_x.size(-1) % 4 == 0, "gates_x's last dimension must be 4H");
   const int64_t hidden = gates_x.size(-1) / 4;
   const auto mm = gates_x.scalar_type(), acc = accumulate_type(mm);
@@ -509,16 +796,26 @@ std::vector<at::Tensor> mlstm_forward(const at::Tensor& gates_x, const at::Tenso
   check_state(h0, "h0", batch, hidden, acc);
   check_state(c0, "c0", batch, hidden, acc);
   check_masks(keep, held, acc, batch, steps);
+  check(w_mh_panels.has_value() == w_h_panels.has_value(), "give both weights' panels or neither");
+  if (w_mh_panels.has_value()) {
+    check(blocked_products_available() && mm == at::kFloat && hidden % kPanelColumns == 0,
+          "the blocked products need an AVX-512 build, float32 and H a multiple of 64");
+    check(w_mh_panels->is_contiguous() && w_mh_panels->scalar_type() == at::kFloat &&
+              w_mh_panels->sizes() == at::IntArrayRef({hidden / kPanelColumns, hidden, kPanelColumns}) &&
+              w_h_panels->is_contiguous() && w_h_panels->scalar_type() == at::kFloat &&
+              w_h_panels->sizes() == at::IntArrayRef({hidden / kPanelUnits, hidden, kPanelColumns}),
+          "panels must be what blocked_panels returns for these weights");
+  }
   const RecurrentMatmul state_matmul{w_mh, w_mh_packed}, mult_matmul{w_h, w_h_packed};
   BufferPool::instance().next_call();
   if (mm == at::kFloat)
     return forward_impl<float, float>(gates_x, mult_x, state_matmul, mult_matmul, h0, c0, keep, held, input_ids, save,
-                                      return_cells);
+                                      return_cells, w_mh_panels, w_h_panels);
   if (mm == at::kDouble)
     return forward_impl<double, double>(gates_x, mult_x, state_matmul, mult_matmul, h0, c0, keep, held, input_ids,
-                                        save, return_cells);
+                                        save, return_cells, std::nullopt, std::nullopt);
   return forward_impl<at::BFloat16, float>(gates_x, mult_x, state_matmul, mult_matmul, h0, c0, keep, held, input_ids,
-                                           save, return_cells);
+                                           save, return_cells, std::nullopt, std::nullopt);
 }
 
 std::vector<at::Tensor> mlstm_backward(const at::Tensor& gate_coef, const at::Tensor& cell_coef, const at::Tensor& carry_coef,
@@ -565,6 +862,19 @@ std::vector<at::Tensor> mlstm_backward(const at::Tensor& gate_coef, const at::Te
 
 void empty_cache() { BufferPool::instance().clear(); }
 
+// How many threads one of the loops' parallel passes runs on (at::parallel_for over `tasks` tasks): 1 in a build
+// without OpenMP, whatever torch.set_num_threads says. For tests and diagnostics.
+int64_t parallel_threads(int64_t tasks) {
+  std::mutex mutex;
+  std::vector<std::thread::id> seen;
+  at::parallel_for(0, tasks, 1, [&](int64_t, int64_t) {
+    std::lock_guard<std::mutex> guard(mutex);
+    if (std::find(seen.begin(), seen.end(), std::this_thread::get_id()) == seen.end())
+      seen.push_back(std::this_thread::get_id());
+  });
+  return static_cast<int64_t>(seen.size());
+}
+
 }  // namespace
 
 // Registered for every dispatch key (catch-all): the packed weights are oneDNN-layout tensors, and these operators
@@ -572,7 +882,8 @@ void empty_cache() { BufferPool::instance().clear(); }
 TORCH_LIBRARY(bytezoo_mlstm_cpu, m) {
   m.def(
       "forward(Tensor gates_x, Tensor mult_x, Tensor w_mh, Tensor w_h, Tensor? w_mh_packed, Tensor? w_h_packed, "
-      "Tensor h0, Tensor c0, Tensor? keep, Tensor? held, Tensor? input_ids, bool save, bool return_cells) -> Tensor[]",
+      "Tensor h0, Tensor c0, Tensor? keep, Tensor? held, Tensor? input_ids, bool save, bool return_cells, "
+      "Tensor? w_mh_panels, Tensor? w_h_panels) -> Tensor[]",
       &mlstm_forward);
   m.def(
       "backward(Tensor gate_coef, Tensor cell_coef, Tensor carry_coef, Tensor mult_x, Tensor products, Tensor? keep, "
@@ -581,4 +892,7 @@ TORCH_LIBRARY(bytezoo_mlstm_cpu, m) {
       "Tensor d_h_last, Tensor d_c_last, Tensor? input_ids) -> Tensor[]",
       &mlstm_backward);
   m.def("empty_cache() -> ()", &empty_cache);
+  m.def("blocked_products_available() -> bool", &blocked_products_available);
+  m.def("blocked_panels(Tensor w_mh, Tensor w_h) -> Tensor[]", &blocked_panels);
+  m.def("parallel_threads(int tasks) -> int", &parallel_threads);
 }

@@ -1,0 +1,181 @@
+"""The compiled loops' register-blocked fp32 products (csrc/mlstm_cpu.cpp, policy in kernels/mlstm_packing.py):
+the same results as the library-GEMM loops and the reference, every batch-row tail of the micro-kernel, masks,
+saved coefficients; when the policy uses them; the panel cache; one OpenMP runtime in the process.
+
+Skipped where the compiled loops cannot run or the build has no AVX-512 (the library-GEMM loops run there)."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from kernel_problems import TOLERANCES, random_problem
+
+from bytezoo.kernels import _cpu_extension, mlstm_fused_cpu, mlstm_packing, mlstm_scan, mlstm_scan_ref
+
+
+@pytest.fixture
+def ops():
+    if mlstm_fused_cpu.unavailable_reason() is not None:
+        pytest.skip(f"the compiled CPU loops are unavailable here: {mlstm_fused_cpu.unavailable_reason()}")
+    ops = _cpu_extension.cpu_ops()
+    if not ops.blocked_products_available():
+        pytest.skip("this build has no AVX-512: the blocked products are not compiled in")
+    mlstm_packing.panel_cache.clear()
+    yield ops
+    mlstm_packing.panel_cache.clear()
+
+
+def call_forward(ops, inputs, reset, hold, save, panels, input_ids=None):
+    """The forward operator as mlstm_fused_cpu calls it; library GEMMs when panels is None."""
+    gates_x, mult_x, w_mh, w_h, h0, c0 = inputs
+    keep = None if reset is None else (~reset).float().contiguous()
+    w_mh_panels, w_h_panels = panels if panels is not None else (None, None)
+    return ops.forward(gates_x.contiguous(), mult_x.contiguous(), w_mh, w_h, None, None, h0, c0, keep, hold,
+                       input_ids, save, True, w_mh_panels, w_h_panels)
+
+
+# Batch sizes cover every micro-kernel tail (the kernel takes 6 rows at a time: 1-5 left over, and none); hidden
+# sizes one panel of W_mh (64), several, and one that is not a power of two.
+@pytest.mark.parametrize("hidden", [64, 128, 192])
+@pytest.mark.parametrize("batch", [1, 2, 3, 4, 5, 6, 13])
+@pytest.mark.parametrize("save", [False, True], ids=["inference", "saving"])
+def test_blocked_forward_equals_library_products(ops, hidden, batch, save):
+    inputs, reset, hold = random_problem(batch=batch, steps=6, hidden=hidden)
+    panels = tuple(ops.blocked_panels(inputs[2], inputs[3]))
+    blocked = call_forward(ops, inputs, reset, hold, save, panels)
+    library = call_forward(ops, inputs, reset, hold, save, None)
+    assert len(blocked) == len(library) == (9 if save else 4)
+    for index, (got, want) in enumerate(zip(blocked, library)):  # outputs, then the backward's coefficients
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=lambda m: f"output {index}: {m}")
+    expected = mlstm_scan_ref(*inputs, reset=reset, hold=hold, return_cells=True)
+    rtol, atol = TOLERANCES[torch.float32]
+    for got, want in zip(blocked[:4], expected):
+        torch.testing.assert_close(got, want, rtol=rtol, atol=atol)
+
+
+def test_blocked_forward_reads_table_rows(ops):
+    """A byte model's first layer: (V, 4H)/(V, H) tables read at input_ids, as the library-GEMM loops do."""
+    (_, _, w_mh, w_h, h0, c0), reset, hold = random_problem(batch=7, steps=5, hidden=64)
+    tables = torch.randn(11, 256), torch.randn(11, 64)
+    ids = torch.randint(0, 11, (7, 5))
+    inputs = [*tables, w_mh, w_h, h0, c0]
+    panels = tuple(ops.blocked_panels(w_mh, w_h))
+    blocked = call_forward(ops, inputs, reset, hold, False, panels, input_ids=ids)
+    expected = mlstm_scan_ref(tables[0][ids], tables[1][ids], w_mh, w_h, h0, c0, reset=reset, hold=hold,
+                              return_cells=True)
+    rtol, atol = TOLERANCES[torch.float32]
+    for got, want in zip(blocked, expected):
+        torch.testing.assert_close(got, want, rtol=rtol, atol=atol)
+
+
+def test_nan_propagates_through_the_blocked_products(ops):
+    inputs, _, _ = random_problem(batch=3, steps=5, hidden=64, masks=False)
+    inputs[0][1, 2, 5] = float("nan")
+    blocked = call_forward(ops, inputs, None, None, False, tuple(ops.blocked_panels(inputs[2], inputs[3])))
+    expected = mlstm_scan_ref(*inputs, return_cells=True)
+    for got, want in zip(blocked, expected):
+        assert torch.equal(got.isnan(), want.isnan())
+    assert blocked[0][1, 2:].isnan().any() and not blocked[0][0].isnan().any()
+
+
+def test_saturated_gates_stay_within_tolerance(ops):
+    """|pre-activations| up to ~50: the vector tanh's clamp and its reciprocal estimate (refined once) hold there."""
+    inputs, reset, hold = random_problem(batch=5, steps=9, hidden=64)
+    inputs[0] = inputs[0] * 12
+    blocked = call_forward(ops, inputs, reset, hold, False, tuple(ops.blocked_panels(inputs[2], inputs[3])))
+    rtol, atol = TOLERANCES[torch.float32]
+    for got, want in zip(blocked, mlstm_scan_ref(*inputs, reset=reset, hold=hold, return_cells=True)):
+        torch.testing.assert_close(got, want, rtol=rtol, atol=atol)
+
+
+def test_misused_panels_are_refused_by_name(ops):
+    inputs, _, _ = random_problem(batch=2, steps=3, hidden=64, masks=False)
+    w_mh_panels, w_h_panels = ops.blocked_panels(inputs[2], inputs[3])
+    with pytest.raises(RuntimeError, match="give both weights' panels or neither"):
+        call_forward(ops, inputs, None, None, False, (w_mh_panels, None))
+    with pytest.raises(RuntimeError, match="panels must be what blocked_panels returns"):
+        call_forward(ops, inputs, None, None, False, (w_mh_panels, w_h_panels.transpose(1, 2)))
+    with pytest.raises(RuntimeError, match="H a multiple of 64"):
+        ops.blocked_panels(torch.randn(48, 48), torch.randn(48, 192))
+
+
+def test_policy_uses_panels_only_for_long_fp32_inference_within_the_limit(ops, monkeypatch):
+    monkeypatch.setattr(mlstm_packing, "BLOCKED_MAX_SIZE", 128)
+    steps = mlstm_packing.PACK_MIN_STEPS
+    w_mh, w_h = torch.randn(128, 128), torch.randn(128, 512)
+    assert mlstm_packing.blocked_panels(ops, w_mh, w_h, steps, save=True) is None  # training keeps library GEMMs
+    assert mlstm_packing.blocked_panels(ops, w_mh.bfloat16(), w_h.bfloat16(), steps, save=False) is None
+    assert mlstm_packing.blocked_panels(ops, torch.randn(96, 96), torch.randn(96, 384), steps, save=False) is None
+    big = torch.randn(192, 192), torch.randn(192, 768)
+    assert mlstm_packing.blocked_panels(ops, *big, steps, save=False) is None  # over the measured limit
+    assert mlstm_packing.blocked_panels(ops, w_mh, w_h, steps - 1, save=False) is None  # too short to lay them out
+    monkeypatch.setattr(mlstm_packing, "BLOCKED_PRODUCTS", False)
+    assert mlstm_packing.blocked_panels(ops, w_mh, w_h, steps, save=False) is None
+    monkeypatch.setattr(mlstm_packing, "BLOCKED_PRODUCTS", True)
+    panels = mlstm_packing.blocked_panels(ops, w_mh, w_h, steps, save=False)
+    assert panels is not None
+    torch.testing.assert_close(panels[0][1, :, 3], w_mh[:, 64 + 3], rtol=0, atol=0)  # panel 1, column 3
+    torch.testing.assert_close(panels[1][2, :, 16 * 3 + 5], w_h[:, 3 * 128 + 2 * 16 + 5], rtol=0, atol=0)  # u, unit 37
+
+
+def test_panel_cache_serves_short_calls_and_never_a_changed_weight(ops, monkeypatch):
+    monkeypatch.setattr(mlstm_packing, "BLOCKED_MAX_SIZE", 64)
+    w_mh, w_h = torch.randn(64, 64), torch.randn(64, 256)
+    panels = mlstm_packing.blocked_panels(ops, w_mh, w_h, mlstm_packing.PACK_MIN_STEPS, save=False)
+    assert mlstm_packing.blocked_panels(ops, w_mh, w_h, 1, save=False) is panels  # one-byte calls reuse them
+    assert mlstm_packing.blocked_panels(ops, w_mh.clone(), w_h, 1, save=False) is None  # another tensor: no match
+    w_h.add_(1.0)  # changed in place (an optimizer step): the old panels must not serve
+    assert mlstm_packing.blocked_panels(ops, w_mh, w_h, 1, save=False) is None
+    fresh = mlstm_packing.blocked_panels(ops, w_mh, w_h, mlstm_packing.PACK_MIN_STEPS, save=False)
+    torch.testing.assert_close(fresh[1][0, :, 0], w_h[:, 0], rtol=0, atol=0)
+
+
+def test_inference_through_the_public_scan_uses_and_reuses_panels(ops, monkeypatch):
+    """kernel="fused" without autograd: a long call lays out and caches the panels, a one-step call continuing from
+    its state uses them, and both agree with the reference."""
+    monkeypatch.setattr(mlstm_packing, "BLOCKED_MAX_SIZE", 64)
+    inputs, _, _ = random_problem(batch=4, steps=mlstm_packing.PACK_MIN_STEPS + 1, hidden=64, masks=False)
+    gates_x, mult_x, w_mh, w_h, h0, c0 = inputs
+    made = []
+    real = ops.blocked_panels
+    monkeypatch.setattr(mlstm_packing, "panel_cache", mlstm_packing._PanelCache())
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(ops, name)
+
+        def blocked_panels(self, *args):
+            made.append(1)
+            return real(*args)
+
+    monkeypatch.setattr(_cpu_extension, "cpu_ops", lambda: Spy())
+    with torch.no_grad():
+        head = mlstm_scan(gates_x[:, :-1], mult_x[:, :-1], w_mh, w_h, h0, c0, kernel="fused")
+        tail = mlstm_scan(gates_x[:, -1:], mult_x[:, -1:], w_mh, w_h, head[2], head[3], kernel="fused")
+    assert len(made) == 1 and len(mlstm_packing.panel_cache.entries) == 1
+    expected = mlstm_scan_ref(*inputs)
+    rtol, atol = TOLERANCES[torch.float32]
+    torch.testing.assert_close(torch.cat([head[0], tail[0]], dim=1), expected[0], rtol=rtol, atol=atol)
+    torch.testing.assert_close(tail[3], expected[3], rtol=rtol, atol=atol)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/maps")
+def test_one_openmp_runtime_in_the_process(ops):
+    """The library is built with -fopenmp (so its parallel passes run in parallel); its libgomp.so.1 must resolve to
+    the copy torch loaded, or two thread pools would fight over the cores. In a fresh process: other packages (scikit-
+    learn) bring their own, differently named runtimes."""
+    script = (
+        "import pathlib, torch\n"
+        "from bytezoo.kernels import _cpu_extension\n"
+        "assert _cpu_extension.cpu_ops() is not None\n"
+        "maps = pathlib.Path('/proc/self/maps').read_text().splitlines()\n"
+        "print(sorted({l.split()[-1] for l in maps if l.split()[-1].endswith('/libgomp.so.1')}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    runtimes = ast.literal_eval(done.stdout.strip().splitlines()[-1])
+    assert len(runtimes) == 1 and Path(torch.__file__).parent in Path(runtimes[0]).parents, runtimes
