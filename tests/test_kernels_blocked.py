@@ -122,6 +122,23 @@ def test_policy_uses_panels_only_for_long_fp32_inference_within_the_limit(ops, m
     torch.testing.assert_close(panels[1][2, :, 16 * 3 + 5], w_h[:, 3 * 128 + 2 * 16 + 5], rtol=0, atol=0)  # u, unit 37
 
 
+def test_policy_reads_the_limit_measured_for_this_many_threads(ops, monkeypatch):
+    from bytezoo.kernels import mlstm_calibration
+
+    limits = {**mlstm_calibration.DEFAULTS, "fp32_blocked_max_size": 64, "fp32_blocked_max_size_threads": 128}
+    monkeypatch.setattr(mlstm_calibration, "thresholds", lambda: limits)
+    monkeypatch.setattr(mlstm_packing, "BLOCKED_MAX_SIZE", None)
+    w_mh, w_h = torch.randn(128, 128), torch.randn(128, 512)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert mlstm_packing.blocked_panels(ops, w_mh, w_h, mlstm_packing.PACK_MIN_STEPS, save=False) is None
+        torch.set_num_threads(2)
+        assert mlstm_packing.blocked_panels(ops, w_mh, w_h, mlstm_packing.PACK_MIN_STEPS, save=False) is not None
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_panel_cache_serves_short_calls_and_never_a_changed_weight(ops, monkeypatch):
     monkeypatch.setattr(mlstm_packing, "BLOCKED_MAX_SIZE", 64)
     w_mh, w_h = torch.randn(64, 64), torch.randn(64, 256)

@@ -19,7 +19,8 @@ def calibrating(tmp_path, monkeypatch):
 
     def fake_measure():
         calls.append(1)
-        return {"fp32_min_size": 512, "bf16_min_size": 1, "fp32_blocked_max_size": 2048, "timings": {}, "seconds": 0.0}
+        return {"fp32_min_size": 512, "bf16_min_size": 1, "fp32_blocked_max_size": 2048,
+                "fp32_blocked_max_size_threads": 4096, "timings": {}, "seconds": 0.0}
 
     monkeypatch.setattr(mlstm_calibration, "measure", fake_measure)
     monkeypatch.setattr(mlstm_calibration, "other_processes_busy", lambda: 0.0)  # a quiet machine unless a test says
@@ -34,7 +35,8 @@ def test_switch_off_uses_the_builtin_rule(monkeypatch):
 
 
 def test_measured_once_cached_and_reused(calibrating, tmp_path):
-    assert mlstm_calibration.thresholds() == {"fp32_min_size": 512, "bf16_min_size": 1, "fp32_blocked_max_size": 2048}
+    assert mlstm_calibration.thresholds() == {"fp32_min_size": 512, "bf16_min_size": 1, "fp32_blocked_max_size": 2048,
+                                              "fp32_blocked_max_size_threads": 4096}
     path = mlstm_calibration.cache_path()
     assert path.parent == tmp_path / "bytezoo" and path.exists()
     assert mlstm_calibration.calibration_key() in path.name
@@ -83,11 +85,20 @@ def test_packing_follows_the_calibrated_threshold(calibrating, monkeypatch):
     assert mlstm_packing.RecurrentMatmul(weight, 64, 64).packed is None
 
 
+def test_blocked_limit_stops_at_the_first_loss_and_extrapolates_one_octave():
+    assert mlstm_calibration.blocked_limit([(256, 0.7), (1024, 1.05)]) == 512
+    assert mlstm_calibration.blocked_limit([(256, 0.7), (1024, 0.9)]) == 2048
+    assert mlstm_calibration.blocked_limit([(256, 1.2)]) == 0
+    assert mlstm_calibration.blocked_limit([(256, 1.2), (1024, 0.5)]) == 0  # a win above a loss is not believed
+    assert mlstm_calibration.blocked_limit([]) == 0
+
+
 def test_real_measurement_is_short_and_well_formed():
     """Runs the real (tiny) measurement once: shape of the result only, never its numbers."""
     result = mlstm_calibration.measure(sizes=(64, 128), batch=8, blocked_shapes=((64, 8, 4), (128, 8, 4)))
     assert set(mlstm_calibration.DEFAULTS) <= set(result) and result["seconds"] < 10
-    assert result["fp32_blocked_max_size"] in (0, 90, mlstm_calibration.NEVER)  # 90: between 64 and 128
+    for key in ("fp32_blocked_max_size", "fp32_blocked_max_size_threads"):
+        assert result[key] in (0, 90, 256)  # 90: between 64 and 128; 256: won at both
 
 
 def test_a_measurement_under_load_is_provisional_until_a_quiet_process_repeats_it(calibrating, monkeypatch):

@@ -29,12 +29,15 @@ from pathlib import Path
 import torch
 
 ENV_SWITCH = "BYTEZOO_KERNEL_CALIBRATION"  # "0": built-in rule, no measurement; "refresh": measure again
-VERSION = 2  # bump when what is measured or how it is decided changes
+VERSION = 3  # bump when what is measured or how it is decided changes
 SIZES = (256, 512, 1024)  # hidden sizes timed; packing is decided from the smallest size where it wins for all larger
 BATCH = 64
 WIN = 0.95  # packed must take at most this fraction of plain's time
 # The built-in rule (Intel Xeon with AMX, 2026-11; see mlstm_packing): fp32 packs from H=1024, bf16 always.
-DEFAULTS = {"fp32_min_size": 1024, "bf16_min_size": 1, "fp32_blocked_max_size": 512}
+# Blocked products, fp32 inference (Intel Xeon with AMX, 2026-11-30): up to H=512 on one thread, up to 2048 on two
+# (they won at 256 and 1024 there, and lost at 4096).
+DEFAULTS = {"fp32_min_size": 1024, "bf16_min_size": 1, "fp32_blocked_max_size": 512,
+            "fp32_blocked_max_size_threads": 2048}
 # The compiled loops' register-blocked products against library GEMMs, whole fp32 inference forwards: (H, B, T).
 BLOCKED_SHAPES = ((256, 32, 32), (1024, 64, 8))
 NEVER = 1 << 30
@@ -120,7 +123,18 @@ def measure(sizes=SIZES, batch: int = BATCH, blocked_shapes=BLOCKED_SHAPES) -> d
                 break
             threshold = hidden
         result[f"{name}_min_size"] = 1 if threshold == min(sizes) else threshold
-    result["fp32_blocked_max_size"] = _measure_blocked(result["fp32_min_size"], timings, blocked_shapes)
+    # Blocked against library products rank differently on one thread and on several (the library-GEMM loops'
+    # pointwise passes and oneDNN's GEMMs use threads differently), so both are measured: one thread, and the
+    # threads this process has (when more than one; else the built-in rule).
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        result["fp32_blocked_max_size"] = _measure_blocked(result["fp32_min_size"], timings, blocked_shapes, "1 thread")
+    finally:
+        torch.set_num_threads(threads)
+    result["fp32_blocked_max_size_threads"] = (
+        _measure_blocked(result["fp32_min_size"], timings, blocked_shapes, f"{threads} threads") if threads > 1
+        else DEFAULTS["fp32_blocked_max_size_threads"])
     result["timings"] = timings
     result["seconds"] = time.perf_counter() - started
     result["threads"] = torch.get_num_threads()
@@ -128,11 +142,13 @@ def measure(sizes=SIZES, batch: int = BATCH, blocked_shapes=BLOCKED_SHAPES) -> d
     return result
 
 
-def _measure_blocked(fp32_min_size: int, timings: dict, shapes=BLOCKED_SHAPES, repeats: int = 5) -> int:
+def _measure_blocked(fp32_min_size: int, timings: dict, shapes=BLOCKED_SHAPES, label: str = "",
+                     repeats: int = 5) -> int:
     """The largest hidden size for which the compiled loops' blocked products should run fp32 inference: whole
     forwards (table inputs, no saving) at each (H, B, T) of ``shapes``, blocked against library GEMMs (oneDNN-packed
     where ``fp32_min_size`` says so), interleaved, medians. Blocked is used up to the geometric midpoint between the
-    last shape where it won (from the smallest up) and the next; 0 when it lost at the smallest or cannot run."""
+    last shape where it won (from the smallest up) and the next (2x the largest if it won there too); 0 when it lost
+    at the smallest or cannot run."""
     from . import _cpu_extension
     from .mlstm_packing import PACK_FP32_BATCHES, _packing_works
 
@@ -140,8 +156,8 @@ def _measure_blocked(fp32_min_size: int, timings: dict, shapes=BLOCKED_SHAPES, r
     if ops is None or not ops.blocked_products_available():
         return 0
     generator = torch.Generator().manual_seed(0)
-    limit = 0
-    for index, (hidden, batch, steps) in enumerate(shapes):
+    ratios = []
+    for hidden, batch, steps in shapes:
         w_mh = torch.randn(hidden, hidden, generator=generator) / hidden**0.5
         w_h = torch.randn(hidden, 4 * hidden, generator=generator) / hidden**0.5
         gates_x = torch.randn(256, 4 * hidden, generator=generator)  # a byte model's (V, 4H) and (V, H) tables
@@ -167,19 +183,33 @@ def _measure_blocked(fp32_min_size: int, timings: dict, shapes=BLOCKED_SHAPES, r
                 fn()
                 times.append(time.perf_counter() - start)
         ratio = statistics.median(blocked_times) / statistics.median(library_times)
-        timings[f"blocked/H={hidden},B={batch},T={steps}"] = {
+        timings[f"blocked/H={hidden},B={batch},T={steps}/{label}"] = {
             "library_s": statistics.median(library_times), "blocked_s": statistics.median(blocked_times),
             "blocked_over_library": ratio}
+        ratios.append((hidden, ratio))
+        if ratio > 1.0:
+            break  # larger sizes are not measured: the rule stops at the first loss
+    return blocked_limit(ratios)
+
+
+def blocked_limit(ratios: list[tuple[int, float]]) -> int:
+    """The largest H for the blocked products from (H, blocked time / library time) in increasing H: up to the
+    geometric midpoint between the last size where they won (from the smallest up) and the next; past the largest
+    measured size only one octave (at H=4096, B=512, two threads they measured 0.95x the library products, with
+    320 MB of panels besides). 0 if they lost at the smallest."""
+    limit = 0
+    for index, (hidden, ratio) in enumerate(ratios):
         if ratio > 1.0:
             break
-        following = shapes[index + 1][0] if index + 1 < len(shapes) else None
-        limit = NEVER if following is None else int((hidden * following) ** 0.5)
+        following = ratios[index + 1][0] if index + 1 < len(ratios) else 4 * hidden
+        limit = int((hidden * following) ** 0.5)
     return limit
 
 
 def thresholds() -> dict:
-    """``{"fp32_min_size": int, "bf16_min_size": int, "fp32_blocked_max_size": int}`` for this machine: the built-in
-    rule with ``BYTEZOO_KERNEL_CALIBRATION=0``, else the cached measurement, else measured now (once per process)."""
+    """``{"fp32_min_size": int, "bf16_min_size": int, "fp32_blocked_max_size": int,
+    "fp32_blocked_max_size_threads": int}`` for this machine (the last two: one thread, several): the built-in rule
+    with ``BYTEZOO_KERNEL_CALIBRATION=0``, else the cached measurement, else measured now (once per process)."""
     switch = os.environ.get(ENV_SWITCH, "1").strip().lower()
     if switch == "0":
         return dict(DEFAULTS)

@@ -49,9 +49,10 @@ PACK_MIN_STEPS = 32
 PACK_MIN_SIZE: int | None = None  # fp32: pack weights whose smaller side is at least this
 PACK_BF16_MIN_SIZE: int | None = None  # bf16: likewise (the built-in rule: always)
 PACK_FP32_BATCHES = range(32, 129)
-# The compiled loops' panels (fp32 inference): used for H up to BLOCKED_MAX_SIZE (None = calibrated; the built-in
-# rule, measured on an Intel Xeon with AMX on 2026-11-30, one thread / two threads, forward time library GEMMs over
-# panels: H=256 B=32 T=128 1.08 / 1.36, H=512 B=32 T=32 0.98 / 1.17, H=1024 B=64 T=32 0.93 / 1.00-1.05, so up to 512).
+# The compiled loops' panels (fp32 inference): used for H up to BLOCKED_MAX_SIZE (None = calibrated, one limit for
+# one thread and one for several; the built-in rule, measured on an Intel Xeon with AMX on 2026-11-30, one thread /
+# two threads, forward time library GEMMs over panels: H=256 B=32 T=128 1.08 / 1.36, H=512 B=32 T=32 0.98 / 1.17,
+# H=1024 B=64 T=32 0.93 / 1.00-1.05, H=4096 B=512 T=8 (two threads) 0.95: one thread up to 512, two up to 2048).
 # Laying the panels out costs a copy of both weights, about one step's products: a call that finds no cached panels
 # makes them only from PACK_MIN_STEPS steps (one-byte calls then use library GEMMs until a longer call made them).
 BLOCKED_PRODUCTS = True
@@ -156,7 +157,8 @@ def blocked_panels(ops, w_mh: Tensor, w_h: Tensor, steps: int, save: bool) -> tu
         return None
     if not ops.blocked_products_available():
         return None
-    if hidden > _threshold(BLOCKED_MAX_SIZE, "fp32_blocked_max_size"):
+    key = "fp32_blocked_max_size" if torch.get_num_threads() == 1 else "fp32_blocked_max_size_threads"
+    if hidden > _threshold(BLOCKED_MAX_SIZE, key):
         return None
     panels = panel_cache.get(w_mh, w_h)
     if panels is None and steps >= PACK_MIN_STEPS:
