@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from kernel_problems import TOLERANCES, random_problem
@@ -151,6 +152,24 @@ def test_panel_cache_serves_short_calls_and_never_a_changed_weight(ops, monkeypa
     torch.testing.assert_close(fresh[1][0, :, 0], w_h[:, 0], rtol=0, atol=0)
 
 
+def test_inference_mode_tensors_get_panels_per_call_and_never_from_the_cache(ops, monkeypatch):
+    """Tensors made under torch.inference_mode track no version counter (the Featurizer runs there): their panels
+    are made for long calls and never cached, so an in-place change can never be served stale panels."""
+    monkeypatch.setattr(mlstm_packing, "BLOCKED_MAX_SIZE", 64)
+    steps = mlstm_packing.PACK_MIN_STEPS
+    inputs, _, _ = random_problem(batch=3, steps=steps, hidden=64, masks=False)
+    with torch.inference_mode():
+        w_mh, w_h = inputs[2].clone(), inputs[3].clone()
+        assert mlstm_packing.blocked_panels(ops, w_mh, w_h, steps, save=False) is not None
+        assert mlstm_packing.blocked_panels(ops, w_mh, w_h, 1, save=False) is None and not mlstm_packing.panel_cache.entries
+        w_h.mul_(0.5)
+        got = mlstm_scan(inputs[0], inputs[1], w_mh, w_h, *inputs[4:], kernel="fused")
+    expected = mlstm_scan_ref(inputs[0], inputs[1], inputs[2], inputs[3] * 0.5, *inputs[4:])
+    rtol, atol = TOLERANCES[torch.float32]
+    for actual, want in zip(got, expected):
+        torch.testing.assert_close(actual, want, rtol=rtol, atol=atol)
+
+
 def test_inference_through_the_public_scan_uses_and_reuses_panels(ops, monkeypatch):
     """kernel="fused" without autograd: a long call lays out and caches the panels, a one-step call continuing from
     its state uses them, and both agree with the reference."""
@@ -178,6 +197,38 @@ def test_inference_through_the_public_scan_uses_and_reuses_panels(ops, monkeypat
     rtol, atol = TOLERANCES[torch.float32]
     torch.testing.assert_close(torch.cat([head[0], tail[0]], dim=1), expected[0], rtol=rtol, atol=atol)
     torch.testing.assert_close(tail[3], expected[3], rtol=rtol, atol=atol)
+
+
+def test_featurizer_features_equal_with_and_without_the_blocked_products(ops, monkeypatch):
+    """The practitioner's path end to end (inference mode, packed rows with resets, two layers: the second reads
+    gathered inputs, not tables): the blocked products give the library products' features."""
+    import bytezoo
+    from bytezoo.transfer import Featurizer
+
+    monkeypatch.setattr(mlstm_packing, "BLOCKED_MAX_SIZE", 64)
+    made_panels = []
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(ops, name)
+
+        def blocked_panels(self, *args):
+            made_panels.append(1)
+            return ops.blocked_panels(*args)
+
+    monkeypatch.setattr(_cpu_extension, "cpu_ops", lambda: Spy())
+    torch.manual_seed(0)
+    model = bytezoo.create_model("mlstm-256", hidden_size=64, embedding_size=16, num_layers=2)
+    texts = ["a fine film, funny and warm" * 3, "dull.", "not bad at all, really " * 4, "x" * 70]
+    features = {}
+    for blocked in (True, False):
+        monkeypatch.setattr(mlstm_packing, "BLOCKED_PRODUCTS", blocked)
+        made = len(mlstm_packing.panel_cache.entries)
+        features[blocked] = Featurizer(model, batch_size=2, progress=False).fit().transform(texts)
+        assert len(mlstm_packing.panel_cache.entries) == made  # inference-mode weights: never cached
+        assert bool(made_panels) == blocked  # the long packed rows did take the blocked products
+        made_panels.clear()
+    np.testing.assert_allclose(features[True], features[False], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/maps")

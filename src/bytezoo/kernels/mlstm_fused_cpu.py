@@ -3,8 +3,9 @@ float32, bfloat16 and float64, with a hand-written backward.
 
 Per step the two matrix products plus one vectorised pointwise pass that also writes the backward's coefficients;
 batch-major tensors in and out (no transposed copies); large buffers recycled between calls. The weight gradients are
-then two large products over all B*T positions. Recurrent weights are packed for oneDNN where that measured faster
-(:mod:`bytezoo.kernels.mlstm_packing`). It reads a byte model's (V, ...) tables in place given ``input_ids``, so the
+then two large products over all B*T positions. Recurrent weights are packed for oneDNN where that measured faster,
+and fp32 inference runs the loops' own register-blocked AVX-512 products, the pointwise work fused into each tile,
+where the first-use calibration found them faster (:mod:`bytezoo.kernels.mlstm_packing`). It reads a byte model's (V, ...) tables in place given ``input_ids``, so the
 first layer never materialises (B, T, 4H) inputs; the table rows' gradients are summed here too.
 
 Building and caching the shared library (compiler flags, build keys, locks, the fallback when no compiler is found) is

@@ -11,7 +11,8 @@ the signature of :func:`~bytezoo.kernels.mlstm_ref.mlstm_scan_ref`:
     ``mlstm_fused_torch.py``  the same algorithm as plain-PyTorch loops fused per step; any device, any floating dtype
     ``mlstm_triton.py``       Triton pointwise kernels + cuBLAS products, for NVIDIA GPUs
 
-beside ``mlstm_packing.py`` (when the fused engines pack a weight for oneDNN: a measured policy both of them use) and
+beside ``mlstm_packing.py`` (when the fused engines lay a weight out for oneDNN or for the compiled loops' own
+register-blocked products: a measured policy) and
 ``_scan_common.py`` (layouts, masks and the backward algebra they share). Flat files rather than a ``kernels/mlstm/``
 folder: the package holds this one op, and the ``mlstm_`` prefix already groups its files.
 

@@ -160,9 +160,12 @@ def blocked_panels(ops, w_mh: Tensor, w_h: Tensor, steps: int, save: bool) -> tu
     key = "fp32_blocked_max_size" if torch.get_num_threads() == 1 else "fp32_blocked_max_size_threads"
     if hidden > _threshold(BLOCKED_MAX_SIZE, key):
         return None
-    panels = panel_cache.get(w_mh, w_h)
+    # Tensors made under torch.inference_mode have no version counter, so an in-place change could not be seen:
+    # their panels are made per call, never kept (the Featurizer's calls are long enough not to notice).
+    cacheable = not (w_mh.is_inference() or w_h.is_inference()) and 5 * hidden * hidden * 4 <= PANEL_CACHE_BYTES
+    panels = panel_cache.get(w_mh, w_h) if cacheable else None
     if panels is None and steps >= PACK_MIN_STEPS:
         panels = tuple(ops.blocked_panels(w_mh, w_h))
-        if 5 * hidden * hidden * 4 <= PANEL_CACHE_BYTES:
+        if cacheable:
             panel_cache.put(w_mh, w_h, panels)
     return panels
