@@ -108,16 +108,18 @@ def test_policy_uses_panels_only_for_long_fp32_inference_within_the_limit(ops, m
     monkeypatch.setattr(mlstm_packing, "BLOCKED_MAX_SIZE", 128)
     steps = mlstm_packing.PACK_MIN_STEPS
     w_mh, w_h = torch.randn(128, 128), torch.randn(128, 512)
-    assert mlstm_packing.blocked_panels(ops, w_mh, w_h, steps, save=True) is None  # training keeps library GEMMs
-    assert mlstm_packing.blocked_panels(ops, w_mh.bfloat16(), w_h.bfloat16(), steps, save=False) is None
-    assert mlstm_packing.blocked_panels(ops, torch.randn(96, 96), torch.randn(96, 384), steps, save=False) is None
+    assert mlstm_packing.blocked_panels(ops, w_mh, w_h, 8, steps, save=True) is None  # training keeps library GEMMs
+    assert mlstm_packing.blocked_panels(ops, w_mh.bfloat16(), w_h.bfloat16(), 8, steps, save=False) is None
+    assert mlstm_packing.blocked_panels(ops, torch.randn(96, 96), torch.randn(96, 384), 8, steps, save=False) is None
     big = torch.randn(192, 192), torch.randn(192, 768)
-    assert mlstm_packing.blocked_panels(ops, *big, steps, save=False) is None  # over the measured limit
-    assert mlstm_packing.blocked_panels(ops, w_mh, w_h, steps - 1, save=False) is None  # too short to lay them out
+    assert mlstm_packing.blocked_panels(ops, *big, 8, steps, save=False) is None  # over the measured limit
+    assert mlstm_packing.blocked_panels(ops, w_mh, w_h, 8, steps - 1, save=False) is None  # too short to lay them out
+    tall = mlstm_packing.BLOCKED_MAX_BATCH + 1  # library GEMMs catch up on tall inputs
+    assert mlstm_packing.blocked_panels(ops, w_mh, w_h, tall, steps, save=False) is None
     monkeypatch.setattr(mlstm_packing, "BLOCKED_PRODUCTS", False)
-    assert mlstm_packing.blocked_panels(ops, w_mh, w_h, steps, save=False) is None
+    assert mlstm_packing.blocked_panels(ops, w_mh, w_h, 8, steps, save=False) is None
     monkeypatch.setattr(mlstm_packing, "BLOCKED_PRODUCTS", True)
-    panels = mlstm_packing.blocked_panels(ops, w_mh, w_h, steps, save=False)
+    panels = mlstm_packing.blocked_panels(ops, w_mh, w_h, 8, steps, save=False)
     assert panels is not None
     torch.testing.assert_close(panels[0][1, :, 3], w_mh[:, 64 + 3], rtol=0, atol=0)  # panel 1, column 3
     torch.testing.assert_close(panels[1][2, :, 16 * 3 + 5], w_h[:, 3 * 128 + 2 * 16 + 5], rtol=0, atol=0)  # u, unit 37
@@ -133,9 +135,9 @@ def test_policy_reads_the_limit_measured_for_this_many_threads(ops, monkeypatch)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        assert mlstm_packing.blocked_panels(ops, w_mh, w_h, mlstm_packing.PACK_MIN_STEPS, save=False) is None
+        assert mlstm_packing.blocked_panels(ops, w_mh, w_h, 8, mlstm_packing.PACK_MIN_STEPS, save=False) is None
         torch.set_num_threads(2)
-        assert mlstm_packing.blocked_panels(ops, w_mh, w_h, mlstm_packing.PACK_MIN_STEPS, save=False) is not None
+        assert mlstm_packing.blocked_panels(ops, w_mh, w_h, 8, mlstm_packing.PACK_MIN_STEPS, save=False) is not None
     finally:
         torch.set_num_threads(before)
 
@@ -143,12 +145,12 @@ def test_policy_reads_the_limit_measured_for_this_many_threads(ops, monkeypatch)
 def test_panel_cache_serves_short_calls_and_never_a_changed_weight(ops, monkeypatch):
     monkeypatch.setattr(mlstm_packing, "BLOCKED_MAX_SIZE", 64)
     w_mh, w_h = torch.randn(64, 64), torch.randn(64, 256)
-    panels = mlstm_packing.blocked_panels(ops, w_mh, w_h, mlstm_packing.PACK_MIN_STEPS, save=False)
-    assert mlstm_packing.blocked_panels(ops, w_mh, w_h, 1, save=False) is panels  # one-byte calls reuse them
-    assert mlstm_packing.blocked_panels(ops, w_mh.clone(), w_h, 1, save=False) is None  # another tensor: no match
+    panels = mlstm_packing.blocked_panels(ops, w_mh, w_h, 8, mlstm_packing.PACK_MIN_STEPS, save=False)
+    assert mlstm_packing.blocked_panels(ops, w_mh, w_h, 8, 1, save=False) is panels  # one-byte calls reuse them
+    assert mlstm_packing.blocked_panels(ops, w_mh.clone(), w_h, 8, 1, save=False) is None  # another tensor: no match
     w_h.add_(1.0)  # changed in place (an optimizer step): the old panels must not serve
-    assert mlstm_packing.blocked_panels(ops, w_mh, w_h, 1, save=False) is None
-    fresh = mlstm_packing.blocked_panels(ops, w_mh, w_h, mlstm_packing.PACK_MIN_STEPS, save=False)
+    assert mlstm_packing.blocked_panels(ops, w_mh, w_h, 8, 1, save=False) is None
+    fresh = mlstm_packing.blocked_panels(ops, w_mh, w_h, 8, mlstm_packing.PACK_MIN_STEPS, save=False)
     torch.testing.assert_close(fresh[1][0, :, 0], w_h[:, 0], rtol=0, atol=0)
 
 
@@ -160,8 +162,9 @@ def test_inference_mode_tensors_get_panels_per_call_and_never_from_the_cache(ops
     inputs, _, _ = random_problem(batch=3, steps=steps, hidden=64, masks=False)
     with torch.inference_mode():
         w_mh, w_h = inputs[2].clone(), inputs[3].clone()
-        assert mlstm_packing.blocked_panels(ops, w_mh, w_h, steps, save=False) is not None
-        assert mlstm_packing.blocked_panels(ops, w_mh, w_h, 1, save=False) is None and not mlstm_packing.panel_cache.entries
+        assert mlstm_packing.blocked_panels(ops, w_mh, w_h, 8, steps, save=False) is not None
+        assert mlstm_packing.blocked_panels(ops, w_mh, w_h, 8, 1, save=False) is None
+        assert not mlstm_packing.panel_cache.entries
         w_h.mul_(0.5)
         got = mlstm_scan(inputs[0], inputs[1], w_mh, w_h, *inputs[4:], kernel="fused")
     expected = mlstm_scan_ref(inputs[0], inputs[1], inputs[2], inputs[3] * 0.5, *inputs[4:])

@@ -69,7 +69,7 @@ def compiled_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cel
     keep = None if reset is None else (~reset).to(acc).contiguous()  # (B, T)
     held = None if hold is None else hold.contiguous()  # (B, T)
     ops = _cpu_extension.cpu_ops()
-    panels = blocked_panels(ops, w_mh, w_h, steps, save)  # the register-blocked products, or None
+    panels = blocked_panels(ops, w_mh, w_h, batch, steps, save)  # the register-blocked products, or None
     no_packing = False if panels is not None else None
     state_matmul = RecurrentMatmul(w_mh, batch, steps, pack=no_packing)  # h_in @ W_mh
     mult_matmul = RecurrentMatmul(w_h, batch, steps, pack=no_packing)  # m @ W_h

@@ -55,8 +55,12 @@ PACK_FP32_BATCHES = range(32, 129)
 # H=1024 B=64 T=32 0.93 / 1.00-1.05, H=4096 B=512 T=8 (two threads) 0.95: one thread up to 512, two up to 2048).
 # Laying the panels out costs a copy of both weights, about one step's products: a call that finds no cached panels
 # makes them only from PACK_MIN_STEPS steps (one-byte calls then use library GEMMs until a longer call made them).
+# And only up to BLOCKED_MAX_BATCH rows: library GEMMs catch up on tall inputs (H=256, library time over blocked, one /
+# two threads: B=64 1.06 / 1.26, B=128 1.07 / 1.15, B=256 1.08 / 1.05, B=512 0.99 / 0.98; the Featurizer's 512 rows
+# ran 6% slower blocked). Measured on the Intel Xeon only: a fixed rule, like PACK_FP32_BATCHES.
 BLOCKED_PRODUCTS = True
 BLOCKED_MAX_SIZE: int | None = None
+BLOCKED_MAX_BATCH = 256
 PANEL_CACHE_BYTES = 256 << 20  # panels of larger weights are made per call and not kept
 _packing_verified: dict[torch.dtype, bool] = {}
 
@@ -146,14 +150,18 @@ class _PanelCache:
 panel_cache = _PanelCache()
 
 
-def blocked_panels(ops, w_mh: Tensor, w_h: Tensor, steps: int, save: bool) -> tuple[Tensor, Tensor] | None:
+def blocked_panels(ops, w_mh: Tensor, w_h: Tensor, batch: int, steps: int,
+                   save: bool) -> tuple[Tensor, Tensor] | None:
     """The weights as the compiled loops' panels when the blocked products should run this call, else None.
 
     ``ops`` is the loaded extension (``torch.ops.bytezoo_mlstm_cpu``). Only for a forward that saves nothing for a
     backward (inference: in training the blocked forward measured slower, its coefficients being written 16 units at
-    a time), float32, H a multiple of 64 up to the measured limit, and a build with AVX-512."""
+    a time), float32, H a multiple of 64 up to the measured limit, at most BLOCKED_MAX_BATCH rows, and a build with
+    AVX-512."""
     hidden = w_mh.shape[0]
     if not BLOCKED_PRODUCTS or save or w_mh.dtype != torch.float32 or w_h.dtype != torch.float32 or hidden % 64:
+        return None
+    if batch > BLOCKED_MAX_BATCH:
         return None
     if not ops.blocked_products_available():
         return None

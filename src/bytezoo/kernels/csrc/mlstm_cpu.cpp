@@ -3,8 +3,9 @@
 // Why C++: per step the recurrence is two matrix products and a little pointwise math. In Python every step costs
 // 7-9 ATen calls and as many passes over (B, 4H) blocks; here each step is the two products plus two fused passes
 // (one of them tiny), with no Python, no dispatcher round trips for the pointwise work and no temporaries. The
-// products go to oneDNN's packed kernels when the caller passes packed weights (as nn.LSTM's oneDNN path does),
-// else to at::mm (MKL).
+// products go to oneDNN's packed kernels when the caller passes packed weights (as nn.LSTM's oneDNN path does), to
+// this file's register-blocked AVX-512 kernels when it passes the weights' panels (fp32; the pointwise work then runs
+// on each 64-column tile of the product), else to at::mm (MKL).
 //
 // Contract (inputs are validated by bytezoo.kernels.mlstm_interface; these checks only guard against misuse):
 // batch-major (B, T, ...) contiguous tensors; "mm" = the inputs' and products' dtype (float32, bfloat16 or float64),
