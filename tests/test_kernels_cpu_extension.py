@@ -6,9 +6,11 @@ compiled and the plain-PyTorch loops).
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
+import sysconfig
 import textwrap
 
 import pytest
@@ -180,6 +182,20 @@ def test_backward_can_run_twice_with_retain_graph(compiled):
     second = torch.autograd.grad(loss, leaves)
     for a, b in zip(first, second):
         assert torch.equal(a, b)
+
+
+@pytest.mark.skipif(not HAS_COMPILER or platform.machine().lower() not in ("x86_64", "amd64"), reason="x86-64 compiler")
+def test_the_source_compiles_for_cpus_without_avx512():
+    """The blocked products exist only in AVX-512 builds (-march=native elsewhere gives AVX2 or less); the rest of
+    the file must compile without them. Syntax and types only, for an AVX2 target."""
+    from torch.utils.cpp_extension import include_paths
+
+    compiler = os.environ.get("CXX") or "c++"
+    flags = ["-std=c++17", "-fsyntax-only", "-march=x86-64-v3", "-fopenmp", "-w"]
+    includes = [f"-I{path}" for path in (*include_paths(), sysconfig.get_paths()["include"])]
+    done = subprocess.run([compiler, *flags, *includes, str(_cpu_extension.SOURCE)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or (os.cpu_count() or 1) < 2, reason="Linux, 2+ cores")

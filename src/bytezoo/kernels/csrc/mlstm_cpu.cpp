@@ -601,6 +601,7 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& gates_x, const at::Tensor
                             c_in_ptr + at, h_in_mm_ptr ? h_in_mm_ptr + at : nullptr);
   };
 
+#if defined(__AVX512F__)  // without it mlstm_forward refuses panels
   if constexpr (std::is_same_v<mm_t, float> && std::is_same_v<acc_t, float>) {
     if (w_mh_panels.has_value()) {
       for (int64_t t = 0; t < steps; ++t) {
@@ -638,6 +639,7 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& gates_x, const at::Tensor
       return finish_forward();
     }
   }
+#endif
   for (int64_t t = 0; t < steps; ++t) {
     // a = h_in @ W_mh; m = a * mult_x[:, t].
     const at::Tensor a = state_matmul(h_in_mm, a_buffer);
