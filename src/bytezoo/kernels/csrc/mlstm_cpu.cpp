@@ -94,31 +94,47 @@ BYTEZOO_INLINE __m512 sigmoid16(__m512 x) {
   return _mm512_fmadd_ps(half, tanh16(_mm512_mul_ps(half, x)), half);
 }
 
+// One step's gate math for 16 units (the vector form of gate_row's loop body): from the four pre-activations and
+// the previous cell, the gates, the new cell c and h = o tanh(c).
+struct Gates16 {
+  __m512 i, f, o, u, c_prev, c, tanh_c, h;
+};
+BYTEZOO_INLINE Gates16 gates16(__m512 pre_i, __m512 pre_f, __m512 pre_o, __m512 pre_u, __m512 c_prev) {
+  Gates16 g;
+  g.i = sigmoid16(pre_i), g.f = sigmoid16(pre_f), g.o = sigmoid16(pre_o), g.u = tanh16(pre_u);
+  g.c_prev = c_prev;
+  g.c = _mm512_fmadd_ps(g.f, c_prev, _mm512_mul_ps(g.i, g.u));
+  g.tanh_c = tanh16(g.c);
+  g.h = _mm512_mul_ps(g.o, g.tanh_c);
+  return g;
+}
+
+// The backward's coefficients of 16 units (gate_row's kSave part): P's four gates `p_stride` apart, K and FK.
+BYTEZOO_INLINE void store_coefficients16(const Gates16& g, float keep, float* p, int64_t p_stride, float* k,
+                                         float* fk) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  _mm512_storeu_ps(p, _mm512_mul_ps(_mm512_mul_ps(g.u, g.i), _mm512_sub_ps(one, g.i)));
+  _mm512_storeu_ps(p + p_stride, _mm512_mul_ps(_mm512_mul_ps(g.c_prev, g.f), _mm512_sub_ps(one, g.f)));
+  _mm512_storeu_ps(p + 2 * p_stride, _mm512_mul_ps(_mm512_mul_ps(g.tanh_c, g.o), _mm512_sub_ps(one, g.o)));
+  _mm512_storeu_ps(p + 3 * p_stride, _mm512_mul_ps(g.i, _mm512_fnmadd_ps(g.u, g.u, one)));
+  _mm512_storeu_ps(k, _mm512_mul_ps(g.o, _mm512_fnmadd_ps(g.tanh_c, g.tanh_c, one)));
+  _mm512_storeu_ps(fk, _mm512_mul_ps(g.f, _mm512_set1_ps(keep)));
+}
+
 // gate_row for float, 16 units at a time (width a multiple of 16).
 template <bool kSave>
 BYTEZOO_INLINE void gate_row_avx512(int64_t width, const float* __restrict z, int64_t z_stride,
                                     const float* __restrict gx, int64_t gx_stride, const float* __restrict c_in,
                                     float keep, float* __restrict h_new, float* __restrict c_new, float* __restrict p,
                                     int64_t p_stride, float* __restrict k, float* __restrict fk) {
-  const __m512 one = _mm512_set1_ps(1.0f);
   for (int64_t j = 0; j < width; j += 16) {
     const auto pre = [&](int g) {
       return _mm512_add_ps(_mm512_loadu_ps(z + g * z_stride + j), _mm512_loadu_ps(gx + g * gx_stride + j));
     };
-    const __m512 i = sigmoid16(pre(0)), f = sigmoid16(pre(1)), o = sigmoid16(pre(2)), u = tanh16(pre(3));
-    const __m512 c_prev = _mm512_loadu_ps(c_in + j);
-    const __m512 c = _mm512_fmadd_ps(f, c_prev, _mm512_mul_ps(i, u));
-    const __m512 tanh_c = tanh16(c);
-    _mm512_storeu_ps(c_new + j, c);
-    _mm512_storeu_ps(h_new + j, _mm512_mul_ps(o, tanh_c));
-    if constexpr (kSave) {
-      _mm512_storeu_ps(p + j, _mm512_mul_ps(_mm512_mul_ps(u, i), _mm512_sub_ps(one, i)));
-      _mm512_storeu_ps(p + p_stride + j, _mm512_mul_ps(_mm512_mul_ps(c_prev, f), _mm512_sub_ps(one, f)));
-      _mm512_storeu_ps(p + 2 * p_stride + j, _mm512_mul_ps(_mm512_mul_ps(tanh_c, o), _mm512_sub_ps(one, o)));
-      _mm512_storeu_ps(p + 3 * p_stride + j, _mm512_mul_ps(i, _mm512_fnmadd_ps(u, u, one)));
-      _mm512_storeu_ps(k + j, _mm512_mul_ps(o, _mm512_fnmadd_ps(tanh_c, tanh_c, one)));
-      _mm512_storeu_ps(fk + j, _mm512_mul_ps(f, _mm512_set1_ps(keep)));
-    }
+    const Gates16 g = gates16(pre(0), pre(1), pre(2), pre(3), _mm512_loadu_ps(c_in + j));
+    _mm512_storeu_ps(c_new + j, g.c);
+    _mm512_storeu_ps(h_new + j, g.h);
+    if constexpr (kSave) store_coefficients16(g, keep, p + j, p_stride, k + j, fk + j);
   }
 }
 #endif
@@ -255,11 +271,12 @@ struct RecurrentMatmul {
 //
 // Why: at small H a step is two small GEMMs ([B x H] @ [H x H], [B x H] @ [H x 4H]) and two pointwise passes over
 // the (B, H) and (B, 4H) results. MKL runs such GEMMs near this core's FMA peak, but the step then writes z to memory
-// and reads it back, and each call pays MKL's and the dispatcher's entry costs; at H=256, B=32 that was ~20% of the
-// step (0.82-0.85x nn.LSTM). Here a weight is stored as panels of 64 columns (K, 64), one panel's product for all
-// batch rows lands in a small scratch tile that stays in L1, and the pointwise pass for those 64 columns runs on the
-// tile right away. W_h's panels interleave the gates: panel p holds units 16p..16p+15 of each of i, f, o, u, so a
-// tile has all four gates of its 16 units and the state update needs nothing else.
+// and reads it back, and each call pays MKL's and the dispatcher's entry costs (whole-sequence inference at H=256,
+// B=32: 0.79-0.80x nn.LSTM on one thread; 0.85-0.91x with this). Here a weight is stored as panels of 64 columns
+// (K, 64), one panel's product for all batch rows lands in a small scratch tile that stays in L1, and the pointwise
+// pass for those 64 columns runs on the tile right away. W_h's panels interleave the gates: panel p holds units
+// 16p..16p+15 of each of i, f, o, u, so a tile has all four gates of its 16 units and the state update needs nothing
+// else.
 constexpr int64_t kPanelColumns = 64;  // four 16-float registers per batch row
 constexpr int64_t kPanelUnits = kPanelColumns / 4;
 constexpr int64_t kPanelDepth = 256;   // panel rows per pass over the batch (64 KB): stays in L1/L2 for all rows
@@ -327,9 +344,9 @@ BYTEZOO_INLINE void multiply_tile(const float* __restrict a, const float* __rest
   }
 }
 
-// Where a row's 16 units go: the state (h_new, c_new: null but at the last step; h_in/c_in replaced by the next step's
-// input state), the
-// outputs hs[b, t] (and cs), and with kSave the backward's coefficients (P's four gates H apart).
+// Where a row's 16 units go: the state (h_new, c_new: null but at the last step; h_in/c_in replaced by the next
+// step's input state), the outputs hs[b, t] (and cs), and with kSave the backward's coefficients (P's four gates H
+// apart).
 struct GateTileOutputs {
   float *h_new, *c_new, *hs, *cs, *h_in, *c_in, *p, *k, *fk;
 };
@@ -339,40 +356,21 @@ struct GateTileOutputs {
 template <bool kSave>
 BYTEZOO_INLINE void gate_tile(const float* __restrict z, const float* __restrict gx, int64_t gx_stride, float keep,
                               float keep_next, const GateTileOutputs& out) {
-  const __m512 one = _mm512_set1_ps(1.0f);
   const auto pre = [&](int g) {
     return _mm512_add_ps(_mm512_loadu_ps(z + 16 * g), _mm512_loadu_ps(gx + g * gx_stride));
   };
-  const __m512 i = sigmoid16(pre(0)), f = sigmoid16(pre(1)), o = sigmoid16(pre(2)), u = tanh16(pre(3));
-  const __m512 c_prev = _mm512_loadu_ps(out.c_in);
-  const __m512 c = _mm512_fmadd_ps(f, c_prev, _mm512_mul_ps(i, u));
-  const __m512 tanh_c = tanh16(c);
-  const __m512 h = _mm512_mul_ps(o, tanh_c);
+  const Gates16 g = gates16(pre(0), pre(1), pre(2), pre(3), _mm512_loadu_ps(out.c_in));
   const __m512 next = _mm512_set1_ps(keep_next);
   if (out.h_new != nullptr) {  // the final state: written at the last step only
-    _mm512_storeu_ps(out.h_new, h);
-    _mm512_storeu_ps(out.c_new, c);
+    _mm512_storeu_ps(out.h_new, g.h);
+    _mm512_storeu_ps(out.c_new, g.c);
   }
-  _mm512_storeu_ps(out.hs, h);
-  if (out.cs != nullptr) _mm512_storeu_ps(out.cs, c);
-  _mm512_storeu_ps(out.h_in, _mm512_mul_ps(h, next));
-  _mm512_storeu_ps(out.c_in, _mm512_mul_ps(c, next));
-  if constexpr (kSave) {
-    _mm512_storeu_ps(out.p, _mm512_mul_ps(_mm512_mul_ps(u, i), _mm512_sub_ps(one, i)));
-    _mm512_storeu_ps(out.p + gx_stride, _mm512_mul_ps(_mm512_mul_ps(c_prev, f), _mm512_sub_ps(one, f)));
-    _mm512_storeu_ps(out.p + 2 * gx_stride, _mm512_mul_ps(_mm512_mul_ps(tanh_c, o), _mm512_sub_ps(one, o)));
-    _mm512_storeu_ps(out.p + 3 * gx_stride, _mm512_mul_ps(i, _mm512_fnmadd_ps(u, u, one)));
-    _mm512_storeu_ps(out.k, _mm512_mul_ps(o, _mm512_fnmadd_ps(tanh_c, tanh_c, one)));
-    _mm512_storeu_ps(out.fk, _mm512_mul_ps(f, _mm512_set1_ps(keep)));
-  }
+  _mm512_storeu_ps(out.hs, g.h);
+  if (out.cs != nullptr) _mm512_storeu_ps(out.cs, g.c);
+  _mm512_storeu_ps(out.h_in, _mm512_mul_ps(g.h, next));
+  _mm512_storeu_ps(out.c_in, _mm512_mul_ps(g.c, next));
+  if constexpr (kSave) store_coefficients16(g, keep, out.p, gx_stride, out.k, out.fk);
 }
-#else
-constexpr bool kBlockedAvailable = false;
-inline void panel_product(const float*, int64_t, int64_t, const float*, float*) {
-  TORCH_CHECK(false, "bytezoo_mlstm_cpu: the blocked products need an AVX-512 build");
-}
-#endif
-
 // For each panel p (in parallel over panels): tile = x (batch, depth) @ panels[p], then epilogue(p, tile) with the
 // tile (batch, 64) in a per-thread buffer. A task gets at least ~256K multiply-adds, so a small step stays on one
 // thread instead of paying a fork and join.
@@ -391,6 +389,9 @@ inline void blocked_product(const float* x, int64_t batch, int64_t depth, const 
     }
   });
 }
+#else
+constexpr bool kBlockedAvailable = false;
+#endif
 
 bool blocked_products_available() { return kBlockedAvailable; }
 
