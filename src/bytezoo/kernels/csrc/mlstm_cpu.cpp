@@ -371,6 +371,7 @@ BYTEZOO_INLINE void gate_tile(const float* __restrict z, const float* __restrict
   _mm512_storeu_ps(out.c_in, _mm512_mul_ps(g.c, next));
   if constexpr (kSave) store_coefficients16(g, keep, out.p, gx_stride, out.k, out.fk);
 }
+
 // For each panel p (in parallel over panels): tile = x (batch, depth) @ panels[p], then epilogue(p, tile) with the
 // tile (batch, 64) in a per-thread buffer. A task gets at least ~256K multiply-adds, so a small step stays on one
 // thread instead of paying a fork and join.
