@@ -152,6 +152,9 @@ def test_panel_cache_serves_short_calls_and_never_a_changed_weight(ops, monkeypa
     assert mlstm_packing.blocked_panels(ops, w_mh, w_h, 8, 1, save=False) is None
     fresh = mlstm_packing.blocked_panels(ops, w_mh, w_h, 8, mlstm_packing.PACK_MIN_STEPS, save=False)
     torch.testing.assert_close(fresh[1][0, :, 0], w_h[:, 0], rtol=0, atol=0)
+    assert len(mlstm_packing.panel_cache.entries) == 1
+    del w_h, fresh  # the weight freed: its panels go with it, without waiting for another call
+    assert not mlstm_packing.panel_cache.entries
 
 
 def test_inference_mode_tensors_get_panels_per_call_and_never_from_the_cache(ops, monkeypatch):

@@ -125,8 +125,9 @@ class RecurrentMatmul:
 
 
 class _PanelCache:
-    """The panels of the last few (W_mh, W_h) pairs, keyed by the weight tensors themselves (weak references, so a
-    dropped weight frees its panels) and their version counters (an in-place change makes new panels)."""
+    """The panels of the last few (W_mh, W_h) pairs, keyed by the weight tensors themselves (weak references: a
+    dropped weight's entry goes, and its panels with it) and their version counters (an in-place change makes new
+    panels)."""
 
     def __init__(self, size: int = 8):
         self.size = size
@@ -139,9 +140,16 @@ class _PanelCache:
         return None
 
     def put(self, w_mh: Tensor, w_h: Tensor, panels: tuple[Tensor, Tensor]) -> None:
-        alive = [entry for entry in self.entries if entry[0]() is not None and entry[1]() is not None]
-        alive = [entry for entry in alive if not (entry[0]() is w_mh and entry[1]() is w_h)]
-        self.entries = [(weakref.ref(w_mh), weakref.ref(w_h), w_mh._version, w_h._version, panels), *alive][: self.size]
+        self._prune()
+        others = [entry for entry in self.entries if not (entry[0]() is w_mh and entry[1]() is w_h)]
+        refs = weakref.ref(w_mh, self._on_drop), weakref.ref(w_h, self._on_drop)
+        self.entries = [(*refs, w_mh._version, w_h._version, panels), *others][: self.size]
+
+    def _on_drop(self, _ref) -> None:  # a weight was freed
+        self._prune()
+
+    def _prune(self) -> None:
+        self.entries = [entry for entry in self.entries if entry[0]() is not None and entry[1]() is not None]
 
     def clear(self) -> None:
         self.entries.clear()
