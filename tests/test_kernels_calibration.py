@@ -86,11 +86,19 @@ def test_packing_follows_the_calibrated_threshold(calibrating, monkeypatch):
 
 
 def test_blocked_limit_stops_at_the_first_loss_and_extrapolates_one_octave():
-    assert mlstm_calibration.blocked_limit([(256, 0.7), (1024, 1.05)]) == 512
-    assert mlstm_calibration.blocked_limit([(256, 0.7), (1024, 0.9)]) == 2048
-    assert mlstm_calibration.blocked_limit([(256, 1.2)]) == 0
-    assert mlstm_calibration.blocked_limit([(256, 1.2), (1024, 0.5)]) == 0  # a win above a loss is not believed
-    assert mlstm_calibration.blocked_limit([]) == 0
+    limit = mlstm_calibration.blocked_limit
+    assert limit([(256, 0.7), (1024, 1.2)], default=0) == 512
+    assert limit([(256, 0.7), (1024, 0.9)], default=0) == 2048
+    assert limit([(256, 1.2), (1024, 0.8)], default=4096) == 0  # a clear loss; a win above it is not believed
+    assert limit([], default=512) == 0
+
+
+def test_blocked_limit_leaves_too_close_calls_to_the_builtin_rule():
+    limit = mlstm_calibration.blocked_limit
+    assert limit([(256, 1.04), (1024, 1.2)], default=512) == 512  # 256 too close: the rule says won; 1024 lost
+    assert limit([(256, 1.04), (1024, 1.2)], default=0) == 0  # the rule says lost
+    assert limit([(256, 0.8), (1024, 1.02)], default=2048) == 2048
+    assert limit([(256, 0.8), (1024, 0.97)], default=512) == 512
 
 
 def test_real_measurement_is_short_and_well_formed():
