@@ -30,6 +30,23 @@ def ops():
     mlstm_packing.panel_cache.clear()
 
 
+@pytest.fixture
+def panels_made(ops, monkeypatch):
+    """Counts the extension's blocked_panels calls made through _cpu_extension.cpu_ops() (the engine's path)."""
+    made = []
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(ops, name)
+
+        def blocked_panels(self, *args):
+            made.append(1)
+            return ops.blocked_panels(*args)
+
+    monkeypatch.setattr(_cpu_extension, "cpu_ops", lambda: Counting())
+    return made
+
+
 def call_forward(ops, inputs, reset, hold, save, panels, input_ids=None):
     """The forward operator as mlstm_fused_cpu calls it; library GEMMs when panels is None."""
     gates_x, mult_x, w_mh, w_h, h0, c0 = inputs
@@ -176,53 +193,30 @@ def test_inference_mode_tensors_get_panels_per_call_and_never_from_the_cache(ops
         torch.testing.assert_close(actual, want, rtol=rtol, atol=atol)
 
 
-def test_inference_through_the_public_scan_uses_and_reuses_panels(ops, monkeypatch):
+def test_inference_through_the_public_scan_uses_and_reuses_panels(ops, panels_made, monkeypatch):
     """kernel="fused" without autograd: a long call lays out and caches the panels, a one-step call continuing from
     its state uses them, and both agree with the reference."""
     monkeypatch.setattr(mlstm_packing, "BLOCKED_MAX_SIZE", 64)
     inputs, _, _ = random_problem(batch=4, steps=mlstm_packing.PACK_MIN_STEPS + 1, hidden=64, masks=False)
     gates_x, mult_x, w_mh, w_h, h0, c0 = inputs
-    made = []
-    real = ops.blocked_panels
     monkeypatch.setattr(mlstm_packing, "panel_cache", mlstm_packing._PanelCache())
-
-    class Spy:
-        def __getattr__(self, name):
-            return getattr(ops, name)
-
-        def blocked_panels(self, *args):
-            made.append(1)
-            return real(*args)
-
-    monkeypatch.setattr(_cpu_extension, "cpu_ops", lambda: Spy())
     with torch.no_grad():
         head = mlstm_scan(gates_x[:, :-1], mult_x[:, :-1], w_mh, w_h, h0, c0, kernel="fused")
         tail = mlstm_scan(gates_x[:, -1:], mult_x[:, -1:], w_mh, w_h, head[2], head[3], kernel="fused")
-    assert len(made) == 1 and len(mlstm_packing.panel_cache.entries) == 1
+    assert len(panels_made) == 1 and len(mlstm_packing.panel_cache.entries) == 1
     expected = mlstm_scan_ref(*inputs)
     rtol, atol = TOLERANCES[torch.float32]
     torch.testing.assert_close(torch.cat([head[0], tail[0]], dim=1), expected[0], rtol=rtol, atol=atol)
     torch.testing.assert_close(tail[3], expected[3], rtol=rtol, atol=atol)
 
 
-def test_featurizer_features_equal_with_and_without_the_blocked_products(ops, monkeypatch):
+def test_featurizer_features_equal_with_and_without_the_blocked_products(ops, panels_made, monkeypatch):
     """The practitioner's path end to end (inference mode, packed rows with resets, two layers: the second reads
     gathered inputs, not tables): the blocked products give the library products' features."""
     import bytezoo
     from bytezoo.transfer import Featurizer
 
     monkeypatch.setattr(mlstm_packing, "BLOCKED_MAX_SIZE", 64)
-    made_panels = []
-
-    class Spy:
-        def __getattr__(self, name):
-            return getattr(ops, name)
-
-        def blocked_panels(self, *args):
-            made_panels.append(1)
-            return ops.blocked_panels(*args)
-
-    monkeypatch.setattr(_cpu_extension, "cpu_ops", lambda: Spy())
     torch.manual_seed(0)
     model = bytezoo.create_model("mlstm-256", hidden_size=64, embedding_size=16, num_layers=2)
     texts = ["a fine film, funny and warm" * 3, "dull.", "not bad at all, really " * 4, "x" * 70]
@@ -232,8 +226,8 @@ def test_featurizer_features_equal_with_and_without_the_blocked_products(ops, mo
         made = len(mlstm_packing.panel_cache.entries)
         features[blocked] = Featurizer(model, batch_size=2, progress=False).fit().transform(texts)
         assert len(mlstm_packing.panel_cache.entries) == made  # inference-mode weights: never cached
-        assert bool(made_panels) == blocked  # the long packed rows did take the blocked products
-        made_panels.clear()
+        assert bool(panels_made) == blocked  # the long packed rows did take the blocked products
+        panels_made.clear()
     np.testing.assert_allclose(features[True], features[False], rtol=1e-5, atol=1e-6)
 
 

@@ -76,10 +76,23 @@ def cache_path() -> Path:
     return cache_dir() / f"calibration-{calibration_key()}.json"
 
 
+def _interleaved_times(first, second, repeats: int, calls: int = 1) -> tuple[list[float], list[float]]:
+    """Seconds per call of two functions, after one warm-up call each, timed in alternation (``calls`` calls per
+    timing), so a busy neighbour hits both alike."""
+    first(), second()
+    first_times, second_times = [], []
+    for _ in range(repeats):
+        for fn, times in ((first, first_times), (second, second_times)):
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            times.append((time.perf_counter() - start) / calls)
+    return first_times, second_times
+
+
 def _time_products(x: torch.Tensor, weight: torch.Tensor, repeats: int = 5, calls: int = 3) -> tuple[float, float]:
     """Median seconds per product: plain ``torch.mm`` on a contiguous weight, and the oneDNN-packed weight."""
     packed = torch.ops.mkldnn._reorder_linear_weight(weight.t().contiguous(), x.shape[0])
-    plain_times, packed_times = [], []
 
     def plain():
         torch.mm(x, weight)
@@ -87,13 +100,7 @@ def _time_products(x: torch.Tensor, weight: torch.Tensor, repeats: int = 5, call
     def packed_call():
         torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
 
-    plain(), packed_call()  # warm-up
-    for _ in range(repeats):  # interleaved, so a busy neighbour hits both alike
-        for fn, times in ((plain, plain_times), (packed_call, packed_times)):
-            start = time.perf_counter()
-            for _ in range(calls):
-                fn()
-            times.append((time.perf_counter() - start) / calls)
+    plain_times, packed_times = _interleaved_times(plain, packed_call, repeats, calls)
     return statistics.median(plain_times), statistics.median(packed_times)
 
 
@@ -177,13 +184,7 @@ def _measure_blocked(fp32_min_size: int, timings: dict, shapes=BLOCKED_SHAPES, l
         def blocked():
             ops.forward(gates_x, mult_x, w_mh, w_h, None, None, zeros, zeros, None, None, ids, False, False, *panels)
 
-        library(), blocked()  # warm-up
-        library_times, blocked_times = [], []
-        for _ in range(repeats):  # interleaved, so a busy neighbour hits both alike
-            for fn, times in ((library, library_times), (blocked, blocked_times)):
-                start = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - start)
+        library_times, blocked_times = _interleaved_times(library, blocked, repeats)
         ratio = statistics.median(b / a for a, b in zip(library_times, blocked_times))
         timings[f"blocked/H={hidden},B={batch},T={steps}/{label}"] = {
             "library_s": statistics.median(library_times), "blocked_s": statistics.median(blocked_times),
