@@ -16,10 +16,15 @@ tanh over 8K floats "take" 5 ms at load 13 on 2 cores), while one thread's CPU t
 
 What is timed: one layer of the byte model (embedding -> recurrence -> 256-way head), as in pretraining.
   train     forward + cross-entropy + backward + Adam step, characters/s = B*T / seconds
-  infer     forward of the recurrence model only (feature extraction), no grad
+  infer     forward of the recurrence model only (feature extraction, generation), no grad, with fixed weights: the
+            training repetitions come first, then the inference ones, as a user extracting features runs it
+  infer_after_update
+            the same forward timed right after each training step: the first call after an optimizer step, which
+            also rebuilds what inference caches per weight version (the mLSTM's weight norms, input tables and
+            panels; nn.LSTM has nothing to rebuild). Until 2026-11-30 this was the only inference figure.
 FLOPs per character (forward; a training step counts 3x): mLSTM 10 H^2 (two recurrent products, 1.25x the LSTM's)
-+ 512 H (head); nn.LSTM 8 H^2 + 2*64*4H (input projection) + 512 H. "vs LSTM, FLOP-normalised" is the ratio of achieved
-FLOP/s. "of mm" divides achieved FLOP/s by the rate of one [B x H] @ [H x 4H] product measured in the same run.
++ 512 H (head, trained but not run by the inference forward); nn.LSTM 8 H^2 + 2*64*4H (input projection) + 512 H.
+"vs LSTM, FLOP-normalised" is the ratio of achieved FLOP/s. "of mm" divides achieved FLOP/s by the rate of one [B x H] @ [H x 4H] product measured in the same run.
 Memory (train): peak of one training step over the analytic minimum = parameters + gradients + Adam's two moments +
 saved activations (per character and layer: 4H gate activations, c_t and h_t in the accumulate dtype, and the logits).
 CUDA: torch.cuda.max_memory_allocated. CPU: the step's resident-set peak, measured in a fresh subprocess.
@@ -79,8 +84,9 @@ def loops_for(contender: str):
         mlstm_fused_cpu.USE_COMPILED_LOOPS, mlstm_packing.BLOCKED_PRODUCTS = before
 
 
-def flops_per_char(contender: str, hidden: int) -> float:
-    head = 2 * hidden * 256
+def flops_per_char(contender: str, hidden: int, head: bool = True) -> float:
+    """Forward multiply-adds x 2 per character; ``head=False`` for the inference forward (no 256-way head)."""
+    head = 2 * hidden * 256 if head else 0
     if contender == "lstm":
         return 8 * hidden**2 + 2 * EMBEDDING * 4 * hidden + head
     return 10 * hidden**2 + head
@@ -191,25 +197,33 @@ def memory_child(spec: str) -> None:
     print(json.dumps({"peak_bytes": peak, "analytic_minimum_bytes": minimum, "ratio": peak / minimum}))
 
 
+MODES = {"train": 3, "infer": 1, "infer_after_update": 1}  # what is timed, and its FLOPs as multiples of a forward's
+
+
 def run_config(contenders, hidden, batch, steps, device, dtype, repeats, memory) -> dict:
     chars = batch * steps
     closures = {name: make_steps(name, hidden, batch, steps, device, dtype) for name in contenders}
-    times = {f"{name}/{mode}": [] for name in contenders for mode in ("train", "infer")}
+    times = {f"{name}/{mode}": [] for name in contenders for mode in MODES}
     for name, (_, _, train_step, infer_step) in closures.items():  # warm-up: packing checks, Triton compile, caches
         train_step()
         infer_step()
     for _ in range(repeats):  # interleaved: every contender once per repetition
         for name, (_, _, train_step, infer_step) in closures.items():
             times[f"{name}/train"].append(timed(train_step, device))
+            times[f"{name}/infer_after_update"].append(timed(infer_step, device))
+    for _, _, _, infer_step in closures.values():  # the weights stay as they are from here on
+        infer_step()
+    for _ in range(repeats):
+        for name, (_, _, _, infer_step) in closures.items():
             times[f"{name}/infer"].append(timed(infer_step, device))
     del closures
     mm_rate = matmul_rate(hidden, batch, device, dtype)
     row = {"hidden": hidden, "batch": batch, "steps": steps, "matmul_flops": mm_rate, "contenders": {}}
     for name in contenders:
         entry = {}
-        for mode, factor in (("train", 3), ("infer", 1)):
+        for mode in MODES:
             best = min(times[f"{name}/{mode}"])
-            flop_rate = factor * flops_per_char(name, hidden) * chars / best
+            flop_rate = MODES[mode] * flops_per_char(name, hidden, head=mode == "train") * chars / best
             entry[mode] = {"seconds": best, "all_seconds": times[f"{name}/{mode}"], "chars_per_s": chars / best,
                            "flops": flop_rate, "of_matmul_rate": flop_rate / mm_rate}
         if memory:
@@ -225,11 +239,13 @@ def ratios(row: dict, fast: str) -> dict:
     entries = row["contenders"]
     hidden = row["hidden"]
     out = {}
-    for mode in ("train", "infer"):
+    for mode in MODES:
         mine = entries[fast][mode]["all_seconds"]
+        head = mode == "train"
+        lstm_flop_ratio = flops_per_char(fast, hidden, head) / flops_per_char("lstm", hidden, head)
         for peer, key, flop_ratio in (
             ("reference", f"{mode}_vs_reference", 1.0),
-            ("lstm", f"{mode}_vs_lstm_flop_normalised", flops_per_char(fast, hidden) / flops_per_char("lstm", hidden)),
+            ("lstm", f"{mode}_vs_lstm_flop_normalised", lstm_flop_ratio),
         ):
             if peer not in entries:
                 continue
@@ -315,13 +331,15 @@ def main(argv=None) -> int:
 
 def print_row(row: dict) -> None:
     print(f"\nH={row['hidden']} B={row['batch']} T={row['steps']}   [B x H]@[H x 4H] product: {row['matmul_flops'] / 1e9:.1f} GFLOP/s")
-    print(f"  {'contender':<11} {'train chars/s':>14} {'GFLOP/s':>8} {'of mm':>6} {'infer chars/s':>14} {'GFLOP/s':>8} {'peak/min mem':>13}")
+    print(f"  {'contender':<15} {'train chars/s':>14} {'GFLOP/s':>8} {'of mm':>6} {'infer chars/s':>14} {'GFLOP/s':>8} "
+          f"{'after update':>13} {'peak/min mem':>13}")
     for name, entry in row["contenders"].items():
         memory = entry.get("memory")
         print(
-            f"  {name:<11} {entry['train']['chars_per_s']:>14,.0f} {entry['train']['flops'] / 1e9:>8.1f} "
+            f"  {name:<15} {entry['train']['chars_per_s']:>14,.0f} {entry['train']['flops'] / 1e9:>8.1f} "
             f"{entry['train']['of_matmul_rate']:>6.2f} {entry['infer']['chars_per_s']:>14,.0f} "
-            f"{entry['infer']['flops'] / 1e9:>8.1f} {memory['ratio'] if memory else float('nan'):>13.2f}"
+            f"{entry['infer']['flops'] / 1e9:>8.1f} {entry['infer_after_update']['chars_per_s']:>13,.0f} "
+            f"{memory['ratio'] if memory else float('nan'):>13.2f}"
         )
     for name, values in row["ratios"].items():
         best = ", ".join(f"{key} {value:.2f}x" for key, value in values.items() if not key.endswith("_median"))
