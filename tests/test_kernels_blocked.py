@@ -47,24 +47,27 @@ def panels_made(ops, monkeypatch):
     return made
 
 
-def call_forward(ops, inputs, reset, hold, save, panels, input_ids=None):
+def call_forward(ops, inputs, reset, hold, save, panels, input_ids=None, streamed=False):
     """The forward operator as mlstm_fused_cpu calls it; library GEMMs when panels is None."""
     gates_x, mult_x, w_mh, w_h, h0, c0 = inputs
     keep = None if reset is None else (~reset).float().contiguous()
     w_mh_panels, w_h_panels = panels if panels is not None else (None, None)
     return ops.forward(gates_x.contiguous(), mult_x.contiguous(), w_mh, w_h, None, None, h0, c0, keep, hold,
-                       input_ids, save, True, w_mh_panels, w_h_panels)
+                       input_ids, save, True, w_mh_panels, w_h_panels, streamed)
 
 
-# Batch sizes cover every micro-kernel tail (the kernel takes 6 rows at a time: 1-5 left over, and none); hidden
-# sizes one panel of W_mh (64), several, and one that is not a power of two.
+# Batch sizes cover every way the rows are split into micro-kernel calls (6 at a time, the last two calls evened out
+# so that none has under 4 rows where that can be helped: 1-6 in one call, 7 = 4+3, 8 = 4+4, 9 = 5+4, 13 = 6+4+3);
+# hidden sizes one panel of W_mh (64), several, and one that is not a power of two, so that both slice depths (128
+# rows cached, 64 streamed) meet a partial last slice and the streamed one prefetches past the last panel's end.
 @pytest.mark.parametrize("hidden", [64, 128, 192])
-@pytest.mark.parametrize("batch", [1, 2, 3, 4, 5, 6, 13])
+@pytest.mark.parametrize("batch", [1, 2, 3, 4, 5, 6, 7, 8, 9, 13])
 @pytest.mark.parametrize("save", [False, True], ids=["inference", "saving"])
-def test_blocked_forward_equals_library_products(ops, hidden, batch, save):
+@pytest.mark.parametrize("streamed", [False, True], ids=["cached", "streamed"])
+def test_blocked_forward_equals_library_products(ops, hidden, batch, save, streamed):
     inputs, reset, hold = random_problem(batch=batch, steps=6, hidden=hidden)
     panels = tuple(ops.blocked_panels(inputs[2], inputs[3]))
-    blocked = call_forward(ops, inputs, reset, hold, save, panels)
+    blocked = call_forward(ops, inputs, reset, hold, save, panels, streamed=streamed)
     library = call_forward(ops, inputs, reset, hold, save, None)
     assert len(blocked) == len(library) == (9 if save else 4)
     for index, (got, want) in enumerate(zip(blocked, library)):  # outputs, then the backward's coefficients
@@ -157,6 +160,42 @@ def test_policy_reads_the_limit_measured_for_this_many_threads(ops, monkeypatch)
         assert mlstm_packing.blocked_panels(ops, w_mh, w_h, 8, mlstm_packing.PACK_MIN_STEPS, save=False) is not None
     finally:
         torch.set_num_threads(before)
+
+
+def test_engine_streams_the_panels_from_the_size_measured_for_this_many_threads(ops, monkeypatch):
+    """The flag the engine passes follows the policy's size (per thread count), and either way the scan agrees
+    with the reference."""
+    from bytezoo.kernels import mlstm_calibration
+
+    sizes = {**mlstm_calibration.DEFAULTS, "fp32_blocked_stream_min_size": 128,
+             "fp32_blocked_stream_min_size_threads": 64}
+    monkeypatch.setattr(mlstm_calibration, "thresholds", lambda: sizes)
+    monkeypatch.setattr(mlstm_packing, "BLOCKED_MAX_SIZE", 1024)
+    monkeypatch.setattr(mlstm_packing, "BLOCKED_STREAM_MIN_SIZE", None)
+    flags = []
+
+    class Recording:
+        def __getattr__(self, name):
+            return getattr(ops, name)
+
+        def forward(self, *args):
+            flags.append(args[-1])
+            return ops.forward(*args)
+
+    monkeypatch.setattr(_cpu_extension, "cpu_ops", lambda: Recording())
+    before = torch.get_num_threads()
+    try:
+        for threads, hidden in ((1, 64), (1, 128), (2, 64)):
+            torch.set_num_threads(threads)
+            inputs, reset, hold = random_problem(batch=5, steps=mlstm_packing.PACK_MIN_STEPS, hidden=hidden)
+            with torch.no_grad():
+                got = mlstm_scan(*inputs, reset=reset, hold=hold, kernel="fused")
+            rtol, atol = TOLERANCES[torch.float32]
+            for actual, want in zip(got, mlstm_scan_ref(*inputs, reset=reset, hold=hold)):
+                torch.testing.assert_close(actual, want, rtol=rtol, atol=atol)
+    finally:
+        torch.set_num_threads(before)
+    assert flags == [False, True, True]
 
 
 def test_panel_cache_serves_short_calls_and_never_a_changed_weight(ops, monkeypatch):

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from bytezoo.kernels import _cpu_extension, mlstm_calibration, mlstm_packing
+from bytezoo.kernels import _cpu_extension, mlstm_calibration, mlstm_fused_cpu, mlstm_packing
 
 
 @pytest.fixture
@@ -20,7 +20,8 @@ def calibrating(tmp_path, monkeypatch):
     def fake_measure():
         calls.append(1)
         return {"fp32_min_size": 512, "bf16_min_size": 1, "fp32_blocked_max_size": 2048,
-                "fp32_blocked_max_size_threads": 4096, "timings": {}, "seconds": 0.0}
+                "fp32_blocked_max_size_threads": 4096, "fp32_blocked_stream_min_size": 1024,
+                "fp32_blocked_stream_min_size_threads": 512, "timings": {}, "seconds": 0.0}
 
     monkeypatch.setattr(mlstm_calibration, "measure", fake_measure)
     monkeypatch.setattr(mlstm_calibration, "other_processes_busy", lambda: 0.0)  # a quiet machine unless a test says
@@ -36,7 +37,9 @@ def test_switch_off_uses_the_builtin_rule(monkeypatch):
 
 def test_measured_once_cached_and_reused(calibrating, tmp_path):
     assert mlstm_calibration.thresholds() == {"fp32_min_size": 512, "bf16_min_size": 1, "fp32_blocked_max_size": 2048,
-                                              "fp32_blocked_max_size_threads": 4096}
+                                              "fp32_blocked_max_size_threads": 4096,
+                                              "fp32_blocked_stream_min_size": 1024,
+                                              "fp32_blocked_stream_min_size_threads": 512}
     path = mlstm_calibration.cache_path()
     assert path.parent == tmp_path / "bytezoo" and path.exists()
     assert mlstm_calibration.calibration_key() in path.name
@@ -101,12 +104,47 @@ def test_blocked_limit_leaves_too_close_calls_to_the_builtin_rule():
     assert limit([(256, 0.8), (1024, 0.97)], default=512) == 512
 
 
+def test_streaming_starts_where_it_won_at_every_larger_size():
+    stream_from, never = mlstm_calibration.stream_from, mlstm_calibration.NEVER
+    assert stream_from([(256, 1.2), (1024, 0.75)], default=never) == 1024
+    assert stream_from([(256, 0.8), (1024, 0.75)], default=never) == 1  # won everywhere: any size streams
+    assert stream_from([(256, 0.8), (1024, 1.2)], default=1) == never  # lost at the largest: a smaller win is noise
+    assert stream_from([], default=1024) == never
+
+
+def test_streaming_leaves_too_close_calls_to_the_builtin_rule():
+    stream_from, never = mlstm_calibration.stream_from, mlstm_calibration.NEVER
+    assert stream_from([(256, 1.2), (1024, 0.98)], default=1024) == 1024
+    assert stream_from([(256, 1.2), (1024, 0.98)], default=never) == never
+    assert stream_from([(256, 1.03), (1024, 0.7)], default=256) == 1
+
+
+def test_the_limit_judges_the_panel_mode_chosen_at_each_size(monkeypatch):
+    """At a size that streams, the blocked products are compared with the library's by their streamed time."""
+    if mlstm_fused_cpu.unavailable_reason() is not None or not _cpu_extension.cpu_ops().blocked_products_available():
+        pytest.skip("the blocked products cannot run here")
+    fake_times = {False: [1.2] * 7, True: [0.8] * 7}  # cached loses to the library (1.0), streamed wins
+
+    def fake_interleaved(functions, repeats, calls=1):
+        return [[1.0] * 7, fake_times[False], fake_times[True]]
+
+    monkeypatch.setattr(mlstm_calibration, "_interleaved_times", fake_interleaved)
+    shapes = ((64, 4, 2), (128, 4, 2))
+    limit, stream_min = mlstm_calibration._measure_blocked(1 << 30, {}, shapes, default=0, default_stream=1 << 30)
+    assert (limit, stream_min) == (256, 1)  # streamed everywhere, and there it won at both sizes
+    fake_times[True] = [1.3] * 7
+    limit, stream_min = mlstm_calibration._measure_blocked(1 << 30, {}, shapes, default=0, default_stream=1 << 30)
+    assert (limit, stream_min) == (0, mlstm_calibration.NEVER)
+
+
 def test_real_measurement_is_short_and_well_formed():
     """Runs the real (tiny) measurement once: shape of the result only, never its numbers."""
     result = mlstm_calibration.measure(sizes=(64, 128), batch=8, blocked_shapes=((64, 8, 4), (128, 8, 4)))
     assert set(mlstm_calibration.DEFAULTS) <= set(result) and result["seconds"] < 10
     for key in ("fp32_blocked_max_size", "fp32_blocked_max_size_threads"):
         assert result[key] in (0, 90, 256)  # 90: between 64 and 128; 256: won at both
+    for key in ("fp32_blocked_stream_min_size", "fp32_blocked_stream_min_size_threads"):
+        assert result[key] in (1, 128, mlstm_calibration.NEVER)
 
 
 def test_a_measurement_under_load_is_provisional_until_a_quiet_process_repeats_it(calibrating, monkeypatch):

@@ -1,6 +1,7 @@
 """Which of the fused engines' choices win on *this* CPU, measured once (under 2 s) and cached next to the compiled
-extension: from which hidden size packing a recurrent weight for oneDNN beats plain ``torch.mm``, per dtype, and up to
-which hidden size the compiled loops' register-blocked fp32 products beat library GEMMs (:mod:`.mlstm_packing`).
+extension: from which hidden size packing a recurrent weight for oneDNN beats plain ``torch.mm``, per dtype, up to
+which hidden size the compiled loops' register-blocked fp32 products beat library GEMMs, and from which size those
+products should treat the weights as streamed from memory (prefetching ahead) rather than cached (:mod:`.mlstm_packing`).
 
 Why measure instead of a fixed rule: the rule in :mod:`bytezoo.kernels.mlstm_packing` was measured on one Intel Xeon
 (AVX-512 + AMX); oneDNN's packed and MKL's plain GEMMs rank differently on CPUs without AMX (an AMD EPYC with AVX-512
@@ -29,15 +30,16 @@ from pathlib import Path
 import torch
 
 ENV_SWITCH = "BYTEZOO_KERNEL_CALIBRATION"  # "0": built-in rule, no measurement; "refresh": measure again
-VERSION = 4  # bump when what is measured or how it is decided changes
+VERSION = 5  # bump when what is measured or how it is decided changes
 SIZES = (256, 512, 1024)  # hidden sizes timed; packing is decided from the smallest size where it wins for all larger
 BATCH = 64
 WIN = 0.95  # packed must take at most this fraction of plain's time
 # The built-in rule (Intel Xeon with AMX, 2026-11; see mlstm_packing): fp32 packs from H=1024, bf16 always.
 # Blocked products, fp32 inference (Intel Xeon with AMX, 2026-11-30): up to H=512 on one thread, up to 2048 on two
-# (they won at 256 and 1024 there, and lost at 4096).
+# (they won at 256 and 1024 there, and lost at 4096); their panels streamed from H=1024 (2 MB L2 per core).
 DEFAULTS = {"fp32_min_size": 1024, "bf16_min_size": 1, "fp32_blocked_max_size": 512,
-            "fp32_blocked_max_size_threads": 2048}
+            "fp32_blocked_max_size_threads": 2048, "fp32_blocked_stream_min_size": 1024,
+            "fp32_blocked_stream_min_size_threads": 1024}
 # The compiled loops' register-blocked products against library GEMMs, whole fp32 inference forwards: (H, B, T).
 BLOCKED_SHAPES = ((256, 32, 32), (1024, 64, 8))
 NEVER = 1 << 30
@@ -76,18 +78,24 @@ def cache_path() -> Path:
     return cache_dir() / f"calibration-{calibration_key()}.json"
 
 
-def _interleaved_times(first, second, repeats: int, calls: int = 1) -> tuple[list[float], list[float]]:
-    """Seconds per call of two functions, after one warm-up call each, timed in alternation (``calls`` calls per
-    timing), so a busy neighbour hits both alike."""
-    first(), second()
-    first_times, second_times = [], []
+def _interleaved_times(functions, repeats: int, calls: int = 1) -> list[list[float]]:
+    """Seconds per call of each function, after one warm-up call each, timed in turn (``calls`` calls per timing),
+    so a busy neighbour hits them alike."""
+    for fn in functions:
+        fn()
+    times = [[] for _ in functions]
     for _ in range(repeats):
-        for fn, times in ((first, first_times), (second, second_times)):
+        for fn, own in zip(functions, times):
             start = time.perf_counter()
             for _ in range(calls):
                 fn()
-            times.append((time.perf_counter() - start) / calls)
-    return first_times, second_times
+            own.append((time.perf_counter() - start) / calls)
+    return times
+
+
+def _paired_ratio(times: list[float], other_times: list[float]) -> float:
+    """The median over repetitions of one time over the other's in the same repetition (drift cancels)."""
+    return statistics.median(mine / theirs for mine, theirs in zip(times, other_times))
 
 
 def _time_products(x: torch.Tensor, weight: torch.Tensor, repeats: int = 5, calls: int = 3) -> tuple[float, float]:
@@ -100,13 +108,13 @@ def _time_products(x: torch.Tensor, weight: torch.Tensor, repeats: int = 5, call
     def packed_call():
         torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
 
-    plain_times, packed_times = _interleaved_times(plain, packed_call, repeats, calls)
+    plain_times, packed_times = _interleaved_times((plain, packed_call), repeats, calls)
     return statistics.median(plain_times), statistics.median(packed_times)
 
 
 def measure(sizes=SIZES, batch: int = BATCH, blocked_shapes=BLOCKED_SHAPES) -> dict:
     """Times plain and packed [batch x H] @ [H x 4H] products at each size and dtype, and blocked against library
-    products over whole forwards; returns the thresholds and the timings behind them. 1.6 s on a 2-core Xeon."""
+    products over whole forwards; returns the thresholds and the timings behind them. 2.3 s on a 2-core Xeon."""
     from .mlstm_packing import _packing_works
 
     started = time.perf_counter()
@@ -134,16 +142,18 @@ def measure(sizes=SIZES, batch: int = BATCH, blocked_shapes=BLOCKED_SHAPES) -> d
     # pointwise passes and oneDNN's GEMMs use threads differently), so both are measured: one thread, and the
     # threads this process has (when more than one; else the built-in rule).
     threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        result["fp32_blocked_max_size"] = _measure_blocked(result["fp32_min_size"], timings, blocked_shapes, "1 thread",
-                                                           DEFAULTS["fp32_blocked_max_size"])
-    finally:
-        torch.set_num_threads(threads)
-    result["fp32_blocked_max_size_threads"] = (
-        _measure_blocked(result["fp32_min_size"], timings, blocked_shapes, f"{threads} threads",
-                         DEFAULTS["fp32_blocked_max_size_threads"]) if threads > 1
-        else DEFAULTS["fp32_blocked_max_size_threads"])
+    for suffix, count in (("", 1), ("_threads", threads)):
+        limit_key, stream_key = "fp32_blocked_max_size" + suffix, "fp32_blocked_stream_min_size" + suffix
+        if suffix and threads == 1:
+            result[limit_key], result[stream_key] = DEFAULTS[limit_key], DEFAULTS[stream_key]
+            continue
+        try:
+            torch.set_num_threads(count)
+            result[limit_key], result[stream_key] = _measure_blocked(
+                result["fp32_min_size"], timings, blocked_shapes, f"{count} thread{'s' if count > 1 else ''}",
+                DEFAULTS[limit_key], DEFAULTS[stream_key])
+        finally:
+            torch.set_num_threads(threads)
     result["timings"] = timings
     result["seconds"] = time.perf_counter() - started
     result["threads"] = torch.get_num_threads()
@@ -152,20 +162,22 @@ def measure(sizes=SIZES, batch: int = BATCH, blocked_shapes=BLOCKED_SHAPES) -> d
 
 
 def _measure_blocked(fp32_min_size: int, timings: dict, shapes=BLOCKED_SHAPES, label: str = "",
-                     default: int = 0, repeats: int = 7) -> int:
-    """The largest hidden size for which the compiled loops' blocked products should run fp32 inference: whole
-    forwards (table inputs, no saving) at each (H, B, T) of ``shapes``, blocked against library GEMMs (oneDNN-packed
-    where ``fp32_min_size`` says so), interleaved, the median of the paired ratios; :func:`blocked_limit` turns them
-    into the limit (``default``: the built-in limit, for sizes where the measurement is too close to call). 0 when
+                     default: int = 0, default_stream: int = NEVER, repeats: int = 7) -> tuple[int, int]:
+    """``(limit, stream_from)``: the largest hidden size for which the compiled loops' blocked products should run
+    fp32 inference, and the smallest from which they should stream their panels. Whole forwards (table inputs, no
+    saving) at each (H, B, T) of ``shapes``: library GEMMs (oneDNN-packed where ``fp32_min_size`` says so), blocked
+    with cached panels and blocked with streamed panels, interleaved, medians of the paired ratios.
+    :func:`stream_from` picks the panel mode per size and :func:`blocked_limit` turns the chosen mode's ratios into
+    the limit (``default`` / ``default_stream``: the built-in rule, for sizes too close to call). ``(0, NEVER)`` when
     the blocked products cannot run here."""
     from . import _cpu_extension
     from .mlstm_packing import PACK_FP32_BATCHES, _packing_works
 
     ops = _cpu_extension.cpu_ops()
     if ops is None or not ops.blocked_products_available():
-        return 0
+        return 0, NEVER
     generator = torch.Generator().manual_seed(0)
-    ratios = []
+    ratios, stream_ratios = [], []
     for hidden, batch, steps in shapes:
         w_mh = torch.randn(hidden, hidden, generator=generator) / hidden**0.5
         w_h = torch.randn(hidden, 4 * hidden, generator=generator) / hidden**0.5
@@ -182,18 +194,43 @@ def _measure_blocked(fp32_min_size: int, timings: dict, shapes=BLOCKED_SHAPES, l
             ops.forward(gates_x, mult_x, w_mh, w_h, *packed, zeros, zeros, None, None, ids, False, False, None, None)
 
         def blocked():
-            ops.forward(gates_x, mult_x, w_mh, w_h, None, None, zeros, zeros, None, None, ids, False, False, *panels)
+            ops.forward(gates_x, mult_x, w_mh, w_h, None, None, zeros, zeros, None, None, ids, False, False, *panels,
+                        False)
 
-        library_times, blocked_times = _interleaved_times(library, blocked, repeats)
-        ratio = statistics.median(b / a for a, b in zip(library_times, blocked_times))
-        timings[f"blocked/H={hidden},B={batch},T={steps}/{label}"] = {
-            "library_s": statistics.median(library_times), "blocked_s": statistics.median(blocked_times),
-            "blocked_over_library": ratio}
-        ratios.append((hidden, ratio))
-    return blocked_limit(ratios, default)
+        def streamed():
+            ops.forward(gates_x, mult_x, w_mh, w_h, None, None, zeros, zeros, None, None, ids, False, False, *panels,
+                        True)
+
+        library_times, blocked_times, streamed_times = _interleaved_times((library, blocked, streamed), repeats)
+        entry = {"library_s": statistics.median(library_times), "blocked_s": statistics.median(blocked_times),
+                 "streamed_s": statistics.median(streamed_times),
+                 "blocked_over_library": _paired_ratio(blocked_times, library_times),
+                 "streamed_over_library": _paired_ratio(streamed_times, library_times),
+                 "streamed_over_blocked": _paired_ratio(streamed_times, blocked_times)}
+        timings[f"blocked/H={hidden},B={batch},T={steps}/{label}"] = entry
+        ratios.append((hidden, entry["blocked_over_library"], entry["streamed_over_library"]))
+        stream_ratios.append((hidden, entry["streamed_over_blocked"]))
+    stream_min = stream_from(stream_ratios, default_stream)
+    chosen = [(hidden, over_library_streamed if hidden >= stream_min else over_library_cached)
+              for hidden, over_library_cached, over_library_streamed in ratios]
+    return blocked_limit(chosen, default), stream_min
 
 
 BLOCKED_MARGIN = 0.05  # a ratio within 5% of 1 is too close to call on a 2-core machine: the built-in rule decides
+
+
+def stream_from(ratios: list[tuple[int, float]], default: int) -> int:
+    """The smallest H from which the blocked products stream their panels, from (H, streamed time / cached time) in
+    increasing H: the smallest measured size from which streaming won at every larger one (1 if at all of them), NEVER
+    if it did not win at the largest. A ratio within BLOCKED_MARGIN of 1 takes the built-in rule's verdict (won if
+    H >= ``default``)."""
+    threshold = NEVER
+    for hidden, ratio in reversed(ratios):
+        won = ratio < 1 if abs(ratio - 1) >= BLOCKED_MARGIN else hidden >= default
+        if not won:
+            break
+        threshold = hidden
+    return 1 if ratios and threshold == ratios[0][0] else threshold
 
 
 def blocked_limit(ratios: list[tuple[int, float]], default: int) -> int:
@@ -214,8 +251,9 @@ def blocked_limit(ratios: list[tuple[int, float]], default: int) -> int:
 
 
 def thresholds() -> dict:
-    """``{"fp32_min_size": int, "bf16_min_size": int, "fp32_blocked_max_size": int,
-    "fp32_blocked_max_size_threads": int}`` for this machine (the last two: one thread, several): the built-in rule
+    """``{"fp32_min_size": int, "bf16_min_size": int, "fp32_blocked_max_size": int, "fp32_blocked_max_size_threads":
+    int, "fp32_blocked_stream_min_size": int, "fp32_blocked_stream_min_size_threads": int}`` for this machine (the
+    blocked ones for one thread and for several): the built-in rule
     with ``BYTEZOO_KERNEL_CALIBRATION=0``, else the cached measurement, else measured now (once per process)."""
     switch = os.environ.get(ENV_SWITCH, "1").strip().lower()
     if switch == "0":

@@ -24,7 +24,7 @@ from torch.autograd.function import once_differentiable
 
 from . import _cpu_extension
 from ._scan_common import accumulate_dtype, grads_in_input_dtypes, needs_autograd
-from .mlstm_packing import RecurrentMatmul, blocked_panels
+from .mlstm_packing import RecurrentMatmul, blocked_panels, stream_panels
 
 # False keeps kernel="fused" on the plain-PyTorch loops (read at each call; the benchmarks' "fused-eager" and the
 # tests switch it).
@@ -74,9 +74,10 @@ def compiled_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cel
     state_matmul = RecurrentMatmul(w_mh, batch, steps, pack=no_packing)  # h_in @ W_mh
     mult_matmul = RecurrentMatmul(w_h, batch, steps, pack=no_packing)  # m @ W_h
     w_mh_panels, w_h_panels = panels if panels is not None else (None, None)
+    streamed = panels is not None and stream_panels(hidden)
     outputs = ops.forward(
         gates_x, mult_x, state_matmul.weight, mult_matmul.weight, state_matmul.packed, mult_matmul.packed,
-        h.contiguous(), c.contiguous(), keep, held, input_ids, save, return_cells, w_mh_panels, w_h_panels,
+        h.contiguous(), c.contiguous(), keep, held, input_ids, save, return_cells, w_mh_panels, w_h_panels, streamed,
     )
     hs, cs, h_last, c_last = outputs[:4]  # hs, cs (B, T, H) input dtype; h_last, c_last (B, H) accumulate dtype
     state_dtype = gates_x.dtype if h0 is None else h0.dtype

@@ -60,6 +60,11 @@ PACK_FP32_BATCHES = range(32, 129)
 # ran 6% slower blocked). Measured on the Intel Xeon only: a fixed rule, like PACK_FP32_BATCHES.
 BLOCKED_PRODUCTS = True
 BLOCKED_MAX_SIZE: int | None = None
+# From which H the panels are read as weights that do not stay in cache between steps (64-row slices, the next slice
+# software-prefetched): None = calibrated, per thread count like BLOCKED_MAX_SIZE. The built-in rule, measured on the
+# Intel Xeon (2 MB L2 per core) on 2026-11-30 (one thread, scan time without over with the prefetch): H=1024 B=64
+# 1.10-1.17, B=32 1.09-1.16, H=2048 B=32 1.14; H=256 B=32 0.96 (its 1.25 MB of panels stay in L2), H=512 B=32 0.95.
+BLOCKED_STREAM_MIN_SIZE: int | None = None
 BLOCKED_MAX_BATCH = 256
 PANEL_CACHE_BYTES = 256 << 20  # panels of larger weights are made per call and not kept
 _packing_verified: dict[torch.dtype, bool] = {}
@@ -185,3 +190,10 @@ def blocked_panels(ops, w_mh: Tensor, w_h: Tensor, batch: int, steps: int,
         if cacheable:
             panel_cache.put(w_mh, w_h, panels)
     return panels
+
+
+def stream_panels(hidden: int) -> bool:
+    """Whether the blocked products should read the panels of H = ``hidden`` as streamed from memory at every step
+    (prefetching ahead) rather than kept in cache: from the calibrated (or fixed) size up."""
+    key = "fp32_blocked_stream_min_size" + ("" if torch.get_num_threads() == 1 else "_threads")
+    return hidden >= _threshold(BLOCKED_STREAM_MIN_SIZE, key)

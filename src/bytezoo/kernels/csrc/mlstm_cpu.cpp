@@ -5,7 +5,8 @@
 // (one of them tiny), with no Python, no dispatcher round trips for the pointwise work and no temporaries. The
 // products go to oneDNN's packed kernels when the caller passes packed weights (as nn.LSTM's oneDNN path does), to
 // this file's register-blocked AVX-512 kernels when it passes the weights' panels (fp32; the pointwise work then runs
-// on each 64-column tile of the product), else to at::mm (MKL).
+// on each 64-column tile of the product; `stream_panels` when the weights do not stay in cache between steps, see
+// panel_product), else to at::mm (MKL).
 //
 // Contract (inputs are validated by bytezoo.kernels.mlstm_interface; these checks only guard against misuse):
 // batch-major (B, T, ...) contiguous tensors; "mm" = the inputs' and products' dtype (float32, bfloat16 or float64),
@@ -270,16 +271,21 @@ struct RecurrentMatmul {
 // The step's two products, register-blocked for fp32 with the pointwise work fused in (AVX-512 builds only).
 //
 // Why: at small H a step is two small GEMMs ([B x H] @ [H x H], [B x H] @ [H x 4H]) and two pointwise passes over
-// the (B, H) and (B, 4H) results. MKL runs such GEMMs near this core's FMA peak, but the step then writes z to memory
-// and reads it back, and each call pays MKL's and the dispatcher's entry costs (whole-sequence inference at H=256,
-// B=32: 0.79-0.80x nn.LSTM on one thread; 0.85-0.91x with this). Here a weight is stored as panels of 64 columns
+// the (B, H) and (B, 4H) results. Library GEMMs at these shapes ran at 55-65% of the core's FMA peak (232 GFLOP/s
+// fp32 on one core of the Intel Xeon measured), the step then writes z to memory and reads it back, and each call
+// pays the library's and the dispatcher's entry costs (whole-sequence inference at H=256, B=32: 0.79-0.80x nn.LSTM on
+// one thread; 0.85-0.91x with this). Here a weight is stored as panels of 64 columns
 // (K, 64), one panel's product for all batch rows lands in a small scratch tile that stays in L1, and the pointwise
 // pass for those 64 columns runs on the tile right away. W_h's panels interleave the gates: panel p holds units
 // 16p..16p+15 of each of i, f, o, u, so a tile has all four gates of its 16 units and the state update needs nothing
 // else.
 constexpr int64_t kPanelColumns = 64;  // four 16-float registers per batch row
 constexpr int64_t kPanelUnits = kPanelColumns / 4;
-constexpr int64_t kPanelDepth = 256;   // panel rows per pass over the batch (64 KB): stays in L1/L2 for all rows
+// Panel rows per pass over the batch. Weights that stay in L2 between steps: 128 rows (32 KB, kept in L1 while every
+// batch row uses them; 256 measured 2-5% slower at H=256). Weights streamed from L3/memory at every step: 64 rows,
+// the next slice software-prefetched while this one is used (below).
+constexpr int64_t kResidentDepth = 128;
+constexpr int64_t kStreamedDepth = 64;
 constexpr int kBlockRows = 6;          // batch rows per micro-kernel: 24 accumulators + 4 panel rows + a broadcast
 
 #if defined(__AVX512F__)
@@ -318,17 +324,38 @@ inline void panel_rows_tail(int64_t rows, const float* x, int64_t x_stride, cons
   }
 }
 
-// tile (batch, 64) = x (batch, depth) @ panel (depth, 64), the panel read in kPanelDepth slices so that each slice
-// serves every batch row while it is in cache (at H=4096 a panel is 1 MB; the weight is read once per step).
-inline void panel_product(const float* x, int64_t batch, int64_t depth, const float* panel, float* tile) {
-  for (int64_t k0 = 0; k0 < depth; k0 += kPanelDepth) {
-    const int64_t slice = std::min(kPanelDepth, depth - k0);
-    int64_t r = 0;
-    for (; r + kBlockRows <= batch; r += kBlockRows)
-      panel_kernel<kBlockRows>(x + r * depth + k0, depth, panel + k0 * kPanelColumns, slice, tile + r * kPanelColumns,
-                               k0 > 0);
-    panel_rows_tail<kBlockRows - 1>(batch - r, x + r * depth + k0, depth, panel + k0 * kPanelColumns, slice,
-                                    tile + r * kPanelColumns, k0 > 0);
+// Batch rows for the next micro-kernel call when `left` rows remain: 6, but no last call under 4 rows where that can
+// be helped (1-3 rows hold too few accumulators to hide the FMA latency): 32 rows go 6,6,6,6,4,4; 13 go 6,4,3.
+inline int64_t group_rows(int64_t left) {
+  return left <= kBlockRows ? left : (left < 2 * kBlockRows - 2 ? left - left / 2 : kBlockRows);
+}
+
+// tile (batch, 64) = x (batch, depth) @ panel (depth, 64), the panel read in slices so that each slice serves every
+// batch row while it is in L1. `streamed`: the weights do not stay in cache between steps (they are read from L3 or
+// memory once per step), so 64-row slices, and while the batch works through one slice the next one is prefetched
+// into L2, a share of its lines before each micro-kernel call. H=1024, B=64, one thread: 1.10-1.17x without the
+// prefetch; at H=256, whose weights stay in L2, the prefetches measured 4% slower (mlstm_packing decides which).
+inline void panel_product(const float* x, int64_t batch, int64_t depth, const float* panel, float* tile,
+                          bool streamed) {
+  const int64_t slice_rows = streamed ? kStreamedDepth : kResidentDepth;
+  int64_t groups = 0;
+  for (int64_t r = 0; r < batch; r += group_rows(batch - r)) ++groups;
+  for (int64_t k0 = 0; k0 < depth; k0 += slice_rows) {
+    const int64_t slice = std::min(slice_rows, depth - k0);
+    // The next slice (of this panel, or the next panel's first: panels are contiguous); past the last panel's end a
+    // prefetch touches nothing (it never faults).
+    const char* next = reinterpret_cast<const char*>(panel + (k0 + slice) * kPanelColumns);
+    const int64_t lines = streamed ? slice_rows * kPanelColumns * int64_t(sizeof(float)) / 64 : 0;
+    const int64_t lines_per_group = (lines + groups - 1) / groups;
+    int64_t line = 0;
+    for (int64_t r = 0; r < batch;) {
+      for (const int64_t end = std::min(lines, line + lines_per_group); line < end; ++line)
+        _mm_prefetch(next + 64 * line, _MM_HINT_T1);
+      const int64_t rows = group_rows(batch - r);
+      panel_rows_tail<kBlockRows>(rows, x + r * depth + k0, depth, panel + k0 * kPanelColumns, slice,
+                                  tile + r * kPanelColumns, k0 > 0);
+      r += rows;
+    }
   }
 }
 
@@ -376,7 +403,7 @@ BYTEZOO_INLINE void gate_tile(const float* __restrict z, const float* __restrict
 // tile (batch, 64) in a per-thread buffer. A task gets at least ~256K multiply-adds, so a small step stays on one
 // thread instead of paying a fork and join.
 template <typename Epilogue>
-inline void blocked_product(const float* x, int64_t batch, int64_t depth, const at::Tensor& panels,
+inline void blocked_product(const float* x, int64_t batch, int64_t depth, const at::Tensor& panels, bool streamed,
                             const Epilogue& epilogue) {
   const int64_t count = panels.size(0);
   const float* base = panels.data_ptr<float>();
@@ -385,7 +412,7 @@ inline void blocked_product(const float* x, int64_t batch, int64_t depth, const 
     thread_local std::vector<float> tile;
     tile.resize(static_cast<size_t>(batch * kPanelColumns));
     for (int64_t p = begin; p < end; ++p) {
-      panel_product(x, batch, depth, base + p * depth * kPanelColumns, tile.data());
+      panel_product(x, batch, depth, base + p * depth * kPanelColumns, tile.data(), streamed);
       epilogue(p, tile.data());
     }
   });
@@ -505,7 +532,7 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& gates_x, const at::Tensor
                                      const std::optional<at::Tensor>& keep, const std::optional<at::Tensor>& held,
                                      const std::optional<at::Tensor>& input_ids, bool save, bool return_cells,
                                      const std::optional<at::Tensor>& w_mh_panels,
-                                     const std::optional<at::Tensor>& w_h_panels) {
+                                     const std::optional<at::Tensor>& w_h_panels, bool stream_panels) {
   const int64_t batch = h0.size(0), hidden = h0.size(1);
   const int64_t steps = input_ids.has_value() ? input_ids->size(1) : gates_x.size(1);
   const auto acc_options = h0.options();
@@ -608,14 +635,14 @@ std::vector<at::Tensor> forward_impl(const at::Tensor& gates_x, const at::Tensor
     if (w_mh_panels.has_value()) {
       for (int64_t t = 0; t < steps; ++t) {
         // a = h_in @ W_mh, 64 columns at a time, each tile turned into m = a * mult_x[:, t] while in cache.
-        blocked_product(h_in_ptr, batch, hidden, *w_mh_panels, [&](int64_t panel, const float* tile) {
+        blocked_product(h_in_ptr, batch, hidden, *w_mh_panels, stream_panels, [&](int64_t panel, const float* tile) {
           const int64_t j0 = panel * kPanelColumns;
           for (int64_t b = 0; b < batch; ++b)
             multiply_tile(tile + b * kPanelColumns, mx + rows(b, t) * hidden + j0, m_ptr + b * hidden + j0,
                           save ? products_ptr + at_bt(b, t, hidden) + j0 : nullptr);
         });
         // z = m @ W_h, 16 units (all four gates) at a time, each tile turned into those units' new state.
-        blocked_product(m_ptr, batch, hidden, *w_h_panels, [&](int64_t panel, const float* tile) {
+        blocked_product(m_ptr, batch, hidden, *w_h_panels, stream_panels, [&](int64_t panel, const float* tile) {
           const int64_t u0 = panel * kPanelUnits;
           for (int64_t b = 0; b < batch; ++b) {
             const float* z = tile + b * kPanelColumns;
@@ -777,7 +804,7 @@ std::vector<at::Tensor> mlstm_forward(const at::Tensor& gates_x, const at::Tenso
                                       const at::Tensor& c0, const std::optional<at::Tensor>& keep,
                                       const std::optional<at::Tensor>& held, const std::optional<at::Tensor>& input_ids,
                                       bool save, bool return_cells, const std::optional<at::Tensor>& w_mh_panels,
-                                      const std::optional<at::Tensor>& w_h_panels) {
+                                      const std::optional<at::Tensor>& w_h_panels, bool stream_panels) {
   check(gates_x.size(-1) % 4 == 0, "gates_x's last dimension must be 4H");
   const int64_t hidden = gates_x.size(-1) / 4;
   const auto mm = gates_x.scalar_type(), acc = accumulate_type(mm);
@@ -815,12 +842,12 @@ std::vector<at::Tensor> mlstm_forward(const at::Tensor& gates_x, const at::Tenso
   BufferPool::instance().next_call();
   if (mm == at::kFloat)
     return forward_impl<float, float>(gates_x, mult_x, state_matmul, mult_matmul, h0, c0, keep, held, input_ids, save,
-                                      return_cells, w_mh_panels, w_h_panels);
+                                      return_cells, w_mh_panels, w_h_panels, stream_panels);
   if (mm == at::kDouble)
     return forward_impl<double, double>(gates_x, mult_x, state_matmul, mult_matmul, h0, c0, keep, held, input_ids,
-                                        save, return_cells, std::nullopt, std::nullopt);
+                                        save, return_cells, std::nullopt, std::nullopt, false);
   return forward_impl<at::BFloat16, float>(gates_x, mult_x, state_matmul, mult_matmul, h0, c0, keep, held, input_ids,
-                                           save, return_cells, std::nullopt, std::nullopt);
+                                           save, return_cells, std::nullopt, std::nullopt, false);
 }
 
 std::vector<at::Tensor> mlstm_backward(const at::Tensor& gate_coef, const at::Tensor& cell_coef, const at::Tensor& carry_coef,
@@ -888,7 +915,7 @@ TORCH_LIBRARY(bytezoo_mlstm_cpu, m) {
   m.def(
       "forward(Tensor gates_x, Tensor mult_x, Tensor w_mh, Tensor w_h, Tensor? w_mh_packed, Tensor? w_h_packed, "
       "Tensor h0, Tensor c0, Tensor? keep, Tensor? held, Tensor? input_ids, bool save, bool return_cells, "
-      "Tensor? w_mh_panels, Tensor? w_h_panels) -> Tensor[]",
+      "Tensor? w_mh_panels, Tensor? w_h_panels, bool stream_panels=False) -> Tensor[]",
       &mlstm_forward);
   m.def(
       "backward(Tensor gate_coef, Tensor cell_coef, Tensor carry_coef, Tensor mult_x, Tensor products, Tensor? keep, "
