@@ -10,6 +10,9 @@ import os
 import platform
 from pathlib import Path
 
+# The data folder beside the checkout (../shared/data), or BYTEZOO_SHARED_DATA: where the tests look too.
+SHARED_DATA = Path(os.environ.get("BYTEZOO_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
 # The flags that change which CPU kernels win (the rest of /proc/cpuinfo's list is kept in "flags_all").
 KEY_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_bf16", "amx_tile", "amx_int8",
              "avx_vnni", "fma")

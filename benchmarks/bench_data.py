@@ -29,11 +29,11 @@ from pathlib import Path
 from bytezoo.data.packed import PackedCorpus, pack
 from bytezoo.pretrain.data import ByteStreams, StreamLayout
 
-from _machine import cpu_model, machine# noqa: E402  (benchmarks/ is the script's folder)
+from _machine import SHARED_DATA, cpu_model, machine  # noqa: E402  (benchmarks/ is the script's folder)
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data" / "sst" / "unsup.csv"
+SHARED = SHARED_DATA / "sst" / "unsup.csv"
 OLD_REVISION = "cf0395c"  # the last commit before packed corpora: its pretrain/data.py is "today's code"
 PROCESSES = (1, 2, 8, 32, 128)
 PER_PROCESS = 32  # streams per process: the global batch grows with the process count, as in the paper's recipe

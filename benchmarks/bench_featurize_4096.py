@@ -26,10 +26,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the bytezoo command do
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _machine.py
-from _machine import machine  # noqa: E402  (benchmarks/ is the script's folder)
+from _machine import SHARED_DATA, machine  # noqa: E402  (benchmarks/ is the script's folder)
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SST = Path("/work/shared/data/sst")
+SST = SHARED_DATA / "sst"
 
 MINILM_CHILD = r"""
 import json, sys, time, torch

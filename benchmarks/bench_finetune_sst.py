@@ -5,7 +5,7 @@ fine-tuned from random weights, at 100, 1,000 and all 6,920 labels?
         --work /tmp/ftsst > /tmp/ftsst/bench.log 2>&1 &
 
 ``--model`` is a causal LM checkpoint; with ``--pretrain`` the script first pretrains one (mlstm-256 on the sentences
-of /work/shared/data/sst/unsup.csv, the command in :data:`PRETRAIN`). **unsup.csv holds every SST sentence, the test
+of ../shared/data/sst/unsup.csv, the command in :data:`PRETRAIN`). **unsup.csv holds every SST sentence, the test
 sentences included**: the LM has read the test texts (without their labels). Everything is scored on SST test.csv;
 dev.csv chooses C (probe, TF-IDF) and the fine-tuned weights (early stopping, best dev evaluation exported).
 
@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import cpu_model  # noqa: E402
+from _machine import SHARED_DATA, cpu_model  # noqa: E402
 
-SST = Path(os.environ.get("BYTEZOO_SHARED_DATA", "/work/shared/data")) / "sst"
+SST = SHARED_DATA / "sst"
 RESULTS = Path(__file__).resolve().parent / "results"
 PRETRAIN = ["pretrain", "--model", "mlstm-256", "--data", str(SST / "unsup.csv"), "--text-field", "sentence",
             "--batch-size", "32", "--seq-len", "128", "--lr", "2e-3", "--schedule", "cosine", "--warmup", "100",

@@ -5,7 +5,7 @@ with warmup and linear decay (``--recipe puri2018``) is the project's answer. Sa
     (b) batch 32 x 32,   lr 3e-3 x 32 (linear scaling), linear decay
     (c) batch 32 x 32,   --recipe puri2018 with lr 3e-3 per 32 sequences: scaled linearly, capped at 3e-3, warmup, decay
 
-Data: the text column of /work/shared/data/sst/unsup.csv (all SST sentences, test ones included: fine for LM
+Data: the text column of ../shared/data/sst/unsup.csv (all SST sentences, test ones included: fine for LM
 pretraining, but say so), its first 90% rows for training and the last 10% held out for validation BPC.
 Model: mlstm-256 with hidden_size=64, seq 16, 393,216 characters per run (the CPU budget of a shared 2-core
 machine). Writes benchmarks/results/pretrain-large-batch.{json,md,png}.
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -28,10 +27,10 @@ import torch
 from bytezoo.pretrain import pretrain
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _machine.py
-from _machine import machine  # noqa: E402  (benchmarks/ is the script's folder)
+from _machine import SHARED_DATA, machine  # noqa: E402  (benchmarks/ is the script's folder)
 
 RESULTS = Path(__file__).parent / "results"
-UNSUP = Path("/work/shared/data/sst/unsup.csv")
+UNSUP = SHARED_DATA / "sst" / "unsup.csv"
 
 
 def split_corpus(directory: Path) -> tuple[str, str]:

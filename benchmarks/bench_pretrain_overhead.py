@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -33,10 +32,10 @@ from bytezoo.data.packed import PackedCorpus, pack
 from bytezoo.pretrain.data import ByteStreams, StreamLayout
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _machine.py
-from _machine import machine  # noqa: E402  (benchmarks/ is the script's folder)
+from _machine import SHARED_DATA, machine  # noqa: E402  (benchmarks/ is the script's folder)
 
 RESULTS = Path(__file__).parent / "results"
-DATA = Path("/work/shared/data/sst/train.csv")
+DATA = SHARED_DATA / "sst" / "train.csv"
 
 
 def bare_steps(model, optimizer, batch_size: int, seq_len: int, steps: int) -> tuple[float, float]:

@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _machine.py
-from _machine import machine  # noqa: E402  (benchmarks/ is the script's folder)
+from _machine import SHARED_DATA, machine  # noqa: E402  (benchmarks/ is the script's folder)
 
 RESULTS = Path(__file__).resolve().parent / "results"
-UNSUP = Path("/work/shared/data/sst/unsup.csv")
+UNSUP = SHARED_DATA / "sst" / "unsup.csv"
 SETTINGS = {
     "1 thread": ("1", {}),
     "2 threads (default spin)": ("2", {}),

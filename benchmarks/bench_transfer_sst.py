@@ -4,7 +4,7 @@ the paper's figure.
     .venv/bin/python benchmarks/bench_transfer_sst.py --model runs/sst-lm/model [--output-dir /tmp/sst-transfer]
 
 ``--model`` is any checkpoint directory or hub URL (e.g. ``bytezoo pretrain``'s ``OUTPUT/model``). The script runs
-``bytezoo transfer`` on /work/shared/data/sst/{train,dev,test}.csv with ``--baseline tfidf`` and writes
+``bytezoo transfer`` on ../shared/data/sst/{train,dev,test}.csv with ``--baseline tfidf`` and writes
 ``benchmarks/results/transfer-sst.json``: the report's accuracies, C, non-zero count, top unit, featurization speed,
 the model's ``training_summary.json`` (how it was pretrained) when present, and Radford et al.'s 91.8% for reference.
 How the model was pretrained is recorded from ``--pretrain-note`` (say what text it saw, e.g. whether it included the
@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _machine.py
-from _machine import machine  # noqa: E402  (benchmarks/ is the script's folder)
+from _machine import SHARED_DATA, machine  # noqa: E402  (benchmarks/ is the script's folder)
 
 PAPER_SST_TEST_ACCURACY = 0.918  # Radford et al. 2017, 4096-d mLSTM on 82M Amazon reviews, L1 logistic regression
-SST = Path(os.environ.get("BYTEZOO_SHARED_DATA", "/work/shared/data")) / "sst"
+SST = SHARED_DATA / "sst"
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ Per byte and text an mLSTM layer does two recurrent matrix products, ``h @ W_mh`
 rate is ``10 H² × bytes/s``; the reference rate is the same two products, timed alone at the same shapes
 ([B×H]·[H×H] and [B×H]·[H×4H]), in the same process. Their ratio says how much of the time goes to the recurrence's
 matrix work rather than to everything else (elementwise gates, Python, padding). Texts are SST sentences when
-/work/shared/data/sst is present (else random sentences of the same length distribution).
+../shared/data/sst is present (else random sentences of the same length distribution).
 """
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ import torch
 import bytezoo
 from bytezoo.transfer import Featurizer
 
-from _machine import cpu_model, machine# noqa: E402  (benchmarks/ is the script's folder)
+from _machine import SHARED_DATA, cpu_model, machine  # noqa: E402  (benchmarks/ is the script's folder)
 
-SST = Path(os.environ.get("BYTEZOO_SHARED_DATA", "/work/shared/data")) / "sst" / "train.csv"
+SST = SHARED_DATA / "sst" / "train.csv"
 
 
 def load_texts(count: int, seed: int) -> tuple[list[str], str]:
