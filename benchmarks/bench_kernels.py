@@ -96,11 +96,26 @@ def autocast(device: str, dtype: torch.dtype):
     return torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32)
 
 
+TEXT: bytes | None = None  # --text: what the models read (else uniform random bytes)
+
+
+def input_ids(batch: int, steps: int, device: str) -> torch.Tensor:
+    """(B, T) bytes: uniform random, or with --text B windows spread evenly over the file. The mLSTM reads its input
+    projections as rows of (256, 4H) and (256, H) tables: random bytes touch all 256 rows (1.25 MB at H=256, beside
+    1.25 MB of weights in a 2 MB L2), English text mostly a few dozen; nn.LSTM's 64-wide embedding does not care."""
+    if TEXT is None:
+        return torch.randint(0, 256, (batch, steps), device=device)
+    stride = (len(TEXT) - steps) // batch
+    if stride <= 0:
+        raise SystemExit(f"--text has {len(TEXT):,} bytes; B x T = {batch * steps:,} are needed")
+    return torch.tensor([list(TEXT[row * stride:row * stride + steps]) for row in range(batch)], device=device)
+
+
 def make_steps(contender: str, hidden: int, batch: int, steps: int, device: str, dtype: torch.dtype):
     """Returns (train_step, infer_step) closures over one model, optimizer and batch."""
     model = build(contender, hidden, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    ids = torch.randint(0, 256, (batch, steps), device=device)
+    ids = input_ids(batch, steps, device)
 
     def train_step():
         with loops_for(contender):
@@ -272,6 +287,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default 1 on CPU; 0 = PyTorch's default)")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default=None, help="default: cpu on CPU, wall on CUDA")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--text", default=None,
+                        help="a file whose bytes the models read (default: uniform random bytes; see input_ids)")
     parser.add_argument("--output", default=None, help="JSON path (default benchmarks/results/kernels-<device>-<dtype>.json)")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -280,7 +297,8 @@ def main(argv=None) -> int:
         return 0
 
     device, dtype = args.device, DTYPES[args.dtype]
-    global clock
+    global clock, TEXT
+    TEXT = Path(args.text).read_bytes() if args.text else None
     clock_name = args.clock or ("wall" if device == "cuda" else "cpu")
     clock = CLOCKS[clock_name]
     threads = args.threads if args.threads is not None else (1 if device == "cpu" else 0)
@@ -317,6 +335,7 @@ def main(argv=None) -> int:
         "clock": clock_name,
         "load_average": os.getloadavg(),
         "dtype": args.dtype,
+        "input": args.text or "uniform random bytes",
         "versions": {"torch": torch.__version__, "triton": triton_version, "bytezoo": getattr(bytezoo, "__version__", None),
                      "python": platform.python_version()},
         "repeats": args.repeats,

@@ -136,6 +136,7 @@ def test_policy_uses_panels_only_for_long_fp32_inference_within_the_limit(ops, m
     assert mlstm_packing.blocked_panels(ops, w_mh, w_h, 8, steps - 1, save=False) is None  # too short to lay them out
     tall = mlstm_packing.BLOCKED_MAX_BATCH + 1  # library GEMMs catch up on tall inputs
     assert mlstm_packing.blocked_panels(ops, w_mh, w_h, tall, steps, save=False) is None
+    assert mlstm_packing.blocked_panels(ops, w_mh, w_h, 1, steps, save=False) is None  # and win on a single row
     monkeypatch.setattr(mlstm_packing, "BLOCKED_PRODUCTS", False)
     assert mlstm_packing.blocked_panels(ops, w_mh, w_h, 8, steps, save=False) is None
     monkeypatch.setattr(mlstm_packing, "BLOCKED_PRODUCTS", True)

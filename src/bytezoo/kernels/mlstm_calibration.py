@@ -1,7 +1,8 @@
 """Which of the fused engines' choices win on *this* CPU, measured once (under 2 s) and cached next to the compiled
 extension: from which hidden size packing a recurrent weight for oneDNN beats plain ``torch.mm``, per dtype, up to
 which hidden size the compiled loops' register-blocked fp32 products beat library GEMMs, and from which size those
-products should treat the weights as streamed from memory (prefetching ahead) rather than cached (:mod:`.mlstm_packing`).
+products should treat the weights as streamed from memory (prefetching ahead) rather than cached
+(:mod:`.mlstm_packing`).
 
 Why measure instead of a fixed rule: the rule in :mod:`bytezoo.kernels.mlstm_packing` was measured on one Intel Xeon
 (AVX-512 + AMX); oneDNN's packed and MKL's plain GEMMs rank differently on CPUs without AMX (an AMD EPYC with AVX-512
