@@ -9,8 +9,10 @@ Two layouts, each used where it measured faster:
 * **The compiled loops' own panels** (:func:`blocked_panels`; fp32 inference, AVX-512 builds): the weights as
   64-column panels that the C++ loops multiply with register-blocked AVX-512 code, fusing the step's pointwise work
   into each panel's result while it is in cache. At H=256 this removed most of what kept inference behind
-  ``nn.LSTM`` (benchmarks/results/kernels-notes.md). The panels are cached per weight tensor (identity and version
-  counter), so generation's one-byte calls reuse them.
+  ``nn.LSTM`` (benchmarks/results/kernels-notes.md). Panels too large to stay in cache between steps are streamed,
+  the next slice prefetched while the batch uses this one (from a calibrated size; at H=1024 this put inference
+  ahead of ``nn.LSTM``). The panels are cached per weight tensor (identity and version counter), so generation's
+  one-byte calls reuse them.
 
 Its own file because it is a measured policy, not an engine: the numbers behind each threshold sit next to it, and
 both fused engines (and their tests) read the same thresholds.
@@ -63,7 +65,8 @@ BLOCKED_MAX_SIZE: int | None = None
 # From which H the panels are read as weights that do not stay in cache between steps (64-row slices, the next slice
 # software-prefetched): None = calibrated, per thread count like BLOCKED_MAX_SIZE. The built-in rule, measured on the
 # Intel Xeon (2 MB L2 per core) on 2026-11-30 (one thread, scan time without over with the prefetch): H=1024 B=64
-# 1.10-1.17, B=32 1.09-1.16, H=2048 B=32 1.14; H=256 B=32 0.96 (its 1.25 MB of panels stay in L2), H=512 B=32 0.95.
+# 1.06-1.22, B=32 1.09-1.17, H=2048 B=32 1.07-1.14; H=256 B=32 0.96 (its 1.25 MB of panels stay in L2), H=512 B=32
+# 0.95-0.96.
 BLOCKED_STREAM_MIN_SIZE: int | None = None
 BLOCKED_MAX_BATCH = 256
 # And from 2 rows: a single row (one-byte generation of one text) ran 4-8% slower blocked than with library GEMMs
