@@ -202,11 +202,13 @@ def test_engine_streams_the_panels_from_the_size_measured_for_this_many_threads(
 def test_panel_cache_serves_short_calls_and_never_a_changed_weight(ops, monkeypatch):
     monkeypatch.setattr(mlstm_packing, "BLOCKED_MAX_SIZE", 64)
     w_mh, w_h = torch.randn(64, 64), torch.randn(64, 256)
+    rows = mlstm_packing.BLOCKED_MIN_BATCH_SHORT
     panels = mlstm_packing.blocked_panels(ops, w_mh, w_h, 8, mlstm_packing.PACK_MIN_STEPS, save=False)
-    assert mlstm_packing.blocked_panels(ops, w_mh, w_h, 8, 1, save=False) is panels  # one-byte calls reuse them
-    assert mlstm_packing.blocked_panels(ops, w_mh.clone(), w_h, 8, 1, save=False) is None  # another tensor: no match
+    assert mlstm_packing.blocked_panels(ops, w_mh, w_h, rows, 1, save=False) is panels  # one-byte calls reuse them
+    assert mlstm_packing.blocked_panels(ops, w_mh, w_h, rows - 1, 1, save=False) is None  # too few rows for them
+    assert mlstm_packing.blocked_panels(ops, w_mh.clone(), w_h, rows, 1, save=False) is None  # another tensor
     w_h.add_(1.0)  # changed in place (an optimizer step): the old panels must not serve
-    assert mlstm_packing.blocked_panels(ops, w_mh, w_h, 8, 1, save=False) is None
+    assert mlstm_packing.blocked_panels(ops, w_mh, w_h, rows, 1, save=False) is None
     fresh = mlstm_packing.blocked_panels(ops, w_mh, w_h, 8, mlstm_packing.PACK_MIN_STEPS, save=False)
     torch.testing.assert_close(fresh[1][0, :, 0], w_h[:, 0], rtol=0, atol=0)
     assert len(mlstm_packing.panel_cache.entries) == 1
@@ -223,7 +225,8 @@ def test_inference_mode_tensors_get_panels_per_call_and_never_from_the_cache(ops
     with torch.inference_mode():
         w_mh, w_h = inputs[2].clone(), inputs[3].clone()
         assert mlstm_packing.blocked_panels(ops, w_mh, w_h, 8, steps, save=False) is not None
-        assert mlstm_packing.blocked_panels(ops, w_mh, w_h, 8, 1, save=False) is None
+        rows = mlstm_packing.BLOCKED_MIN_BATCH_SHORT
+        assert mlstm_packing.blocked_panels(ops, w_mh, w_h, rows, 1, save=False) is None
         assert not mlstm_packing.panel_cache.entries
         w_h.mul_(0.5)
         got = mlstm_scan(inputs[0], inputs[1], w_mh, w_h, *inputs[4:], kernel="fused")
@@ -237,13 +240,17 @@ def test_inference_through_the_public_scan_uses_and_reuses_panels(ops, panels_ma
     """kernel="fused" without autograd: a long call lays out and caches the panels, a one-step call continuing from
     its state uses them, and both agree with the reference."""
     monkeypatch.setattr(mlstm_packing, "BLOCKED_MAX_SIZE", 64)
-    inputs, _, _ = random_problem(batch=4, steps=mlstm_packing.PACK_MIN_STEPS + 1, hidden=64, masks=False)
+    batch = mlstm_packing.BLOCKED_MIN_BATCH_SHORT
+    inputs, _, _ = random_problem(batch=batch, steps=mlstm_packing.PACK_MIN_STEPS + 1, hidden=64, masks=False)
     gates_x, mult_x, w_mh, w_h, h0, c0 = inputs
     monkeypatch.setattr(mlstm_packing, "panel_cache", mlstm_packing._PanelCache())
+    chosen, choose = [], mlstm_fused_cpu.blocked_panels
+    monkeypatch.setattr(mlstm_fused_cpu, "blocked_panels", lambda *args: chosen.append(choose(*args)) or chosen[-1])
     with torch.no_grad():
         head = mlstm_scan(gates_x[:, :-1], mult_x[:, :-1], w_mh, w_h, h0, c0, kernel="fused")
         tail = mlstm_scan(gates_x[:, -1:], mult_x[:, -1:], w_mh, w_h, head[2], head[3], kernel="fused")
     assert len(panels_made) == 1 and len(mlstm_packing.panel_cache.entries) == 1
+    assert chosen[0] is not None and chosen[1] is chosen[0]  # the one-step call ran on the cached panels
     expected = mlstm_scan_ref(*inputs)
     rtol, atol = TOLERANCES[torch.float32]
     torch.testing.assert_close(torch.cat([head[0], tail[0]], dim=1), expected[0], rtol=rtol, atol=atol)

@@ -69,9 +69,13 @@ BLOCKED_MAX_SIZE: int | None = None
 # 0.95-0.96.
 BLOCKED_STREAM_MIN_SIZE: int | None = None
 BLOCKED_MAX_BATCH = 256
-# And from 2 rows: a single row (one-byte generation of one text) ran 4-8% slower blocked than with library GEMMs
-# (H=256 357 vs 341 us per step, H=1024 1,357 vs 1,260; two rows at parity, 32 rows at H=1024 1.49x faster).
+# And from 2 rows, and for short calls (fewer than PACK_MIN_STEPS steps: generation's one-byte steps, panels from the
+# cache) from BLOCKED_MIN_BATCH_SHORT rows. One-byte steps of the model, blocked against library products (one thread,
+# 2026-11-30): H=256 B=1 357 vs 341 us, B=4 395 vs 383, B=8 495 vs 482, B=16 606 vs 599, B=32 670 vs 716; H=1024 B=1
+# 1,357 vs 1,260, B=2-8 2-3% slower, B=16 2,228 vs 2,882, B=32 3.5 vs 5.2 ms. Whole sequences of one row: H=256 1.11x
+# faster blocked, H=1024 (streamed) 0.91x; of two rows 1.27x and 1.00x.
 BLOCKED_MIN_BATCH = 2
+BLOCKED_MIN_BATCH_SHORT = 16
 PANEL_CACHE_BYTES = 256 << 20  # panels of larger weights are made per call and not kept
 _packing_verified: dict[torch.dtype, bool] = {}
 
@@ -176,11 +180,14 @@ def blocked_panels(ops, w_mh: Tensor, w_h: Tensor, batch: int, steps: int,
     ``ops`` is the loaded extension (``torch.ops.bytezoo_mlstm_cpu``). Only for a forward that saves nothing for a
     backward (inference: in training the blocked forward measured slower, its coefficients being written 16 units at
     a time; streamed panels too: 1.02x at H=1024 on one thread, 0.93x on two), float32, H a multiple of 64 up to the
-    measured limit, BLOCKED_MIN_BATCH to BLOCKED_MAX_BATCH rows, and a build with AVX-512."""
+    measured limit, BLOCKED_MIN_BATCH to BLOCKED_MAX_BATCH rows (short calls from BLOCKED_MIN_BATCH_SHORT), and a
+    build with AVX-512."""
     hidden = w_mh.shape[0]
     if not BLOCKED_PRODUCTS or save or w_mh.dtype != torch.float32 or w_h.dtype != torch.float32 or hidden % 64:
         return None
     if not BLOCKED_MIN_BATCH <= batch <= BLOCKED_MAX_BATCH:
+        return None
+    if steps < PACK_MIN_STEPS and batch < BLOCKED_MIN_BATCH_SHORT:
         return None
     if not ops.blocked_products_available():
         return None
