@@ -30,20 +30,30 @@ def ops():
     mlstm_packing.panel_cache.clear()
 
 
+def spy_on_ops(monkeypatch, ops, method: str, record) -> None:
+    """Makes _cpu_extension.cpu_ops() (the engine's path) return ``ops`` with ``method`` calling ``record(args)``
+    first."""
+
+    class Spy:
+        def __getattr__(self, name):
+            attribute = getattr(ops, name)
+            if name != method:
+                return attribute
+
+            def recorded(*args):
+                record(args)
+                return attribute(*args)
+
+            return recorded
+
+    monkeypatch.setattr(_cpu_extension, "cpu_ops", lambda: Spy())
+
+
 @pytest.fixture
 def panels_made(ops, monkeypatch):
     """Counts the extension's blocked_panels calls made through _cpu_extension.cpu_ops() (the engine's path)."""
     made = []
-
-    class Counting:
-        def __getattr__(self, name):
-            return getattr(ops, name)
-
-        def blocked_panels(self, *args):
-            made.append(1)
-            return ops.blocked_panels(*args)
-
-    monkeypatch.setattr(_cpu_extension, "cpu_ops", lambda: Counting())
+    spy_on_ops(monkeypatch, ops, "blocked_panels", lambda args: made.append(1))
     return made
 
 
@@ -174,16 +184,7 @@ def test_engine_streams_the_panels_from_the_size_measured_for_this_many_threads(
     monkeypatch.setattr(mlstm_packing, "BLOCKED_MAX_SIZE", 1024)
     monkeypatch.setattr(mlstm_packing, "BLOCKED_STREAM_MIN_SIZE", None)
     flags = []
-
-    class Recording:
-        def __getattr__(self, name):
-            return getattr(ops, name)
-
-        def forward(self, *args):
-            flags.append(args[-1])
-            return ops.forward(*args)
-
-    monkeypatch.setattr(_cpu_extension, "cpu_ops", lambda: Recording())
+    spy_on_ops(monkeypatch, ops, "forward", lambda args: flags.append(args[-1]))
     before = torch.get_num_threads()
     try:
         for threads, hidden in ((1, 64), (1, 128), (2, 64)):

@@ -191,18 +191,13 @@ def _measure_blocked(fp32_min_size: int, timings: dict, shapes=BLOCKED_SHAPES, l
                   for w in (w_mh, w_h)]
         panels = ops.blocked_panels(w_mh, w_h)
 
-        def library():
-            ops.forward(gates_x, mult_x, w_mh, w_h, *packed, zeros, zeros, None, None, ids, False, False, None, None)
+        def forward(packed_weights, panel_arguments):  # one inference forward: packed or plain weights, or panels
+            return lambda: ops.forward(gates_x, mult_x, w_mh, w_h, *packed_weights, zeros, zeros, None, None, ids,
+                                       False, False, *panel_arguments)
 
-        def blocked():
-            ops.forward(gates_x, mult_x, w_mh, w_h, None, None, zeros, zeros, None, None, ids, False, False, *panels,
-                        False)
-
-        def streamed():
-            ops.forward(gates_x, mult_x, w_mh, w_h, None, None, zeros, zeros, None, None, ids, False, False, *panels,
-                        True)
-
-        library_times, blocked_times, streamed_times = _interleaved_times((library, blocked, streamed), repeats)
+        library_times, blocked_times, streamed_times = _interleaved_times(
+            (forward(packed, (None, None, False)), forward((None, None), (*panels, False)),
+             forward((None, None), (*panels, True))), repeats)
         entry = {"library_s": statistics.median(library_times), "blocked_s": statistics.median(blocked_times),
                  "streamed_s": statistics.median(streamed_times),
                  "blocked_over_library": _paired_ratio(blocked_times, library_times),
@@ -220,6 +215,12 @@ def _measure_blocked(fp32_min_size: int, timings: dict, shapes=BLOCKED_SHAPES, l
 BLOCKED_MARGIN = 0.05  # a ratio within 5% of 1 is too close to call on a 2-core machine: the built-in rule decides
 
 
+def _won(ratio: float, builtin_verdict: bool) -> bool:
+    """Whether the contender won at a time ratio (its time over the other's), or the built-in rule's verdict when the
+    ratio lies within BLOCKED_MARGIN of 1."""
+    return ratio < 1 if abs(ratio - 1) >= BLOCKED_MARGIN else builtin_verdict
+
+
 def stream_from(ratios: list[tuple[int, float]], default: int) -> int:
     """The smallest H from which the blocked products stream their panels, from (H, streamed time / cached time) in
     increasing H: the smallest measured size from which streaming won at every larger one (1 if at all of them), NEVER
@@ -227,8 +228,7 @@ def stream_from(ratios: list[tuple[int, float]], default: int) -> int:
     H >= ``default``)."""
     threshold = NEVER
     for hidden, ratio in reversed(ratios):
-        won = ratio < 1 if abs(ratio - 1) >= BLOCKED_MARGIN else hidden >= default
-        if not won:
+        if not _won(ratio, hidden >= default):
             break
         threshold = hidden
     return 1 if ratios and threshold == ratios[0][0] else threshold
@@ -243,8 +243,7 @@ def blocked_limit(ratios: list[tuple[int, float]], default: int) -> int:
     H=256, and a coin flip must not turn the products off for good."""
     limit = 0
     for index, (hidden, ratio) in enumerate(ratios):
-        won = ratio < 1 if abs(ratio - 1) >= BLOCKED_MARGIN else hidden <= default
-        if not won:
+        if not _won(ratio, hidden <= default):
             break
         following = ratios[index + 1][0] if index + 1 < len(ratios) else 4 * hidden
         limit = int((hidden * following) ** 0.5)

@@ -191,8 +191,7 @@ def blocked_panels(ops, w_mh: Tensor, w_h: Tensor, batch: int, steps: int,
         return None
     if not ops.blocked_products_available():
         return None
-    key = "fp32_blocked_max_size" if torch.get_num_threads() == 1 else "fp32_blocked_max_size_threads"
-    if hidden > _threshold(BLOCKED_MAX_SIZE, key):
+    if hidden > _threshold(BLOCKED_MAX_SIZE, _for_thread_count("fp32_blocked_max_size")):
         return None
     # Tensors made under torch.inference_mode have no version counter, so an in-place change could not be seen:
     # their panels are made per call, never kept (the Featurizer's calls are long enough not to notice).
@@ -208,5 +207,10 @@ def blocked_panels(ops, w_mh: Tensor, w_h: Tensor, batch: int, steps: int,
 def stream_panels(hidden: int) -> bool:
     """Whether the blocked products should read the panels of H = ``hidden`` as streamed from memory at every step
     (prefetching ahead) rather than kept in cache: from the calibrated (or fixed) size up."""
-    key = "fp32_blocked_stream_min_size" + ("" if torch.get_num_threads() == 1 else "_threads")
-    return hidden >= _threshold(BLOCKED_STREAM_MIN_SIZE, key)
+    return hidden >= _threshold(BLOCKED_STREAM_MIN_SIZE, _for_thread_count("fp32_blocked_stream_min_size"))
+
+
+def _for_thread_count(key: str) -> str:
+    """The calibration's key for one thread or, with more, its "_threads" twin (the blocked products rank
+    differently there)."""
+    return key if torch.get_num_threads() == 1 else f"{key}_threads"
