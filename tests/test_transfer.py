@@ -85,7 +85,7 @@ def test_packed_rows_stay_full_and_features_equal_reading_each_text_alone(name, 
 
 @pytest.mark.parametrize("name", [n for n in one_preset_per_family() if (n, "final_cell") not in FAMILY_POOLINGS])
 def test_final_cell_features_of_a_model_without_a_cell_are_refused_by_name(name):
-    with pytest.raises(ValueError, match=r"pooling='final_cell' needs a 'cell' state, which .* does not have .*use 'final_hidden' or 'mean'"):
+    with pytest.raises(ValueError, match=r"pooling .final_cell. reads a per-unit cell state, which \w+ does not have; \w+ offers final_hidden, mean"):
         Featurizer(tiny_preset(name, seed=0), pooling="final_cell").fit()
 
 

@@ -258,11 +258,12 @@ def test_transfer_bad_input_names_the_file_and_column(tmp_path, model_dir, capsy
         ("transfer", ["--train", "{train}", "--model", "{tmp}/no-model"], r"no-model/config.json: missing"),
         ("transfer", ["--train", "{train}", "--C", "-1"], r"C values must be positive finite numbers \(got \[-1.0\]\)"),
         ("transfer", ["--train", "{train}", "--device", "nonsense"], r"device='nonsense' is not a torch device"),
-        ("transfer", ["--train", "{train}", "--pooling", "max"], r"argument --pooling: invalid choice: 'max'"),
+        ("transfer", ["--train", "{train}", "--pooling", "max"], r"transfer options: pooling 'max' is not one of final_cell, final_hidden, mean"),
+        ("transfer", ["--train", "{train}", "--pooling", "final_cell", "--model", "{gru}"], r"pooling 'final_cell' reads a per-unit cell state, which ByteGRUModel does not have; ByteGRUModel offers final_hidden, mean \(default final_hidden\)$"),
         ("transfer", ["--train", "{train}", "--curve-points", "-1"], r"argument --curve-points: must be an integer >= 0"),
         ("classify", ["--pipeline", "{model}", "good"], r"no classifier.json; not a saved bytezoo classifier"),
-        ("classify", ["--pipeline", "{model}", "--input", "{tmp}/texts.txt"], r"texts.txt: cannot tell the format .*--format on the command line"),
-        ("classify", ["--pipeline", "{model}"], r"give the texts as arguments or --input FILE"),
+        ("classify", ["--pipeline", "{model}", "--input", "{tmp}/texts.dat"], r"texts.dat: cannot tell the format .*--format on the command line"),
+        ("classify", ["--pipeline", "{model}"], r"give the texts as arguments, - for standard input, or --input FILE"),
         ("generate", ["--model", "{model}", "--neuron", "300"], r"neuron 300 is outside the model's 16 units; choose one in 0..15"),
         ("generate", ["--model", "{model}", "--top-k", "0"], r"top_k must be in \[1, 256\]"),
         ("generate", ["--model", "{model}", "--device", "nonsense"], r"device='nonsense' is not a torch device"),
@@ -272,9 +273,12 @@ def test_transfer_bad_input_names_the_file_and_column(tmp_path, model_dir, capsy
 )
 def test_user_errors_print_one_line_and_exit_2(tmp_path, model_dir, capsys, command, arguments, message):
     (tmp_path / "bad.csv").write_text('text,label\ngood,1\n"bad,0\nfine,1\n')  # an unclosed quote swallows the rest
-    (tmp_path / "texts.txt").write_text("one text\n")
+    (tmp_path / "texts.dat").write_text("one text\n")
     write_split(tmp_path / "train.tsv", 8, 1)
-    paths = {"bad_csv": tmp_path / "bad.csv", "train": tmp_path / "train.tsv", "tmp": tmp_path, "model": model_dir}
+    paths = {"bad_csv": tmp_path / "bad.csv", "train": tmp_path / "train.tsv", "tmp": tmp_path, "model": model_dir,
+             "gru": tmp_path / "gru"}
+    if "{gru}" in arguments:
+        bytezoo.create_model("gru-1024", hidden_size=8, embedding_size=4).save_pretrained(tmp_path / "gru")
     argv = [command, *(a.format(**paths) for a in arguments)]
     if command == "transfer":
         argv = [*argv[:1], "--model", str(model_dir), "--output", str(tmp_path / "out"), "--no-progress", *argv[1:]]
@@ -346,7 +350,8 @@ def test_transfer_config_holds_the_defaults_and_the_command_line_uses_them(tmp_p
     assert from_cli == TransferConfig(model="m", train="t.csv", output="o")
     assert from_cli.baseline == "tfidf"  # the baseline is measured unless --baseline none
     choices = {action.dest: tuple(action.choices) for action in build_parser()._subparsers._group_actions[0].choices["transfer"]._actions if action.choices}
-    assert choices["pooling"] == transfer_config.POOLINGS and choices["preprocess"] == transfer_config.PREPROCESSORS
+    assert choices["preprocess"] == transfer_config.PREPROCESSORS
+    assert from_cli.pooling is None and "pooling" not in choices  # the modes and the default are the model's
     assert choices["dtype"] == transfer_config.DTYPES and choices["baseline"] == transfer_config.BASELINES
 
     with pytest.raises(ValueError, match="pooling 'max' is not one of final_cell, final_hidden, mean; batch_size must be"):
