@@ -15,6 +15,7 @@ import bytezoo
 from zoo_presets import one_preset_per_family
 from bytezoo.transfer import DatasetError, Featurizer, SingleClassError, SparseLogisticClassifier, preprocess_openai, read_dataset
 from bytezoo.transfer.featurizer import text_to_bytes
+from bytezoo.zoo.recurrent_lm import supported_poolings
 
 
 def tiny(name: str = "mlstm-256", seed: int = 0, **overrides):
@@ -35,8 +36,8 @@ def tiny_preset(name: str, seed: int):
     return bytezoo.create_model(name, **overrides).eval()
 
 
-FAMILY_POOLINGS = [(name, pooling) for name in one_preset_per_family() for pooling in ("final_cell", "final_hidden", "mean")
-                   if pooling != "final_cell" or "cell" in bytezoo.create_model(name, **bytezoo.get_model_info(name).test_overrides).unit_states]
+FAMILY_POOLINGS = [(name, pooling) for name in one_preset_per_family()  # every mode each family offers
+                   for pooling in supported_poolings(bytezoo.create_model(name, **bytezoo.get_model_info(name).test_overrides))]
 
 
 @pytest.mark.parametrize("name, pooling", FAMILY_POOLINGS)

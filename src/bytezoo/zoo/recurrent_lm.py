@@ -23,6 +23,11 @@ Transformer    ``("key", "value",           none: a window of cached keys and va
                "position")``                position in its document (-1 = empty)
 =============  ===========================  ==============================================================
 
+**A text's feature** (pooling) is written here once: the modes (:data:`POOLINGS`: the last layer's final cell state,
+final hidden state, mean output), which a family offers (:func:`supported_poolings`) and its default
+(:func:`default_pooling`), and how every caller reads one (:class:`TextPooling`): the classifier head, bytezoo's
+featurizer, fine-tuning's probe, the unit traces and steered generation. A new mode is one entry of ``_POOLING_RULES``.
+
 **What a family writes.** A body class (subclass of :class:`RecurrentModel`) with ``state_shapes(batch)`` and
 ``_forward_layers(...)``; a causal-LM class (subclass of :class:`RecurrentForCausalLM`) and a sequence-classification
 class (subclass of :class:`RecurrentForSequenceClassification`), each naming its body class in ``body_class``; a
