@@ -494,9 +494,11 @@ def test_transfer_describes_the_data_and_the_units_and_generate_takes_them_from_
     assert re.search(r"warning: the classifier kept 0 non-zero weights \(C=1e-09\): it ignores the features and "
                      r"predicts the majority class '(0|1)' for every text", err)
     # the top units, with their weights' signs and their ranges per class, printed and in the report
-    assert "top units: weight (+: higher values favour the class), and the 5th-95th percentile" in err
+    assert "top units: their weights, the classes their higher values favour, and their 5th-95th percentile" in err
     top = report["top_units"][0]
     assert set(top["range"]) == set(top["steer"]) == {"0", "1", "neutral"} and all(low <= high for low, high in top["range"].values())
+    low, high = top["range"]["neutral"]
+    assert re.search(rf"unit +{top['unit']}  weight \S+  higher favours \S.*\|  0 \[.*neutral \[{low:.3g}, {high:.3g}\]", err)
     steering = report["steering"]
     assert steering["state"] == "cell" and steering["pooling"] == "final_cell" and steering["unit"] == top["unit"]
 

@@ -75,7 +75,7 @@ def test_a_family_goes_through_the_whole_user_path_with_the_defaults(name, corpu
     assert report["featurizer"]["pooling"] == default_pooling(model) == summary["transfer"]["pooling"]
     assert set(report["files"]["plots"]) >= {"unit_histogram", "unit_heatmap", "unit_heatmap_html", "data_efficiency"}
     assert "<span" in (demo / "transfer" / "unit_heatmap.html").read_text()
-    assert "classes neg, pos" in log.err and "top units: weight (+: higher values favour the class)" in log.err
+    assert "classes neg, pos" in log.err and "top units: their weights, the classes their higher values favour" in log.err
     top = report["top_units"][0]
     assert set(top["range"]) == set(top["toward"]) == set(top["steer"]) == {"neg", "pos"}
     steering = report["steering"]

@@ -109,13 +109,13 @@ def describe_units(classifier, features: np.ndarray, labels: np.ndarray, class_n
 
 def format_units(described: list[dict], split: str = "train") -> str:
     """:func:`describe_units`' result as lines to print: each unit's weights with their signs, and its range per class."""
-    lines = [f"top units: weight (+: higher values favour the class), and the {PERCENTILES[0]:g}th-{PERCENTILES[1]:g}th "
-             f"percentile of the unit per class on the {split} split"]
+    lines = [f"top units: their weights, the classes their higher values favour, and their {PERCENTILES[0]:g}th-"
+             f"{PERCENTILES[1]:g}th percentile per class on the {split} split"]
     for entry in described:
-        signs = " ".join(f"{name}{'+' if sign > 0 else '-' if sign < 0 else '0'}" for name, sign in entry["toward"].items())
-        ranges = "  ".join(f"{name}: [{low:.3g}, {high:.3g}]" for name, (low, high) in entry["range"].items())
+        favoured = ", ".join(name for name, sign in entry["toward"].items() if sign > 0) or "none"
+        ranges = "  ".join(f"{name} [{low:.3g}, {high:.3g}]" for name, (low, high) in entry["range"].items())
         weights = "/".join(f"{w:+.3g}" for w in entry["weights"])
-        lines.append(f"  unit {entry['unit']:>5}  weight {weights}  ({signs})  {ranges}")
+        lines.append(f"  unit {entry['unit']:>5}  weight {weights}  higher favours {favoured}  |  {ranges}")
     return "\n".join(lines)
 
 
