@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from bytezoo.zoo.recurrent_lm import POOLINGS
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import SHARED_DATA, cpu_model  # noqa: E402
 
@@ -61,7 +63,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3, help="the head's peak rate")
     parser.add_argument("--body-lr", type=float, default=5e-4, help="the body's peak rate")
     parser.add_argument("--result", default=str(RESULTS / "finetune-sst.json"))
-    parser.add_argument("--pooling", default="final_cell", choices=("final_cell", "final_hidden", "mean"),
+    parser.add_argument("--pooling", default="final_cell", choices=POOLINGS,
                         help="the feature the probe and the fine-tuned head read (default: final_cell)")
     parser.add_argument("--skip", nargs="*", default=[], choices=list(METHODS), help="methods not to measure")
     args = parser.parse_args()

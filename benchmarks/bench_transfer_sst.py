@@ -33,7 +33,8 @@ def main() -> None:
     parser.add_argument("--output-dir", help="where bytezoo transfer writes (default: a temporary directory)")
     parser.add_argument("--pretrain-note", default="", help="how the model was pretrained, for the record")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--pooling", default="final_cell", choices=("final_cell", "final_hidden", "mean"))  # transfer.config.POOLINGS
+    parser.add_argument("--pooling", help="a pooling mode the model offers (bytezoo.zoo.recurrent_lm.POOLINGS; default: "
+                        "the model's own)")
     parser.add_argument("--result", default=str(Path(__file__).parent / "results" / "transfer-sst.json"))
     args = parser.parse_args()
     if not (SST / "train.csv").is_file():
@@ -54,8 +55,8 @@ def main() -> None:
         summary = json.loads(summary_path.read_text())
     result = {
         "benchmark": "SST binary sentiment: transfer pipeline vs TF-IDF baseline vs paper",
-        "command": f"python benchmarks/bench_transfer_sst.py --model {args.model} --pooling {args.pooling}",
-        "pooling": args.pooling,
+        "command": f"python benchmarks/bench_transfer_sst.py --model {args.model} --pooling {report['featurizer']['pooling']}",
+        "pooling": report["featurizer"]["pooling"],
         "test_accuracy": report["accuracy"]["test"],
         "dev_accuracy": report["accuracy"]["dev"],
         "tfidf_test_accuracy": report["baselines"]["tfidf"]["test_accuracy"],

@@ -178,7 +178,10 @@ BAD_INPUT = [
     (["--label-col", "constant"], r"the label column 'constant' holds one class \('x'\) in all 96 rows"),
     (["--dev", "{unseen}"], r"--dev .*unseen.csv, row 2, column 'label': label 'mixed' never occurs in --train"),
     (["--model-config", "hidden_size=32"], r"--model .*lm: .*config.json: the config does not match the weights"),
-    (["--model", "{gru}", "--pooling", "final_cell"], r"classifier_pooling='final_cell' needs a cell state, which ByteGRUModel does not have"),
+    (["--model", "{gru}", "--pooling", "final_cell"], r"pooling 'final_cell' reads a per-unit cell state, which ByteGRUModel "
+                                                       r"does not have; ByteGRUModel offers final_hidden, mean \(default final_hidden\)$"),
+    (["--pooling", "max"], r"pooling 'max' is not a pooling mode \(final_cell, final_hidden, mean\); MLSTMModel offers"),
+    (["--model", "gru-1024", "--compare-probe"], r"--compare-probe featurizes --model's checkpoint, and 'gru-1024' is a preset"),
     (["--model", "{gru}", "--model-config", "hidden_sise=8"], r"unknown key 'hidden_sise' for ByteGRUConfig; did you mean 'hidden_size'"),
     (["--model", "no-such-model"], r"--model 'no-such-model' is neither a zoo preset .* nor a checkpoint"),
     (["--text-col", "review"], r"--train .*train.csv: no text column 'review'"),

@@ -41,7 +41,7 @@ def demo_folder(tmp_path_factory):
     model = bytezoo.create_model("mlstm-256", hidden_size=16, embedding_size=8)
     model.save_pretrained(demo / "pretrain" / "model")
     bytezoo.ByteTokenizer().save_pretrained(demo / "pretrain" / "model")
-    bytezoo.hub.push(demo / "pretrain" / "model", str(demo / "hub" / "mlstm-demo"), tag="demo")
+    bytezoo.hub.push(demo / "pretrain" / "model", str(demo / "hub" / "mlstm-256"), tag="demo")
     splits = prepare_embedded_default()
     assert main(["transfer", "--model", str(demo / "pretrain" / "model"), "--train", str(splits.train), "--dev",
                  str(splits.dev), "--test", str(splits.test), "--output", str(demo / "transfer"), "--curve-points", "0",

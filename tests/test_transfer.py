@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import random
 import warnings
@@ -14,6 +15,7 @@ import bytezoo
 from zoo_presets import one_preset_per_family
 from bytezoo.transfer import DatasetError, Featurizer, SingleClassError, SparseLogisticClassifier, preprocess_openai, read_dataset
 from bytezoo.transfer.featurizer import text_to_bytes
+from bytezoo.zoo.recurrent_lm import supported_poolings
 
 
 def tiny(name: str = "mlstm-256", seed: int = 0, **overrides):
@@ -34,8 +36,8 @@ def tiny_preset(name: str, seed: int):
     return bytezoo.create_model(name, **overrides).eval()
 
 
-FAMILY_POOLINGS = [(name, pooling) for name in one_preset_per_family() for pooling in ("final_cell", "final_hidden", "mean")
-                   if pooling != "final_cell" or "cell" in bytezoo.create_model(name, **bytezoo.get_model_info(name).test_overrides).unit_states]
+FAMILY_POOLINGS = [(name, pooling) for name in one_preset_per_family()  # every mode each family offers
+                   for pooling in supported_poolings(bytezoo.create_model(name, **bytezoo.get_model_info(name).test_overrides))]
 
 
 @pytest.mark.parametrize("name, pooling", FAMILY_POOLINGS)
@@ -85,8 +87,40 @@ def test_packed_rows_stay_full_and_features_equal_reading_each_text_alone(name, 
 
 @pytest.mark.parametrize("name", [n for n in one_preset_per_family() if (n, "final_cell") not in FAMILY_POOLINGS])
 def test_final_cell_features_of_a_model_without_a_cell_are_refused_by_name(name):
-    with pytest.raises(ValueError, match=r"pooling='final_cell' needs a 'cell' state, which .* does not have .*use 'final_hidden' or 'mean'"):
+    with pytest.raises(ValueError, match=r"pooling .final_cell. reads a per-unit cell state, which \w+ does not have; \w+ offers final_hidden, mean"):
         Featurizer(tiny_preset(name, seed=0), pooling="final_cell").fit()
+
+
+@pytest.mark.parametrize("name", one_preset_per_family())
+def test_every_reader_of_a_texts_feature_agrees_and_the_default_is_the_models(name):
+    """The pooling core is the one definition of a text's feature: the classifier head, the featurizer (packed rows or
+    sorted batches, whichever the family uses) and the unit traces read the same values in every mode the family
+    offers, and the featurizer's default is the classifier's (the family's own, not a fixed final_cell)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+
+    from bytezoo.transfer import unit_trace
+    from bytezoo.zoo.recurrent_lm import TextPooling, default_pooling, supported_poolings
+
+    language_model = tiny_preset(name, seed=5)
+    texts = random_texts(6, seed=5, max_len=20) + ["", "long text " * 3]
+    ids = torch.full((len(texts), 32), 256)
+    mask = torch.zeros(len(texts), 32, dtype=torch.long)
+    for row, text in enumerate(texts):
+        ids[row, : len(text.encode())], mask[row, : len(text.encode())] = torch.tensor(list(text.encode()), dtype=torch.long), 1
+    classifier_class = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(language_model.config)]
+    assert Featurizer(language_model).fit().pooling_ == classifier_class(language_model.config).config.classifier_pooling \
+        == default_pooling(language_model) == TextPooling(language_model).mode
+    for pooling in supported_poolings(language_model):
+        config = type(language_model.config).from_dict({**language_model.config.to_dict(), "classifier_pooling": pooling})
+        head = classifier_class(config).eval()
+        head.model.load_state_dict(language_model.model.state_dict())
+        with torch.no_grad():
+            pooled = head(ids, attention_mask=mask, chunk_size=5, output_pooled=True).pooled.numpy()
+        features = Featurizer(language_model, pooling=pooling, preprocess="none", batch_size=3, chunk_size=4).fit().transform(texts)
+        np.testing.assert_allclose(features, pooled, rtol=1e-5, atol=1e-5, err_msg=pooling)
+        row = len(texts) - 1
+        trace = unit_trace(language_model, texts[row], unit=3, pooling=pooling, preprocess="none")
+        assert trace.pooling == pooling and trace.values[-1] == pytest.approx(features[row, 3], rel=1e-4, abs=1e-5)
 
 
 def test_features_equal_a_plain_forward_pass_over_the_preprocessed_bytes():
@@ -267,6 +301,26 @@ def test_non_utf8_bytes_and_huge_fields_are_kept(tmp_path):
         read_dataset(str(tmp_path / "missing.csv"))
 
 
+def test_a_csv_with_a_byte_order_mark_reads_like_one_without(tmp_path):
+    """Spreadsheets save "CSV UTF-8" with a byte-order mark: it is not part of the first column's name."""
+    for name, content in (("d.csv", "label,text\n1,great\n0,dull\n"), ("d.tsv", "text\tlabel\ngreat\t1\n"),
+                          ("d.jsonl", '{"text": "great", "label": 1}\n')):
+        (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + content.encode())
+        data = read_dataset(str(tmp_path / name))  # both columns guessed by name
+        assert data.text_col == "text" and data.label_cols == ["label"] and data.texts[0] == "great", name
+
+
+def test_texts_to_label_from_lines_standard_input_or_records(tmp_path):
+    from bytezoo.transfer.data import read_texts
+
+    (tmp_path / "t.txt").write_bytes(b"\xef\xbb\xbfgreat film\r\n\nbad \xff one\n")  # a BOM, CRLF, an empty line
+    assert read_texts(str(tmp_path / "t.txt")) == ["great film", "", "bad \udcff one"]
+    assert read_texts("-", stdin=io.BytesIO(b"one\ntwo")) == ["one", "two"]  # no final line break: still a text
+    assert read_texts("-", fmt="csv", stdin=io.BytesIO(b"text,x\n\"a, quoted\nline\",1\n")) == ["a, quoted\nline"]
+    (tmp_path / "t.jsonl").write_text('{"review": "fine"}\n')
+    assert read_texts(str(tmp_path / "t.jsonl")) == ["fine"]
+
+
 def test_empty_texts_are_featurized(tmp_path):
     (tmp_path / "d.jsonl").write_text('{"text": "", "label": 1}\n{"text": null, "label": 0}\n')
     data = read_dataset(str(tmp_path / "d.jsonl"))
@@ -295,6 +349,17 @@ def test_classifier_finds_the_unit_that_carries_the_label():
     assert ((proba[:, 1] > 0.5) == (clf.predict(X[500:]) == "pos")).all()
     one = SparseLogisticClassifier().fit(X[:400, [23]], y[:400], X[400:500, [23]], y[400:500])
     assert one.score(X[500:, [23]], y[500:]) > 0.8
+
+
+def test_a_classifier_without_any_weight_predicts_the_majority_class():
+    """An L1 penalty too strong for the features leaves no weight; liblinear also shrinks the intercept, which would
+    make the prediction a coin toss: the intercepts become the classes' log-odds instead."""
+    X, rng = synthetic(300, 8, seed=4)
+    for y in (np.where(rng.random(300) < 0.7, "b", "a"), np.asarray(["x", "y", "z", "z"] * 75)):
+        clf = SparseLogisticClassifier(Cs=[1e-6]).fit(X[:200], y[:200])
+        assert clf.n_nonzero_ == 0
+        values, counts = np.unique(y[:200], return_counts=True)
+        assert set(clf.predict(X[200:])) == {values[np.argmax(counts)]}
 
 
 def test_multiclass_and_multilabel():

@@ -16,6 +16,7 @@ from bytezoo.cli import main
 from bytezoo.transfer import DatasetError, SentimentPipeline, generate_steered, read_dataset
 
 from hub_cards import assert_card_shows_the_comparison
+from zoo_presets import one_preset_per_family
 
 POSITIVE = ["good", "great", "lovely", "fun"]
 NEGATIVE = ["bad", "awful", "dull", "poor"]
@@ -258,11 +259,12 @@ def test_transfer_bad_input_names_the_file_and_column(tmp_path, model_dir, capsy
         ("transfer", ["--train", "{train}", "--model", "{tmp}/no-model"], r"no-model/config.json: missing"),
         ("transfer", ["--train", "{train}", "--C", "-1"], r"C values must be positive finite numbers \(got \[-1.0\]\)"),
         ("transfer", ["--train", "{train}", "--device", "nonsense"], r"device='nonsense' is not a torch device"),
-        ("transfer", ["--train", "{train}", "--pooling", "max"], r"argument --pooling: invalid choice: 'max'"),
+        ("transfer", ["--train", "{train}", "--pooling", "max"], r"transfer options: pooling 'max' is not one of final_cell, final_hidden, mean"),
+        ("transfer", ["--train", "{train}", "--pooling", "final_cell", "--model", "{gru}"], r"pooling 'final_cell' reads a per-unit cell state, which ByteGRUModel does not have; ByteGRUModel offers final_hidden, mean \(default final_hidden\)$"),
         ("transfer", ["--train", "{train}", "--curve-points", "-1"], r"argument --curve-points: must be an integer >= 0"),
         ("classify", ["--pipeline", "{model}", "good"], r"no classifier.json; not a saved bytezoo classifier"),
-        ("classify", ["--pipeline", "{model}", "--input", "{tmp}/texts.txt"], r"texts.txt: cannot tell the format .*--format on the command line"),
-        ("classify", ["--pipeline", "{model}"], r"give the texts as arguments or --input FILE"),
+        ("classify", ["--pipeline", "{model}", "--input", "{tmp}/texts.dat"], r"texts.dat: cannot tell the format .*--format on the command line"),
+        ("classify", ["--pipeline", "{model}"], r"give the texts as arguments, - for standard input, or --input FILE"),
         ("generate", ["--model", "{model}", "--neuron", "300"], r"neuron 300 is outside the model's 16 units; choose one in 0..15"),
         ("generate", ["--model", "{model}", "--top-k", "0"], r"top_k must be in \[1, 256\]"),
         ("generate", ["--model", "{model}", "--device", "nonsense"], r"device='nonsense' is not a torch device"),
@@ -272,9 +274,12 @@ def test_transfer_bad_input_names_the_file_and_column(tmp_path, model_dir, capsy
 )
 def test_user_errors_print_one_line_and_exit_2(tmp_path, model_dir, capsys, command, arguments, message):
     (tmp_path / "bad.csv").write_text('text,label\ngood,1\n"bad,0\nfine,1\n')  # an unclosed quote swallows the rest
-    (tmp_path / "texts.txt").write_text("one text\n")
+    (tmp_path / "texts.dat").write_text("one text\n")
     write_split(tmp_path / "train.tsv", 8, 1)
-    paths = {"bad_csv": tmp_path / "bad.csv", "train": tmp_path / "train.tsv", "tmp": tmp_path, "model": model_dir}
+    paths = {"bad_csv": tmp_path / "bad.csv", "train": tmp_path / "train.tsv", "tmp": tmp_path, "model": model_dir,
+             "gru": tmp_path / "gru"}
+    if "{gru}" in arguments:
+        bytezoo.create_model("gru-1024", hidden_size=8, embedding_size=4).save_pretrained(tmp_path / "gru")
     argv = [command, *(a.format(**paths) for a in arguments)]
     if command == "transfer":
         argv = [*argv[:1], "--model", str(model_dir), "--output", str(tmp_path / "out"), "--no-progress", *argv[1:]]
@@ -346,7 +351,8 @@ def test_transfer_config_holds_the_defaults_and_the_command_line_uses_them(tmp_p
     assert from_cli == TransferConfig(model="m", train="t.csv", output="o")
     assert from_cli.baseline == "tfidf"  # the baseline is measured unless --baseline none
     choices = {action.dest: tuple(action.choices) for action in build_parser()._subparsers._group_actions[0].choices["transfer"]._actions if action.choices}
-    assert choices["pooling"] == transfer_config.POOLINGS and choices["preprocess"] == transfer_config.PREPROCESSORS
+    assert choices["preprocess"] == transfer_config.PREPROCESSORS
+    assert from_cli.pooling is None and "pooling" not in choices  # the modes and the default are the model's
     assert choices["dtype"] == transfer_config.DTYPES and choices["baseline"] == transfer_config.BASELINES
 
     with pytest.raises(ValueError, match="pooling 'max' is not one of final_cell, final_hidden, mean; batch_size must be"):
@@ -426,3 +432,115 @@ def test_generation_on_a_device_this_machine_lacks_is_refused_before_loading(tmp
     model = bytezoo.create_model("mlstm-256", hidden_size=16, embedding_size=8).eval()
     assert generate_steered(model, "A", max_new_bytes=6, temperature=0, device="cpu").new_bytes == \
         generate_steered(model, "A", max_new_bytes=6, temperature=0).new_bytes
+
+
+# --- steering every family, and the data a user brings ------------------------------------------------------------------
+@pytest.mark.parametrize("name", one_preset_per_family())
+def test_every_family_with_a_per_unit_state_can_be_steered_and_the_others_are_refused_in_one_line(name, tmp_path, capsys):
+    from bytezoo.zoo.recurrent_lm import TextPooling
+
+    torch.manual_seed(4)
+    model = bytezoo.create_model(name, **bytezoo.get_model_info(name).test_overrides).eval()
+    model.save_pretrained(tmp_path / "m")
+    steer = ["generate", "--model", str(tmp_path / "m"), "--prompt", "Hi", "--neuron", "3", "--value", "2.5",
+             "--max-new-bytes", "5", "--temperature", "0"]
+    states = model.model.unit_states
+    if not states:  # the Transformer: no per-unit state to hold
+        assert main(steer) == 2
+        assert re.search(r"ByteTransformerModel has no per-unit state to hold a unit in \(its state is key, value, "
+                         r"position\): steering needs a family with per-unit states", one_error_line(capsys, "generate"))
+        return
+    assert main(steer) == 0  # no --hold: the state the model's own feature reads (the GRU: hidden)
+    default = TextPooling(model).unit_state
+    assert default == ("cell" if "cell" in states else "hidden")
+    held = generate_steered(model, "Hi", neuron=3, value=2.5, hold=default, max_new_bytes=5, temperature=0)
+    assert capsys.readouterr().out == held.texts[0] + "\n" and (held.held_values == 2.5).all()
+    for hold in ("cell", "hidden"):
+        if hold not in states:  # the GRU: told which state it has, and how to ask for it
+            assert main([*steer, "--hold", hold]) == 2
+            assert re.search(rf"{type(model.model).__name__} has no per-unit cell state to hold; its per-unit states: "
+                             rf"hidden \(--hold hidden; hold= in Python\)", one_error_line(capsys, "generate"))
+
+
+def test_the_generate_help_no_longer_ties_the_sign_to_a_class(capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "negative for negative sentiment" not in text and "depends on the sign of the unit's weight" in text
+    assert "not the Transformer" in text
+
+
+def test_transfer_describes_the_data_and_the_units_and_generate_takes_them_from_the_folder(tmp_path, model_dir, capsys):
+    """The classes, warnings about empty texts, rare classes and unseen labels; the top units with their signs and
+    ranges; the steering values generate --pipeline holds; a classifier without weights says so."""
+    write_split(tmp_path / "train.tsv", 20, 1)
+    with open(tmp_path / "train.tsv", "a") as handle:
+        handle.write("\tneutral\n")  # an empty text, and a class of one row
+    write_split(tmp_path / "test.tsv", 8, 2, classes=("1", "0", "positive"))  # 'positive' never occurs in training
+    out = tmp_path / "out"
+    assert main(["transfer", "--model", str(model_dir), "--train", str(tmp_path / "train.tsv"), "--test",
+                 str(tmp_path / "test.tsv"), "--output", str(out), "--C", "1e-9", "--curve-points", "0", "--top-k", "2",
+                 "--no-progress", "--no-plots"]) == 0
+    err = capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert "multiclass task: 21 train / 0 dev / 8 test texts; classes 0, 1, neutral" in err
+    warnings = report["data"]["warnings"]
+    assert len(warnings) == 3 and all(f"warning: {warning}" in err for warning in warnings)
+    assert "train.tsv: 1 empty text(s) (first at row 22)" in warnings[0]
+    assert "train.tsv: fewer than 2 training rows for 'neutral' (1)" in warnings[1]
+    assert "test.tsv: labels never seen in training: 'positive' (2 rows)" in warnings[2]
+    # C = 1e-9 leaves no weight: said so, and every text gets the majority class
+    assert report["classifier"]["n_nonzero"] == 0
+    assert re.search(r"warning: the classifier kept 0 non-zero weights \(C=1e-09\): it ignores the features and "
+                     r"predicts the majority class '(0|1)' for every text", err)
+    # the top units, with their weights' signs and their ranges per class, printed and in the report
+    assert "top units: their weights, the classes their higher values favour, and their 5th-95th percentile" in err
+    top = report["top_units"][0]
+    assert set(top["range"]) == set(top["steer"]) == {"0", "1", "neutral"} and all(low <= high for low, high in top["range"].values())
+    low, high = top["range"]["neutral"]
+    assert re.search(rf"unit +{top['unit']}  weight \S+  higher favours \S.*\|  0 \[.*neutral \[{low:.3g}, {high:.3g}\]", err)
+    steering = report["steering"]
+    assert steering["state"] == "cell" and steering["pooling"] == "final_cell" and steering["unit"] == top["unit"]
+
+    # generate --pipeline: the folder's model, unit, state and value (and --toward another class's value)
+    model = bytezoo.from_pretrained(str(model_dir))
+    for toward in (None, "neutral"):
+        value = steering["values"][toward or steering["class"]]
+        assert main(["generate", "--pipeline", str(out), "--prompt", "A", "--max-new-bytes", "6", "--temperature", "0",
+                     *(["--toward", toward] if toward else [])]) == 0
+        printed = capsys.readouterr()
+        expected = generate_steered(model, "A", neuron=top["unit"], value=value, hold="cell", max_new_bytes=6, temperature=0)
+        assert printed.out == expected.texts[0] + "\n" and f"holding unit {top['unit']} of the cell state" in printed.err
+    assert main(["generate", "--pipeline", str(out), "--toward", "nope"]) == 2
+    assert "--toward 'nope': the pipeline's classes are 0, 1, neutral" in one_error_line(capsys, "generate")
+
+
+def test_classify_reads_standard_input_and_text_files_and_refuses_another_model(tmp_path, model_dir, capsys, monkeypatch):
+    import io
+    import sys
+
+    write_split(tmp_path / "train.tsv", 16, 1)
+    out = tmp_path / "out"
+    assert main(["transfer", "--model", str(model_dir), "--train", str(tmp_path / "train.tsv"), "--output", str(out),
+                 "--C", "1", "--curve-points", "0", "--no-plots", "--baseline", "none", "--no-progress"]) == 0
+    assert json.loads((out / "classifier.json").read_text())["weights_fingerprint"]
+    texts = ["good fun", "awful, dull", "é"]
+    expected = [r["label"] for r in SentimentPipeline.from_pretrained(str(out))(texts)]
+    (tmp_path / "texts.txt").write_text("".join(f"{text}\n" for text in texts))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("".join(f"{t}\n" for t in texts).encode())))
+    for source in (["--input", str(tmp_path / "texts.txt")], ["-"]):
+        capsys.readouterr()
+        assert main(["classify", "--pipeline", str(out), "--no-progress", *source]) == 0
+        rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [row["text"] for row in rows] == texts and [row["label"] for row in rows] == expected, source
+
+    # another model (same shape, other weights) is refused in one line, unless allowed
+    torch.manual_seed(99)
+    other = bytezoo.create_model("mlstm-256", hidden_size=16, embedding_size=8)
+    other.save_pretrained(tmp_path / "other")
+    assert main(["classify", "--pipeline", str(out), "--model", str(tmp_path / "other"), "good"]) == 2
+    assert re.search(r"the classifier was fitted on the features of weights [0-9a-f]{12}, and the model given has weights "
+                     r"[0-9a-f]{12} \(retrained, or another model\).*--allow-other-model", one_error_line(capsys, "classify"))
+    assert main(["classify", "--pipeline", str(out), "--model", str(tmp_path / "other"), "--allow-other-model", "good",
+                 "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["text"] == "good"

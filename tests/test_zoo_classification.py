@@ -16,7 +16,7 @@ from transformers import AutoModelForSequenceClassification
 import bytezoo
 from zoo_presets import one_preset_per_family
 from bytezoo.zoo import ByteTokenizer, CheckpointError
-from bytezoo.zoo.recurrent_lm import CLASSIFIER_POOLINGS, RecurrentForSequenceClassification
+from bytezoo.zoo.recurrent_lm import RecurrentForSequenceClassification, supported_poolings
 
 
 ONE_PER_FAMILY = one_preset_per_family()
@@ -30,8 +30,7 @@ def classifier_class(language_model) -> type:
 
 
 def poolings(language_model) -> list[str]:
-    body = language_model.model
-    return [p for p in CLASSIFIER_POOLINGS if p != "final_cell" or "cell" in body.unit_states]
+    return list(supported_poolings(language_model))
 
 
 def make_classifier(tiny_model, name: str, **config):
@@ -86,10 +85,12 @@ def test_final_cell_without_a_cell_is_refused_in_one_line(name, tiny_model):
     language_model = tiny_model(name)
     if "cell" in language_model.model.unit_states:
         pytest.skip("this family has a cell")
-    with pytest.raises(ValueError, match=r"classifier_pooling='final_cell' needs a cell state, which \w+ does not have") as error:
+    offered = ", ".join(supported_poolings(language_model))
+    with pytest.raises(ValueError, match=rf"pooling 'final_cell' reads a per-unit cell state, which \w+ does not have; "
+                                         rf"\w+ offers {offered} \(default \w+\)$") as error:
         make_classifier(tiny_model, name, classifier_pooling="final_cell")
-    assert "\n" not in str(error.value)
-    with pytest.raises(ValueError, match="choose one of"):
+    assert "\n" not in str(error.value) and isinstance(error.value, bytezoo.errors.ByteZooError)
+    with pytest.raises(ValueError, match=rf"pooling 'max' is not a pooling mode \(final_cell, final_hidden, mean\); \w+ offers {offered}"):
         make_classifier(tiny_model, name, classifier_pooling="max")
 
 

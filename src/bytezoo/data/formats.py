@@ -98,9 +98,9 @@ def _field(record: dict, field: str | None, url: str, where: str) -> str:
 
 def iter_records(url: str, fmt: str | None = None) -> Iterator[tuple[int, dict]]:
     """``(row, record)`` for each record of a JSON-lines, CSV or TSV source. ``row`` is the line where the record
-    starts: in CSV/TSV the header is row 1, as a spreadsheet shows it; in JSON lines, the line number. Bytes that are
-    not UTF-8 survive as lone surrogates (``surrogateescape``): encoding back gives the original bytes. Errors name the
-    file and the row or line."""
+    starts: in CSV/TSV the header is row 1, as a spreadsheet shows it; in JSON lines, the line number. A UTF-8
+    byte-order mark at the start is dropped. Bytes that are not UTF-8 survive as lone surrogates
+    (``surrogateescape``): encoding back gives the original bytes. Errors name the file and the row or line."""
     fmt = fmt or SourceKind.of(url).format
     if fmt not in RECORD_FORMATS:
         raise SourceError(f"{url}: not a record file (.jsonl, .csv or .tsv, optionally compressed)")
@@ -111,7 +111,8 @@ def iter_records(url: str, fmt: str | None = None) -> Iterator[tuple[int, dict]]
             raise SourceError(f"{url}: file not found") from None
         raise
     with raw:
-        lines = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
+        # utf-8-sig: a byte-order mark (spreadsheets write one) is not part of the first column's name
+        lines = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
         try:
             if fmt == "jsonl":
                 for row, line in enumerate(lines, start=1):

@@ -51,9 +51,10 @@ def register(subparsers) -> None:
     model.add_argument("--model", required=True,
                        help="a causal LM's checkpoint (directory or hub URL; the head starts fresh), a fine-tuned "
                             "classifier (trained further), or a zoo preset (random weights: a from-scratch baseline)")
-    model.add_argument("--pooling", choices=("final_cell", "final_hidden", "mean"),
-                       help="the text feature the head reads (default: final_cell where the family has a cell, else "
-                            "final_hidden; mean for the Transformer)")
+    model.add_argument("--pooling", metavar="MODE",
+                       help="the text feature the head reads, a pooling mode the model offers (default: the model's "
+                            "own: final_cell where the family has a cell state, else final_hidden where it has a hidden "
+                            "state, else mean); checked before any training")
     model.add_argument("--dropout", type=float, help="dropout on the pooled feature (default: 0)")
     model.add_argument("--model-config", metavar="KEY=VALUE", type=_key_value, action="append", default=[],
                        help="override a config field (repeatable; values parsed as JSON)")

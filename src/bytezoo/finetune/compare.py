@@ -94,6 +94,12 @@ def run_comparison(config, label_counts: Sequence[int | str] | None = None, *, b
         raise FinetuneError("--resume continues one run; with several --label-counts resume each run folder on its own")
     if config.train_rows is not None:
         raise FinetuneError("train_rows is chosen by the comparison (training_subset); leave it unset")
+    if compare_probe:
+        from bytezoo.zoo import is_model
+
+        if is_model(config.model):
+            raise FinetuneError(f"--compare-probe featurizes --model's checkpoint, and {config.model!r} is a preset (random "
+                                "weights, nothing saved): give a pretrained checkpoint, or drop --compare-probe")
     # The labels as bytezoo transfer reads them (read_dataset): the draws depend on them, so both commands draw the
     # same rows. dev and test are read after the runs, which check every split first and name what is wrong.
     train = _read(config.train, "train", config.text_col, config.label_cols)
@@ -146,7 +152,7 @@ def run_comparison(config, label_counts: Sequence[int | str] | None = None, *, b
 
     tick = time.perf_counter()
     if comparable and compare_probe:
-        probe = probe_points(config, train, dev, test, counts, log)
+        probe = probe_points(config, train, dev, test, counts, log, pooling=runs[0][2]["classifier_pooling"])
         model_type = _model_type(output / "model")
         compare.add_method(comparison, compare.PROBE, f"frozen {model_type} features + L1 LR", probe)
     timings["probe_s"] = time.perf_counter() - tick
@@ -224,14 +230,15 @@ def tfidf_point(train, dev, test, rows: np.ndarray, seed: int) -> dict:
     return {"accuracy": fitted["test_accuracy"], "C": fitted["C"], "dev_accuracy": fitted["dev_accuracy"]}
 
 
-def probe_points(config, train, dev, test, counts: list[int], log: Log) -> list[dict]:
-    """The frozen L1 probe at each count: the starting model's features (its pooling, transfer's defaults otherwise)
-    and an L1 logistic regression, C swept on dev, fitted on each count's rows."""
+def probe_points(config, train, dev, test, counts: list[int], log: Log, pooling: str | None = None) -> list[dict]:
+    """The frozen L1 probe at each count: the starting model's features in ``pooling`` (the fine-tuned head's: the
+    same feature on both sides of the comparison; ``None``: the model's own) and an L1 logistic regression, C swept on
+    dev, fitted on each count's rows."""
     from bytezoo.transfer.classifier import SingleClassError, SparseLogisticClassifier
     from bytezoo.transfer.featurizer import Featurizer
 
-    pooling = (config.model_config or {}).get("classifier_pooling") or "final_cell"
     featurizer = Featurizer(config.model, pooling=pooling, progress=config.progress).fit()
+    pooling = featurizer.pooling_
     features, texts = {}, 0
     for name, split in (("train", train), ("dev", dev), ("test", test)):
         if split is not None:

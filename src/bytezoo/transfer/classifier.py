@@ -74,16 +74,21 @@ def task_score(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 def _fit_binary_column(X: np.ndarray, target: np.ndarray, C: float, max_iter: int, tol: float, random_state) -> tuple[np.ndarray, float]:
-    """(weights (H,), intercept) of one L1 logistic regression; a constant column predicts its constant."""
+    """(weights (H,), intercept) of one L1 logistic regression. Where every weight is zero (a constant column, or a C
+    too small for the features) the intercept is the column's log-odds, so it predicts the column's majority value:
+    liblinear penalises the intercept too, and would otherwise leave it near 0, a coin toss."""
     positives = int(target.sum())
+    prior = np.clip(positives / len(target), 1e-6, 1 - 1e-6)
     if positives in (0, len(target)):
-        prior = np.clip(positives / len(target), 1e-6, 1 - 1e-6)
         return np.zeros(X.shape[1]), float(np.log(prior / (1 - prior)))
     model = LogisticRegression(C=C, l1_ratio=1.0, solver="liblinear", max_iter=max_iter, tol=tol, random_state=random_state)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # tiny C: liblinear stops at max_iter with all-zero weights
         model.fit(X, target)
-    return model.coef_[0].astype(np.float64), float(model.intercept_[0])
+    weights = model.coef_[0].astype(np.float64)
+    if not weights.any():
+        return weights, float(np.log(prior / (1 - prior)))
+    return weights, float(model.intercept_[0])
 
 
 class SparseLogisticClassifier(ClassifierMixin, BaseEstimator):

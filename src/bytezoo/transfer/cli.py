@@ -3,7 +3,9 @@
     bytezoo transfer --model M --train T [--dev D] [--test E] [--text-col C] [--label-col L ...] --output DIR [--overwrite]
     bytezoo classify --pipeline DIR --input texts.tsv [--format tsv] [--text-col C] [--output predictions.jsonl]
     bytezoo classify --pipeline DIR "a text" "another text"
-    bytezoo generate --model M --prompt "This movie" [--neuron N --value V] [--temperature T --top-k K]
+    some-command | bytezoo classify --pipeline DIR -            (standard input: one text per line)
+    bytezoo generate --model M --prompt "This movie" [--neuron N --value V --hold STATE] [--temperature T --top-k K]
+    bytezoo generate --pipeline DIR --prompt "This movie" [--toward CLASS]   (the unit and value a transfer run found)
 
 ``transfer`` writes ``DIR/report.json`` (schema in :mod:`bytezoo.transfer.experiment`), the plots, and the classifier
 (``classifier.safetensors`` + ``classifier.json``) that ``SentimentPipeline.from_pretrained(DIR)`` and ``classify``
@@ -16,7 +18,7 @@ import dataclasses
 import json
 import sys
 
-from .config import BASELINES, DTYPES, FORMATS, HOLDS, POOLINGS, PREPROCESSORS, TransferConfig, option_default
+from .config import BASELINES, DTYPES, FORMATS, PREPROCESSORS, TransferConfig, option_default
 
 
 def _integer_from(minimum: int, meaning: str):
@@ -71,7 +73,9 @@ def register(subparsers) -> None:
     transfer.add_argument("--output", required=True, help="output directory (any fsspec URL)")
     transfer.add_argument("--overwrite", action="store_true", help="--output holds an earlier run's output: replace it "
                           "(removes only the files that run wrote). Without it, such a folder is refused")
-    transfer.add_argument("--pooling", default=option_default("pooling"), choices=POOLINGS, help="the feature (default %(default)s: the papers')")
+    transfer.add_argument("--pooling", default=option_default("pooling"), metavar="MODE",
+                          help="the text feature, a pooling mode the model offers (final_cell: the papers'; default: the "
+                               "model's own, final_cell where its family has a cell state); checked before any work")
     transfer.add_argument("--preprocess", default=option_default("preprocess"), choices=PREPROCESSORS, help="openai: the original encoder's preprocessing (default %(default)s)")
     transfer.add_argument("--C", dest="Cs", type=float, nargs="+", metavar="C", help="values of C to sweep (default 2^-8 … 2^0)")
     transfer.add_argument("--top-k", type=_positive_int, default=option_default("top_k"), help="units to report and to fit the k-unit classifier on (default %(default)s)")
@@ -88,20 +92,38 @@ def register(subparsers) -> None:
     classify = subparsers.add_parser("classify", help="label texts with a saved transfer pipeline", description="Label texts with a pipeline saved by `bytezoo transfer`.")
     classify.add_argument("--pipeline", required=True, help="directory or hub URL holding classifier.json (and the model or a reference to it)")
     classify.add_argument("--model", help="use this model instead of the one the pipeline refers to")
-    classify.add_argument("texts", nargs="*", help="texts to label (or use --input)")
-    classify.add_argument("--input", help="CSV, TSV or JSON lines file of texts")
+    classify.add_argument("texts", nargs="*", help="texts to label (or use --input); a lone - reads standard input")
+    classify.add_argument("--input", help="file of texts: .txt (one text per line), CSV, TSV or JSON lines; - for "
+                          "standard input (one text per line, unless --format names a record format)")
     _add_input_options(classify)
     classify.add_argument("--text-col", help="text column of --input")
     classify.add_argument("--output", help="write JSON lines here instead of standard output")
+    classify.add_argument("--allow-other-model", action="store_true",
+                          help="use a model whose weights differ from those the classifier was fitted on (refused "
+                               "otherwise: its units mean something else)")
     _add_featurizer_options(classify)
     classify.set_defaults(func=_run_classify)
 
-    generate = subparsers.add_parser("generate", help="sample text, optionally holding one unit (the sentiment neuron) at a value")
-    generate.add_argument("--model", required=True, help="checkpoint directory or hub URL")
+    generate = subparsers.add_parser(
+        "generate", help="sample text, optionally holding one unit (the sentiment neuron) at a value",
+        description="Sample text from a zoo model, optionally holding one unit of a per-unit state at a value (steering; "
+        "families with per-unit states only: the mLSTM, LSTM and GRU, not the Transformer). --pipeline takes the model, "
+        "the top unit and a value toward a class from a `bytezoo transfer` folder.")
+    generate.add_argument("--model", help="checkpoint directory or hub URL (default with --pipeline: the pipeline's)")
+    generate.add_argument("--pipeline", help="a `bytezoo transfer` output folder or hub URL: its model, its top unit, "
+                          "the state its feature reads, and a value toward a class (its report's 'steering')")
+    generate.add_argument("--toward", metavar="CLASS", help="with --pipeline: steer toward this class (default: the class "
+                          "the unit's high values favour)")
     generate.add_argument("--prompt", default="", help="start of the text")
-    generate.add_argument("--neuron", type=int, help="unit to hold (e.g. 2388 in the OpenAI model)")
-    generate.add_argument("--value", type=float, default=1.0, help="value to hold it at (default 1.0; negative for negative sentiment)")
-    generate.add_argument("--hold", choices=HOLDS, default=HOLDS[0], help="hold the unit in the cell state (the papers') or the hidden state")
+    generate.add_argument("--neuron", type=int, help="unit to hold (e.g. 2388 in the OpenAI model; default with --pipeline: "
+                          "its top unit)")
+    generate.add_argument("--value", type=float,
+                          help="value to hold it at (default 1.0, or the pipeline's value toward the class). Which sign "
+                               "pushes toward which class depends on the sign of the unit's weight: `bytezoo transfer` "
+                               "prints each top unit's weights and its range per class")
+    generate.add_argument("--hold", metavar="STATE", help="the per-unit state to hold the unit in: cell (the papers') or "
+                          "hidden (the GRU's only one); default: the state the pipeline's feature reads, else cell where the "
+                          "family has one, else hidden")
     generate.add_argument("--max-new-bytes", type=_count, default=200)
     generate.add_argument("--num-samples", type=_positive_int, default=1)
     generate.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
@@ -135,15 +157,17 @@ def _run_classify(args) -> int:
 
     from bytezoo.errors import InvalidArgumentError
 
-    from .data import read_dataset
+    from .data import read_texts
     from .pipeline import SentimentPipeline
 
     if bool(args.texts) == bool(args.input):
-        raise InvalidArgumentError("give the texts as arguments or --input FILE (one of the two)")
-    texts = list(args.texts) if args.texts else read_dataset(args.input, args.text_col, require_labels=False, fmt=args.format).texts
+        raise InvalidArgumentError("give the texts as arguments, - for standard input, or --input FILE (one of these)")
+    source = "-" if args.texts == ["-"] else args.input
+    texts = read_texts(source, args.text_col, fmt=args.format) if source else list(args.texts)
     _quiet_model_loading(args.progress)
     pipe = SentimentPipeline.from_pretrained(
-        args.pipeline, model=args.model, batch_size=args.batch_size, device=args.device, dtype=args.dtype, progress=args.progress
+        args.pipeline, model=args.model, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
+        progress=args.progress, allow_other_model=args.allow_other_model,
     )
     results = pipe(texts)
     lines = "".join(json.dumps({"text": text, **result}, ensure_ascii=False) + "\n" for text, result in zip(texts, results))
@@ -156,12 +180,28 @@ def _run_classify(args) -> int:
 
 
 def _run_generate(args) -> int:
-    from .generation import generate_steered
+    from bytezoo.errors import InvalidArgumentError
 
+    from .generation import generate_steered, steering_from_pipeline
+
+    model, neuron, value, hold = args.model, args.neuron, args.value, args.hold
+    if args.pipeline:
+        steering = steering_from_pipeline(args.pipeline, toward=args.toward)
+        model = model or steering["model"]
+        neuron = steering["unit"] if neuron is None else neuron
+        value = steering["value"] if value is None else value
+        hold = hold or steering["state"]
+        if hold is not None:  # else the model has no per-unit state: generate_steered says so
+            print(f"holding unit {neuron} of the {hold} state at {value:.4g} ({steering['why']})", file=sys.stderr)
+    elif args.toward:
+        raise InvalidArgumentError("--toward picks a class of a --pipeline; without one, give --neuron and --value")
+    if model is None:
+        raise InvalidArgumentError("name the model (--model) or a transfer folder (--pipeline)")
     _quiet_model_loading(None)
     result = generate_steered(
-        args.model, args.prompt, neuron=args.neuron, value=args.value, hold=args.hold, max_new_bytes=args.max_new_bytes,
-        num_samples=args.num_samples, temperature=args.temperature, top_k=args.top_k, seed=args.seed, device=args.device,
+        model, args.prompt, neuron=neuron, value=1.0 if value is None else value, hold=hold,
+        max_new_bytes=args.max_new_bytes, num_samples=args.num_samples, temperature=args.temperature, top_k=args.top_k,
+        seed=args.seed, device=args.device,
     )
     for text in result.texts:
         print(text)

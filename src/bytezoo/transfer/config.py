@@ -1,6 +1,7 @@
 """The options of one transfer experiment, with their defaults and allowed values in one place: ``bytezoo transfer``
 builds its options from them, :func:`~bytezoo.transfer.experiment.run_transfer` reads them, and the featurizer checks
-its own against the same tuples.
+its own against the same tuples. The pooling modes live with the models (:data:`bytezoo.zoo.recurrent_lm.POOLINGS`:
+which a model offers, and its default, depend on its family); ``pooling=None`` is the model's own.
 
 >>> from bytezoo.transfer import TransferConfig, run_transfer
 >>> report = run_transfer(TransferConfig(model="runs/a/model", train="train.csv", test="test.csv",
@@ -19,12 +20,10 @@ from typing import Any, Sequence
 
 from bytezoo.errors import InvalidArgumentError
 
-POOLINGS = ("final_cell", "final_hidden", "mean")  # final_cell: the papers' feature
 PREPROCESSORS = ("openai", "none")  # openai: the original encoder's preprocessing
 DTYPES = ("float32", "bfloat16")  # bfloat16: autocast, the state carried in fp32
 BASELINES = ("tfidf", "none")  # measured in the same run, on the same splits
 FORMATS = ("csv", "tsv", "jsonl")  # of the labelled files; None: from each file's extension
-HOLDS = ("cell", "hidden")  # which state steered generation holds a unit in: the papers held the cell
 
 
 @dataclass
@@ -36,8 +35,9 @@ class TransferConfig:
     fsspec URL in ``format`` (``None``: from the extension); ``text_col`` and ``label_cols`` (``None``: guessed; several
     label columns make a multi-label task).
 
-    Features: ``pooling``, ``preprocess``, ``batch_size``, ``chunk_size``, ``device``, ``dtype``, ``cache_dir`` (an
-    optional feature cache) and ``progress`` (``None``: a bar only on a terminal), as :class:`Featurizer` takes them.
+    Features: ``pooling`` (``None``: the model's own; checked against the model before any feature is extracted),
+    ``preprocess``, ``batch_size``, ``chunk_size``, ``device``, ``dtype``, ``cache_dir`` (an optional feature cache)
+    and ``progress`` (``None``: a bar only on a terminal), as :class:`Featurizer` takes them.
 
     Classifier and analysis: ``Cs`` (``None``: 2^-8 … 2^0), ``top_k`` units reported and fitted on, ``baseline``
     (``"tfidf"`` or ``"none"``), ``plots``, ``curve_points`` (training-set sizes on the data-efficiency curve, where every
@@ -57,7 +57,7 @@ class TransferConfig:
     format: str | None = None
     text_col: str | None = None
     label_cols: Sequence[str] | None = None
-    pooling: str = "final_cell"
+    pooling: str | None = None  # the model's own (final_cell where the family has a cell: the papers' feature)
     preprocess: str = "openai"
     batch_size: int = 512  # rows read in parallel; see DEFAULT_BATCH_SIZE in featurizer.py for the measurements
     chunk_size: int = 32  # 32 reads SST twice as fast as 256 at H=1024 (benchmarks/results/transfer-throughput.json)
@@ -86,8 +86,12 @@ class TransferConfig:
         elif config.label_cols is not None:
             config.label_cols = list(config.label_cols)
         problems = []
-        for name, allowed in (("pooling", POOLINGS), ("preprocess", PREPROCESSORS), ("dtype", DTYPES),
-                              ("baseline", BASELINES)):
+        if config.pooling is not None:
+            from bytezoo.zoo.recurrent_lm import POOLINGS  # the models' modes; which of them a model has: at load
+
+            if config.pooling not in POOLINGS:
+                problems.append(f"pooling {config.pooling!r} is not one of {', '.join(POOLINGS)}")
+        for name, allowed in (("preprocess", PREPROCESSORS), ("dtype", DTYPES), ("baseline", BASELINES)):
             if getattr(config, name) not in allowed:
                 problems.append(f"{name} {getattr(config, name)!r} is not one of {', '.join(allowed)}")
         if config.format is not None and config.format not in FORMATS:
@@ -125,4 +129,4 @@ def _is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-__all__ = ["BASELINES", "DTYPES", "FORMATS", "HOLDS", "POOLINGS", "PREPROCESSORS", "TransferConfig", "option_default"]
+__all__ = ["BASELINES", "DTYPES", "FORMATS", "PREPROCESSORS", "TransferConfig", "option_default"]

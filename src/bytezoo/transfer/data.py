@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bytezoo.data import errors as _data_errors
-from bytezoo.data.formats import SourceError, SourceKind, iter_records, open_source
+from bytezoo.data.formats import COMPRESSIONS, SourceError, SourceKind, iter_records, open_source
 
 TEXT_COLUMN_GUESSES = ("text", "sentence", "review", "tweet", "content", "body", "document")
 LABEL_COLUMN_GUESSES = ("label", "labels", "sentiment", "rating", "class", "target", "y")
@@ -83,7 +83,7 @@ def _read_records(path: str, fmt: str) -> tuple[list[str], list[tuple[int, dict]
     if fmt in ("csv", "tsv") and not records:
         try:  # a header without rows still names its columns
             with open_source(path) as raw:
-                first = raw.readline().decode("utf-8", "surrogateescape")
+                first = raw.readline().decode("utf-8", "surrogateescape").removeprefix("\ufeff")
             header = next(csv.reader([first], delimiter="," if fmt == "csv" else "\t"), [])
         except (SourceError, OSError):
             header = []
@@ -201,6 +201,54 @@ def read_dataset(
     return LabeledTexts(texts=texts, labels=label_array, text_col=text_col, label_cols=list(label_cols), source=path, rows=rows)
 
 
+def read_texts(path: str, text_col: str | None = None, *, fmt: str | None = None, stdin=None) -> list[str]:
+    """Texts to label, without labels: ``path`` ``"-"`` is standard input, a ``.txt`` file (or standard input
+    without ``fmt``) holds one text per line (a final line break ends the last text, it does not add an empty one),
+    and any other file is read as :func:`read_dataset` reads it (its text column). Line breaks inside a text need a
+    record format (CSV quotes them; JSON escapes them). A UTF-8 byte-order mark is dropped; other bytes that are not
+    UTF-8 are kept as they are."""
+    import os
+    import sys
+    import tempfile
+
+    path = str(path)
+    if path == "-":
+        data = (stdin if stdin is not None else sys.stdin.buffer).read()
+        if fmt is None:
+            return _lines(data)
+        with tempfile.TemporaryDirectory() as folder:  # the record readers take a path: the bytes as a file
+            copy = os.path.join(folder, f"stdin.{fmt}")
+            with open(copy, "wb") as handle:
+                handle.write(data)
+            return read_dataset(copy, text_col, fmt=fmt, require_labels=False).texts
+    if fmt is None and _is_txt(path):
+        try:
+            with open_source(path) as raw:
+                return _lines(raw.read())
+        except SourceError as error:
+            raise DatasetError(str(error)) from None
+    return read_dataset(path, text_col, fmt=fmt, require_labels=False).texts
+
+
+def _is_txt(path: str) -> bool:
+    """A ``.txt`` name, optionally compressed (``reviews.txt.gz``)."""
+    kind = SourceKind.of(path)
+    name = path.lower().split("?", 1)[0]
+    for suffix, codec in COMPRESSIONS.items():
+        if kind.compression == codec and name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return kind.format == "text" and name.endswith(".txt")
+
+
+def _lines(data: bytes) -> list[str]:
+    """One text per line of ``data`` (\n or \r\n); no text after a final line break."""
+    text = data.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
 def _normalise_label(value: str) -> str:
     """``"1.0"`` and ``" 1"`` are the label ``"1"``: spreadsheets and pandas write integers as floats."""
     value = value.strip()
@@ -220,4 +268,4 @@ def _format_number(value) -> str:
     return str(value)
 
 
-__all__ = ["DatasetError", "LabeledTexts", "read_dataset", "detect_format"]
+__all__ = ["DatasetError", "LabeledTexts", "read_dataset", "read_texts", "detect_format"]

@@ -23,16 +23,23 @@ of train, as the probe's, instead of on train itself)::
       "task": "binary" | "multiclass" | "multilabel",
       "metric": "accuracy" | "jaccard",       # jaccard: mean per-text Jaccard of label sets (multi-label "accuracy")
       "model": {"reference": str | null, "model_type": str, "hidden_size": int, "num_layers": int, "parameters": int},
-      "featurizer": {"pooling", "preprocess", "batch_size", "chunk_size", "dtype", "device"},
+      "featurizer": {"pooling", "preprocess", "batch_size", "chunk_size", "dtype", "device"},  # pooling: as resolved
       "data": {
         "text_col": str, "label_cols": [str], "classes": [str] | null (multi-label: null),
         "train": {"source": str, "rows": int, "label_counts": {label: count}},
-        "dev": {...} | null, "test": {...} | null
+        "dev": {...} | null, "test": {...} | null,
+        "warnings": [str]                     # empty texts, classes with < 2 training rows, labels unseen in training
       },
       "classifier": {"C": float, "Cs": [float], "dev_scores": {"0.25": float, ...}, "C_chosen_on": "dev" | "train split",
                      "n_features": int, "n_nonzero": int},
       "accuracy": {"train": float, "dev": float | null, "test": float | null},   # in the task's metric, 0..1
-      "top_units": [{"unit": int, "importance": float, "weights": [float, ...]}],  # weights: one per output column
+      "top_units": [{"unit": int, "importance": float, "weights": [float, ...],  # weights: one per output column
+                     "toward": {class: 1 | -1 | 0},          # do higher values of the unit raise the class's score?
+                     "range": {class: [p5, p95]},            # the unit's 5th-95th percentile per class, train split
+                     "steer": {class: float}}],              # a value to hold it at to steer toward the class
+      "steering": {"unit": int, "state": "cell" | "hidden" | null, "pooling": str, "class": str, "value": float,
+                   "values": {class: float}, "toward": {...}, "split": "train"},  # `generate --pipeline DIR` holds it;
+                                                              # state null: the family has no per-unit state to hold
       "top_unit_classifier": {"units": [int], "C": float, "n_nonzero": int, "dev_accuracy": float | null, "test_accuracy": float | null},
       "top_k_classifier":    {... same, k units ...},
       "baselines": {"tfidf": {"C": float, "C_chosen_on": "dev" | "train split", "dev_accuracy": float,
@@ -80,6 +87,7 @@ from .classifier import CLASSIFIER_METADATA, CLASSIFIER_WEIGHTS, SingleClassErro
 from .config import TransferConfig
 from .data import DatasetError, LabeledTexts, read_dataset
 from .featurizer import Featurizer, recurrent_body
+from .neuron import describe_units, format_units
 from .pipeline import pipeline_metadata
 
 REPORT_SCHEMA_VERSION = 2  # 2: "comparison" added; baselines.tfidf without a dev set chooses C on a train split
@@ -133,6 +141,7 @@ class Extraction:
     features: dict[str, np.ndarray]
     labels: dict[str, np.ndarray]
     totals: Counter  # texts, characters, bytes, seconds over all splits
+    warnings: list[str] = dataclasses.field(default_factory=list)  # about the data: logged, and kept in the report
 
     @property
     def metric(self) -> str:
@@ -166,6 +175,8 @@ class Analysis:
     baselines: dict[str, dict]
     curve: list[dict]
     comparison: dict  # every method at the same label counts (see bytezoo.transfer.comparison)
+    units: list[dict]  # the top units: weights, sign, range per class, steering values (neuron.describe_units)
+    steering: dict  # what `bytezoo generate --pipeline` holds: the top unit, its state, a value per class
 
 
 # --- the experiment --------------------------------------------------------------------------------------------------
@@ -209,7 +220,12 @@ def extract(config: TransferConfig, timings: dict, log: Log = print) -> Extracti
         raise DatasetError(
             f"{train.source}, column {train.label_cols[0]!r}: every training row has the label {train.labels[0]!r}; a classifier needs at least two classes"
         ) from None
-    log(f"{task} task: {len(train)} train / {len(data['dev'] or [])} dev / {len(data['test'] or [])} test texts")
+    log(f"{task} task: {len(train)} train / {len(data['dev'] or [])} dev / {len(data['test'] or [])} test texts; "
+        + (f"labels {', '.join(train.label_cols)}" if task == "multilabel"
+           else f"classes {', '.join(str(c) for c in sorted(set(train.labels.tolist()), key=str))}"))
+    warnings = data_warnings(data, task)
+    for warning in warnings:
+        log(f"warning: {warning}")
 
     features, labels, seconds, totals = {}, {}, {}, Counter()
     for name, split in data.items():
@@ -222,7 +238,40 @@ def extract(config: TransferConfig, timings: dict, log: Log = print) -> Extracti
         totals.update({key: stats[key] for key in ("texts", "characters", "bytes", "seconds")})
         log(f"features {name}: {stats['texts']} texts, {stats['characters'] / max(stats['seconds'], 1e-9):,.0f} characters/s")
     timings["features_s"] = seconds
-    return Extraction(data=data, task=task, featurizer=featurizer, features=features, labels=labels, totals=totals)
+    return Extraction(data=data, task=task, featurizer=featurizer, features=features, labels=labels, totals=totals,
+                      warnings=warnings)
+
+
+def data_warnings(data: dict[str, LabeledTexts | None], task: str) -> list[str]:
+    """What about the data may surprise: empty texts, classes with fewer than 2 training rows (hardly learnable, and
+    no stratified split can hold them on both sides), and dev/test labels never seen in training (never predicted)."""
+    warnings = []
+    for name, split in data.items():
+        if split is None:
+            continue
+        empty = [row for row, text in zip(split.rows, split.texts) if not text.strip()]
+        if empty:
+            warnings.append(f"{split.source}: {len(empty)} empty text(s) (first at row {empty[0]}); each gets the "
+                            "features of an empty text")
+    train = data["train"]
+    if task == "multilabel":
+        rare = {name: int(count) for name, count in zip(train.label_cols, train.labels.sum(axis=0)) if count < 2}
+    else:
+        rare = {str(label): count for label, count in Counter(train.labels.tolist()).items() if count < 2}
+    if rare:
+        shown = ", ".join(f"{label!r} ({count})" for label, count in sorted(rare.items()))
+        warnings.append(f"{train.source}: fewer than 2 training rows for {shown}: the classifier can hardly learn "
+                        f"{'them' if len(rare) > 1 else 'it'}")
+    if task != "multilabel":
+        seen = set(train.labels.tolist())
+        for name in ("dev", "test"):
+            split = data[name]
+            unseen = Counter(label for label in split.labels.tolist() if label not in seen) if split is not None else {}
+            if unseen:
+                shown = ", ".join(f"{label!r} ({count} rows)" for label, count in sorted(unseen.items(), key=str))
+                warnings.append(f"{split.source}: labels never seen in training: {shown}; the classifier never "
+                                "predicts them, so every such row counts as an error")
+    return warnings
 
 
 def fit(config: TransferConfig, extraction: Extraction, timings: dict, log: Log = print) -> Fit:
@@ -234,6 +283,11 @@ def fit(config: TransferConfig, extraction: Extraction, timings: dict, log: Log 
     accuracy = {split: extraction.score(classifier, split) for split in SPLITS}
     log(f"L1 logistic regression: C={classifier.C_:g}, {classifier.n_nonzero_} non-zero weights, "
         f"{extraction.metric} dev {_fmt(accuracy['dev'])} test {_fmt(accuracy['test'])}")
+    if classifier.n_nonzero_ == 0:
+        predicts = ("each label's majority value" if extraction.task == "multilabel"
+                    else f"the majority class {str(classifier.predict(extraction.features['train'][:1])[0])!r}")
+        log(f"warning: the classifier kept 0 non-zero weights (C={classifier.C_:g}): it ignores the features and "
+            f"predicts {predicts} for every text; try larger C values (--C) or more training rows")
     return Fit(classifier=classifier, accuracy=accuracy)
 
 
@@ -300,7 +354,29 @@ def analyse(config: TransferConfig, extraction: Extraction, fitted: Fit, timings
         compare.add_method(comparison, compare.PROBE, f"frozen {model_type} features + L1 LR",
                            [{"n_train": p["n_train"], "accuracy": p["test_accuracy"], "C": p["C"], "dev_accuracy": p["dev_accuracy"]}
                             for p in probe])
-    return Analysis(unit_classifiers=unit_classifiers, baselines=baselines, curve=curve, comparison=comparison)
+    units = describe_units(classifier, features["train"], labels["train"], class_names=extraction.train.label_cols)
+    log(format_units(units, "train"))
+    steering = steering_of(units[0], extraction.featurizer)
+    if steering["state"] is None:
+        log(f"steering: {type(recurrent_body(extraction.featurizer.language_model_)).__name__} has no per-unit state to "
+            "hold a unit in")
+    elif steering["class"] is not None:
+        others = ", ".join(f"--toward {name} for {value:.3g}" for name, value in steering["values"].items()
+                           if name != steering["class"])
+        log(f"steering: `bytezoo generate --pipeline {config.output}` holds unit {steering['unit']} of the "
+            f"{steering['state']} state at {steering['value']:.3g}, toward {steering['class']!r}" + (f" ({others})" if others else ""))
+    return Analysis(unit_classifiers=unit_classifiers, baselines=baselines, curve=curve, comparison=comparison,
+                    units=units, steering=steering)
+
+
+def steering_of(unit: dict, featurizer: Featurizer) -> dict:
+    """What steered generation holds for a transfer run: ``unit`` (one of :func:`describe_units`' entries; the top
+    one) in the state part its feature is read from (``None`` where the family has none), by default at the value
+    toward the class that the unit's high values favour most (the 95th percentile of that class)."""
+    favoured = max(unit["toward"], key=lambda name: (unit["toward"][name], unit["steer"][name]), default=None)
+    return {"unit": unit["unit"], "state": featurizer.text_pooling_.unit_state, "pooling": featurizer.pooling_,
+            "class": favoured, "value": unit["steer"].get(favoured), "values": dict(unit["steer"]),
+            "toward": dict(unit["toward"]), "split": "train"}
 
 
 def _tfidf(config: TransferConfig, train: LabeledTexts, dev: LabeledTexts | None, test: LabeledTexts | None, rows) -> dict:
@@ -370,12 +446,14 @@ def write_outputs(config: TransferConfig, extraction: Extraction, fitted: Fit, a
             "num_layers": int(body.config.num_layers),
             "parameters": int(sum(p.numel() for p in featurizer.language_model_.parameters())),
         },
-        "featurizer": {key: getattr(config, key) for key in ("pooling", "preprocess", "batch_size", "chunk_size", "dtype", "device")},
+        "featurizer": {"pooling": featurizer.pooling_,
+                       **{key: getattr(config, key) for key in ("preprocess", "batch_size", "chunk_size", "dtype", "device")}},
         "data": {
             "text_col": extraction.train.text_col,
             "label_cols": list(label_cols),
             "classes": None if extraction.task == "multilabel" else [str(c) for c in classifier.classes_],
             **{name: _split_info(split) for name, split in extraction.data.items()},
+            "warnings": extraction.warnings,
         },
         "classifier": {
             "C": classifier.C_,
@@ -386,10 +464,8 @@ def write_outputs(config: TransferConfig, extraction: Extraction, fitted: Fit, a
             "n_nonzero": classifier.n_nonzero_,
         },
         "accuracy": fitted.accuracy,
-        "top_units": [
-            {"unit": int(unit), "importance": float(np.linalg.norm(classifier.coef_[:, unit])), "weights": [float(w) for w in classifier.coef_[:, unit]]}
-            for unit in classifier.top_units_
-        ],
+        "top_units": analysis.units,
+        "steering": analysis.steering,
         **analysis.unit_classifiers,
         "baselines": analysis.baselines,
         "data_efficiency": analysis.curve,
@@ -484,7 +560,8 @@ def _draw_plots(join, featurizer, classifier, splits, features, labels, curve, c
         files["data_efficiency"] = PLOT_FILES["data_efficiency"]
     if heatmap_texts > 0:
         texts = _sample_texts(splits[split].texts, groups, heatmap_texts)
-        traces = [unit_trace(featurizer.language_model_, text, unit, preprocess=featurizer.preprocess, max_bytes=400) for text in texts]
+        traces = [unit_trace(featurizer.language_model_, text, unit, pooling=featurizer.pooling_,
+                             preprocess=featurizer.preprocess, max_bytes=400) for text in texts]
         plot_unit_heatmap(traces, join(PLOT_FILES["unit_heatmap"]))
         with fsspec.open(join(PLOT_FILES["unit_heatmap_html"]), "w", encoding="utf-8") as handle:
             handle.write(unit_heatmap_html(traces))

@@ -1,5 +1,5 @@
-"""Features of texts from any zoo model: the final cell state (the papers' choice), the final hidden state, or the
-mean hidden state, as a scikit-learn transformer.
+"""Features of texts from any zoo model, in any of its pooling modes (the final cell state, the papers' choice; the
+final hidden state; the mean output: :data:`bytezoo.zoo.recurrent_lm.POOLINGS`), as a scikit-learn transformer.
 
 >>> from bytezoo.transfer import Featurizer
 >>> features = Featurizer("outputs/demo/model").fit_transform(["great film", "dull film"])  # doctest: +SKIP
@@ -14,10 +14,11 @@ How the work is laid out, and why it is exact:
   at the full batch all the time instead of shrinking as short texts finish (at H=4096 the weights are streamed
   from memory once per step whatever the batch, so a shrinking batch wastes most of the time). Texts are dealt
   longest first to the row with the fewest bytes so far, so the rows end within one text of each other. A text's
-  feature is read at its last byte (the per-position cell state, or the output), or averaged over its bytes.
+  feature is read from the per-position values (the cell state, or the output) by the pooling core
+  (:class:`~bytezoo.zoo.recurrent_lm.TextPooling`), which keeps sums only for the texts a chunk reads.
 * **Sorted batches** (families that split the time axis at every reset, the LSTM and GRU): texts sorted by length
   (longest first) are cut into batches of ``batch_size``; finished texts drop out at chunk ends (the rows still
-  running are a prefix of the batch), and the final state is each row's feature.
+  running are a prefix of the batch), and a final-state feature is read from each row's final state.
 * Either way the rows are read in chunks of at most ``chunk_size`` steps with the recurrent state carried from
   chunk to chunk, so memory stays bounded whatever the length (a 1 MB review costs as much memory as a 1 kB one).
   Shorter rows are padded on the right and masked; the model *holds* the state at masked positions and restarts it
@@ -41,7 +42,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from bytezoo.errors import InvalidArgumentError
 
-from .config import DTYPES, POOLINGS, PREPROCESSORS  # the allowed values, shared with the command line
+from .config import DTYPES, PREPROCESSORS  # the allowed values, shared with the command line
 FEATURE_CACHE_FORMAT = 1  # bump when the meaning of cached features changes
 
 
@@ -91,8 +92,6 @@ def recurrent_body(language_model):
 
 def model_fingerprint(model) -> str:
     """sha256 over the model's config and every weight: the model half of the feature-cache key."""
-    import torch
-
     digest = hashlib.sha256()
     config = getattr(model, "config", None)
     if config is not None:
@@ -100,9 +99,19 @@ def model_fingerprint(model) -> str:
         described.pop("kernel", None)  # a runtime choice, not part of what the model computes
         described.pop("transformers_version", None)
         digest.update(json.dumps(described, sort_keys=True, default=str).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(str(tensor.dtype).encode())
+    digest.update(weights_fingerprint(model).encode())
+    return digest.hexdigest()
+
+
+def weights_fingerprint(model) -> str:
+    """sha256 over the weights of the model's body (names, dtypes, shapes and values): what makes its features. A
+    causal LM and a classifier with the same body weights share it; any changed weight changes it. Saved beside a
+    transfer classifier, so that it is never applied to another model's features unknowingly."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(recurrent_body(model).state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
@@ -122,9 +131,11 @@ class Featurizer(TransformerMixin, BaseEstimator):
     Args:
         model: a checkpoint directory, a hub URL (``s3://…/name@latest``), or a model object
             (any zoo causal LM, e.g. ``MLSTMForCausalLM``, or its body). Loaded in :meth:`fit`.
-        pooling: ``"final_cell"`` (the last layer's cell state after the last byte; the papers' feature; recurrent
-            families with a cell only), ``"final_hidden"`` (the last layer's hidden state / output after the last
-            byte), or ``"mean"`` (the last layer's outputs averaged over the bytes).
+        pooling: the text feature, one of the model's pooling modes (:data:`bytezoo.zoo.recurrent_lm.POOLINGS`:
+            ``"final_cell"``, the last layer's cell state after the last byte, the papers' feature, for families with
+            a cell; ``"final_hidden"``, its hidden state / output there; ``"mean"``, its outputs averaged over the
+            bytes); ``None`` (the default): the model's own (:func:`~bytezoo.zoo.recurrent_lm.default_pooling`).
+            Checked against the model in :meth:`fit`.
         preprocess: ``"openai"`` (the original encoder's preprocessing; see the module docstring) or ``"none"``
             (the text's UTF-8 bytes as they are).
         batch_size: rows read in parallel (texts per batch where texts are not packed; see above). 512 by default:
@@ -146,9 +157,10 @@ class Featurizer(TransformerMixin, BaseEstimator):
     A model object is used as it is (put in eval mode); it is copied only when it must move to another device or
     dtype, so the caller's model is never changed.
 
-    Learned attributes: ``language_model_`` (the loaded causal LM or body), ``n_features_out_``,
-    ``model_fingerprint_`` (when caching), ``extraction_stats_`` (texts, bytes, characters, seconds of the last
-    :meth:`transform`).
+    Learned attributes: ``language_model_`` (the loaded causal LM or body), ``pooling_`` (the mode, resolved and
+    checked against the model), ``text_pooling_`` (the :class:`~bytezoo.zoo.recurrent_lm.TextPooling` that reads it),
+    ``n_features_out_``, ``model_fingerprint_`` (when caching), ``extraction_stats_`` (texts, bytes, characters,
+    seconds of the last :meth:`transform`).
 
     An empty text (``preprocess="none"``) gets the zero initial state's features (mean pooling: zeros).
     """
@@ -157,7 +169,7 @@ class Featurizer(TransformerMixin, BaseEstimator):
         self,
         model: Any = None,
         *,
-        pooling: str = "final_cell",
+        pooling: str | None = None,
         preprocess: str = "openai",
         batch_size: int = 512,
         chunk_size: int = 32,
@@ -181,9 +193,11 @@ class Featurizer(TransformerMixin, BaseEstimator):
         """Validate the options and load the model; the texts are not needed (features are unsupervised)."""
         import torch
 
+        from bytezoo.zoo.recurrent_lm import TextPooling
+
         if self.model is None:
             raise InvalidArgumentError("Featurizer needs model=: a checkpoint directory, a hub URL, or a model object")
-        for name, value, allowed in (("pooling", self.pooling, POOLINGS), ("preprocess", self.preprocess, PREPROCESSORS), ("dtype", self.dtype, DTYPES)):
+        for name, value, allowed in (("preprocess", self.preprocess, PREPROCESSORS), ("dtype", self.dtype, DTYPES)):
             if value not in allowed:
                 raise InvalidArgumentError(f"Featurizer {name}={value!r}; choose one of {allowed}")
         for name in ("batch_size", "chunk_size"):
@@ -201,13 +215,10 @@ class Featurizer(TransformerMixin, BaseEstimator):
             if not isinstance(self.model, (str, os.PathLike)):
                 language_model = copy.deepcopy(language_model)  # never move or cast the caller's model
             language_model = language_model.to(device=target, dtype=torch.float32)
-        self.language_model_ = language_model.eval()
         body = recurrent_body(language_model)
-        if self.pooling.startswith("final_") and self.pooling != "final_hidden" and self.pooling[len("final_"):] not in body.unit_states:
-            raise InvalidArgumentError(
-                f"pooling={self.pooling!r} needs a {self.pooling[len('final_'):]!r} state, which {type(body).__name__} does "
-                f"not have (its per-unit states: {list(body.unit_states) or 'none'}); use 'final_hidden' or 'mean'"
-            )
+        self.text_pooling_ = TextPooling(body, self.pooling)  # the model's own mode for None; PoolingError otherwise
+        self.pooling_ = self.text_pooling_.mode
+        self.language_model_ = language_model.eval()
         self.n_features_out_ = int(body.config.hidden_size)
         if self.cache_dir is not None:
             self.model_fingerprint_ = model_fingerprint(language_model)
@@ -240,7 +251,7 @@ class Featurizer(TransformerMixin, BaseEstimator):
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         check_is_fitted(self, "n_features_out_")
-        return np.asarray([f"{self.pooling}_{unit}" for unit in range(self.n_features_out_)], dtype=object)
+        return np.asarray([f"{self.pooling_}_{unit}" for unit in range(self.n_features_out_)], dtype=object)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -280,7 +291,9 @@ class Featurizer(TransformerMixin, BaseEstimator):
         return features
 
     def _packed_features(self, encoded: Sequence[bytes], lengths: np.ndarray, body, features: np.ndarray, bar) -> None:
-        """Fill ``features`` (n, H) reading the texts back to back in ``batch_size`` rows (see the module docstring)."""
+        """Fill ``features`` (n, H) reading the texts back to back in ``batch_size`` rows (see the module docstring).
+        Each chunk's positions are given to the texts they belong to, and the pooling core sums them: only the texts
+        the chunk reads have a row of sums, and a finished text's feature is written out at once."""
         import heapq
 
         import torch
@@ -288,9 +301,9 @@ class Featurizer(TransformerMixin, BaseEstimator):
         from bytezoo.threads import ensure_threads
         from bytezoo.zoo.recurrent_lm import select_streams
 
-        device, hidden = body.device, self.n_features_out_
+        device, hidden, pooling = body.device, self.n_features_out_, self.text_pooling_
         texts = np.argsort(-lengths, kind="stable")
-        texts = texts[lengths[texts] > 0]  # empty texts keep the zero initial state's features (mean: zeros)
+        texts = texts[lengths[texts] > 0]  # empty texts keep zero features (the pooling core's for a text without bytes)
         if len(texts) == 0:
             return
         rows = min(self.batch_size, len(texts))
@@ -314,71 +327,65 @@ class Featurizer(TransformerMixin, BaseEstimator):
         row_length = row_length[longest_first]
         width = int(row_length[0])
         ids = np.zeros((rows, width), dtype=np.uint8)  # (R, L) every row's bytes, texts back to back
-        starts_here = np.zeros((rows, width), dtype=bool)  # (R, L) True at each text's first byte: a reset
-        owner_dtype = np.int32 if len(encoded) < 2**31 - 1 else np.int64  # 4 bytes per byte of text, not 8
-        owner = np.full((rows, width), len(encoded), dtype=owner_dtype) if self.pooling == "mean" else None  # (R, L) text
         for text in texts:
-            row, first, last = row_of[text], start[text], start[text] + lengths[text]
-            ids[row, first:last] = np.frombuffer(encoded[text], dtype=np.uint8)
-            starts_here[row, first] = True
-            if owner is not None:
-                owner[row, first:last] = text
-        end = start + lengths - 1  # a text's last position in its row
-        by_end = texts[np.argsort(end[texts], kind="stable")]  # texts in the order their last bytes are read
-        ends_sorted = end[by_end]
-        per_position = "cell" if self.pooling == "final_cell" else "output"  # final_hidden: the output is the hidden state
-        sums = torch.zeros(len(encoded) + 1, hidden, dtype=torch.float32, device=device) if owner is not None else None
+            ids[row_of[text], start[text] : start[text] + lengths[text]] = np.frombuffer(encoded[text], dtype=np.uint8)
+        # Who owns a position: the texts sorted by (row, start); a position belongs to the last text starting at or
+        # before it in its row (rows are full up to their length).
+        by_place = texts[np.lexsort((start[texts], row_of[texts]))]
+        place = row_of[by_place] * width + start[by_place]  # (n,) sorted
+        end = start + lengths  # a text's end (exclusive) in its row
+        carried = np.zeros(0, dtype=np.int64)  # texts read on into the next chunk: at most one per row
+        carry = pooling.new_carry(0, hidden, device)
         state = body.initial_state(rows)
         for chunk_start in range(0, width, self.chunk_size):
             ensure_threads(device, coarse=True)  # long extractions see the load change: a clock read per chunk
             chunk_end = min(chunk_start + self.chunk_size, width)
             running = int((row_length > chunk_start).sum())  # a prefix: rows are sorted longest first
             state = select_streams(state, slice(0, running))
-            real = np.arange(chunk_start, chunk_end)[None, :] < row_length[:running, None]  # (R', T)
-            resets = starts_here[:running, chunk_start:chunk_end]  # (R', T)
+            positions = np.arange(chunk_start, chunk_end)
+            real = positions[None, :] < row_length[:running, None]  # (R', T)
+            owner = by_place[np.searchsorted(place, np.arange(running)[:, None] * width + positions[None, :], "right") - 1]
+            chunk_texts = np.unique(owner[real])  # sorted; includes every carried text
+            local = np.where(real, np.searchsorted(chunk_texts, owner), len(chunk_texts))  # (R', T); padding: spare
+            resets = real & (start[owner] == positions[None, :])  # (R', T) a text's first byte
             out = body(
                 torch.from_numpy(ids[:running, chunk_start:chunk_end]).long().to(device),
                 state=state,
                 attention_mask=None if real.all() else torch.from_numpy(real).long().to(device),
                 reset_mask=torch.from_numpy(resets).to(device) if resets.any() else None,
-                output_cell_states=per_position == "cell",
                 use_cache=True,
                 return_dict=True,
+                **pooling.forward_options(),
             )
             state = out.state
-            values = out.cell_states[-1] if per_position == "cell" else out.last_hidden_state  # (R', T, H) last layer
-            if sums is not None:  # mean: every position added to its text's sum (padding to a spare row)
-                position_owner = torch.from_numpy(owner[:running, chunk_start:chunk_end].reshape(-1)).long().to(device)
-                sums.index_add_(0, position_owner, values.reshape(-1, hidden).float())
-            else:  # the texts whose last byte is in this chunk
-                first, last = np.searchsorted(ends_sorted, [chunk_start, chunk_end])
-                done = by_end[first:last]
-                if len(done):
-                    picked = values[torch.from_numpy(row_of[done]).to(device), torch.from_numpy(end[done] - chunk_start).to(device)]
-                    features[done] = picked.float().cpu().numpy()
+            sums = pooling.new_carry(len(chunk_texts), hidden, device)
+            if len(carried):  # the sums of texts begun in earlier chunks
+                at = torch.from_numpy(np.searchsorted(chunk_texts, carried)).to(device)
+                sums = tuple(part.index_copy(0, at, earlier[:-1]) for part, earlier in zip(sums, carry))
+            sums = pooling.read(sums, out, torch.from_numpy(local).to(device))
+            finished = end[chunk_texts] <= chunk_end
+            if finished.any():
+                done = torch.from_numpy(np.flatnonzero(finished)).to(device)
+                features[chunk_texts[finished]] = pooling.features(_take(sums, done)).cpu().numpy()
+            carried = chunk_texts[~finished]
+            carry = _take(sums, torch.from_numpy(np.flatnonzero(~finished)).to(device))
             bar.update(int(real.sum()))
-        if sums is not None:
-            counts = torch.from_numpy(np.maximum(lengths, 1)).to(device=device, dtype=torch.float32).unsqueeze(1)
-            features[:] = (sums[: len(encoded)] / counts).cpu().numpy()
 
     def _batch_features(self, batch: list[bytes], body):
-        """(B, H) features of one batch of byte strings sorted longest first; any zoo family (the state is handled
-        through its named parts, never unpacked by position)."""
+        """(B, H) features of one batch of byte strings sorted longest first, text r in row r; any zoo family (the
+        pooling core reads the state through its named parts, never by position)."""
         import torch
 
-        from bytezoo.zoo.recurrent_lm import select_streams, state_part
+        from bytezoo.zoo.recurrent_lm import select_streams
 
-        device = body.device
+        device, pooling = body.device, self.text_pooling_
         lengths = torch.tensor([len(item) for item in batch])  # (B,), non-increasing
-        pooled = torch.zeros(len(batch), self.n_features_out_, dtype=torch.float32, device=device)  # empty text: zeros
-        # a final per-unit state where the family has it (float32 even under bf16 autocast); else the outputs
-        unit_state = self.pooling[len("final_"):] if self.pooling.startswith("final_") else None
-        unit_state = unit_state if unit_state in body.unit_states else None
+        carry = pooling.new_carry(len(batch), self.n_features_out_, device)  # an empty text: zeros
         state = body.initial_state(len(batch))
         longest = int(lengths[0])
         for chunk_start in range(0, longest, self.chunk_size):
             running = int((lengths > chunk_start).sum())  # rows with bytes left: a prefix, since sorted longest first
-            state = select_streams(state, slice(0, running))  # finished rows drop out: their features are taken
+            state = select_streams(state, slice(0, running))  # finished rows drop out: their sums stay in the carry
             chunk_len = min(self.chunk_size, longest - chunk_start)
             ids = torch.zeros(running, chunk_len, dtype=torch.long)  # (B', T)
             mask = torch.zeros(running, chunk_len, dtype=torch.long)  # (B', T): 1 = real byte, 0 = padding
@@ -386,25 +393,12 @@ class Featurizer(TransformerMixin, BaseEstimator):
                 piece = batch[row][chunk_start : chunk_start + chunk_len]
                 ids[row, : len(piece)] = torch.frombuffer(bytearray(piece), dtype=torch.uint8)
                 mask[row, : len(piece)] = 1
-            out = body(
-                ids.to(device),
-                state=state,
-                attention_mask=mask.to(device) if not bool(mask.all()) else None,
-                use_cache=True,
-                return_dict=True,
-            )
+            mask = mask.to(device) if not bool(mask.all()) else None
+            out = body(ids.to(device), state=state, attention_mask=mask, use_cache=True, return_dict=True,
+                       **pooling.forward_options(rows=True))
             state = out.state
-            if unit_state is not None:  # padding held the state: after the last chunk it is each row's final one
-                pooled[:running] = state_part(body, state, unit_state)[-1].float()  # (B', H) the last layer
-            elif self.pooling == "final_hidden":  # no hidden state (a Transformer): the output at the last real byte
-                last = (mask.sum(dim=1) - 1).to(device)  # (B',)
-                pooled[:running] = out.last_hidden_state[torch.arange(running, device=device), last].float()
-            else:  # mean: summed here, divided below
-                real = mask.to(device=device, dtype=torch.float32).unsqueeze(-1)  # (B', T, 1)
-                pooled[:running] += (out.last_hidden_state.float() * real).sum(dim=1)  # (B', H)
-        if self.pooling == "mean":
-            return pooled / lengths.clamp(min=1).to(device=device, dtype=pooled.dtype).unsqueeze(1)
-        return pooled
+            carry = pooling.read_rows(carry, out, mask)  # rows 0..B'-1: the running prefix
+        return pooling.features(carry)  # (B, H)
 
     # --- cache ------------------------------------------------------------------------------------------------------
     def _cache_path(self, encoded: Sequence[bytes]) -> str | None:
@@ -416,13 +410,20 @@ class Featurizer(TransformerMixin, BaseEstimator):
                     "format": FEATURE_CACHE_FORMAT,
                     "model": self.model_fingerprint_,
                     "data": data_fingerprint(encoded),
-                    "pooling": self.pooling,
+                    "pooling": self.pooling_,
                     "dtype": self.dtype,
                 },
                 sort_keys=True,
             ).encode()
         ).hexdigest()
         return f"{str(self.cache_dir).rstrip('/')}/features-{key[:32]}.safetensors"
+
+
+def _take(carry, index):
+    """The pooling core's sums of the texts at rows ``index`` of ``carry``, with a fresh spare row (padding's) last."""
+    import torch
+
+    return tuple(torch.cat([part.index_select(0, index), part.new_zeros((1, *part.shape[1:]))]) for part in carry)
 
 
 class _no_context:
@@ -500,4 +501,5 @@ def _write_cached(path: str, features: np.ndarray) -> None:
     fs.mv(temporary, fs_path)
 
 
-__all__ = ["Featurizer", "preprocess_openai", "text_to_bytes", "load_language_model", "recurrent_body", "POOLINGS", "PREPROCESSORS"]
+__all__ = ["Featurizer", "preprocess_openai", "text_to_bytes", "load_language_model", "recurrent_body", "model_fingerprint",
+           "weights_fingerprint", "PREPROCESSORS"]

@@ -3,10 +3,19 @@ reviews: Radford et al. 2017 fixed the sentiment unit to +/-1 to write positive 
 
 >>> generate_steered(model, "This movie", neuron=2388, value=1.0, max_new_bytes=200)  # doctest: +SKIP
 
-What is held: the unit of the **cell** state ``c`` of the last layer (``hold="cell"``, as the papers did), or of its
-hidden state ``h`` (``hold="hidden"``). After every step, prompt bytes included, the unit is overwritten with ``value``
-before the next step reads the state. The step's own prediction was already computed from the state before the
-overwrite (``h = o * tanh(c)`` uses the un-held ``c``), so holding the cell acts from the next byte on.
+What is held: the unit of a per-unit state of the last layer (``model.unit_states``): the **cell** state ``c``
+(``hold="cell"``, as the papers did) or the hidden state ``h`` (``hold="hidden"``; the GRU's only one). By default the
+state the model's own feature reads (:func:`bytezoo.zoo.recurrent_lm.default_pooling`: the cell where the family has
+one, else the hidden state). A family without per-unit states (the Transformer, whose state is its attention window's
+keys and values) cannot be steered this way and is refused. After every step, prompt bytes included, the unit is
+overwritten with ``value`` before the next step reads the state. The step's own prediction was already computed from
+the state before the overwrite (``h = o * tanh(c)`` uses the un-held ``c``), so holding the cell acts from the next
+byte on.
+
+Which value: it depends on the unit. A unit whose classifier weight is negative is *low* for the class it points to,
+so +1 may steer the wrong way, and a unit's usual range may lie far from +/-1. ``bytezoo transfer`` prints each top
+unit's weights and its 5th-95th percentile per class, and stores a value per class in ``report.json``
+(``steering``); :func:`steering_from_pipeline` (``bytezoo generate --pipeline DIR``) reads it.
 """
 from __future__ import annotations
 
@@ -18,7 +27,6 @@ import numpy as np
 
 from bytezoo.errors import InvalidArgumentError
 
-from .config import HOLDS
 from .featurizer import _check_device, load_language_model, recurrent_body
 
 
@@ -37,13 +45,64 @@ class Generation:
     held_values: np.ndarray | None = None
 
 
+def held_state(body, hold: str | None = None) -> str:
+    """The per-unit state part of ``body`` to hold a unit in: ``hold`` if the family has it, by default the one its own
+    feature reads (:class:`~bytezoo.zoo.recurrent_lm.TextPooling`'s ``unit_state``); a one-line refusal otherwise."""
+    from bytezoo.zoo.recurrent_lm import TextPooling
+
+    name, states = type(body).__name__, tuple(body.unit_states)
+    if not states:
+        raise InvalidArgumentError(f"{name} has no per-unit state to hold a unit in (its state is {', '.join(body.state_names)}"
+                                   "): steering needs a family with per-unit states, such as the mLSTM, LSTM or GRU")
+    if hold is None:
+        return TextPooling(body).unit_state or states[0]
+    if hold not in states:
+        options = " or ".join(f"--hold {state}" for state in states)
+        raise InvalidArgumentError(f"{name} has no per-unit {hold} state to hold; its per-unit states: "
+                                   f"{', '.join(states)} ({options}; hold= in Python)")
+    return hold
+
+
+def steering_from_pipeline(dir_or_url: str, toward: str | None = None) -> dict:
+    """What a ``bytezoo transfer`` folder (or its hub URL) says to steer with: ``{"model", "unit", "state", "value",
+    "class", "why"}``: its model, its top unit, the per-unit state its feature reads (``None`` where the family has
+    none), and the value toward ``toward`` (a class; default: the one the unit's high values favour), from its
+    report's ``steering``."""
+    import json
+
+    from .classifier import SparseLogisticClassifier
+    from .pipeline import PipelineError, _resolve_directory, pipeline_model
+
+    directory = _resolve_directory(dir_or_url)
+    _, metadata = SparseLogisticClassifier.load(directory)
+    try:
+        with open(os.path.join(directory, "report.json"), encoding="utf-8") as handle:
+            steering = json.load(handle).get("steering")
+    except FileNotFoundError:
+        steering = None
+    except (ValueError, AttributeError) as error:
+        raise PipelineError(f"{dir_or_url}: report.json is not a bytezoo transfer report ({error})") from None
+    if not isinstance(steering, dict) or not isinstance(steering.get("values"), dict):
+        raise PipelineError(f"{dir_or_url}: no steering values (report.json written by `bytezoo transfer` since they "
+                            "were added); give --model, --neuron and --value instead, or run bytezoo transfer again")
+    values = steering["values"]
+    chosen = steering.get("class") if toward is None else str(toward)
+    if chosen not in values:
+        raise InvalidArgumentError(f"--toward {chosen!r}: the pipeline's classes are {', '.join(values)}")
+    sign = (steering.get("toward") or {}).get(chosen, 0)
+    why = (f"toward {chosen!r}: that class's {'95th' if sign > 0 else '5th' if sign < 0 else '50th'} percentile on the "
+           f"{steering.get('split', 'train')} split, from {dir_or_url}")
+    return {"model": pipeline_model(directory, metadata, shown=dir_or_url), "unit": int(steering["unit"]),
+            "state": steering.get("state"), "value": float(values[chosen]), "class": chosen, "why": why}
+
+
 def generate_steered(
     model,
     prompt: str = "",
     *,
     neuron: int | None = None,
     value: float = 1.0,
-    hold: str = "cell",
+    hold: str | None = None,
     max_new_bytes: int = 200,
     num_samples: int = 1,
     temperature: float = 1.0,
@@ -57,7 +116,8 @@ def generate_steered(
     Args:
         model: a zoo causal LM, or a checkpoint directory / hub URL.
         prompt: the start of the text.
-        neuron, value, hold: the unit to hold, its value, and which state (``"cell"`` or ``"hidden"``).
+        neuron, value, hold: the unit to hold, its value, and which per-unit state (``"cell"`` or ``"hidden"``;
+            ``None``: the one the model's own feature reads).
         num_samples: independent samples, generated as one batch.
         temperature: 0 for greedy; otherwise the softmax temperature.
         top_k: sample among the ``top_k`` likeliest bytes only.
@@ -89,13 +149,8 @@ def generate_steered(
     hidden = body.config.hidden_size
     if neuron is not None and not 0 <= neuron < hidden:
         raise InvalidArgumentError(f"neuron {neuron} is outside the model's {hidden} units; choose one in 0..{hidden - 1}")
-    if hold not in HOLDS:
-        raise InvalidArgumentError(f"hold must be one of {', '.join(HOLDS)}; got {hold!r}")
-    if neuron is not None and hold not in body.unit_states:
-        raise InvalidArgumentError(
-            f"{type(body).__name__} has no per-unit {hold} state to hold (its per-unit states: "
-            f"{list(body.unit_states) or 'none'}); steering needs a recurrent model"
-        )
+    if neuron is not None:
+        hold = held_state(body, hold)
     if temperature < 0:
         raise InvalidArgumentError(f"temperature must be >= 0; got {temperature}")
     if top_k is not None and not 1 <= top_k <= 256:
@@ -105,7 +160,7 @@ def generate_steered(
     generator = torch.Generator(device=body.device)
     if seed is not None:
         generator.manual_seed(seed)
-    state_index = body.state_names.index(hold) if neuron is not None else None
+    state_index = body.state_names.index(hold) if neuron is not None else None  # hold: checked above
     context = (prefix + prompt).encode("utf-8")
     if not context:
         context = b" "  # the model needs one byte to predict from
@@ -146,4 +201,4 @@ def generate_steered(
     return Generation(texts=texts, new_bytes=new_bytes, held_values=held_values)
 
 
-__all__ = ["Generation", "generate_steered"]
+__all__ = ["Generation", "generate_steered", "held_state", "steering_from_pipeline"]

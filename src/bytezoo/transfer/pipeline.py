@@ -7,6 +7,9 @@
 A pipeline directory holds ``classifier.safetensors`` + ``classifier.json`` (written by ``bytezoo transfer`` or
 :meth:`SentimentPipeline.save_pretrained`) and either the model itself (``config.json``, ``model.safetensors``,
 tokenizer files) or, in ``classifier.json``'s ``"model"`` field, a reference to it (a directory or hub URL).
+``classifier.json`` also holds the fingerprint of the weights the features came from
+(:func:`~bytezoo.transfer.featurizer.weights_fingerprint`): a model whose weights differ (retrained, another model
+under the same name) is refused, since its units mean something else, unless ``allow_other_model``.
 """
 from __future__ import annotations
 
@@ -28,6 +31,23 @@ FEATURIZER_OPTIONS = ("pooling", "preprocess")
 
 class PipelineError(ByteZooError, ValueError):
     """A saved pipeline whose classifier and model do not fit together, or whose model cannot be found."""
+
+
+def pipeline_model(directory: str, metadata: dict, model: str | None = None, shown: str | None = None) -> str:
+    """The model of the pipeline in local ``directory`` (its classifier's ``metadata``): ``model`` when given, else
+    the one saved beside the classifier, else the reference in the metadata (a relative path is taken from the
+    pipeline directory). ``shown`` names the pipeline in errors."""
+    if model is not None:
+        return model
+    if os.path.isfile(os.path.join(directory, "config.json")):
+        return directory
+    reference = metadata.get("model")
+    if not reference:
+        raise PipelineError(f"{shown or directory}: no model saved beside the classifier and no 'model' reference in its "
+                            "metadata; name the model (--model, or model= in Python)")
+    if not _is_url(reference) and not os.path.isabs(reference):
+        return os.path.join(directory, reference)
+    return reference
 
 
 def _is_url(path: str) -> bool:
@@ -57,9 +77,13 @@ class SentimentPipeline:
         self.model_reference = model_reference
 
     @classmethod
-    def from_pretrained(cls, dir_or_url: str, *, model: str | None = None, batch_size: int = 512, device: str = "cpu", dtype: str = "float32", progress: bool | None = False) -> "SentimentPipeline | SequenceClassificationPipeline":
-        """Load the classifier in ``dir_or_url`` and its model: the one saved beside it, else ``model=``, else the
-        reference recorded in the classifier's metadata (relative paths are taken from the pipeline directory).
+    def from_pretrained(cls, dir_or_url: str, *, model: str | None = None, batch_size: int = 512, device: str = "cpu",
+                        dtype: str = "float32", progress: bool | None = False,
+                        allow_other_model: bool = False) -> "SentimentPipeline | SequenceClassificationPipeline":
+        """Load the classifier in ``dir_or_url`` and its model: ``model=``, else the one saved beside it, else the
+        reference recorded in the classifier's metadata (relative paths are taken from the pipeline directory). A
+        model whose weights are not those the classifier was fitted on (its fingerprint in ``classifier.json``) is
+        refused unless ``allow_other_model``.
 
         A folder holding a fine-tuned classifier instead (``bytezoo finetune``'s ``OUTPUT/model``: a
         ``*ForSequenceClassification``, no ``classifier.json``) gives a
@@ -75,19 +99,23 @@ class SentimentPipeline:
                 return SequenceClassificationPipeline.from_pretrained(directory, batch_size=batch_size, device=device,
                                                                       dtype=dtype, progress=progress)
         classifier, metadata = SparseLogisticClassifier.load(directory)
-        if model is None:
-            if os.path.isfile(os.path.join(directory, "config.json")):
-                model = directory
-            else:
-                model = metadata.get("model")
-                if not model:
-                    raise PipelineError(f"{dir_or_url}: no model saved beside the classifier and no 'model' reference in its metadata; name the model (--model, or model= in Python)")
-                if not _is_url(model) and not os.path.isabs(model):
-                    model = os.path.join(directory, model)
+        given = model is not None
+        model = pipeline_model(directory, metadata, model, shown=dir_or_url)
         options = {key: value for key, value in (metadata.get("featurizer") or {}).items() if key in FEATURIZER_OPTIONS}
         featurizer = Featurizer(model, batch_size=batch_size, device=device, dtype=dtype, progress=progress, **options).fit()
         if featurizer.n_features_out_ != classifier.n_features_in_:
             raise PipelineError(f"{dir_or_url}: the classifier expects {classifier.n_features_in_} features but the model {model!r} has {featurizer.n_features_out_} units; use the model it was trained on")
+        expected = metadata.get("weights_fingerprint")
+        if expected and not allow_other_model:
+            from .featurizer import weights_fingerprint
+
+            found = weights_fingerprint(featurizer.language_model_)
+            if found != expected:
+                where = "the model given" if given else f"its model {model}"
+                raise PipelineError(f"{dir_or_url}: the classifier was fitted on the features of weights {expected[:12]}, "
+                                    f"and {where} has weights {found[:12]} (retrained, or another model): its units mean "
+                                    "something else. Use the model it was fitted on, or allow it (--allow-other-model, "
+                                    "allow_other_model=True in Python)")
         return cls(featurizer, classifier, label_names=metadata.get("label_names"), model_reference=str(model))
 
     def save_pretrained(self, directory: str, *, include_model: bool = True, model_reference: str | None = None) -> None:
@@ -141,6 +169,8 @@ def _as_list(texts):
 
 def pipeline_metadata(featurizer: Featurizer, model_reference: str | None, label_names: Sequence[str] | None) -> dict:
     """The classifier metadata that lets :meth:`SentimentPipeline.from_pretrained` rebuild the featurizer."""
+    from .featurizer import weights_fingerprint
+
     model = featurizer.language_model_
     body = getattr(model, "model", model)
     import bytezoo
@@ -148,10 +178,11 @@ def pipeline_metadata(featurizer: Featurizer, model_reference: str | None, label
     return {
         "model": model_reference,
         "model_config": {"model_type": body.config.model_type, "hidden_size": body.config.hidden_size, "num_layers": body.config.num_layers},
-        "featurizer": {key: getattr(featurizer, key) for key in FEATURIZER_OPTIONS},
+        "weights_fingerprint": weights_fingerprint(model),  # sha256 of the body's weights: classify refuses others
+        "featurizer": {"pooling": featurizer.pooling_, "preprocess": featurizer.preprocess},
         "label_names": list(label_names) if label_names is not None else None,
         "bytezoo_version": bytezoo.__version__,
     }
 
 
-__all__ = ["PipelineError", "SentimentPipeline", "pipeline_metadata"]
+__all__ = ["PipelineError", "SentimentPipeline", "pipeline_metadata", "pipeline_model"]

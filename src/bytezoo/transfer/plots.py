@@ -101,6 +101,11 @@ def plot_comparison(comparison: dict, path: str) -> None:
     _save(figure, path)
 
 
+def _feature_name(traces: Sequence[UnitTrace]) -> str:
+    """The traced feature: its pooling mode, as the text read so far has it."""
+    return f"{traces[0].pooling if traces else 'final_cell'} feature"
+
+
 def _value_range(traces: Sequence[UnitTrace]) -> float:
     values = np.concatenate([trace.values for trace in traces if len(trace.values)] or [np.zeros(1)])
     return float(np.max(np.abs(values))) or 1.0
@@ -131,7 +136,7 @@ def plot_unit_heatmap(traces: Sequence[UnitTrace], path: str, line_width: int = 
     axes.set_ylim(-len(lines), 0)
     axes.axis("off")
     unit = traces[0].unit if traces else "?"
-    axes.set_title(f"Unit {unit} ({traces[0].state if traces else 'cell'} state) after each character", fontsize=9)
+    axes.set_title(f"Unit {unit} of the {_feature_name(traces)} after each character", fontsize=9)
     figure.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=colormap), ax=axes, fraction=0.02, pad=0.01)
     _save(figure, path)
 
@@ -149,12 +154,11 @@ def unit_heatmap_html(traces: Sequence[UnitTrace]) -> str:
             spans.append(f'<span style="background:rgba({rgb},{strength:.3f})" title="{value:.4f}">{shown}</span>')
         blocks.append(f'<p class="text">{"".join(spans)}</p>')
     unit = traces[0].unit if traces else "?"
-    state = traces[0].state if traces else "cell"
     return (
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>bytezoo unit heatmap</title>"
         "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
         ".text{font-family:monospace;white-space:pre-wrap;line-height:1.6;border-bottom:1px solid #ddd;padding-bottom:.8em}</style>"
-        f"</head><body><h1>Unit {unit} ({html.escape(state)} state)</h1>"
+        f"</head><body><h1>Unit {unit} of the {html.escape(_feature_name(traces))}</h1>"
         f"<p>Background: the unit's value after each character; green positive, red negative, full colour at ±{limit:.3g}.</p>"
         + "\n".join(blocks)
         + "</body></html>\n"

@@ -108,6 +108,8 @@ def _check_shapes(model_class, config, directory: str) -> set[str]:
     try:
         with torch.device("meta"):
             skeleton = model_class(config)
+    except ByteZooError:
+        raise  # a setting the model refuses by name (a pooling mode its family lacks): that message, as it is
     except (RuntimeError, ValueError, OverflowError, TypeError) as error:  # e.g. sizes whose product overflows
         raise CheckpointError(f"{os.path.join(directory, 'config.json')}: its sizes cannot be built "
                               f"({type(error).__name__}: {error})") from None

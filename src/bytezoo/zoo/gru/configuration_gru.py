@@ -15,8 +15,8 @@ class ByteGRUConfig(PreTrainedConfig):
         hidden_size (`int`, defaults to 4096): units per GRU layer.
         num_layers (`int`, defaults to 1): stacked GRU layers.
         initializer_range (`float`, defaults to 1.0): standard deviation of the byte embedding at initialisation.
-        classifier_pooling (`str`, *optional*): the text feature a `*ForSequenceClassification` head reads:
-            `"final_cell"`, `"final_hidden"` or `"mean"`; `None` = the family's default (`"final_hidden"`).
+        classifier_pooling (`str`, *optional*): the text feature a `*ForSequenceClassification` head reads: a
+            pooling mode the family offers (`recurrent_lm.supported_poolings`); `None` = its default (`"final_hidden"`).
         classifier_dropout (`float`, defaults to 0.0): dropout on that feature while fine-tuning.
 
     Example:

@@ -25,6 +25,11 @@ Transformer    ``("key", "value",           none: a window of cached keys and va
                "position")``                position in its document (-1 = empty)
 =============  ===========================  ==============================================================
 
+**A text's feature** (pooling) is written here once: the modes (:data:`POOLINGS`: the last layer's final cell state,
+final hidden state, mean output), which a family offers (:func:`supported_poolings`) and its default
+(:func:`default_pooling`), and how every caller reads one (:class:`TextPooling`): the classifier head, bytezoo's
+featurizer, fine-tuning's probe, the unit traces and steered generation. A new mode is one entry of ``_POOLING_RULES``.
+
 **What a family writes.** A body class (subclass of :class:`RecurrentModel`) with ``state_shapes(batch)`` and
 ``_forward_layers(...)``; a causal-LM class (subclass of :class:`RecurrentForCausalLM`) and a sequence-classification
 class (subclass of :class:`RecurrentForSequenceClassification`), each naming its body class in ``body_class``; a
@@ -43,7 +48,8 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-try:  # hub URLs and strict loading; absent when loaded through trust_remote_code without bytezoo
+try:  # hub URLs, strict loading, user errors; absent when loaded through trust_remote_code without bytezoo
+    from bytezoo.errors import InvalidArgumentError as _UserError
     from bytezoo.zoo.modeling_utils import ByteZooModelMixin
 except ModuleNotFoundError as error:
     if not (error.name or "").startswith("bytezoo"):
@@ -51,6 +57,8 @@ except ModuleNotFoundError as error:
 
     class ByteZooModelMixin:
         pass
+
+    _UserError = ValueError
 
 
 State = tuple[Tensor, ...]  # named by the model's ``state_names``; dim 1 of every part is the batch
@@ -436,20 +444,209 @@ class RecurrentForCausalLM(RecurrentPreTrainedModel, GenerationMixin):
         return select_streams(state, beam_idx)
 
 
-CLASSIFIER_POOLINGS = ("final_cell", "final_hidden", "mean")
+# --- pooling: a text's feature, written once ---------------------------------------------------------------------------
+# Each mode: (what it reads at every position, how a text's positions combine into its feature). "cell": the last
+# layer's cell state; "output": the last layer's output, which is the last layer's hidden state in every family that
+# has one. "last": the value after the text's last byte; "mean": the average over its bytes. Every reader of a text's
+# feature (the classifier head, the featurizer, fine-tuning's probe, the unit traces, steering) goes through
+# TextPooling below, so a new mode is one entry here.
+_POOLING_RULES: dict[str, tuple[str, str]] = {
+    "final_cell": ("cell", "last"),  # Radford et al.'s feature
+    "final_hidden": ("output", "last"),
+    "mean": ("output", "mean"),
+}
+POOLINGS = tuple(_POOLING_RULES)
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
 
-def default_classifier_pooling(body_class: type[RecurrentModel]) -> str:
-    """The pooling a family's classifier reads when its config names none: the final cell state where the family has
-    one (Radford et al.'s feature), else the final hidden state (GRU), else (a family without per-unit states: the
+class PoolingError(_UserError):
+    """A pooling mode the model does not offer (a ``ValueError``; bytezoo's one-line user error where bytezoo is
+    installed): the message names the modes it does offer."""
+
+
+def _body_class_or_body(model):
+    """What holds ``unit_states`` and ``state_names`` for ``model``: a body (class or instance) itself, else the
+    ``body_class`` of a causal LM or classifier (class or instance)."""
+    return getattr(model, "body_class", model)
+
+
+def _unit_state_of(value: str, unit_states) -> str | None:
+    """The per-unit state part a per-position value belongs to (the output is the hidden state), if the family has it."""
+    part = "hidden" if value == "output" else value
+    return part if part in unit_states else None
+
+
+def supported_poolings(model) -> tuple[str, ...]:
+    """The pooling modes ``model`` (a zoo body, causal LM or classifier; class or instance) offers: those whose
+    per-position value it has (a cell state only where the family has one)."""
+    unit_states = tuple(_body_class_or_body(model).unit_states)
+    return tuple(mode for mode, (value, _) in _POOLING_RULES.items() if value == "output" or value in unit_states)
+
+
+def default_pooling(model) -> str:
+    """``model``'s own pooling: the final cell state where the family has a cell (Radford et al.'s feature), else the
+    final hidden state where it has a per-unit hidden state (GRU), else (a family without per-unit states: the
     Transformer) the mean of the outputs, which reads the whole text where the last byte's output sees only its
     attention window."""
-    if "cell" in body_class.unit_states:
-        return "final_cell"
-    if "hidden" in body_class.unit_states:
-        return "final_hidden"
+    unit_states = tuple(_body_class_or_body(model).unit_states)
+    for mode, (value, reduction) in _POOLING_RULES.items():
+        if reduction == "last" and _unit_state_of(value, unit_states) is not None:
+            return mode
     return "mean"
+
+
+def check_pooling(model, mode: str | None) -> str:
+    """``mode`` checked against ``model`` (``None``: :func:`default_pooling`); a one-line :class:`PoolingError`
+    naming the modes the model offers otherwise."""
+    if mode is None:
+        return default_pooling(model)
+    supported = supported_poolings(model)
+    if mode in supported:
+        return mode
+    body = _body_class_or_body(model)
+    name = body.__name__ if isinstance(body, type) else type(body).__name__
+    offered = f"{name} offers {', '.join(supported)} (default {default_pooling(model)})"
+    if isinstance(mode, str) and mode in _POOLING_RULES:
+        raise PoolingError(f"pooling {mode!r} reads a per-unit {_POOLING_RULES[mode][0]} state, which {name} does not "
+                           f"have; {offered}")
+    raise PoolingError(f"pooling {mode!r} is not a pooling mode ({', '.join(POOLINGS)}); {offered}")
+
+
+Carry = tuple[Tensor, Tensor]  # (values (N + 1, H), byte counts (N + 1,)) fp32; row N collects padding
+
+
+class TextPooling:
+    """A text's feature in one pooling mode of one model, and every way bytezoo reads it: whole texts in chunks
+    (:meth:`pool`: the classifier head), one text per row chunk by chunk (:meth:`read_rows`: the featurizer's sorted
+    batches), texts packed back to back in rows (:meth:`read`: the featurizer's packed rows), the feature of every
+    prefix (:meth:`prefix_features`: the unit traces), and the state part whose units it is (:attr:`unit_state`: what
+    steering holds).
+
+    Args:
+        model: a zoo body, causal LM or classifier (class or instance).
+        mode: one of :data:`POOLINGS` that the model offers (:func:`supported_poolings`); ``None``: its default
+            (:func:`default_pooling`). Checked here: :class:`PoolingError` otherwise.
+
+    Attributes:
+        mode: the checked mode.
+        unit_state: the per-unit state part whose units are the feature's units (``"cell"``, ``"hidden"``), or
+            ``None`` for a family without per-unit states (the Transformer's units are its outputs').
+        from_state: a text alone in its row has its feature in the final state (the last value of a per-unit state,
+            which padding holds), so :meth:`read_rows` needs no per-position values.
+
+    Sums are carried between chunks as a :data:`Carry` from :meth:`new_carry`; :meth:`features` turns it into
+    (N, H). Every step is out of place, so autograd and activation checkpointing see plain functions of tensors. A text
+    without bytes gets zeros.
+    """
+
+    def __init__(self, model, mode: str | None = None):
+        self.mode = check_pooling(model, mode)
+        self.value, self.reduction = _POOLING_RULES[self.mode]
+        body = _body_class_or_body(model)
+        self.unit_state = _unit_state_of(self.value, tuple(body.unit_states))
+        self.from_state = self.reduction == "last" and self.unit_state is not None
+        self._state_index = tuple(body.state_names).index(self.unit_state) if self.unit_state else None
+
+    def __repr__(self) -> str:
+        return f"TextPooling({self.mode!r})"
+
+    def forward_options(self, rows: bool = False) -> dict:
+        """Keyword arguments for the body's forward so that :meth:`values` can read ``out`` (for :meth:`read_rows`,
+        ``rows=True``: nothing per position where the feature is in the final state)."""
+        return {"output_cell_states": self.value == "cell" and not (rows and self.from_state)}
+
+    def values(self, out) -> Tensor:
+        """(B, T, H) what the mode reads at every position of ``out`` (a body's output, run with
+        :meth:`forward_options`)."""
+        return out.cell_states[-1] if self.value == "cell" else out.last_hidden_state
+
+    def prefix_features(self, out) -> Tensor:
+        """(B, T, H) fp32: at every position, the feature the text would have if it ended there (``out`` read from the
+        text's first byte on, without padding)."""
+        values = self.values(out).float()
+        if self.reduction == "mean":
+            read = torch.arange(1, values.shape[1] + 1, device=values.device, dtype=values.dtype)  # (T,)
+            return values.cumsum(1) / read.view(1, -1, 1)
+        return values
+
+    @staticmethod
+    def new_carry(n_texts: int, hidden_size: int, device=None) -> Carry:
+        return (torch.zeros(n_texts + 1, hidden_size, dtype=torch.float32, device=device),
+                torch.zeros(n_texts + 1, dtype=torch.float32, device=device))
+
+    def read(self, carry: Carry, out, owner: Tensor) -> Carry:
+        """``carry`` plus one chunk: ``owner`` (B, T) long holds the text each position belongs to (N, the carry's
+        last row, for padding); a text's positions are contiguous within its row, and its chunks come in order."""
+        totals, counts = carry
+        values = self.values(out).float()  # (B, T, H)
+        flat = owner.reshape(-1)
+        counts = counts.index_add(0, flat, torch.ones(flat.shape, dtype=counts.dtype, device=counts.device))
+        if self.reduction == "mean":
+            return totals.index_add(0, flat, values.reshape(flat.shape[0], -1)), counts
+        # "last": each text's latest position in the chunk, where the row moves on to another owner or the chunk ends
+        latest = torch.ones_like(owner, dtype=torch.bool)  # (B, T)
+        latest[:, :-1] = owner[:, 1:] != owner[:, :-1]
+        latest &= owner != totals.shape[0] - 1
+        return totals.index_copy(0, owner[latest], values[latest]), counts
+
+    def read_rows(self, carry: Carry, out, attention_mask: Tensor | None = None) -> Carry:
+        """``carry`` plus one chunk of texts read one per row (text r in row r, padded where ``attention_mask`` is 0
+        on either side; rows beyond ``out``'s batch untouched)."""
+        hidden = out.last_hidden_state  # (B, T, H)
+        batch, steps = hidden.shape[:2]
+        rows = torch.arange(batch, device=hidden.device).unsqueeze(1).expand(batch, steps)  # (B, T)
+        spare = carry[0].shape[0] - 1
+        owner = rows if attention_mask is None else torch.where(attention_mask.bool(), rows, torch.full_like(rows, spare))
+        if not self.from_state:
+            return self.read(carry, out, owner)
+        totals, counts = carry
+        flat = owner.reshape(-1)
+        counts = counts.index_add(0, flat, torch.ones(flat.shape, dtype=counts.dtype, device=counts.device))
+        final = out.state[self._state_index][-1].float()  # (B, H) the last layer after the chunk: padding held it
+        return totals.index_copy(0, rows[:, 0], final), counts
+
+    def features(self, carry: Carry) -> Tensor:
+        """(N, H) fp32: the texts' features."""
+        totals, counts = carry
+        if self.reduction == "mean":
+            return totals[:-1] / counts[:-1].clamp(min=1.0).unsqueeze(1)
+        return totals[:-1]
+
+    def pool(self, body, input_ids: Tensor, attention_mask: Tensor | None = None, chunk_size: int = 256) -> tuple[Tensor, State]:
+        """(B, H) fp32 features of B texts, one per row of ``input_ids`` (padded where ``attention_mask`` is 0, either
+        side), and the state after each text's last byte. The texts are read ``chunk_size`` bytes at a time with the
+        state carried (the result equals reading them at once); with gradients on and more than one chunk, each chunk
+        is recomputed in the backward pass (activation checkpointing), so training memory holds one chunk's
+        activations plus the state and sums at each chunk boundary, while the gradient reaches the first byte."""
+        batch, steps = input_ids.shape  # T = 0 (empty texts): the initial state's features, as an all-padding row's
+        state = body.initial_state(batch)
+        carry = self.new_carry(batch, body.config.hidden_size, input_ids.device)
+        parts, options = len(state), self.forward_options(rows=True)
+        recompute = torch.is_grad_enabled() and steps > chunk_size and any(p.requires_grad for p in body.parameters())
+
+        def read_chunk(ids: Tensor, mask: Tensor | None, *tensors: Tensor) -> tuple[Tensor, ...]:
+            out = body(ids, state=tensors[:parts], attention_mask=mask, use_cache=True, return_dict=True, **options)
+            return (*out.state, *self.read_rows(tensors[parts:], out, mask))
+
+        for start in range(0, steps, chunk_size):
+            ids = input_ids[:, start : start + chunk_size]
+            mask = attention_mask[:, start : start + chunk_size] if attention_mask is not None else None
+            if recompute:  # the backward pass recomputes this chunk from the state and sums it started with
+                from torch.utils.checkpoint import checkpoint
+
+                tensors = checkpoint(read_chunk, ids, mask, *state, *carry, use_reentrant=False)
+            else:
+                tensors = read_chunk(ids, mask, *state, *carry)
+            state, carry = tuple(tensors[:parts]), tuple(tensors[parts:])
+        return self.features(carry), state
+
+
+def pool(model, input_ids: Tensor, attention_mask: Tensor | None = None, *, pooling: str | None = None,
+         chunk_size: int = 256) -> Tensor:
+    """(B, H) fp32 features of the texts in ``input_ids`` (one per row, padded where ``attention_mask`` is 0) from a
+    zoo body or causal LM, in ``pooling`` (``None``: the model's default): :meth:`TextPooling.pool`."""
+    body = getattr(model, "model", model)
+    return TextPooling(model, pooling).pool(body, input_ids, attention_mask, chunk_size)[0]
 
 
 class RecurrentForSequenceClassification(RecurrentPreTrainedModel):
@@ -458,11 +655,12 @@ class RecurrentForSequenceClassification(RecurrentPreTrainedModel):
 
     A family subclasses it together with its ``*PreTrainedModel`` and sets ``body_class``.
 
-    * **Pooling** (``config.classifier_pooling``): ``"final_cell"`` (the last layer's cell state after each text's
-      last real byte; families with a cell), ``"final_hidden"`` (the last layer's hidden state there; for a family
-      without a hidden unit state, the output at each row's last real byte), or ``"mean"`` (the last layer's outputs
-      averaged over the real bytes). ``None`` picks :func:`default_classifier_pooling` and writes it into the config.
-      Then ``config.classifier_dropout``, then ``score``, a linear layer to ``config.num_labels`` logits.
+    * **Pooling** (``config.classifier_pooling``): one of :data:`POOLINGS` the family offers (``"final_cell"``: the
+      last layer's cell state after each text's last real byte; ``"final_hidden"``: its hidden state there, or for a
+      family without a per-unit hidden state the output at the last real byte; ``"mean"``: the last layer's outputs
+      averaged over the real bytes), read by :class:`TextPooling`. ``None`` picks :func:`default_pooling` and writes
+      it into the config. Then ``config.classifier_dropout``, then ``score``, a linear layer to ``config.num_labels``
+      logits.
     * **Padding** (``attention_mask`` 0) holds the state, so a text's logits do not depend on its batch, left or right
       padding alike.
     * **Chunks.** A text is read ``chunk_size`` bytes at a time (default :attr:`chunk_size`) with the state carried:
@@ -486,19 +684,13 @@ class RecurrentForSequenceClassification(RecurrentPreTrainedModel):
 
     def __init__(self, config):
         super().__init__(config)
-        pooling = getattr(config, "classifier_pooling", None) or default_classifier_pooling(self.body_class)
-        if pooling not in CLASSIFIER_POOLINGS:
-            raise ValueError(f"classifier_pooling={pooling!r}; choose one of {CLASSIFIER_POOLINGS}")
-        if pooling == "final_cell" and "cell" not in self.body_class.unit_states:
-            raise ValueError(
-                f"classifier_pooling='final_cell' needs a cell state, which {self.body_class.__name__} does not have "
-                f"(its per-unit states: {list(self.body_class.unit_states) or 'none'}); use 'final_hidden' or 'mean'")
+        self.pooling = TextPooling(self.body_class, getattr(config, "classifier_pooling", None))
         dropout = getattr(config, "classifier_dropout", 0.0) or 0.0
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"classifier_dropout must be in [0, 1); got {dropout}")
         if config.problem_type is not None and config.problem_type not in PROBLEM_TYPES:
             raise ValueError(f"problem_type={config.problem_type!r}; choose one of {PROBLEM_TYPES}")
-        config.classifier_pooling = pooling  # saved explicitly: a later default cannot change what a checkpoint reads
+        config.classifier_pooling = self.pooling.mode  # saved explicitly: a later default cannot change what a checkpoint reads
         self.num_labels = config.num_labels
         self.model = self.body_class(config)
         self.dropout = nn.Dropout(dropout)
@@ -512,26 +704,6 @@ class RecurrentForSequenceClassification(RecurrentPreTrainedModel):
     @property
     def unit_states(self) -> tuple[str, ...]:
         return self.body_class.unit_states
-
-    def _read_chunk(self, input_ids: Tensor, attention_mask: Tensor | None, *state: Tensor):
-        """One chunk through the body from ``state``: (new state, sum of the outputs over real bytes (B, H) or None,
-        output at the chunk's last real byte (B, H) or None, whether the row has a real byte in the chunk (B,) or
-        None). Only what the pooling needs is kept, so a recomputed chunk saves nothing else."""
-        pooling = self.config.classifier_pooling
-        out = self.model(input_ids, state=state, attention_mask=attention_mask, use_cache=True, return_dict=True)
-        outputs = out.last_hidden_state  # (B, T, H)
-        real = attention_mask.bool() if attention_mask is not None else None  # (B, T)
-        total = last = has_real = None
-        if pooling == "mean":
-            total = (outputs.float() * real.unsqueeze(-1) if real is not None else outputs.float()).sum(1)  # (B, H)
-        elif pooling == "final_hidden" and "hidden" not in self.unit_states:
-            steps = input_ids.shape[1]
-            if real is None:
-                real = torch.ones_like(input_ids, dtype=torch.bool)
-            has_real = real.any(1)  # (B,)
-            index = (torch.arange(steps, device=real.device) * real).argmax(1)  # (B,) the last real byte
-            last = outputs[torch.arange(outputs.shape[0], device=outputs.device), index].float()  # (B, H)
-        return tuple(out.state), total, last, has_real
 
     def forward(
         self,
@@ -560,32 +732,9 @@ class RecurrentForSequenceClassification(RecurrentPreTrainedModel):
         chunk = int(chunk_size or self.chunk_size)
         if chunk < 1:
             raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
-        batch, steps = input_ids.shape  # T = 0 (empty texts): the initial state's features, as for an all-padding row
-        pooling = self.config.classifier_pooling
-        state = self.model.initial_state(batch)
-        total = torch.zeros(batch, self.config.hidden_size, dtype=torch.float32, device=input_ids.device)
-        last = torch.zeros_like(total)
-        recompute = torch.is_grad_enabled() and steps > chunk and any(p.requires_grad for p in self.model.parameters())
-        for start in range(0, steps, chunk):
-            ids = input_ids[:, start : start + chunk]
-            mask = attention_mask[:, start : start + chunk] if attention_mask is not None else None
-            if recompute:  # the backward pass recomputes this chunk from the state it started with
-                from torch.utils.checkpoint import checkpoint
-
-                state, chunk_total, chunk_last, has_real = checkpoint(self._read_chunk, ids, mask, *state, use_reentrant=False)
-            else:
-                state, chunk_total, chunk_last, has_real = self._read_chunk(ids, mask, *state)
-            if chunk_total is not None:
-                total = total + chunk_total
-            if chunk_last is not None:
-                last = torch.where(has_real.unsqueeze(-1), chunk_last, last)
-        if pooling == "mean":
-            count = attention_mask.sum(1, keepdim=True).float() if attention_mask is not None else torch.full((batch, 1), float(steps), device=total.device)
-            pooled = total / count.clamp(min=1.0)  # an empty text: zeros
-        elif pooling == "final_hidden" and "hidden" not in self.unit_states:
-            pooled = last  # an empty text: zeros
-        else:
-            pooled = state_part(self, state, pooling[len("final_"):])[-1].float()  # (B, H) the last layer
+        if self.pooling.mode != self.config.classifier_pooling:  # the config was changed after construction
+            self.pooling = TextPooling(self.body_class, self.config.classifier_pooling)
+        pooled, state = self.pooling.pool(self.model, input_ids, attention_mask, chunk)  # (B, H) fp32
         logits = self.score(self.dropout(pooled).to(self.score.weight.dtype))  # (B, num_labels)
         loss = self.classification_loss(logits, labels) if labels is not None else None
         output = RecurrentSequenceClassifierOutput(
@@ -635,8 +784,13 @@ __all__ = [
     "RecurrentForCausalLM",
     "RecurrentForSequenceClassification",
     "RecurrentSequenceClassifierOutput",
-    "CLASSIFIER_POOLINGS",
-    "default_classifier_pooling",
+    "POOLINGS",
+    "PoolingError",
+    "TextPooling",
+    "check_pooling",
+    "default_pooling",
+    "pool",
+    "supported_poolings",
     "run_in_segments",
     "select_streams",
     "concat_streams",

@@ -16,8 +16,8 @@ class ByteLSTMConfig(PreTrainedConfig):
         num_layers (`int`, defaults to 1): stacked LSTM layers.
         forget_bias (`float`, defaults to 1.0): initial forget-gate bias.
         initializer_range (`float`, defaults to 1.0): standard deviation of the byte embedding at initialisation.
-        classifier_pooling (`str`, *optional*): the text feature a `*ForSequenceClassification` head reads:
-            `"final_cell"`, `"final_hidden"` or `"mean"`; `None` = the family's default (`"final_cell"`).
+        classifier_pooling (`str`, *optional*): the text feature a `*ForSequenceClassification` head reads: a
+            pooling mode the family offers (`recurrent_lm.supported_poolings`); `None` = its default (`"final_cell"`).
         classifier_dropout (`float`, defaults to 0.0): dropout on that feature while fine-tuning.
 
     Example:

@@ -35,8 +35,8 @@ class MLSTMConfig(PreTrainedConfig):
         initializer_range (`float`, defaults to 1.0):
             Standard deviation of the byte embedding at initialisation.
         classifier_pooling (`str`, *optional*):
-            The text feature a `MLSTMForSequenceClassification` head reads: `"final_cell"` (Radford et al.'s),
-            `"final_hidden"` or `"mean"`; `None` = `"final_cell"`.
+            The text feature a `MLSTMForSequenceClassification` head reads: a pooling mode the family offers
+            (`recurrent_lm.supported_poolings`); `None` = its default, `"final_cell"` (Radford et al.'s).
         classifier_dropout (`float`, defaults to 0.0):
             Dropout on that feature while fine-tuning.
 

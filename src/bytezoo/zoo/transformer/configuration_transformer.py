@@ -24,8 +24,8 @@ class ByteTransformerConfig(PreTrainedConfig):
         dropout (`float`, defaults to 0.0): dropout on attention and MLP outputs while training.
         layer_norm_eps (`float`, defaults to 1e-5): LayerNorm epsilon.
         initializer_range (`float`, defaults to 0.02): standard deviation of the weights at initialisation (GPT-2's).
-        classifier_pooling (`str`, *optional*): the text feature a `*ForSequenceClassification` head reads:
-            `"final_cell"`, `"final_hidden"` or `"mean"`; `None` = the family's default (`"mean"`).
+        classifier_pooling (`str`, *optional*): the text feature a `*ForSequenceClassification` head reads: a
+            pooling mode the family offers (`recurrent_lm.supported_poolings`); `None` = its default (`"mean"`).
         classifier_dropout (`float`, defaults to 0.0): dropout on that feature while fine-tuning.
 
     Example:

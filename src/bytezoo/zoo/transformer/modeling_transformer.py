@@ -9,7 +9,11 @@ across windows of the corpus like the recurrent models carry their state.
 State ``(key, value, position)``: key and value (num_layers, B, heads, context_size, head_size), position
 (1, B, context_size) the position of each cached byte within its document, -1 for an empty slot. The cached bytes of
 each stream are kept right-aligned (newest last), padding and earlier documents dropped, so every slot is useful.
-Positions count real bytes only (padding holds them) and restart at a document boundary (``reset_mask``).
+Positions count real bytes only (padding holds them) and restart at a document boundary (``reset_mask``). A padding
+position outputs what the latest real byte before it in the same call output (zeros before the first one), as a
+recurrent family's held state does: a right-padded prompt's last logits are its last byte's, so batched `generate`
+equals generating each prompt alone, with either padding side. (Unlike a recurrent state, the window does not keep
+the previous call's last output: a call that starts with padding after a carried state outputs zeros there.)
 """
 from __future__ import annotations
 
@@ -33,6 +37,17 @@ def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     sin (B, 1, T, D/2)."""
     first, second = x.chunk(2, dim=-1)
     return torch.cat([first * cos - second * sin, second * cos + first * sin], dim=-1)
+
+
+def _held(x: Tensor, real: Tensor) -> Tensor:
+    """x (B, T, H) with every padding position given the value at the latest real position before it in the row
+    (zeros where the row has none yet in this call: the output of an empty context, as the recurrent families' zero
+    initial state gives), so that the output at a right-padded text's last position is its last byte's, as for the
+    recurrent families, whose held state outputs the last hidden state. ``real`` (B, T) bool."""
+    order = torch.arange(x.shape[1], device=x.device).expand_as(real)  # (B, T)
+    latest = torch.where(real, order, -1).cummax(dim=1).values  # (B, T) latest real position at or before t, -1: none
+    gathered = x.gather(1, latest.clamp(min=0).unsqueeze(-1).expand_as(x))
+    return torch.where((latest >= 0).unsqueeze(-1), gathered, torch.zeros_like(x))
 
 
 class TransformerBlock(nn.Module):
@@ -173,7 +188,10 @@ class ByteTransformerModel(RecurrentModel, ByteTransformerPreTrainedModel):
             all_keys.append(keys)
             all_values.append(values)
         new_state = self._next_window(cached_position, position, document, real, all_keys, all_values, state[0].dtype)
-        return self.norm(x), new_state, hiddens, []
+        output = self.norm(x)
+        if hold is not None:  # padding outputs the last real byte's output, as a held recurrent state does
+            output, hiddens = _held(output, real), [_held(hidden, real) for hidden in hiddens]
+        return output, new_state, hiddens, []
 
     def _next_window(self, cached_position, position, document, real, all_keys, all_values, state_dtype) -> State:
         """The newest ``context_size`` bytes of each stream's current document, right-aligned: what later bytes can see."""
