@@ -28,9 +28,10 @@ HEADER = (
 
 
 def family_folders() -> list[Path]:
-    """Every model family's folder: a sub-package of ``bytezoo/zoo`` with a ``modeling_*.py``."""
-    zoo = PACKAGE / "zoo"
-    return sorted(p for p in zoo.iterdir() if p.is_dir() and (p / "__init__.py").is_file() and any(p.glob("modeling_*.py")))
+    """Every model family's folder (see :mod:`bytezoo.zoo.families`)."""
+    from bytezoo.zoo.families import families
+
+    return [family.folder for family in families()]
 
 
 def planned_copies() -> list[tuple[Path, Path]]:
