@@ -73,15 +73,15 @@ def build(contender: str, hidden: int, device: str):
 def loops_for(contender: str):
     """"fused-eager" is the fused kernel with its plain-PyTorch time loops instead of the compiled C++ ones;
     "fused-unblocked" the compiled loops with library GEMMs per step instead of the register-blocked products."""
-    from bytezoo.kernels import mlstm_fused_cpu, mlstm_packing
+    from bytezoo.kernels.mlstm import fused_cpu, packing
 
-    before = mlstm_fused_cpu.USE_COMPILED_LOOPS, mlstm_packing.BLOCKED_PRODUCTS
-    mlstm_fused_cpu.USE_COMPILED_LOOPS = contender != "fused-eager"
-    mlstm_packing.BLOCKED_PRODUCTS = False if contender == "fused-unblocked" else before[1]
+    before = fused_cpu.USE_COMPILED_LOOPS, packing.BLOCKED_PRODUCTS
+    fused_cpu.USE_COMPILED_LOOPS = contender != "fused-eager"
+    packing.BLOCKED_PRODUCTS = False if contender == "fused-unblocked" else before[1]
     try:
         yield
     finally:
-        mlstm_fused_cpu.USE_COMPILED_LOOPS, mlstm_packing.BLOCKED_PRODUCTS = before
+        fused_cpu.USE_COMPILED_LOOPS, packing.BLOCKED_PRODUCTS = before
 
 
 def flops_per_char(contender: str, hidden: int, head: bool = True) -> float:

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 import bytezoo
-from bytezoo.kernels import KERNELS, mlstm_fused_cpu, mlstm_interface, mlstm_packing, mlstm_ref, mlstm_scan, mlstm_scan_ref
-from bytezoo.kernels.mlstm_interface import ENGINES, choose_engine, resolve_kernel
+from bytezoo.kernels import KERNELS, mlstm_scan, mlstm_scan_ref
+from bytezoo.kernels.mlstm import fused_cpu, interface, naive, onednn, packing
+from bytezoo.kernels.mlstm.interface import ENGINES, choose_engine, resolve_kernel
 
 from kernel_problems import RESULT_NAMES, TOLERANCES, assert_matches_reference, random_problem, run_with_grads
 
@@ -19,9 +20,9 @@ from kernel_problems import RESULT_NAMES, TOLERANCES, assert_matches_reference, 
 def loops(request, monkeypatch):
     """Runs a "fused" test through both time-loop engines: the compiled C++ loops and the plain-PyTorch ones."""
     compiled = request.param == "compiled"
-    if compiled and mlstm_fused_cpu.unavailable_reason() is not None:
-        pytest.skip(f"the compiled CPU loops are unavailable here: {mlstm_fused_cpu.unavailable_reason()}")
-    monkeypatch.setattr(mlstm_fused_cpu, "USE_COMPILED_LOOPS", compiled)
+    if compiled and fused_cpu.unavailable_reason() is not None:
+        pytest.skip(f"the compiled CPU loops are unavailable here: {fused_cpu.unavailable_reason()}")
+    monkeypatch.setattr(fused_cpu, "USE_COMPILED_LOOPS", compiled)
     assert choose_engine("fused", torch.zeros(1, 1, 4)).name == ("fused_cpu" if compiled else "fused_torch")
     return request.param
 
@@ -142,13 +143,13 @@ def test_fused_without_initial_state_or_grads_for_some_inputs(loops):
 def test_packed_and_plain_products_agree(monkeypatch, loops):
     """The oneDNN weight packing (private ATen ops) and its torch.mm fallback give the same results."""
     inputs, reset, hold = random_problem(batch=5, steps=4, hidden=24)
-    monkeypatch.setattr(mlstm_packing, "PACK_MIN_SIZE", 1)  # pack even these tiny weights, batches and sequences
-    monkeypatch.setattr(mlstm_packing, "PACK_MIN_STEPS", 1)
-    monkeypatch.setattr(mlstm_packing, "PACK_FP32_BATCHES", range(1, 1000))
-    monkeypatch.setattr(mlstm_packing, "PACK_WEIGHTS", True)
-    assert mlstm_packing.RecurrentMatmul(inputs[3], 5, 4).packed is not None
+    monkeypatch.setattr(packing, "PACK_MIN_SIZE", 1)  # pack even these tiny weights, batches and sequences
+    monkeypatch.setattr(packing, "PACK_MIN_STEPS", 1)
+    monkeypatch.setattr(packing, "PACK_FP32_BATCHES", range(1, 1000))
+    monkeypatch.setattr(packing, "PACK_WEIGHTS", True)
+    assert packing.RecurrentMatmul(inputs[3], 5, 4).packed is not None
     packed, packed_grads, output_grads = run_with_grads("fused", inputs, reset, hold)
-    monkeypatch.setattr(mlstm_packing, "PACK_WEIGHTS", False)
+    monkeypatch.setattr(packing, "PACK_WEIGHTS", False)
     plain, plain_grads, _ = run_with_grads("fused", inputs, reset, hold, output_grads)
     for got, want in zip(list(packed) + packed_grads, list(plain) + plain_grads):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=2e-5)
@@ -156,8 +157,8 @@ def test_packed_and_plain_products_agree(monkeypatch, loops):
 
 def test_packing_only_where_it_was_measured_to_pay():
     weight = torch.zeros(1024, 4096)
-    matmul = mlstm_packing.RecurrentMatmul
-    assert matmul(weight, 64, 64).packed is not None or not mlstm_packing._packing_works(torch.float32)
+    matmul = packing.RecurrentMatmul
+    assert matmul(weight, 64, 64).packed is not None or not onednn.packing_works(torch.float32)
     assert matmul(weight, 64, 1).packed is None  # one step (generation) cannot earn the packing
     assert matmul(weight, 256, 64).packed is None  # fp32 at a large batch: plain GEMM measured faster
     assert matmul(weight[:512, :2048], 64, 64).packed is None  # fp32 below H=1024
@@ -232,7 +233,7 @@ def test_every_engine_runs_table_inputs_through_mlstm_scan(engine, monkeypatch):
         return entry(*args)
 
     monkeypatch.setattr(sys.modules[entry.__module__], entry.__name__, spy)
-    monkeypatch.setattr(mlstm_interface, "ENGINES", {engine.name: engine})  # only this one can be chosen
+    monkeypatch.setattr(interface, "ENGINES", {engine.name: engine})  # only this one can be chosen
     leaves = [x.clone().requires_grad_() for x in (*tables, w_mh, w_h, h0, c0)]
     results = mlstm_scan(*leaves, reset=reset, hold=hold, return_cells=True, kernel=engine.kernel, input_ids=input_ids)
     assert calls == [(2, True) if engine.reads_token_ids else (3, False)]
@@ -274,11 +275,11 @@ def test_auto_consults_the_capability_table(monkeypatch):
     gates_x = torch.zeros(1, 1, 4)
     reference = ENGINES["reference"]
     compiled = dataclasses.replace(ENGINES["fused_cpu"], dtypes=(torch.float64,))
-    monkeypatch.setattr(mlstm_interface, "ENGINES", {**ENGINES, "fused_cpu": compiled})
+    monkeypatch.setattr(interface, "ENGINES", {**ENGINES, "fused_cpu": compiled})
     assert choose_engine("auto", gates_x).name == "fused_torch"
     double = gates_x.double()
     assert choose_engine("auto", double).name == ("fused_cpu" if compiled.unavailable(double) is None else "fused_torch")
-    monkeypatch.setattr(mlstm_interface, "ENGINES", {"reference": reference, **ENGINES})
+    monkeypatch.setattr(interface, "ENGINES", {"reference": reference, **ENGINES})
     assert choose_engine("auto", gates_x) is reference
     # mlstm_scan runs what the table chose, and gathers the rows exactly when the table says the engine cannot.
     calls = []
@@ -287,14 +288,14 @@ def test_auto_consults_the_capability_table(monkeypatch):
         calls.append((args[0].dim(), args[-1] is not None))
         return mlstm_scan_ref(*args)
 
-    monkeypatch.setattr(mlstm_ref, "mlstm_scan_ref", spy)
+    monkeypatch.setattr(naive, "mlstm_scan_ref", spy)
     tables, ids = (torch.randn(5, 16), torch.randn(5, 4)), torch.randint(0, 5, (2, 3))
     weights = torch.randn(4, 4), torch.randn(4, 16)
     mlstm_scan(*tables, *weights, input_ids=ids)
-    monkeypatch.setattr(mlstm_interface, "ENGINES", {"reference": dataclasses.replace(reference, reads_token_ids=True)})
+    monkeypatch.setattr(interface, "ENGINES", {"reference": dataclasses.replace(reference, reads_token_ids=True)})
     mlstm_scan(*tables, *weights, input_ids=ids)
     assert calls == [(3, False), (2, True)]
-    monkeypatch.setattr(mlstm_interface, "ENGINES", {"reference": dataclasses.replace(reference, return_cells=False)})
+    monkeypatch.setattr(interface, "ENGINES", {"reference": dataclasses.replace(reference, return_cells=False)})
     with pytest.raises(RuntimeError, match="cannot return the cell states"):
         mlstm_scan(*tables, *weights, input_ids=ids, return_cells=True)
 

@@ -1,4 +1,4 @@
-"""The compiled CPU time loops (bytezoo/kernels/csrc/mlstm_cpu.cpp): build, cache, fallback, buffer recycling.
+"""The compiled CPU time loops (bytezoo/kernels/mlstm/csrc/mlstm_cpu.cpp): build, cache, fallback, buffer recycling.
 
 Their numerics are tested against the reference in tests/test_kernels.py (every "fused" test runs through both the
 compiled and the plain-PyTorch loops).
@@ -17,8 +17,9 @@ import pytest
 import torch
 
 import bytezoo.kernels
-from bytezoo.kernels import _cpu_extension, mlstm_fused_cpu, mlstm_scan, mlstm_scan_ref
-from bytezoo.kernels.mlstm_interface import ENGINES, choose_engine
+from bytezoo.kernels import mlstm_scan, mlstm_scan_ref
+from bytezoo.kernels.mlstm import cpu_extension, fused_cpu
+from bytezoo.kernels.mlstm.interface import ENGINES, choose_engine
 
 HAS_COMPILER = shutil.which(os.environ.get("CXX") or "c++") is not None
 
@@ -36,11 +37,11 @@ def problem(batch=3, steps=5, hidden=8, seed=0):
 @pytest.mark.skipif(not HAS_COMPILER, reason="no C++ compiler on PATH")
 def test_the_extension_builds_where_a_compiler_exists():
     """No silent fallback: with a compiler present the fused kernel must run the compiled loops."""
-    if os.environ.get(_cpu_extension.ENV_SWITCH) == "0":
-        pytest.skip(f"{_cpu_extension.ENV_SWITCH}=0 in this environment")
-    assert mlstm_fused_cpu.unavailable_reason() is None, mlstm_fused_cpu.unavailable_reason()
+    if os.environ.get(cpu_extension.ENV_SWITCH) == "0":
+        pytest.skip(f"{cpu_extension.ENV_SWITCH}=0 in this environment")
+    assert fused_cpu.unavailable_reason() is None, fused_cpu.unavailable_reason()
     assert choose_engine("fused", torch.zeros(1, 1, 4)).name == "fused_cpu"
-    library = _cpu_extension.cache_dir() / f"bytezoo_mlstm_cpu_{_cpu_extension.build_key()}.so"
+    library = cpu_extension.cache_dir() / f"bytezoo_mlstm_cpu_{cpu_extension.build_key()}.so"
     assert library.exists()
 
 
@@ -52,13 +53,13 @@ def test_compiled_loops_only_for_cpu_tensors_of_supported_dtypes():
 
 
 def test_build_key_follows_the_source_and_flags(monkeypatch, tmp_path):
-    key = _cpu_extension.build_key()
+    key = cpu_extension.build_key()
     source = tmp_path / "mlstm_cpu.cpp"
-    source.write_bytes(_cpu_extension.SOURCE.read_bytes() + b"\n// changed\n")
-    monkeypatch.setattr(_cpu_extension, "SOURCE", source)
-    changed_source = _cpu_extension.build_key()
-    monkeypatch.setattr(_cpu_extension, "CFLAGS", (*_cpu_extension.CFLAGS, "-DSOMETHING"))
-    assert len({key, changed_source, _cpu_extension.build_key()}) == 3
+    source.write_bytes(cpu_extension.SOURCE.read_bytes() + b"\n// changed\n")
+    monkeypatch.setattr(cpu_extension, "SOURCE", source)
+    changed_source = cpu_extension.build_key()
+    monkeypatch.setattr(cpu_extension, "CFLAGS", (*cpu_extension.CFLAGS, "-DSOMETHING"))
+    assert len({key, changed_source, cpu_extension.build_key()}) == 3
 
 
 CHILD = textwrap.dedent(
@@ -66,8 +67,8 @@ CHILD = textwrap.dedent(
     import json, sys, warnings
     import torch
     from bytezoo.kernels import mlstm_scan, mlstm_scan_ref
-    from bytezoo.kernels import _cpu_extension
-    from bytezoo.kernels.mlstm_interface import choose_engine
+    from bytezoo.kernels.mlstm import cpu_extension
+    from bytezoo.kernels.mlstm.interface import choose_engine
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ops = choose_engine("fused", torch.zeros(1, 1, 4)).name == "fused_cpu"
@@ -75,7 +76,7 @@ CHILD = textwrap.dedent(
     args = (torch.randn(2, 4, 16), torch.randn(2, 4, 4), torch.randn(4, 4), torch.randn(4, 16))
     fused = mlstm_scan(*args, kernel="fused")[0]
     exact = bool(torch.allclose(fused, mlstm_scan_ref(*args)[0], rtol=1e-4, atol=2e-5))
-    print(json.dumps({"compiled": ops, "reason": _cpu_extension.unavailable_reason(),
+    print(json.dumps({"compiled": ops, "reason": cpu_extension.unavailable_reason(),
                       "warnings": [str(w.message) for w in caught], "matches_reference": exact}))
     """
 )
@@ -92,9 +93,9 @@ def run_child(env_updates: dict, timeout: float = 300) -> dict:
 
 @pytest.mark.slow
 def test_switched_off_falls_back_quietly():
-    report = run_child({_cpu_extension.ENV_SWITCH: "0"})
+    report = run_child({cpu_extension.ENV_SWITCH: "0"})
     assert report["compiled"] is False and report["matches_reference"]
-    assert report["reason"] == f"{_cpu_extension.ENV_SWITCH}=0"
+    assert report["reason"] == f"{cpu_extension.ENV_SWITCH}=0"
     assert not any("compiled CPU mLSTM loops" in message for message in report["warnings"])
 
 
@@ -118,7 +119,7 @@ def test_a_failing_build_falls_back_with_one_warning_and_leaves_no_library(tmp_p
 def test_concurrent_first_uses_build_once_and_all_load(tmp_path):
     """Two processes start on an empty cache at once: one builds under the lock, the other waits and loads."""
     env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path)}
-    env.pop(_cpu_extension.ENV_SWITCH, None)
+    env.pop(cpu_extension.ENV_SWITCH, None)
     children = [
         subprocess.Popen([sys.executable, "-c", CHILD], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(2)
@@ -138,8 +139,8 @@ def test_concurrent_first_uses_build_once_and_all_load(tmp_path):
 
 @pytest.fixture
 def compiled():
-    if mlstm_fused_cpu.unavailable_reason() is not None:
-        pytest.skip(f"the compiled CPU loops are unavailable here: {mlstm_fused_cpu.unavailable_reason()}")
+    if fused_cpu.unavailable_reason() is not None:
+        pytest.skip(f"the compiled CPU loops are unavailable here: {fused_cpu.unavailable_reason()}")
 
 
 def test_recycled_buffers_never_overwrite_live_results(compiled):
@@ -193,7 +194,7 @@ def test_the_source_compiles_for_cpus_without_avx512():
     compiler = os.environ.get("CXX") or "c++"
     flags = ["-std=c++17", "-fsyntax-only", "-march=x86-64-v3", "-fopenmp", "-w"]
     includes = [f"-I{path}" for path in (*include_paths(), sysconfig.get_paths()["include"])]
-    done = subprocess.run([compiler, *flags, *includes, str(_cpu_extension.SOURCE)], capture_output=True, text=True,
+    done = subprocess.run([compiler, *flags, *includes, str(cpu_extension.SOURCE)], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bytezoo.kernels import mlstm_scan
-from bytezoo.kernels.mlstm_interface import resolve_kernel
+from bytezoo.kernels.mlstm.interface import resolve_kernel
 from kernel_problems import assert_matches_reference, random_problem, run_with_grads
 
 pytest.importorskip("triton")

@@ -18,7 +18,7 @@ from .zoo.auto import install_auto_class_hooks as _install_auto_class_hooks
 
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
-    submodules=["datasets", "demo", "finetune", "hub", "kernels", "pretrain", "transfer", "zoo"],
+    submodules=["data", "demo", "finetune", "hub", "kernels", "pretrain", "transfer", "zoo"],
     submod_attrs={
         "zoo": ["ByteTokenizer", "create_model", "from_pretrained", "get_model_info", "list_models", "register_model"],
     },

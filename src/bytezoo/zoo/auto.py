@@ -16,24 +16,11 @@ from .modeling_utils import CheckpointError
 
 
 def family_modules() -> list[tuple[str, str]]:
-    """``(configuration module, modeling module)`` of every model family: a sub-package of ``bytezoo.zoo`` holding a
-    ``configuration_<x>.py`` and a ``modeling_<x>.py``. Found on disk, so adding a family takes no edit here, and
-    nothing is imported (``import bytezoo`` stays free of torch)."""
-    import pkgutil
+    """``(configuration module, modeling module)`` of every model family (see :mod:`bytezoo.zoo.families`); nothing is
+    imported (``import bytezoo`` stays free of torch)."""
+    from .families import families
 
-    from bytezoo import zoo
-
-    families = []
-    for package in sorted(pkgutil.iter_modules(zoo.__path__), key=lambda m: m.name):
-        if not package.ispkg:
-            continue
-        inner = {m.name for m in pkgutil.iter_modules([os.path.join(package.module_finder.path, package.name)])}
-        configuration = sorted(n for n in inner if n.startswith("configuration_"))
-        modeling = sorted(n for n in inner if n.startswith("modeling_"))
-        if configuration and modeling:
-            prefix = f"{zoo.__name__}.{package.name}"
-            families.append((f"{prefix}.{configuration[0]}", f"{prefix}.{modeling[0]}"))
-    return families
+    return [(family.configuration_module, family.modeling_module) for family in families()]
 
 
 def _exported_classes(module_name: str) -> list[type]:

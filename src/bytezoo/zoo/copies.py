@@ -6,7 +6,7 @@ and copied into each family's folder, the way transformers generates ``modeling_
 
 * ``zoo/recurrent_lm.py`` (the recurrent-LM contract) -> ``zoo/<family>/recurrent_lm.py`` for every family folder
   (a sub-package of ``bytezoo.zoo`` holding a ``modeling_*.py``);
-* ``kernels/mlstm_ref.py`` (the plain-PyTorch mLSTM recurrence) -> ``zoo/mlstm/mlstm_ref.py``, the engine a checkpoint
+* ``kernels/mlstm/naive.py`` (the plain-PyTorch mLSTM recurrence) -> ``zoo/mlstm/mlstm_ref.py``, the engine a checkpoint
   runs where bytezoo is absent.
 
 Usage::
@@ -28,15 +28,16 @@ HEADER = (
 
 
 def family_folders() -> list[Path]:
-    """Every model family's folder: a sub-package of ``bytezoo/zoo`` with a ``modeling_*.py``."""
-    zoo = PACKAGE / "zoo"
-    return sorted(p for p in zoo.iterdir() if p.is_dir() and (p / "__init__.py").is_file() and any(p.glob("modeling_*.py")))
+    """Every model family's folder (see :mod:`bytezoo.zoo.families`)."""
+    from bytezoo.zoo.families import families
+
+    return [family.folder for family in families()]
 
 
 def planned_copies() -> list[tuple[Path, Path]]:
     """``(source, copy)`` pairs, both absolute paths."""
     pairs = [(PACKAGE / "zoo" / "recurrent_lm.py", folder / "recurrent_lm.py") for folder in family_folders()]
-    pairs.append((PACKAGE / "kernels" / "mlstm_ref.py", PACKAGE / "zoo" / "mlstm" / "mlstm_ref.py"))
+    pairs.append((PACKAGE / "kernels" / "mlstm" / "naive.py", PACKAGE / "zoo" / "mlstm" / "mlstm_ref.py"))
     return pairs
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import difflib
 import fnmatch
 from dataclasses import dataclass, field
-import importlib
 import typing
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -72,11 +71,14 @@ _PRESETS_LOADING = False
 
 
 def _registry() -> dict[str, ModelInfo]:
-    """The registry, with bytezoo's own presets loaded on first use (they import the model classes)."""
+    """The registry, with every family's presets (each family folder's ``presets.py``, found by
+    :mod:`bytezoo.zoo.families`) registered on first use: they import the model classes, so listing waits until asked."""
     global _PRESETS_LOADING
     if not _PRESETS_LOADING:
         _PRESETS_LOADING = True
-        importlib.import_module("bytezoo.zoo.presets")
+        from .families import import_presets
+
+        import_presets()
     return _REGISTRY
 
 

@@ -8,10 +8,10 @@
 // on each 64-column tile of the product; `stream_panels` when the weights do not stay in cache between steps, see
 // panel_product), else to at::mm (MKL).
 //
-// Contract (inputs are validated by bytezoo.kernels.mlstm_interface; these checks only guard against misuse):
+// Contract (inputs are validated by bytezoo.kernels.mlstm.interface; these checks only guard against misuse):
 // batch-major (B, T, ...) contiguous tensors; "mm" = the inputs' and products' dtype (float32, bfloat16 or float64),
 // "acc" = the state and pointwise dtype (float32, or float64 for float64). Gate order i, f, o, u. The backward algebra
-// is the one documented in bytezoo/kernels/_scan_common.py; the forward computes its coefficients while the gate
+// is the one documented in bytezoo/kernels/mlstm/common.py; the forward computes its coefficients while the gate
 // values are in registers, instead of in separate passes afterwards.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -241,7 +241,7 @@ inline void mult_grad_row(int64_t hidden, const mm_t* __restrict dm, const mm_t*
 }
 
 // `x @ weight` for a weight that every time step reuses. `packed` (optional) is the weight in oneDNN's blocked
-// layout (mkldnn::_reorder_linear_weight, what bytezoo.kernels.mlstm_packing.RecurrentMatmul packs); oneDNN's op has
+// layout (mkldnn::_reorder_linear_weight, what bytezoo.kernels.mlstm.packing.RecurrentMatmul packs); oneDNN's op has
 // no out= variant, so it returns a fresh tensor, while the at::mm path writes into `buffer`.
 struct RecurrentMatmul {
   at::Tensor weight;  // (in, out)
@@ -334,7 +334,7 @@ inline int64_t group_rows(int64_t left) {
 // batch row while it is in L1. `streamed`: the weights do not stay in cache between steps (they are read from L3 or
 // memory once per step), so 64-row slices, and while the batch works through one slice the next one is prefetched
 // into L2, a share of its lines before each micro-kernel call (H=1024, B=64, one thread: 1.06-1.22x faster than
-// without; at H=256, whose weights stay in L2, 4% slower: the calibration in mlstm_packing decides which).
+// without; at H=256, whose weights stay in L2, 4% slower: the calibration in kernels/mlstm decides which).
 inline void panel_product(const float* x, int64_t batch, int64_t depth, const float* panel, float* tile,
                           bool streamed) {
   const int64_t slice_rows = streamed ? kStreamedDepth : kResidentDepth;

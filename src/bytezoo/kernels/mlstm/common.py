@@ -204,7 +204,7 @@ def gathered_input_engine(name: str, entry_name: str, forward: Callable, backwar
         return_cells: bool = False,
         input_ids: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
-        """Same contract as :func:`bytezoo.kernels.mlstm_ref.mlstm_scan_ref` (inputs already validated), except that
+        """Same contract as :func:`bytezoo.kernels.mlstm.naive.mlstm_scan_ref` (inputs already validated), except that
         table inputs arrive gathered: :func:`bytezoo.kernels.mlstm_scan` gathers them for this engine."""
         if input_ids is not None:
             raise ValueError(f"{description} reads gathered (B, T, ...) inputs; mlstm_scan gathers table rows")

@@ -1,6 +1,6 @@
 """When and how the fused engines lay out a recurrent weight for faster per-step products: the packing policy, shared
-by the compiled CPU loops (:mod:`bytezoo.kernels.mlstm_fused_cpu`) and the plain-PyTorch ones
-(:mod:`bytezoo.kernels.mlstm_fused_torch`).
+by the compiled CPU loops (:mod:`bytezoo.kernels.mlstm.fused_cpu`) and the plain-PyTorch ones
+(:mod:`bytezoo.kernels.mlstm.fused_torch`).
 
 Two layouts, each used where it measured faster:
 
@@ -17,18 +17,18 @@ Two layouts, each used where it measured faster:
 Its own file because it is a measured policy, not an engine: the numbers behind each threshold sit next to it, and
 both fused engines (and their tests) read the same thresholds.
 
-Packing uses private ATen ops (``torch.ops.mkldnn._reorder_linear_weight`` / ``_linear_pointwise``, what inductor's
-weight freezing uses). They are checked against ``torch.mm`` on first use and replaced by ``torch.mm``/``addmm`` if
-missing or wrong; ``PACK_WEIGHTS = False`` turns them off. The thresholds are read at each call, so tests can change
+Packing uses private ATen ops, wrapped and checked against ``torch.mm`` in :mod:`.onednn` (replaced by
+``torch.mm``/``addmm`` where missing or wrong); ``PACK_WEIGHTS = False`` turns them off. The thresholds are read at each call, so tests can change
 them.
 """
 from __future__ import annotations
 
-import warnings
 import weakref
 
 import torch
 from torch import Tensor
+
+from .onednn import PACK_FP32_BATCHES, pack_weight, packed_product, packing_works
 
 PACK_WEIGHTS = True
 _PACKABLE = (torch.float32, torch.bfloat16)
@@ -45,12 +45,11 @@ _PACKABLE = (torch.float32, torch.bfloat16)
 # Below these, torch.mm on a contiguous weight (a transposed view would run MKL's slower "B transposed" GEMM, so the
 # backward's weights are copied once per call).
 # Those sizes were measured on one CPU family; other CPUs rank the two GEMMs differently, so the size thresholds are
-# measured on the machine it runs on at first use and cached (:mod:`bytezoo.kernels.mlstm_calibration`; the rule
+# measured on the machine it runs on at first use and cached (:mod:`bytezoo.kernels.mlstm.calibration`; the rule
 # above is the fallback and what BYTEZOO_KERNEL_CALIBRATION=0 uses). None = calibrated; a number fixes it.
 PACK_MIN_STEPS = 32
 PACK_MIN_SIZE: int | None = None  # fp32: pack weights whose smaller side is at least this
 PACK_BF16_MIN_SIZE: int | None = None  # bf16: likewise (the built-in rule: always)
-PACK_FP32_BATCHES = range(32, 129)
 # The compiled loops' panels (fp32 inference): used for H up to BLOCKED_MAX_SIZE (None = calibrated, one limit for
 # one thread and one for several; the built-in rule, measured on an Intel Xeon with AMX on 2026-11-30, one thread /
 # two threads, forward time library GEMMs over panels: H=256 B=32 T=128 1.08 / 1.36, H=512 B=32 T=32 0.98 / 1.17,
@@ -77,37 +76,10 @@ BLOCKED_MAX_BATCH = 256
 BLOCKED_MIN_BATCH = 2
 BLOCKED_MIN_BATCH_SHORT = 16
 PANEL_CACHE_BYTES = 256 << 20  # panels of larger weights are made per call and not kept
-_packing_verified: dict[torch.dtype, bool] = {}
-
-
-def _packing_works(dtype: torch.dtype) -> bool:
-    """Whether oneDNN weight packing exists here and agrees with ``torch.mm`` (checked once per dtype)."""
-    if dtype not in _packing_verified:
-        try:
-            generator = torch.Generator().manual_seed(0)
-            x = torch.randn(3, 40, generator=generator).to(dtype)
-            w = torch.randn(40, 24, generator=generator).to(dtype)
-            add = torch.randn(3, 24, generator=generator).to(dtype)
-            packed = torch.ops.mkldnn._reorder_linear_weight(w.t().contiguous(), 3)
-            plain = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
-            fused = torch.ops.mkldnn._linear_pointwise.binary(x, add, packed, None, "add")
-            tol = 1e-4 if dtype == torch.float32 else 5e-2
-            expected = x.float() @ w.float()
-            ok = torch.allclose(plain.float(), expected, rtol=tol, atol=tol * 10) and torch.allclose(
-                fused.float(), expected + add.float(), rtol=tol, atol=tol * 10
-            )
-        except (RuntimeError, AttributeError, NotImplementedError):
-            ok = False
-        if not ok:
-            warnings.warn(f"oneDNN weight packing is unavailable or wrong for {dtype}; the fused mLSTM uses torch.mm")
-        _packing_verified[dtype] = ok
-    return _packing_verified[dtype]
-
-
 def _threshold(fixed: int | None, key: str) -> int:
     if fixed is not None:
         return fixed
-    from .mlstm_calibration import thresholds
+    from .calibration import thresholds
 
     return thresholds()[key]
 
@@ -124,17 +96,14 @@ class RecurrentMatmul:
                 packable = min(weight.shape) >= _threshold(PACK_BF16_MIN_SIZE, "bf16_min_size")
             else:
                 packable = min(weight.shape) >= _threshold(PACK_MIN_SIZE, "fp32_min_size") and batch in PACK_FP32_BATCHES
-        if pack and packable and _packing_works(weight.dtype):
-            self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.t().contiguous(), batch)
+        if pack and packable and packing_works(weight.dtype):
+            self.packed = pack_weight(weight, batch)
         # Unused when packed (no transposed copy then); else contiguous, for the faster non-transposed GEMM.
         self.weight = weight if self.packed is not None else weight.contiguous()
 
     def __call__(self, x: Tensor, add: Tensor | None = None, out: Tensor | None = None) -> Tensor:
         if self.packed is not None:  # the packed ops have no out=
-            if add is None:
-                result = torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
-            else:
-                result = torch.ops.mkldnn._linear_pointwise.binary(x, add, self.packed, None, "add")
+            result = packed_product(x, self.packed, add)
             return result if out is None else out.copy_(result)
         return torch.mm(x, self.weight, out=out) if add is None else torch.addmm(add, x, self.weight, out=out)
 

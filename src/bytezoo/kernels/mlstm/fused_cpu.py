@@ -5,14 +5,14 @@ Per step the two matrix products plus one vectorised pointwise pass that also wr
 batch-major tensors in and out (no transposed copies); large buffers recycled between calls. The weight gradients are
 then two large products over all B*T positions. Recurrent weights are packed for oneDNN where that measured faster,
 and fp32 inference runs the loops' own register-blocked AVX-512 products, the pointwise work fused into each tile,
-where the first-use calibration found them faster (:mod:`bytezoo.kernels.mlstm_packing`). It reads a byte model's (V, ...) tables in place given ``input_ids``, so the
+where the first-use calibration found them faster (:mod:`bytezoo.kernels.mlstm.packing`). It reads a byte model's (V, ...) tables in place given ``input_ids``, so the
 first layer never materialises (B, T, 4H) inputs; the table rows' gradients are summed here too.
 
 Building and caching the shared library (compiler flags, build keys, locks, the fallback when no compiler is found) is
-:mod:`bytezoo.kernels._cpu_extension`, kept apart because it knows nothing of the recurrence and is tested on its own.
+:mod:`bytezoo.kernels.mlstm.cpu_extension`, kept apart because it knows nothing of the recurrence and is tested on its own.
 Where the library cannot be had, or with ``USE_COMPILED_LOOPS = False`` (or ``BYTEZOO_CPU_EXTENSION=0``), the
-capability table in :mod:`bytezoo.kernels.mlstm_interface` sends ``kernel="fused"`` to the same algorithm as
-plain-PyTorch loops (:mod:`bytezoo.kernels.mlstm_fused_torch`).
+capability table in :mod:`bytezoo.kernels.mlstm.interface` sends ``kernel="fused"`` to the same algorithm as
+plain-PyTorch loops (:mod:`bytezoo.kernels.mlstm.fused_torch`).
 """
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from . import _cpu_extension
-from ._scan_common import accumulate_dtype, grads_in_input_dtypes, needs_autograd
-from .mlstm_packing import RecurrentMatmul, blocked_panels, stream_panels
+from . import cpu_extension
+from .common import accumulate_dtype, grads_in_input_dtypes, needs_autograd
+from .packing import RecurrentMatmul, blocked_panels, stream_panels
 
 # False keeps kernel="fused" on the plain-PyTorch loops (read at each call; the benchmarks' "fused-eager" and the
 # tests switch it).
@@ -35,9 +35,9 @@ def unavailable_reason() -> str | None:
     """Why the compiled loops cannot run in this process (switched off, no compiler, a failed build), or None when
     they can. The first call builds or loads the library."""
     if not USE_COMPILED_LOOPS:
-        return "switched off (mlstm_fused_cpu.USE_COMPILED_LOOPS = False)"
-    if _cpu_extension.cpu_ops() is None:
-        return _cpu_extension.unavailable_reason()
+        return "switched off (fused_cpu.USE_COMPILED_LOOPS = False)"
+    if cpu_extension.cpu_ops() is None:
+        return cpu_extension.unavailable_reason()
     return None
 
 
@@ -68,7 +68,7 @@ def compiled_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cel
     input_ids = None if input_ids is None else input_ids.long().contiguous()
     keep = None if reset is None else (~reset).to(acc).contiguous()  # (B, T)
     held = None if hold is None else hold.contiguous()  # (B, T)
-    ops = _cpu_extension.cpu_ops()
+    ops = cpu_extension.cpu_ops()
     panels = blocked_panels(ops, w_mh, w_h, batch, steps, save)  # the register-blocked products, or None
     no_packing = False if panels is not None else None
     state_matmul = RecurrentMatmul(w_mh, batch, steps, pack=no_packing)  # h_in @ W_mh
@@ -101,7 +101,7 @@ def compiled_backward(saved: CompiledSaved, hs, w_mh, w_h, d_hs, d_cs, d_h_last,
     gate_grad_matmul = RecurrentMatmul(w_h.t(), batch, steps)  # dz @ W_h^T
     state_grad_matmul = RecurrentMatmul(w_mh.t(), batch, steps)  # da @ W_mh^T
     zeros = saved.h_in_0.new_zeros(batch, hidden)
-    d_gates, d_mult_x, d_mult_keep, mult, d_h0, d_c0 = _cpu_extension.cpu_ops().backward(
+    d_gates, d_mult_x, d_mult_keep, mult, d_h0, d_c0 = cpu_extension.cpu_ops().backward(
         saved.gate_coef, saved.cell_coef, saved.carry_coef, saved.mult_x, saved.products, saved.keep, saved.held,
         gate_grad_matmul.weight, state_grad_matmul.weight, gate_grad_matmul.packed, state_grad_matmul.packed,
         None if d_hs is None else d_hs.to(dtype).contiguous(),
@@ -176,7 +176,7 @@ def mlstm_scan_fused_cpu(
     return_cells: bool = False,
     input_ids: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
-    """Same contract as :func:`bytezoo.kernels.mlstm_ref.mlstm_scan_ref` (inputs already validated, CPU tensors of a
+    """Same contract as :func:`bytezoo.kernels.mlstm.naive.mlstm_scan_ref` (inputs already validated, CPU tensors of a
     supported dtype, the library loaded: :func:`bytezoo.kernels.mlstm_scan` checks all three)."""
     if needs_autograd(gates_x, mult_x, w_mh, w_h, h0, c0):
         return FusedCPUMLSTMScan.apply(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, input_ids)

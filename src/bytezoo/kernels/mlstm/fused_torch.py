@@ -1,21 +1,21 @@
 """The mLSTM recurrence as plain-PyTorch loops fused per step, with a hand-written backward: the engine for any device
-and any floating dtype, and the CPU fallback where the compiled loops (:mod:`bytezoo.kernels.mlstm_fused_cpu`) cannot
+and any floating dtype, and the CPU fallback where the compiled loops (:mod:`bytezoo.kernels.mlstm.fused_cpu`) cannot
 be built.
 
 Same algorithm as the compiled loops, in ATen ops: time-major tensors (every step reads and writes contiguous (B, ...)
 blocks), a handful of in-place ops per step, no autograd graph per step; the backward's coefficients computed for all
 steps at once after the forward, and the weight gradients as two large products over all B*T positions (the algebra
-is in :mod:`bytezoo.kernels._scan_common`). Recurrent weights are packed for oneDNN where that measured faster
-(:mod:`bytezoo.kernels.mlstm_packing`). On CUDA this is cuBLAS + ATen ops.
+is in :mod:`bytezoo.kernels.mlstm.common`). Recurrent weights are packed for oneDNN where that measured faster
+(:mod:`bytezoo.kernels.mlstm.packing`). On CUDA this is cuBLAS + ATen ops.
 
 It reads gathered (B, T, ...) inputs only: for a byte model's (V, ...) tables :func:`bytezoo.kernels.mlstm_scan`
-gathers the rows first (the capability table in :mod:`bytezoo.kernels.mlstm_interface` says which engines need that).
+gathers the rows first (the capability table in :mod:`bytezoo.kernels.mlstm.interface` says which engines need that).
 """
 from __future__ import annotations
 
 import torch
 
-from ._scan_common import (
+from .common import (
     StepMasks,
     accumulate_dtype,
     backward_coefficients,
@@ -23,7 +23,7 @@ from ._scan_common import (
     input_gradients,
     time_major,
 )
-from .mlstm_packing import RecurrentMatmul
+from .packing import RecurrentMatmul
 
 
 def fused_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, save):
@@ -131,7 +131,7 @@ def fused_backward(saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs):
     return input_gradients(coefs, d_gates, d_mult, d_mult_keep, mx, products, grad_h, grad_c, needs)
 
 
-# The autograd wrapper and the entry point (same contract as mlstm_ref.mlstm_scan_ref, gathered inputs only).
+# The autograd wrapper and the entry point (same contract as naive.mlstm_scan_ref, gathered inputs only).
 FusedTorchMLSTMScan, mlstm_scan_fused_torch = gathered_input_engine(
     "FusedTorch", "mlstm_scan_fused_torch", fused_forward, fused_backward, "the fused_torch engine (plain-PyTorch loops)"
 )

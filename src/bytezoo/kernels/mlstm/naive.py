@@ -44,7 +44,7 @@ def mlstm_scan_ref(
         input_ids: (B, T) token ids, optional. Then ``gates_x`` (V, 4H) and ``mult_x`` (V, H) are per-token tables and
             step t of sequence b reads row ``input_ids[b, t]`` of each (a byte model's first layer, V = 256): the same
             as passing ``gates_x[input_ids]`` and ``mult_x[input_ids]``. Every engine takes this argument; the fast
-            ones read the rows in place where they can (see :mod:`bytezoo.kernels.mlstm_interface`).
+            ones read the rows in place where they can (see :mod:`bytezoo.kernels.mlstm.interface`).
 
     Returns:
         ``(hs, cs, h_T, c_T)``: hs (B, T, H) every step's hidden state; cs (B, T, H) every step's cell state or

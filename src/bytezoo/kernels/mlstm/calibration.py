@@ -2,9 +2,9 @@
 extension: from which hidden size packing a recurrent weight for oneDNN beats plain ``torch.mm``, per dtype, up to
 which hidden size the compiled loops' register-blocked fp32 products beat library GEMMs, and from which size those
 products should treat the weights as streamed from memory (prefetching ahead) rather than cached
-(:mod:`.mlstm_packing`).
+(:mod:`.packing`).
 
-Why measure instead of a fixed rule: the rule in :mod:`bytezoo.kernels.mlstm_packing` was measured on one Intel Xeon
+Why measure instead of a fixed rule: the rule in :mod:`bytezoo.kernels.mlstm.packing` was measured on one Intel Xeon
 (AVX-512 + AMX); oneDNN's packed and MKL's plain GEMMs rank differently on CPUs without AMX (an AMD EPYC with AVX-512
 BF16 filed issue 16), and only Intel CPUs were available to check a rule on. So the first use on a machine times
 both products at the hidden sizes that decide it and keeps the answer, keyed by everything that changes it: the CPU
@@ -15,7 +15,7 @@ process that finds the machine quiet (calibrated under load, the two products' r
 
 ``BYTEZOO_KERNEL_CALIBRATION=0`` skips the measurement and uses the built-in rule (the test suite does this, so no
 test depends on timings); ``=refresh`` measures again. The cache is a small JSON file in
-``$TORCH_EXTENSIONS_DIR/bytezoo/`` (see :func:`bytezoo.kernels._cpu_extension.cache_dir`), written atomically.
+``$TORCH_EXTENSIONS_DIR/bytezoo/`` (see :func:`bytezoo.kernels.mlstm.cpu_extension.cache_dir`), written atomically.
 """
 from __future__ import annotations
 
@@ -30,12 +30,14 @@ from pathlib import Path
 
 import torch
 
+from .onednn import PACK_FP32_BATCHES, pack_weight, packed_product, packing_works
+
 ENV_SWITCH = "BYTEZOO_KERNEL_CALIBRATION"  # "0": built-in rule, no measurement; "refresh": measure again
 VERSION = 5  # bump when what is measured or how it is decided changes
 SIZES = (256, 512, 1024)  # hidden sizes timed; packing is decided from the smallest size where it wins for all larger
 BATCH = 64
 WIN = 0.95  # packed must take at most this fraction of plain's time
-# The built-in rule (Intel Xeon with AMX, 2026-11; see mlstm_packing): fp32 packs from H=1024, bf16 always.
+# The built-in rule (Intel Xeon with AMX, 2026-11; see packing.py): fp32 packs from H=1024, bf16 always.
 # Blocked products, fp32 inference (Intel Xeon with AMX, 2026-11-30): up to H=512 on one thread, up to 2048 on two
 # (they won at 256 and 1024 there, and lost at 4096); their panels streamed from H=1024 (2 MB L2 per core).
 DEFAULTS = {"fp32_min_size": 1024, "bf16_min_size": 1, "fp32_blocked_max_size": 512,
@@ -50,7 +52,7 @@ _lock = threading.Lock()
 
 
 def _cpu_identity() -> str:
-    from ._cpu_extension import _cpu_flags
+    from .cpu_extension import _cpu_flags
 
     model = ""
     try:
@@ -65,7 +67,7 @@ def _cpu_identity() -> str:
 
 def calibration_key() -> str:
     """Hash of what the measurement depends on: CPU model and flags, torch version, the extension's build key."""
-    from ._cpu_extension import build_key
+    from .cpu_extension import build_key
 
     digest = hashlib.sha256()
     for part in (str(VERSION), _cpu_identity(), torch.__version__, build_key(), platform.machine()):
@@ -74,7 +76,7 @@ def calibration_key() -> str:
 
 
 def cache_path() -> Path:
-    from ._cpu_extension import cache_dir
+    from .cpu_extension import cache_dir
 
     return cache_dir() / f"calibration-{calibration_key()}.json"
 
@@ -101,13 +103,13 @@ def _paired_ratio(times: list[float], other_times: list[float]) -> float:
 
 def _time_products(x: torch.Tensor, weight: torch.Tensor, repeats: int = 5, calls: int = 3) -> tuple[float, float]:
     """Median seconds per product: plain ``torch.mm`` on a contiguous weight, and the oneDNN-packed weight."""
-    packed = torch.ops.mkldnn._reorder_linear_weight(weight.t().contiguous(), x.shape[0])
+    packed = pack_weight(weight, x.shape[0])
 
     def plain():
         torch.mm(x, weight)
 
     def packed_call():
-        torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+        packed_product(x, packed)
 
     plain_times, packed_times = _interleaved_times((plain, packed_call), repeats, calls)
     return statistics.median(plain_times), statistics.median(packed_times)
@@ -116,13 +118,11 @@ def _time_products(x: torch.Tensor, weight: torch.Tensor, repeats: int = 5, call
 def measure(sizes=SIZES, batch: int = BATCH, blocked_shapes=BLOCKED_SHAPES) -> dict:
     """Times plain and packed [batch x H] @ [H x 4H] products at each size and dtype, and blocked against library
     products over whole forwards; returns the thresholds and the timings behind them. 2.3 s on a 2-core Xeon."""
-    from .mlstm_packing import _packing_works
-
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(0)
     timings, result = {}, {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        if not _packing_works(dtype):
+        if not packing_works(dtype):
             result[f"{name}_min_size"] = NEVER
             continue
         wins = {}
@@ -171,10 +171,9 @@ def _measure_blocked(fp32_min_size: int, timings: dict, shapes=BLOCKED_SHAPES, l
     :func:`stream_from` picks the panel mode per size and :func:`blocked_limit` turns the chosen mode's ratios into
     the limit (``default`` / ``default_stream``: the built-in rule, for sizes too close to call). ``(0, NEVER)`` when
     the blocked products cannot run here."""
-    from . import _cpu_extension
-    from .mlstm_packing import PACK_FP32_BATCHES, _packing_works
+    from . import cpu_extension
 
-    ops = _cpu_extension.cpu_ops()
+    ops = cpu_extension.cpu_ops()
     if ops is None or not ops.blocked_products_available():
         return 0, NEVER
     generator = torch.Generator().manual_seed(0)
@@ -186,8 +185,8 @@ def _measure_blocked(fp32_min_size: int, timings: dict, shapes=BLOCKED_SHAPES, l
         mult_x = torch.randn(256, hidden, generator=generator)
         ids = torch.randint(0, 256, (batch, steps), generator=generator)
         zeros = torch.zeros(batch, hidden)
-        pack = hidden >= fp32_min_size and batch in PACK_FP32_BATCHES and _packing_works(torch.float32)
-        packed = [torch.ops.mkldnn._reorder_linear_weight(w.t().contiguous(), batch) if pack else None
+        pack = hidden >= fp32_min_size and batch in PACK_FP32_BATCHES and packing_works(torch.float32)
+        packed = [pack_weight(w, batch) if pack else None
                   for w in (w_mh, w_h)]
         panels = ops.blocked_panels(w_mh, w_h)
 

@@ -1,20 +1,21 @@
 """Public entry point of the mLSTM recurrence: validates the inputs, picks an engine from one capability table
 (:data:`ENGINES`), gathers a byte model's table rows for the engines that cannot read token ids, and runs the engine.
 
-One file per engine, as in fla's ``ops/gla/`` (``naive.py``, ``fused_recurrent.py``, ``chunk.py``), every engine with
-the signature of :func:`~bytezoo.kernels.mlstm_ref.mlstm_scan_ref`:
+One folder for the op and one file per engine, as in fla's ``ops/gla/`` (``naive.py``, ``fused_recurrent.py``,
+``chunk.py``), every engine with the signature of :func:`~bytezoo.kernels.mlstm.naive.mlstm_scan_ref`:
 
-    ``mlstm_ref.py``          the reference: plain PyTorch loop, autograd's backward; imports only torch, so a model
-                              folder can carry a verbatim copy for ``trust_remote_code``
-    ``mlstm_fused_cpu.py``    time loops compiled in C++ (``csrc/``, built by ``_cpu_extension.py``), hand-written
-                              backward; reads table rows in place
-    ``mlstm_fused_torch.py``  the same algorithm as plain-PyTorch loops fused per step; any device, any floating dtype
-    ``mlstm_triton.py``       Triton pointwise kernels + cuBLAS products, for NVIDIA GPUs
+    ``naive.py``         the reference: plain PyTorch loop, autograd's backward; imports only torch, so a model folder
+                         can carry a verbatim copy for ``trust_remote_code``
+    ``fused_cpu.py``     time loops compiled in C++ (``csrc/``, built by ``cpu_extension.py``), hand-written backward;
+                         reads table rows in place
+    ``fused_torch.py``   the same algorithm as plain-PyTorch loops fused per step; any device, any floating dtype
+    ``fused_triton.py``  Triton pointwise kernels + cuBLAS products, for NVIDIA GPUs
 
-beside ``mlstm_packing.py`` (when the fused engines lay a weight out for oneDNN or for the compiled loops' own
-register-blocked products: a measured policy) and
-``_scan_common.py`` (layouts, masks and the backward algebra they share). Flat files rather than a ``kernels/mlstm/``
-folder: the package holds this one op, and the ``mlstm_`` prefix already groups its files.
+beside this file (the capability table and dispatch), ``common.py`` (layouts, masks and the backward algebra the
+fused engines share), ``packing.py`` (when the fused engines lay a weight out for oneDNN or for the compiled loops'
+own register-blocked products: a measured policy), ``calibration.py`` (that policy's thresholds, measured on the
+machine at first use) and ``onednn.py`` (the private oneDNN ops both build on). Imports point one way:
+interface -> engines -> packing -> calibration -> onednn.
 
 ``kernel=`` names what a caller chooses between, not a file:
     ``"reference"``  the reference.
@@ -39,7 +40,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ._scan_common import needs_autograd
+from .common import needs_autograd
 
 KERNELS = ("auto", "reference", "fused", "triton")
 _LOW_PRECISION = (torch.float32, torch.float16, torch.bfloat16)
@@ -96,17 +97,17 @@ class Engine:
 
 
 def _compiled_loops_runtime(device: torch.device) -> str | None:
-    from . import mlstm_fused_cpu
+    from . import fused_cpu
 
-    return mlstm_fused_cpu.unavailable_reason()
+    return fused_cpu.unavailable_reason()
 
 
 def _triton_runtime(device: torch.device) -> str | None:
-    from . import mlstm_triton
+    from . import fused_triton
 
-    if not mlstm_triton.available():
+    if not fused_triton.available():
         return "Triton is not installed (pip install triton)"
-    if device.type == "cpu" and not mlstm_triton.interpreting():
+    if device.type == "cpu" and not fused_triton.interpreting():
         return f"it needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors); got {device}"
     return None
 
@@ -115,17 +116,17 @@ def _triton_runtime(device: torch.device) -> str | None:
 ENGINES: dict[str, Engine] = {
     engine.name: engine
     for engine in (
-        Engine("triton", "triton", "mlstm_triton", "mlstm_scan_triton", devices=("cuda",), dtypes=_LOW_PRECISION,
+        Engine("triton", "triton", "fused_triton", "mlstm_scan_triton", devices=("cuda",), dtypes=_LOW_PRECISION,
                reads_token_ids=False, return_cells=True, training=True, devices_when_named=("cpu",),
                runtime=_triton_runtime),
-        Engine("fused_cpu", "fused", "mlstm_fused_cpu", "mlstm_scan_fused_cpu", devices=("cpu",),
+        Engine("fused_cpu", "fused", "fused_cpu", "mlstm_scan_fused_cpu", devices=("cpu",),
                dtypes=(torch.float32, torch.bfloat16, torch.float64), reads_token_ids=True, return_cells=True,
                training=True, runtime=_compiled_loops_runtime),
-        Engine("fused_torch", "fused", "mlstm_fused_torch", "mlstm_scan_fused_torch", devices=None, dtypes=None,
+        Engine("fused_torch", "fused", "fused_torch", "mlstm_scan_fused_torch", devices=None, dtypes=None,
                reads_token_ids=False, return_cells=True, training=True),
         # The reference takes input_ids too (a plain table[input_ids], for callers without bytezoo), but mlstm_scan's
         # gather is the faster one (index_select: its backward is a plain index_add).
-        Engine("reference", "reference", "mlstm_ref", "mlstm_scan_ref", devices=None, dtypes=None,
+        Engine("reference", "reference", "naive", "mlstm_scan_ref", devices=None, dtypes=None,
                reads_token_ids=False, return_cells=True, training=True),
     )
 }

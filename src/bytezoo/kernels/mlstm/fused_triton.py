@@ -3,10 +3,10 @@
 Per step the forward runs two cuBLAS products (``a = h_in @ W_mh``; ``z = gates_x[t] + (mx[t] * a) @ W_h``) and one
 Triton kernel that applies the gate activations, updates c and h (fp32), applies hold, and writes the next step's
 reset-masked state both in fp32 and in the products' dtype. The backward runs one Triton kernel per step (the
-gradient-dependent update of :mod:`bytezoo.kernels._scan_common`) and two cuBLAS products; its coefficients and the
+gradient-dependent update of :mod:`bytezoo.kernels.mlstm.common`) and two cuBLAS products; its coefficients and the
 weight gradients are computed for all steps at once.
 
-Inputs may be float32, float16 or bfloat16 (as the capability table in :mod:`bytezoo.kernels.mlstm_interface` says):
+Inputs may be float32, float16 or bfloat16 (as the capability table in :mod:`bytezoo.kernels.mlstm.interface` says):
 products in that dtype with fp32 accumulation, state and gate math in fp32. The kernels are jitted on first use, so
 ``TRITON_INTERPRET=1`` set at any time before the first call runs them on CPU tensors (that is how they are tested
 without a GPU). Written for Triton 3.6 and later; no block pointers.
@@ -17,7 +17,7 @@ import functools
 
 import torch
 
-from ._scan_common import (
+from .common import (
     StepMasks,
     backward_coefficients,
     gathered_input_engine,
@@ -130,7 +130,7 @@ def _grid(n_elements: int) -> tuple[tuple[int], int]:
 
 
 def triton_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, save):
-    """Forward recurrence; returns (hs, cs, h_T, c_T, saved) like :func:`bytezoo.kernels.mlstm_fused_torch.fused_forward`."""
+    """Forward recurrence; returns (hs, cs, h_T, c_T, saved) like :func:`bytezoo.kernels.mlstm.fused_torch.fused_forward`."""
     forward_kernel, _ = _kernels(interpreting())
     batch, steps, four_hidden = gates_x.shape
     hidden = four_hidden // 4
@@ -181,7 +181,7 @@ def triton_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells
 
 
 def triton_backward(saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs):
-    """Backward recurrence; same contract as :func:`bytezoo.kernels.mlstm_fused_torch.fused_backward`."""
+    """Backward recurrence; same contract as :func:`bytezoo.kernels.mlstm.fused_torch.fused_backward`."""
     _, backward_kernel = _kernels(interpreting())
     coefs, products, mx = saved
     steps, batch, four_hidden = coefs.gate_coef.shape
@@ -223,7 +223,7 @@ def triton_backward(saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs):
     return input_gradients(coefs, d_gates, d_mult, d_mult_keep, mx, products, d_h0, grad_c, needs)
 
 
-# The autograd wrapper and the entry point (same contract as mlstm_ref.mlstm_scan_ref, gathered inputs only).
+# The autograd wrapper and the entry point (same contract as naive.mlstm_scan_ref, gathered inputs only).
 TritonMLSTMScan, mlstm_scan_triton = gathered_input_engine(
     "Triton", "mlstm_scan_triton", triton_forward, triton_backward, "the Triton engine"
 )

@@ -3,8 +3,8 @@
 :func:`cpu_ops` returns ``torch.ops.bytezoo_mlstm_cpu`` (operators ``forward`` and ``backward``) or ``None`` when the
 extension cannot be had here: no C++ compiler, a failed build, or ``BYTEZOO_CPU_EXTENSION=0``. ``None`` is not an
 error: ``kernel="fused"`` then runs the same algorithm as per-step PyTorch ops
-(:mod:`bytezoo.kernels.mlstm_fused_torch`, training 1.3-1.6x slower on CPU; see benchmarks/results/kernels-notes.md).
-The engine that calls these operators is :mod:`bytezoo.kernels.mlstm_fused_cpu`. The reason is kept in
+(:mod:`bytezoo.kernels.mlstm.fused_torch`, training 1.3-1.6x slower on CPU; see benchmarks/results/kernels-notes.md).
+The engine that calls these operators is :mod:`bytezoo.kernels.mlstm.fused_cpu`. The reason is kept in
 :func:`unavailable_reason`, and one warning says it unless the user turned the extension off.
 
 The build goes through :func:`torch.utils.cpp_extension.load` (ninja, torch's flags and ABI) in a private temporary
