@@ -1,0 +1,86 @@
+"""Secrets out of everything bytezoo writes or prints: one redaction, used by every writer and every message.
+
+A URL may carry credentials in three places, and all three are replaced by ``***``:
+
+- user information: ``https://alice:s3cret@host/x`` and ``s3://KEY:SECRET@bucket/x`` (a secret holding ``/``, as
+  AWS secret keys do, included);
+- the query string and what follows it: ``https://host/x?token=abc&sig=…`` (pre-signed URLs, SAS tokens) ->
+  ``https://host/x?***``;
+- a Hugging Face token pasted anywhere (``hf_…``).
+
+:func:`redact_text` finds every URL inside free text (an error message from fsspec, aiohttp, botocore or
+huggingface_hub) and redacts it; :func:`bytezoo.untrusted.jsonio.dumps` does so for every string of a JSON document
+bytezoo writes. :class:`bytezoo.errors.ByteZooError` passes its message through :func:`redact_text`, so an error raised
+anywhere in bytezoo is redacted before anyone sees it, and the ``bytezoo`` command redacts whatever else it prints.
+
+>>> redact_url("https://alice:s3cret@example.com/models/x?token=abc")
+'https://***@example.com/models/x?***'
+>>> redact_text("cannot open 's3://AKIA123:abc/def+g@bucket/x.csv': no such bucket")
+"cannot open 's3://***@bucket/x.csv': no such bucket"
+"""
+from __future__ import annotations
+
+import re
+MASK = "***"
+_URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]*")
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_PORT_RE = re.compile(r"[^:/@]*:\d*")  # host:port (or host:) before the path: not a password
+_HF_TOKEN_RE = re.compile(r"\bhf_[A-Za-z0-9]{16,}")
+
+
+def _split_userinfo(rest: str) -> tuple[str, str]:
+    """``(userinfo with its '@', the remainder)`` of the part of a URL after ``scheme://``; userinfo is ``""`` when
+    there is none. The first ``@`` ends it, unless what precedes it is already a path (``bucket/repo@v1``, a hub
+    reference's tag): a ``/`` before the ``@`` belongs to a password only when a ``:`` that is not a port came first
+    (``KEY:abc/def@bucket``)."""
+    at = rest.find("@")
+    if at < 0:
+        return "", rest
+    candidate = rest[:at]
+    slash = candidate.find("/")
+    if slash < 0:
+        return rest[: at + 1], rest[at + 1:]
+    colon = candidate.find(":")
+    if 0 <= colon < slash and not _PORT_RE.fullmatch(candidate[:slash]):
+        return rest[: at + 1], rest[at + 1:]
+    return "", rest
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its user information and query string replaced by ``***`` (anything else unchanged), safe for
+    logs, messages, summaries and model cards. A string that is not a URL comes back as it is.
+
+    >>> redact_url("s3://bucket/models/mlstm@v1")
+    's3://bucket/models/mlstm@v1'
+    >>> redact_url("https://host:8443/x@v1?sig=1")
+    'https://host:8443/x@v1?***'
+    """
+    if not isinstance(url, str):
+        return url
+    out, position = [], 0
+    for match in _SCHEME_RE.finditer(url):  # chained URLs (simplecache::s3://...) hold several
+        if match.start() < position:
+            continue
+        out.append(url[position:match.end()])
+        userinfo, rest = _split_userinfo(url[match.end():])
+        if userinfo:
+            out.append(f"{MASK}@")
+        position = len(url) - len(rest)
+    text = "".join(out) + url[position:]
+    query = text.find("?")
+    if query >= 0 and _SCHEME_RE.search(text[:query]):
+        text = text[: query + 1] + MASK  # a fragment after it may hold a token too
+    return _HF_TOKEN_RE.sub(f"hf_{MASK}", text)
+
+
+def redact_text(text: str) -> str:
+    """``text`` (an error message, a log line) with every URL in it redacted (:func:`redact_url`), and any Hugging
+    Face token."""
+    if not isinstance(text, str):
+        return text
+    if "://" in text:
+        text = _URL_RE.sub(lambda match: redact_url(match.group(0)), text)
+    return _HF_TOKEN_RE.sub(f"hf_{MASK}", text) if "hf_" in text else text
+
+
+__all__ = ["MASK", "redact_text", "redact_url"]
