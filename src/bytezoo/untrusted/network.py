@@ -152,7 +152,7 @@ def describe(error: BaseException) -> str | None:
                 "ConnectionError", "gaierror"}:
         return f"cannot connect ({_short(error)}): check the URL and that the server is up"
     if isinstance(error, FileNotFoundError):
-        return "not found: check the URL"
+        return f"not found ({_short(error)}): check the URL"
     if isinstance(error, PermissionError):
         return f"not allowed ({_short(error)}): check the credentials and that they may read it"
     if names & {"ClientError", "BotoCoreError", "NoCredentialsError", "HTTPError"}:
