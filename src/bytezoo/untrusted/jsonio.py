@@ -72,25 +72,27 @@ def _check_depth(document: Any, max_depth: int) -> None:
             pending.extend((item, depth + 1) for item in (value.values() if isinstance(value, dict) else value))
 
 
-def public(value: Any) -> Any:
-    """``value`` as bytezoo writes it: every string redacted (keys too), every float that is not a number (``NaN``,
-    infinities) replaced by ``None``, numpy scalars and arrays as numbers and lists."""
+def public(value: Any, redact: bool = True) -> Any:
+    """``value`` as bytezoo writes it: every string redacted (keys too; not with ``redact=False``), every float that
+    is not a number (``NaN``, infinities) replaced by ``None``, numpy scalars and arrays as numbers and lists."""
     if isinstance(value, str):
-        return redact_text(value)
+        return redact_text(value) if redact else value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {redact_text(key) if isinstance(key, str) else key: public(item) for key, item in value.items()}
+        return {redact_text(key) if redact and isinstance(key, str) else key: public(item, redact)
+                for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [public(item) for item in value]
+        return [public(item, redact) for item in value]
     if not isinstance(value, (int, bool)) and value is not None and callable(getattr(value, "tolist", None)):
-        return public(value.tolist())  # numpy scalars and arrays
+        return public(value.tolist(), redact)  # numpy scalars and arrays
     return value
 
 
-def dumps(document: Any, **options) -> str:
-    """``json.dumps`` of :func:`public` ``(document)``, with ``allow_nan=False``: redacted, valid JSON."""
-    return json.dumps(public(document), allow_nan=False, **options)
+def dumps(document: Any, *, redact: bool = True, **options) -> str:
+    """``json.dumps`` of :func:`public` ``(document)``, with ``allow_nan=False``: valid JSON, redacted. ``redact=False``
+    is for data written back to the user as it was read (the texts of ``bytezoo classify``'s predictions)."""
+    return json.dumps(public(document, redact), allow_nan=False, **options)
 
 
 __all__ = ["JSONDocumentError", "MAX_DEPTH", "dumps", "loads", "public"]
