@@ -53,7 +53,7 @@ def fetch_verified(url: str, destination: Path, checksums: Sequence[str], *, pro
             raise DatasetError(f"cannot download {shown}: {total:,} bytes, and {destination.parent} has {free:,} free")
         # Over HTTP, block_size=0 makes one streaming GET instead of many range requests.
         open_options = {"block_size": 0, "size": total} if protocols & {"http", "https"} else {}
-        with fs.open(path, "rb", **open_options) as source, open(destination, "wb") as sink, tqdm(
+        with network.guarded(fs.open(path, "rb", **open_options)) as source, open(destination, "wb") as sink, tqdm(
             total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=description, disable=not progress
         ) as bar:
             while chunk := source.read(_CHUNK_BYTES):

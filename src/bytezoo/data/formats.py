@@ -83,7 +83,19 @@ def open_source(url: str) -> IO[bytes]:
     timeouts."""
     kind = SourceKind.of(url)
     try:
-        return network.open_url(url, "rb", compression=kind.compression).open()
+        fs, path = network.url_to_fs(url)
+        if network.protocol_of(url) in ("http", "https"):  # one streaming GET, watched for a trickling server
+            raw = network.guarded(fs.open(path, "rb", block_size=0))
+        else:
+            raw = fs.open(path, "rb")
+        if kind.compression is None:
+            return raw
+        from fsspec.compression import compr
+
+        if kind.compression not in compr:
+            raw.close()
+            raise ValueError(f"no {kind.compression} decompressor")
+        return _Decompressed(compr[kind.compression](raw, mode="rb"), raw)
     except FileNotFoundError:
         raise SourceError(f"{url}: file not found") from None
     except ValueError as error:
@@ -95,6 +107,37 @@ def open_source(url: str) -> IO[bytes]:
         if what is None and not isinstance(error, (OSError, ImportError)):
             raise
         raise SourceError(f"cannot open {url}: {what or f'{type(error).__name__}: {error}'}") from None
+
+
+class _Decompressed:
+    """A decompressing reader that closes the stream beneath it too (gzip and bz2 readers leave it open)."""
+
+    def __init__(self, stream, raw):
+        self._stream, self._raw = stream, raw
+
+    def read(self, size: int = -1) -> bytes:
+        return self._stream.read(size)
+
+    def read1(self, size: int = -1) -> bytes:
+        return self._stream.read(size)
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            self._raw.close()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
 
 
 def _read_failure(url: str, error: BaseException) -> SourceError:

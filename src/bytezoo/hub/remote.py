@@ -191,7 +191,7 @@ class HubRepo:
         """A manifest or tag (``None`` if absent), never more than :data:`MAX_DOCUMENT_BYTES` of it."""
         try:
             if self.streaming:  # a server may ignore a range and send everything: read the stream, and stop
-                with self.fs.open(path, "rb", block_size=0, cache_type="none") as handle:
+                with network.guarded(self.fs.open(path, "rb", block_size=0, cache_type="none")) as handle:
                     data = read_at_most(handle, MAX_DOCUMENT_BYTES)
             else:
                 data = self.fs.cat_file(path, start=0, end=MAX_DOCUMENT_BYTES + 1)
@@ -290,6 +290,8 @@ class HubRepo:
                     return self._download_in_parts(remote, destination, entry.size)
             # Streaming, or not the size the manifest says: read it in order, up to the limit (the error names it).
             source = self.fs.open(remote, "rb", block_size=0 if self.streaming else CHUNK_SIZE, cache_type="none")
+            if self.streaming:
+                source = network.guarded(source)  # a server trickling a byte now and then ends in the idle timeout
         except FileNotFoundError:
             raise NotFoundError(
                 f"the manifest lists {entry.path!r} (sha256 {entry.sha256}), but its blob "

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 from bytezoo.errors import ByteZooError
 
-MAX_COMPONENT_BYTES = 255  # NAME_MAX on Linux, macOS and Windows file systems
+MAX_COMPONENT_BYTES = 200  # NAME_MAX is 255: room for the temporary names made from a name (.NAME.UUID.partial)
 MAX_PATH_BYTES = 1024  # a relative path; the cache's own prefix still has to fit in PATH_MAX (4096)
 
 
@@ -35,7 +35,7 @@ def _refuse(error: type[Exception], what: str, name, reason: str):
 def check_relative_path(path: str, what: str = "file path", error: type[Exception] = UnsafeNameError) -> str:
     """``path`` if it is a safe relative POSIX path inside its folder, else raise ``error`` naming ``what`` and
     ``path`` and the reason. Refuses absolute paths, ``..``, ``.`` and empty components, backslashes, control
-    characters, hidden (dot) components, components over 255 bytes and paths over 1024 bytes."""
+    characters, hidden (dot) components, components over 200 bytes and paths over 1024 bytes."""
     if not isinstance(path, str) or not path:
         _refuse(error, what, path, "expected a non-empty relative path")
     if "\\" in path or any(ord(char) < 32 or ord(char) == 127 for char in path):

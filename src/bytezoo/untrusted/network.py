@@ -7,8 +7,10 @@ timeouts to fsspec's options for the protocols that take them:
 timeout                   default                             what it bounds
 ========================  ==================================  ========================================================
 connect                   30 s (``BYTEZOO_CONNECT_TIMEOUT``)  opening a connection to the server
-idle                      60 s (``BYTEZOO_IDLE_TIMEOUT``)     waiting for the next bytes of an answer (a server that
-                                                              trickles a byte now and then still ends in it)
+idle                      60 s (``BYTEZOO_IDLE_TIMEOUT``)     waiting for the next bytes of an answer; and a stream
+                                                              read through :func:`guarded` fails once a whole idle
+                                                              period brought less than 1 KiB, so that a server
+                                                              trickling a byte a second ends in it too
 ========================  ==================================  ========================================================
 
 ``http(s)://`` gets them as aiohttp's ``sock_connect``/``sock_read``, ``s3://`` as botocore's ``connect_timeout``/
@@ -103,6 +105,61 @@ def open_url(url: str, mode: str = "rb", **options):
     return fsspec.open(url, mode, **storage_options(url, options))
 
 
+STALL_BYTES = 1024  # a stream that brings less than this in a whole idle period has stalled
+
+
+class StalledTransfer(TimeoutError):
+    """A stream that brought less than :data:`STALL_BYTES` in a whole idle period (a server trickling bytes)."""
+
+
+class _Guarded:
+    """A binary file object whose reads fail with :class:`StalledTransfer` once an idle period brought less than
+    :data:`STALL_BYTES`; everything else passes to the wrapped object."""
+
+    def __init__(self, handle, idle: float):
+        self._handle, self._idle = handle, idle
+        self._window_start, self._window_bytes = None, 0
+
+    def read(self, size: int = -1) -> bytes:
+        import time
+
+        if self._window_start is None:
+            self._window_start = time.monotonic()
+        data = self._handle.read(size)
+        self._window_bytes += len(data)
+        now = time.monotonic()
+        if now - self._window_start >= self._idle:
+            if self._window_bytes < STALL_BYTES and data:
+                raise StalledTransfer(f"less than {STALL_BYTES:,} bytes in {self._idle:g} s ({IDLE_TIMEOUT_ENV}): the "
+                                      "server stalled or trickles; try again, or raise the timeout")
+            self._window_start, self._window_bytes = now, 0
+        return data
+
+    read1 = read  # io.TextIOWrapper and the decompressors read through one of these three
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def __getattr__(self, name):
+        return getattr(self._handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self._handle.close()
+
+
+def guarded(handle):
+    """``handle`` (a binary stream from a server) with the stall check of the idle timeout (see the table above)."""
+    return _Guarded(handle, timeouts()[1])
+
+
 def _status_of(error: BaseException) -> tuple[int | None, str]:
     status = getattr(error, "status", None)  # aiohttp.ClientResponseError
     if isinstance(status, int):
@@ -132,6 +189,9 @@ def describe(error: BaseException) -> str | None:
     while chain[-1].__cause__ is not None and len(chain) < 5:
         chain.append(chain[-1].__cause__)
     names = {type(item).__name__ for item in chain for item in type(item).__mro__}
+    stalled = next((item for item in chain if isinstance(item, StalledTransfer)), None)
+    if stalled is not None:
+        return str(stalled)
     status, reason = next(((s, r) for s, r in map(_status_of, chain) if s is not None), (None, ""))
     if status is not None:
         hint = next((text for codes, text in _STATUS_HINTS if status in codes), None)
@@ -181,5 +241,6 @@ def remote_errors(url: str, doing: str, error_class: type[ByteZooError]):
         raise error_class(f"{doing} {redact_url(str(url))}: {what}") from None
 
 
-__all__ = ["CONNECT_TIMEOUT_ENV", "DEFAULT_CONNECT_TIMEOUT", "DEFAULT_IDLE_TIMEOUT", "IDLE_TIMEOUT_ENV", "describe",
-           "open_url", "protocol_of", "remote_errors", "storage_options", "timeouts", "url_to_fs"]
+__all__ = ["CONNECT_TIMEOUT_ENV", "DEFAULT_CONNECT_TIMEOUT", "DEFAULT_IDLE_TIMEOUT", "IDLE_TIMEOUT_ENV", "STALL_BYTES",
+           "StalledTransfer", "describe", "guarded", "open_url", "protocol_of", "remote_errors", "storage_options",
+           "timeouts", "url_to_fs"]
