@@ -72,7 +72,7 @@ def fetch_verified(url: str, destination: Path, checksums: Sequence[str], *, pro
     except ImportError as error:
         raise DatasetError(f"cannot download {shown}: {error}") from error
     except Exception as error:
-        what = network.describe(error) or f"{type(error).__name__}: {error}"
+        what = network.describe(error, url) or f"{type(error).__name__}: {error}"
         raise DatasetError(f"downloading {shown} failed: {what}") from None
     wrong = [
         f"expected {algorithm}:{digest}, got {algorithm}:{hashers[algorithm].hexdigest()}"

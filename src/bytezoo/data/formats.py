@@ -103,7 +103,7 @@ def open_source(url: str) -> IO[bytes]:
             raise SourceError(f"{url}: .zst needs the zstandard package (pip install zstandard)") from error
         raise SourceError(f"cannot open {url}: {error}") from error
     except Exception as error:  # a status, a refused connection, a timeout: one line (bytezoo.untrusted.network)
-        what = network.describe(error)
+        what = network.describe(error, url)
         if what is None and not isinstance(error, (OSError, ImportError)):
             raise
         raise SourceError(f"cannot open {url}: {what or f'{type(error).__name__}: {error}'}") from None
@@ -142,7 +142,7 @@ class _Decompressed:
 
 def _read_failure(url: str, error: BaseException) -> SourceError:
     """A read that failed midway: the network's one line (a status, a timeout) or the codec's complaint."""
-    what = network.describe(error) if not isinstance(error, (EOFError, lzma.LZMAError, zlib.error, UnicodeError)) \
+    what = network.describe(error, url) if not isinstance(error, (EOFError, lzma.LZMAError, zlib.error, UnicodeError)) \
         else None
     return SourceError(f"{url}: cannot read ({what or f'{type(error).__name__}: {error}'})")
 
@@ -338,20 +338,27 @@ def expand_sources(patterns: Sequence[str] | str) -> list[str]:
     for pattern in patterns:
         try:
             fs, path = network.url_to_fs(pattern)
-            if any(ch in path for ch in "*?["):
+            web = network.protocol_of(pattern) in ("http", "https")  # where "?" starts a query, not a glob
+            if any(ch in (path.split("?", 1)[0] if web else path) for ch in ("*[" if web else "*?[")):
                 matches = sorted(p for p in fs.glob(path) if fs.isfile(p))
-            elif fs.isfile(path):
-                matches = [path]
-            elif fs.isdir(path):
-                matches = sorted(p for p in fs.find(path) if not p.rsplit("/", 1)[-1].startswith(".") and fs.isfile(p))
-                if "://" not in pattern:  # a local folder: a link out of it is not part of it (as for hub push)
-                    _refuse_links_out(path, matches)
             else:
-                matches = []
+                try:  # info, not isfile: a server's 403 or 500 is told, not taken for a missing file
+                    kind = fs.info(path).get("type")
+                except FileNotFoundError as missing:  # fsspec's http reports any failure so, the request's beneath
+                    if missing.__cause__ is not None and not isinstance(missing.__cause__, FileNotFoundError):
+                        raise missing.__cause__ from None
+                    kind = None
+                if kind == "directory":
+                    matches = sorted(p for p in fs.find(path)
+                                     if not p.rsplit("/", 1)[-1].startswith(".") and fs.isfile(p))
+                    if "://" not in pattern:  # a local folder: a link out of it is not part of it (as for hub push)
+                        _refuse_links_out(path, matches)
+                else:
+                    matches = [path] if kind is not None else []
         except SourceError:
             raise
         except Exception as error:
-            what = network.describe(error)
+            what = network.describe(error, pattern)
             if what is None and not isinstance(error, (OSError, ValueError, ImportError)):
                 raise
             raise SourceError(f"cannot read {pattern!r}: {what or f'{type(error).__name__}: {error}'}") from None

@@ -215,6 +215,8 @@ def packed_from(index: dict, urls: list[str], text_field: str | None) -> bool:
 
 def is_packed(url: str) -> bool:
     """True when ``url`` is a packed corpus (holds an index)."""
+    if network.protocol_of(url) in ("http", "https") and "?" in url:
+        return False  # a URL with a query names one object (a signed link to a file), never a folder of them
     try:
         fs, root = network.url_to_fs(url)
         return fs.isfile(_join(root.rstrip("/"), INDEX))

@@ -184,7 +184,7 @@ class HubRepo:
     def errors(self, doing: str):
         """A failed request to the hub inside it (a status, a refused connection, a timeout) becomes one
         :class:`HubError` line: ``{doing} {URL}: {status}: {what to do}``."""
-        return network.remote_errors(self.display_url, doing, HubError)
+        return network.remote_errors(self.url, doing, HubError)  # (shown redacted, its secrets masked anywhere)
 
     # ------------------------------------------------------------------ reading
     def _read_document(self, path: str) -> bytes | None:

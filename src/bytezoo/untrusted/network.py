@@ -29,7 +29,7 @@ import os
 
 from bytezoo.errors import ByteZooError, InvalidArgumentError
 
-from .redaction import redact_text, redact_url
+from .redaction import redact_text, redact_url, secrets_in
 
 CONNECT_TIMEOUT_ENV = "BYTEZOO_CONNECT_TIMEOUT"
 IDLE_TIMEOUT_ENV = "BYTEZOO_IDLE_TIMEOUT"
@@ -179,16 +179,21 @@ _STATUS_HINTS = (
 )
 
 
-def describe(error: BaseException) -> str | None:
-    """One line for a failed remote request (the status, or what broke, and what to do), redacted; ``None`` if
-    ``error`` is not a failed request."""
+def describe(error: BaseException, url: str | None = None) -> str | None:
+    """One line for a failed remote request (the status, or what broke, and what to do), redacted (the secrets of
+    ``url`` too, wherever the library quoted them); ``None`` if ``error`` is not a failed request."""
     from asyncio import TimeoutError as AsyncTimeout
+
+    also = secrets_in(url) if url else []
+
+    def _short(error: BaseException) -> str:
+        return _shortened(error, also)
 
     connect, idle = timeouts()
     chain = [error]
     while chain[-1].__cause__ is not None and len(chain) < 5:
         chain.append(chain[-1].__cause__)
-    names = {type(item).__name__ for item in chain for item in type(item).__mro__}
+    names = {cls.__name__ for item in chain for cls in type(item).__mro__}
     stalled = next((item for item in chain if isinstance(item, StalledTransfer)), None)
     if stalled is not None:
         return str(stalled)
@@ -197,6 +202,7 @@ def describe(error: BaseException) -> str | None:
         hint = next((text for codes, text in _STATUS_HINTS if status in codes), None)
         if hint is None:
             hint = "the server failed: try again later" if status >= 500 else "the server refused the request"
+        reason = redact_text(" ".join(reason.split())[:80], also)
         return f"HTTP {status}{f' ({reason})' if reason else ''}: {hint}"
     if names & {"ConnectionTimeoutError", "ConnectTimeoutError"}:
         return (f"no connection within {connect:g} s ({CONNECT_TIMEOUT_ENV}): check the URL and that the server is "
@@ -220,9 +226,9 @@ def describe(error: BaseException) -> str | None:
     return None
 
 
-def _short(error: BaseException) -> str:
+def _shortened(error: BaseException, also=()) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
-    text = redact_text(text)
+    text = redact_text(text, also)
     return text[:200] + ("…" if len(text) > 200 else "")
 
 
@@ -235,10 +241,11 @@ def remote_errors(url: str, doing: str, error_class: type[ByteZooError]):
     except ByteZooError:
         raise
     except Exception as error:
-        what = describe(error)
+        what = describe(error, str(url))
         if what is None:
             raise
-        raise error_class(f"{doing} {redact_url(str(url))}: {what}") from None
+        message = redact_text(f"{doing} {redact_url(str(url))}: {what}", also=secrets_in(str(url)))
+        raise error_class(message) from None
 
 
 __all__ = ["CONNECT_TIMEOUT_ENV", "DEFAULT_CONNECT_TIMEOUT", "DEFAULT_IDLE_TIMEOUT", "IDLE_TIMEOUT_ENV", "STALL_BYTES",

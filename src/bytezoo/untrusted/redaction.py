@@ -68,19 +68,39 @@ def redact_url(url: str) -> str:
         position = len(url) - len(rest)
     text = "".join(out) + url[position:]
     query = text.find("?")
-    if query >= 0 and _SCHEME_RE.search(text[:query]):
+    if query >= 0 and _SCHEME_RE.search(text[:query]) and not text.startswith(MASK, query + 1):  # (once is enough)
         text = text[: query + 1] + MASK  # a fragment after it may hold a token too
     return _HF_TOKEN_RE.sub(f"hf_{MASK}", text)
 
 
-def redact_text(text: str) -> str:
-    """``text`` (an error message, a log line) with every URL in it redacted (:func:`redact_url`), and any Hugging
-    Face token."""
+def secrets_in(url: str) -> list[str]:
+    """The secret parts of ``url`` (a password in its user information, its query string and each value in it), for
+    :func:`redact_text`'s ``also``: a library may quote them outside any URL (botocore names the bucket
+    ``KEY:SECRET@bucket`` in its message)."""
+    if not isinstance(url, str) or "://" not in url:
+        return []
+    found = []
+    for match in _SCHEME_RE.finditer(url):
+        userinfo, _ = _split_userinfo(url[match.end():])
+        if ":" in userinfo:
+            found.append(userinfo[:-1].split(":", 1)[1])
+    query = url.split("?", 1)[1] if "?" in url else ""
+    if query:
+        found.append(query)
+        found += [part.split("=", 1)[-1] for part in query.replace(";", "&").split("&")]
+    return [secret for secret in found if len(secret) >= 4]
+
+
+def redact_text(text: str, also=()) -> str:
+    """``text`` (an error message, a log line) with every URL in it redacted (:func:`redact_url`), any Hugging Face
+    token, and every string of ``also`` (secrets known to be about, :func:`secrets_in`) wherever it appears."""
     if not isinstance(text, str):
         return text
+    for secret in sorted(also, key=len, reverse=True):
+        text = text.replace(secret, MASK)
     if "://" in text:
         text = _URL_RE.sub(lambda match: redact_url(match.group(0)), text)
     return _HF_TOKEN_RE.sub(f"hf_{MASK}", text) if "hf_" in text else text
 
 
-__all__ = ["MASK", "redact_text", "redact_url"]
+__all__ = ["MASK", "redact_text", "redact_url", "secrets_in"]
