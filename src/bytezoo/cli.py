@@ -24,6 +24,7 @@ a CSV/TSV row, an archive member) any command reads, 64 MiB by default (:mod:`by
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
 import sys
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import ByteZooError, one_line
     from .threads import openmp_wait_before_torch
     from .untrusted.network import describe
-    from .untrusted.redaction import redact_text
+    from .untrusted.redaction import redact_text, secrets_in
 
     if getattr(args, "threads", None) is not None:  # the library's thread policy reads it (bytezoo.threads)
         if args.threads < 0:
@@ -121,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[RECORD_LIMIT_ENV] = repr(args.max_record_mb)
     openmp_wait_before_torch()  # idle OpenMP threads sleep beside busy cores, spin briefly on an idle machine
     command = getattr(args, "command", parser.prog)
-    if sys.excepthook is sys.__excepthook__:  # a bug's traceback, printed by Python at exit, is redacted too
-        sys.excepthook = _redacting_excepthook
+    typed = [secret for arg in (sys.argv[1:] if argv is None else argv) for secret in secrets_in(str(arg))]
+    if sys.excepthook is sys.__excepthook__ or getattr(sys.excepthook, "func", None) is _redacting_excepthook:
+        sys.excepthook = functools.partial(_redacting_excepthook, also=typed)  # a bug's traceback is redacted too
     try:
         return int(args.func(args) or 0)
     except Exception as error:
@@ -136,18 +138,19 @@ def main(argv: list[str] | None = None) -> int:
         if _debugging(args):
             import traceback
 
-            print(redact_text(traceback.format_exc()).rstrip("\n"), file=sys.stderr)
-    print(f"{command}: error: {redact_text(message)}", file=sys.stderr)
+            print(redact_text(traceback.format_exc(), typed).rstrip("\n"), file=sys.stderr)
+    print(f"{command}: error: {redact_text(message, typed)}", file=sys.stderr)
     return USER_ERROR_EXIT_CODE
 
 
-def _redacting_excepthook(kind, error, trace) -> None:
-    """Python's own report of an uncaught exception, with every URL in it redacted."""
+def _redacting_excepthook(kind, error, trace, also=()) -> None:
+    """Python's own report of an uncaught exception, with every URL in it redacted, and ``also`` (the secrets of the
+    URLs on the command line) wherever they appear."""
     import traceback
 
     from .untrusted.redaction import redact_text
 
-    print(redact_text("".join(traceback.format_exception(kind, error, trace))).rstrip("\n"), file=sys.stderr)
+    print(redact_text("".join(traceback.format_exception(kind, error, trace)), also).rstrip("\n"), file=sys.stderr)
 
 
 if __name__ == "__main__":

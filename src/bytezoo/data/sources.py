@@ -513,7 +513,7 @@ def download(
     if _intact_record(target, identity) is not None:
         return target
     with _staged_output(target) as staging:
-        archive = staging / "archive"
+        archive = staging / _archive_name(source_url)  # messages about its members name it
         fetch_verified(source_url, archive, checksums, progress=progress, description=spec.name,
                        max_bytes=spec.max_download_bytes if expected_hash is None else None)
         converted = staging / "converted"
@@ -522,6 +522,18 @@ def download(
         identity["source"]["url"] = redact_url(source_url)
         _commit(converted, target, identity, files)
     return target
+
+
+def _archive_name(url: str) -> str:
+    """The file name a URL ends in (``aclImdb_v1.tar.gz``), if it is a safe one, else ``archive``."""
+    from pathlib import PurePosixPath
+
+    from bytezoo.untrusted.names import UnsafeNameError, check_file_name
+
+    try:
+        return check_file_name(PurePosixPath(url.split("?", 1)[0].split("#", 1)[0]).name)
+    except UnsafeNameError:
+        return "archive"
 
 
 def get_spec(name: str) -> DatasetSpec:
