@@ -40,8 +40,7 @@ class HostileServer:
                     self.send_error(int(match[1]))
                     return True
                 if path.startswith("/trickle/"):
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(10**9))
+                    self.send_response(200)  # no length: the body goes on until the connection closes
                     self.end_headers()
                     if self.command == "GET":
                         while not server.stopping.is_set():
