@@ -244,3 +244,96 @@ def test_s3_credentials_stay_in_the_environment(s3, tmp_path, cache_dir, monkeyp
         assert secret.encode() not in data
     ours = "\n".join(record.getMessage() for record in caplog.records if record.name.startswith("bytezoo"))
     assert "pushed" in ours and key not in ours  # (botocore's debug log names the key id, never the secret)
+
+
+# ---------------------------------------------------------------------------------------------------- tags under races
+def test_a_push_that_lost_the_race_for_the_tags_is_told_and_the_tags_never_split(backend, tmp_path, monkeypatch):
+    """Another push runs to completion between this push's reading of the tags and its moving them: this push's
+    version is published, but it moves no tag and says so. On main it reported success and moved the tags back."""
+    from bytezoo.hub.errors import HubError
+    from bytezoo.hub.remote import HubRepo
+
+    url = backend.url("mlstm")
+    first, second = (write_checkpoint(tmp_path / f"run-{seed}", megabytes=0.05, seed=seed) for seed in (1, 2))
+    real_write_manifest = HubRepo.write_manifest
+    others = []
+
+    def another_push_meanwhile(self, manifest):
+        if not others:
+            others.append(None)
+            others[0] = hub.push(second, url, tag="shared")  # runs whole, its own write_manifest included
+        return real_write_manifest(self, manifest)
+
+    monkeypatch.setattr(HubRepo, "write_manifest", another_push_meanwhile)
+    with pytest.raises(HubError, match=r"another push moved 'latest' to [0-9a-f]{16}, 'shared' to [0-9a-f]{16} .*"
+                                       r"version [0-9a-f]{16} is published .* no tag was moved"):
+        hub.push(first, url, tag="shared")
+    monkeypatch.setattr(HubRepo, "write_manifest", real_write_manifest)
+    assert tag_target(url, "latest") == tag_target(url, "shared") == others[0]
+    assert len(hub.ls(url)) == 2  # the loser's version is there, by its id
+    same_files(hub.pull(f"{url}@shared"), second)
+
+
+def test_moving_an_existing_tag_needs_move_tag(tmp_path, capsys):
+    from bytezoo.cli import main as bytezoo_main
+    from bytezoo.hub.errors import HubError
+
+    url = str(tmp_path / "hub" / "mlstm")
+    first, second = (write_checkpoint(tmp_path / f"run-{seed}", megabytes=0.05, seed=seed) for seed in (1, 2))
+    version = hub.push(first, url, tag="paper")
+    assert hub.push(first, url, tag="paper") == version  # the same files again: nothing moves
+    with pytest.raises(HubError, match=f"tag 'paper' already points to version {version} .* nothing was pushed. "
+                                       "Pass --move-tag"):
+        hub.push(second, url, tag="paper")
+    assert bytezoo_main(["hub", "push", str(second), url, "--tag", "paper"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert [info.version for info in hub.ls(url)] == [version]  # nothing was uploaded
+    assert bytezoo_main(["hub", "push", str(second), url, "--tag", "paper", "--move-tag"]) == 0
+    assert tag_target(url, "paper") == tag_target(url, "latest") != version
+
+
+def test_a_lock_left_by_a_killed_push_is_broken_and_a_held_one_is_waited_for(tmp_path, monkeypatch, caplog):
+    from bytezoo.hub import remote
+    from bytezoo.hub.errors import HubError
+
+    url = str(tmp_path / "hub" / "mlstm")
+    first, second = (write_checkpoint(tmp_path / f"run-{seed}", megabytes=0.05, seed=seed) for seed in (1, 2))
+    lock = tmp_path / "hub" / "mlstm" / "tags" / ".lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(json.dumps({"host": "gone", "pid": 1, "id": "x", "time": time.time() - 3600}))
+    with caplog.at_level("WARNING", logger="bytezoo.hub"):
+        version = hub.push(first, url, tag="v1")
+    assert "breaking the tag lock" in caplog.text and not lock.exists()
+
+    lock.write_text(json.dumps({"host": "busy", "pid": 1, "id": "y", "time": time.time()}))
+    monkeypatch.setattr(remote, "LOCK_WAIT_SECONDS", 0.2)
+    with pytest.raises(HubError, match="locked by another push .* no tag was moved"):
+        hub.push(second, url)
+    assert tag_target(url, "latest") == version and lock.exists()  # nothing moved, the holder's lock untouched
+
+
+@pytest.mark.parametrize("where", ["file", "memory"])
+def test_pushes_racing_in_threads_never_split_latest_and_a_tag(tmp_path, where):
+    import concurrent.futures
+
+    import fsspec
+
+    from bytezoo.hub.errors import HubError
+
+    checkpoints = [write_checkpoint(tmp_path / f"run-{seed}", megabytes=0.02, seed=seed) for seed in range(4)]
+    for round_ in range(3):
+        url = f"{tmp_path}/hub/m{round_}" if where == "file" else f"memory://race-{uuid.uuid4().hex}/m"
+
+        def push(checkpoint):
+            try:
+                return hub.push(checkpoint, url, tag="shared", move_tag=True)
+            except HubError as error:
+                assert "another push moved" in str(error), error
+                return None
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(push, checkpoints))
+        assert any(results)
+        assert tag_target(url, "latest") == tag_target(url, "shared") in results
+        if where == "memory":
+            fsspec.filesystem("memory").rm(url.split("/m")[0], recursive=True)
