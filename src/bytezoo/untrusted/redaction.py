@@ -21,29 +21,36 @@ anywhere in bytezoo is redacted before anyone sees it, and the ``bytezoo`` comma
 from __future__ import annotations
 
 import re
+
 MASK = "***"
-_URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]*")
+# A URL in free text runs to the next space, double quote, angle bracket or backtick (characters a URL cannot hold
+# unencoded): a single quote or a parenthesis may be part of a password (RFC 3986 sub-delims), so a quote that
+# closes a quoted URL is taken into it, and lost with the query string when there is one.
+_URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"<>`]*")
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _PORT_RE = re.compile(r"[^:/@]*:\d*")  # host:port (or host:) before the path: not a password
+_WEB_SCHEMES = frozenset({"http", "https", "ws", "wss", "ftp"})
 _HF_TOKEN_RE = re.compile(r"\bhf_[A-Za-z0-9]{16,}")
 
 
-def _split_userinfo(rest: str) -> tuple[str, str]:
+def _split_userinfo(rest: str, scheme: str = "") -> tuple[str, str]:
     """``(userinfo with its '@', the remainder)`` of the part of a URL after ``scheme://``; userinfo is ``""`` when
-    there is none. The first ``@`` ends it, unless what precedes it is already a path (``bucket/repo@v1``, a hub
-    reference's tag): a ``/`` before the ``@`` belongs to a password only when a ``:`` that is not a port came first
-    (``KEY:abc/def@bucket``)."""
+    there is none. An ``@`` before the first ``/`` ends it (the last such ``@``: a password may hold one). An ``@``
+    after a ``/`` is a path's (``bucket/repo@v1``, a hub reference's tag) unless a ``:`` came before the ``/``: a
+    password holding a ``/``, as AWS secret keys do (``KEY:abc/def@bucket``). On web schemes that ``:`` may be a port
+    (``host:8080/repo@v1``), which it is taken for when nothing after the ``@`` looks like a path."""
+    slash = rest.find("/")
+    head = rest if slash < 0 else rest[:slash]
+    if "@" in head:
+        at = head.rfind("@")
+        return rest[: at + 1], rest[at + 1:]
     at = rest.find("@")
-    if at < 0:
+    if at < 0 or ":" not in head:
         return "", rest
-    candidate = rest[:at]
-    slash = candidate.find("/")
-    if slash < 0:
-        return rest[: at + 1], rest[at + 1:]
-    colon = candidate.find(":")
-    if 0 <= colon < slash and not _PORT_RE.fullmatch(candidate[:slash]):
-        return rest[: at + 1], rest[at + 1:]
-    return "", rest
+    after = rest[at + 1:]
+    if scheme.lower() in _WEB_SCHEMES and _PORT_RE.fullmatch(head) and "/" not in after:
+        return "", rest
+    return rest[: at + 1], after
 
 
 def redact_url(url: str) -> str:
@@ -62,7 +69,7 @@ def redact_url(url: str) -> str:
         if match.start() < position:
             continue
         out.append(url[position:match.end()])
-        userinfo, rest = _split_userinfo(url[match.end():])
+        userinfo, rest = _split_userinfo(url[match.end():], match.group(0)[:-3])
         if userinfo:
             out.append(f"{MASK}@")
         position = len(url) - len(rest)
@@ -81,7 +88,7 @@ def secrets_in(url: str) -> list[str]:
         return []
     found = []
     for match in _SCHEME_RE.finditer(url):
-        userinfo, _ = _split_userinfo(url[match.end():])
+        userinfo, _ = _split_userinfo(url[match.end():], match.group(0)[:-3])
         if ":" in userinfo:
             found.append(userinfo[:-1].split(":", 1)[1])
     query = url.split("?", 1)[1] if "?" in url else ""
