@@ -26,16 +26,22 @@ def max_record_bytes(limit_bytes: int | None = None) -> int:
         if limit_bytes <= 0:
             raise InvalidArgumentError(f"the record size limit must be positive; got {limit_bytes} bytes")
         return int(limit_bytes)
-    text = os.environ.get(MAX_RECORD_ENV, "").strip()
+    return max(1, int(positive_from_environment(MAX_RECORD_ENV, DEFAULT_MAX_RECORD_MB, "MiB") * (1 << 20)))
+
+
+def positive_from_environment(variable: str, default: float, unit: str) -> float:
+    """The positive number the environment variable holds (``default`` when unset or empty), else a one-line error
+    naming it and its ``unit``."""
+    text = os.environ.get(variable, "").strip()
     if not text:
-        return DEFAULT_MAX_RECORD_MB << 20
+        return default
     try:
-        megabytes = float(text)
+        value = float(text)
     except ValueError:
-        megabytes = -1.0
-    if not megabytes > 0:
-        raise InvalidArgumentError(f"{MAX_RECORD_ENV}={text!r}: expected a positive number of MiB")
-    return max(1, int(megabytes * (1 << 20)))
+        value = -1.0
+    if not value > 0:
+        raise InvalidArgumentError(f"{variable}={text!r}: expected a positive number of {unit}")
+    return value
 
 
 def record_limit_hint(limit: int) -> str:
@@ -57,5 +63,5 @@ def read_at_most(handle, limit: int, chunk: int = READ_CHUNK) -> bytes:
     return b"".join(parts)
 
 
-__all__ = ["DEFAULT_MAX_RECORD_MB", "MAX_DOCUMENT_BYTES", "MAX_RECORD_ENV", "max_record_bytes", "read_at_most",
-           "record_limit_hint"]
+__all__ = ["DEFAULT_MAX_RECORD_MB", "MAX_DOCUMENT_BYTES", "MAX_RECORD_ENV", "max_record_bytes",
+           "positive_from_environment", "read_at_most", "record_limit_hint"]

@@ -27,8 +27,9 @@ from __future__ import annotations
 import contextlib
 import os
 
-from bytezoo.errors import ByteZooError, InvalidArgumentError
+from bytezoo.errors import ByteZooError
 
+from .limits import positive_from_environment
 from .redaction import redact_text, redact_url, secrets_in
 
 CONNECT_TIMEOUT_ENV = "BYTEZOO_CONNECT_TIMEOUT"
@@ -39,22 +40,10 @@ _HTTP = ("http", "https")
 _S3 = ("s3", "s3a")
 
 
-def _seconds(variable: str, default: float) -> float:
-    text = os.environ.get(variable, "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise InvalidArgumentError(f"{variable}={text!r}: expected a positive number of seconds")
-    return value
-
-
 def timeouts() -> tuple[float, float]:
     """``(connect, idle)`` in seconds, from the environment or the defaults."""
-    return _seconds(CONNECT_TIMEOUT_ENV, DEFAULT_CONNECT_TIMEOUT), _seconds(IDLE_TIMEOUT_ENV, DEFAULT_IDLE_TIMEOUT)
+    return (positive_from_environment(CONNECT_TIMEOUT_ENV, DEFAULT_CONNECT_TIMEOUT, "seconds"),
+            positive_from_environment(IDLE_TIMEOUT_ENV, DEFAULT_IDLE_TIMEOUT, "seconds"))
 
 
 def protocol_of(url: str) -> str:
