@@ -321,7 +321,7 @@ def planted_credentials(parts: dict, folder: Path):
     never in what comes out."""
     from bytezoo.errors import ByteZooError
     from bytezoo.untrusted import jsonio
-    from bytezoo.untrusted.redaction import redact_text, redact_url
+    from bytezoo.redaction import redact_text, redact_url
 
     import re
 

@@ -31,7 +31,7 @@ from bytezoo.hub.manifest import FileEntry, Manifest, Tag
 from bytezoo.untrusted.names import UnsafeNameError, check_relative_path
 from bytezoo.hub.testing import write_checkpoint
 from bytezoo.hub.urls import split_ref
-from bytezoo.untrusted.redaction import redact_url
+from bytezoo.redaction import redact_url
 
 CHILD = Path(__file__).with_name("hub_child.py")
 

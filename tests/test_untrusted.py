@@ -11,7 +11,7 @@ import pytest
 from bytezoo.errors import ByteZooError, InvalidArgumentError
 from bytezoo.untrusted import jsonio, limits, network
 from bytezoo.untrusted.names import UnsafeNameError, check_distinct_paths, check_file_name, printable
-from bytezoo.untrusted.redaction import redact_text, redact_url, secrets_in
+from bytezoo.redaction import redact_text, redact_url, secrets_in
 
 
 @pytest.mark.parametrize("url, shown", [

@@ -16,7 +16,7 @@ option. ``--debug`` (anywhere on the line) or ``BYTEZOO_DEBUG=1`` prints the tra
 that escaped its conversion (a status, a refused connection, a timeout from fsspec, aiohttp or botocore) is told the
 same way (:func:`bytezoo.untrusted.network.describe`). Any other exception is a bug and keeps its traceback. Whatever
 is printed here is redacted first: no credential or query string of a URL reaches the terminal
-(:mod:`bytezoo.untrusted.redaction`).
+(:mod:`bytezoo.redaction`).
 
 Records: ``--max-record-mb N`` (anywhere on the line) or ``BYTEZOO_MAX_RECORD_MB`` sets the largest record (a JSON line,
 a CSV/TSV row, an archive member) any command reads, 64 MiB by default (:mod:`bytezoo.untrusted.limits`).
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import ByteZooError, one_line
     from .threads import openmp_wait_before_torch
     from .untrusted.network import describe
-    from .untrusted.redaction import redact_text, secrets_in
+    from .redaction import redact_text, secrets_in
 
     if getattr(args, "threads", None) is not None:  # the library's thread policy reads it (bytezoo.threads)
         if args.threads < 0:
@@ -148,7 +148,7 @@ def _redacting_excepthook(kind, error, trace, also=()) -> None:
     URLs on the command line) wherever they appear."""
     import traceback
 
-    from .untrusted.redaction import redact_text
+    from .redaction import redact_text
 
     print(redact_text("".join(traceback.format_exception(kind, error, trace)), also).rstrip("\n"), file=sys.stderr)
 

@@ -10,12 +10,12 @@ Every user-facing error class derives from :class:`ByteZooError`; where callers 
 
 A message may quote a URL the user gave, or an error from fsspec, aiohttp, botocore or huggingface_hub that quotes
 one: every :class:`ByteZooError` redacts its own message (credentials and query strings, see
-:mod:`bytezoo.untrusted.redaction`) when it is made, so no secret reaches a terminal, a log or a traceback through
+:mod:`bytezoo.redaction`) when it is made, so no secret reaches a terminal, a log or a traceback through
 one.
 """
 from __future__ import annotations
 
-from .untrusted.redaction import redact_text
+from .redaction import redact_text
 
 
 class ByteZooError(Exception):

@@ -46,7 +46,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
 def _pack(args: argparse.Namespace) -> int:
     import time
 
-    from bytezoo.untrusted.redaction import redact_url
+    from bytezoo.redaction import redact_url
 
     from .packed import pack
 
@@ -60,7 +60,7 @@ def _pack(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from bytezoo.untrusted.redaction import redact_url
+    from bytezoo.redaction import redact_url
 
     from .packed import PackedCorpus
 

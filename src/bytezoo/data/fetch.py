@@ -1,5 +1,5 @@
 """Downloads with pinned checksums, streamed through fsspec with a progress bar, connect and idle timeouts and a cap
-on the bytes written; credentials never printed (:func:`bytezoo.untrusted.redaction.redact_url`)."""
+on the bytes written; credentials never printed (:func:`bytezoo.redaction.redact_url`)."""
 from __future__ import annotations
 
 import hashlib
@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from bytezoo.untrusted import network
-from bytezoo.untrusted.redaction import redact_url
+from bytezoo.redaction import redact_url
 
 from .errors import ChecksumMismatchError, DatasetError
 

@@ -29,7 +29,7 @@ import numpy as np
 from bytezoo.untrusted import jsonio, network
 from bytezoo.untrusted.limits import MAX_DOCUMENT_BYTES, read_at_most
 from bytezoo.untrusted.names import check_distinct_paths, check_file_name
-from bytezoo.untrusted.redaction import redact_url
+from bytezoo.redaction import redact_url
 
 from .formats import BINARY_SAMPLE, SourceError, check_text, expand_sources, iter_source_bytes
 

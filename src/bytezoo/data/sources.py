@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import IO, Callable, Iterable, Iterator, Sequence
 
 from bytezoo.untrusted import jsonio
-from bytezoo.untrusted.redaction import redact_url
+from bytezoo.redaction import redact_url
 
 from .archives import archive_files, member_lines, read_member, text_reader
 from .errors import ChecksumMismatchError, DatasetError, UnsafeArchiveError

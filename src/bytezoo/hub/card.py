@@ -7,7 +7,7 @@ validation BPC beside standard compressors becomes a table), ``report.json`` (wr
 ``classifier.json`` (written by sentiment transfer). Unknown keys are shown too, so a summary that grows new fields
 needs no change here. The card carries no timestamps, so pushing the same files again gives the same version.
 
-String values pass through :func:`~bytezoo.untrusted.redaction.redact_text`, and keys that look like secrets are left
+String values pass through :func:`~bytezoo.redaction.redact_text`, and keys that look like secrets are left
 out, so a training summary that recorded ``s3://key:secret@bucket`` does not leak into a card. Every value read from
 the folder's files (label names, keys, model types) is escaped for Markdown and HTML (``<script>``, ``[link](…)``,
 ``**``, a backtick closing a code span, a ``|`` ending a table cell), so it shows as written and never as markup; tags
@@ -21,7 +21,7 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
 
-from bytezoo.untrusted.redaction import redact_text, redact_url
+from bytezoo.redaction import redact_text, redact_url
 
 from .safety import count_parameters
 

@@ -41,7 +41,7 @@ from fsspec.implementations.local import LocalFileSystem
 from bytezoo.untrusted import network
 from bytezoo.untrusted.limits import MAX_DOCUMENT_BYTES, read_at_most
 from bytezoo.untrusted.names import printable
-from bytezoo.untrusted.redaction import redact_url
+from bytezoo.redaction import redact_url
 
 from .errors import HubError, ManifestError, NotFoundError, UnsafeFileError
 from .manifest import FileEntry, Manifest, Tag, is_tag_name, is_version_id, is_version_prefix, utc_now

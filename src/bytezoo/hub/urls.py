@@ -1,11 +1,11 @@
 """Hub references (``URL``, ``URL@TAG``, ``URL@VERSION``): recognising and normalising them. (Redacting a URL is
-:func:`bytezoo.untrusted.redaction.redact_url`, used everywhere, not only by the hub.)"""
+:func:`bytezoo.redaction.redact_url`, used everywhere, not only by the hub.)"""
 from __future__ import annotations
 
 import os
 import re
 
-from bytezoo.untrusted.redaction import redact_url
+from bytezoo.redaction import redact_url
 
 from .manifest import DEFAULT_TAG, check_tag_name, is_version_prefix
 

@@ -7,7 +7,7 @@ and the non-standard ``NaN``/``Infinity`` literals are refused with a :class:`JS
 that every caller turns into its own one-line error naming the file.
 
 Out (:func:`dumps`): every JSON file bytezoo writes (run.json, summaries, reports, indexes, manifests) goes through
-it: strings are redacted (:func:`bytezoo.untrusted.redaction.redact_text`) and a value that is not a number
+it: strings are redacted (:func:`bytezoo.redaction.redact_text`) and a value that is not a number
 (``NaN``, infinities) is written as ``null``, so the file is always valid JSON (``allow_nan=False``) and never carries
 a credential.
 """
@@ -17,7 +17,7 @@ import json
 import math
 from typing import Any
 
-from .redaction import redact_text
+from bytezoo.redaction import redact_text
 
 MAX_DEPTH = 100
 

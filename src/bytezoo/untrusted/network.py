@@ -25,12 +25,11 @@ the redacted URL, the status, and what to do (:func:`describe`).
 from __future__ import annotations
 
 import contextlib
-import os
 
 from bytezoo.errors import ByteZooError
 
 from .limits import positive_from_environment
-from .redaction import redact_text, redact_url, secrets_in
+from bytezoo.redaction import redact_text, redact_url, secrets_in
 
 CONNECT_TIMEOUT_ENV = "BYTEZOO_CONNECT_TIMEOUT"
 IDLE_TIMEOUT_ENV = "BYTEZOO_IDLE_TIMEOUT"
