@@ -243,11 +243,12 @@ class SparseLogisticClassifier(ClassifierMixin, BaseEstimator):
     def load(cls, directory: str) -> tuple["SparseLogisticClassifier", dict]:
         """The classifier saved in ``directory`` (local or fsspec URL), and its full metadata. Anything malformed in
         either file raises :class:`ClassifierFormatError` naming it."""
-        import fsspec
         from safetensors import SafetensorError
         from safetensors.numpy import load
 
-        fs, root = fsspec.core.url_to_fs(str(directory))
+        from bytezoo.untrusted import network
+
+        fs, root = network.url_to_fs(str(directory))  # with connect and idle timeouts
         metadata_path = f"{root}/{CLASSIFIER_METADATA}"
         weights_path = f"{root}/{CLASSIFIER_WEIGHTS}"
         try:

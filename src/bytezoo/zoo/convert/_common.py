@@ -31,8 +31,10 @@ def sha256_hex(data: bytes) -> str:
 
 def read_bytes(url: str) -> bytes:
     """The whole content of a local path or fsspec URL; a clear error when it cannot be read."""
+    from bytezoo.untrusted import network
+
     try:
-        with fsspec.open(url, "rb") as handle:
+        with network.remote_errors(url, "cannot read", ConversionError), network.open_url(url, "rb") as handle:
             return handle.read()
     except FileNotFoundError as error:
         raise ConversionError(f"{url}: no such file") from error
