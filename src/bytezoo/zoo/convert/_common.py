@@ -33,13 +33,14 @@ def read_bytes(url: str) -> bytes:
     """The whole content of a local path or fsspec URL; a clear error when it cannot be read."""
     from bytezoo.untrusted import network
 
-    try:
-        with network.remote_errors(url, "cannot read", ConversionError), network.open_url(url, "rb") as handle:
-            return handle.read()
-    except FileNotFoundError as error:
-        raise ConversionError(f"{url}: no such file") from error
-    except IsADirectoryError as error:
-        raise ConversionError(f"{url}: is a directory, expected a file") from error
+    with network.remote_errors(url, "cannot read", ConversionError):
+        try:
+            with network.open_url(url, "rb") as handle:
+                return handle.read()
+        except FileNotFoundError as error:
+            raise ConversionError(f"{url}: no such file") from error
+        except IsADirectoryError as error:
+            raise ConversionError(f"{url}: is a directory, expected a file") from error
 
 
 def check_vocab_size(vocab_size: int, where: str) -> None:
