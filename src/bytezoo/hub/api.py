@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bytezoo.redaction import redact_url
+from bytezoo.untrusted.names import check_distinct_paths
+
 from . import hf
 from .cache import Cache, offline_from_environment
 from .card import is_generated_card, make_model_card, read_json_documents
-from bytezoo.untrusted.names import check_distinct_paths
-from bytezoo.redaction import redact_url
-
 from .errors import HubError, UnsafeFileError
 from .manifest import DEFAULT_TAG, FileEntry, Manifest, check_tag_name, is_version_id
 from .remote import HubRepo, sha256_of_file
