@@ -49,6 +49,8 @@ def test_an_http_status_is_one_line_with_the_url_the_status_and_what_to_do(serve
     error = one_line(capsys)
     if command.startswith("hub") and status == 404:  # a missing tag or listing: a missing repository, told as such
         assert "no bytezoo hub repository" in error
+    elif command == "data pack" and status == 404:  # a missing source, told as for a local path
+        assert "no data at" in error and "no such file" in error
     else:
         assert f"HTTP {status}" in error and STATUSES[status] in error, error
     assert f"http://***@{server.url.split('://')[1]}/status/{status}/" in error and f"pw-{status}" not in error

@@ -351,8 +351,10 @@ def expand_sources(patterns: Sequence[str] | str) -> list[str]:
                 try:  # info, not isfile: a server's 403 or 500 is told, not taken for a missing file
                     kind = fs.info(path).get("type")
                 except FileNotFoundError as missing:  # fsspec's http reports any failure so, the request's beneath
-                    if missing.__cause__ is not None and not isinstance(missing.__cause__, FileNotFoundError):
-                        raise missing.__cause__ from None
+                    cause = missing.__cause__
+                    if cause is not None and not isinstance(cause, FileNotFoundError) and \
+                            getattr(cause, "status", None) not in (404, 410):
+                        raise cause from None
                     kind = None
                 if kind == "directory":
                     matches = sorted(p for p in fs.find(path)
