@@ -1,7 +1,11 @@
 """A longer fuzz run of every parser of untrusted input: the targets and strategies of tests/test_fuzz_parsers.py, with
 many more examples each, a time limit per input (hypothesis' deadline, and an alarm at 5x it for an input that never
 returns) and a bound on memory growth. Each parser
-either loads an input or raises its declared error naming the file; anything else is a finding. Writes
+either loads an input or raises its declared error naming the file; anything else is a finding. Issue 25's attack
+classes have their own campaigns: hostile names (manifest paths, tag documents, shard names, weight maps: accepted
+names must all be writable inside their folder), lying sizes (a blob longer or shorter than its entry: never more
+than the entry + 1 bytes read), deep JSON (every JSON parser, up to 200,000 levels), huge records (a small record
+limit: no longer record comes out) and credentials planted in every URL field (never in anything redacted). Writes
 benchmarks/results/fuzz.json and fuzz.md: parser, inputs tried, seconds, peak memory growth, findings.
 
     .venv/bin/python benchmarks/fuzz_parsers.py [--examples 2000] [--deadline 2.0] [--memory-mb 512]
@@ -83,6 +87,26 @@ def campaigns():
            st.tuples(st.lists(st.text(max_size=16) | st.sampled_from(["../x", "/etc/x", "a/../../b", "C:\\x"]),
                               min_size=1, max_size=5), st.sampled_from(["zip", "tar"])), targets.archive)
     yield "packed-corpus index", st.tuples(st.binary(max_size=200)), targets.packed_index
+    # issue 25: hostile names, lying sizes, deep JSON, huge records, credentials planted in every URL field
+    names = cases.hostile_name
+    yield "hostile names: manifest paths", st.tuples(st.lists(names, min_size=1, max_size=5)), targets.manifest_paths
+    yield ("hostile names: tag documents", st.tuples(st.sampled_from(["v1", "latest"]) | names,
+                                                     st.sampled_from(["v1", "latest"]) | names | cases.json_values),
+           targets.tag_document)
+    yield ("hostile names: packed-corpus shard names", st.tuples(st.lists(names | cases.json_values, min_size=1,
+                                                                           max_size=4)), targets.packed_index_names)
+    yield ("hostile names: safetensors weight maps",
+           st.tuples(st.dictionaries(st.text(max_size=6), names | cases.json_values, max_size=4) | cases.json_values),
+           targets.weight_map)
+    yield "lying sizes: blob vs manifest entry", st.tuples(st.integers(0, 1 << 16), st.integers(0, 1 << 16)), \
+        targets.lying_blob
+    yield ("deep JSON: every JSON parser", st.tuples(st.integers(1, 200_000), st.sampled_from(["list", "dict"])),
+           targets.deep_json)
+    for fmt in ("csv", "jsonl"):
+        yield (f"huge records: .{fmt}(.gz) past a small limit",
+               st.tuples(st.binary(max_size=2000) | st.text(max_size=2000).map(str.encode), st.just(fmt),
+                         st.sampled_from(["", ".gz"]), st.integers(1, 256)), targets.records_with_a_limit)
+    yield "credentials planted in every URL field", st.tuples(cases.credential_parts), targets.planted_credentials
 
 
 def run_campaign(name, strategy, target, examples: int, deadline: float, memory_mb: float) -> dict:

@@ -101,6 +101,7 @@ def main() -> None:
     parser.add_argument("source", help="push: the directory; pull: the reference")
     parser.add_argument("url", nargs="?")
     parser.add_argument("--tag")
+    parser.add_argument("--move-tag", action="store_true")
     parser.add_argument("--freeze", choices=["mid-file", "before-manifest"])
     parser.add_argument("--ready", help="file to create when frozen (or, with --wait-for, when about to wait)")
     parser.add_argument("--wait-for", help="start only once this file exists (to line up concurrent children)")
@@ -114,10 +115,14 @@ def main() -> None:
         deadline = time.monotonic() + 30
         while not os.path.exists(args.wait_for) and time.monotonic() < deadline:
             time.sleep(0.01)
-    if args.command == "push":
-        result = hub.push(args.source, args.url, tag=args.tag)
-    else:
-        result = hub.pull(args.source)
+    try:
+        if args.command == "push":
+            result = hub.push(args.source, args.url, tag=args.tag, move_tag=args.move_tag)
+        else:
+            result = hub.pull(args.source)
+    except hub.HubError as error:  # a refusal the test expects (a push that lost a race on the tags): told, exit 3
+        print(json.dumps({"error": str(error)}))
+        raise SystemExit(3)
     print(json.dumps({"result": result}))
 
 

@@ -159,3 +159,75 @@ def test_archive_members(names, kind):
                               "sources": json_values}).map(lambda d: json.dumps(d).encode()) | st.binary(max_size=80))
 def test_packed_corpus_index(index):
     run(targets.packed_index, index)
+
+
+# ---------------------------------------------------------------------------------------------------- issue 25's classes
+HOSTILE_NAMES = ["../x", "/etc/x", "a/../../b", "C:\\x", "x.json", "x.json/y.json", "X.JSON", ".hidden", "a//b", "",
+                 ".", "..", "a\x00b", "a\x1b[2Jb", "tags/../../v", "n" * 201, "n" * 255, "/".join(["d" * 120] * 9),
+                 "ok/file.txt", "README.md", "readme.md", "shard-00000.bin", "model.safetensors", "\udcff.txt"]
+hostile_name = st.sampled_from(HOSTILE_NAMES) | st.text(alphabet="ab./\\\x00\x1bA-", max_size=12)
+
+
+@CI
+@given(st.lists(hostile_name, min_size=1, max_size=4))
+def test_hostile_manifest_paths(paths):
+    run(targets.manifest_paths, paths)
+
+
+@CI
+@given(st.sampled_from(["v1", "latest", "a"]) | hostile_name, st.sampled_from(["v1", "latest"]) | hostile_name | json_values)
+def test_hostile_tag_documents(file_name, written):
+    run(targets.tag_document, file_name, written)
+
+
+@CI
+@given(st.lists(hostile_name | json_values, min_size=1, max_size=3))
+def test_hostile_packed_index_names(names):
+    run(targets.packed_index_names, names)
+
+
+@CI
+@given(st.dictionaries(st.text(max_size=6), hostile_name | json_values, max_size=4) | json_values)
+def test_hostile_weight_maps(mapping):
+    run(targets.weight_map, mapping)
+
+
+@CI
+@given(st.integers(0, 3000), st.integers(0, 3000))
+@example(100, 2000)  # the lie of the issue: a blob far longer than its entry
+@example(2000, 100)
+def test_lying_blob_sizes(claimed, actual):
+    run(targets.lying_blob, claimed, actual)
+
+
+@settings(CI, max_examples=12)
+@given(st.sampled_from([1, 99, 101, 990, 1000, 5000, 100_000]), st.sampled_from(["list", "dict"]))
+def test_deep_json_everywhere(depth, container):
+    run(targets.deep_json, depth, container)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_records_past_a_small_limit(fmt):
+    @CI
+    @given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode), st.sampled_from(["", ".gz"]),
+           st.integers(1, 64))
+    def check(data, compression, limit):
+        run(targets.records_with_a_limit, data, fmt, compression, limit)
+
+    check()
+
+
+credential_parts = st.fixed_dictionaries({
+    "scheme": st.sampled_from(["http", "https", "s3", "gs", "az", "ftp"]),
+    "user": st.text("abcdefghijklmnopqrstuvwxyz0123456789", max_size=8),
+    "secret": st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/=_-.!~*'()", min_size=4, max_size=24).map(lambda s: "SECRET" + s),
+    "host": st.sampled_from(["example.com", "127.0.0.1:8080", "bucket", "host:80"]),
+    "path": st.text("abcdefghijklmnopqrstuvwxyz0123456789/@.-", max_size=16),
+    "key": st.sampled_from(["token", "sig", "X-Amz-Signature", "sv", "a"]),
+})
+
+
+@CI
+@given(credential_parts)
+def test_credentials_planted_in_every_url_field(parts):
+    run(targets.planted_credentials, parts)

@@ -106,10 +106,11 @@ def wait_for_file(path: Path, child: subprocess.Popen, timeout: float = 60) -> N
         time.sleep(0.01)
 
 
-def child_result(child: subprocess.Popen) -> str:
+def child_outcome(child: subprocess.Popen) -> dict:
+    """``{"result": ...}`` of a child that succeeded, ``{"error": message}`` of one that was refused (exit 3)."""
     out, err = child.communicate(timeout=120)
-    assert child.returncode == 0, err.decode()
-    return json.loads(out)["result"]
+    assert child.returncode in (0, 3), err.decode()
+    return json.loads(out)
 
 
 def same_files(directory, checkpoint: Path) -> None:
@@ -139,7 +140,8 @@ def test_a_push_killed_midway_is_invisible_and_pushing_again_completes_it(backen
     new = write_checkpoint(tmp_path / "new", megabytes=6, seed=2)
 
     ready = tmp_path / "frozen"
-    child = start_child("push", new, url, "--tag", "stable", "--freeze", freeze, "--ready", ready, env=backend.env)
+    child = start_child("push", new, url, "--tag", "stable", "--move-tag", "--freeze", freeze, "--ready", ready,
+                        env=backend.env)
     wait_for_file(ready, child)
     os.kill(child.pid, signal.SIGKILL)
     child.communicate(timeout=30)
@@ -159,7 +161,7 @@ def test_a_push_killed_midway_is_invisible_and_pushing_again_completes_it(backen
             os.utime(leftover, (time.time() - 2 * 86400,) * 2)
 
     caplog.set_level("INFO", logger="bytezoo.hub")
-    new_version = hub.push(new, url, tag="stable")
+    new_version = hub.push(new, url, tag="stable", move_tag=True)
     if backend.name == "file":
         assert not list(incoming.iterdir())
     assert [info.version for info in hub.ls(url)] == [new_version, previous_version]
@@ -170,7 +172,9 @@ def test_a_push_killed_midway_is_invisible_and_pushing_again_completes_it(backen
     published_blobs_match_their_names(url)
 
 
-def test_concurrent_pushes_to_one_name_both_complete_and_the_tag_points_to_one(backend, tmp_path):
+def test_concurrent_pushes_to_one_name_publish_both_and_never_split_the_tags(backend, tmp_path):
+    """Both versions are published; the tags end on one push's version, together; a push that lost the race for the
+    tags says so (exit 3, naming what moved) instead of reporting success."""
     url = backend.url("mlstm")
     checkpoints = [write_checkpoint(tmp_path / f"run-{seed}", megabytes=3, seed=seed) for seed in (1, 2)]
     go = tmp_path / "go"
@@ -182,16 +186,16 @@ def test_concurrent_pushes_to_one_name_both_complete_and_the_tag_points_to_one(b
     for i, child in enumerate(children):
         wait_for_file(tmp_path / f"ready-{i}", child)
     go.touch()  # both start pushing now
-    versions = [child_result(child) for child in children]
+    outcomes = [child_outcome(child) for child in children]
+    winners = [result for result in outcomes if "result" in result]
+    assert winners, outcomes
+    for lost in (result["error"] for result in outcomes if "error" in result):
+        assert "another push moved" in lost or "already points to version" in lost, lost
 
-    assert len(set(versions)) == 2
-    assert sorted(info.version for info in hub.ls(url)) == sorted(versions)
-    for version, checkpoint in zip(versions, checkpoints):
-        same_files(hub.pull(f"{url}@{version}"), checkpoint)
-    for tag in ("latest", "shared"):
-        winner = tag_target(url, tag)
-        assert winner in versions
-        same_files(hub.pull(f"{url}@{tag}"), checkpoints[versions.index(winner)])
+    versions = sorted(info.version for info in hub.ls(url))
+    assert len(versions) == 2 - sum(1 for result in outcomes if "already points" in result.get("error", ""))
+    assert tag_target(url, "latest") == tag_target(url, "shared") in [w["result"] for w in winners]
+    same_files(hub.pull(f"{url}@shared"), checkpoints[[w.get("result") for w in outcomes].index(tag_target(url, "shared"))])
     published_blobs_match_their_names(url)
 
 
@@ -240,3 +244,96 @@ def test_s3_credentials_stay_in_the_environment(s3, tmp_path, cache_dir, monkeyp
         assert secret.encode() not in data
     ours = "\n".join(record.getMessage() for record in caplog.records if record.name.startswith("bytezoo"))
     assert "pushed" in ours and key not in ours  # (botocore's debug log names the key id, never the secret)
+
+
+# ---------------------------------------------------------------------------------------------------- tags under races
+def test_a_push_that_lost_the_race_for_the_tags_is_told_and_the_tags_never_split(backend, tmp_path, monkeypatch):
+    """Another push runs to completion between this push's reading of the tags and its moving them: this push's
+    version is published, but it moves no tag and says so. On main it reported success and moved the tags back."""
+    from bytezoo.hub.errors import HubError
+    from bytezoo.hub.remote import HubRepo
+
+    url = backend.url("mlstm")
+    first, second = (write_checkpoint(tmp_path / f"run-{seed}", megabytes=0.05, seed=seed) for seed in (1, 2))
+    real_write_manifest = HubRepo.write_manifest
+    others = []
+
+    def another_push_meanwhile(self, manifest):
+        if not others:
+            others.append(None)
+            others[0] = hub.push(second, url, tag="shared")  # runs whole, its own write_manifest included
+        return real_write_manifest(self, manifest)
+
+    monkeypatch.setattr(HubRepo, "write_manifest", another_push_meanwhile)
+    with pytest.raises(HubError, match=r"another push moved 'latest' to [0-9a-f]{16}, 'shared' to [0-9a-f]{16} .*"
+                                       r"version [0-9a-f]{16} is published .* no tag was moved"):
+        hub.push(first, url, tag="shared")
+    monkeypatch.setattr(HubRepo, "write_manifest", real_write_manifest)
+    assert tag_target(url, "latest") == tag_target(url, "shared") == others[0]
+    assert len(hub.ls(url)) == 2  # the loser's version is there, by its id
+    same_files(hub.pull(f"{url}@shared"), second)
+
+
+def test_moving_an_existing_tag_needs_move_tag(tmp_path, capsys):
+    from bytezoo.cli import main as bytezoo_main
+    from bytezoo.hub.errors import HubError
+
+    url = str(tmp_path / "hub" / "mlstm")
+    first, second = (write_checkpoint(tmp_path / f"run-{seed}", megabytes=0.05, seed=seed) for seed in (1, 2))
+    version = hub.push(first, url, tag="paper")
+    assert hub.push(first, url, tag="paper") == version  # the same files again: nothing moves
+    with pytest.raises(HubError, match=f"tag 'paper' already points to version {version} .* nothing was pushed. "
+                                       "Pass --move-tag"):
+        hub.push(second, url, tag="paper")
+    assert bytezoo_main(["hub", "push", str(second), url, "--tag", "paper"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert [info.version for info in hub.ls(url)] == [version]  # nothing was uploaded
+    assert bytezoo_main(["hub", "push", str(second), url, "--tag", "paper", "--move-tag"]) == 0
+    assert tag_target(url, "paper") == tag_target(url, "latest") != version
+
+
+def test_a_lock_left_by_a_killed_push_is_broken_and_a_held_one_is_waited_for(tmp_path, monkeypatch, caplog):
+    from bytezoo.hub import remote
+    from bytezoo.hub.errors import HubError
+
+    url = str(tmp_path / "hub" / "mlstm")
+    first, second = (write_checkpoint(tmp_path / f"run-{seed}", megabytes=0.05, seed=seed) for seed in (1, 2))
+    lock = tmp_path / "hub" / "mlstm" / "tags" / ".lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(json.dumps({"host": "gone", "pid": 1, "id": "x", "time": time.time() - 3600}))
+    with caplog.at_level("WARNING", logger="bytezoo.hub"):
+        version = hub.push(first, url, tag="v1")
+    assert "breaking the tag lock" in caplog.text and not lock.exists()
+
+    lock.write_text(json.dumps({"host": "busy", "pid": 1, "id": "y", "time": time.time()}))
+    monkeypatch.setattr(remote, "LOCK_WAIT_SECONDS", 0.2)
+    with pytest.raises(HubError, match="locked by another push .* no tag was moved"):
+        hub.push(second, url)
+    assert tag_target(url, "latest") == version and lock.exists()  # nothing moved, the holder's lock untouched
+
+
+@pytest.mark.parametrize("where", ["file", "memory"])
+def test_pushes_racing_in_threads_never_split_latest_and_a_tag(tmp_path, where):
+    import concurrent.futures
+
+    import fsspec
+
+    from bytezoo.hub.errors import HubError
+
+    checkpoints = [write_checkpoint(tmp_path / f"run-{seed}", megabytes=0.02, seed=seed) for seed in range(4)]
+    for round_ in range(3):
+        url = f"{tmp_path}/hub/m{round_}" if where == "file" else f"memory://race-{uuid.uuid4().hex}/m"
+
+        def push(checkpoint):
+            try:
+                return hub.push(checkpoint, url, tag="shared", move_tag=True)
+            except HubError as error:
+                assert "another push moved" in str(error), error
+                return None
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(push, checkpoints))
+        assert any(results)
+        assert tag_target(url, "latest") == tag_target(url, "shared") in results
+        if where == "memory":
+            fsspec.filesystem("memory").rm(url.split("/m")[0], recursive=True)

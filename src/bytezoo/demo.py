@@ -74,6 +74,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     import bytezoo
     from bytezoo import cli, hub
     from bytezoo.data.sources import prepare_embedded_default
+    from bytezoo.untrusted import jsonio
 
     started = time.perf_counter()
     output = Path(args.output).resolve()
@@ -112,7 +113,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     _section("2/5 pushing to the hub")
     hub_url = args.hub or (output / "hub").as_uri()
     repository = f"{hub_url.rstrip('/')}/{args.model}"
-    version = hub.push(exported, repository, tag=DEMO_TAG)
+    version = hub.push(exported, repository, tag=DEMO_TAG, move_tag=True)  # the demo's own tag: this run's model
     reference = f"{repository}@{version}"
     print(f"pushed {exported} as {reference}")
 
@@ -177,7 +178,7 @@ def run_demo(args: argparse.Namespace) -> dict:
         },
         "seconds": round(time.perf_counter() - started, 1),
     }
-    (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (output / "summary.json").write_text(jsonio.dumps(summary, indent=2) + "\n")
     (output / "summary.md").write_text(format_summary(summary) + "\n")
     return summary
 

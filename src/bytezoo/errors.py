@@ -7,12 +7,22 @@ Every user-facing error class derives from :class:`ByteZooError`; where callers 
 (``ValueError``, ``LookupError``, ``FileNotFoundError``…) the class keeps it as a second base::
 
     class DatasetError(ByteZooError, ValueError): ...
+
+A message may quote a URL the user gave, or an error from fsspec, aiohttp, botocore or huggingface_hub that quotes
+one: every :class:`ByteZooError` redacts its own message (credentials and query strings, see
+:mod:`bytezoo.redaction`) when it is made, so no secret reaches a terminal, a log or a traceback through
+one.
 """
 from __future__ import annotations
 
+from .redaction import redact_text
+
 
 class ByteZooError(Exception):
-    """A user-facing error: the message names the file, key or option at fault and what to do."""
+    """A user-facing error: the message names the file, key or option at fault and what to do (redacted)."""
+
+    def __init__(self, *args):
+        super().__init__(*(redact_text(arg) if isinstance(arg, str) else arg for arg in args))
 
 
 class InvalidArgumentError(ByteZooError, ValueError):

@@ -1,4 +1,6 @@
-"""Archive members, safely: names that would land outside the extraction folder, links and devices are refused."""
+"""Archive members, safely: names that would land outside the extraction folder, links and devices are refused, and a
+member is read with the record limit (:mod:`bytezoo.untrusted.limits`): an archive that expands to gigabytes in one
+member is refused by name, never held in memory."""
 from __future__ import annotations
 
 import io
@@ -9,7 +11,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
 
+from bytezoo.untrusted import limits
+
 from .errors import DatasetError, UnsafeArchiveError
+from .formats import RecordTooLargeError, bounded_lines
 
 
 def _check_member_name(name: str, archive: Path) -> None:
@@ -55,6 +60,23 @@ def archive_files(archive: Path) -> Iterator[tuple[str, IO[bytes]]]:
         raise DatasetError(f"{archive} is neither a zip nor a tar archive")
 
 
+def read_member(file: IO[bytes], name: str, archive: Path, max_record_bytes: int | None = None) -> bytes:
+    """The bytes of a member that holds one record (a review), never more than the record limit of them."""
+    limit = limits.max_record_bytes(max_record_bytes)
+    data = limits.read_at_most(file, limit)
+    if len(data) > limit:
+        raise RecordTooLargeError(f"{archive.name}, member {name!r}: a record of {limits.record_limit_hint(limit)}")
+    return data
+
+
+@contextmanager
+def member_lines(file: IO[bytes], name: str, archive: Path, max_record_bytes: int | None = None):
+    """The UTF-8 lines of a member holding records (CSV/TSV rows), with the record limit: iterate, and call
+    ``end_record()`` after each record (see :func:`bytezoo.data.formats.bounded_lines`)."""
+    with text_reader(file) as text:
+        yield bounded_lines(text, f"{archive.name}, member {name!r}", max_record_bytes=max_record_bytes)
+
+
 @contextmanager
 def text_reader(binary: IO[bytes]) -> Iterator[IO[str]]:
     """A UTF-8 text view of a binary member, with newline="" as the csv module wants (it handles \\r\\n itself)."""
@@ -65,4 +87,4 @@ def text_reader(binary: IO[bytes]) -> Iterator[IO[str]]:
         wrapper.detach()  # leave closing the member to its owner
 
 
-__all__ = ["archive_files", "text_reader"]
+__all__ = ["archive_files", "member_lines", "read_member", "text_reader"]

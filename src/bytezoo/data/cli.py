@@ -46,6 +46,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
 def _pack(args: argparse.Namespace) -> int:
     import time
 
+    from bytezoo.redaction import redact_url
+
     from .packed import pack
 
     started = time.perf_counter()
@@ -53,16 +55,18 @@ def _pack(args: argparse.Namespace) -> int:
                  allow_binary=args.allow_binary, overwrite=args.overwrite, progress=args.progress)
     seconds = time.perf_counter() - started
     print(f"packed {len(index['sources'])} source(s), {index['total_bytes']:,} bytes in {len(index['shards'])} shard(s) "
-          f"into {args.output} ({index['total_bytes'] / max(seconds, 1e-9) / 1e6:.1f} MB/s)")
+          f"into {redact_url(args.output)} ({index['total_bytes'] / max(seconds, 1e-9) / 1e6:.1f} MB/s)")
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from bytezoo.redaction import redact_url
+
     from .packed import PackedCorpus
 
     corpus = PackedCorpus.open(args.url)
     corpus.verify(progress=args.progress)
-    print(f"{args.url}: {len(corpus.index['shards'])} shard(s), {corpus.total_bytes:,} bytes: every sha256 matches")
+    print(f"{redact_url(args.url)}: {len(corpus.index['shards'])} shard(s), {corpus.total_bytes:,} bytes: every sha256 matches")
     return 0
 
 

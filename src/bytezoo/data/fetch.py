@@ -1,10 +1,15 @@
-"""Downloads with pinned checksums, streamed through fsspec with a progress bar; credentials never printed."""
+"""Downloads with pinned checksums, streamed through fsspec with a progress bar, connect and idle timeouts and a cap
+on the bytes written; credentials never printed (:func:`bytezoo.redaction.redact_url`)."""
 from __future__ import annotations
 
 import hashlib
 import re
+import shutil
 from pathlib import Path
 from typing import Sequence
+
+from bytezoo.untrusted import network
+from bytezoo.redaction import redact_url
 
 from .errors import ChecksumMismatchError, DatasetError
 
@@ -23,42 +28,52 @@ def parse_checksum(checksum: str) -> tuple[str, str]:
     return algorithm, digest
 
 
-def redact(url: str) -> str:
-    """The URL without user:password, for the record kept beside the data."""
-    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1", url)
-
-
-def fetch_verified(url: str, destination: Path, checksums: Sequence[str], *, progress: bool, description: str) -> None:
-    """Stream ``url`` into ``destination`` through fsspec, hashing on the way; raise unless every checksum matches."""
-    import fsspec
+def fetch_verified(url: str, destination: Path, checksums: Sequence[str], *, progress: bool, description: str,
+                   max_bytes: int | None = None) -> None:
+    """Stream ``url`` into ``destination`` through fsspec, hashing on the way; raise unless every checksum matches.
+    Never more than ``max_bytes`` (when given) are written: a server sending more is refused as it happens."""
     from tqdm.auto import tqdm
 
     expected = [parse_checksum(checksum) for checksum in checksums]
     hashers = {algorithm: hashlib.new(algorithm) for algorithm, _ in expected}
-    first_bytes = b""
+    first_bytes, received = b"", 0
+    shown = redact_url(url)
     try:
-        fs, path = fsspec.core.url_to_fs(url)
+        fs, path = network.url_to_fs(url)
         protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
         try:
             total = fs.size(path)
         except Exception:  # the size only feeds the progress bar; a server that won't tell still serves the file
             total = None
+        if max_bytes is not None and total is not None and total > max_bytes:
+            raise DatasetError(f"refusing the download from {shown}: the server announces {total:,} bytes, more than "
+                               f"the {max_bytes:,} this data set's archive can be")
+        free = shutil.disk_usage(destination.parent).free
+        if total is not None and total > free:
+            raise DatasetError(f"cannot download {shown}: {total:,} bytes, and {destination.parent} has {free:,} free")
         # Over HTTP, block_size=0 makes one streaming GET instead of many range requests.
         open_options = {"block_size": 0, "size": total} if protocols & {"http", "https"} else {}
-        with fs.open(path, "rb", **open_options) as source, open(destination, "wb") as sink, tqdm(
+        with network.guarded(fs.open(path, "rb", **open_options)) as source, open(destination, "wb") as sink, tqdm(
             total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=description, disable=not progress
         ) as bar:
             while chunk := source.read(_CHUNK_BYTES):
+                received += len(chunk)
+                if max_bytes is not None and received > max_bytes:
+                    raise DatasetError(f"refusing the download from {shown}: more than the {max_bytes:,} bytes this "
+                                       "data set's archive can be")
                 if not first_bytes:
                     first_bytes = chunk[:512]
                 for hasher in hashers.values():
                     hasher.update(chunk)
                 sink.write(chunk)
                 bar.update(len(chunk))
+    except DatasetError:
+        raise
     except ImportError as error:
-        raise DatasetError(f"cannot download {redact(url)}: {error}") from error
+        raise DatasetError(f"cannot download {shown}: {error}") from error
     except Exception as error:
-        raise DatasetError(f"downloading {redact(url)} failed: {type(error).__name__}: {error}") from error
+        what = network.describe(error, url) or f"{type(error).__name__}: {error}"
+        raise DatasetError(f"downloading {shown} failed: {what}") from None
     wrong = [
         f"expected {algorithm}:{digest}, got {algorithm}:{hashers[algorithm].hexdigest()}"
         for algorithm, digest in expected
@@ -68,8 +83,7 @@ def fetch_verified(url: str, destination: Path, checksums: Sequence[str], *, pro
         hint = ""
         if first_bytes.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html")):
             hint = " (the server sent an HTML page, not the archive: a login, quota or confirmation page?)"
-        raise ChecksumMismatchError(f"refusing the download from {redact(url)}: {'; '.join(wrong)}{hint}")
-
+        raise ChecksumMismatchError(f"refusing the download from {shown}: {'; '.join(wrong)}{hint}")
 
 
 def file_digest(path: Path, algorithm: str) -> str:
@@ -80,4 +94,4 @@ def file_digest(path: Path, algorithm: str) -> str:
     return hasher.hexdigest()
 
 
-__all__ = ["fetch_verified", "file_digest", "parse_checksum", "redact"]
+__all__ = ["fetch_verified", "file_digest", "parse_checksum"]

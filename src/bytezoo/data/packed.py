@@ -10,20 +10,26 @@ and Megatron-LM's indexed datasets::
                             and the sources (URL, size and modification time as packed, bytes contributed, sha256)
 
 Readers trust the index alone (blobs first, index last, as the hub writes): an interrupted pack leaves no index and
-so no corpus. :meth:`PackedCorpus.open` checks every shard's size against the index before anything trains; every
+so no corpus. The index is read as outside input (a corpus may come from anyone's bucket): at most 64 MiB of it,
+strict JSON, and every shard and checksum file it names must be a plain file name beside it, checked before it is
+opened. The sources' URLs are written redacted (no credentials or query strings). :meth:`PackedCorpus.open` checks every shard's size against the index before anything trains; every
 read checks the CRC-32 of the blocks it touches (reading just those checksums), so a modified shard is named before
 its bytes are used; ``bytezoo data verify URL`` checks every shard's sha256 (one full read). Packing the same sources twice gives identical bytes.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import posixpath
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from bytezoo.untrusted import jsonio, network
+from bytezoo.untrusted.limits import MAX_DOCUMENT_BYTES, read_at_most
+from bytezoo.untrusted.names import check_distinct_paths, check_file_name
+from bytezoo.redaction import redact_url
 
 from .formats import BINARY_SAMPLE, SourceError, check_text, expand_sources, iter_source_bytes
 
@@ -103,20 +109,21 @@ class _ShardWriter:
 
 def pack(sources: Sequence[str] | str, output: str, *, text_field: str | None = None,
          shard_bytes: int = DEFAULT_SHARD_BYTES, allow_binary: bool = False, overwrite: bool = False,
-         progress: bool = True) -> dict:
+         progress: bool = True, max_record_bytes: int | None = None) -> dict:
     """Streams ``sources`` (paths, globs, URLs; text, JSON lines, CSV, TSV, each optionally compressed) once into a
     packed corpus at ``output``; returns its index.
 
     A source that is mostly not text (NUL bytes, invalid UTF-8) is refused by name unless ``allow_binary``. A folder
-    that already holds a packed corpus is refused unless ``overwrite``.
+    that already holds a packed corpus is refused unless ``overwrite``. A record longer than ``max_record_bytes``
+    (default: the record limit, 64 MiB) is refused, naming the file and the record. The progress bar counts the
+    sources' expanded bytes as they are read.
     """
-    from fsspec.core import url_to_fs
     from tqdm.auto import tqdm
 
     if shard_bytes < BLOCK_BYTES or shard_bytes % BLOCK_BYTES:
         raise PackError(f"shard size {shard_bytes:,} must be a positive multiple of {BLOCK_BYTES:,} bytes")
     urls = expand_sources(sources)
-    fs, root = url_to_fs(output)
+    fs, root = network.url_to_fs(output)
     root = root.rstrip("/")
     if fs.exists(_join(root, INDEX)):
         if not overwrite:
@@ -127,10 +134,11 @@ def pack(sources: Sequence[str] | str, output: str, *, text_field: str | None = 
     fs.makedirs(root, exist_ok=True)
     writer = _ShardWriter(fs, root, shard_bytes)
     documents, packed_sources = [], []
-    bar = tqdm(total=None, unit="B", unit_scale=True, desc="pack", disable=not progress, mininterval=0.5)
+    bar = tqdm(total=None, unit="B", unit_scale=True, desc="pack (bytes read, expanded)", disable=not progress,
+               mininterval=0.5)
     for url in urls:
         start, digest, contributed, sample = writer.total, hashlib.sha256(), 0, bytearray()
-        for data in iter_source_bytes(url, text_field):
+        for data in iter_source_bytes(url, text_field, max_record_bytes=max_record_bytes, progress=bar.update):
             if not allow_binary and sample is not None:  # the source's first BINARY_SAMPLE bytes decide
                 sample += data[:BINARY_SAMPLE]
                 if len(sample) >= BINARY_SAMPLE:
@@ -139,15 +147,14 @@ def pack(sources: Sequence[str] | str, output: str, *, text_field: str | None = 
             writer.write(data)
             digest.update(data)
             contributed += len(data)
-            bar.update(len(data))
         if sample:
             check_text(url, bytes(sample))
         try:
-            source_fs, source_path = url_to_fs(url)
+            source_fs, source_path = network.url_to_fs(url)
             info = source_fs.info(source_path)
         except (OSError, ValueError):
             info = {}
-        packed_sources.append({"url": url, "size": info.get("size"), "modified": _modified(info),
+        packed_sources.append({"url": redact_url(url), "size": info.get("size"), "modified": _modified(info),
                                "bytes": contributed, "sha256": digest.hexdigest()})
         if contributed:
             documents.append(start)
@@ -178,7 +185,7 @@ def _is_local(fs) -> bool:
 
 
 def _write_index(fs, root: str, index: dict) -> None:
-    data = json.dumps(index, indent=1).encode()
+    data = jsonio.dumps(index, indent=1).encode()
     if _is_local(fs):
         staging = _join(root, f".{INDEX}.tmp")
         with fs.open(staging, "wb") as file:
@@ -191,14 +198,13 @@ def _write_index(fs, root: str, index: dict) -> None:
 
 def packed_from(index: dict, urls: list[str], text_field: str | None) -> bool:
     """Whether the corpus of ``index`` was packed from exactly ``urls`` (in order, with ``text_field``), and every
-    source is unchanged since (size and modification time): then it need not be packed again."""
-    from fsspec.core import url_to_fs
-
-    if index.get("text_field") != text_field or [s["url"] for s in index["sources"]] != urls:
+    source is unchanged since (size and modification time): then it need not be packed again. (The index holds the
+    URLs redacted: they are compared redacted, and the sources are looked at through ``urls``.)"""
+    if index.get("text_field") != text_field or [s["url"] for s in index["sources"]] != [redact_url(u) for u in urls]:
         return False
-    for source in index["sources"]:
+    for url, source in zip(urls, index["sources"]):
         try:
-            fs, path = url_to_fs(source["url"])
+            fs, path = network.url_to_fs(url)
             info = fs.info(path)
         except (OSError, ValueError):
             return False
@@ -209,28 +215,33 @@ def packed_from(index: dict, urls: list[str], text_field: str | None) -> bool:
 
 def is_packed(url: str) -> bool:
     """True when ``url`` is a packed corpus (holds an index)."""
-    from fsspec.core import url_to_fs
-
+    if network.protocol_of(url) in ("http", "https") and "?" in url:
+        return False  # a URL with a query names one object (a signed link to a file), never a folder of them
     try:
-        fs, root = url_to_fs(url)
+        fs, root = network.url_to_fs(url)
         return fs.isfile(_join(root.rstrip("/"), INDEX))
     except (OSError, ValueError, ImportError):
         return False
 
 
 def read_index(url: str) -> dict:
-    from fsspec.core import url_to_fs
-
-    fs, root = url_to_fs(url)
-    path = _join(root.rstrip("/"), INDEX)
+    """The index of the packed corpus at ``url``, checked: its format, sizes, and the names of the files it lists
+    (plain file names beside it, distinct), before any of them is opened."""
+    with network.remote_errors(url, "cannot read the packed corpus", PackError):
+        fs, root = network.url_to_fs(url)
+        path = _join(root.rstrip("/"), INDEX)
+        try:
+            with fs.open(path, "rb") as file:
+                data = read_at_most(file, MAX_DOCUMENT_BYTES)
+        except FileNotFoundError:
+            raise PackError(f"{url}: no {INDEX}: not a packed corpus (pack one with `bytezoo data pack SRC... --output "
+                            f"{url}`), or its packing did not finish") from None
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise PackError(f"{url}/{INDEX}: more than {MAX_DOCUMENT_BYTES:,} bytes: not a bytezoo packed-corpus index")
     try:
-        with fs.open(path, "rb") as file:
-            index = json.loads(file.read())
-    except FileNotFoundError:
-        raise PackError(f"{url}: no {INDEX}: not a packed corpus (pack one with `bytezoo data pack SRC... --output "
-                        f"{url}`), or its packing did not finish") from None
-    except (OSError, ValueError) as error:
-        raise PackError(f"{url}/{INDEX}: unreadable ({type(error).__name__}: {error})") from None
+        index = jsonio.loads(data)
+    except ValueError as error:
+        raise PackError(f"{url}/{INDEX}: unreadable ({error})") from None
     if not isinstance(index, dict) or index.get("format") != FORMAT:
         raise PackError(f"{url}/{INDEX}: not a bytezoo packed-corpus index")
     if index.get("format_version") != FORMAT_VERSION:
@@ -242,9 +253,13 @@ def read_index(url: str) -> dict:
             raise ValueError("the shard sizes do not add up to total_bytes")
         [int(d) for d in index["documents"]]
         block_bytes = int(index["block_bytes"])
-        index["crc32"]["name"], index["crc32"]["sha256"]  # noqa: B018  (both must be there)
+        names = [shard["name"] for shard in shards] + [index["crc32"]["name"]]
+        index["crc32"]["sha256"]  # noqa: B018  (it must be there)
     except (KeyError, TypeError, ValueError) as error:
         raise PackError(f"{url}/{INDEX}: malformed ({type(error).__name__}: {error})") from None
+    for name in names:  # the index names files that are then opened: never anything outside the corpus's folder
+        check_file_name(name, f"file name in {url}/{INDEX}", PackError)
+    check_distinct_paths(names, f"{url}/{INDEX}: its files", PackError)
     if block_bytes != BLOCK_BYTES:
         raise PackError(f"{url}/{INDEX}: checksummed in {block_bytes:,}-byte blocks; this bytezoo reads "
                         f"{BLOCK_BYTES:,}-byte blocks: pack the sources again with this bytezoo")
@@ -267,22 +282,21 @@ class PackedCorpus:
     def open(cls, url: str) -> PackedCorpus:
         """Opens ``url``, checking the format version and the size of every shard and of the checksum file (a
         truncated file is named here, before anything trains)."""
-        from fsspec.core import url_to_fs
-
         index = read_index(url)
-        fs, root = url_to_fs(url)
+        fs, root = network.url_to_fs(url)
         root = root.rstrip("/")
         blocks = -(-index["total_bytes"] // BLOCK_BYTES)
         expected = [(shard["name"], shard["bytes"]) for shard in index["shards"]] + [(index["crc32"]["name"], 4 * blocks)]
-        for name, size_expected in expected:
-            try:
-                size = fs.size(_join(root, name))
-            except FileNotFoundError:
-                raise PackError(f"{url}: {name} is missing (the index lists it)") from None
-            if size != size_expected:
-                kind = "shard " if name.startswith("shard-") else ""
-                raise PackError(f"{url}: {kind}{name} holds {size:,} bytes, the index says {size_expected:,}: "
-                                f"truncated or replaced; pack the corpus again")
+        with network.remote_errors(url, "cannot read the packed corpus", PackError):
+            for name, size_expected in expected:
+                try:
+                    size = fs.size(_join(root, name))
+                except FileNotFoundError:
+                    raise PackError(f"{url}: {name} is missing (the index lists it)") from None
+                if size != size_expected:
+                    kind = "shard " if name.startswith("shard-") else ""
+                    raise PackError(f"{url}: {kind}{name} holds {size:,} bytes, the index says {size_expected:,}: "
+                                    f"truncated or replaced; pack the corpus again")
         starts = np.cumsum([0] + [s["bytes"] for s in index["shards"]]).astype(np.int64)
         return cls(url=url, index=index, fs=fs, root=root, shard_starts=starts)
 
@@ -306,8 +320,9 @@ class PackedCorpus:
                 out.append(np.asarray(self._maps[name][start:end]))
             return out
         paths = [_join(self.root, name) for name, _, _ in requests]
-        data = self.fs.cat_ranges(paths, [start for _, start, _ in requests], [end for _, _, end in requests],
-                                  on_error="raise")
+        with network.remote_errors(self.url, "cannot read the packed corpus", PackError):
+            data = self.fs.cat_ranges(paths, [start for _, start, _ in requests], [end for _, _, end in requests],
+                                      on_error="raise")
         return [np.frombuffer(d, dtype=np.uint8) for d in data]
 
     def read_many(self, ranges: list[tuple[int, int]]) -> list[np.ndarray]:

@@ -42,9 +42,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Iterable, Iterator, Sequence
 
-from .archives import archive_files, text_reader
+from bytezoo.untrusted import jsonio
+from bytezoo.redaction import redact_url
+
+from .archives import archive_files, member_lines, read_member, text_reader
 from .errors import ChecksumMismatchError, DatasetError, UnsafeArchiveError
-from .fetch import fetch_verified, file_digest, parse_checksum, redact
+from .fetch import fetch_verified, file_digest, parse_checksum
 
 __all__ = [
     "DATASETS",
@@ -257,6 +260,8 @@ class DatasetSpec:
 
     ``checksums`` are ``"algorithm:hex"`` strings (md5, sha1 or sha256, as the publishing sources give them); the
     download must match every one. ``dev_fraction`` is the share of the training split set aside as ``dev.tsv``.
+    ``max_download_bytes`` bounds what a download of the pinned archive may write (its size, with room to spare): a
+    mirror that sends more is refused while it sends, never left to fill the disk.
     """
 
     name: str
@@ -267,6 +272,7 @@ class DatasetSpec:
     splits: str
     dev_fraction: float
     convert: Callable[[Path, Path, "DatasetSpec"], dict[str, int]]
+    max_download_bytes: int
     notes: str = ""
 
 
@@ -319,7 +325,7 @@ def _convert_imdb(archive: Path, out: Path, spec: DatasetSpec) -> dict[str, int]
         if not match:
             continue  # README, vocabularies, bag-of-words files
         split, folder = match.groups()
-        text = file.read().decode("utf-8")
+        text = read_member(file, name, archive).decode("utf-8")
         if folder == "unsup":
             unlabelled.append((name, text))
         else:
@@ -348,16 +354,17 @@ def _convert_imdb(archive: Path, out: Path, spec: DatasetSpec) -> dict[str, int]
 _SST2_LABELS = {"0": "negative", "1": "positive"}
 
 
-def _read_sst2(file: IO[bytes], member: str) -> list[tuple[str, str]]:
+def _read_sst2(file: IO[bytes], member: str, archive: Path) -> list[tuple[str, str]]:
     # GLUE's TSVs do not quote (a sentence may contain a bare "), hence QUOTE_NONE. Sentences carry a trailing space
     # from tokenisation, which is stripped.
-    with text_reader(file) as text_file:
-        reader = csv.reader(text_file, delimiter="\t", quoting=csv.QUOTE_NONE)
+    with member_lines(file, member, archive) as lines:
+        reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(reader, None)
         if header != ["sentence", "label"]:
             raise DatasetError(f"{member}: expected the header 'sentence<TAB>label', found {header!r}")
         rows = []
         for line_number, record in enumerate(reader, start=2):
+            lines.end_record()
             if len(record) != 2 or record[1] not in _SST2_LABELS:
                 raise DatasetError(f"{member} line {line_number}: expected 'sentence<TAB>0|1', found {record!r}")
             rows.append((record[0].strip(), _SST2_LABELS[record[1]]))
@@ -370,7 +377,7 @@ def _convert_sst2(archive: Path, out: Path, spec: DatasetSpec) -> dict[str, int]
     found = {}
     for name, file in archive_files(archive):
         if name in ("SST-2/train.tsv", "SST-2/dev.tsv"):
-            found[name] = _read_sst2(file, name)
+            found[name] = _read_sst2(file, name, archive)
     missing = sorted({"SST-2/train.tsv", "SST-2/dev.tsv"} - set(found))
     if missing:
         raise DatasetError(f"{archive.name} lacks {', '.join(missing)}: not the GLUE SST-2 archive?")
@@ -405,8 +412,9 @@ def _convert_amazon_polarity(archive: Path, out: Path, spec: DatasetSpec) -> dic
             if split is None:
                 continue
             seen.add(split)
-            with text_reader(file) as text_file:
-                for line_number, record in enumerate(csv.reader(text_file), start=1):
+            with member_lines(file, name, archive) as lines:
+                for line_number, record in enumerate(csv.reader(lines), start=1):
+                    lines.end_record()
                     if len(record) != 3 or record[0] not in _AMAZON_LABELS:
                         raise DatasetError(f"{name} line {line_number}: expected '1|2,title,text', found {record!r}"[:300])
                     text = _amazon_text(record[1], record[2])
@@ -432,6 +440,7 @@ DATASETS: dict[str, DatasetSpec] = {
             splits="train 22,500 / dev 2,500 / test 25,000; lm_train 50,000 unlabelled reviews",
             dev_fraction=0.1,
             convert=_convert_imdb,
+            max_download_bytes=100 << 20,  # the archive: 84,125,825 bytes
         ),
         DatasetSpec(
             name="sst2",
@@ -442,6 +451,7 @@ DATASETS: dict[str, DatasetSpec] = {
             splits="train 60,614 / dev 6,735 (carved from GLUE train) / test 872 (GLUE dev)",
             dev_fraction=0.1,
             convert=_convert_sst2,
+            max_download_bytes=16 << 20,  # 7,439,277 bytes
             notes=(
                 "GLUE's test labels are private, so GLUE's dev set is our test set and dev is carved from GLUE's "
                 "phrase-level train set. This is not the sentence-level 6,920 / 872 / 1,821 split of the "
@@ -457,6 +467,7 @@ DATASETS: dict[str, DatasetSpec] = {
             splits="train ~3,564,000 / dev ~36,000 (1% of train, by text hash) / test 400,000",
             dev_fraction=0.01,
             convert=_convert_amazon_polarity,
+            max_download_bytes=800 << 20,  # about 688 MB
             notes="Served from Google Drive; '&confirm=t' skips its large-file confirmation page.",
         ),
     )
@@ -502,14 +513,27 @@ def download(
     if _intact_record(target, identity) is not None:
         return target
     with _staged_output(target) as staging:
-        archive = staging / "archive"
-        fetch_verified(source_url, archive, checksums, progress=progress, description=spec.name)
+        archive = staging / _archive_name(source_url)  # messages about its members name it
+        fetch_verified(source_url, archive, checksums, progress=progress, description=spec.name,
+                       max_bytes=spec.max_download_bytes if expected_hash is None else None)
         converted = staging / "converted"
         converted.mkdir()
         files = spec.convert(archive, converted, spec)
-        identity["source"]["url"] = redact(source_url)
+        identity["source"]["url"] = redact_url(source_url)
         _commit(converted, target, identity, files)
     return target
+
+
+def _archive_name(url: str) -> str:
+    """The file name a URL ends in (``aclImdb_v1.tar.gz``), if it is a safe one, else ``archive``."""
+    from pathlib import PurePosixPath
+
+    from bytezoo.untrusted.names import UnsafeNameError, check_file_name
+
+    try:
+        return check_file_name(PurePosixPath(url.split("?", 1)[0].split("#", 1)[0]).name)
+    except UnsafeNameError:
+        return "archive"
 
 
 def get_spec(name: str) -> DatasetSpec:
@@ -619,7 +643,7 @@ def _commit(staging: Path, target: Path, identity: dict, files: dict[str, int]) 
         os.replace(path, target / name)
     record = {"format": FORMAT_VERSION, **identity, "files": entries}
     temporary = staging / MARKER
-    temporary.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    temporary.write_text(jsonio.dumps(record, indent=2) + "\n", encoding="utf-8")
     os.replace(temporary, target / MARKER)
     return record
 

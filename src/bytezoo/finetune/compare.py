@@ -42,6 +42,7 @@ import numpy as np
 
 from bytezoo import __version__
 from bytezoo.transfer import comparison as compare
+from bytezoo.untrusted import jsonio
 
 from .data import FinetuneError
 
@@ -194,7 +195,7 @@ def run_comparison(config, label_counts: Sequence[int | str] | None = None, *, b
         "timings": timings,
         "files": {"report": REPORT_FILE, "plot": plot},
     }
-    text = json.dumps(report, indent=2, default=compare.report_json_default)
+    text = jsonio.dumps(report, indent=2, default=compare.report_json_default)
     temporary = output / f".{REPORT_FILE}.tmp"
     temporary.write_text(text + "\n")
     temporary.replace(output / REPORT_FILE)

@@ -40,6 +40,7 @@ from bytezoo.pretrain import checkpoint as ckpt
 from bytezoo.pretrain import run_identity
 from bytezoo.pretrain.schedules import SCHEDULES, Schedule, warmup_steps
 from bytezoo.threads import ensure_threads
+from bytezoo.untrusted import jsonio
 from bytezoo.pretrain.trainer import (
     MetricsLog,
     NonFiniteLossError,
@@ -541,7 +542,7 @@ def _run(config: FinetuneConfig) -> dict:
 
         summary["bytezoo_version"] = __version__
         ckpt.export_model(unwrapped, ByteTokenizer(), output / "model", summary)
-        ckpt.write_text_atomic(output / "summary.json", json.dumps(summary, indent=2))
+        ckpt.write_text_atomic(output / "summary.json", jsonio.dumps(summary, indent=2))
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary

@@ -12,15 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bytezoo.redaction import redact_url
+from bytezoo.untrusted.names import check_distinct_paths
+
 from . import hf
 from .cache import Cache, offline_from_environment
 from .card import is_generated_card, make_model_card, read_json_documents
 from .errors import HubError, UnsafeFileError
-from .manifest import DEFAULT_TAG, FileEntry, Manifest, Tag, check_tag_name, is_version_id, utc_now
+from .manifest import DEFAULT_TAG, FileEntry, Manifest, check_tag_name, is_version_id
 from .remote import HubRepo, sha256_of_file
 from .safety import check_allowed_name, check_file
 from .hf import is_hf_url
-from .urls import is_url, redact_url, selector_or_default, split_ref
+from .urls import is_url, selector_or_default, split_ref
 
 logger = logging.getLogger("bytezoo.hub")
 
@@ -70,9 +73,13 @@ def push(
     unless ``follow_symlinks`` (links inside it, or into the Hugging Face cache repository it is a snapshot of, are
     content as usual).
 
+    A ``tag`` that exists already and points to other files is refused, before anything is uploaded, unless
+    ``move_tag``; ``latest`` always moves. Tags move compare-and-swap, under the repository's tag lock: if another
+    push moved one of them while this one ran, this push's version stays published (by its id) but no tag moves, and
+    a :class:`HubError` says so (push again: nothing is uploaded twice).
+
     ``hf://user/name`` is pushed as an ordinary Hugging Face model repository, in one commit, with ``tag`` as a git
-    tag (see :mod:`bytezoo.hub.hf`); there a tag that exists already is refused unless ``move_tag``. On the other
-    hubs tags always move to the new version (``move_tag`` changes nothing there).
+    tag (see :mod:`bytezoo.hub.hf`); the same rule on existing tags applies there.
 
     >>> version = push("runs/mlstm-256", "s3://team-models/mlstm-256", tag="paper")  # doctest: +SKIP
     """
@@ -102,18 +109,21 @@ def push(
 
     with ThreadPoolExecutor(MAX_WORKERS) as pool:
         local_files = list(pool.map(lambda name: _inspect(directory, name), names))
-    with tempfile.TemporaryDirectory(prefix="bytezoo-hub-") as scratch:
+    with repo.errors("pushing to"), tempfile.TemporaryDirectory(prefix="bytezoo-hub-") as scratch:
         if generate_card:
             local_files.append(_write_card(directory, local_files, repo.url, Path(scratch)))
         manifest = Manifest.for_files((f.entry for f in local_files), created_by=_created_by())
+        before = {name: (found.version if (found := repo.read_tag(name)) else None) for name in tags}
+        if tag in before and before[tag] not in (None, manifest.version) and not move_tag:
+            raise HubError(f"tag {tag!r} already points to version {before[tag]} on {repo.display_url}; nothing was "
+                           "pushed. Pass --move-tag (move_tag=True) to point it at this push, or pick another tag")
         with ThreadPoolExecutor(MAX_WORKERS) as pool:
             present = list(pool.map(lambda f: repo.has_blob(f.entry), local_files))
             missing = [f for f, is_present in zip(local_files, present) if not is_present]
             list(pool.map(lambda f: repo.upload_blob(f.entry, f.path), missing))
         _check_unchanged(repo, missing)
-    written = repo.write_manifest(manifest)
-    for name in tags:
-        repo.write_tag(Tag(name=name, version=manifest.version, updated=utc_now()))
+        written = repo.write_manifest(manifest)
+        repo.update_tags(manifest.version, before)
     logger.info(
         "pushed %s version %s (%d files, %d bytes, %d blobs uploaded%s%s); tags: %s",
         repo.display_url, manifest.version, len(manifest.files), manifest.total_size, len(missing),
@@ -176,10 +186,11 @@ def pull(
         manifest = cache.load_manifest(selector)
     else:
         repo = HubRepo(url, storage_options)
-        manifest, tag = repo.resolve(selector)
-        cache.materialize(manifest, repo.download_blob, max_workers=MAX_WORKERS)
-        if tag is not None:
-            cache.record_tag(url, tag.name, manifest.version)
+        with repo.errors("pulling from"):
+            manifest, tag = repo.resolve(selector)
+            cache.materialize(manifest, repo.download_blob, max_workers=MAX_WORKERS)
+        if tag is not None:  # under the name asked for, which the tag's document had to match
+            cache.record_tag(url, selector, manifest.version)
         logger.info("pulled %s@%s -> version %s", repo.display_url, selector, manifest.version)
     snapshot = cache.snapshot_path(manifest.version)
     if local_dir is None:
@@ -199,13 +210,15 @@ def ls(url: str | os.PathLike, *, storage_options: dict | None = None) -> list[V
     if is_hf_url(url):
         return hf.ls(os.fspath(url), storage_options)
     repo = HubRepo(url, storage_options)
-    version_ids = repo.list_version_ids()
-    if not version_ids:
-        raise repo.no_repository_error()
-    with ThreadPoolExecutor(MAX_WORKERS) as pool:
-        manifests = list(pool.map(repo.read_manifest, version_ids))
+    with repo.errors("listing"):
+        version_ids = repo.list_version_ids()
+        if not version_ids:
+            raise repo.no_repository_error()
+        with ThreadPoolExecutor(MAX_WORKERS) as pool:
+            manifests = list(pool.map(repo.read_manifest, version_ids))
+        tags = repo.list_tags()
     tags_by_version: dict[str, list[str]] = {}
-    for tag in repo.list_tags():
+    for tag in tags:
         if tag.version not in version_ids:
             logger.warning("tag %r of %s points to missing version %s", tag.name, repo.display_url, tag.version)
         tags_by_version.setdefault(tag.version, []).append(tag.name)
@@ -329,6 +342,7 @@ def _collect_files(directory: Path, follow_symlinks: bool = False) -> tuple[list
             if path.is_symlink():
                 check_link(path)
             names.append(name)
+    check_distinct_paths(names, f"cannot push {str(directory)!r}", UnsafeFileError)
     return names, followed, skipped_code
 
 

@@ -28,8 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
-from .errors import HubError, IntegrityError, OfflineError
-from .manifest import FileEntry, Manifest, is_version_id, is_version_prefix
+from .errors import HubError, IntegrityError, ManifestError, OfflineError
+from .manifest import FileEntry, Manifest, check_tag_name, is_version_id, is_version_prefix
 from .remote import remove_stale_temporaries
 from .safety import check_file
 from .urls import canonical_url
@@ -87,12 +87,14 @@ class Cache:
             return snapshot
         remove_stale_temporaries(self.root / "tmp")
         missing = [entry for entry in manifest.files if not self.blob_path(entry.sha256).is_file()]
-        needed = sum(entry.size for entry in missing)
-        existing = next(p for p in (self.root, *self.root.parents) if p.exists())
-        free = shutil.disk_usage(existing).free
-        if needed > free:  # a manifest claiming terabytes fails here, before a byte is downloaded
-            raise HubError(f"version {manifest.version} lists {needed:,} bytes to download, more than the {free:,} "
-                           f"free where the cache is ({self.root}): free space or set BYTEZOO_CACHE elsewhere")
+        # What a download writes: never more than each entry's size + 1 bytes (remote.download_blob stops there), so
+        # a manifest claiming terabytes fails here, before a byte is downloaded, and one that lies low fails by name.
+        needed = sum(entry.size + 1 for entry in missing)
+        free = self._free_bytes()
+        if needed > free:
+            raise HubError(f"version {manifest.version} lists {needed - len(missing):,} bytes to download, more than "
+                           f"the {free:,} free where the cache is ({self.root}): free space or set BYTEZOO_CACHE "
+                           "elsewhere")
         if missing:
             with ThreadPoolExecutor(max_workers=min(max_workers, len(missing))) as pool:
                 # list() re-raises the first failure; the other downloads finish or fail on their own.
@@ -108,6 +110,10 @@ class Cache:
         temporary = self._new_temporary()
         try:
             actual_sha256, actual_size = fetch(entry, str(temporary))
+            if actual_size > entry.size:
+                raise IntegrityError(entry.path, entry.sha256, actual_sha256, entry.size, actual_size, consequence=(
+                    "The blob on the hub is longer than its manifest entry says (reading stopped one byte past it); "
+                    "nothing was written to the cache."))
             if (actual_sha256, actual_size) != (entry.sha256, entry.size):
                 raise IntegrityError(entry.path, entry.sha256, actual_sha256, entry.size, actual_size)
             os.chmod(temporary, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
@@ -127,7 +133,11 @@ class Cache:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 try:
                     os.link(blob, target)
-                except OSError:  # no hard links on this file system: copy
+                except OSError:  # no hard links on this file system: copy, if the copy fits
+                    if entry.size > self._free_bytes():
+                        raise HubError(f"no room to copy {entry.path!r} ({entry.size:,} bytes) into the snapshot of "
+                                       f"version {manifest.version} in {self.root} (this file system has no hard "
+                                       "links): free space or set BYTEZOO_CACHE elsewhere") from None
                     shutil.copyfile(blob, target)
             final = self.snapshot_path(manifest.version)
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -147,15 +157,25 @@ class Cache:
 
     # ------------------------------------------------------------------ refs (offline mode)
     def record_tag(self, url: str, tag: str, version: str) -> None:
+        """Remember that ``tag`` (the name the user asked for, never one read from a hub) of ``url`` pointed to
+        ``version``, for offline mode."""
+        check_tag_name(tag)
+        if not is_version_id(version):
+            raise ManifestError(f"{version!r} is not a version id")
         ref_dir = self._ref_dir(url)
         self._write_atomic(ref_dir / "url", canonical_url(url).encode())
         self._write_atomic(ref_dir / "tags" / tag, version.encode())
 
     def resolve_offline(self, url: str, selector: str) -> Manifest:
         """The cached version for ``selector`` (a tag as last pulled from ``url``, or a version id or prefix)."""
+        if not (is_version_prefix(selector) or is_version_id(selector)):
+            check_tag_name(selector)
         tag_file = self._ref_dir(url) / "tags" / selector
         if tag_file.is_file():
             version = tag_file.read_text().strip()
+            if not is_version_id(version):
+                raise OfflineError(f"offline mode: the cache's record of tag {selector!r} ({tag_file}) is damaged; "
+                                   "pull it once while online")
         elif is_version_id(selector) or is_version_prefix(selector):
             matches = sorted(
                 path.name for path in (self.root / "snapshots").glob(f"{selector}*") if self.has_snapshot(path.name)
@@ -174,6 +194,10 @@ class Cache:
         return self.load_manifest(version)
 
     # ------------------------------------------------------------------ helpers
+    def _free_bytes(self) -> int:
+        existing = next(p for p in (self.root, *self.root.parents) if p.exists())
+        return shutil.disk_usage(existing).free
+
     def _write_atomic(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self._new_temporary()

@@ -7,18 +7,23 @@ validation BPC beside standard compressors becomes a table), ``report.json`` (wr
 ``classifier.json`` (written by sentiment transfer). Unknown keys are shown too, so a summary that grows new fields
 needs no change here. The card carries no timestamps, so pushing the same files again gives the same version.
 
-String values pass through :func:`~bytezoo.hub.urls.redact_url`, and keys that look like secrets are left out, so a
-training summary that recorded ``s3://key:secret@bucket`` does not leak into a card.
+String values pass through :func:`~bytezoo.redaction.redact_text`, and keys that look like secrets are left
+out, so a training summary that recorded ``s3://key:secret@bucket`` does not leak into a card. Every value read from
+the folder's files (label names, keys, model types) is escaped for Markdown and HTML (``<script>``, ``[link](…)``,
+``**``, a backtick closing a code span, a ``|`` ending a table cell), so it shows as written and never as markup; tags
+in the metadata block keep only letters, digits, ``.``, ``_`` and ``-``.
 """
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
 
+from bytezoo.redaction import redact_text, redact_url
+
 from .safety import count_parameters
-from .urls import redact_url
 
 GENERATED_MARKER = "<!-- bytezoo-hub: generated model card; delete this line to keep your edits on the next push -->"
 
@@ -91,7 +96,7 @@ def make_model_card(
     has_classifier = "classifier.safetensors" in files or bool(classifier)
     model_type = str(config.get("model_type", "")) if config else ""
 
-    tags = ["bytezoo", "byte-level", model_type] + (["sentiment-analysis"] if has_classifier else [])
+    tags = ["bytezoo", "byte-level", _TAG_UNSAFE_RE.sub("", model_type)] + (["sentiment-analysis"] if has_classifier else [])
     if hugging_face_repo is None:
         lines = [GENERATED_MARKER, "---", "library_name: bytezoo"]
         lines += ["tags:"] + [f"- {tag}" for tag in tags if tag] + ["---", "", f"# {_clean(name)}", ""]
@@ -100,7 +105,7 @@ def make_model_card(
         lines = ["---", f"library_name: {'transformers' if has_model else 'bytezoo'}"]
         lines += ["tags:"] + [f"- {tag}" for tag in tags if tag]
         lines += ["---", GENERATED_MARKER, "", f"# {_clean(name)}", ""]
-    description = _MODEL_DESCRIPTIONS.get(model_type, f"a byte-level `{model_type}` language model" if model_type
+    description = _MODEL_DESCRIPTIONS.get(model_type, f"a byte-level {_code(model_type)} language model" if model_type
                                           else "files shared through the bytezoo hub")
     if has_classifier and not has_model:
         sentence = "This version holds a sentiment classifier on byte-level language-model features"
@@ -125,7 +130,7 @@ def make_model_card(
             total += count
             dtypes = sorted({entry["dtype"] for key, entry in header.items() if key != "__metadata__"})
             tensors = sum(1 for key in header if key != "__metadata__")
-            rows.append((f"`{path}`", _format_value("parameters", count), tensors, ", ".join(dtypes)))
+            rows.append((_code(path), _format_value("parameters", count), tensors, ", ".join(dtypes)))
         lines += _table(("file", "parameters", "tensors", "dtypes"), rows)
         if len(rows) > 1:
             lines += ["", f"Total: {_format_value('parameters', total)} parameters."]
@@ -133,7 +138,7 @@ def make_model_card(
 
     tokenizer_files = sorted(path for path in files if PurePosixPath(path).name.startswith(("tokenizer", "special_tokens")))
     if tokenizer_files:
-        lines += ["## Tokenizer", "", "Bytes in, bytes out: " + ", ".join(f"`{f}`" for f in tokenizer_files) + ".", ""]
+        lines += ["## Tokenizer", "", "Bytes in, bytes out: " + ", ".join(map(_code, tokenizer_files)) + ".", ""]
 
     if summary:
         lines += ["## Training", ""]
@@ -149,7 +154,7 @@ def make_model_card(
         if compression:  # shown as a table: its many leaves would crowd the table of other fields
             lines += compression
             used |= {key for key in flat if key.startswith("val_compression.")}
-        other = [(f"`{key}`", _format_value(key, value)) for key, value in flat.items() if key not in used]
+        other = [(_code(key), _format_value(key, value)) for key, value in flat.items() if key not in used]
         if other:
             lines += _table(("recorded in training_summary.json", "value"), other[:_MAX_OTHER_ROWS]) + [""]
 
@@ -165,16 +170,16 @@ def make_model_card(
                     lines.append(f"- **{label}:** {_clean(_format_value(key, flat[key]))}")
             units = [u.get("unit") for u in report.get("top_units") or [] if isinstance(u, dict)]
             if units:
-                lines.append(f"- **Top units:** {', '.join(map(str, units[:8]))}")
+                lines.append(f"- **Top units:** {_clean(', '.join(map(str, units[:8])))}")
             lines += [""]
             comparison = _comparison_table(report)
             if comparison:  # shown as a table: the same figures as fields would repeat it
                 lines += comparison
                 used |= {key for key in flat if key.startswith("comparison.")}
-            rows = [(f"`{key}`", _format_value(key, value)) for key, value in flat.items() if key not in used]
+            rows = [(_code(key), _format_value(key, value)) for key, value in flat.items() if key not in used]
             lines += _table(("report.json", "value"), rows[:_MAX_OTHER_ROWS]) + [""]
         if classifier:
-            rows = [(f"`{key}`", _format_value(key, value)) for key, value in _flatten(classifier).items()]
+            rows = [(_code(key), _format_value(key, value)) for key, value in _flatten(classifier).items()]
             lines += _table(("classifier.json", "value"), rows[:_MAX_OTHER_ROWS]) + [""]
 
     lines += ["## How to load", ""]
@@ -184,7 +189,7 @@ def make_model_card(
                                    default_ref="main" if hugging_face_repo else "latest")
 
     lines += ["## Files", ""]
-    lines += _table(("file", "bytes"), [(f"`{path}`", f"{size:,}") for path, size in sorted(files.items())])
+    lines += _table(("file", "bytes"), [(_code(path), f"{size:,}") for path, size in sorted(files.items())])
     if hugging_face_repo is None:
         lines += [
             "",
@@ -197,7 +202,7 @@ def make_model_card(
             "",
             "Every file's sha256 is in `bytezoo-manifest.json`; `bytezoo hub pull` and `bytezoo.from_pretrained` "
             "check them all and load only data formats (safetensors, JSON, text, images)."
-            + (f" The Python files ({', '.join(f'`{f}`' for f in code_files)}) are the model's code, for "
+            + (f" The Python files ({', '.join(map(_code, code_files))}) are the model's code, for "
                "`trust_remote_code=True` where bytezoo is not installed; bytezoo never downloads them."
                if code_files else ""),
             "",
@@ -346,7 +351,7 @@ def _format_value(key: str, value: Any) -> str:
         if abs(value) >= 10**6:
             return f"{value:,.0f} ({_human(value)})"
         return f"{value:.4g}"
-    return redact_url(str(value))
+    return redact_text(str(value))
 
 
 def _human(count: float) -> str:
@@ -356,12 +361,32 @@ def _human(count: float) -> str:
     return str(count)
 
 
+class _Markdown(str):
+    """Text that is Markdown already (a code span made by :func:`_code`): table cells take it as it is."""
+
+
+_MARKDOWN_SPECIAL_RE = re.compile(r"([\\`*_\[\]|~])")  # what starts markup mid-line (< > & are HTML-escaped)
+_TAG_UNSAFE_RE = re.compile(r"[^A-Za-z0-9._-]")
+
+
 def _clean(text: str) -> str:
-    """One line of Markdown-safe text for a table cell."""
-    return " ".join(text.split()).replace("|", "\\|")[:300]
+    """One line of text from a file, shown literally: HTML escaped (``<script>`` is text) and Markdown's special
+    characters backslash-escaped (no emphasis, link, heading or table cell can start inside it)."""
+    text = html.escape(" ".join(str(text).split())[:300], quote=False)
+    return _MARKDOWN_SPECIAL_RE.sub(r"\\\1", text)
+
+
+def _code(text: str) -> _Markdown:
+    """``text`` as an inline code span (taken literally by Markdown renderers); a backtick in it, which would end the
+    span, becomes a quote, and a ``|``, which would end a table cell, is escaped."""
+    text = " ".join(str(text).split())[:300].replace("`", "'").replace("|", "\\|")
+    return _Markdown(f"`{text}`")
 
 
 def _table(header: tuple, rows: list[tuple]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_clean(str(cell)) for cell in row) + " |" for row in rows]
+    def cell(value) -> str:
+        return value if isinstance(value, _Markdown) else _clean(str(value))
+
+    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
     return lines

@@ -36,7 +36,8 @@ def register(subparsers) -> None:
     push.add_argument("--tag", help="also point this tag at the new version (besides 'latest'; on hf://, a git tag "
                                     "on the push's commit)")
     push.add_argument("--move-tag", action="store_true",
-                      help="hf:// only: move --tag if it exists already (refused otherwise; other hubs always move it)")
+                      help="move --tag if it exists already and points to other files (refused otherwise; 'latest' "
+                           "always moves)")
     push.add_argument("--no-card", action="store_true", help="do not generate README.md (the model card)")
     push.add_argument("--follow-symlinks", action="store_true",
                       help="share what symbolic links pointing out of DIRECTORY point to (refused by default: their "
@@ -69,16 +70,19 @@ def _pull(args: argparse.Namespace) -> int:
 
 
 def _ls(args: argparse.Namespace) -> int:
+    from bytezoo.untrusted.names import printable
+
     from . import api
 
     def show():
         versions = api.ls(args.url)
-        if args.json:
+        if args.json:  # JSON escapes control characters itself
             print(json.dumps([dataclasses.asdict(info) for info in versions], indent=1))
             return
         print(f"{'VERSION':<16}  {'CREATED':<27}  {'FILES':>5}  {'BYTES':>14}  TAGS")
-        for info in versions:
-            print(f"{info.version:<16}  {info.created:<27}  {info.files:>5}  {info.size:>14,}  {', '.join(info.tags)}")
+        for info in versions:  # what a hub wrote is shown with control characters escaped, never as terminal escapes
+            print(f"{printable(info.version):<16}  {printable(info.created):<27}  {info.files:>5}  {info.size:>14,}  "
+                  f"{printable(', '.join(info.tags))}")
 
     return _run(show)
 

@@ -37,8 +37,10 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bytezoo.untrusted.limits import MAX_DOCUMENT_BYTES
+
 from .cache import Cache, offline_from_environment
-from .errors import HubError, IntegrityError, NotFoundError, OfflineError, UnsafeFileError
+from .errors import HubError, IntegrityError, ManifestError, NotFoundError, OfflineError, UnsafeFileError
 from .manifest import DEFAULT_TAG, FileEntry, Manifest, check_tag_name
 from .remote import sha256_of_file
 from .safety import check_file
@@ -104,7 +106,10 @@ class HfRepo:
                                        endpoint=self.endpoint, token=self.token, local_files_only=offline)
         except RemoteEntryNotFoundError:  # re-raised by errors() for this caller to decide
             return None
-        return Manifest.from_json(Path(path).read_bytes(), f"{self.display_url}@{commit[:12]} {MANIFEST_NAME}")
+        source = f"{self.display_url}@{commit[:12]} {MANIFEST_NAME}"
+        if os.path.getsize(path) > MAX_DOCUMENT_BYTES:
+            raise ManifestError(f"{source} holds more than {MAX_DOCUMENT_BYTES:,} bytes: not a bytezoo manifest")
+        return Manifest.from_json(Path(path).read_bytes(), source)
 
     def download(self, commit: str, manifest: Manifest, offline: bool, revision: str) -> Path:
         """Download the manifest's files at ``commit`` into the Hugging Face cache; return the snapshot folder."""

@@ -18,11 +18,13 @@ Tag, as stored at ``tags/<name>.json``::
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable
+
+from bytezoo.untrusted import jsonio
+from bytezoo.untrusted.names import check_distinct_paths
 
 from .errors import ManifestError, UnsafeFileError
 from .safety import check_allowed_name
@@ -61,6 +63,15 @@ def check_tag_name(name: str) -> str:
     if is_version_id(name):
         raise ValueError(f"invalid tag {name!r}: it looks like a version id ({VERSION_ID_LENGTH} hex digits)")
     return name
+
+
+def is_tag_name(text) -> bool:
+    """Whether ``text`` may name a tag (:func:`check_tag_name` would accept it)."""
+    try:
+        check_tag_name(text)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -114,7 +125,7 @@ class Manifest:
             "total_size": self.total_size,
             "files": [{"path": e.path, "sha256": e.sha256, "size": e.size} for e in self.files],
         }
-        return (json.dumps(document, indent=1) + "\n").encode()
+        return (jsonio.dumps(document, indent=1) + "\n").encode()
 
     @classmethod
     def from_json(cls, data: bytes, source: str) -> "Manifest":
@@ -134,6 +145,8 @@ class Manifest:
                 raise ManifestError(f"malformed manifest {source}: {entry.path!r} is listed twice")
             seen.add(entry.path)
             files.append(entry)
+        # paths that cannot all exist in one folder: x.json beside x.json/y.json, or README.md beside readme.md
+        check_distinct_paths(seen, f"manifest {source} is refused", UnsafeFileError)
         manifest = cls(
             version=version,
             files=tuple(sorted(files, key=lambda entry: entry.path)),
@@ -165,24 +178,31 @@ class Tag:
             "version": self.version,
             "updated": self.updated,
         }
-        return (json.dumps(document, indent=1) + "\n").encode()
+        return (jsonio.dumps(document, indent=1) + "\n").encode()
 
     @classmethod
-    def from_json(cls, data: bytes, source: str) -> "Tag":
+    def from_json(cls, data: bytes, source: str, name: str | None = None) -> "Tag":
+        """Parse and validate a tag document. ``name`` is the tag it was read as (its file's name): the document
+        must say the same, since whatever a reader records about the tag is keyed by that name."""
         document = _load_document(data, source, TAG_FORMAT)
-        name, version = document.get("tag"), document.get("version")
+        written, version = document.get("tag"), document.get("version")
         if not isinstance(version, str) or not is_version_id(version):
             raise ManifestError(f"malformed tag {source}: 'version' must be {VERSION_ID_LENGTH} hex digits")
-        if not isinstance(name, str):
-            raise ManifestError(f"malformed tag {source}: 'tag' must be a string")
-        return cls(name=name, version=version, updated=str(document.get("updated", "")))
+        try:
+            check_tag_name(written)
+        except ValueError as error:
+            raise ManifestError(f"malformed tag {source}: {error}") from None
+        if name is not None and written != name:
+            raise ManifestError(f"malformed tag {source}: it says it is tag {written!r}, not {name!r} (its file's "
+                                "name); refusing it")
+        return cls(name=written, version=version, updated=str(document.get("updated", "")))
 
 
 def _load_document(data: bytes, source: str, expected_format: str) -> dict[str, Any]:
     kind = "manifest" if expected_format == MANIFEST_FORMAT else "tag"
     try:
-        document = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as error:
+        document = jsonio.loads(data)
+    except ValueError as error:
         raise ManifestError(f"malformed {kind} {source}: not valid JSON ({error})") from None
     if not isinstance(document, dict) or document.get("format") != expected_format:
         raise ManifestError(f"malformed {kind} {source}: expected a JSON object with format {expected_format!r}")

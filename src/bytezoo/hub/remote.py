@@ -5,22 +5,30 @@ Layout under the repository URL::
     blobs/sha256/<64 hex>        file contents, addressed by their sha256; written whole or not at all
     versions/<version>.json      manifests: a version exists once its manifest does, and never changes
     tags/<name>.json             movable names (``latest``, user tags), rewritten last on every push
+    tags/.lock                   held while a push moves tags (see :meth:`HubRepo.update_tags`)
     .incoming/                   temporary names on local file systems, renamed into place (readers ignore it;
                                  a day-old leftover of a killed push is removed by the next push)
 
 Every object is written atomically: object stores (S3, GCS, the Hugging Face Hub) and ``memory://`` publish an
 object only once its upload completes, and on local disks bytes go to ``.incoming/`` and are renamed into place.
 Readers trust only manifests, and a manifest is written after all of its blobs, so an interrupted push is invisible.
+
+Whatever comes back from a hub is read with a cap: a blob never beyond its manifest entry's size + 1 bytes, a
+manifest or tag never beyond :data:`~bytezoo.untrusted.limits.MAX_DOCUMENT_BYTES`; every request has connect and idle
+timeouts (:mod:`bytezoo.untrusted.network`).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
 import os
 import posixpath
 import queue
 import re
 import shutil
+import socket
 import threading
 import time
 import uuid
@@ -28,22 +36,30 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from bytezoo.untrusted import network
+from bytezoo.untrusted.limits import MAX_DOCUMENT_BYTES, read_at_most
+from bytezoo.untrusted.names import printable
+from bytezoo.redaction import redact_url
+
 from .errors import HubError, ManifestError, NotFoundError, UnsafeFileError
-from .manifest import FileEntry, Manifest, Tag, is_version_id, is_version_prefix
-from .urls import redact_url
+from .manifest import FileEntry, Manifest, Tag, is_tag_name, is_version_id, is_version_prefix, utc_now
 
 logger = logging.getLogger("bytezoo.hub")
 
 READ_ONLY_PROTOCOLS = frozenset({"http", "https"})
+STREAMING_PROTOCOLS = frozenset({"http", "https", "hf"})  # one request per read, no ranges: read as streams
 CHUNK_SIZE = 8 * 2**20
 PART_SIZE = 16 * 2**20  # blobs larger than this download as parallel ranged reads ...
 PARALLEL_PARTS = 4  # ... this many at a time
 STALE_AFTER_SECONDS = 24 * 3600  # temporaries older than this were left by killed processes
 _MANIFEST_NAME_RE = re.compile(r"([0-9a-f]{16})\.json")
 _TAG_NAME_RE = re.compile(r"(.+)\.json")
+TAG_LOCK = ".lock"  # in tags/; not a tag (tag names start with a letter or digit)
+LOCK_WAIT_SECONDS = 60.0  # a push waits this long for another to finish moving tags (it takes milliseconds)
+LOCK_STALE_SECONDS = 120.0  # a lock this old was left by a killed push: broken, with a warning
+UNREADABLE_LOCK_SECONDS = 5.0  # a lock whose content stays unreadable this long was left half-written
 
 
 def sha256_of_file(path: str | Path) -> tuple[str, int]:
@@ -78,16 +94,28 @@ def remove_stale_temporaries(directory: str | os.PathLike, max_age_seconds: floa
             continue
 
 
-def _copy_hashing(source, out, queue_depth: int = 4) -> tuple[str, int]:
-    """Copy file object ``source`` to ``out`` and hash the bytes, reading in a second thread so that network
-    reads overlap hashing and writing (both release the GIL). Returns (sha256 hex digest, size)."""
+_PROCESS_LOCKS: dict[tuple, threading.Lock] = {}  # one per repository: this process's pushes move its tags in turn
+
+
+def _lock_time(held: bytes | None) -> float | None:
+    try:
+        return float(json.loads(held)["time"])
+    except (TypeError, ValueError, KeyError):
+        return None
+
+
+def _copy_hashing(source, out, limit: int, queue_depth: int = 4) -> tuple[str, int]:
+    """Copy at most ``limit`` bytes of file object ``source`` to ``out`` and hash them, reading in a second thread so
+    that network reads overlap hashing and writing (both release the GIL). Returns (sha256 hex digest, size)."""
     chunks: queue.Queue = queue.Queue(maxsize=queue_depth)
     failure: list[BaseException] = []
     stop = threading.Event()
 
     def read_all():
+        remaining = limit
         try:
-            while not stop.is_set() and (chunk := source.read(CHUNK_SIZE)):
+            while remaining > 0 and not stop.is_set() and (chunk := source.read(min(CHUNK_SIZE, remaining))):
+                remaining -= len(chunk)
                 chunks.put(chunk)
         except BaseException as error:  # handed to the consuming thread, which raises it
             failure.append(error)
@@ -125,12 +153,13 @@ class HubRepo:
 
     def __init__(self, url: str | os.PathLike, storage_options: dict | None = None):
         self.url = os.fspath(url)
-        self.fs, self.root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
+        self.fs, self.root = network.url_to_fs(self.url, **(storage_options or {}))
         self.root = self.root.rstrip("/")
         self.display_url = redact_url(self.url)
         protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
         self._protocols = frozenset(protocols)
         self.read_only = bool(READ_ONLY_PROTOCOLS.intersection(protocols))
+        self.streaming = bool(STREAMING_PROTOCOLS.intersection(protocols))
         self.is_local = isinstance(self.fs, LocalFileSystem)
         # Listings (s3fs, gcsfs) are cached per file-system instance; another process may have pushed since.
         self.fs.invalidate_cache()
@@ -152,19 +181,38 @@ class HubRepo:
         """Where a blob lives, for messages (credentials redacted)."""
         return f"{self.display_url.rstrip('/')}/blobs/sha256/{sha256}"
 
+    def errors(self, doing: str):
+        """A failed request to the hub inside it (a status, a refused connection, a timeout) becomes one
+        :class:`HubError` line: ``{doing} {URL}: {status}: {what to do}``."""
+        return network.remote_errors(self.url, doing, HubError)  # (shown redacted, its secrets masked anywhere)
+
     # ------------------------------------------------------------------ reading
-    def _cat(self, path: str) -> bytes | None:
+    def _read_document(self, path: str) -> bytes | None:
+        """A manifest or tag (``None`` if absent), never more than :data:`MAX_DOCUMENT_BYTES` of it."""
         try:
-            return self.fs.cat_file(path)
+            if self.streaming:  # a server may ignore a range and send everything: read the stream, and stop
+                with network.guarded(self.fs.open(path, "rb", block_size=0, cache_type="none")) as handle:
+                    data = read_at_most(handle, MAX_DOCUMENT_BYTES)
+            else:
+                data = self.fs.cat_file(path, start=0, end=MAX_DOCUMENT_BYTES + 1)
         except FileNotFoundError:
             return None
+        if len(data) > MAX_DOCUMENT_BYTES:
+            raise ManifestError(f"{self.display_url} {posixpath.relpath(path, self.root)} holds more than "
+                                f"{MAX_DOCUMENT_BYTES:,} bytes: not a bytezoo manifest or tag; refusing it")
+        return data
 
     def read_tag(self, name: str) -> Tag | None:
-        data = self._cat(self.tag_path(name))
-        return None if data is None else Tag.from_json(data, f"{self.display_url} tags/{name}.json")
+        """The tag ``name`` (``None`` if there is none, or ``name`` cannot be a tag); its document must name it."""
+        if not is_tag_name(name):
+            return None
+        data = self._read_document(self.tag_path(name))
+        return None if data is None else Tag.from_json(data, f"{self.display_url} tags/{name}.json", name)
 
     def read_manifest(self, version: str) -> Manifest:
-        data = self._cat(self.manifest_path(version))
+        if not is_version_id(version):
+            raise ManifestError(f"{printable(repr(version))} is not a version id ({self.display_url})")
+        data = self._read_document(self.manifest_path(version))
         if data is None:
             raise NotFoundError(f"version {version} not found in {self.display_url}")
         manifest = Manifest.from_json(data, f"{self.display_url} versions/{version}.json")
@@ -185,8 +233,12 @@ class HubRepo:
         return sorted(match[1] for match in names if match)
 
     def list_tags(self) -> list[Tag]:
-        names = (_TAG_NAME_RE.fullmatch(name) for name in self._list_names("tags"))
-        tags = [self.read_tag(match[1]) for match in names if match]
+        names = [match[1] for match in map(_TAG_NAME_RE.fullmatch, self._list_names("tags")) if match]
+        foreign = [name for name in names if not is_tag_name(name)]
+        if foreign:
+            logger.warning("ignoring %d file(s) in %s/tags that are not tags: %s", len(foreign), self.display_url,
+                           ", ".join(printable(repr(name)) for name in foreign[:5]))
+        tags = [self.read_tag(name) for name in names if name not in foreign]
         return sorted((tag for tag in tags if tag is not None), key=lambda tag: tag.name)
 
     def resolve(self, selector: str) -> tuple[Manifest, Tag | None]:
@@ -219,29 +271,34 @@ class HubRepo:
     def download_blob(self, entry: FileEntry, destination: str) -> tuple[str, int]:
         """Copy the blob for ``entry`` to the local file ``destination``; return the sha256 and size received.
 
-        The caller compares them with the manifest. Small blobs come in one request. Large blobs on file systems
-        with ranged reads come in parallel parts, hashed in order as they arrive, so verifying costs little beyond
-        the download itself; on streaming protocols (http, hf) a reader thread fetches while this one hashes.
+        The caller compares them with the manifest. Never more than ``entry.size + 1`` bytes are read or written: a
+        blob longer than its entry is told by that one extra byte, whatever its real size. Small blobs come in one
+        ranged request. Large blobs on file systems with ranged reads come in parallel parts, hashed in order as they
+        arrive, so verifying costs little beyond the download itself; on streaming protocols (http, hf), where a
+        server may ignore a range, a reader thread fetches the stream, and stops, while this one hashes.
         """
         remote = self.blob_path(entry.sha256)
-        streaming = bool({"http", "https", "hf"}.intersection(self._protocols))  # one request, no ranges
+        limit = entry.size + 1
         try:
-            if entry.size <= PART_SIZE:
-                data = self.fs.cat_file(remote)
-                with open(destination, "wb") as out:
-                    out.write(data)
-                return hashlib.sha256(data).hexdigest(), len(data)
-            if not streaming and self.fs.size(remote) == entry.size:
-                return self._download_in_parts(remote, destination, entry.size)
-            # Streaming, or not the size the manifest says: read it whole (an error then names its hash).
-            source = self.fs.open(remote, "rb", block_size=0 if streaming else CHUNK_SIZE, cache_type="none")
+            if not self.streaming:
+                if entry.size <= PART_SIZE:
+                    data = self.fs.cat_file(remote, start=0, end=limit)
+                    with open(destination, "wb") as out:
+                        out.write(data)
+                    return hashlib.sha256(data).hexdigest(), len(data)
+                if self.fs.size(remote) == entry.size:
+                    return self._download_in_parts(remote, destination, entry.size)
+            # Streaming, or not the size the manifest says: read it in order, up to the limit (the error names it).
+            source = self.fs.open(remote, "rb", block_size=0 if self.streaming else CHUNK_SIZE, cache_type="none")
+            if self.streaming:
+                source = network.guarded(source)  # a server trickling a byte now and then ends in the idle timeout
         except FileNotFoundError:
             raise NotFoundError(
                 f"the manifest lists {entry.path!r} (sha256 {entry.sha256}), but its blob "
                 f"{self.blob_url(entry.sha256)} is missing: the hub is damaged; push the files again to repair it"
             ) from None
         with source, open(destination, "wb") as out:
-            return _copy_hashing(source, out)
+            return _copy_hashing(source, out, limit)
 
     def _download_in_parts(self, remote: str, destination: str, size: int) -> tuple[str, int]:
         digest = hashlib.sha256()
@@ -322,6 +379,94 @@ class HubRepo:
 
     def write_tag(self, tag: Tag) -> None:
         self._write_small(self.tag_path(tag.name), tag.to_json())
+
+    def update_tags(self, version: str, expected: dict[str, str | None]) -> None:
+        """Point every tag of ``expected`` at ``version``, compare-and-swap: under the repository's tag lock, and
+        only if each tag still points where it did when the push read it (``expected``: tag -> version, ``None``
+        for a tag that did not exist). Otherwise nothing is moved and the push that lost is told."""
+        with self._tag_lock():
+            moved = {}
+            for name, before in expected.items():
+                tag = self.read_tag(name)
+                now = tag.version if tag else None
+                if now != before and now != version:
+                    moved[name] = now
+            if moved:
+                what = ", ".join(f"{name!r} to {now}" for name, now in moved.items())
+                raise HubError(f"another push moved {what} on {self.display_url} while this one ran: version {version} "
+                               "is published (pull it by that id) but no tag was moved. Push again to move the tags "
+                               "(nothing is uploaded twice)")
+            updated = utc_now()
+            for name in expected:
+                self.write_tag(Tag(name=name, version=version, updated=updated))
+
+    @contextlib.contextmanager
+    def _tag_lock(self):
+        """Held while tags move: ``tags/.lock``, created exclusively (``O_EXCL`` on local disks, a conditional PUT
+        (``If-None-Match: *``) on S3 and stores that honour it, memory:// under a process lock; other stores check
+        then write, which narrows a race without closing it). A lock older than :data:`LOCK_STALE_SECONDS` was left
+        by a killed push and is broken, with a warning."""
+        path = self._path("tags", TAG_LOCK)
+        with _PROCESS_LOCKS.setdefault((tuple(sorted(self._protocols)), self.root), threading.Lock()):
+            token = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "id": uuid.uuid4().hex,
+                                "time": time.time()}).encode()
+            deadline, delay, first_seen = time.monotonic() + LOCK_WAIT_SECONDS, 0.01, {}
+            while not self._create_exclusive(path, token):
+                held = self._read_document(path)
+                if held is None:
+                    continue  # released meanwhile
+                since = _lock_time(held)  # by the holder's clock
+                if since is None:  # unreadable: being written (a matter of milliseconds), or left half-written
+                    stale = time.monotonic() - first_seen.setdefault(held, time.monotonic()) > UNREADABLE_LOCK_SECONDS
+                else:
+                    stale = time.time() - since > LOCK_STALE_SECONDS
+                if stale:
+                    logger.warning("breaking the tag lock of %s, left by a push that did not finish", self.display_url)
+                    if self._read_document(path) == held:
+                        self._remove(path)
+                    continue
+                if time.monotonic() > deadline:
+                    raise HubError(f"the tags of {self.display_url} have been locked by another push for over "
+                                   f"{LOCK_WAIT_SECONDS:.0f} s; this push's version is published but no tag was moved: "
+                                   f"push again later (a lock left by a killed push is broken after "
+                                   f"{LOCK_STALE_SECONDS:.0f} s)")
+                time.sleep(delay)
+                delay = min(2 * delay, 0.25)
+            try:
+                yield
+            finally:
+                if self._read_document(path) == token:
+                    self._remove(path)
+
+    def _create_exclusive(self, path: str, data: bytes) -> bool:
+        """Create ``path`` holding ``data`` if it does not exist; False if it does."""
+        if self.is_local:
+            os.makedirs(posixpath.dirname(path), exist_ok=True)
+            try:
+                handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(handle, "wb") as out:
+                out.write(data)
+            return True
+        try:
+            self.fs.pipe_file(path, data, mode="create")
+        except FileExistsError:
+            return False
+        except OSError as error:  # s3fs: a failed If-None-Match without the condition named (SeaweedFS, MinIO)
+            if "pre-condition" not in str(error).lower() and "precondition" not in str(error).lower():
+                raise
+            return False
+        finally:
+            self.fs.invalidate_cache(path)
+        return True
+
+    def _remove(self, path: str) -> None:
+        try:
+            self.fs.rm_file(path)
+        except FileNotFoundError:
+            pass
+        self.fs.invalidate_cache(path)
 
     def _write_small(self, path: str, data: bytes) -> None:
         if self.is_local:

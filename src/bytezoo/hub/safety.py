@@ -27,10 +27,12 @@ pulling, because a reader cannot trust that whoever wrote the hub ran them.
 from __future__ import annotations
 
 import codecs
-import json
 import struct
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+from bytezoo.untrusted import jsonio
+from bytezoo.untrusted.names import check_relative_path
 
 from .errors import UnsafeFileError
 
@@ -53,32 +55,10 @@ _JPEG_SIGNATURE = b"\xff\xd8\xff"
 _ZIP_SIGNATURE = b"PK\x03\x04"  # torch.save's default format: a zip holding data.pkl
 
 
-def check_relative_path(path: str) -> str:
-    """Return ``path`` if it is a safe relative POSIX path inside a version, else raise :class:`UnsafeFileError`.
-
-    Refuses absolute paths, ``..``, empty components, backslashes, hidden (dot) components and control characters,
-    so a manifest can never make a reader write outside its target directory.
-    """
-    if not isinstance(path, str) or not path:
-        raise UnsafeFileError(f"invalid file path {path!r}: expected a non-empty relative path")
-    if "\\" in path or any(ord(char) < 32 for char in path):
-        raise UnsafeFileError(f"invalid file path {path!r}: backslashes and control characters are not allowed")
-    if path.startswith("/"):
-        raise UnsafeFileError(f"invalid file path {path!r}: absolute paths are not allowed")
-    parts = path.split("/")
-    for part in parts:
-        if part in ("", ".", ".."):
-            raise UnsafeFileError(f"invalid file path {path!r}: empty, '.' or '..' components are not allowed")
-        if part.startswith("."):
-            raise UnsafeFileError(f"invalid file path {path!r}: hidden files and directories are not shared")
-        if len(part.encode()) > 255:
-            raise UnsafeFileError(f"invalid file path {path!r}: a component is longer than 255 bytes")
-    return path
-
-
 def check_allowed_name(path: str) -> None:
-    """Raise :class:`UnsafeFileError` unless ``path`` is safe and its suffix is on the allow-list."""
-    check_relative_path(path)
+    """Raise :class:`UnsafeFileError` unless ``path`` is a safe relative path (the one check of a name from outside,
+    :func:`bytezoo.untrusted.names.check_relative_path`) and its suffix is on the allow-list."""
+    check_relative_path(path, "file path", UnsafeFileError)
     suffix = PurePosixPath(path).suffix.lower()
     if suffix in PICKLE_SUFFIXES:
         raise UnsafeFileError(f"refusing {path!r}: {suffix} files are pickles or may contain them; {_PICKLE_HINT}")
@@ -109,8 +89,8 @@ def check_file(local_path: str | Path, name: str) -> dict[str, Any] | None:
         handle.seek(0)
         if suffix == ".json":
             try:
-                json.loads(handle.read().decode("utf-8"))
-            except (UnicodeDecodeError, ValueError) as error:
+                jsonio.loads(handle.read())
+            except ValueError as error:
                 raise UnsafeFileError(f"refusing {name!r}: not valid UTF-8 JSON ({error})") from None
         elif suffix in TEXT_SUFFIXES:
             _check_utf8(handle, name)
@@ -133,8 +113,8 @@ def read_safetensors_header(handle, name: str) -> dict[str, Any]:
     if header_size > min(_MAX_SAFETENSORS_HEADER, file_size - 8):
         raise UnsafeFileError(f"refusing {name!r}: not a safetensors file (header size {header_size} is impossible)")
     try:
-        header = json.loads(handle.read(header_size).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as error:
+        header = jsonio.loads(handle.read(header_size))  # a tensor named twice is refused here
+    except ValueError as error:
         raise UnsafeFileError(f"refusing {name!r}: safetensors header is not valid JSON ({error})") from None
     if not isinstance(header, dict):
         raise UnsafeFileError(f"refusing {name!r}: safetensors header is not a JSON object")

@@ -1,14 +1,15 @@
-"""Hub references (``URL``, ``URL@TAG``, ``URL@VERSION``) and URL hygiene: recognising, normalising, redacting."""
+"""Hub references (``URL``, ``URL@TAG``, ``URL@VERSION``): recognising and normalising them. (Redacting a URL is
+:func:`bytezoo.redaction.redact_url`, used everywhere, not only by the hub.)"""
 from __future__ import annotations
 
 import os
 import re
 
+from bytezoo.redaction import redact_url
+
 from .manifest import DEFAULT_TAG, check_tag_name, is_version_prefix
 
 _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_USERINFO_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@?#]*@)")
-_QUERY_RE = re.compile(r"\?[^#]*")
 
 
 def is_url(text: str) -> bool:
@@ -32,6 +33,9 @@ def split_ref(ref: str) -> tuple[str, str | None]:
     base, sep, selector = ref.rpartition("@")
     if not sep or "/" in selector or not base or base.endswith("://"):
         return ref, None
+    authority = base.split("://", 1)[-1]
+    if "://" in base and "/" not in authority and ":" in authority:  # s3://KEY:SECRET@bucket: credentials, not a tag
+        return ref, None
     if not is_version_prefix(selector):
         try:
             check_tag_name(selector)
@@ -42,16 +46,6 @@ def split_ref(ref: str) -> tuple[str, str | None]:
 
 def selector_or_default(selector: str | None) -> str:
     return selector if selector is not None else DEFAULT_TAG
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any user:password and query string replaced, safe for logs, messages and model cards.
-
-    >>> redact_url("https://alice:s3cret@example.com/models/x?token=abc")
-    'https://***@example.com/models/x?***'
-    """
-    url = _USERINFO_RE.sub(lambda match: f"{match['scheme']}***@", url)
-    return _QUERY_RE.sub("?***", url)
 
 
 def canonical_url(url: str) -> str:

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from bytezoo.errors import ByteZooError
+from bytezoo.untrusted import jsonio
 
 TRAIN_STATE = "train_state.json"
 
@@ -90,7 +91,7 @@ def save_checkpoint(accelerator, output_dir: str | Path, train_state: dict, recu
     if accelerator.is_main_process:
         for name, tensors in (extra_tensors or {}).items():
             save_file({key: value.detach().cpu().contiguous() for key, value in tensors.items()}, str(staging / name))
-        write_text_atomic(staging / TRAIN_STATE, json.dumps(train_state, indent=2))  # the completeness mark
+        write_text_atomic(staging / TRAIN_STATE, jsonio.dumps(train_state, indent=2))  # the completeness mark
         if final.exists():
             shutil.rmtree(final)
         os.replace(staging, final)
@@ -177,7 +178,7 @@ def export_model(model, tokenizer, export_dir: str | Path, summary: dict) -> Pat
         finally:
             transformers_logging.enable_progress_bar()
         tokenizer.save_pretrained(staging)
-        write_text_atomic(staging / "training_summary.json", json.dumps(summary, indent=2))
+        write_text_atomic(staging / "training_summary.json", jsonio.dumps(summary, indent=2))
         if export_dir.exists():
             os.replace(export_dir, aside)
         try:

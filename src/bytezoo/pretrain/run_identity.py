@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 from bytezoo.errors import ByteZooError
+from bytezoo.untrusted import jsonio
 
 from . import checkpoint as ckpt
 
@@ -71,6 +72,7 @@ ADDED_LATER = {"grad_accum_steps": 1}
 
 
 def differences(saved: dict, now: dict) -> dict[str, tuple]:
+    now = jsonio.public(now)  # as run.json holds it: data URLs redacted
     saved = {**{key: value for key, value in ADDED_LATER.items() if key in now}, **saved}
     return {key: (saved.get(key), now.get(key)) for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)}
 
@@ -137,7 +139,7 @@ def write_identity(output: Path, now: dict, continued: dict | None) -> dict:
         "bytezoo_version": __version__,
         "fingerprint": now,
     }
-    ckpt.write_text_atomic(output / IDENTITY_FILE, json.dumps(identity, indent=2))
+    ckpt.write_text_atomic(output / IDENTITY_FILE, jsonio.dumps(identity, indent=2))
     return identity
 
 

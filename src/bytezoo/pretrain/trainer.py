@@ -31,6 +31,7 @@ from accelerate.utils import GradientAccumulationPlugin, set_seed
 from tqdm.auto import tqdm
 
 from bytezoo.errors import ByteZooError, InvalidArgumentError
+from bytezoo.untrusted import jsonio
 from bytezoo.threads import ensure_threads
 
 from . import checkpoint as ckpt
@@ -233,7 +234,7 @@ class MetricsLog:
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
-        self.file.write(json.dumps(record) + "\n")
+        self.file.write(jsonio.dumps(record) + "\n")
         self.file.flush()
         if self.tensorboard is not None:
             for key, value in record.items():
@@ -580,7 +581,7 @@ def _run(config: PretrainConfig) -> dict:
 
         summary["bytezoo_version"] = __version__
         ckpt.export_model(accelerator.unwrap_model(model), ByteTokenizer(), output / "model", summary)
-        ckpt.write_text_atomic(output / "summary.json", json.dumps(summary, indent=2))
+        ckpt.write_text_atomic(output / "summary.json", jsonio.dumps(summary, indent=2))
         plot_curves(metrics.path, output / "curves.png")
     accelerator.wait_for_everyone()
     accelerator.end_training()

@@ -13,7 +13,6 @@ similarity of predicted and true label sets (the SemEval-2018 E-c "accuracy").
 """
 from __future__ import annotations
 
-import json
 import warnings
 
 import numpy as np
@@ -26,6 +25,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils.validation import check_is_fitted
 
 from bytezoo.errors import ByteZooError, InvalidArgumentError
+from bytezoo.untrusted import jsonio
 
 DEFAULT_CS = tuple(float(2.0**exponent) for exponent in range(-8, 1))  # the original sweep: 2^-8 … 2^0
 CLASSIFIER_WEIGHTS = "classifier.safetensors"
@@ -242,26 +242,27 @@ class SparseLogisticClassifier(ClassifierMixin, BaseEstimator):
             **(metadata or {}),
         }
         with fs.open(f"{root}/{CLASSIFIER_METADATA}", "w") as handle:
-            json.dump(described, handle, indent=2, default=_jsonable)
+            handle.write(jsonio.dumps(described, indent=2, default=_jsonable))
 
     @classmethod
     def load(cls, directory: str) -> tuple["SparseLogisticClassifier", dict]:
         """The classifier saved in ``directory`` (local or fsspec URL), and its full metadata. Anything malformed in
         either file raises :class:`ClassifierFormatError` naming it."""
-        import fsspec
         from safetensors import SafetensorError
         from safetensors.numpy import load
 
-        fs, root = fsspec.core.url_to_fs(str(directory))
+        from bytezoo.untrusted import network
+
+        fs, root = network.url_to_fs(str(directory))  # with connect and idle timeouts
         metadata_path = f"{root}/{CLASSIFIER_METADATA}"
         weights_path = f"{root}/{CLASSIFIER_WEIGHTS}"
         try:
             with fs.open(metadata_path, "rb") as handle:
-                metadata = json.loads(handle.read().decode("utf-8"))
+                metadata = jsonio.loads(handle.read())  # strict: deep nesting, duplicate keys, NaN: one line
         except FileNotFoundError:
             raise ClassifierNotFoundError(f"{directory}: no {CLASSIFIER_METADATA}; not a saved bytezoo classifier (a folder "
                                           "written by `bytezoo transfer` or SentimentPipeline.save_pretrained)") from None
-        except (UnicodeDecodeError, ValueError) as error:
+        except ValueError as error:
             raise ClassifierFormatError(f"{metadata_path}: not valid JSON ({error})") from None
         if (not isinstance(metadata, dict) or metadata.get("format") != CLASSIFIER_FORMAT
                 or not isinstance(metadata.get("format_version"), int)
@@ -276,6 +277,7 @@ class SparseLogisticClassifier(ClassifierMixin, BaseEstimator):
             raise ClassifierFormatError(f"{directory}: no {CLASSIFIER_WEIGHTS} beside {CLASSIFIER_METADATA}") from None
         except (SafetensorError, ValueError) as error:
             raise ClassifierFormatError(f"{weights_path}: not a valid safetensors file ({error})") from None
+        _check_metadata(metadata, metadata_path)
         try:
             params = {key: value for key, value in metadata.get("params", {}).items() if key in cls().get_params()}
             classifier = cls(**params)
@@ -290,6 +292,8 @@ class SparseLogisticClassifier(ClassifierMixin, BaseEstimator):
             if classifier.coef_.shape != (expected_outputs, n_features) or classifier.intercept_.shape != (expected_outputs,):
                 raise ValueError(f"weights of shape {classifier.coef_.shape} do not match the metadata "
                                  f"({expected_outputs} outputs, {n_features} features)")
+            if not (np.isfinite(classifier.coef_).all() and np.isfinite(classifier.intercept_).all()):
+                raise ValueError("its weights hold NaN or infinite values")
             classifier.C_ = float(metadata["C"])
             classifier.dev_scores_ = {float(c): float(score) for c, score in metadata.get("dev_scores", {}).items()}
             classifier.n_features_in_ = n_features
@@ -298,6 +302,35 @@ class SparseLogisticClassifier(ClassifierMixin, BaseEstimator):
             raise ClassifierFormatError(f"{directory}: a malformed saved classifier ({type(error).__name__}: "
                                         f"{error})") from None
         return classifier, metadata
+
+
+# classifier.json's fields and the JSON types they may hold (None: may be absent or null); checked before use, so a
+# file written by anyone else is refused in one line naming the field instead of failing deep inside.
+_METADATA_TYPES = {
+    "task": (str,), "classes": (list,), "n_features": (int,), "C": (int, float), "params": (dict, None),
+    "dev_scores": (dict, None), "model": (str, None), "featurizer": (dict, None), "label_names": (list, None),
+    "model_config": (dict, None),
+}
+
+
+def _check_metadata(metadata: dict, path: str) -> None:
+    for key, kinds in _METADATA_TYPES.items():
+        value = metadata.get(key)
+        if value is None and None in kinds:
+            continue
+        if isinstance(value, bool) or not isinstance(value, tuple(kind for kind in kinds if kind is not None)):
+            wanted = " or ".join({str: "a string", list: "a list", int: "an integer", float: "a number",
+                                  dict: "an object", None: "null"}[kind] for kind in kinds)
+            raise ClassifierFormatError(f"{path}: {key!r} must be {wanted}; got {type(value).__name__} "
+                                        f"{value!r:.60}")
+    for key in ("classes", "label_names"):
+        values = metadata.get(key) or []
+        if not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in values):
+            raise ClassifierFormatError(f"{path}: {key!r} must list strings or numbers")
+        if len(set(map(str, values))) != len(values):
+            raise ClassifierFormatError(f"{path}: {key!r} lists a name twice")
+    if metadata["n_features"] < 1:
+        raise ClassifierFormatError(f"{path}: 'n_features' must be at least 1; got {metadata['n_features']}")
 
 
 def _jsonable(value):

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
+
+from bytezoo.untrusted import jsonio
 
 from .config import BASELINES, DTYPES, FORMATS, PREPROCESSORS, TransferConfig, option_default
 
@@ -148,7 +149,7 @@ def _run_transfer(args) -> int:
     _quiet_model_loading(args.progress)
     config = TransferConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(TransferConfig)})
     report = run_transfer(config, log=lambda message: print(message, file=sys.stderr))
-    print(json.dumps({"accuracy": report["accuracy"], "top_unit": report["top_units"][0]["unit"], "output": args.output}))
+    print(jsonio.dumps({"accuracy": report["accuracy"], "top_unit": report["top_units"][0]["unit"], "output": args.output}))
     return 0
 
 
@@ -170,7 +171,8 @@ def _run_classify(args) -> int:
         progress=args.progress, allow_other_model=args.allow_other_model,
     )
     results = pipe(texts)
-    lines = "".join(json.dumps({"text": text, **result}, ensure_ascii=False) + "\n" for text, result in zip(texts, results))
+    lines = "".join(jsonio.dumps({"text": text, **result}, redact=False, ensure_ascii=False) + "\n"
+                    for text, result in zip(texts, results))
     if args.output:
         with fsspec.open(args.output, "w", encoding="utf-8") as handle:
             handle.write(lines)

@@ -22,6 +22,7 @@ import numpy as np
 
 from bytezoo.data import errors as _data_errors
 from bytezoo.data.formats import COMPRESSIONS, SourceError, SourceKind, iter_records, open_source
+from bytezoo.untrusted.limits import max_record_bytes
 
 TEXT_COLUMN_GUESSES = ("text", "sentence", "review", "tweet", "content", "body", "document")
 LABEL_COLUMN_GUESSES = ("label", "labels", "sentiment", "rating", "class", "target", "y")
@@ -82,8 +83,8 @@ def _read_records(path: str, fmt: str) -> tuple[list[str], list[tuple[int, dict]
         raise DatasetError(str(error)) from None
     if fmt in ("csv", "tsv") and not records:
         try:  # a header without rows still names its columns
-            with open_source(path) as raw:
-                first = raw.readline().decode("utf-8", "surrogateescape").removeprefix("\ufeff")
+            with open_source(path) as raw:  # (the header passed the record limit already)
+                first = raw.readline(max_record_bytes() + 1).decode("utf-8", "surrogateescape").removeprefix("\ufeff")
             header = next(csv.reader([first], delimiter="," if fmt == "csv" else "\t"), [])
         except (SourceError, OSError):
             header = []

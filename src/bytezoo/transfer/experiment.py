@@ -70,7 +70,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import os
 import time
 from collections import Counter
@@ -81,6 +80,7 @@ import numpy as np
 
 from bytezoo import __version__
 from bytezoo.errors import ByteZooError, InvalidArgumentError
+from bytezoo.untrusted import jsonio
 
 from . import comparison as compare
 from .classifier import CLASSIFIER_METADATA, CLASSIFIER_WEIGHTS, SingleClassError, SparseLogisticClassifier, fit_on_units, task_of
@@ -405,6 +405,18 @@ def write_outputs(config: TransferConfig, extraction: Extraction, fitted: Fit, a
     if config.overwrite:
         clear_output_folder(output)
     fs.makedirs(root, exist_ok=True)
+    before = set(fs.ls(root, detail=False))
+    try:
+        return _write_outputs(config, extraction, fitted, analysis, timings, started, log, output, fs, root)
+    except BaseException:  # no partial output: what this run wrote so far goes (what was there before stays)
+        for path in set(fs.ls(root, detail=False, refresh=True)) - before:
+            fs.rm(path, recursive=True)
+        raise
+
+
+def _write_outputs(config, extraction, fitted, analysis, timings, started, log, output, fs, root) -> dict:
+    import fsspec
+
     join = lambda name: f"{output}/{name}"  # noqa: E731
     classifier, featurizer = fitted.classifier, extraction.featurizer
     reference = _model_reference(config.model)
@@ -480,8 +492,8 @@ def write_outputs(config: TransferConfig, extraction: Extraction, fitted: Fit, a
         "files": {"report": REPORT_FILE, "classifier": [CLASSIFIER_WEIGHTS, CLASSIFIER_METADATA], "model": model_file,
                   "plots": plot_files, "written": written},
     }
-    with fsspec.open(join(REPORT_FILE), "w") as handle:
-        json.dump(report, handle, indent=2, default=compare.report_json_default)
+    with fsspec.open(join(REPORT_FILE), "w") as handle:  # redacted (no credential of a data URL), never NaN
+        handle.write(jsonio.dumps(report, indent=2, default=compare.report_json_default))
     log(compare.format_table(analysis.comparison))
     log(f"wrote {join(REPORT_FILE)}")
     return report
@@ -499,7 +511,7 @@ def earlier_outputs(output: str) -> list[str]:
     names = list(OUTPUT_FILES)
     try:
         with fs.open(f"{root}/{REPORT_FILE}", "rb") as handle:
-            listed = json.loads(handle.read().decode("utf-8")).get("files", {}).get("written", [])
+            listed = jsonio.loads(handle.read()).get("files", {}).get("written", [])
         names += [name for name in listed if isinstance(name, str) and _is_plain_name(name) and name not in names]
     except (FileNotFoundError, ValueError, AttributeError, UnicodeDecodeError):
         pass  # no report, or not one of ours: the fixed names still count

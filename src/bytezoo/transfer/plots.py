@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import functools
 import html
 from typing import Sequence
 
@@ -25,6 +26,16 @@ def _pyplot():
     return plt
 
 
+def _literal_text(plot):
+    """Draw ``plot``'s figure with every text taken literally: labels come from data files, and matplotlib would read
+    ``$...$`` in one as mathtext (``$\\undefinedcmd{x}$`` fails deep inside it, after other figures were written)."""
+    @functools.wraps(plot)
+    def drawn(*args, **kwargs):
+        with _pyplot().rc_context({"text.parse_math": False}):
+            return plot(*args, **kwargs)
+    return drawn
+
+
 def _save(figure, path: str) -> None:
     import fsspec
 
@@ -33,6 +44,7 @@ def _save(figure, path: str) -> None:
     _pyplot().close(figure)
 
 
+@_literal_text
 def plot_unit_histogram(values: np.ndarray, labels: Sequence, unit: int, path: str, title: str | None = None) -> None:
     """Overlaid histograms of one unit's feature value, one per class (``labels`` any hashable values)."""
     plt = _pyplot()
@@ -48,6 +60,7 @@ def plot_unit_histogram(values: np.ndarray, labels: Sequence, unit: int, path: s
     _save(figure, path)
 
 
+@_literal_text
 def plot_data_efficiency(points: Sequence[dict], path: str, references: dict[str, float] | None = None, metric: str = "accuracy") -> None:
     """``points``: ``{"n_train": int, "test_accuracy": float}`` dicts; ``references``: horizontal lines (e.g. the
     TF-IDF baseline on the full training set)."""
@@ -66,6 +79,7 @@ def plot_data_efficiency(points: Sequence[dict], path: str, references: dict[str
     _save(figure, path)
 
 
+@_literal_text
 def plot_comparison(comparison: dict, path: str) -> None:
     """``comparison`` (see :mod:`bytezoo.transfer.comparison`): one curve per method over the same label counts (log
     x), error bars of one standard error where the points carry one; a method marked ``constant`` whose points are all
@@ -111,6 +125,7 @@ def _value_range(traces: Sequence[UnitTrace]) -> float:
     return float(np.max(np.abs(values))) or 1.0
 
 
+@_literal_text
 def plot_unit_heatmap(traces: Sequence[UnitTrace], path: str, line_width: int = 80) -> None:
     """Each text as lines of ``line_width`` characters, every character on a cell coloured by the unit's value
     (red negative, green positive, white zero; one scale for all texts)."""

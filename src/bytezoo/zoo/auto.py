@@ -9,9 +9,9 @@ The three parts are separate because transformers loads ``configuration_auto`` i
 """
 from __future__ import annotations
 
-import json
 import os
 
+from ..untrusted import jsonio
 from .modeling_utils import CheckpointError
 
 
@@ -136,13 +136,13 @@ def from_pretrained(path_or_url: str, *, base_model: bool = False, auto_class=No
     path = resolve(os.fspath(path_or_url))
     config_path = os.path.join(path, "config.json")
     try:
-        with open(config_path, encoding="utf-8") as handle:
-            document = json.load(handle)
+        with open(config_path, "rb") as handle:
+            document = jsonio.loads(handle.read())  # strict: deep nesting, duplicate keys, NaN: one line
         model_type, architectures = document.get("model_type"), document.get("architectures") or []
     except FileNotFoundError:
         raise CheckpointError(f"{config_path}: missing; {path_or_url!r} is not a saved checkpoint") from None
     except (ValueError, AttributeError) as error:
-        raise CheckpointError(f"{config_path}: not a valid JSON config ({error})") from error
+        raise CheckpointError(f"{config_path}: not a valid JSON config ({error})") from None
     if model_type not in classes:
         raise CheckpointError(f"{config_path}: unknown model_type {model_type!r}; bytezoo knows {sorted(classes)}")
     if wanted is not None:

@@ -6,11 +6,12 @@ installed falls back to transformers' plain behaviour.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 
 from ..errors import ByteZooError
+from ..untrusted import jsonio
+from ..untrusted.names import check_relative_path
 
 
 class CheckpointError(ByteZooError, ValueError):
@@ -48,8 +49,8 @@ def _load_config(config_class, directory: str, overrides: dict):
     config_path = os.path.join(directory, "config.json")
     try:
         with open(config_path, "rb") as handle:
-            document = json.loads(handle.read().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as error:
+            document = jsonio.loads(handle.read())  # strict: nesting 100,000 deep is one line, not a RecursionError
+    except ValueError as error:
         raise CheckpointError(f"{config_path}: not valid JSON ({error})") from None
     if not isinstance(document, dict):
         raise CheckpointError(f"{config_path}: not a JSON object")
@@ -96,11 +97,14 @@ def _check_shapes(model_class, config, directory: str) -> set[str]:
     from safetensors import safe_open
 
     prefix = f"{model_class.base_model_prefix}."
-    declared = {}
+    declared, where = {}, {}
     for shard in _weight_files(directory):
         with safe_open(os.path.join(directory, shard), framework="pt") as handle:
             for name in handle.keys():
-                declared[name] = tuple(handle.get_slice(name).get_shape())
+                if name in where:  # which copy would load depends on the loader: refuse both
+                    raise CheckpointError(f"{directory}: tensor {name!r} is in both {where[name]} and {shard}; a "
+                                          "checkpoint holds each tensor once")
+                declared[name], where[name] = tuple(handle.get_slice(name).get_shape()), shard
     layers = getattr(config, "num_layers", None)
     if isinstance(layers, int) and layers > len(declared):  # each layer holds at least one tensor
         raise CheckpointError(f"{os.path.join(directory, 'config.json')}: num_layers {layers:,} but the weights hold "
@@ -133,15 +137,35 @@ def _check_shapes(model_class, config, directory: str) -> set[str]:
 
 
 def _weight_files(directory: str) -> list[str]:
-    """The checkpoint's safetensors files: those its index lists, or the single ``model.safetensors``."""
+    """The checkpoint's safetensors files: those its index lists, or the single ``model.safetensors``. The index's
+    file names come from outside: each must be a ``.safetensors`` file inside the checkpoint's folder (checked before
+    anything opens it), and its weight map may name a tensor only once."""
     index_path = os.path.join(directory, "model.safetensors.index.json")
     if not os.path.isfile(index_path):
         return ["model.safetensors"]
     try:
-        with open(index_path) as handle:
-            return sorted(set(json.load(handle)["weight_map"].values()))
+        with open(index_path, "rb") as handle:
+            weight_map = jsonio.loads(handle.read())["weight_map"]  # strict: a tensor listed twice is refused
+        files = sorted(set(weight_map.values()))
     except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise CheckpointError(f"{index_path}: not a valid safetensors index ({error})") from error
+        raise CheckpointError(f"{index_path}: not a valid safetensors index ({error})") from None
+    for name in files:
+        check_relative_path(name, f"weight file in {index_path}", CheckpointError)
+        if not name.endswith(".safetensors"):
+            raise CheckpointError(f"{index_path}: weight file {name!r} is not a .safetensors file")
+    return files
+
+
+def _check_finite(model, path) -> None:
+    """Refuse weights that are not numbers (NaN, infinities): a model holding them computes NaN everywhere, and
+    whatever it writes (features, probabilities, reports) would be NaN too."""
+    import torch
+
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.is_floating_point() and not bool(torch.isfinite(parameter).all()):
+                raise CheckpointError(f"{path}: weight {name!r} holds NaN or infinite values; refusing the checkpoint "
+                                      "(a training run that diverged?)")
 
 
 class ByteZooModelMixin:
@@ -189,6 +213,7 @@ class ByteZooModelMixin:
             if match is None or match.group(1) not in kwargs:
                 raise
             raise unknown_key_error(cls.config_class, match.group(1), where) from None
+        _check_finite(model, path)
         problems = []
         if set(info.get("missing_keys") or ()) - fresh:
             problems.append(f"missing weights {sorted(set(info['missing_keys']) - fresh)}")

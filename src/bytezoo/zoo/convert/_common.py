@@ -31,13 +31,16 @@ def sha256_hex(data: bytes) -> str:
 
 def read_bytes(url: str) -> bytes:
     """The whole content of a local path or fsspec URL; a clear error when it cannot be read."""
-    try:
-        with fsspec.open(url, "rb") as handle:
-            return handle.read()
-    except FileNotFoundError as error:
-        raise ConversionError(f"{url}: no such file") from error
-    except IsADirectoryError as error:
-        raise ConversionError(f"{url}: is a directory, expected a file") from error
+    from bytezoo.untrusted import network
+
+    with network.remote_errors(url, "cannot read", ConversionError):
+        try:
+            with network.open_url(url, "rb") as handle:
+                return handle.read()
+        except FileNotFoundError as error:
+            raise ConversionError(f"{url}: no such file") from error
+        except IsADirectoryError as error:
+            raise ConversionError(f"{url}: is a directory, expected a file") from error
 
 
 def check_vocab_size(vocab_size: int, where: str) -> None:
