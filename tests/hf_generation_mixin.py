@@ -1,0 +1,2 @@
+class GenerationTesterMixin:
+    all_generative_model_classes = ()
