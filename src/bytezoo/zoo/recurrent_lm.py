@@ -214,19 +214,22 @@ class RecurrentModel(RecurrentPreTrainedModel):
         if output_cell_states and "cell" not in self.state_names:
             raise ValueError(f"{type(self).__name__} has no cell state (its state parts are {self.state_names})")
 
+        # Traced for a graph (torch.export, torch.compile): no decision may read the values of the inputs, so the
+        # masks are applied even where they mask nothing and the byte range is not checked (there is nothing to look at).
+        traced = torch.compiler.is_compiling()
         hold = None
         if attention_mask is not None:
             if attention_mask.shape != input_ids.shape:
                 raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; input_ids has {tuple(input_ids.shape)}")
             hold = attention_mask == 0  # (B, T)
             input_ids = input_ids.masked_fill(hold, 0)  # padding ids (e.g. <pad> = 256) are never looked up
-            if not hold.any():
+            if not traced and not hold.any():
                 hold = None
         if reset_mask is not None:
             if reset_mask.shape != input_ids.shape:
                 raise ValueError(f"reset_mask has shape {tuple(reset_mask.shape)}; input_ids has {tuple(input_ids.shape)}")
-            reset_mask = reset_mask.bool() if reset_mask.any() else None
-        if input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size:
+            reset_mask = reset_mask.bool() if traced or reset_mask.any() else None
+        if not traced and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
             raise ValueError(
                 f"input_ids hold values outside [0, {self.config.vocab_size}) at unmasked positions "
                 f"(min {int(input_ids.min())}, max {int(input_ids.max())})"
@@ -293,7 +296,10 @@ def _segmented(run, inputs: Tensor, state: State, reset: Tensor | None, hold: Te
         starts |= reset.any(dim=0)
     if hold is not None and steps > 1:
         starts[1:] |= (hold[:, 1:] != hold[:, :-1]).any(dim=0)
-    bounds = starts.nonzero().flatten().tolist() + [steps]
+    if torch.compiler.is_compiling():  # traced for a graph: no bounds read from the masks; a segment per position
+        bounds = list(range(steps + 1))
+    else:
+        bounds = starts.nonzero().flatten().tolist() + [steps]
     outs, segment_hiddens, segment_cells = [], [], []
     for start, end in zip(bounds[:-1], bounds[1:]):
         if reset is not None:
