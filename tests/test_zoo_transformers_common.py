@@ -7,12 +7,22 @@ says, beside it, why bytezoo differs on purpose. The families' classes are enter
 (``MODEL_MAPPING_NAMES``, ``MODEL_FOR_CAUSAL_LM_MAPPING_NAMES``, ...) while the tests run: the mixin decides by those
 tables whether a class gets labels, is a base model or a head, and without them about 49 tests per family would pass
 without checking anything.
+
+How many passes check something: ``BYTEZOO_COUNT_ASSERTIONS=counts.jsonl pytest tests/test_zoo_transformers_common.py
+-n 0 --junitxml=results.xml`` writes, per test, the assertions it ran (unittest's ``assert*`` methods,
+``torch.testing.assert_close``, numpy's ``assert_*`` and every plain ``assert`` statement executed in the mixins' files).
 """
 from __future__ import annotations
 
+import ast
+import json
+import os
+import sys
 import unittest
+from pathlib import Path
 from unittest import mock
 
+import numpy as np
 import pytest
 import torch
 
@@ -121,6 +131,65 @@ class CommonTests(ModelTesterMixin, GenerationTesterMixin):
     def test_model_weights_reload_no_missing_tied_weights(self):
         pass
 
+    # --- what does not apply to a byte-level recurrent LM (these would pass having checked nothing) -----------------
+    _NO_GRADIENT_CHECKPOINTING = ("supports_gradient_checkpointing = False: a recurrence over time is not a stack of "
+                                  "GradientCheckpointingLayer; the sequence classifier recomputes its chunks itself")
+    _NO_TIED_WEIGHTS = "no tied weights: the byte embedding (V x E) and the head (H x V) differ in shape"
+
+    @unittest.skip(_NO_GRADIENT_CHECKPOINTING)
+    def test_gradient_checkpointing_backward_compatibility(self):
+        pass
+
+    @unittest.skip(_NO_GRADIENT_CHECKPOINTING)
+    def test_gradient_checkpointing_enable_disable(self):
+        pass
+
+    @unittest.skip(_NO_GRADIENT_CHECKPOINTING)
+    def test_peft_gradient_checkpointing_enable_disable(self):
+        pass
+
+    @unittest.skip(_NO_GRADIENT_CHECKPOINTING)
+    def test_training_gradient_checkpointing(self):
+        pass
+
+    @unittest.skip(_NO_GRADIENT_CHECKPOINTING)
+    def test_training_gradient_checkpointing_use_reentrant_false(self):
+        pass
+
+    @unittest.skip(_NO_GRADIENT_CHECKPOINTING)
+    def test_training_gradient_checkpointing_use_reentrant_true(self):
+        pass
+
+    @unittest.skip(_NO_TIED_WEIGHTS)
+    def test_tied_weights_keys(self):
+        pass
+
+    @unittest.skip(_NO_TIED_WEIGHTS)
+    def test_tied_weights_are_sharded_together(self):
+        pass
+
+    @unittest.skip("no _keys_to_ignore_on_save: every weight is saved")
+    def test_save_load_keys_to_ignore_on_save(self):
+        pass
+
+    @unittest.skip("no _can_record_outputs: the forward returns its hidden states itself, no hooks record them")
+    def test_format_of_can_record_outputs(self):
+        pass
+
+
+def _skip_multimodal_feature_tests(cls) -> None:
+    """The get_{text,image,audio,video}_features tests (several per modality, expanded by parameterized) are for
+    multimodal models; a byte LM has none of these methods."""
+    import re
+
+    for name in dir(cls):
+        if re.match(r"test_get_(text|image|audio|video)_features", name):
+            setattr(cls, name, unittest.skip("a text-only byte LM: no get_{text,image,audio,video}_features of a "
+                                             "multimodal model")(lambda self: None))
+
+
+_skip_multimodal_feature_tests(CommonTests)
+
 
 def _family_test_case(preset: str) -> type:
     classes = family_classes(bytezoo.get_model_info(preset).resolved_config_class())
@@ -137,3 +206,59 @@ for _preset in one_preset_per_family():
     _case = _family_test_case(_preset)
     globals()[_case.__name__] = _case
 del _preset, _case
+
+
+# --- measuring how many passes assert something (opt-in: BYTEZOO_COUNT_ASSERTIONS=FILE) -------------------------------
+def _assert_lines(module_files) -> dict[str, set[int]]:
+    """``{file: line numbers of its assert statements}``."""
+    lines = {}
+    for path in module_files:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+        lines[path] = {node.lineno for node in ast.walk(tree) if isinstance(node, ast.Assert)}
+    return lines
+
+
+@pytest.fixture(autouse=True)
+def _count_assertions(request):
+    target = os.environ.get("BYTEZOO_COUNT_ASSERTIONS")
+    if not target:
+        yield
+        return
+    import hf_export_mixin
+    import hf_generation_mixin
+
+    count = [0]
+    watched = _assert_lines([modeling_common.__file__, configuration_common.__file__, hf_generation_mixin.__file__,
+                             hf_export_mixin.__file__, __file__])
+
+    def counting(function):
+        def wrapper(*args, **kwargs):
+            count[0] += 1
+            return function(*args, **kwargs)
+        return wrapper
+
+    patches = [mock.patch.object(unittest.TestCase, name, counting(getattr(unittest.TestCase, name)))
+               for name in dir(unittest.TestCase) if name.startswith("assert") and callable(getattr(unittest.TestCase, name))]
+    patches.append(mock.patch.object(torch.testing, "assert_close", counting(torch.testing.assert_close)))
+    patches += [mock.patch.object(np.testing, name, counting(getattr(np.testing, name)))
+                for name in ("assert_allclose", "assert_array_equal", "assert_equal", "assert_array_almost_equal")]
+
+    def local_trace(frame, event, arg):
+        if event == "line" and frame.f_lineno in watched[frame.f_code.co_filename]:
+            count[0] += 1
+        return local_trace
+
+    def global_trace(frame, event, arg):
+        return local_trace if frame.f_code.co_filename in watched else None
+
+    for patch in patches:
+        patch.start()
+    sys.settrace(global_trace)
+    try:
+        yield
+    finally:
+        sys.settrace(None)
+        for patch in reversed(patches):
+            patch.stop()
+        with open(target, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"test": request.node.nodeid, "assertions": count[0]}) + "\n")
