@@ -61,7 +61,7 @@ def _fetch(root: Path) -> None:
         if result.returncode != 0 or not archives:
             errors = " ".join(line for line in result.stderr.splitlines() if "ERROR" in line)[:300]
             pytest.skip(f"transformers' common tests: could not fetch the transformers=={version} sdist from the package "
-                        f"index ({errors or 'no archive'}); they run where the index is reachable")
+                        f"index ({errors or 'no archive'}); they run where the index is reachable", allow_module_level=True)
         staging = Path(work) / PACKAGE
         staging.mkdir()
         with tarfile.open(archives[0]) as archive:
@@ -93,8 +93,14 @@ def common_tests():
         sys.path.insert(0, str(root))
     with warnings.catch_warnings():  # its marks (flash_attn_test, ...) are registered in transformers' own pytest set-up
         warnings.simplefilter("ignore", pytest.PytestUnknownMarkWarning)
-        return (importlib.import_module(f"{PACKAGE}.test_modeling_common"),
-                importlib.import_module(f"{PACKAGE}.test_configuration_common"))
+        try:
+            return (importlib.import_module(f"{PACKAGE}.test_modeling_common"),
+                    importlib.import_module(f"{PACKAGE}.test_configuration_common"))
+        except ModuleNotFoundError as error:  # another transformers release's tests import a file its sdist lacks
+            if not (error.name or "").startswith(PACKAGE):
+                raise
+            pytest.skip(f"transformers {root.name}'s common tests import {error.name}, which neither its sdist nor "
+                        "hf_common_tests.py provides", allow_module_level=True)
 
 
 def _other_value(value, annotation):

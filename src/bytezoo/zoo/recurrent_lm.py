@@ -270,9 +270,8 @@ def run_in_segments(run, inputs: Tensor, state: State, reset: Tensor | None, hol
 def run_layers_in_segments(run_layer, num_layers: int, inputs: Tensor, state: State, reset: Tensor | None,
                            hold: Tensor | None):
     """:func:`run_in_segments` one layer at a time, for callers that return every layer's sequence: each layer's
-    output, with the masks applied, is exactly what the next layer reads, so the per-layer ``hiddens``/``cells``
-    returned are the tensors on the path to the loss (``retain_grad()`` on them sees a gradient), never copies beside
-    it. ``run_layer(layer, inputs (B, T', I), state) -> (out, new_state, hiddens, cells)`` for one layer, its state
+    output, with the masks applied, is exactly what the next layer reads, so the per-layer ``hiddens`` returned are
+    the tensors on the path to the loss (``retain_grad()`` on them sees a gradient), never copies beside it. ``run_layer(layer, inputs (B, T', I), state) -> (out, new_state, hiddens, cells)`` for one layer, its state
     parts (1, B, H)."""
     outputs, states, hiddens, cells = inputs, [], [], []
     for layer in range(num_layers):
