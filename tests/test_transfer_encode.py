@@ -12,7 +12,7 @@ from bytezoo.transfer import Featurizer
 from bytezoo.zoo.recurrent_lm import default_classifier_pooling
 from zoo_presets import one_preset_per_family
 
-TEXTS = ["a great film", "dull, slow and far too long", "", "é!", "the plot " * 30]
+TEXTS = ["a great film", "dull, slow and far too long", "", "é!", "the plot " * 6]  # the last: several chunks
 # Where encode's defaults differ from SentenceTransformer.encode's on purpose, and why.
 DEFAULTS_OF_OUR_OWN = {"batch_size": None}  # None: all texts in one transform call, transform's exact numbers
 
