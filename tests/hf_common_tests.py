@@ -13,7 +13,8 @@ The sdist ships the top-level ``tests/*.py`` only. ``test_modeling_common.py`` i
 ``test_configuration_common.py`` imports ``.utils.test_configuration_utils.config_common_kwargs``, none of which is in
 it (they live only in transformers' git repository, which CI cannot reach). Those three modules are written here as
 one-line re-exports of bytezoo's own: :mod:`hf_generation_mixin` (the generation checks, in our words),
-:mod:`hf_export_mixin` (``torch.export`` and ONNX) and :func:`config_common_kwargs` below.
+:mod:`hf_export_mixin` (a marker: the export checks need no download and live in test_zoo_hf_conventions.py) and
+:func:`config_common_kwargs` below.
 """
 from __future__ import annotations
 

@@ -2,6 +2,10 @@
 tests/test_zoo_transformers_common.py): kept here as plain tests that need no download, every family."""
 from __future__ import annotations
 
+import importlib.util
+import tempfile
+import warnings
+
 import pytest
 import torch
 
@@ -106,3 +110,36 @@ def test_generate_honours_reset_mask(name, use_cache, tiny):
     torch.testing.assert_close(torch.stack(with_reset.scores), torch.stack(alone.scores))
     unreset = model.generate(prompt, **options)  # the reset did change what the model read
     assert not torch.allclose(unreset.scores[0], with_reset.scores[0])
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_export_for_inference_with_torch_export_and_onnx(name, tiny):
+    """The causal LM (the body inside it) and the sequence classifier through torch.export as for inference (no grad,
+    padding in the batch), then the causal LM's program through ONNX and onnxruntime where those packages are
+    installed (the test extra). An exported graph has fixed shapes: the recurrence over T steps is unrolled."""
+    model = tiny(name)
+    ids, other = torch.randint(0, 256, (3, 7)), torch.randint(0, 256, (3, 7))
+    mask = torch.ones_like(ids)
+    mask[0, :2] = 0  # left padding: the held positions are part of the graph
+    classifier = classes_of(model)["AutoModelForSequenceClassification"](model.config).eval()
+    with torch.no_grad():
+        program = torch.export.export(model, (ids,), kwargs={"attention_mask": mask}, strict=False)
+        exported_classifier = torch.export.export(classifier, (ids,), kwargs={"attention_mask": mask}, strict=False)
+        for inputs in (ids, other):  # the graph is not specialised to the values it was traced with
+            torch.testing.assert_close(program.module()(inputs, attention_mask=mask).logits,
+                                       model(inputs, attention_mask=mask).logits)
+        torch.testing.assert_close(exported_classifier.module()(other, attention_mask=mask).logits,
+                                   classifier(other, attention_mask=mask).logits)
+    missing = [package for package in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(package) is None]
+    if missing:
+        pytest.skip(f"torch.export checked; ONNX needs {', '.join(missing)} (pip install bytezoo[test])")
+    import onnxruntime
+
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes on its own passes
+        torch.onnx.export(program, dynamo=True, verbose=False).save(f"{folder}/model.onnx")
+        session = onnxruntime.InferenceSession(f"{folder}/model.onnx")
+    assert [value.name for value in session.get_inputs()] == ["input_ids", "attention_mask"]
+    logits = session.run(None, {"input_ids": other.numpy(), "attention_mask": mask.numpy()})[0]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(logits), model(other, attention_mask=mask).logits)
