@@ -115,6 +115,7 @@ def register(subparsers) -> None:
     run.add_argument("--log-every", type=int, default=10, help="steps per metrics record (default: 10)")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.set_defaults(func=_main)
+    register_evaluate(subparsers)
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -143,3 +144,82 @@ def _main(args: argparse.Namespace) -> int:
 
         print(f"  beside val BPC: {describe(summary['val_compression'])}")
     return 0
+
+
+EVALUATE_DESCRIPTION = """\
+Bits per byte of a byte-level language model on any text bytezoo reads, measured exactly as pretraining measures its
+validation BPC: the text is cut into --batch-size parallel streams of chunks (at most --shard-bytes each), read in
+--seq-len windows with the state carried from window to window and reset where a chunk or a document (a source file)
+begins. With the same --batch-size, --seq-len and --shard-bytes as a one-process `bytezoo pretrain --val-data`, the
+total is the validation BPC that run reports for the same model and bytes. gzip -9, bz2 -9, xz -9 and zstd -19 run on
+exactly the bytes the windows read.
+
+  bytezoo evaluate runs/a/model heldout.txt
+  bytezoo evaluate s3://bucket/models/mlstm@v3 corpus/packed --max-bytes 100000000 --json
+"""
+
+
+def register_evaluate(subparsers) -> None:
+    parser = subparsers.add_parser("evaluate", help="bits per byte of a model on held-out text (no training)",
+                                   description=EVALUATE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", metavar="MODEL", help="a checkpoint folder (a pretraining export, `bytezoo convert` output) or a hub URL (…@version)")
+    parser.add_argument("data", metavar="DATA", nargs="+",
+                        help="held-out text: a packed corpus, or raw sources (paths, globs, fsspec URLs; .txt, .jsonl, .csv, "
+                             ".tsv, optionally compressed), each one source in the per-source figures")
+    parser.add_argument("--text-field", help="the text column (CSV) or key (JSON lines); default: the first of text, sentence, review, content, body")
+    parser.add_argument("--max-bytes", type=int, metavar="N", help="evaluate only the first N bytes of the data")
+    parser.add_argument("--batch-size", type=int, default=32, help="parallel streams, as pretraining's --batch-size (default: 32; fewer on short text)")
+    parser.add_argument("--seq-len", type=int, default=256, help="bytes per window, as pretraining's --seq-len (default: 256)")
+    parser.add_argument("--shard-bytes", type=int, default=1 << 20, help="at most this many contiguous bytes per stream between state resets (default: 1 MiB)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="bfloat16: autocast, as pretraining's --mixed-precision bf16 (default: float32)")
+    parser.add_argument("--no-compressors", dest="compressors", action="store_false", help="skip gzip/bz2/xz/zstd")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.set_defaults(func=_evaluate)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import contextlib
+    import tempfile
+
+    import torch
+
+    from bytezoo.errors import InvalidArgumentError
+
+    from .evaluation import describe_result, evaluate_corpus, open_held_out
+
+    for name in ("batch_size", "seq_len", "shard_bytes", "max_bytes"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise InvalidArgumentError(f"--{name.replace('_', '-')} must be >= 1 (got {value})")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = _load_for_evaluation(args.model).to(device)
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.dtype == "bfloat16" else contextlib.nullcontext
+    with tempfile.TemporaryDirectory(prefix="bytezoo-evaluate-") as workdir:
+        corpus = open_held_out(args.data, args.text_field, workdir)
+        result = evaluate_corpus(model, corpus, batch_size=args.batch_size, seq_len=args.seq_len, shard_bytes=args.shard_bytes,
+                                 max_bytes=args.max_bytes, device=device, autocast=autocast, compressors=args.compressors,
+                                 progress=args.progress)
+    result.update(model=args.model, data=args.data, dtype=args.dtype, device=str(device))
+    print(json.dumps(result, indent=2) if args.json else describe_result(result))
+    return 0
+
+
+def _load_for_evaluation(reference: str):
+    """A zoo causal LM from a checkpoint folder or hub URL; a reference that is neither is one clear error."""
+    import os
+
+    import bytezoo
+    from bytezoo.errors import ByteZooError, InvalidArgumentError
+
+    if "://" not in reference and "@" not in reference and not os.path.isdir(reference):
+        raise InvalidArgumentError(f"MODEL {reference!r}: no such checkpoint folder (give a folder holding config.json "
+                                   "and weights, or a hub URL such as s3://bucket/models/name@latest)")
+    try:
+        return bytezoo.from_pretrained(reference)
+    except ByteZooError:
+        raise
+    except (OSError, ValueError) as error:
+        raise InvalidArgumentError(f"MODEL {reference!r} cannot be loaded: {error}") from error

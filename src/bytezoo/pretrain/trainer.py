@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import GradientAccumulationPlugin, set_seed
 from tqdm.auto import tqdm
@@ -37,11 +36,9 @@ from bytezoo.threads import ensure_threads
 from . import checkpoint as ckpt
 from . import run_identity
 from .compression import held_out_compression
-from .data import IGNORE_INDEX, ByteStreams, DataError, StreamLayout
+from .data import ByteStreams, DataError, StreamLayout
+from .evaluation import LN2, evaluate_windows, token_loss, validation_layout, validation_windows
 from .schedules import RECIPES, SCALING_RULES, SCHEDULES, Schedule, scaled_lr, warmup_steps
-
-LN2 = math.log(2.0)
-VAL_WINDOWS_PER_STREAM = 8  # fewer validation streams when the held-out text is short: state persistence matters
 
 
 class NonFiniteLossError(ByteZooError, RuntimeError):
@@ -276,33 +273,6 @@ def plot_curves(metrics_path: Path, png_path: Path) -> None:
     os.replace(staging, png_path)
 
 
-def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed next-byte NLL in fp32 and the number of counted targets: (B, T, V), (B, T) -> (), ()."""
-    nll = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
-    return nll, (targets != IGNORE_INDEX).sum()
-
-
-def evaluate(accelerator, model, windows) -> float:
-    """Validation bits per character over every window, the state carried across windows, all processes pooled."""
-    return evaluate_counts(accelerator, model, windows)[0]
-
-
-@torch.no_grad()
-def evaluate_counts(accelerator, model, windows) -> tuple[float, int]:
-    """(validation bits per character, how many bytes it counts: every target of every window, all processes)."""
-    model.eval()
-    state, nll_sum, count = None, torch.zeros((), device=accelerator.device), torch.zeros((), device=accelerator.device)
-    with accelerator.autocast():
-        for window in windows:
-            input_ids, targets, reset = (t.to(accelerator.device) for t in (window.input_ids, window.targets, window.reset_mask))
-            out = model(input_ids=input_ids, state=state, reset_mask=reset, use_cache=True)
-            nll, n = token_loss(out.logits, targets)
-            nll_sum, count, state = nll_sum + nll, count + n, out.state
-    model.train()
-    totals = accelerator.reduce(torch.stack([nll_sum, count.float()]), reduction="sum")
-    return (totals[0] / totals[1]).item() / LN2, int(totals[1].item())
-
-
 class StopRequest:
     """Why the loop should end early: SIGTERM or Ctrl-C (SIGINT) during the run, or the wall-clock budget spent. A
     context manager: the handlers are installed for the run only (main thread only, where Python delivers signals).
@@ -422,15 +392,10 @@ def _run(config: PretrainConfig) -> dict:
     make_val_windows, held_out = None, None
     if config.val_data:
         val_corpus = open_corpus(accelerator, config.val_data, config.text_field, output / "corpus-val")
-        val_bytes = val_corpus.total_bytes
-        val_batch = max(1, min(B, val_bytes // (world * VAL_WINDOWS_PER_STREAM * T)))
-        val_layout = StreamLayout.plan(val_bytes, val_batch * world, config.shard_bytes)
-        if val_layout.windows(T) == 0:
-            raise DataError(f"the validation corpus ({val_bytes:,} bytes) holds no {T + 1}-byte window per process")
-
+        val_batch, val_layout = validation_layout(val_corpus.total_bytes, B, world, T, config.shard_bytes)
         held_out = (val_corpus, val_layout)
-        make_val_windows = functools.partial(ByteStreams, val_corpus, val_layout, first_stream=rank * val_batch,
-                                             batch_size=val_batch, seq_len=T, seed=config.seed, prefetch=False)
+        make_val_windows = functools.partial(validation_windows, val_corpus, val_layout, rank=rank, streams=val_batch,
+                                             seq_len=T, seed=config.seed)
 
     # The data are usable: from here on the folder holds this run (a data error above left no run.json behind).
     if main:
@@ -536,7 +501,7 @@ def _run(config: PretrainConfig) -> dict:
                 bar.set_postfix_str(f"{record['chars_per_second']:,.0f} char/s  loss {loss:.3f}  bpc {train_bpc:.3f}  lr {lr:.2e}")
                 interval = {"nll": 0.0, "count": 0.0, "start": time.perf_counter(), "steps": 0}
             if make_val_windows and config.eval_every and position["step"] % config.eval_every == 0 and position["step"] < total_steps:
-                val_bpc = evaluate(accelerator, accelerator.unwrap_model(model), make_val_windows())
+                val_bpc = evaluate_windows(accelerator.unwrap_model(model), make_val_windows(), accelerator=accelerator)["bits_per_byte"]
                 metrics.write({"step": position["step"], "characters_seen": position["characters_seen"], "val_bpc": val_bpc})
             if config.save_every and position["step"] % config.save_every == 0 and position["step"] < total_steps:
                 last_checkpoint = save()
@@ -550,7 +515,8 @@ def _run(config: PretrainConfig) -> dict:
     # --- the end: final evaluation, checkpoint, export --------------------------------------------------------------
     compression = None
     if make_val_windows:
-        val_bpc, val_predicted = evaluate_counts(accelerator, accelerator.unwrap_model(model), make_val_windows())
+        validation = evaluate_windows(accelerator.unwrap_model(model), make_val_windows(), accelerator=accelerator)
+        val_bpc, val_predicted = validation["bits_per_byte"], validation["predicted_bytes"]
         metrics.write({"step": position["step"], "characters_seen": position["characters_seen"], "val_bpc": val_bpc})
         if main:  # once per run, on the main process: the same bytes for every process count
             compression = held_out_compression(*held_out, T, predicted_bytes=val_predicted)

@@ -249,6 +249,73 @@ class Featurizer(TransformerMixin, BaseEstimator):
         }
         return features
 
+    def encode(self, inputs, prompt_name: str | None = None, prompt: str | None = None, batch_size: int | None = None,
+               show_progress_bar: bool | None = None, output_value: str | None = "sentence_embedding",
+               precision: str = "float32", convert_to_numpy: bool = True, convert_to_tensor: bool = False,
+               device: str | None = None, normalize_embeddings: bool = False, truncate_dim: int | None = None,
+               pool: dict | None = None, chunk_size: int | None = None, **kwargs):
+        """The features as sentence embeddings, with ``SentenceTransformer.encode``'s signature and conventions, for
+        embedding benchmarks (MTEB, SentEval) and tools written for sentence-transformers (docs/embeddings.md).
+
+        ``inputs``: a text (returns a 1-d array of ``hidden_size``) or a list of texts (an ``(n, hidden_size)`` array).
+        The numbers are :meth:`transform`'s (its pooling, preprocessing, dtype and cache); the model is loaded on
+        first use if :meth:`fit` was not called. ``batch_size``: texts per :meth:`transform` call, which bounds memory
+        on a long list (default ``None``: all at once, exactly :meth:`transform`'s result; where sentence-transformers
+        defaults to 32, a smaller group only changes float rounding). Long texts are read ``chunk_size`` bytes at a
+        time in any case (the Featurizer's own ``chunk_size``), so memory never grows with a text's length.
+        ``prompt`` is prepended to every text. ``normalize_embeddings``: unit L2 norm per row; ``truncate_dim``: the
+        first units only; ``convert_to_tensor``: a torch tensor; ``convert_to_numpy=False``: a list of 1-d tensors.
+
+        What a byte-level LM has no use for is refused by name rather than ignored: ``prompt_name`` (no named
+        prompts), ``output_value`` other than ``"sentence_embedding"``, ``precision`` other than ``"float32"``, a
+        ``device`` other than the Featurizer's, multi-process ``pool`` and its ``chunk_size``. Other keyword arguments
+        (what sentence-transformers hands to a model's forward, e.g. ``task``) have no meaning here and are refused.
+        """
+        import torch
+
+        unsupported = {"prompt_name": prompt_name is not None, "pool": pool is not None, "chunk_size": chunk_size is not None,
+                       "output_value": output_value != "sentence_embedding", "precision": precision != "float32",
+                       "device": device is not None and torch.device(device) != torch.device(self.device)}
+        refused = [name for name, given in unsupported.items() if given] + sorted(kwargs)
+        if refused:
+            raise InvalidArgumentError(
+                f"Featurizer.encode: {', '.join(refused)} not supported (a byte-level LM's features: one float32 vector "
+                f"per text, on device={self.device!r}, no named prompts, no multi-process pool); drop the argument")
+        if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1):
+            raise InvalidArgumentError(f"Featurizer.encode batch_size must be a positive integer or None; got {batch_size!r}")
+        single = isinstance(inputs, (str, bytes, bytearray))
+        texts = _check_texts([inputs] if single else inputs)
+        if prompt:
+            texts = [prompt + (text if isinstance(text, str) else bytes(text).decode("utf-8", "surrogateescape"))
+                     for text in texts]
+        if not hasattr(self, "language_model_"):
+            self.fit()
+        group = batch_size or max(len(texts), 1)
+        progress, self.progress = self.progress, show_progress_bar  # transform's bar; the estimator's setting restored
+        try:
+            parts = [self.transform(texts[start : start + group]) for start in range(0, len(texts), group)]
+        finally:
+            self.progress = progress
+        embeddings = np.concatenate(parts) if parts else np.zeros((0, self.n_features_out_), dtype=np.float32)
+        if truncate_dim is not None:
+            embeddings = embeddings[:, :truncate_dim]
+        if normalize_embeddings:
+            norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+            embeddings = embeddings / np.where(norms > 0, norms, 1.0)
+        if convert_to_tensor:
+            result = torch.from_numpy(np.ascontiguousarray(embeddings))
+        elif not convert_to_numpy:
+            result = list(torch.from_numpy(np.ascontiguousarray(embeddings)))
+        else:
+            result = embeddings
+        return result[0] if single else result
+
+    def get_sentence_embedding_dimension(self) -> int:
+        """The embedding width ``encode`` returns (sentence-transformers' name for it): the model's hidden size."""
+        if not hasattr(self, "n_features_out_"):
+            self.fit()
+        return self.n_features_out_
+
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         check_is_fitted(self, "n_features_out_")
         return np.asarray([f"{self.pooling_}_{unit}" for unit in range(self.n_features_out_)], dtype=object)

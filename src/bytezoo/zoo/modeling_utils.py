@@ -18,6 +18,12 @@ class CheckpointError(ByteZooError, ValueError):
     """A checkpoint directory that cannot be loaded as it is: names the file and the problem."""
 
 
+class CheckpointShapeError(CheckpointError, RuntimeError):
+    """Weights whose shapes the config contradicts (a head of another label count, another vocabulary): a
+    ``RuntimeError`` too, as transformers raises for it, so code written for transformers catches it; pass
+    ``ignore_mismatched_sizes=True`` to initialise those weights fresh instead."""
+
+
 def _check_checkpoint_files(directory: str) -> None:
     """Fail early, naming the file, on a checkpoint whose weights are missing, truncated or corrupt."""
     from safetensors import SafetensorError, safe_open
@@ -36,6 +42,7 @@ def _check_checkpoint_files(directory: str) -> None:
             raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({error})") from error
 
 
+LOADING_OPTIONS = ("dtype", "torch_dtype")  # from_pretrained's own options that share a name with a config field
 CONFIG_INIT_KEYS = ("num_labels",)  # keyword arguments of a config's __init__ that are not fields (num_labels sets id2label)
 
 _DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64", "float", "half", "double", "auto")
@@ -88,11 +95,13 @@ def _fresh_head(model_class, config, expected: set[str], declared: set[str]) -> 
     return {name for name in expected if name.startswith(prefixes)}
 
 
-def _check_shapes(model_class, config, directory: str) -> set[str]:
+def _check_shapes(model_class, config, directory: str, ignore_mismatched_sizes: bool = False) -> set[str]:
     """Compares the tensor shapes the config implies (a skeleton on the meta device: no memory) with those the
     safetensors headers declare, before anything is allocated: a config.json claiming a million units next to a
     small checkpoint is refused here, naming the tensors, instead of allocating terabytes first. Returns the head
-    weights that may be initialised fresh (:func:`_fresh_head`)."""
+    weights that may be initialised fresh (:func:`_fresh_head`). With ``ignore_mismatched_sizes`` (transformers'
+    option: re-head a classifier with another label count) weights of another shape are left to transformers, which
+    initialises them fresh and says so; missing weights are refused either way."""
     import torch
     from safetensors import safe_open
 
@@ -130,9 +139,10 @@ def _check_shapes(model_class, config, directory: str) -> set[str]:
     if missing:  # never a silently random layer, and never the cost of building one first
         raise CheckpointError(f"{directory}: checkpoint does not match {model_class.__name__}'s config: missing weights "
                               f"{sorted(missing)[:8]}" + (f" (and {len(missing) - 8} more)" if len(missing) > 8 else ""))
-    if wrong:
-        raise CheckpointError(f"{os.path.join(directory, 'config.json')}: the config does not match the weights: "
-                              + "; ".join(wrong[:4]) + (f" (and {len(wrong) - 4} more)" if len(wrong) > 4 else ""))
+    if wrong and not ignore_mismatched_sizes:
+        raise CheckpointShapeError(f"{os.path.join(directory, 'config.json')}: the config does not match the weights: "
+                                   + "; ".join(wrong[:4]) + (f" (and {len(wrong) - 4} more)" if len(wrong) > 4 else "")
+                                   + "; pass ignore_mismatched_sizes=True to initialise these fresh")
     return fresh
 
 
@@ -189,10 +199,14 @@ class ByteZooModelMixin:
 
             path = resolve(os.fspath(path))
         return_info = kwargs.pop("output_loading_info", False)
+        ignore_mismatched = bool(kwargs.get("ignore_mismatched_sizes", False))
         from .configuration_utils import check_config_overrides, declared_fields, unknown_key_error
 
-        fields = declared_fields(cls.config_class)  # config overrides among the kwargs: checked like create_model's
-        where = f"{cls.__name__}.from_pretrained({os.fspath(pretrained_model_name_or_path)!r})"
+        # Config overrides among the kwargs, checked like create_model's; `dtype`/`torch_dtype` are loading options
+        # that transformers reads itself ("auto" = the checkpoint's dtype), never config values.
+        fields = {name: kind for name, kind in declared_fields(cls.config_class).items() if name not in LOADING_OPTIONS}
+        shown = os.fspath(pretrained_model_name_or_path) if pretrained_model_name_or_path is not None else None
+        where = f"{cls.__name__}.from_pretrained({shown!r})"
         check_config_overrides(cls.config_class, {k: v for k, v in kwargs.items() if k in fields}, where=where)
         fresh: set[str] = set()
         if isinstance(path, (str, os.PathLike)) and os.path.isdir(path):
@@ -200,14 +214,14 @@ class ByteZooModelMixin:
             if kwargs.get("config") is None:  # the config file is untrusted input: built here, every failure named
                 overrides = {key: kwargs.pop(key) for key in list(kwargs) if key in fields or key in CONFIG_INIT_KEYS}
                 kwargs["config"] = _load_config(cls.config_class, str(path), overrides)
-            fresh = _check_shapes(cls, kwargs["config"], str(path))
+            fresh = _check_shapes(cls, kwargs["config"], str(path), ignore_mismatched)
         try:
             model, info = super().from_pretrained(path, *model_args, output_loading_info=True, **kwargs)
         except RuntimeError as error:  # transformers' report of weights whose shapes the config contradicts
             if "mismatched" not in str(error) and "size mismatch" not in str(error):
                 raise
-            raise CheckpointError(f"{path}: checkpoint does not match {cls.__name__}'s config: weights of the wrong "
-                                  f"shape ({str(error).splitlines()[0]})") from None
+            raise CheckpointShapeError(f"{path}: checkpoint does not match {cls.__name__}'s config: weights of the wrong "
+                                       f"shape ({str(error).splitlines()[0]})") from None
         except TypeError as error:  # transformers hands keys that are neither loading options nor config fields to
             match = re.search(r"unexpected keyword argument '(\w+)'", str(error))  # the model's __init__
             if match is None or match.group(1) not in kwargs:
@@ -217,10 +231,11 @@ class ByteZooModelMixin:
         problems = []
         if set(info.get("missing_keys") or ()) - fresh:
             problems.append(f"missing weights {sorted(set(info['missing_keys']) - fresh)}")
-        if info.get("mismatched_keys"):
+        if info.get("mismatched_keys") and not ignore_mismatched:
             problems.append(f"weights of the wrong shape {sorted(info['mismatched_keys'])}")
         if problems:
-            raise CheckpointError(f"{path}: checkpoint does not match {cls.__name__}'s config: " + "; ".join(problems))
+            error_class = CheckpointShapeError if info.get("mismatched_keys") and not ignore_mismatched else CheckpointError
+            raise error_class(f"{path}: checkpoint does not match {cls.__name__}'s config: " + "; ".join(problems))
         return (model, info) if return_info else model
 
     def save_pretrained(self, save_directory, *args, **kwargs):

@@ -139,6 +139,8 @@ def choose_engine(kernel: str, gates_x: Tensor, *, return_cells: bool = False, t
     if kernel not in KERNELS:
         raise ValueError(f"unknown mLSTM kernel {kernel!r}; choose one of {KERNELS}")
     named = kernel != "auto"
+    if not named and torch.compiler.is_exporting():  # an exported graph (torch.export, ONNX) holds plain PyTorch operations
+        return ENGINES["reference"]
     dtype, device = gates_x.dtype, gates_x.device
     candidates = [engine for engine in ENGINES.values() if not named or engine.kernel == kernel]
     for engine in candidates:
@@ -183,6 +185,8 @@ def _check_token_ids(input_ids: Tensor, gates_x: Tensor, mult_x: Tensor) -> None
         raise ValueError(f"with input_ids, mult_x must be a (V, H) table matching gates_x; got {tuple(mult_x.shape)}")
     if input_ids.shape[1] == 0:
         raise ValueError("input_ids has T = 0 steps: the recurrence needs at least one step")
+    if torch.compiler.is_compiling():  # traced for a graph (torch.export): the values are not there to check
+        return
     if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= gates_x.shape[0]):
         raise ValueError(
             f"input_ids must lie in [0, {gates_x.shape[0]}) (the tables' rows); "

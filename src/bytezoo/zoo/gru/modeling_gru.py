@@ -19,6 +19,7 @@ from .recurrent_lm import (
     RecurrentPreTrainedModel,
     State,
     run_in_segments,
+    run_layers_in_segments,
 )
 
 
@@ -60,23 +61,22 @@ class ByteGRUModel(RecurrentModel, ByteGRUPreTrainedModel):
     def state_shapes(self, batch_size: int) -> tuple[tuple[int, ...], ...]:
         return ((self.config.num_layers, batch_size, self.config.hidden_size),)
 
-    def _run_layers(self, x: Tensor, state: State, layerwise: bool) -> tuple[Tensor, State, list, list]:
-        """nn.GRU over (B, T', E); per-layer (B, T', H) outputs only when asked (``layerwise``: layer by layer)."""
-        if not layerwise:
-            out, hidden = self.gru(x, state[0])
-            return out, (hidden,), [], []
-        hiddens, last = [], []
-        layer_input = x
-        for layer in range(self.config.num_layers):
-            weights = [getattr(self.gru, f"{kind}_l{layer}") for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-            layer_input, h = torch._VF.gru(layer_input, state[0][layer : layer + 1], weights, True, 1, 0.0, self.training, False, True)
-            hiddens.append(layer_input)
-            last.append(h[0])
-        return layer_input, (torch.stack(last),), hiddens, []
+    def _run_all_layers(self, x: Tensor, state: State) -> tuple[Tensor, State, list, list]:
+        """nn.GRU over (B, T', E): the fast path, when no per-layer sequence is asked for."""
+        out, hidden = self.gru(x, state[0])
+        return out, (hidden,), [], []
+
+    def _run_layer(self, layer: int, x: Tensor, state: State) -> tuple[Tensor, State, list, list]:
+        """One layer of the GRU over (B, T', I) from its state ((1, B, H)); returns its (B, T', H) outputs too."""
+        weights = [getattr(self.gru, f"{kind}_l{layer}") for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        out, h = torch._VF.gru(x, state[0], weights, True, 1, 0.0, self.training, False, True)
+        return out, (h,), [out], []
 
     def _forward_layers(self, input_ids, state, hold, reset, output_hidden_states, output_cell_states):
         embedded = self.embeddings(input_ids)  # (B, T, E)
-        return run_in_segments(lambda x, s: self._run_layers(x, s, output_hidden_states), embedded, state, reset, hold)
+        if output_hidden_states:  # per-layer outputs: layer by layer
+            return run_layers_in_segments(self._run_layer, self.config.num_layers, embedded, state, reset, hold)
+        return run_in_segments(self._run_all_layers, embedded, state, reset, hold)
 
 
 class ByteGRUForCausalLM(RecurrentForCausalLM, ByteGRUPreTrainedModel):

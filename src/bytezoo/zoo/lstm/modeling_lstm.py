@@ -21,6 +21,7 @@ from .recurrent_lm import (
     RecurrentPreTrainedModel,
     State,
     run_in_segments,
+    run_layers_in_segments,
 )
 
 LSTMState = State  # (hidden, cell), each (num_layers, B, H)
@@ -73,33 +74,29 @@ class ByteLSTMModel(RecurrentModel, ByteLSTMPreTrainedModel):
         shape = (self.config.num_layers, batch_size, self.config.hidden_size)
         return shape, shape
 
-    def _run_layers(self, x: Tensor, state: State, layerwise: bool) -> tuple[Tensor, State, list, list]:
-        """nn.LSTM over (B, T', E) from ``state``; per-layer (B, T', H) hidden and cell sequences only when asked
-        (``layerwise``): nn.LSTM exposes those only layer by layer and step by step."""
-        if not layerwise:
-            out, new_state = self.lstm(x, state)
-            return out, new_state, [], []
-        hiddens, cells, h_last, c_last = [], [], [], []
-        layer_input = x
-        for layer in range(self.config.num_layers):
-            weights = [getattr(self.lstm, f"{kind}_l{layer}") for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-            h, c = state[0][layer], state[1][layer]
-            hs, cs = [], []
-            for t in range(layer_input.shape[1]):  # the step-wise path runs only when per-layer sequences are asked for
-                h, c = torch._VF.lstm_cell(layer_input[:, t], (h, c), *weights)
-                hs.append(h)
-                cs.append(c)
-            layer_input = torch.stack(hs, dim=1)
-            hiddens.append(layer_input)
-            cells.append(torch.stack(cs, dim=1))
-            h_last.append(h)
-            c_last.append(c)
-        return layer_input, (torch.stack(h_last), torch.stack(c_last)), hiddens, cells
+    def _run_all_layers(self, x: Tensor, state: State) -> tuple[Tensor, State, list, list]:
+        """nn.LSTM over (B, T', E) from ``state``: the fast path, when no per-layer sequence is asked for."""
+        out, new_state = self.lstm(x, state)
+        return out, new_state, [], []
+
+    def _run_layer(self, layer: int, x: Tensor, state: State) -> tuple[Tensor, State, list, list]:
+        """One layer over (B, T', I) from its state (each part (1, B, H)), step by step: nn.LSTM exposes the cell
+        sequence only this way. Returns its outputs, final state, and its (B, T', H) hidden and cell sequences."""
+        weights = [getattr(self.lstm, f"{kind}_l{layer}") for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        h, c = state[0][0], state[1][0]
+        hs, cs = [], []
+        for t in range(x.shape[1]):  # the step-wise path runs only when per-layer sequences are asked for
+            h, c = torch._VF.lstm_cell(x[:, t], (h, c), *weights)
+            hs.append(h)
+            cs.append(c)
+        out = torch.stack(hs, dim=1)
+        return out, (h.unsqueeze(0), c.unsqueeze(0)), [out], [torch.stack(cs, dim=1)]
 
     def _forward_layers(self, input_ids, state, hold, reset, output_hidden_states, output_cell_states):
         embedded = self.embeddings(input_ids)  # (B, T, E)
-        layerwise = output_cell_states or output_hidden_states  # per-layer sequences need the layer-by-layer path
-        return run_in_segments(lambda x, s: self._run_layers(x, s, layerwise), embedded, state, reset, hold)
+        if output_cell_states or output_hidden_states:  # per-layer sequences need the layer-by-layer path
+            return run_layers_in_segments(self._run_layer, self.config.num_layers, embedded, state, reset, hold)
+        return run_in_segments(self._run_all_layers, embedded, state, reset, hold)
 
 
 class ByteLSTMForCausalLM(RecurrentForCausalLM, ByteLSTMPreTrainedModel):

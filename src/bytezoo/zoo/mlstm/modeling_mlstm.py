@@ -172,8 +172,9 @@ class MLSTMModel(RecurrentModel, MLSTMPreTrainedModel):
         compute_dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else self.dtype
         hidden = None  # (B, T, H) the previous layer's output
         final_h, final_c, all_hidden, all_cells = [], [], [], []
-        # Without a graph to build, the weights and tables that do not depend on the input are cached per layer.
-        cache = not torch.is_grad_enabled() and not torch.jit.is_tracing()
+        # Without a graph to build, the weights and tables that do not depend on the input are cached per layer (not while
+        # traced for export or compile: the cache is keyed by storage pointers, which traced tensors do not have).
+        cache = not torch.is_grad_enabled() and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
         for index, layer in enumerate(self.layers):
             token_ids = None
             embeddings = self.embeddings.weight if index == 0 else None  # (V, E)

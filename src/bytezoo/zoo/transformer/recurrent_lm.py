@@ -85,12 +85,14 @@ class RecurrentModelOutput(ModelOutput):
 @dataclass
 class RecurrentSequenceClassifierOutput(ModelOutput):
     """Outputs of a zoo sequence classifier: ``loss`` (scalar, fp32), ``logits`` (B, num_labels), ``pooled`` (B, H) the
-    text features the head reads (fp32, before dropout), ``state`` the state after each text's last byte."""
+    text features the head reads (fp32, before dropout), ``state`` the state after each text's last byte,
+    ``hidden_states`` per layer (B, T, H) every byte's output (with ``output_hidden_states=True``)."""
 
     loss: Tensor | None = None
     logits: Tensor | None = None
     pooled: Tensor | None = None
     state: State | None = None
+    hidden_states: tuple[Tensor, ...] | None = None
 
 
 @dataclass
@@ -222,19 +224,22 @@ class RecurrentModel(RecurrentPreTrainedModel):
         if output_cell_states and "cell" not in self.state_names:
             raise ValueError(f"{type(self).__name__} has no cell state (its state parts are {self.state_names})")
 
+        # Traced for a graph (torch.export, torch.compile): no decision may read the values of the inputs, so the
+        # masks are applied even where they mask nothing and the byte range is not checked (there is nothing to look at).
+        traced = torch.compiler.is_compiling()
         hold = None
         if attention_mask is not None:
             if attention_mask.shape != input_ids.shape:
                 raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; input_ids has {tuple(input_ids.shape)}")
             hold = attention_mask == 0  # (B, T)
             input_ids = input_ids.masked_fill(hold, 0)  # padding ids (e.g. <pad> = 256) are never looked up
-            if not hold.any():
+            if not traced and not hold.any():
                 hold = None
         if reset_mask is not None:
             if reset_mask.shape != input_ids.shape:
                 raise ValueError(f"reset_mask has shape {tuple(reset_mask.shape)}; input_ids has {tuple(input_ids.shape)}")
-            reset_mask = reset_mask.bool() if reset_mask.any() else None
-        if input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size:
+            reset_mask = reset_mask.bool() if traced or reset_mask.any() else None
+        if not traced and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
             raise ValueError(
                 f"input_ids hold values outside [0, {self.config.vocab_size}) at unmasked positions "
                 f"(min {int(input_ids.min())}, max {int(input_ids.max())})"
@@ -272,6 +277,23 @@ def run_in_segments(run, inputs: Tensor, state: State, reset: Tensor | None, hol
     return out, tuple(part.to(state_dtype) for part in state), hiddens, cells
 
 
+def run_layers_in_segments(run_layer, num_layers: int, inputs: Tensor, state: State, reset: Tensor | None,
+                           hold: Tensor | None):
+    """:func:`run_in_segments` one layer at a time, for callers that return every layer's sequence: each layer's
+    output, with the masks applied, is exactly what the next layer reads, so the per-layer ``hiddens`` returned are
+    the tensors on the path to the loss (``retain_grad()`` on them sees a gradient), never copies beside it. ``run_layer(layer, inputs (B, T', I), state) -> (out, new_state, hiddens, cells)`` for one layer, its state
+    parts (1, B, H)."""
+    outputs, states, hiddens, cells = inputs, [], [], []
+    for layer in range(num_layers):
+        outputs, layer_state, layer_hiddens, layer_cells = run_in_segments(
+            lambda x, s, layer=layer: run_layer(layer, x, s), outputs, tuple(part[layer : layer + 1] for part in state),
+            reset, hold)
+        states.append(layer_state)
+        hiddens.append(outputs)
+        cells.extend(layer_cells)
+    return outputs, tuple(torch.cat(parts) for parts in zip(*states)), hiddens, cells
+
+
 def _segmented(run, inputs: Tensor, state: State, reset: Tensor | None, hold: Tensor | None):
     """:func:`run_in_segments` once the state has the activations' dtype."""
     if reset is None and hold is None:
@@ -283,7 +305,10 @@ def _segmented(run, inputs: Tensor, state: State, reset: Tensor | None, hold: Te
         starts |= reset.any(dim=0)
     if hold is not None and steps > 1:
         starts[1:] |= (hold[:, 1:] != hold[:, :-1]).any(dim=0)
-    bounds = starts.nonzero().flatten().tolist() + [steps]
+    if torch.compiler.is_compiling():  # traced for a graph: no bounds read from the masks; a segment per position
+        bounds = list(range(steps + 1))
+    else:
+        bounds = starts.nonzero().flatten().tolist() + [steps]
     outs, segment_hiddens, segment_cells = [], [], []
     for start, end in zip(bounds[:-1], bounds[1:]):
         if reset is not None:
@@ -401,16 +426,25 @@ class RecurrentForCausalLM(RecurrentPreTrainedModel, GenerationMixin):
         state: State | None = None,
         attention_mask: Tensor | None = None,
         use_cache: bool = True,
+        reset_mask: Tensor | None = None,
         **kwargs,
     ) -> dict:
+        # reset_mask marks documents starting inside the prompt (B, prompt length); generated bytes continue the last
+        # document, so it is read where the prompt is read and is False beyond it.
         if next_sequence_length is not None and use_cache and state is not None:  # decoding: feed new bytes only
             input_ids = input_ids[:, -next_sequence_length:]
             if attention_mask is not None:
                 attention_mask = attention_mask[:, -next_sequence_length:]
+            reset_mask = None
+        elif reset_mask is not None and reset_mask.shape[1] != input_ids.shape[1]:  # without the cache: prompt + new
+            if reset_mask.shape[1] > input_ids.shape[1]:
+                raise ValueError(f"reset_mask has {reset_mask.shape[1]} positions; the prompt has {input_ids.shape[1]}")
+            reset_mask = nn.functional.pad(reset_mask.bool(), (0, input_ids.shape[1] - reset_mask.shape[1]))
         model_inputs: dict[str, Any] = {
             "input_ids": input_ids.contiguous(),
             "state": state,
             "attention_mask": attention_mask,
+            "reset_mask": reset_mask,
             "use_cache": use_cache,
         }
         for key in ("logits_to_keep", "output_cell_states", "output_hidden_states"):
@@ -612,21 +646,26 @@ class TextPooling:
             return totals[:-1] / counts[:-1].clamp(min=1.0).unsqueeze(1)
         return totals[:-1]
 
-    def pool(self, body, input_ids: Tensor, attention_mask: Tensor | None = None, chunk_size: int = 256) -> tuple[Tensor, State]:
+    def pool(self, body, input_ids: Tensor, attention_mask: Tensor | None = None, chunk_size: int = 256, *,
+             output_hidden_states: bool = False) -> tuple[Tensor, State, tuple[Tensor, ...] | None]:
         """(B, H) fp32 features of B texts, one per row of ``input_ids`` (padded where ``attention_mask`` is 0, either
-        side), and the state after each text's last byte. The texts are read ``chunk_size`` bytes at a time with the
-        state carried (the result equals reading them at once); with gradients on and more than one chunk, each chunk
-        is recomputed in the backward pass (activation checkpointing), so training memory holds one chunk's
-        activations plus the state and sums at each chunk boundary, while the gradient reaches the first byte."""
+        side), the state after each text's last byte, and (``output_hidden_states``) every layer's (B, T, H) outputs,
+        else ``None``. The texts are read ``chunk_size`` bytes at a time with the state carried (the result equals
+        reading them at once); with gradients on and more than one chunk, each chunk is recomputed in the backward pass
+        (activation checkpointing), so training memory holds one chunk's activations plus the state and sums at each
+        chunk boundary, while the gradient reaches the first byte. Layer outputs are kept for the whole text: memory
+        then grows with its length. With one chunk they are the body's own tensors, on the path to the loss."""
         batch, steps = input_ids.shape  # T = 0 (empty texts): the initial state's features, as an all-padding row's
         state = body.initial_state(batch)
         carry = self.new_carry(batch, body.config.hidden_size, input_ids.device)
         parts, options = len(state), self.forward_options(rows=True)
         recompute = torch.is_grad_enabled() and steps > chunk_size and any(p.requires_grad for p in body.parameters())
+        layer_outputs: list[tuple[Tensor, ...]] = []  # per chunk, every layer's (B, T', H) outputs
 
         def read_chunk(ids: Tensor, mask: Tensor | None, *tensors: Tensor) -> tuple[Tensor, ...]:
-            out = body(ids, state=tensors[:parts], attention_mask=mask, use_cache=True, return_dict=True, **options)
-            return (*out.state, *self.read_rows(tensors[parts:], out, mask))
+            out = body(ids, state=tensors[:parts], attention_mask=mask, use_cache=True, return_dict=True,
+                       output_hidden_states=output_hidden_states, **options)
+            return (*out.state, *self.read_rows(tensors[parts:], out, mask), *(out.hidden_states or ()))
 
         for start in range(0, steps, chunk_size):
             ids = input_ids[:, start : start + chunk_size]
@@ -637,8 +676,13 @@ class TextPooling:
                 tensors = checkpoint(read_chunk, ids, mask, *state, *carry, use_reentrant=False)
             else:
                 tensors = read_chunk(ids, mask, *state, *carry)
-            state, carry = tuple(tensors[:parts]), tuple(tensors[parts:])
-        return self.features(carry), state
+            state, carry = tuple(tensors[:parts]), tuple(tensors[parts : parts + 2])
+            layer_outputs.append(tuple(tensors[parts + 2 :]))
+        hidden_states = None
+        if output_hidden_states and layer_outputs:
+            hidden_states = layer_outputs[0] if len(layer_outputs) == 1 else \
+                tuple(torch.cat(chunks, dim=1) for chunks in zip(*layer_outputs))
+        return self.features(carry), state, hidden_states
 
 
 def pool(model, input_ids: Tensor, attention_mask: Tensor | None = None, *, pooling: str | None = None,
@@ -712,6 +756,7 @@ class RecurrentForSequenceClassification(RecurrentPreTrainedModel):
         labels: Tensor | None = None,
         chunk_size: int | None = None,
         output_pooled: bool = False,
+        output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> RecurrentSequenceClassifierOutput | tuple:
@@ -723,22 +768,27 @@ class RecurrentForSequenceClassification(RecurrentPreTrainedModel):
                 (regression); the loss follows ``config.problem_type``, inferred as transformers does when unset.
             chunk_size: bytes per forward call of the body (default :attr:`chunk_size`); never changes the result.
             output_pooled: also return ``pooled`` (B, H) and the final ``state``.
+            output_hidden_states: also return every layer's outputs, (B, T, H) each (default
+                ``config.output_hidden_states``); they are kept for the whole text, so memory grows with its length.
         """
         if input_ids is None or input_ids.dim() != 2:
             raise ValueError(f"input_ids must be a (batch, time) tensor of byte values; got {None if input_ids is None else tuple(input_ids.shape)}")
         if attention_mask is not None and attention_mask.shape != input_ids.shape:
             raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; input_ids has {tuple(input_ids.shape)}")
         return_dict = self.config.return_dict if return_dict is None else return_dict
+        output_hidden_states = bool(self.config.output_hidden_states if output_hidden_states is None else output_hidden_states)
         chunk = int(chunk_size or self.chunk_size)
         if chunk < 1:
             raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
         if self.pooling.mode != self.config.classifier_pooling:  # the config was changed after construction
             self.pooling = TextPooling(self.body_class, self.config.classifier_pooling)
-        pooled, state = self.pooling.pool(self.model, input_ids, attention_mask, chunk)  # (B, H) fp32
+        pooled, state, hidden_states = self.pooling.pool(self.model, input_ids, attention_mask, chunk,
+                                                         output_hidden_states=output_hidden_states)  # (B, H) fp32
         logits = self.score(self.dropout(pooled).to(self.score.weight.dtype))  # (B, num_labels)
         loss = self.classification_loss(logits, labels) if labels is not None else None
         output = RecurrentSequenceClassifierOutput(
-            loss=loss, logits=logits, pooled=pooled if output_pooled else None, state=state if output_pooled else None
+            loss=loss, logits=logits, pooled=pooled if output_pooled else None, state=state if output_pooled else None,
+            hidden_states=hidden_states,
         )
         return output if return_dict else output.to_tuple()
 
@@ -792,6 +842,7 @@ __all__ = [
     "pool",
     "supported_poolings",
     "run_in_segments",
+    "run_layers_in_segments",
     "select_streams",
     "concat_streams",
     "state_part",
