@@ -9,7 +9,6 @@ import torch
 
 from bytezoo.errors import InvalidArgumentError
 from bytezoo.transfer import Featurizer
-from bytezoo.zoo.recurrent_lm import default_classifier_pooling
 from zoo_presets import one_preset_per_family
 
 TEXTS = ["a great film", "dull, slow and far too long", "", "é!", "the plot " * 6]  # the last: several chunks
@@ -18,7 +17,7 @@ DEFAULTS_OF_OUR_OWN = {"batch_size": None}  # None: all texts in one transform c
 
 
 def featurizer(model, **options) -> Featurizer:
-    return Featurizer(model, pooling=default_classifier_pooling(type(model.model)), progress=False, **options)
+    return Featurizer(model, progress=False, **options)  # the pooling: the model's own default
 
 
 def test_encode_has_sentence_transformers_signature():

@@ -44,10 +44,16 @@ def _held(x: Tensor, real: Tensor) -> Tensor:
     (zeros where the row has none yet in this call: the output of an empty context, as the recurrent families' zero
     initial state gives), so that the output at a right-padded text's last position is its last byte's, as for the
     recurrent families, whose held state outputs the last hidden state. ``real`` (B, T) bool."""
-    order = torch.arange(x.shape[1], device=x.device).expand_as(real)  # (B, T)
-    latest = torch.where(real, order, -1).cummax(dim=1).values  # (B, T) latest real position at or before t, -1: none
-    gathered = x.gather(1, latest.clamp(min=0).unsqueeze(-1).expand_as(x))
-    return torch.where((latest >= 0).unsqueeze(-1), gathered, torch.zeros_like(x))
+    steps = x.shape[1]
+    order = torch.arange(steps, device=x.device).expand_as(real)  # (B, T)
+    count = real.long().cumsum(1)  # (B, T) real positions at or before t
+    # the k-th real position of each row (padding writes to a spare column T), then the latest one at or before t;
+    # a scatter and a gather rather than cummax, which ONNX has no operator for
+    kth = torch.zeros(real.shape[0], steps + 1, dtype=torch.long, device=x.device).scatter(
+        1, torch.where(real, count - 1, steps), order)  # (B, T + 1)
+    latest = kth.gather(1, (count - 1).clamp(min=0))  # (B, T)
+    gathered = x.gather(1, latest.unsqueeze(-1).expand_as(x))
+    return torch.where((count > 0).unsqueeze(-1), gathered, torch.zeros_like(x))
 
 
 class TransformerBlock(nn.Module):
@@ -184,13 +190,15 @@ class ByteTransformerModel(RecurrentModel, ByteTransformerPreTrainedModel):
         hiddens, all_keys, all_values = [], [], []
         for index, block in enumerate(self.layers):
             x, keys, values = block(x, cached_keys[index], cached_values[index], cos, sin, allowed)
-            hiddens.append(x)
+            if hold is not None:  # padding holds the last real byte's value, as a held recurrent state does; real
+                x = _held(x, real)  # bytes never attend to padding, so the next layer may read it (and the returned
+            hiddens.append(x)  # hidden states are the tensors on the path to the loss)
             all_keys.append(keys)
             all_values.append(values)
         new_state = self._next_window(cached_position, position, document, real, all_keys, all_values, state[0].dtype)
         output = self.norm(x)
-        if hold is not None:  # padding outputs the last real byte's output, as a held recurrent state does
-            output, hiddens = _held(output, real), [_held(hidden, real) for hidden in hiddens]
+        if hold is not None:  # padding outputs the last real byte's output (zeros before the first one)
+            output = _held(output, real)
         return output, new_state, hiddens, []
 
     def _next_window(self, cached_position, position, document, real, all_keys, all_values, state_dtype) -> State:
