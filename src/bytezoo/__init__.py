@@ -8,7 +8,7 @@
 Importing bytezoo registers its models and tokenizer with transformers' Auto classes, so
 ``AutoModelForCausalLM.from_pretrained(checkpoint_dir)`` and ``AutoTokenizer.from_pretrained(checkpoint_dir)`` work.
 """
-__version__ = "0.1.0"
+from .version import __version__
 
 # Submodules and their names load on first use (SPEC 1, PEP 562), so `bytezoo --help` and `import bytezoo` do not pay
 # for torch, accelerate, scikit-learn or matplotlib up front.

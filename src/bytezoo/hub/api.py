@@ -406,6 +406,6 @@ def _is_local_hub(path: str) -> bool:
 
 
 def _created_by() -> str:
-    import bytezoo  # already imported: this module lives inside it
+    from bytezoo.version import __version__
 
-    return f"bytezoo {getattr(bytezoo, '__version__', 'unknown')}"
+    return f"bytezoo {__version__}"

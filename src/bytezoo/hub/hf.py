@@ -444,6 +444,6 @@ def _is_transport_error(error: Exception) -> bool:
 
 
 def _bytezoo_version() -> str:
-    import bytezoo
+    from bytezoo.version import __version__
 
-    return getattr(bytezoo, "__version__", "unknown")
+    return __version__
