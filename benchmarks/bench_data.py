@@ -50,7 +50,7 @@ def sentences() -> list[str]:
 
         with open(SHARED, newline="", encoding="utf-8") as file:
             return [row["sentence"] for row in csv.DictReader(file)]
-    from bytezoo.data.sources import prepare_embedded_default
+    from bytezoo.data.embedded import prepare_embedded_default
 
     return prepare_embedded_default().lm_train.read_text().splitlines()
 

@@ -74,7 +74,7 @@ def main() -> None:
     from bytezoo.finetune import compare as finetune_compare
     from bytezoo.finetune.trainer import FinetuneConfig, run
     from bytezoo.transfer import comparison as compare
-    from bytezoo.transfer.data import read_dataset
+    from bytezoo.data.labelled import read_dataset
 
     started = time.perf_counter()
     model = args.model or str(work / "lm" / "model")

@@ -31,7 +31,7 @@ SST = SHARED_DATA / "sst" / "train.csv"
 
 def load_texts(count: int, seed: int) -> tuple[list[str], str]:
     if SST.is_file():
-        from bytezoo.transfer import read_dataset
+        from bytezoo.data.labelled import read_dataset
 
         texts = read_dataset(str(SST)).texts
         random.Random(seed).shuffle(texts)

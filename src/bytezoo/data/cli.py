@@ -7,7 +7,9 @@ import argparse
 import json
 from pathlib import Path
 
-from .sources import DATASETS, EMBEDDED_PACKAGE, MARKER, download, prepare_embedded_default
+from .datasets import DATASETS, download
+from .embedded import EMBEDDED_PACKAGE, prepare_embedded_default
+from .layout import MARKER
 
 PACK_DESCRIPTION = """\
 Stream text sources once into a packed corpus at OUTPUT (a folder or any fsspec URL: s3://, gs://, ...):
@@ -37,7 +39,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
 
     verifying = commands.add_parser("verify", help="check every shard of a packed corpus against its sha256",
                                     description="Read a packed corpus in full and check each shard's sha256 against "
-                                                "its index (sizes and block checksums are checked on every use anyway).")
+                                                "its index (sizes and block checksums are checked on every use "
+                                                "anyway).")
     verifying.add_argument("url", help="the packed corpus")
     verifying.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     verifying.set_defaults(func=_verify)
@@ -54,8 +57,8 @@ def _pack(args: argparse.Namespace) -> int:
     index = pack(args.sources, args.output, text_field=args.text_field, shard_bytes=args.shard_mb << 20,
                  allow_binary=args.allow_binary, overwrite=args.overwrite, progress=args.progress)
     seconds = time.perf_counter() - started
-    print(f"packed {len(index['sources'])} source(s), {index['total_bytes']:,} bytes in {len(index['shards'])} shard(s) "
-          f"into {redact_url(args.output)} ({index['total_bytes'] / max(seconds, 1e-9) / 1e6:.1f} MB/s)")
+    print(f"packed {len(index['sources'])} source(s), {index['total_bytes']:,} bytes in {len(index['shards'])} "
+          f"shard(s) into {redact_url(args.output)} ({index['total_bytes'] / max(seconds, 1e-9) / 1e6:.1f} MB/s)")
     return 0
 
 
@@ -66,7 +69,8 @@ def _verify(args: argparse.Namespace) -> int:
 
     corpus = PackedCorpus.open(args.url)
     corpus.verify(progress=args.progress)
-    print(f"{redact_url(args.url)}: {len(corpus.index['shards'])} shard(s), {corpus.total_bytes:,} bytes: every sha256 matches")
+    print(f"{redact_url(args.url)}: {len(corpus.index['shards'])} shard(s), {corpus.total_bytes:,} bytes: every "
+          "sha256 matches")
     return 0
 
 
@@ -75,28 +79,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "data",
         help="pack corpora for pretraining, prepare the embedded default data set, download standard sentiment sets",
-        description="Prepare the embedded default data set (offline) or download standard sentiment sets with pinned checksums.",
+        description="Prepare the embedded default data set (offline) or download standard sentiment sets with pinned "
+                    "checksums.",
     )
     parser.set_defaults(func=lambda args: _print_help(parser))
     commands = parser.add_subparsers(title="data commands", metavar="COMMAND")
 
-    listing = commands.add_parser("list", help="the data sets 'download' knows: sizes, sources, checksums", description="List the data sets 'bytezoo data download' knows.")
+    listing = commands.add_parser("list", help="the data sets 'download' knows: sizes, sources, checksums",
+                                  description="List the data sets 'bytezoo data download' knows.")
     listing.set_defaults(func=_list_handler)
 
     fetching = commands.add_parser(
         "download",
         help="download, verify and convert a standard data set",
-        description="Download a standard data set, verify its pinned checksum and write train/dev/test.tsv (+ lm_train.txt).",
+        description="Download a standard data set, verify its pinned checksum and write train/dev/test.tsv (+ "
+                    "lm_train.txt).",
     )
     fetching.add_argument("name", help=f"one of: {', '.join(DATASETS)}")
     fetching.add_argument("--dir", type=Path, help="where to write the files (default: $BYTEZOO_CACHE/data/NAME)")
-    fetching.add_argument("--url", help="fetch from this fsspec URL (a mirror or a local copy) instead; the pinned checksum still applies")
+    fetching.add_argument("--url", help="fetch from this fsspec URL (a mirror or a local copy) instead; the pinned "
+                                        "checksum still applies")
     fetching.set_defaults(func=_download_handler)
 
     default = commands.add_parser(
         "prepare-default",
         help="write the embedded default data set (drug reviews) and print its paths",
-        description=f"Write the embedded default data set, 978 drug reviews from the {EMBEDDED_PACKAGE} package, and print where its files are.",
+        description=f"Write the embedded default data set, 978 drug reviews from the {EMBEDDED_PACKAGE} package, and "
+                    "print where its files are.",
     )
     default.add_argument("--dir", type=Path, help="where to write the files (default: $BYTEZOO_CACHE/data/drugreview)")
     default.set_defaults(func=_prepare_default_handler)
@@ -117,7 +126,8 @@ def _list_handler(args: argparse.Namespace) -> int:
         print(f"    splits:  {spec.splits}")
         if spec.notes:
             print(f"    note:    {spec.notes}")
-    print(f"embedded default (no download): drug reviews from the {EMBEDDED_PACKAGE} package; 'bytezoo data prepare-default'")
+    print(f"embedded default (no download): drug reviews from the {EMBEDDED_PACKAGE} package; 'bytezoo data "
+          "prepare-default'")
     return 0
 
 

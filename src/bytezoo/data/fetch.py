@@ -21,7 +21,8 @@ def parse_checksum(checksum: str) -> tuple[str, str]:
     algorithm, separator, digest = checksum.partition(":")
     algorithm, digest = algorithm.strip().lower(), digest.strip().lower()
     if not separator or algorithm not in SUPPORTED_HASHES:
-        raise DatasetError(f"checksum {checksum!r} must look like 'ALGORITHM:HEX' with ALGORITHM one of {', '.join(SUPPORTED_HASHES)}")
+        raise DatasetError(f"checksum {checksum!r} must look like 'ALGORITHM:HEX' with ALGORITHM one of "
+                           f"{', '.join(SUPPORTED_HASHES)}")
     expected_length = hashlib.new(algorithm).digest_size * 2
     if len(digest) != expected_length or not re.fullmatch(r"[0-9a-f]+", digest):
         raise DatasetError(f"checksum {checksum!r}: a {algorithm} digest is {expected_length} hexadecimal digits")

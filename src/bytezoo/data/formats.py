@@ -1,10 +1,11 @@
 """Reading text sources: format and compression from the name, records with their row or line, one error type.
 
-A source is any path or fsspec URL. Its name says what it holds — ``.txt`` (or anything else: raw bytes), ``.jsonl``
-(``.json``, ``.ndjson``), ``.csv``, ``.tsv`` (``.tab``) — optionally followed by a compression suffix: ``.gz``, ``.bz2``,
-``.xz``, ``.lzma``, ``.zst``. A text file contributes its raw bytes; a record file contributes one record's text
-field plus ``"\\n"`` per record (the form pretraining reads). Labelled datasets (``bytezoo.transfer.data``) read their
-records through :func:`iter_records` too, so every part of bytezoo sees a file the same way.
+A source is any path or fsspec URL. Its name says what it holds — ``.txt`` (or anything else: raw bytes),
+``.jsonl`` (``.json``, ``.ndjson``), ``.csv``, ``.tsv`` (``.tab``) — optionally followed by a compression suffix:
+``.gz``, ``.bz2``, ``.xz``, ``.lzma``, ``.zst``. A text file contributes its raw bytes; a record file contributes one
+record's text field plus ``"\\n"`` per record (the form pretraining reads). Labelled sets
+(:mod:`bytezoo.data.labelled`) read their records through :func:`iter_records` too, so every part of bytezoo sees a
+file the same way; :data:`RECORD_FORMATS` is the one list of record formats (``--format`` offers it).
 
 Sources come from outside, so reading them is bounded: compressed files are decompressed as streams, a record (a
 JSON line, a CSV/TSV row, read a line at a time) past the record limit (64 MiB, ``--max-record-mb N``; see
@@ -27,7 +28,7 @@ from bytezoo.untrusted import jsonio, limits, network
 
 # suffix -> fsspec compression name (fsspec decompresses .zst through the zstandard package, a dependency)
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".lzma": "lzma", ".zst": "zstd"}
-RECORD_FORMATS = ("jsonl", "csv", "tsv")
+RECORD_FORMATS = ("csv", "tsv", "jsonl")  # the record formats, as --format offers them
 FORMAT_SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv", ".tab": "tsv"}
 TEXT_FIELD_GUESSES = ("text", "sentence", "review", "content", "body")  # tried in order when no field is named
 READ_BLOCK = 1 << 20  # bytes per read of a raw text source
@@ -225,7 +226,8 @@ def iter_records(url: str, fmt: str | None = None, *, max_record_bytes: int | No
     """``(row, record)`` for each record of a JSON-lines, CSV or TSV source. ``row`` is the line where the record
     starts: in CSV/TSV the header is row 1, as a spreadsheet shows it; in JSON lines, the line number. A UTF-8
     byte-order mark at the start is dropped. Bytes that are not UTF-8 survive as lone surrogates
-    (``surrogateescape``): encoding back gives the original bytes. Errors name the file and the row or line; a record past ``max_record_bytes`` (default: the record limit) is refused, unread.
+    (``surrogateescape``): encoding back gives the original bytes. Errors name the file and the row or line; a record
+    past ``max_record_bytes`` (default: the record limit) is refused, unread.
     ``progress`` hears the number of characters of every line read (the expanded size, however compressed)."""
     fmt = fmt or SourceKind.of(url).format
     if fmt not in RECORD_FORMATS:
@@ -243,7 +245,8 @@ def iter_records(url: str, fmt: str | None = None, *, max_record_bytes: int | No
                     try:
                         record = jsonio.loads(line, strict=False)
                     except ValueError as error:
-                        raise SourceError(f"{url}, line {row}: not valid JSON ({getattr(error, 'msg', error)})") from None
+                        raise SourceError(f"{url}, line {row}: not valid JSON "
+                                          f"({getattr(error, 'msg', error)})") from None
                     if not isinstance(record, dict):
                         raise SourceError(f"{url}, line {row}: expected a JSON object per line, got "
                                           f"{type(record).__name__}")
@@ -377,5 +380,5 @@ def expand_sources(patterns: Sequence[str] | str) -> list[str]:
     return urls
 
 
-__all__ = ["COMPRESSIONS", "RecordTooLargeError", "SourceError", "SourceKind", "binary_shares", "bounded_lines",
-           "check_text", "expand_sources", "iter_records", "iter_source_bytes", "open_source"]
+__all__ = ["COMPRESSIONS", "RECORD_FORMATS", "RecordTooLargeError", "SourceError", "SourceKind", "binary_shares",
+           "bounded_lines", "check_text", "expand_sources", "iter_records", "iter_source_bytes", "open_source"]

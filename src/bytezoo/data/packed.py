@@ -3,7 +3,8 @@
 The layout at any fsspec URL (a local folder, ``s3://bucket/corpus``, …), in the spirit of nanoGPT's ``prepare.py``
 and Megatron-LM's indexed datasets::
 
-    URL/shard-00000.bin     the corpus bytes, concatenated in source order (uint8; ``shard_bytes`` each, the last shorter)
+    URL/shard-00000.bin     the corpus bytes, concatenated in source order (uint8; ``shard_bytes`` each, the last
+                            shorter)
     URL/blocks.crc32        one little-endian uint32 CRC-32 per BLOCK_BYTES block of the corpus
     URL/index.json          written last: format and version, total bytes, each shard's size and sha256, the CRC
                             file's sha256, the documents (where each source begins: the recurrent state resets there)
@@ -12,9 +13,10 @@ and Megatron-LM's indexed datasets::
 Readers trust the index alone (blobs first, index last, as the hub writes): an interrupted pack leaves no index and
 so no corpus. The index is read as outside input (a corpus may come from anyone's bucket): at most 64 MiB of it,
 strict JSON, and every shard and checksum file it names must be a plain file name beside it, checked before it is
-opened. The sources' URLs are written redacted (no credentials or query strings). :meth:`PackedCorpus.open` checks every shard's size against the index before anything trains; every
-read checks the CRC-32 of the blocks it touches (reading just those checksums), so a modified shard is named before
-its bytes are used; ``bytezoo data verify URL`` checks every shard's sha256 (one full read). Packing the same sources twice gives identical bytes.
+opened. The sources' URLs are written redacted (no credentials or query strings). :meth:`PackedCorpus.open` checks
+every shard's size against the index before anything trains; every read checks the CRC-32 of the blocks it touches
+(reading just those checksums), so a modified shard is named before its bytes are used; ``bytezoo data verify URL``
+checks every shard's sha256 (one full read). Packing the same sources twice gives identical bytes.
 """
 from __future__ import annotations
 
@@ -127,7 +129,8 @@ def pack(sources: Sequence[str] | str, output: str, *, text_field: str | None = 
     root = root.rstrip("/")
     if fs.exists(_join(root, INDEX)):
         if not overwrite:
-            raise PackError(f"{output} already holds a packed corpus: pass --overwrite to replace it, or pack elsewhere")
+            raise PackError(f"{output} already holds a packed corpus: pass --overwrite to replace it, or pack "
+                            "elsewhere")
         fs.rm(_join(root, INDEX))  # first: from now on no reader takes the old shards for a corpus
         for path in fs.glob(_join(root, "shard-*.bin")) + fs.glob(_join(root, CRC_FILE)):
             fs.rm(path)  # what an earlier pack wrote (readable index or not), never other files
@@ -286,7 +289,8 @@ class PackedCorpus:
         fs, root = network.url_to_fs(url)
         root = root.rstrip("/")
         blocks = -(-index["total_bytes"] // BLOCK_BYTES)
-        expected = [(shard["name"], shard["bytes"]) for shard in index["shards"]] + [(index["crc32"]["name"], 4 * blocks)]
+        expected = [(shard["name"], shard["bytes"]) for shard in index["shards"]]
+        expected.append((index["crc32"]["name"], 4 * blocks))
         with network.remote_errors(url, "cannot read the packed corpus", PackError):
             for name, size_expected in expected:
                 try:

@@ -2,7 +2,7 @@
 
 :func:`run_comparison` runs one fine-tuning per label count, each from the same starting model (``config.model``) on
 the rows :func:`bytezoo.transfer.comparison.training_subset` draws for that count (the draws ``bytezoo transfer``'s
-comparison uses: same function, same seed, same labels as read by :func:`bytezoo.transfer.data.read_dataset`), and
+comparison uses: same function, same seed, same labels as read by :func:`bytezoo.data.labelled.read_dataset`), and
 measures on the same rows the majority class, the TF-IDF baseline (:func:`bytezoo.transfer.baseline.tfidf_baseline`)
 and, with ``compare_probe``, the frozen L1 probe (:class:`~bytezoo.transfer.Featurizer` +
 :class:`~bytezoo.transfer.classifier.SparseLogisticClassifier`). The methods join one comparison with
@@ -17,9 +17,9 @@ smaller count in ``OUTPUT/label-counts/n-COUNT/`` (a complete run folder of its 
 
     {"schema_version": 1, "bytezoo_version": str, "created": str, "model": str, "task": "binary" | "multiclass" |
      "multilabel", "metric": "accuracy" | "jaccard", "label_counts": [int],
-     "runs": [{"n_train": int, "output": str (relative to OUTPUT), "steps": int, "epochs": float, "best_step": int | null,
-               "stopped_by": str, "train_seconds": float, "seconds_per_epoch": float, "dev": float | null,
-               "test": float | null}],
+     "runs": [{"n_train": int, "output": str (relative to OUTPUT), "steps": int, "epochs": float,
+               "best_step": int | null, "stopped_by": str, "train_seconds": float, "seconds_per_epoch": float,
+               "dev": float | null, "test": float | null}],
      "comparison": {... bytezoo.transfer.comparison's format: majority, tfidf, [probe,] finetune ...},
      "timings": {"finetune_s", "baselines_s", "probe_s", "total_s"},
      "files": {"report": "report.json", "plot": "comparison.png" | null}}
@@ -81,7 +81,7 @@ def run_comparison(config, label_counts: Sequence[int | str] | None = None, *, b
     with the majority class, TF-IDF (unless ``baseline="none"``) and, with ``compare_probe``, the frozen L1 probe, at
     the same counts on the same rows. Writes ``OUTPUT/report.json`` (and ``comparison.png``) on the main process;
     returns the report."""
-    from bytezoo.transfer.classifier import task_of
+    from bytezoo.transfer.metrics import task_of
 
     from .data import _read  # read_dataset, its errors as the trainer words them (--train FILE: ...)
     from .trainer import run
@@ -99,8 +99,9 @@ def run_comparison(config, label_counts: Sequence[int | str] | None = None, *, b
         from bytezoo.zoo import is_model
 
         if is_model(config.model):
-            raise FinetuneError(f"--compare-probe featurizes --model's checkpoint, and {config.model!r} is a preset (random "
-                                "weights, nothing saved): give a pretrained checkpoint, or drop --compare-probe")
+            raise FinetuneError(f"--compare-probe featurizes --model's checkpoint, and {config.model!r} is a preset "
+                                "(random weights, nothing saved): give a pretrained checkpoint, or drop "
+                                "--compare-probe")
     # The labels as bytezoo transfer reads them (read_dataset): the draws depend on them, so both commands draw the
     # same rows. dev and test are read after the runs, which check every split first and name what is wrong.
     train = _read(config.train, "train", config.text_col, config.label_cols)
@@ -235,7 +236,8 @@ def probe_points(config, train, dev, test, counts: list[int], log: Log, pooling:
     """The frozen L1 probe at each count: the starting model's features in ``pooling`` (the fine-tuned head's: the
     same feature on both sides of the comparison; ``None``: the model's own) and an L1 logistic regression, C swept on
     dev, fitted on each count's rows."""
-    from bytezoo.transfer.classifier import SingleClassError, SparseLogisticClassifier
+    from bytezoo.transfer.classifier import SparseLogisticClassifier
+    from bytezoo.transfer.metrics import SingleClassError
     from bytezoo.transfer.featurizer import Featurizer
 
     featurizer = Featurizer(config.model, pooling=pooling, progress=config.progress).fit()
@@ -268,5 +270,5 @@ def _model_type(model_dir: Path) -> str:
         return "LM"
 
 
-__all__ = ["ALL", "FINETUNE", "PLOT_FILE", "REPORT_FILE", "parse_label_count", "probe_points", "resolve_counts", "run_comparison",
-           "tfidf_point"]
+__all__ = ["ALL", "FINETUNE", "PLOT_FILE", "REPORT_FILE", "parse_label_count", "probe_points", "resolve_counts",
+           "run_comparison", "tfidf_point"]

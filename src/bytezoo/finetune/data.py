@@ -1,9 +1,9 @@
-"""The labelled data of a fine-tuning run: reading and checking the splits, encoding labels, the batches of an epoch,
-and the evaluation metrics.
+"""The labelled data of a fine-tuning run: checking the splits, encoding labels, the batches of an epoch. (The
+evaluation's figures: :mod:`bytezoo.transfer.metrics`.)
 
-Texts are read with :func:`bytezoo.transfer.data.read_dataset` (CSV, TSV, JSON lines, any fsspec URL) and given to the
-model as their UTF-8 bytes, exactly as the byte tokenizer encodes them, so a fine-tuned model served through
-``transformers.pipeline`` reads what it was trained on.
+Texts are read with :func:`bytezoo.data.labelled.read_dataset` (CSV, TSV, JSON lines, any fsspec URL), as ``bytezoo
+transfer`` reads them, and given to the model as their UTF-8 bytes, exactly as the byte tokenizer encodes them, so a
+fine-tuned model served through ``transformers.pipeline`` reads what it was trained on.
 """
 from __future__ import annotations
 
@@ -63,7 +63,9 @@ def _class_order(names) -> list[str]:
 
 
 def _read(path: str, split: str, text_col: str | None, label_cols: list[str] | None):
-    from bytezoo.transfer.data import read_dataset
+    """A split as :func:`~bytezoo.data.labelled.read_dataset` reads it; its errors name the option (``--train FILE,
+    row 3, column 'label': ...``)."""
+    from bytezoo.data.labelled import read_dataset
 
     try:
         return read_dataset(path, text_col, label_cols)
@@ -118,7 +120,8 @@ def load_task(train: str, dev: str | None = None, test: str | None = None, *, te
         task = Task(problem_type, classes, columns)
     elif problem_type == "multi_label_classification":
         if not first.multilabel:
-            raise FinetuneError(f"--problem-type multi_label_classification needs several 0/1 label columns; got {columns}")
+            raise FinetuneError(f"--problem-type multi_label_classification needs several 0/1 label columns; got "
+                                f"{columns}")
         constant = [(name, int(first.labels[0, index])) for index, name in enumerate(columns)
                     if (first.labels[:, index] == first.labels[0, index]).all()]
         if constant:
@@ -164,8 +167,8 @@ def _encode_labels(task: Task, labelled, split: str) -> np.ndarray:
     encoded = np.empty(len(labelled), dtype=np.int64)
     for position, (row, value) in enumerate(zip(labelled.rows, labelled.labels.tolist())):
         if value not in index:
-            raise FinetuneError(f"--{split} {labelled.source}, row {row}, column {task.label_cols[0]!r}: label {value!r} "
-                                f"never occurs in --train (classes {task.label_names})")
+            raise FinetuneError(f"--{split} {labelled.source}, row {row}, column {task.label_cols[0]!r}: label "
+                                f"{value!r} never occurs in --train (classes {task.label_names})")
         encoded[position] = index[value]
     return encoded
 
@@ -208,77 +211,4 @@ def collate(split: Split, rows: np.ndarray, pad_id: int = 256):
     return ids, mask, labels
 
 
-# --- metrics: sufficient statistics that add up across processes, then the figures ---------------------------------
-def statistics_size(task: Task) -> int:
-    k = task.num_labels
-    if task.problem_type == "single_label_classification":
-        return 2 + k * k  # loss sum, count, confusion matrix
-    if task.problem_type == "multi_label_classification":
-        return 4 + 3 * k  # loss sum, count, exact matches, jaccard sum, per column tp fp fn
-    return 4  # loss sum, count, squared error sum, absolute error sum
-
-
-def batch_statistics(task: Task, logits, labels, loss_sum):
-    """A float64 vector of :func:`statistics_size` sums for one batch (add them up, then :func:`metrics`)."""
-    import torch
-
-    stats = torch.zeros(statistics_size(task), dtype=torch.float64)
-    stats[0], stats[1] = float(loss_sum), float(len(labels))
-    logits = logits.float().cpu()
-    if task.problem_type == "single_label_classification":
-        k = task.num_labels
-        predicted = logits.argmax(-1)
-        stats[2:] += torch.bincount(labels.long() * k + predicted, minlength=k * k).double()
-    elif task.problem_type == "multi_label_classification":
-        predicted = logits > 0
-        truth = labels.bool()
-        stats[2] = float((predicted == truth).all(-1).sum())
-        union = (predicted | truth).sum(-1)
-        stats[3] = float(torch.where(union > 0, (predicted & truth).sum(-1) / union.clamp(min=1), torch.ones(len(labels))).sum())
-        k = task.num_labels
-        stats[4 : 4 + k] = (predicted & truth).sum(0).double()
-        stats[4 + k : 4 + 2 * k] = (predicted & ~truth).sum(0).double()
-        stats[4 + 2 * k :] = (~predicted & truth).sum(0).double()
-    else:
-        error = logits.view(-1) - labels.float().view(-1)
-        stats[2], stats[3] = float((error**2).sum()), float(error.abs().sum())
-    return stats
-
-
-def _f1(tp, fp, fn):
-    denominator = 2 * tp + fp + fn
-    return np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0)
-
-
-def metrics(task: Task, stats) -> dict[str, float]:
-    """The figures of summed statistics: loss and accuracy and macro-F1 (single label; binary also F1 of the second
-    class), Jaccard (per text, as SemEval's "accuracy" and ``bytezoo transfer``), micro- and macro-F1 and exact
-    match (multi-label), RMSE and MAE (regression)."""
-    stats = np.asarray(stats, dtype=np.float64)
-    count = max(stats[1], 1.0)
-    result = {"loss": stats[0] / count, "examples": int(stats[1])}
-    k = task.num_labels
-    if task.problem_type == "single_label_classification":
-        confusion = stats[2:].reshape(k, k)  # rows: truth, columns: prediction
-        tp = np.diag(confusion)
-        f1 = _f1(tp, confusion.sum(0) - tp, confusion.sum(1) - tp)
-        result.update(accuracy=float(tp.sum() / count), macro_f1=float(f1.mean()))
-        if k == 2:
-            result["f1"] = float(f1[1])
-    elif task.problem_type == "multi_label_classification":
-        tp, fp, fn = stats[4 : 4 + k], stats[4 + k : 4 + 2 * k], stats[4 + 2 * k :]
-        result.update(jaccard=float(stats[3] / count), exact_match=float(stats[2] / count),
-                      micro_f1=float(_f1(tp.sum(), fp.sum(), fn.sum())), macro_f1=float(_f1(tp, fp, fn).mean()))
-    else:
-        result.update(rmse=float(np.sqrt(stats[2] / count)), mae=float(stats[3] / count))
-    return result
-
-
-def primary_metric(task: Task) -> tuple[str, bool]:
-    """The metric early stopping and the best checkpoint follow, and whether higher is better."""
-    return {"single_label_classification": ("accuracy", True), "multi_label_classification": ("jaccard", True),
-            "regression": ("rmse", False)}[task.problem_type]
-
-
-__all__ = ["FinetuneError", "Split", "Task", "load_task", "epoch_batches", "collate", "batch_statistics", "metrics",
-           "primary_metric", "statistics_size"]
+__all__ = ["FinetuneError", "Split", "Task", "load_task", "epoch_batches", "collate"]

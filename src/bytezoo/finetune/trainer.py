@@ -49,19 +49,9 @@ from bytezoo.pretrain.trainer import (
     check_launch,
     join_launched_group,
 )
+from bytezoo.transfer.metrics import batch_statistics, metrics, primary_metric, statistics_size
 
-from .data import (
-    FinetuneError,
-    Split,
-    Task,
-    batch_statistics,
-    collate,
-    epoch_batches,
-    load_task,
-    metrics,
-    primary_metric,
-    statistics_size,
-)
+from .data import FinetuneError, Split, Task, collate, epoch_batches, load_task
 
 BEST_WEIGHTS = "best-model.safetensors"  # in a checkpoint: the weights of the best dev evaluation so far
 

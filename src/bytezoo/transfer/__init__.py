@@ -14,12 +14,12 @@ import lazy_loader as _lazy
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
-        "classifier": ["ClassifierFormatError", "ClassifierNotFoundError", "DEFAULT_CS", "SingleClassError", "SparseLogisticClassifier"],
+        "classifier": ["ClassifierFormatError", "ClassifierNotFoundError", "DEFAULT_CS", "SparseLogisticClassifier"],
         "config": ["TransferConfig"],
-        "data": ["DatasetError", "LabeledTexts", "read_dataset"],
         "experiment": ["run_transfer"],
         "featurizer": ["Featurizer", "preprocess_openai"],
         "generation": ["Generation", "generate_steered"],
+        "metrics": ["SingleClassError"],
         "neuron": ["UnitTrace", "unit_trace"],
         "pipeline": ["SentimentPipeline"],
     },

@@ -7,7 +7,8 @@ import time
 
 import numpy as np
 
-from .classifier import _can_stratify, task_of, task_score
+from .comparison import held_out_rows
+from .metrics import task_of, task_score
 
 TFIDF_CS = tuple(float(2.0**exponent) for exponent in range(-2, 7))
 
@@ -16,17 +17,13 @@ def tfidf_baseline(train_texts, y_train, dev_texts=None, y_dev=None, test_texts=
                    random_state=0, dev_fraction: float = 0.2) -> dict:
     """Fit the baseline; returns ``{"C", "C_chosen_on", "dev_accuracy", "test_accuracy", "seconds", "dev_scores"}``.
     ``dev_accuracy`` is on the held-out training rows when no dev set is given."""
-    from sklearn.model_selection import train_test_split
-
     started = time.perf_counter()
     train_texts, y_train = list(train_texts), np.asarray(y_train)
     task = task_of(y_train)
     chosen_on = "dev"
     fit_texts, y_fit = train_texts, y_train
     if dev_texts is None or y_dev is None:  # as SparseLogisticClassifier.fit: the same split for the same seed
-        stratify = y_train if task != "multilabel" and _can_stratify(y_train, dev_fraction) else None
-        rows = np.arange(len(y_train))
-        fit_rows, dev_rows = train_test_split(rows, test_size=dev_fraction, random_state=random_state, stratify=stratify)
+        fit_rows, dev_rows = held_out_rows(y_train, task, dev_fraction, random_state)
         fit_texts, y_fit = [train_texts[i] for i in fit_rows], y_train[fit_rows]
         dev_texts, y_dev = [train_texts[i] for i in dev_rows], y_train[dev_rows]
         chosen_on = "train split"
@@ -45,7 +42,8 @@ def tfidf_baseline(train_texts, y_train, dev_texts=None, y_dev=None, test_texts=
     if chosen_on == "train split":  # refit on every training row, as the probe does
         vectorizer = _vectorizer()
         model = _model(C, task).fit(vectorizer.fit_transform(train_texts), y_train)
-    result = {"C": C, "C_chosen_on": chosen_on, "dev_accuracy": best[0], "dev_scores": {repr(c): s for c, s in dev_scores.items()}}
+    result = {"C": C, "C_chosen_on": chosen_on, "dev_accuracy": best[0],
+              "dev_scores": {repr(c): s for c, s in dev_scores.items()}}
     if test_texts is not None and y_test is not None:
         result["test_accuracy"] = task_score(task, np.asarray(y_test), model.predict(vectorizer.transform(test_texts)))
     result["seconds"] = time.perf_counter() - started

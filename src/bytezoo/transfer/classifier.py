@@ -8,8 +8,9 @@ neuron), ``"multiclass"`` (one-vs-rest, probabilities normalised over classes, a
 ``"multilabel"`` (a 0/1 matrix, one independent classifier per column). Every problem is solved by liblinear's L1
 solver one binary column at a time, so the coefficients are plain arrays, saved as safetensors (never pickle).
 
-The score is accuracy for binary and multi-class tasks, and for multi-label tasks the mean per-example Jaccard
-similarity of predicted and true label sets (the SemEval-2018 E-c "accuracy").
+The score is the task's (:func:`bytezoo.transfer.metrics.task_score`): accuracy for binary and multi-class tasks, and
+for multi-label tasks the mean per-example Jaccard similarity of predicted and true label sets (the SemEval-2018 E-c
+"accuracy").
 """
 from __future__ import annotations
 
@@ -19,13 +20,13 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, jaccard_score
-from sklearn.model_selection import train_test_split
-
 from sklearn.utils.validation import check_is_fitted
 
 from bytezoo.errors import ByteZooError, InvalidArgumentError
 from bytezoo.untrusted import jsonio
+
+from .comparison import held_out_rows
+from .metrics import TASKS, task_of, task_score
 
 DEFAULT_CS = tuple(float(2.0**exponent) for exponent in range(-8, 1))  # the original sweep: 2^-8 … 2^0
 CLASSIFIER_WEIGHTS = "classifier.safetensors"
@@ -42,38 +43,12 @@ class ClassifierNotFoundError(ByteZooError, FileNotFoundError):
     """A folder that holds no saved classifier (no classifier.json)."""
 
 
-class SingleClassError(ByteZooError, ValueError):
-    """Training labels with only one class: nothing to discriminate."""
-
-
-def _can_stratify(y: np.ndarray, dev_fraction: float) -> bool:
-    """Whether a ``dev_fraction`` split of ``y`` can hold every class on both sides (as scikit-learn sizes it)."""
-    counts = np.unique(y, return_counts=True)[1]
-    n_dev = int(np.ceil(dev_fraction * len(y)))
-    return counts.min() >= 2 and min(n_dev, len(y) - n_dev) >= len(counts)
-
-
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # overflow-free logistic
 
 
-def task_of(y: np.ndarray) -> str:
-    y = np.asarray(y)
-    if y.ndim == 2:
-        return "multilabel"
-    classes = np.unique(y)
-    if len(classes) < 2:
-        raise SingleClassError(f"the training labels hold a single class ({classes.tolist()}); a classifier needs at least two")
-    return "binary" if len(classes) == 2 else "multiclass"
-
-
-def task_score(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    if task == "multilabel":
-        return float(jaccard_score(y_true, y_pred, average="samples", zero_division=1.0))
-    return float(accuracy_score(y_true, y_pred))
-
-
-def _fit_binary_column(X: np.ndarray, target: np.ndarray, C: float, max_iter: int, tol: float, random_state) -> tuple[np.ndarray, float]:
+def _fit_binary_column(X: np.ndarray, target: np.ndarray, C: float, max_iter: int, tol: float,
+                       random_state) -> tuple[np.ndarray, float]:
     """(weights (H,), intercept) of one L1 logistic regression. Where every weight is zero (a constant column, or a C
     too small for the features) the intercept is the column's log-odds, so it predicts the column's majority value:
     liblinear penalises the intercept too, and would otherwise leave it near 0, a coin toss."""
@@ -81,7 +56,8 @@ def _fit_binary_column(X: np.ndarray, target: np.ndarray, C: float, max_iter: in
     prior = np.clip(positives / len(target), 1e-6, 1 - 1e-6)
     if positives in (0, len(target)):
         return np.zeros(X.shape[1]), float(np.log(prior / (1 - prior)))
-    model = LogisticRegression(C=C, l1_ratio=1.0, solver="liblinear", max_iter=max_iter, tol=tol, random_state=random_state)
+    model = LogisticRegression(C=C, l1_ratio=1.0, solver="liblinear", max_iter=max_iter, tol=tol,
+                               random_state=random_state)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # tiny C: liblinear stops at max_iter with all-zero weights
         model.fit(X, target)
@@ -108,7 +84,8 @@ class SparseLogisticClassifier(ClassifierMixin, BaseEstimator):
     the L2 norm of each unit's weights across outputs), ``top_weights_`` (n_outputs, top_k), ``n_features_in_``.
     """
 
-    def __init__(self, Cs=None, *, top_k: int = 10, max_iter: int = 1000, tol: float = 1e-4, random_state=0, dev_fraction: float = 0.2):
+    def __init__(self, Cs=None, *, top_k: int = 10, max_iter: int = 1000, tol: float = 1e-4, random_state=0,
+                 dev_fraction: float = 0.2):
         self.Cs = Cs
         self.top_k = top_k
         self.max_iter = max_iter
@@ -130,8 +107,8 @@ class SparseLogisticClassifier(ClassifierMixin, BaseEstimator):
 
         refit_on_all = False
         if X_dev is None or y_dev is None:
-            stratify = y if self.task_ != "multilabel" and _can_stratify(y, self.dev_fraction) else None
-            X, X_dev, y, y_dev = train_test_split(X, y, test_size=self.dev_fraction, random_state=self.random_state, stratify=stratify)
+            fit_rows, dev_rows = held_out_rows(y, self.task_, self.dev_fraction, self.random_state)
+            X, X_dev, y, y_dev = X[fit_rows], X[dev_rows], y[fit_rows], y[dev_rows]
             refit_on_all = True
             X_all, y_all = np.concatenate([X, X_dev]), np.concatenate([y, y_dev])
         X_dev = self._check_features(X_dev)
@@ -227,7 +204,8 @@ class SparseLogisticClassifier(ClassifierMixin, BaseEstimator):
         fs, root = fsspec.core.url_to_fs(str(directory))
         fs.makedirs(root, exist_ok=True)
         with fs.open(f"{root}/{CLASSIFIER_WEIGHTS}", "wb") as handle:
-            handle.write(save({"coef": np.ascontiguousarray(self.coef_), "intercept": np.ascontiguousarray(self.intercept_)}))
+            handle.write(save({"coef": np.ascontiguousarray(self.coef_),
+                               "intercept": np.ascontiguousarray(self.intercept_)}))
         described = {
             "format": CLASSIFIER_FORMAT,
             "format_version": CLASSIFIER_FORMAT_VERSION,
@@ -260,8 +238,9 @@ class SparseLogisticClassifier(ClassifierMixin, BaseEstimator):
             with fs.open(metadata_path, "rb") as handle:
                 metadata = jsonio.loads(handle.read())  # strict: deep nesting, duplicate keys, NaN: one line
         except FileNotFoundError:
-            raise ClassifierNotFoundError(f"{directory}: no {CLASSIFIER_METADATA}; not a saved bytezoo classifier (a folder "
-                                          "written by `bytezoo transfer` or SentimentPipeline.save_pretrained)") from None
+            raise ClassifierNotFoundError(f"{directory}: no {CLASSIFIER_METADATA}; not a saved bytezoo classifier "
+                                          "(a folder written by `bytezoo transfer` or "
+                                          "SentimentPipeline.save_pretrained)") from None
         except ValueError as error:
             raise ClassifierFormatError(f"{metadata_path}: not valid JSON ({error})") from None
         if (not isinstance(metadata, dict) or metadata.get("format") != CLASSIFIER_FORMAT
@@ -282,14 +261,16 @@ class SparseLogisticClassifier(ClassifierMixin, BaseEstimator):
             params = {key: value for key, value in metadata.get("params", {}).items() if key in cls().get_params()}
             classifier = cls(**params)
             classifier.task_ = metadata["task"]
-            if classifier.task_ not in ("binary", "multiclass", "multilabel"):
+            if classifier.task_ not in TASKS:
                 raise ValueError(f"unknown task {classifier.task_!r}")
-            classifier.classes_ = np.asarray(metadata["classes"], dtype=object if classifier.task_ != "multilabel" else np.int64)
+            classifier.classes_ = np.asarray(metadata["classes"],
+                                             dtype=object if classifier.task_ != "multilabel" else np.int64)
             classifier.coef_ = np.asarray(tensors["coef"], dtype=np.float64)
             classifier.intercept_ = np.asarray(tensors["intercept"], dtype=np.float64)
             n_features = int(metadata["n_features"])
             expected_outputs = 1 if classifier.task_ == "binary" else len(classifier.classes_)
-            if classifier.coef_.shape != (expected_outputs, n_features) or classifier.intercept_.shape != (expected_outputs,):
+            if (classifier.coef_.shape != (expected_outputs, n_features)
+                    or classifier.intercept_.shape != (expected_outputs,)):
                 raise ValueError(f"weights of shape {classifier.coef_.shape} do not match the metadata "
                                  f"({expected_outputs} outputs, {n_features} features)")
             if not (np.isfinite(classifier.coef_).all() and np.isfinite(classifier.intercept_).all()):
@@ -350,4 +331,4 @@ def fit_on_units(X_train, y_train, X_dev, y_dev, units, **params) -> SparseLogis
     return SparseLogisticClassifier(**params).fit(np.asarray(X_train)[:, units], y_train, X_dev, y_dev)
 
 
-__all__ = ["ClassifierFormatError", "ClassifierNotFoundError", "SparseLogisticClassifier", "SingleClassError", "DEFAULT_CS", "task_of", "task_score", "fit_on_units"]
+__all__ = ["ClassifierFormatError", "ClassifierNotFoundError", "DEFAULT_CS", "SparseLogisticClassifier", "fit_on_units"]

@@ -1,6 +1,7 @@
 """``bytezoo transfer``, ``bytezoo classify`` and ``bytezoo generate``.
 
-    bytezoo transfer --model M --train T [--dev D] [--test E] [--text-col C] [--label-col L ...] --output DIR [--overwrite]
+    bytezoo transfer --model M --train T [--dev D] [--test E] [--text-col C] [--label-col L ...] --output DIR
+                     [--overwrite]
     bytezoo classify --pipeline DIR --input texts.tsv [--format tsv] [--text-col C] [--output predictions.jsonl]
     bytezoo classify --pipeline DIR "a text" "another text"
     some-command | bytezoo classify --pipeline DIR -            (standard input: one text per line)
@@ -17,9 +18,10 @@ import argparse
 import dataclasses
 import sys
 
+from bytezoo.data.formats import RECORD_FORMATS
 from bytezoo.untrusted import jsonio
 
-from .config import BASELINES, DTYPES, FORMATS, PREPROCESSORS, TransferConfig, option_default
+from .config import BASELINES, DTYPES, PREPROCESSORS, TransferConfig, option_default
 
 
 def _integer_from(minimum: int, meaning: str):
@@ -42,26 +44,38 @@ _count = _integer_from(0, "an integer >= 0")
 
 
 def _add_input_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", choices=FORMATS, help="format of the data files (default: from each file's extension: "
-                        ".csv, .tsv, .jsonl, optionally compressed)")
+    parser.add_argument("--format", choices=RECORD_FORMATS, help="format of the data files (default: from each file's "
+                        "extension: .csv, .tsv, .jsonl, optionally compressed)")
 
 
 def _add_featurizer_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("features")
-    group.add_argument("--batch-size", type=_positive_int, default=option_default("batch_size"), help="rows of texts read in parallel (default %(default)s; bigger runs faster per text, memory grows with it)")
-    group.add_argument("--chunk-size", type=_positive_int, default=option_default("chunk_size"), help="bytes read per forward call; bounds memory, and finished texts leave the batch at chunk ends (default %(default)s)")
+    group.add_argument("--batch-size", type=_positive_int, default=option_default("batch_size"),
+                       help="rows of texts read in parallel (default %(default)s; bigger runs faster per text, memory "
+                            "grows with it)")
+    group.add_argument("--chunk-size", type=_positive_int, default=option_default("chunk_size"),
+                       help="bytes read per forward call; bounds memory, and finished texts leave the batch at chunk "
+                            "ends (default %(default)s)")
     group.add_argument("--device", default=option_default("device"), help="torch device (default %(default)s)")
-    group.add_argument("--dtype", default=option_default("dtype"), choices=DTYPES, help="compute dtype (bfloat16: autocast; default %(default)s)")
-    group.add_argument("--no-progress", dest="progress", action="store_const", const=False, default=None, help="no progress bar")
+    group.add_argument("--dtype", default=option_default("dtype"), choices=DTYPES,
+                       help="compute dtype (bfloat16: autocast; default %(default)s)")
+    group.add_argument("--no-progress", dest="progress", action="store_const", const=False, default=None,
+                       help="no progress bar")
 
 
 def register(subparsers) -> None:
+    _register_transfer(subparsers)
+    _register_classify(subparsers)
+    _register_generate(subparsers)
+
+
+def _register_transfer(subparsers) -> None:
     transfer = subparsers.add_parser(
         "transfer",
         help="features from a zoo model + L1 logistic regression on a labelled dataset; report, plots, classifier",
         description="Extract features of a labelled dataset with a zoo model, fit L1-penalised logistic regression "
-        "with C swept on the dev set, find the top units (the sentiment neuron), measure the TF-IDF baseline on the same "
-        "splits, and write report.json, plots and the classifier into --output. A folder holding an earlier run's "
+        "with C swept on the dev set, find the top units (the sentiment neuron), measure the TF-IDF baseline on the "
+        "same splits, and write report.json, plots and the classifier into --output. A folder holding an earlier run's "
         "output is refused unless --overwrite.",
     )
     transfer.add_argument("--model", required=True, help="checkpoint directory or hub URL")
@@ -70,28 +84,44 @@ def register(subparsers) -> None:
     transfer.add_argument("--test", help="test set (reported)")
     _add_input_options(transfer)
     transfer.add_argument("--text-col", help="text column (default: guessed: text, sentence, review, tweet…)")
-    transfer.add_argument("--label-col", nargs="+", dest="label_cols", metavar="COL", help="label column; several = multi-label (0/1 each)")
+    transfer.add_argument("--label-col", nargs="+", dest="label_cols", metavar="COL",
+                          help="label column; several = multi-label (0/1 each)")
     transfer.add_argument("--output", required=True, help="output directory (any fsspec URL)")
     transfer.add_argument("--overwrite", action="store_true", help="--output holds an earlier run's output: replace it "
                           "(removes only the files that run wrote). Without it, such a folder is refused")
     transfer.add_argument("--pooling", default=option_default("pooling"), metavar="MODE",
-                          help="the text feature, a pooling mode the model offers (final_cell: the papers'; default: the "
-                               "model's own, final_cell where its family has a cell state); checked before any work")
-    transfer.add_argument("--preprocess", default=option_default("preprocess"), choices=PREPROCESSORS, help="openai: the original encoder's preprocessing (default %(default)s)")
-    transfer.add_argument("--C", dest="Cs", type=float, nargs="+", metavar="C", help="values of C to sweep (default 2^-8 … 2^0)")
-    transfer.add_argument("--top-k", type=_positive_int, default=option_default("top_k"), help="units to report and to fit the k-unit classifier on (default %(default)s)")
-    transfer.add_argument("--baseline", choices=BASELINES, default=option_default("baseline"), help="the TF-IDF baseline, measured in the same run on the same splits (default %(default)s; none: skip it)")
+                          help="the text feature, a pooling mode the model offers (final_cell: the papers'; "
+                               "default: the model's own, final_cell where its family has a cell state); checked "
+                               "before any work")
+    transfer.add_argument("--preprocess", default=option_default("preprocess"), choices=PREPROCESSORS,
+                          help="openai: the original encoder's preprocessing (default %(default)s)")
+    transfer.add_argument("--C", dest="Cs", type=float, nargs="+", metavar="C",
+                          help="values of C to sweep (default 2^-8 … 2^0)")
+    transfer.add_argument("--top-k", type=_positive_int, default=option_default("top_k"),
+                          help="units to report and to fit the k-unit classifier on (default %(default)s)")
+    transfer.add_argument("--baseline", choices=BASELINES, default=option_default("baseline"),
+                          help="the TF-IDF baseline, measured in the same run on the same splits (default %(default)s; "
+                               "none: skip it)")
     transfer.add_argument("--no-plots", dest="plots", action="store_false")
-    transfer.add_argument("--curve-points", type=_count, default=option_default("curve_points"), help="training-set sizes on the data-efficiency curve, where the probe, TF-IDF and the majority class are each fitted on the same rows (0: all of train only; default %(default)s)")
-    transfer.add_argument("--heatmap-texts", type=_count, default=option_default("heatmap_texts"), help="sample texts in the per-character heatmap (default %(default)s)")
-    transfer.add_argument("--include-model", action="store_true", help="copy the model into --output (a self-contained pipeline)")
+    transfer.add_argument("--curve-points", type=_count, default=option_default("curve_points"),
+                          help="training-set sizes on the data-efficiency curve, where the probe, TF-IDF and the "
+                               "majority class are each fitted on the same rows (0: all of train only; default "
+                               "%(default)s)")
+    transfer.add_argument("--heatmap-texts", type=_count, default=option_default("heatmap_texts"),
+                          help="sample texts in the per-character heatmap (default %(default)s)")
+    transfer.add_argument("--include-model", action="store_true",
+                          help="copy the model into --output (a self-contained pipeline)")
     transfer.add_argument("--cache-dir", help="feature cache directory (keyed by model and data hashes)")
     transfer.add_argument("--seed", type=int, default=option_default("seed"))
     _add_featurizer_options(transfer)
     transfer.set_defaults(func=_run_transfer)
 
-    classify = subparsers.add_parser("classify", help="label texts with a saved transfer pipeline", description="Label texts with a pipeline saved by `bytezoo transfer`.")
-    classify.add_argument("--pipeline", required=True, help="directory or hub URL holding classifier.json (and the model or a reference to it)")
+
+def _register_classify(subparsers) -> None:
+    classify = subparsers.add_parser("classify", help="label texts with a saved transfer pipeline",
+                                     description="Label texts with a pipeline saved by `bytezoo transfer`.")
+    classify.add_argument("--pipeline", required=True,
+                          help="directory or hub URL holding classifier.json (and the model or a reference to it)")
     classify.add_argument("--model", help="use this model instead of the one the pipeline refers to")
     classify.add_argument("texts", nargs="*", help="texts to label (or use --input); a lone - reads standard input")
     classify.add_argument("--input", help="file of texts: .txt (one text per line), CSV, TSV or JSON lines; - for "
@@ -105,32 +135,35 @@ def register(subparsers) -> None:
     _add_featurizer_options(classify)
     classify.set_defaults(func=_run_classify)
 
+
+def _register_generate(subparsers) -> None:
     generate = subparsers.add_parser(
         "generate", help="sample text, optionally holding one unit (the sentiment neuron) at a value",
-        description="Sample text from a zoo model, optionally holding one unit of a per-unit state at a value (steering; "
-        "families with per-unit states only: the mLSTM, LSTM and GRU, not the Transformer). --pipeline takes the model, "
-        "the top unit and a value toward a class from a `bytezoo transfer` folder.")
+        description="Sample text from a zoo model, optionally holding one unit of a per-unit state at a value "
+        "(steering; families with per-unit states only: the mLSTM, LSTM and GRU, not the Transformer). --pipeline "
+        "takes the model, the top unit and a value toward a class from a `bytezoo transfer` folder.")
     generate.add_argument("--model", help="checkpoint directory or hub URL (default with --pipeline: the pipeline's)")
     generate.add_argument("--pipeline", help="a `bytezoo transfer` output folder or hub URL: its model, its top unit, "
                           "the state its feature reads, and a value toward a class (its report's 'steering')")
-    generate.add_argument("--toward", metavar="CLASS", help="with --pipeline: steer toward this class (default: the class "
-                          "the unit's high values favour)")
+    generate.add_argument("--toward", metavar="CLASS", help="with --pipeline: steer toward this class (default: the "
+                          "class the unit's high values favour)")
     generate.add_argument("--prompt", default="", help="start of the text")
-    generate.add_argument("--neuron", type=int, help="unit to hold (e.g. 2388 in the OpenAI model; default with --pipeline: "
-                          "its top unit)")
+    generate.add_argument("--neuron", type=int, help="unit to hold (e.g. 2388 in the OpenAI model; default with "
+                          "--pipeline: its top unit)")
     generate.add_argument("--value", type=float,
-                          help="value to hold it at (default 1.0, or the pipeline's value toward the class). Which sign "
-                               "pushes toward which class depends on the sign of the unit's weight: `bytezoo transfer` "
-                               "prints each top unit's weights and its range per class")
-    generate.add_argument("--hold", metavar="STATE", help="the per-unit state to hold the unit in: cell (the papers') or "
-                          "hidden (the GRU's only one); default: the state the pipeline's feature reads, else cell where the "
-                          "family has one, else hidden")
+                          help="value to hold it at (default 1.0, or the pipeline's value toward the class). Which "
+                               "sign pushes toward which class depends on the sign of the unit's weight: `bytezoo "
+                               "transfer` prints each top unit's weights and its range per class")
+    generate.add_argument("--hold", metavar="STATE", help="the per-unit state to hold the unit in: cell (the papers') "
+                          "or hidden (the GRU's only one); default: the state the pipeline's feature reads, else cell "
+                          "where the family has one, else hidden")
     generate.add_argument("--max-new-bytes", type=_count, default=200)
     generate.add_argument("--num-samples", type=_positive_int, default=1)
     generate.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
     generate.add_argument("--top-k", type=int, help="sample among the k likeliest bytes")
     generate.add_argument("--seed", type=int)
-    generate.add_argument("--device", default=option_default("device"), help="torch device to run the model on (default %(default)s; e.g. cuda, cuda:1)")
+    generate.add_argument("--device", default=option_default("device"),
+                          help="torch device to run the model on (default %(default)s; e.g. cuda, cuda:1)")
     generate.set_defaults(func=_run_generate)
 
 
@@ -149,16 +182,17 @@ def _run_transfer(args) -> int:
     _quiet_model_loading(args.progress)
     config = TransferConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(TransferConfig)})
     report = run_transfer(config, log=lambda message: print(message, file=sys.stderr))
-    print(jsonio.dumps({"accuracy": report["accuracy"], "top_unit": report["top_units"][0]["unit"], "output": args.output}))
+    print(jsonio.dumps({"accuracy": report["accuracy"], "top_unit": report["top_units"][0]["unit"],
+                        "output": args.output}))
     return 0
 
 
 def _run_classify(args) -> int:
     import fsspec
 
+    from bytezoo.data.labelled import read_texts
     from bytezoo.errors import InvalidArgumentError
 
-    from .data import read_texts
     from .pipeline import SentimentPipeline
 
     if bool(args.texts) == bool(args.input):

@@ -25,6 +25,8 @@ import numpy as np
 
 from bytezoo.errors import InvalidArgumentError
 
+from .metrics import task_score
+
 MAJORITY, TFIDF, PROBE = "majority", "tfidf", "probe"
 
 
@@ -54,11 +56,26 @@ def training_subset(y: np.ndarray, size: int, seed: int) -> np.ndarray:
     return np.sort(chosen)
 
 
+def held_out_rows(y: np.ndarray, task: str, dev_fraction: float, seed) -> tuple[np.ndarray, np.ndarray]:
+    """``(fit rows, dev rows)``: the ``dev_fraction`` of the training rows that chooses C when no dev set is given,
+    stratified where every class can be on both sides (as scikit-learn sizes the split). The probe
+    (:class:`~bytezoo.transfer.classifier.SparseLogisticClassifier`) and the TF-IDF baseline hold out the same rows
+    for the same ``seed``."""
+    from sklearn.model_selection import train_test_split
+
+    y = np.asarray(y)
+    stratify = None
+    if task != "multilabel":
+        counts = np.unique(y, return_counts=True)[1]
+        n_dev = int(np.ceil(dev_fraction * len(y)))
+        if counts.min() >= 2 and min(n_dev, len(y) - n_dev) >= len(counts):
+            stratify = y
+    return train_test_split(np.arange(len(y)), test_size=dev_fraction, random_state=seed, stratify=stratify)
+
+
 def majority_point(task: str, y_train: np.ndarray, y_eval: np.ndarray) -> dict:
     """The score of always predicting the training labels' most frequent class (multi-label: each label's most
     frequent value), with the class it predicts."""
-    from .classifier import task_score  # here, not at the top: the hub's model card formats reports without scikit-learn
-
     y_train, y_eval = np.asarray(y_train), np.asarray(y_eval)
     if task == "multilabel":
         constant = (2 * y_train.sum(axis=0) > len(y_train)).astype(y_eval.dtype)
@@ -111,7 +128,8 @@ def table_cells(comparison: dict) -> dict | None:
         return None
     caption = (f"test {comparison['metric']} (%) by training labels, on {comparison['n_eval']} {comparison['split']} "
                f"texts (same draws, seed {comparison['draws']['seed']})")
-    rows = [(method["label"], ["n/a" if p.get("accuracy") is None else f"{100 * p['accuracy']:.1f}" for p in method["points"]])
+    rows = [(method["label"], ["n/a" if p.get("accuracy") is None else f"{100 * p['accuracy']:.1f}"
+                               for p in method["points"]])
             for method in comparison["methods"]]
     errors = [p["stderr"] for m in comparison["methods"] for p in m["points"] if p.get("stderr") is not None]
     footnote = (f"one standard error from the test set alone: {100 * min(errors):.1f} to {100 * max(errors):.1f} points"
@@ -126,15 +144,17 @@ def format_table(comparison: dict) -> str:
         return f"comparison: {(comparison or {}).get('note', 'none')}"
     width = max(len(label) for label, _ in cells["rows"])
     widths = [max(6, len(f"{n:,}")) for n in cells["columns"]]
-    lines = [cells["caption"], f"  {'labels':<{width}}  " + "  ".join(f"{n:>{w},}" for n, w in zip(cells["columns"], widths))]
-    lines += [f"  {label:<{width}}  " + "  ".join(f"{v:>{w}}" for v, w in zip(values, widths)) for label, values in cells["rows"]]
+    lines = [cells["caption"],
+             f"  {'labels':<{width}}  " + "  ".join(f"{n:>{w},}" for n, w in zip(cells["columns"], widths))]
+    lines += [f"  {label:<{width}}  " + "  ".join(f"{v:>{w}}" for v, w in zip(values, widths))
+              for label, values in cells["rows"]]
     if cells["footnote"]:
         lines.append(f"  {cells['footnote']}")
     return "\n".join(lines)
 
 
-__all__ = ["MAJORITY", "PROBE", "TFIDF", "add_method", "report_json_default", "curve_sizes", "format_table", "majority_point", "new_comparison",
-           "standard_error", "table_cells", "training_subset"]
+__all__ = ["MAJORITY", "PROBE", "TFIDF", "add_method", "report_json_default", "curve_sizes", "format_table",
+           "held_out_rows", "majority_point", "new_comparison", "standard_error", "table_cells", "training_subset"]
 
 
 def report_json_default(value):

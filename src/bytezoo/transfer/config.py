@@ -7,7 +7,8 @@ which a model offers, and its default, depend on its family); ``pooling=None`` i
 >>> report = run_transfer(TransferConfig(model="runs/a/model", train="train.csv", test="test.csv",
 ...                                      output="out/sst", pooling="mean"))  # doctest: +SKIP
 
-This module imports nothing heavy: ``bytezoo transfer --help`` reads it.
+This module imports nothing heavy: ``bytezoo transfer --help`` reads it. The record formats of the labelled files are
+:data:`bytezoo.data.formats.RECORD_FORMATS`.
 """
 from __future__ import annotations
 
@@ -18,12 +19,12 @@ import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from bytezoo.data.formats import RECORD_FORMATS
 from bytezoo.errors import InvalidArgumentError
 
 PREPROCESSORS = ("openai", "none")  # openai: the original encoder's preprocessing
 DTYPES = ("float32", "bfloat16")  # bfloat16: autocast, the state carried in fp32
 BASELINES = ("tfidf", "none")  # measured in the same run, on the same splits
-FORMATS = ("csv", "tsv", "jsonl")  # of the labelled files; None: from each file's extension
 
 
 @dataclass
@@ -40,9 +41,8 @@ class TransferConfig:
     and ``progress`` (``None``: a bar only on a terminal), as :class:`Featurizer` takes them.
 
     Classifier and analysis: ``Cs`` (``None``: 2^-8 … 2^0), ``top_k`` units reported and fitted on, ``baseline``
-    (``"tfidf"`` or ``"none"``), ``plots``, ``curve_points`` (training-set sizes on the data-efficiency curve, where every
-    method is fitted on the same rows; 0: all of train only),
-    ``heatmap_texts``, ``seed``.
+    (``"tfidf"`` or ``"none"``), ``plots``, ``curve_points`` (training-set sizes on the data-efficiency curve, where
+    every method is fitted on the same rows; 0: all of train only), ``heatmap_texts``, ``seed``.
 
     Output: ``output`` (a folder or fsspec URL), ``include_model`` (copy the model beside the classifier) and
     ``overwrite``: a folder holding an earlier ``bytezoo transfer`` run's output is refused unless ``overwrite``,
@@ -94,8 +94,8 @@ class TransferConfig:
         for name, allowed in (("preprocess", PREPROCESSORS), ("dtype", DTYPES), ("baseline", BASELINES)):
             if getattr(config, name) not in allowed:
                 problems.append(f"{name} {getattr(config, name)!r} is not one of {', '.join(allowed)}")
-        if config.format is not None and config.format not in FORMATS:
-            problems.append(f"format {config.format!r} is not one of {', '.join(FORMATS)}")
+        if config.format is not None and config.format not in RECORD_FORMATS:  # None: from each file's extension
+            problems.append(f"format {config.format!r} is not one of {', '.join(RECORD_FORMATS)}")
         for name in ("batch_size", "chunk_size", "top_k"):
             value = getattr(config, name)
             if not _is_int(value) or value < 1:
@@ -129,4 +129,4 @@ def _is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-__all__ = ["BASELINES", "DTYPES", "FORMATS", "PREPROCESSORS", "TransferConfig", "option_default"]
+__all__ = ["BASELINES", "DTYPES", "PREPROCESSORS", "TransferConfig", "option_default"]

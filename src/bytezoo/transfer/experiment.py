@@ -30,8 +30,8 @@ of train, as the probe's, instead of on train itself)::
         "dev": {...} | null, "test": {...} | null,
         "warnings": [str]                     # empty texts, classes with < 2 training rows, labels unseen in training
       },
-      "classifier": {"C": float, "Cs": [float], "dev_scores": {"0.25": float, ...}, "C_chosen_on": "dev" | "train split",
-                     "n_features": int, "n_nonzero": int},
+      "classifier": {"C": float, "Cs": [float], "dev_scores": {"0.25": float, ...},
+                     "C_chosen_on": "dev" | "train split", "n_features": int, "n_nonzero": int},
       "accuracy": {"train": float, "dev": float | null, "test": float | null},   # in the task's metric, 0..1
       "top_units": [{"unit": int, "importance": float, "weights": [float, ...],  # weights: one per output column
                      "toward": {class: 1 | -1 | 0},          # do higher values of the unit raise the class's score?
@@ -40,18 +40,21 @@ of train, as the probe's, instead of on train itself)::
       "steering": {"unit": int, "state": "cell" | "hidden" | null, "pooling": str, "class": str, "value": float,
                    "values": {class: float}, "toward": {...}, "split": "train"},  # `generate --pipeline DIR` holds it;
                                                               # state null: the family has no per-unit state to hold
-      "top_unit_classifier": {"units": [int], "C": float, "n_nonzero": int, "dev_accuracy": float | null, "test_accuracy": float | null},
+      "top_unit_classifier": {"units": [int], "C": float, "n_nonzero": int, "dev_accuracy": float | null,
+                              "test_accuracy": float | null},
       "top_k_classifier":    {... same, k units ...},
       "baselines": {"tfidf": {"C": float, "C_chosen_on": "dev" | "train split", "dev_accuracy": float,
                               "test_accuracy": float | null, "seconds": float}},  # {} with --baseline none
-      "data_efficiency": [{"n_train": int, "C": float, "dev_accuracy": float, "test_accuracy": float | null}],  # the probe
+      "data_efficiency": [{"n_train": int, "C": float, "dev_accuracy": float,  # the probe
+                           "test_accuracy": float | null}],
       "comparison": {                          # every method at the same label counts, on the same rows
         "split": "test" | null, "metric": str, "n_eval": int | null,  # null, and no methods, without a test split
         "n_train": [int],                      # the data-efficiency sizes (just all of train with curve_points 0)
         "draws": {"seed": int, "stratified": true, "repeats": 1}, "note": str,
         "methods": [{"name": "majority" | "tfidf" | "probe" | ..., "label": str, "constant": bool (majority only),
                      "points": [{"n_train": int, "accuracy": float | null, "stderr": float | null, ...}]}]
-      },                                       # tfidf points add C, dev_accuracy; probe points C, dev_accuracy; majority class
+      },                                       # tfidf points add C, dev_accuracy; probe points C, dev_accuracy;
+                                               # majority: class
       "featurization": {"texts": int, "characters": int, "bytes": int, "seconds": float,
                         "characters_per_second": float, "bytes_per_second": float},
       "timings": {"read_data_s", "load_model_s", "features_s": {"train", "dev", "test"}, "classifier_s",
@@ -60,7 +63,8 @@ of train, as the probe's, instead of on train itself)::
                 "model": "." | null, "plots": {"unit_histogram": "unit_histogram.png",
                 "data_efficiency": "data_efficiency.png" (the comparison), "unit_heatmap": "unit_heatmap.png",
                 "unit_heatmap_html": "unit_heatmap.html"},
-                "written": [str]}                      # every file this run wrote into the folder (what --overwrite removes)
+                "written": [str]}                      # every file this run wrote into the folder (what --overwrite
+                                                       # removes)
     }
 
 Accuracies are evaluated on the split named (``dev``/``test``); ``null`` where that split was not given. Without a
@@ -79,14 +83,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from bytezoo import __version__
+from bytezoo.data.errors import DatasetError
+from bytezoo.data.labelled import LabeledTexts, read_dataset
 from bytezoo.errors import ByteZooError, InvalidArgumentError
 from bytezoo.untrusted import jsonio
 
 from . import comparison as compare
-from .classifier import CLASSIFIER_METADATA, CLASSIFIER_WEIGHTS, SingleClassError, SparseLogisticClassifier, fit_on_units, task_of
+from .classifier import CLASSIFIER_METADATA, CLASSIFIER_WEIGHTS, SparseLogisticClassifier, fit_on_units
 from .config import TransferConfig
-from .data import DatasetError, LabeledTexts, read_dataset
 from .featurizer import Featurizer, recurrent_body
+from .metrics import SingleClassError, task_of
 from .neuron import describe_units, format_units
 from .pipeline import pipeline_metadata
 
@@ -113,7 +119,8 @@ class OutputFolderError(ByteZooError, ValueError):
 def _label_counts(data: LabeledTexts) -> dict:
     if data.multilabel:
         return {name: int(count) for name, count in zip(data.label_cols, data.labels.sum(axis=0))}
-    return {str(label): count for label, count in sorted(Counter(data.labels.tolist()).items(), key=lambda item: str(item[0]))}
+    return {str(label): count
+            for label, count in sorted(Counter(data.labels.tolist()).items(), key=lambda item: str(item[0]))}
 
 
 def _split_info(data: LabeledTexts | None) -> dict | None:
@@ -129,7 +136,7 @@ def _model_reference(model: Any) -> str | None:
     return None
 
 
-# --- the steps' results ------------------------------------------------------------------------------------------------
+# --- the steps' results -----------------------------------------------------------------------------------------------
 @dataclass
 class Extraction:
     """What :func:`extract` hands on: the splits as read (``None`` where not given), the task, the fitted featurizer,
@@ -218,7 +225,8 @@ def extract(config: TransferConfig, timings: dict, log: Log = print) -> Extracti
         task = task_of(train.labels)
     except SingleClassError:
         raise DatasetError(
-            f"{train.source}, column {train.label_cols[0]!r}: every training row has the label {train.labels[0]!r}; a classifier needs at least two classes"
+            f"{train.source}, column {train.label_cols[0]!r}: every training row has the label {train.labels[0]!r}; "
+            "a classifier needs at least two classes"
         ) from None
     log(f"{task} task: {len(train)} train / {len(data['dev'] or [])} dev / {len(data['test'] or [])} test texts; "
         + (f"labels {', '.join(train.label_cols)}" if task == "multilabel"
@@ -236,7 +244,8 @@ def extract(config: TransferConfig, timings: dict, log: Log = print) -> Extracti
         stats = featurizer.extraction_stats_
         seconds[name] = stats["seconds"]
         totals.update({key: stats[key] for key in ("texts", "characters", "bytes", "seconds")})
-        log(f"features {name}: {stats['texts']} texts, {stats['characters'] / max(stats['seconds'], 1e-9):,.0f} characters/s")
+        log(f"features {name}: {stats['texts']} texts, "
+            f"{stats['characters'] / max(stats['seconds'], 1e-9):,.0f} characters/s")
     timings["features_s"] = seconds
     return Extraction(data=data, task=task, featurizer=featurizer, features=features, labels=labels, totals=totals,
                       warnings=warnings)
@@ -278,7 +287,8 @@ def fit(config: TransferConfig, extraction: Extraction, timings: dict, log: Log 
     """The L1 logistic regression on every unit, C swept on dev (without dev: on a 20% split of train)."""
     tick = time.perf_counter()
     classifier = SparseLogisticClassifier(Cs=config.Cs, top_k=config.top_k, random_state=config.seed)
-    classifier.fit(extraction.features["train"], extraction.labels["train"], extraction.features.get("dev"), extraction.labels.get("dev"))
+    classifier.fit(extraction.features["train"], extraction.labels["train"], extraction.features.get("dev"),
+                   extraction.labels.get("dev"))
     timings["classifier_s"] = time.perf_counter() - tick
     accuracy = {split: extraction.score(classifier, split) for split in SPLITS}
     log(f"L1 logistic regression: C={classifier.C_:g}, {classifier.n_nonzero_} non-zero weights, "
@@ -303,10 +313,12 @@ def analyse(config: TransferConfig, extraction: Extraction, fitted: Fit, timings
                                   Cs=config.Cs, top_k=len(units), random_state=config.seed)
         unit_classifiers[key] = {
             "units": [int(u) for u in units], "C": restricted.C_, "n_nonzero": restricted.n_nonzero_,
-            "dev_accuracy": extraction.score(restricted, "dev", units), "test_accuracy": extraction.score(restricted, "test", units),
+            "dev_accuracy": extraction.score(restricted, "dev", units),
+            "test_accuracy": extraction.score(restricted, "test", units),
         }
     timings["unit_classifiers_s"] = time.perf_counter() - tick
-    log(f"top unit {int(classifier.top_units_[0])}: {metric} test {_fmt(unit_classifiers['top_unit_classifier']['test_accuracy'])}")
+    log(f"top unit {int(classifier.top_units_[0])}: {metric} test "
+        f"{_fmt(unit_classifiers['top_unit_classifier']['test_accuracy'])}")
 
     baselines = {}
     tick = time.perf_counter()
@@ -333,18 +345,22 @@ def analyse(config: TransferConfig, extraction: Extraction, fitted: Fit, timings
                     features["train"][rows], labels["train"][rows], features.get("dev"), labels.get("dev"))
             except SingleClassError:
                 continue  # too few rows to hold two classes: no method is measured at this size
-        probe.append({"n_train": int(size), "C": fitted_on_part.C_, "dev_accuracy": extraction.score(fitted_on_part, "dev"),
+        probe.append({"n_train": int(size), "C": fitted_on_part.C_,
+                      "dev_accuracy": extraction.score(fitted_on_part, "dev"),
                       "test_accuracy": extraction.score(fitted_on_part, "test")})
         if test is not None:
-            majority.append({"n_train": int(size), **compare.majority_point(extraction.task, labels["train"][rows], labels["test"])})
+            majority.append({"n_train": int(size),
+                             **compare.majority_point(extraction.task, labels["train"][rows], labels["test"])})
         if config.baseline == "tfidf":
             part = baselines["tfidf"] if size >= n_train else _tfidf(config, train, dev, test, rows)
             tfidf.append({"n_train": int(size), "accuracy": part.get("test_accuracy"), "C": part.get("C"),
-                          "dev_accuracy": part.get("dev_accuracy"), **({"error": part["error"]} if "error" in part else {})})
+                          "dev_accuracy": part.get("dev_accuracy"),
+                          **({"error": part["error"]} if "error" in part else {})})
     curve = probe if config.curve_points > 0 else []
     timings["data_efficiency_s"] = time.perf_counter() - tick
 
-    comparison = compare.new_comparison("test" if test is not None else None, metric, len(test) if test is not None else None,
+    comparison = compare.new_comparison("test" if test is not None else None, metric,
+                                        len(test) if test is not None else None,
                                         [point["n_train"] for point in probe] if test is not None else [], config.seed)
     if test is not None:
         compare.add_method(comparison, compare.MAJORITY, "majority class", majority, constant=True)
@@ -352,19 +368,20 @@ def analyse(config: TransferConfig, extraction: Extraction, fitted: Fit, timings
             compare.add_method(comparison, compare.TFIDF, "TF-IDF word 1-2grams + L2 LR", tfidf)
         model_type = recurrent_body(extraction.featurizer.language_model_).config.model_type
         compare.add_method(comparison, compare.PROBE, f"frozen {model_type} features + L1 LR",
-                           [{"n_train": p["n_train"], "accuracy": p["test_accuracy"], "C": p["C"], "dev_accuracy": p["dev_accuracy"]}
-                            for p in probe])
+                           [{"n_train": p["n_train"], "accuracy": p["test_accuracy"], "C": p["C"],
+                             "dev_accuracy": p["dev_accuracy"]} for p in probe])
     units = describe_units(classifier, features["train"], labels["train"], class_names=extraction.train.label_cols)
     log(format_units(units, "train"))
     steering = steering_of(units[0], extraction.featurizer)
     if steering["state"] is None:
-        log(f"steering: {type(recurrent_body(extraction.featurizer.language_model_)).__name__} has no per-unit state to "
-            "hold a unit in")
+        log(f"steering: {type(recurrent_body(extraction.featurizer.language_model_)).__name__} has no per-unit state "
+            "to hold a unit in")
     elif steering["class"] is not None:
         others = ", ".join(f"--toward {name} for {value:.3g}" for name, value in steering["values"].items()
                            if name != steering["class"])
         log(f"steering: `bytezoo generate --pipeline {config.output}` holds unit {steering['unit']} of the "
-            f"{steering['state']} state at {steering['value']:.3g}, toward {steering['class']!r}" + (f" ({others})" if others else ""))
+            f"{steering['state']} state at {steering['value']:.3g}, toward {steering['class']!r}"
+            + (f" ({others})" if others else ""))
     return Analysis(unit_classifiers=unit_classifiers, baselines=baselines, curve=curve, comparison=comparison,
                     units=units, steering=steering)
 
@@ -379,7 +396,8 @@ def steering_of(unit: dict, featurizer: Featurizer) -> dict:
             "toward": dict(unit["toward"]), "split": "train"}
 
 
-def _tfidf(config: TransferConfig, train: LabeledTexts, dev: LabeledTexts | None, test: LabeledTexts | None, rows) -> dict:
+def _tfidf(config: TransferConfig, train: LabeledTexts, dev: LabeledTexts | None, test: LabeledTexts | None,
+           rows) -> dict:
     """The TF-IDF baseline fitted on training ``rows``, C chosen on dev (without dev: on a 20% split of those rows,
     as the probe does); a subset it cannot be fitted on (one class left to fit) reports the error instead."""
     from .baseline import tfidf_baseline
@@ -459,7 +477,8 @@ def _write_outputs(config, extraction, fitted, analysis, timings, started, log, 
             "parameters": int(sum(p.numel() for p in featurizer.language_model_.parameters())),
         },
         "featurizer": {"pooling": featurizer.pooling_,
-                       **{key: getattr(config, key) for key in ("preprocess", "batch_size", "chunk_size", "dtype", "device")}},
+                       **{key: getattr(config, key)
+                          for key in ("preprocess", "batch_size", "chunk_size", "dtype", "device")}},
         "data": {
             "text_col": extraction.train.text_col,
             "label_cols": list(label_cols),
@@ -565,7 +584,8 @@ def _draw_plots(join, featurizer, classifier, splits, features, labels, curve, c
     else:
         groups = labels[split]
     files = {}
-    plot_unit_histogram(values, groups, unit, join(PLOT_FILES["unit_histogram"]), title=f"Unit {unit} on the {split} set")
+    plot_unit_histogram(values, groups, unit, join(PLOT_FILES["unit_histogram"]),
+                        title=f"Unit {unit} on the {split} set")
     files["unit_histogram"] = PLOT_FILES["unit_histogram"]
     if curve and comparison["methods"]:  # every method against the number of labels, on the test set
         plot_comparison(comparison, join(PLOT_FILES["data_efficiency"]))

