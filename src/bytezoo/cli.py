@@ -39,6 +39,7 @@ SUBCOMMAND_MODULES = (
     "bytezoo.zoo.convert.cli",
     "bytezoo.pretrain.cli",
     "bytezoo.transfer.cli",
+    "bytezoo.serving",
     "bytezoo.finetune.cli",
     "bytezoo.hub.cli",
 )
