@@ -43,7 +43,7 @@ OUTPUT receives:
 
 
 def register(subparsers) -> None:
-    from bytezoo.pretrain.cli import _duration, _key_value
+    from bytezoo.training.options import duration, key_value
 
     parser = subparsers.add_parser("finetune", help="fine-tune a zoo model for text classification (Accelerate)",
                                    description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -55,7 +55,7 @@ def register(subparsers) -> None:
                        help="the text feature the head reads (default: final_cell where the family has a cell, else "
                             "final_hidden; mean for the Transformer)")
     model.add_argument("--dropout", type=float, help="dropout on the pooled feature (default: 0)")
-    model.add_argument("--model-config", metavar="KEY=VALUE", type=_key_value, action="append", default=[],
+    model.add_argument("--model-config", metavar="KEY=VALUE", type=key_value, action="append", default=[],
                        help="override a config field (repeatable; values parsed as JSON)")
     model.add_argument("--chunk-size", type=int, default=256,
                        help="bytes read per forward call: bounds memory (chunks are recomputed in the backward pass), "
@@ -95,7 +95,7 @@ def register(subparsers) -> None:
     length = train.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=float, help="passes over the training set (default: 3)")
     length.add_argument("--max-steps", type=int, help="optimizer steps")
-    train.add_argument("--max-time", type=_duration, metavar="DURATION",
+    train.add_argument("--max-time", type=duration, metavar="DURATION",
                        help="wall-clock budget of this invocation (3600, 45m, 4h): then stop at the next step with a "
                             "checkpoint and an export; --resume continues. SIGTERM and Ctrl-C stop the same way")
     train.add_argument("--lr", type=float, default=5e-4, help="peak AdamW rate of the head (default: 5e-4)")

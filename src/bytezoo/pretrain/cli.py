@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+
+from bytezoo.training.options import duration as _duration
+from bytezoo.training.options import key_value as _key_value
 
 from .schedules import RECIPES, SCALING_RULES, SCHEDULES
 
@@ -29,29 +31,6 @@ OUTPUT (a local directory) receives:
                        SIGTERM, Ctrl-C); --resume continues from the newest
   run.json             the run's identity: a folder holds one run; another is refused unless --overwrite
 """
-
-
-def _key_value(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
-def _duration(text: str) -> float:
-    """Seconds from "3600", "90s", "45m", "4h" or "1.5d"."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    number, unit = (text[:-1], text[-1].lower()) if text and text[-1].lower() in units else (text, "s")
-    try:
-        seconds = float(number) * units[unit]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a duration like 3600, 90s, 45m, 4h or 1.5d; got {text!r}") from None
-    if not seconds > 0:
-        raise argparse.ArgumentTypeError(f"the duration must be positive; got {text!r}")
-    return seconds
 
 
 def register(subparsers) -> None:
