@@ -94,12 +94,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return USER_ERROR_EXIT_CODE
     from .errors import ByteZooError, one_line
-    from .threads import openmp_wait_before_torch
+    from .threads import ask_for, openmp_wait_before_torch
 
     if getattr(args, "threads", None) is not None:  # the library's thread policy reads it (bytezoo.threads)
         if args.threads < 0:
             parser.error(f"--threads must be >= 0 (0: PyTorch's default); got {args.threads}")
-        os.environ[THREADS_ENV] = str(args.threads)
+        os.environ[THREADS_ENV] = str(args.threads)  # for what this process starts
+        ask_for(args.threads, "--threads")  # named as the flag, not the variable, in the start line
     openmp_wait_before_torch()  # idle OpenMP threads sleep beside busy cores, spin briefly on an idle machine
     try:
         return int(args.func(args) or 0)

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bytezoo.errors import room_to_write
+
 from .formats import BINARY_SAMPLE, SourceError, check_text, expand_sources, iter_source_bytes
 
 FORMAT = "bytezoo-packed-corpus"
@@ -108,8 +110,22 @@ def pack(sources: Sequence[str] | str, output: str, *, text_field: str | None = 
     packed corpus at ``output``; returns its index.
 
     A source that is mostly not text (NUL bytes, invalid UTF-8) is refused by name unless ``allow_binary``. A folder
-    that already holds a packed corpus is refused unless ``overwrite``.
+    that already holds a packed corpus is refused unless ``overwrite``. A local pack that runs out of room (a full
+    disk, a quota, a file-size limit) is one line; it leaves no index, so no corpus.
     """
+    from fsspec.core import url_to_fs
+
+    options = dict(text_field=text_field, shard_bytes=shard_bytes, allow_binary=allow_binary, overwrite=overwrite,
+                   progress=progress)
+    fs, root = url_to_fs(output)
+    if not _is_local(fs):
+        return _pack(sources, output, **options)
+    with room_to_write(f"the packed corpus {output}", root, "no corpus was written there: make room (or pack it "
+                       "elsewhere with `bytezoo data pack`), then run again"):
+        return _pack(sources, output, **options)
+
+
+def _pack(sources, output: str, *, text_field, shard_bytes, allow_binary, overwrite, progress) -> dict:
     from fsspec.core import url_to_fs
     from tqdm.auto import tqdm
 
@@ -166,6 +182,12 @@ def pack(sources: Sequence[str] | str, output: str, *, text_field: str | None = 
     }
     _write_index(fs, root, index)
     return index
+
+
+def source_identities(index: dict) -> list[dict]:
+    """What a packed corpus was packed from, by content: each source's URL, the bytes it contributed and their
+    sha256 (what a training run records, and checks on resume)."""
+    return [{"url": s["url"], "bytes": s["bytes"], "sha256": s["sha256"]} for s in index["sources"]]
 
 
 def _modified(info: dict) -> str | None:
@@ -372,4 +394,4 @@ class PackedCorpus:
 
 
 __all__ = ["BLOCK_BYTES", "DEFAULT_SHARD_BYTES", "PackError", "PackedCorpus", "is_packed", "pack", "packed_from",
-           "read_index"]
+           "read_index", "source_identities"]

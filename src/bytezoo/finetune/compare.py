@@ -18,8 +18,8 @@ smaller count in ``OUTPUT/label-counts/n-COUNT/`` (a complete run folder of its 
     {"schema_version": 1, "bytezoo_version": str, "created": str, "model": str, "task": "binary" | "multiclass" |
      "multilabel", "metric": "accuracy" | "jaccard", "label_counts": [int],
      "runs": [{"n_train": int, "output": str (relative to OUTPUT), "steps": int, "epochs": float, "best_step": int | null,
-               "stopped_by": str, "train_seconds": float, "seconds_per_epoch": float, "dev": float | null,
-               "test": float | null}],
+               "stopped_by": str, "ended": str, "exit_code": int, "not_bit_reproducible_because": str | null,
+               "train_seconds": float, "seconds_per_epoch": float, "dev": float | null, "test": float | null}],
      "comparison": {... bytezoo.transfer.comparison's format: majority, tfidf, [probe,] finetune ...},
      "timings": {"finetune_s", "baselines_s", "probe_s", "total_s"},
      "files": {"report": "report.json", "plot": "comparison.png" | null}}
@@ -101,8 +101,10 @@ def run_comparison(config, label_counts: Sequence[int | str] | None = None, *, b
     tick = time.perf_counter()
     runs = fine_tune_each_count(config, train.labels, counts, log)
     timings = {"finetune_s": time.perf_counter() - tick}
-    if not main:
-        return {}
+    stopped = max(summary.get("exit_code", 0) for _, _, summary in runs)  # 130 / 143: a signal stopped the last run
+    if not main or stopped:  # a run stopped by a signal: no comparison, the command ends with its code
+        return {"metric": runs[0][2]["metric"], "runs": run_entries(runs, output, runs[0][2]["metric"]),
+                "exit_code": stopped} if main else {"exit_code": stopped}
     dev = _read(config.dev, "dev", train.text_col, train.label_cols) if config.dev else None
     test = _read(config.test, "test", train.text_col, train.label_cols) if config.test else None
 
@@ -146,11 +148,7 @@ def run_comparison(config, label_counts: Sequence[int | str] | None = None, *, b
         "task": task,
         "metric": metric,
         "label_counts": counts,
-        "runs": [{"n_train": n, "output": os.path.relpath(folder, output), "steps": s["steps"], "epochs": s["epochs"],
-                  "best_step": s["best_step"], "stopped_by": s["stopped_by"], "train_seconds": s["train_seconds"],
-                  "seconds_per_epoch": s["seconds_per_epoch"], "dev": (s.get("best_dev") or {}).get(metric),
-                  "test": (s.get("test_metrics") or {}).get(metric)}
-                 for n, folder, s in sorted(runs, key=lambda run_: run_[0])],
+        "runs": run_entries(runs, output, metric),
         "comparison": comparison,
         "timings": timings,
         "files": {"report": REPORT_FILE, "plot": plot},
@@ -161,7 +159,17 @@ def run_comparison(config, label_counts: Sequence[int | str] | None = None, *, b
     temporary.replace(output / REPORT_FILE)
     log(compare.format_table(comparison))
     log(f"wrote {output / REPORT_FILE}" + (f" and {output / plot}" if plot else ""))
-    return report
+    return {**report, "exit_code": 0}
+
+
+def run_entries(runs: list[tuple], output: Path, metric: str) -> list[dict]:
+    """The report's line per fine-tuning run, ascending counts."""
+    return [{"n_train": n, "output": os.path.relpath(folder, output), "steps": s["steps"], "epochs": s["epochs"],
+             "best_step": s["best_step"], "stopped_by": s["stopped_by"], "ended": s.get("ended"),
+             "exit_code": s.get("exit_code", 0), "not_bit_reproducible_because": s.get("not_bit_reproducible_because"),
+             "train_seconds": s["train_seconds"], "seconds_per_epoch": s["seconds_per_epoch"],
+             "dev": (s.get("best_dev") or {}).get(metric), "test": (s.get("test_metrics") or {}).get(metric)}
+            for n, folder, s in sorted(runs, key=lambda run_: run_[0])]
 
 
 def fine_tune_each_count(config, labels: np.ndarray, counts: list[int], log: Log) -> list[tuple]:
@@ -178,6 +186,8 @@ def fine_tune_each_count(config, labels: np.ndarray, counts: list[int], log: Log
         subset = None if n >= len(labels) else [int(i) for i in rows]
         summary = run(dataclasses.replace(config, output=str(folder), train_rows=subset))
         runs.append((n, folder, summary))
+        if summary.get("exit_code"):  # Ctrl-C or SIGTERM: no further run
+            break
     return runs
 
 

@@ -94,6 +94,7 @@ class FinetuneConfig:
     overwrite: bool = False
     seed: int = 0
     progress: bool = True
+    adapt_threads: bool = False  # follow the load with the CPU thread count (gives up bitwise reproducibility)
 
     def resolved(self) -> FinetuneConfig:
         config = dataclasses.replace(self, label_cols=list(self.label_cols) if self.label_cols else None,
@@ -351,19 +352,23 @@ class BestOnDev:
         return bool(self.patience) and best["evaluations_since"] >= self.patience
 
 
-def resume_best(run: TrainingRun, position: dict, task: Task, train_digest: str, global_batch: int) -> BestOnDev:
+def resume_best(run: TrainingRun, position: dict, task: Task, plan: StepPlan, train_digest: str) -> BestOnDev:
     """With --resume: the checkpoint's position (into ``position``), early-stopping state and best weights, checked
     against this run's data and batch."""
     patience = run.config.patience
-    saved, _ = run.resume(position)
+    saved, _ = run.resume(position, plan.total_steps)
     if saved is None:
         return BestOnDev(task, patience)
     accumulate = run.config.grad_accum_steps
-    if (saved.get("train_digest") != train_digest or saved.get("global_batch_size") != global_batch
-            or saved.get("grad_accum_steps", 1) != accumulate):  # checkpoints from before --grad-accum: 1
-        raise FinetuneError(f"cannot resume from {run.resumed_from}: the training data (sha256 {train_digest[:12]}), "
-                            f"the global batch ({global_batch}) or --grad-accum ({accumulate}) differ from "
-                            f"the checkpoint's")
+    if saved.get("train_digest") != train_digest:  # a run from before data identities were recorded in run.json
+        raise FinetuneError(f"cannot resume from {run.resumed_from}: the training data ({run.config.train}) changed "
+                            f"since it was saved (sha256 {str(saved.get('train_digest'))[:12]}... then, "
+                            f"{train_digest[:12]}... now). Put the data back as it was, start the run again with "
+                            f"--overwrite, or start a new run in another --output")
+    if saved.get("global_batch_size") != plan.global_batch or saved.get("grad_accum_steps", 1) != accumulate:
+        raise FinetuneError(f"cannot resume from {run.resumed_from}: it was saved with a global batch of "
+                            f"{saved.get('global_batch_size')} texts in {saved.get('grad_accum_steps', 1)} micro-batch(es), "
+                            f"and this run has {plan.global_batch} in {accumulate}")
     run.restore_position(saved)
     if not (run.resumed_from / BEST_WEIGHTS).is_file():
         return BestOnDev(task, patience, saved["best"])
@@ -437,13 +442,13 @@ def _run(config: FinetuneConfig) -> dict:
     task, train, dev, test, model, loaded = load_data_and_model(run, config)
     plan = StepPlan.of(config, len(train), run.world)
     train_digest = data_digest(train)
-    run.write_identity()
+    run.write_identity(data=[{"url": config.train, "rows": len(train), "sha256": train_digest}])
 
     optimizer, peaks = head_and_body_optimizer(model, config)
     model, optimizer = run.prepare(model, optimizer)
     unwrapped = run.unwrap(model)
     position = {"step": 0, "updates": 0, "epoch": 0, "batch": 0, "train_seconds": 0.0, "texts_seen": 0}
-    best = resume_best(run, position, task, train_digest, plan.global_batch)
+    best = resume_best(run, position, task, plan, train_digest)
     eval_batch = config.eval_batch_size or 2 * config.batch_size
     metrics_log = run.metrics_log()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bytezoo.training.options import ADAPT_THREADS_HELP
 from bytezoo.training.options import duration as _duration
 from bytezoo.training.options import key_value as _key_value
 
@@ -28,8 +29,12 @@ OUTPUT (a local directory) receives:
   summary.json         the run's summary (as training_summary.json), with val_compression: gzip -9, bz2 -9, xz -9
                        and zstd -19 on exactly the bytes validation BPC is measured on (sizes and bits per byte)
   checkpoints/step-N/  periodic checkpoints (with --save-every), and one when a run stops early (--max-time,
-                       SIGTERM, Ctrl-C); --resume continues from the newest
-  run.json             the run's identity: a folder holds one run; another is refused unless --overwrite
+                       SIGTERM, Ctrl-C); --resume continues from the newest sound one
+  run.json             the run's identity (settings, each source's sha256, CPU threads): a folder holds one run;
+                       another is refused unless --overwrite; --resume on changed data is refused
+
+Exit codes: 0 when the run finished or spent its --max-time; 130 after Ctrl-C and 143 after SIGTERM (each once the
+clean checkpoint is written); 2 for a user's mistake (one line). The last line says how the run ended.
 """
 
 
@@ -93,6 +98,7 @@ def register(subparsers) -> None:
     run.add_argument("--eval-every", type=int, default=0, help="validation BPC every N steps (always at the end with --val-data)")
     run.add_argument("--log-every", type=int, default=10, help="steps per metrics record (default: 10)")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    run.add_argument("--adapt-threads", action="store_true", help=ADAPT_THREADS_HELP)
     parser.set_defaults(func=_main)
 
 
@@ -100,6 +106,8 @@ def _main(args: argparse.Namespace) -> int:
     import os
 
     import dataclasses
+
+    from bytezoo.training.options import ending_lines
 
     from .trainer import PretrainConfig, run
 
@@ -113,12 +121,13 @@ def _main(args: argparse.Namespace) -> int:
         print("bytezoo pretrain: aborted (Ctrl-C twice); the newest checkpoint is as it was", file=sys.stderr)
         return 130
     if int(os.environ.get("RANK", "0") or 0) != 0:
-        return 0  # one summary line per run, from the main process
-    val = f"{summary['val_bpc']:.4f}" if summary["val_bpc"] is not None else "n/a"
-    print(f"{summary['steps']} steps, {summary['characters_seen']:,} characters, {summary['chars_per_second']:,.0f} char/s, "
-          f"val BPC {val}; model in {args.output}/model")
+        return summary["exit_code"]  # one summary line per run, from the main process
     if summary.get("val_compression"):
         from .compression import describe
 
         print(f"  beside val BPC: {describe(summary['val_compression'])}")
-    return 0
+    val = f"{summary['val_bpc']:.4f}" if summary["val_bpc"] is not None else "n/a"
+    print(f"{summary['steps']} steps, {summary['characters_seen']:,} characters, {summary['chars_per_second']:,.0f} char/s, "
+          f"val BPC {val}; model in {args.output}/model")
+    print("\n".join(ending_lines(summary)))
+    return summary["exit_code"]  # 0, or 130 / 143 after a stop by Ctrl-C / SIGTERM (its checkpoint written)

@@ -35,6 +35,8 @@ from bytezoo.training.runtime import NonFiniteLossError, TrainingRun
 from bytezoo.training.schedules import Schedule, warmup_steps
 from bytezoo.training.stop import StopRequest  # noqa: F401  (part of this module's API: tests replace its clock)
 
+from bytezoo.data.packed import source_identities
+
 from .compression import held_out_compression
 from .data import IGNORE_INDEX, ByteStreams, DataError, StreamLayout
 from .schedules import RECIPES, SCALING_RULES, SCHEDULES, scaled_lr
@@ -82,6 +84,7 @@ class PretrainConfig:
     seed: int = 0
     shard_bytes: int = 1 << 20
     progress: bool = True
+    adapt_threads: bool = False  # follow the load with the CPU thread count (gives up bitwise reproducibility)
 
     def resolved(self) -> PretrainConfig:
         """A copy with recipe values and defaults filled in, checked for nonsense."""
@@ -117,24 +120,34 @@ class PretrainConfig:
         return config
 
 
-def open_corpus(accelerator, sources: list[str], text_field: str | None, pack_into: Path):
+def open_corpus(accelerator, sources: list[str], text_field: str | None, pack_into: Path,
+                check: Callable[[list[dict]], None] | None = None):
     """The packed corpus of ``sources``: ``sources`` itself when it is one packed corpus URL; otherwise the raw sources
-    packed once into ``pack_into`` by the main process (reused while the sources are unchanged)."""
+    packed once into ``pack_into`` by the main process (reused while the sources are unchanged). A new pack is
+    written beside it and takes its place only once ``check`` (given each source's identity) accepts it, so a
+    resume refused for changed data leaves the run's corpus as it was."""
+    import shutil
+
     from bytezoo.data.formats import expand_sources
-    from bytezoo.data.packed import PackedCorpus, is_packed, pack, packed_from, read_index
+    from bytezoo.data.packed import PackedCorpus, is_packed, pack, packed_from, read_index, source_identities
 
     if len(sources) == 1 and is_packed(sources[0]):
         return PackedCorpus.open(sources[0])
     urls = expand_sources(sources)  # the same answer on every process: a missing source fails everywhere at once
-    failure = None
+    failure, staging = None, pack_into.with_name(f".tmp-{pack_into.name}")
     if accelerator.is_main_process:
         try:
             if not (is_packed(str(pack_into)) and packed_from(read_index(str(pack_into)), urls, text_field)):
                 pack_into.parent.mkdir(parents=True, exist_ok=True)
                 print(f"packing {len(urls)} source(s) into {pack_into} (once; `bytezoo data pack` does it ahead of time)",
                       flush=True)
-                pack(urls, str(pack_into), text_field=text_field, overwrite=True, progress=False)
+                index = pack(urls, str(staging), text_field=text_field, overwrite=True, progress=False)
+                if check is not None:
+                    check(source_identities(index))
+                shutil.rmtree(pack_into, ignore_errors=True)
+                os.replace(staging, pack_into)
         except Exception as error:  # every process must learn of it, or the others wait at the barrier forever
+            shutil.rmtree(staging, ignore_errors=True)
             failure = error
     if accelerator.num_processes > 1:
         flag = accelerator.reduce(torch.tensor([float(failure is not None)], device=accelerator.device), reduction="sum")
@@ -265,7 +278,7 @@ class Corpora:
 def open_data(run: TrainingRun, config: PretrainConfig) -> Corpora:
     """Packed corpora (raw sources are packed once into OUTPUT/corpus*), laid out as this run's streams."""
     T, B, rank, world = config.seq_len, config.batch_size, run.rank, run.world
-    train = open_corpus(run.accelerator, config.data, config.text_field, run.output / "corpus")
+    train = open_corpus(run.accelerator, config.data, config.text_field, run.output / "corpus", check=run.check_data)
     layout = StreamLayout.plan(train.total_bytes, B * world, config.shard_bytes)
     steps_per_epoch = layout.windows(T) // config.grad_accum_steps
     if steps_per_epoch == 0:
@@ -287,20 +300,23 @@ def open_data(run: TrainingRun, config: PretrainConfig) -> Corpora:
     return data
 
 
-def resume_streams(run: TrainingRun, position: dict, body, data: Corpora, config: PretrainConfig) -> tuple | None:
+def resume_streams(run: TrainingRun, position: dict, total_steps: int, body, data: Corpora,
+                   config: PretrainConfig) -> tuple | None:
     """With --resume: the checkpoint's position (into ``position``) and this process's streams' state, checked
     against this run's streams; None (zero state) for a new run."""
-    saved, named_state = run.resume(position)
+    saved, named_state = run.resume(position, total_steps)
     if saved is None:
         return None
     if sorted(named_state) != sorted(body.state_names):
         raise ResumeError(f"cannot resume from {run.resumed_from}: its streams hold the state parts {sorted(named_state)}, "
                           f"this model's are {list(body.state_names)}")
-    expected = {"num_streams": config.batch_size * run.world, "seq_len": config.seq_len,
-                "corpus_bytes": data.train.total_bytes}
-    mismatched = {k: (saved.get(k), v) for k, v in expected.items() if saved.get(k) != v}
-    if mismatched:
-        raise run_folder.RunFolderError(f"cannot resume from {run.resumed_from}: (saved, now) differ for {mismatched}")
+    expected = {"num_streams": (config.batch_size * run.world, "streams"), "seq_len": (config.seq_len, "bytes per window"),
+                "corpus_bytes": (data.train.total_bytes, "corpus bytes")}
+    differ = [f"{saved.get(key)!r} {words} then, {now!r} now" for key, (now, words) in expected.items() if saved.get(key) != now]
+    if differ:
+        raise run_folder.RunFolderError(
+            f"cannot resume from {run.resumed_from}: it was saved with {'; '.join(differ)}. Resume with the data and "
+            f"settings it was saved with, start the run again with --overwrite, or start a new run in another --output")
     run.restore_position(saved)
     return tuple(named_state[name] for name in body.state_names)
 
@@ -379,7 +395,7 @@ def _run(config: PretrainConfig) -> dict:
     run.claim_folder(fingerprint(config, num_processes=world, global_batch_size=global_batch))
     data = open_data(run, config)  # validated before a model exists
     total_steps = config.max_steps or math.ceil((config.epochs or 1.0) * data.steps_per_epoch)
-    run.write_identity()
+    run.write_identity(data=source_identities(data.train.index))
 
     # --- model, optimizer, schedule, resume --------------------------------------------------------------------------
     model = load_model(config.model, config.model_config)
@@ -389,7 +405,7 @@ def _run(config: PretrainConfig) -> dict:
     model, optimizer = run.prepare(model, optimizer)  # no scheduler: the rate is set from `updates` each step
     body = run.unwrap(model).model
     position = {"step": 0, "updates": 0, "epoch": 0, "window": 0, "characters_seen": 0, "train_seconds": 0.0}
-    streams = TrainingStreams(data, position, body, resume_streams(run, position, body, data, config),
+    streams = TrainingStreams(data, position, body, resume_streams(run, position, total_steps, body, data, config),
                               config.grad_accum_steps, run.accelerator.device)
 
     def save() -> Path:

@@ -19,7 +19,7 @@ class MetricsLog:
         if not enabled:
             return
         if resume_step is not None and self.path.exists():  # forget what was logged after the checkpoint
-            kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= resume_step]
+            kept = [line for line in self.path.read_text().splitlines() if _step_of(line) <= resume_step]
             write_text_atomic(self.path, "".join(line + "\n" for line in kept))
         elif self.path.exists():
             self.path.unlink()
@@ -46,6 +46,14 @@ class MetricsLog:
             self.file.close()
             if self.tensorboard is not None:
                 self.tensorboard.close()
+
+
+def _step_of(line: str) -> float:
+    """A record's step; a line a crash cut short counts as after any checkpoint (it is dropped on resume)."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
 
 
 __all__ = ["MetricsLog"]

@@ -29,4 +29,19 @@ def duration(text: str) -> float:
     return seconds
 
 
-__all__ = ["duration", "key_value"]
+ADAPT_THREADS_HELP = ("follow the machine's load with the CPU thread count while the run goes (re-measured every few "
+                      "seconds). Off by default: a run keeps the count it started with (--threads, or the cores the "
+                      "load left free at its start), on --resume too, because another count changes the sums; with "
+                      "this option the summary says the run is not bit-reproducible")
+
+
+def ending_lines(summary: dict) -> list[str]:
+    """The lines a training command ends with: why the run is not bit-reproducible (when it is not), then how it
+    ended (the last line)."""
+    lines = []
+    if summary.get("not_bit_reproducible_because"):
+        lines.append(f"not bit-reproducible: {summary['not_bit_reproducible_because']}")
+    return lines + [summary["ended"]]
+
+
+__all__ = ["ADAPT_THREADS_HELP", "duration", "ending_lines", "key_value"]

@@ -14,8 +14,10 @@ identity (``run.json``, what training runs write) or anything a bytezoo command 
   setting;
 - ``--resume`` with ``--overwrite`` is refused.
 
-**A training run's identity.** ``OUTPUT/run.json`` records the run's id and fingerprint. Checkpoints carry the run
-id, and rotation only ever removes the current run's.
+**A training run's identity.** ``OUTPUT/run.json`` records the run's id, its fingerprint, the identity of its training
+data (each source's sha256 and size) and its CPU thread count. Checkpoints carry the run id, and rotation only ever
+removes the current run's. ``--resume`` on training data that changed since the run started is refused in one line
+naming the source, what changed and the choices (:func:`check_data`).
 """
 from __future__ import annotations
 
@@ -33,10 +35,10 @@ FORMAT_VERSION = 1
 # What a training run (bytezoo pretrain or bytezoo finetune) writes into its folder: all that --overwrite removes.
 # .tmp-/.old-model: an export's staging and aside folders (bytezoo.training.checkpoint).
 RUN_OUTPUTS = ("checkpoints", "model", ".tmp-model", ".old-model", "metrics.jsonl", "tensorboard", "curves.png",
-               "summary.json", "corpus", "corpus-val", IDENTITY_FILE)
+               "summary.json", "corpus", "corpus-val", ".tmp-corpus", ".tmp-corpus-val", IDENTITY_FILE)
 # The packed copies of raw sources: keyed by those sources and repacked when they differ, so they alone do not make
 # a folder used.
-CACHES = ("corpus", "corpus-val")
+CACHES = ("corpus", "corpus-val", ".tmp-corpus", ".tmp-corpus-val")
 # Settings a resumed run may change: how long it runs and how it reports, never what a step computes. The number of
 # processes may change at the same global batch (global_batch_size stays in the fingerprint): the streams are global
 # and their states are dealt again.
@@ -56,6 +58,11 @@ class OutputFolderError(ByteZooError, ValueError):
 
 
 RunFolderError = OutputFolderError  # the name training code raised before the policy was shared
+
+
+class DataChangedError(OutputFolderError):
+    """``--resume`` of a run whose training data changed since it started: names the source, what changed, and the
+    choices."""
 
 
 @dataclass(frozen=True)
@@ -174,8 +181,10 @@ def _describe(changed: dict[str, tuple]) -> str:
     return "; ".join(f"{key}: {old!r} then, {new!r} now" for key, (old, new) in changed.items())
 
 
-def write_identity(output: Path, now: dict, continued: dict | None) -> dict:
-    """Writes ``run.json`` (atomically): the continued run's id, or a new one."""
+def write_identity(output: Path, now: dict, continued: dict | None, *, data: list[dict] | None = None,
+                   threads: dict | None = None) -> dict:
+    """Writes ``run.json`` (atomically): the continued run's id, or a new one; ``data``: each training source's
+    identity; ``threads``: the run's CPU thread count (:mod:`bytezoo.training.cpu_threads`)."""
     from bytezoo import __version__
 
     from .checkpoint import write_json
@@ -186,10 +195,48 @@ def write_identity(output: Path, now: dict, continued: dict | None) -> dict:
         "created": continued["created"] if continued else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "bytezoo_version": __version__,
         "fingerprint": now,
+        **({"data": data} if data is not None else {}),
+        **({"threads": threads} if threads is not None else {}),
     }
     write_json(Path(output) / IDENTITY_FILE, identity)
     return identity
 
 
-__all__ = ["CHANGEABLE_ON_RESUME", "FolderUse", "OutputFolderError", "RUN_OUTPUTS", "RunFolderError", "TRAINING_RUN",
-           "check_output_folder", "clear_output_folder", "earlier_outputs", "read_identity", "write_identity"]
+def check_data(output, recorded: list[dict], now: list[dict]) -> None:
+    """Refuses a run's data that changed since it started: ``recorded`` and ``now`` list each source's identity
+    (``url``, ``sha256``, and ``bytes`` or ``rows``). One line: the first change in words, how many more, the
+    choices."""
+    changes = data_changes(recorded, now)
+    if changes:
+        more = f" (and {len(changes) - 1} more change(s))" if len(changes) > 1 else ""
+        raise DataChangedError(f"cannot resume the run in {output}: {changes[0]}{more}. Put the data back as it was, "
+                               f"start the run again on the new data with --overwrite, or start a new run in "
+                               f"another --output")
+
+
+def data_changes(recorded: list[dict], now: list[dict]) -> list[str]:
+    """What changed between two lists of source identities, one sentence per source."""
+    before, after = {s["url"]: s for s in recorded}, {s["url"]: s for s in now}
+    changes = []
+    for url, then in before.items():
+        current = after.get(url)
+        if current is None:
+            changes.append(f"{url}, one of the run's training sources, is not among them now")
+        elif current.get("sha256") != then.get("sha256"):
+            changes.append(f"{url} changed since the run started ({_size_change(then, current)})")
+    changes += [f"{url} was not among the run's training sources" for url in after if url not in before]
+    return changes
+
+
+def _size_change(then: dict, now: dict) -> str:
+    unit = "bytes" if "bytes" in then else "rows"
+    old, new = then.get(unit), now.get(unit)
+    if old != new:
+        return f"{old:,} {unit} then, {new:,} now"
+    return (f"the same {old:,} {unit} with other content: sha256 {str(then.get('sha256'))[:12]}... then, "
+            f"{str(now.get('sha256'))[:12]}... now")
+
+
+__all__ = ["CHANGEABLE_ON_RESUME", "DataChangedError", "FolderUse", "OutputFolderError", "RUN_OUTPUTS", "RunFolderError",
+           "TRAINING_RUN", "check_data", "check_output_folder", "clear_output_folder", "data_changes", "earlier_outputs",
+           "read_identity", "write_identity"]

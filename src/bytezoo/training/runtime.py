@@ -2,14 +2,15 @@
 through, in the order it goes through it. An objective's ``_run`` reads as this outline with its own model, batches
 and figures filled in::
 
-    run = TrainingRun(config, ...)         accelerator and precision, launch checks, seed, CPU threads
-    run.claim_folder(fingerprint)          the output folder: one run (new, --resume or --overwrite)
-    ... the objective's data, checked ...
-    run.write_identity()                   from here on the folder holds this run (run.json)
+    run = TrainingRun(config, ...)         accelerator and precision, launch checks, seed
+    run.claim_folder(fingerprint)          the output folder: one run (new, --resume or --overwrite); the checkpoint
+                                           to resume from (the newest sound one); the run's CPU thread count
+    ... the objective's data, checked (run.check_data: not changed under a run being resumed) ...
+    run.write_identity(data)               from here on the folder holds this run (run.json: settings, data, threads)
     ... the objective's model and optimizer ...
     model, optimizer = run.prepare(model, optimizer)
-    saved, state = run.resume(position)    the newest checkpoint of this run, or (None, {})
-    ... the objective checks it fits, then run.restore_position(saved) ...
+    saved, state = run.resume(position, total_steps)     the checkpoint's state, or (None, {})
+    ... the objective checks it fits, then run.restore_position(saved): "resumed from step N of M" ...
     with run.steps(total_steps, desc):     progress bar, stop signals and the time budget
         while run.running():
             ... rates ...
@@ -33,13 +34,12 @@ from pathlib import Path
 import torch
 
 from bytezoo.errors import ByteZooError
-from bytezoo.threads import ensure_threads
 
 from . import checkpoint as ckpt
-from . import run_folder
+from . import cpu_threads, run_folder
 from .launch import start_accelerator
 from .metrics import MetricsLog
-from .stop import STOP_REASONS, StopRequest
+from .stop import STOP_REASONS, StopRequest, exit_code, how_it_ended
 
 
 class NonFiniteLossError(ByteZooError, RuntimeError):
@@ -51,7 +51,8 @@ class TrainingRun:
 
     ``config`` is the objective's config; the runtime reads the options both share: ``output``, ``mixed_precision``,
     ``grad_accum_steps``, ``seed``, ``resume``, ``overwrite``, ``keep_checkpoints``, ``max_time``, ``log_every``,
-    ``save_every``, ``clip_grad_norm``, ``progress``. ``use`` says what the command writes into its folder."""
+    ``save_every``, ``clip_grad_norm``, ``progress``, ``adapt_threads``. ``use`` says what the command writes into its
+    folder."""
 
     def __init__(self, config, *, command: str, use: run_folder.FolderUse = run_folder.TRAINING_RUN,
                  kwargs_handlers=()):
@@ -60,7 +61,6 @@ class TrainingRun:
         self.config, self.command, self.use, self.output = config, command, use, Path(config.output)
         self.accelerator, self.precision = start_accelerator(config.mixed_precision, config.grad_accum_steps,
                                                              kwargs_handlers)
-        ensure_threads(self.accelerator.device)  # a thread count that holds up when other processes share the cores
         set_seed(config.seed)
         accelerator = self.accelerator
         self.main, self.rank, self.world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
@@ -68,26 +68,54 @@ class TrainingRun:
         self.continued: dict | None = None  # the identity of the run this one continues (on --resume)
         self.run_id: str | None = None
         self.position: dict = {"step": 0, "updates": 0, "train_seconds": 0.0}
-        self.resumed_from: Path | None = None
+        self.resumed_from: Path | None = None  # the checkpoint this invocation continues from
+        self.damaged: list[tuple[Path, str]] = []  # newer checkpoints passed over, with what is wrong with them
+        self.threads: cpu_threads.RunThreads | None = None
+        self.threads_note = ""
         self.last_checkpoint: Path | None = None
         self.stopped_by: str | None = None
         self.total_steps = 0
 
     # --- the output folder -------------------------------------------------------------------------------------------
     def claim_folder(self, fingerprint: dict) -> None:
-        """One run per folder, decided by every process before anything is written; --overwrite then clears it."""
+        """One run per folder, decided by every process before anything is written; --overwrite then clears it.
+        On --resume, the checkpoint to continue from is chosen here (the newest sound one), and with it the CPU
+        thread count: the run's, unless told another."""
         self.fingerprint = fingerprint
         self.continued = run_folder.check_output_folder(self.output, self.use, resume=bool(self.config.resume),
                                                         overwrite=self.config.overwrite, now=fingerprint)
+        recorded, step = None, 0
+        if self.config.resume:
+            self.resumed_from, self.damaged = ckpt.find_resumable(
+                self.output, self.config.resume, self.continued["run_id"] if self.continued else None)
+        if self.resumed_from is not None:
+            saved = ckpt.read_train_state(self.resumed_from)
+            recorded, step = saved.get("threads") or (self.continued or {}).get("threads"), saved.get("step", 0)
         self.accelerator.wait_for_everyone()  # nobody writes before every process has read the folder as it was
         if self.main and self.config.overwrite:
             run_folder.clear_output_folder(self.output, self.use)
+        self.threads, self.threads_note = cpu_threads.choose(recorded, step=step,
+                                                             adaptive=getattr(self.config, "adapt_threads", False))
+        if self.resumed_from is None:
+            from bytezoo.threads import say
 
-    def write_identity(self) -> None:
-        """The data are usable: from here on the folder holds this run (a data error before left no run.json)."""
+            say(self.threads_note)
+
+    def check_data(self, sources: list[dict]) -> None:
+        """Refuses to continue a run from a checkpoint on data that changed since the run started (one line naming
+        the source and what changed), before anything is trained or written."""
+        if self.resumed_from is not None and self.continued is not None and self.continued.get("data") is not None:
+            run_folder.check_data(self.output, self.continued["data"], sources)
+
+    def write_identity(self, data: list[dict] | None = None) -> None:
+        """The data are usable: from here on the folder holds this run (a data error before left no run.json).
+        ``data``: each training source's identity (``url``, ``sha256``, ``bytes`` or ``rows``)."""
+        if data is not None:
+            self.check_data(data)
         if self.main:
             self.output.mkdir(parents=True, exist_ok=True)
-            run_folder.write_identity(self.output, self.fingerprint, self.continued)
+            run_folder.write_identity(self.output, self.fingerprint, self.continued, data=data,
+                                      threads=self.threads.record())
         self.accelerator.wait_for_everyone()
         self.run_id = run_folder.read_identity(self.output)["run_id"]
 
@@ -98,25 +126,31 @@ class TrainingRun:
     def unwrap(self, model):
         return self.accelerator.unwrap_model(model)
 
-    def resume(self, position: dict) -> tuple[dict | None, dict]:
-        """With --resume, restores the newest checkpoint of this run (a folder from before run identities: of any
-        run) into the prepared objects and ``position`` (in place); returns its train state and this process's
-        recurrent state, or ``(None, {})`` when there is nothing to resume."""
-        self.position = position
+    def resume(self, position: dict, total_steps: int) -> tuple[dict | None, dict]:
+        """With --resume, restores the checkpoint chosen by :meth:`claim_folder` into the prepared objects; returns
+        its train state and this process's recurrent state, or ``(None, {})`` when there is nothing to resume.
+        ``position`` (the objective's counters) is filled in by :meth:`restore_position`."""
+        self.position, self.total_steps = position, total_steps
         if not self.config.resume:
             return None, {}
-        found = ckpt.checkpoint_to_resume(self.output, self.config.resume, self.run_id if self.continued else None)
-        if found is None:
+        if self.resumed_from is None:
             if self.main:
                 print(f"--resume: no checkpoint in {self.output / 'checkpoints'}; starting from scratch", flush=True)
             return None, {}
-        saved, named_state = ckpt.load_checkpoint(self.accelerator, found)
-        self.resumed_from = self.last_checkpoint = found
+        if self.main:
+            for path, problem in self.damaged:
+                print(f"checkpoint {path.name} is damaged ({problem}): resuming from {self.resumed_from.name}, the "
+                      f"newest sound one, instead", flush=True)
+        saved, named_state = ckpt.load_checkpoint(self.accelerator, self.resumed_from)
+        self.last_checkpoint = self.resumed_from
         return saved, named_state
 
     def restore_position(self, saved: dict) -> None:
-        """The counters of a checkpoint (after the objective checked it fits)."""
+        """The counters of a checkpoint (after the objective checked it fits), and the line that says so."""
         self.position.update({key: saved[key] for key in self.position})
+        if self.main:
+            print(f"resumed from step {self.position['step']} of {self.total_steps} (checkpoint {self.resumed_from}); "
+                  f"{self.threads_note}", flush=True)
 
     def metrics_log(self) -> MetricsLog:
         self.output.mkdir(parents=True, exist_ok=True)
@@ -143,7 +177,7 @@ class TrainingRun:
             self.position["train_seconds"] = self.train_seconds()
 
     def running(self) -> bool:
-        ensure_threads(self.accelerator.device)  # a clock read; every RECHECK_SECONDS a look at the load
+        self.threads.step_ran()  # with --adapt-threads: a look at the load every few seconds
         return self.position["step"] < self.total_steps
 
     def train_seconds(self) -> float:
@@ -192,7 +226,7 @@ class TrainingRun:
     def save(self, state: dict, recurrent_state: dict | None = None, extra_tensors: dict | None = None) -> Path:
         """A checkpoint of the run's position and ``state`` (the objective's counters), on every process."""
         train_state = {**self.position, "run_id": self.run_id, "train_seconds": self.train_seconds(),
-                       "num_processes": self.world, **state}
+                       "num_processes": self.world, "threads": self.threads.record(), **state}
         self.last_checkpoint = ckpt.save_checkpoint(self.accelerator, self.output, train_state, recurrent_state or {},
                                                     self.config.keep_checkpoints, extra_tensors=extra_tensors)
         return self.last_checkpoint
@@ -212,13 +246,20 @@ class TrainingRun:
                   f"checkpoint {self.last_checkpoint}; continue with --resume", flush=True)
 
     def summary(self) -> dict:
-        """What every run's summary says about the run itself (the objective adds its own figures)."""
+        """What every run's summary says about the run itself (the objective adds its own figures): how it ended
+        (``stopped_by``, ``ended``: in words, ``exit_code``: what the command exits with), its thread count and
+        whether it is bit-reproducible."""
+        stopped_by = self.stopped_by or "max_steps"
+        why_not = self.threads.not_reproducible_because
         return {
             "num_processes": self.world, "grad_accum_steps": self.config.grad_accum_steps,
             "mixed_precision": self.precision, "mixed_precision_requested": self.config.mixed_precision,
             "seed": self.config.seed, "run_id": self.run_id,
             "resumed_from": str(self.resumed_from) if self.resumed_from else None, "max_steps": self.total_steps,
-            "stopped_by": self.stopped_by or "max_steps", "max_time": self.config.max_time,
+            "stopped_by": stopped_by, "max_time": self.config.max_time,
+            "ended": how_it_ended(stopped_by, self.position["step"], self.total_steps), "exit_code": exit_code(stopped_by),
+            "threads": self.threads.record(), "bit_reproducible": why_not is None,
+            "not_bit_reproducible_because": why_not,
         }
 
     def finish(self, model, summary: dict, also: Callable[[], None] | None = None) -> dict:

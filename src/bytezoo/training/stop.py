@@ -1,6 +1,11 @@
 """Stopping a run early and cleanly: SIGTERM (a scheduler's preemption notice), Ctrl-C, or the wall-clock budget
 ``--max-time`` spent. The loop asks :meth:`StopRequest.reason` after every step; a run that stops early ends as a
 finished one does (checkpoint, export, summary) and ``--resume`` continues it exactly.
+
+How a run ended decides how the command exits, so that ``bytezoo pretrain ... && bytezoo transfer ...`` never goes
+on with a half-trained model by accident: a signal ends as shells and ``timeout`` expect (Ctrl-C 130, SIGTERM 143,
+after the clean checkpoint); a finished run, early stopping and the time budget the user asked for end 0. The summary
+(``ended``) and the command's last line say which it was.
 """
 from __future__ import annotations
 
@@ -10,6 +15,24 @@ import time
 
 # How each reason reads in the stop line and the summary.
 STOP_REASONS = {"sigterm": "SIGTERM", "interrupt": "Ctrl-C", "max_time": "--max-time spent"}
+# The exit code of a run stopped by a signal: 128 + the signal's number, as a shell reports a process it killed.
+EXIT_CODES = {"interrupt": 128 + signal.SIGINT, "sigterm": 128 + signal.SIGTERM}
+
+
+def exit_code(stopped_by: str) -> int:
+    """What the command exits with after a run that ended so: 130 (Ctrl-C), 143 (SIGTERM), else 0."""
+    return EXIT_CODES.get(stopped_by, 0)
+
+
+def how_it_ended(stopped_by: str, step: int, total_steps: int) -> str:
+    """How a run ended, in words, for the summary and the command's last line."""
+    if stopped_by == "max_steps":
+        return f"finished: {step} of {total_steps} steps"
+    if stopped_by == "early_stopping":
+        return f"finished by early stopping at step {step} of {total_steps}"
+    asked = " (as asked)" if stopped_by == "max_time" else ""
+    return (f"stopped by {STOP_REASONS[stopped_by]}{asked} at step {step} of {total_steps}, exit code "
+            f"{exit_code(stopped_by)}; --resume continues it")
 
 
 class StopRequest:
@@ -70,4 +93,4 @@ class StopRequest:
         return "max_time" if out_of_time else None
 
 
-__all__ = ["STOP_REASONS", "StopRequest"]
+__all__ = ["EXIT_CODES", "STOP_REASONS", "StopRequest", "exit_code", "how_it_ended"]
