@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import os
 import random
@@ -217,34 +218,17 @@ def _full_disk(phase: str) -> None:
     from bytezoo.data import packed
     from bytezoo.training import checkpoint as ckpt
 
-    if phase == "pack":
-        real_pack = packed._pack
+    module, name, when = {"pack": (packed, "_pack", 1), "export": (ckpt, "export_model", 1),
+                          "checkpoint": (ckpt, "save_checkpoint", 2)}[phase]  # the second checkpoint: one is kept
+    calls, real = {"n": 0}, getattr(module, name)
 
-        def pack(*args, **kwargs):
+    def filling_the_disk_first(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == when:
             fill_the_disk()
-            return real_pack(*args, **kwargs)
+        return real(*args, **kwargs)
 
-        packed._pack = pack
-    elif phase == "export":
-        real_export = ckpt.export_model
-
-        def export_model(*args, **kwargs):
-            fill_the_disk()
-            return real_export(*args, **kwargs)
-
-        ckpt.export_model = export_model
-    elif phase == "checkpoint":
-        saves, real_save = {"n": 0}, ckpt.save_checkpoint
-
-        def save_checkpoint(*args, **kwargs):
-            saves["n"] += 1
-            if saves["n"] == 2:
-                fill_the_disk()
-            return real_save(*args, **kwargs)
-
-        ckpt.save_checkpoint = save_checkpoint
-    else:
-        raise SystemExit(f"unknown full-disk phase {phase!r}")
+    setattr(module, name, filling_the_disk_first)
 
 
 def child(arguments: list[str]) -> int:
@@ -359,7 +343,7 @@ class Campaign:
         if self.only:
             return self.only[:count]
         last = self.steps[objective] // SAVE_EVERY  # the final checkpoint
-        places = [f"checkpoint:{n}:{p}" for n in (1, 2, last) for p in CHECKPOINT_POINTS]
+        places = [f"checkpoint:{n}:{p}" for n in (1, 2, 3, last) for p in CHECKPOINT_POINTS]
         places += [f"export:{p}" for p in EXPORT_POINTS]
         if objective == "pretrain":
             places += [f"pack:{k}" for k in range(1, SOURCES + 1)] + ["pack:index"]
@@ -393,8 +377,12 @@ class Campaign:
         source = self.work / "pretrain-reference" / "model"
         repository = f"file://{self.work}/hub-{index:02d}"
         point = fault.split(":", 1)[1]
-        if point == "time":
-            fault = f"time:{self.rng.uniform(0.5, 6.0):.2f}"
+        if point == "time":  # a moment inside a push: timed once, unfaulted, into a scratch repository
+            if not hasattr(self, "push_seconds"):
+                started = time.monotonic()
+                run_child("none", ["hub", "push", str(source), f"file://{self.work}/hub-timing"], self.env)
+                self.push_seconds = time.monotonic() - started
+            fault = f"time:{self.rng.uniform(0.3, 0.9 * self.push_seconds):.2f}"
         killed = run_child(fault if point == "time" else f"hub:{point}", ["hub", "push", str(source), repository],
                            self.env)
         pushed = run_child("none", ["hub", "push", str(source), repository], self.env)
@@ -404,7 +392,8 @@ class Campaign:
         files = [p.name for p in source.iterdir() if p.is_file() and (pulled_into / p.name).is_file()]
         whole = (pushed.returncode == 0 and pulled.returncode == 0 and "model.safetensors" in files
                  and all((source / n).read_bytes() == (pulled_into / n).read_bytes() for n in files))
-        outcome = "bitwise" if whole else "refused cleanly" if one_error_line(pushed) or one_error_line(pulled) else "other"
+        refused = one_error_line(pushed) or one_error_line(pulled)
+        outcome = "bitwise" if whole else "refused cleanly" if refused else "other"
         return {"objective": "hub push", "fault": fault, "killed_exit": killed.returncode,
                 "reached": killed.returncode == -signal.SIGKILL, "resume_exit": pushed.returncode,
                 "outcome": outcome, "resume_tail": tail(pushed.stdout + pushed.stderr + pulled.stderr)}
@@ -419,7 +408,8 @@ class Campaign:
         outcome = classify(resumed, output, reference) if one_line else "other"
         return {"objective": objective, "fault": f"full disk during {phase} (RLIMIT_FSIZE {FULL_LIMIT} B)",
                 "killed_exit": failed.returncode, "reached": bool(message), "error_line": message,
-                "resume_exit": resumed.returncode, "outcome": outcome, "resume_tail": tail(resumed.stdout + resumed.stderr)}
+                "resume_exit": resumed.returncode, "outcome": outcome,
+                "resume_tail": tail(resumed.stdout + resumed.stderr)}
 
     def corrupted(self, objective: str, damage: str, reference: dict) -> dict:
         """Killed after its third checkpoint, the newest then damaged: --resume must fall back and end bitwise."""
@@ -444,7 +434,7 @@ class Campaign:
                 "outcome": outcome if said or outcome != "bitwise" else "other",
                 "resume_tail": tail(resumed.stdout + resumed.stderr)}
 
-    def run(self, kills: dict[str, int], extras: bool, log=print) -> None:
+    def run(self, kills: dict[str, int], extras: bool, log=functools.partial(print, flush=True)) -> None:
         self.prepare(finetune=bool(kills.get("finetune")) or extras)
         for objective, count in kills.items():
             if not count and not extras:

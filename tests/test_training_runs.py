@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -23,17 +22,7 @@ from bytezoo.cli import main as bytezoo_main
 from bytezoo.training import checkpoint as ckpt
 from bytezoo.training.stop import StopRequest
 
-TINY = ["--model", "mlstm-256", "--model-config", "hidden_size=16", "--model-config", "embedding_size=8",
-        "--batch-size", "4", "--seq-len", "8", "--no-progress", "--log-every", "1"]
-
-
-@pytest.fixture
-def corpus(tmp_path) -> Path:
-    rng = np.random.default_rng()
-    words = ["good", "bad", "plot", "acting", "the", "a", "film", "é", "boring", "great"]
-    path = tmp_path / "reviews.txt"
-    path.write_text("good " + "\n".join(" ".join(rng.choice(words, rng.integers(3, 30))) for _ in range(300)) + "\n")
-    return path
+from test_pretrain_runs import TINY, corpus, snapshot  # noqa: F401  (corpus: a fixture, random reviews as text)
 
 
 @pytest.fixture
@@ -90,10 +79,6 @@ def one_error(capsys, command: str) -> str:
     errors = [line for line in error if line.startswith(f"bytezoo {command}: error:")]
     assert len(errors) == 1 and not any("Traceback" in line for line in error), error
     return errors[0]
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 # --- the thread count is part of a run ---------------------------------------------------------------------------------
@@ -176,6 +161,7 @@ def test_resume_on_changed_training_bytes_is_refused_in_one_line_naming_the_file
     command = ["pretrain", *TINY, "--data", str(corpus), "--output", str(output), "--save-every", "2"]
     assert bytezoo_main([*command, "--max-steps", "4"]) == 0
     original = corpus.read_bytes()
+    assert b"good" in original
     packed = snapshot(output / "corpus")
     capsys.readouterr()
 

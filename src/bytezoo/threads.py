@@ -17,8 +17,9 @@ for threads to wake up). So bytezoo measures first and chooses:
   briefly (``GOMP_SPINCOUNT``=:data:`SHORT_SPIN`, about a tenth of a millisecond), which measured as fast as
   libgomp's long default spin there and, unlike it, gives a core back soon when a busy process appears. libgomp reads
   both only when it loads, so a Python program that wants them sets them itself before importing torch.
-* **re-measured while the work runs**: long loops (pretraining and fine-tuning steps, featurization chunks) call
-  :func:`ensure_threads` every step; every :data:`RECHECK_SECONDS` it reads how busy the cores were since its last
+* **re-measured while the work runs**: long loops (featurization chunks, and training steps of a run that asked for
+  it with ``--adapt-threads``: a training run otherwise keeps its count, see below) call :func:`ensure_threads` every
+  step; every :data:`RECHECK_SECONDS` it reads how busy the cores were since its last
   look, less this process's own CPU time (no pause: the work itself keeps running), and changes the count, so a job
   that started on an idle machine gives a thread back within seconds when another process starts (one thread has
   no barrier to wait at, whatever the wait policy), and takes it again when the machine is free.

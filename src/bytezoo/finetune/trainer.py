@@ -453,8 +453,8 @@ def _run(config: FinetuneConfig) -> dict:
     metrics_log = run.metrics_log()
 
     def save() -> Path:
-        state = {"best": best.state, "global_batch_size": plan.global_batch, "grad_accum_steps": config.grad_accum_steps,
-                 "train_digest": train_digest}
+        state = {"best": best.state, "global_batch_size": plan.global_batch,
+                 "grad_accum_steps": config.grad_accum_steps, "train_digest": train_digest}
         return run.save(state, extra_tensors={BEST_WEIGHTS: best.weights} if best.weights is not None else None)
 
     # --- the loop ----------------------------------------------------------------------------------------------------

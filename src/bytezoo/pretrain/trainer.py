@@ -310,9 +310,10 @@ def resume_streams(run: TrainingRun, position: dict, total_steps: int, body, dat
     if sorted(named_state) != sorted(body.state_names):
         raise ResumeError(f"cannot resume from {run.resumed_from}: its streams hold the state parts {sorted(named_state)}, "
                           f"this model's are {list(body.state_names)}")
-    expected = {"num_streams": (config.batch_size * run.world, "streams"), "seq_len": (config.seq_len, "bytes per window"),
-                "corpus_bytes": (data.train.total_bytes, "corpus bytes")}
-    differ = [f"{saved.get(key)!r} {words} then, {now!r} now" for key, (now, words) in expected.items() if saved.get(key) != now]
+    expected = {"num_streams": (config.batch_size * run.world, "streams"),
+                "seq_len": (config.seq_len, "bytes per window"), "corpus_bytes": (data.train.total_bytes, "corpus bytes")}
+    differ = [f"{saved.get(key)!r} {words} then, {now!r} now"
+              for key, (now, words) in expected.items() if saved.get(key) != now]
     if differ:
         raise run_folder.RunFolderError(
             f"cannot resume from {run.resumed_from}: it was saved with {'; '.join(differ)}. Resume with the data and "
@@ -422,7 +423,8 @@ def _run(config: PretrainConfig) -> dict:
             lr = schedule(position["updates"])  # a function of applied updates: a skipped fp16 step does not advance it
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            for nll, count in run.optimizer_step(model, optimizer, streams.step(), functools.partial(streams.forward, model),
+            forward = functools.partial(streams.forward, model)
+            for nll, count in run.optimizer_step(model, optimizer, streams.step(), forward,
                                                  advice="Lower --lr, or check the data."):
                 interval["nll"] += nll.item()
                 interval["count"] += count.item()

@@ -3,8 +3,8 @@
 ``train_state.json``, ``summary.json``, ``training_summary.json``).
 
 A checkpoint is a directory ``OUTPUT/checkpoints/step-NNNNNNNN/`` holding Accelerate's ``save_state`` (model,
-optimizer, loss scaler, RNG states), one ``streams-rankR.safetensors`` per process (its streams' state, one tensor per named part, batch = dim 1)
-and ``train_state.json`` (step, updates, data position, counters, and the sha256 of every other file). Everything is
+optimizer, loss scaler, RNG states), one ``streams-rankR.safetensors`` per process (its streams' state, one tensor
+per named part, batch = dim 1) and ``train_state.json`` (step, updates, data position, counters, and the sha256 of every other file). Everything is
 first written to a hidden ``.tmp-step-…`` directory and renamed into place only when complete, so a checkpoint
 directory that exists is whole: resume takes the newest ``step-*`` directory and never sees a partial one. A
 checkpoint damaged afterwards (a flipped bit, a truncated file) fails its sha256s: ``--resume`` then falls back to the
@@ -70,7 +70,8 @@ def checkpoint_to_resume(output_dir: str | Path, resume: str, run_id: str | None
     return find_resumable(output_dir, resume, run_id)[0]
 
 
-def find_resumable(output_dir: str | Path, resume: str, run_id: str | None) -> tuple[Path | None, list[tuple[Path, str]]]:
+def find_resumable(output_dir: str | Path, resume: str,
+                   run_id: str | None) -> tuple[Path | None, list[tuple[Path, str]]]:
     """The checkpoint ``--resume`` continues from, and the newer ones passed over as damaged (each with what is
     wrong). A checkpoint named by its path must be sound itself."""
     if resume != "latest":

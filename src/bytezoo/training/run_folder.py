@@ -98,8 +98,8 @@ def earlier_outputs(output, use: FolderUse, listed: tuple[str, ...] = ()) -> lis
     return [name for name in names if fs.exists(f"{root}/{name}")]
 
 
-def check_output_folder(output, use: FolderUse, *, resume: bool = False, overwrite: bool = False, now: dict | None = None,
-                        listed: tuple[str, ...] = ()) -> dict | None:
+def check_output_folder(output, use: FolderUse, *, resume: bool = False, overwrite: bool = False,
+                        now: dict | None = None, listed: tuple[str, ...] = ()) -> dict | None:
     """Decides, before anything is written, whether this run may use ``output``; returns the identity to continue
     (on resume) or None (a new run). ``now`` is the run's fingerprint (training runs). Every process calls it and
     reaches the same answer from the same files."""
@@ -125,7 +125,8 @@ def check_output_folder(output, use: FolderUse, *, resume: bool = False, overwri
         raise OutputFolderError(f"{output} holds another run, started {identity.get('created', '?')} {what}: {choices}")
     found = earlier_outputs(output, use, listed)
     if found:
-        shown = ", ".join(found[:SHOWN_NAMES]) + (f" and {len(found) - SHOWN_NAMES} more" if len(found) > SHOWN_NAMES else "")
+        more = len(found) - SHOWN_NAMES
+        shown = ", ".join(found[:SHOWN_NAMES]) + (f" and {more} more" if more > 0 else "")
         raise OutputFolderError(f"{output} holds the output of an earlier {use.label} run ({shown}): {choices}")
     return None
 
@@ -237,6 +238,6 @@ def _size_change(then: dict, now: dict) -> str:
             f"{str(now.get('sha256'))[:12]}... now")
 
 
-__all__ = ["CHANGEABLE_ON_RESUME", "DataChangedError", "FolderUse", "OutputFolderError", "RUN_OUTPUTS", "RunFolderError",
-           "TRAINING_RUN", "check_data", "check_output_folder", "clear_output_folder", "data_changes", "earlier_outputs",
-           "read_identity", "write_identity"]
+__all__ = ["CHANGEABLE_ON_RESUME", "DataChangedError", "FolderUse", "OutputFolderError", "RUN_OUTPUTS",
+           "RunFolderError", "TRAINING_RUN", "check_data", "check_output_folder", "clear_output_folder", "data_changes",
+           "earlier_outputs", "read_identity", "write_identity"]

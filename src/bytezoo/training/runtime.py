@@ -63,7 +63,8 @@ class TrainingRun:
                                                              kwargs_handlers)
         set_seed(config.seed)
         accelerator = self.accelerator
-        self.main, self.rank, self.world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
+        self.main, self.rank = accelerator.is_main_process, accelerator.process_index
+        self.world = accelerator.num_processes
         self.fingerprint: dict | None = None
         self.continued: dict | None = None  # the identity of the run this one continues (on --resume)
         self.run_id: str | None = None
@@ -183,7 +184,8 @@ class TrainingRun:
     def train_seconds(self) -> float:
         return time.perf_counter() - self._clock_start
 
-    def optimizer_step(self, model, optimizer, batches: Iterable, forward: Callable, *, advice: str) -> list[torch.Tensor]:
+    def optimizer_step(self, model, optimizer, batches: Iterable, forward: Callable, *,
+                       advice: str) -> list[torch.Tensor]:
         """One optimizer step over the step's batches (``grad_accum_steps`` of them; Accelerate adds up their
         gradients and steps, clipped, after the last). ``forward(batch)`` returns ``(loss, report)``: the loss to
         backpropagate and a 1-d tensor of figures summed over processes (the first: a loss whose non-finite value
@@ -257,7 +259,8 @@ class TrainingRun:
             "seed": self.config.seed, "run_id": self.run_id,
             "resumed_from": str(self.resumed_from) if self.resumed_from else None, "max_steps": self.total_steps,
             "stopped_by": stopped_by, "max_time": self.config.max_time,
-            "ended": how_it_ended(stopped_by, self.position["step"], self.total_steps), "exit_code": exit_code(stopped_by),
+            "ended": how_it_ended(stopped_by, self.position["step"], self.total_steps),
+            "exit_code": exit_code(stopped_by),
             "threads": self.threads.record(), "bit_reproducible": why_not is None,
             "not_bit_reproducible_because": why_not,
         }
