@@ -151,7 +151,7 @@ class TrainingRun:
         self.position.update({key: saved[key] for key in self.position})
         if self.main:
             print(f"resumed from step {self.position['step']} of {self.total_steps} (checkpoint {self.resumed_from}); "
-                  f"{self.threads_note}", flush=True)
+                  f"{self.threads_note.removeprefix('bytezoo: ')}", flush=True)
 
     def metrics_log(self) -> MetricsLog:
         self.output.mkdir(parents=True, exist_ok=True)
