@@ -22,9 +22,9 @@ def user_error_classes():
     from bytezoo.data.formats import SourceError
     from bytezoo.errors import InvalidArgumentError
     from bytezoo.hub.errors import HubError, IntegrityError, NotFoundError
-    from bytezoo.pretrain.checkpoint import ResumeError
-    from bytezoo.pretrain.run_identity import RunFolderError
-    from bytezoo.pretrain.trainer import LaunchError, NonFiniteLossError, PretrainConfigError
+    from bytezoo.pretrain.trainer import NonFiniteLossError, PretrainConfigError
+    from bytezoo.training.checkpoint import ResumeError
+    from bytezoo.training.launch import LaunchError
     from bytezoo.transfer.classifier import ClassifierFormatError, ClassifierNotFoundError, SingleClassError
     from bytezoo.transfer.data import DatasetError
     from bytezoo.transfer.experiment import OutputFolderError
@@ -37,7 +37,7 @@ def user_error_classes():
     return [
         (HubError, Exception), (NotFoundError, LookupError), (IntegrityError, Exception), (SourceError, ValueError),
         (DataSetError, Exception), (DatasetError, ValueError), (ConversionError, ValueError), (CheckpointError, ValueError),
-        (ConfigError, ValueError), (RunFolderError, ValueError), (ResumeError, ValueError), (LaunchError, RuntimeError),
+        (ConfigError, ValueError), (ResumeError, ValueError), (LaunchError, RuntimeError),
         (NonFiniteLossError, RuntimeError), (PretrainConfigError, ValueError), (SingleClassError, ValueError),
         (ClassifierFormatError, ValueError), (ClassifierNotFoundError, FileNotFoundError), (PipelineError, ValueError),
         (OutputFolderError, ValueError), (InvalidArgumentError, ValueError),

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 import bytezoo
 from bytezoo.cli import main as bytezoo_main
-from bytezoo.pretrain import checkpoint as ckpt
+from bytezoo.training import checkpoint as ckpt
 from bytezoo.pretrain import trainer as pretrain_trainer
 
 from finetune_task import FILLER, common, sentiment_rows, write_csv
@@ -344,10 +344,11 @@ def test_ctrl_c_stops_with_a_checkpoint_and_resume_continues(finetune_task, tmp_
         time.sleep(0.05)
     victim.send_signal(signal.SIGINT)
     out, err = victim.communicate(timeout=120)
-    assert victim.returncode == 0, err[-2000:]
+    assert victim.returncode == 130, err[-2000:]
     assert "Ctrl-C: stopping at the next step" in out
     summary = json.loads((output / "summary.json").read_text())
     assert summary["stopped_by"] == "interrupt" and 0 < summary["steps"] < 100000
+    assert out.strip().splitlines()[-1].startswith(f"stopped by Ctrl-C at step {summary['steps']} of 100000, exit code 130")
     assert ckpt.checkpoint_dirs(output)[-1].name == f"step-{summary['steps']:08d}"
     resumed = subprocess.run([*command[:command.index("100000")], str(summary["steps"] + 2),
                               *command[command.index("100000") + 1 :], "--resume"],

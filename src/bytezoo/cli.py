@@ -109,14 +109,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return USER_ERROR_EXIT_CODE
     from .errors import ByteZooError, one_line
-    from .threads import openmp_wait_before_torch
-    from .untrusted.network import describe
     from .redaction import redact_text, secrets_in
+    from .threads import ask_for, openmp_wait_before_torch
+    from .untrusted.network import describe
 
     if getattr(args, "threads", None) is not None:  # the library's thread policy reads it (bytezoo.threads)
         if args.threads < 0:
             parser.error(f"--threads must be >= 0 (0: PyTorch's default); got {args.threads}")
-        os.environ[THREADS_ENV] = str(args.threads)
+        os.environ[THREADS_ENV] = str(args.threads)  # for what this process starts
+        ask_for(args.threads, "--threads")  # named as the flag, not the variable, in the start line
     if getattr(args, "max_record_mb", None) is not None:  # every reader of records reads it (bytezoo.untrusted.limits)
         if not args.max_record_mb > 0:
             parser.error(f"--max-record-mb must be > 0; got {args.max_record_mb}")

@@ -43,7 +43,7 @@ OUTPUT receives:
 
 
 def register(subparsers) -> None:
-    from bytezoo.pretrain.cli import _duration, _key_value
+    from bytezoo.training.options import ADAPT_THREADS_HELP, duration, key_value
 
     parser = subparsers.add_parser("finetune", help="fine-tune a zoo model for text classification (Accelerate)",
                                    description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,7 +56,7 @@ def register(subparsers) -> None:
                             "own: final_cell where the family has a cell state, else final_hidden where it has a hidden "
                             "state, else mean); checked before any training")
     model.add_argument("--dropout", type=float, help="dropout on the pooled feature (default: 0)")
-    model.add_argument("--model-config", metavar="KEY=VALUE", type=_key_value, action="append", default=[],
+    model.add_argument("--model-config", metavar="KEY=VALUE", type=key_value, action="append", default=[],
                        help="override a config field (repeatable; values parsed as JSON)")
     model.add_argument("--chunk-size", type=int, default=256,
                        help="bytes read per forward call: bounds memory (chunks are recomputed in the backward pass), "
@@ -96,7 +96,7 @@ def register(subparsers) -> None:
     length = train.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=float, help="passes over the training set (default: 3)")
     length.add_argument("--max-steps", type=int, help="optimizer steps")
-    train.add_argument("--max-time", type=_duration, metavar="DURATION",
+    train.add_argument("--max-time", type=duration, metavar="DURATION",
                        help="wall-clock budget of this invocation (3600, 45m, 4h): then stop at the next step with a "
                             "checkpoint and an export; --resume continues. SIGTERM and Ctrl-C stop the same way")
     train.add_argument("--lr", type=float, default=5e-4, help="peak AdamW rate of the head (default: 5e-4)")
@@ -127,6 +127,7 @@ def register(subparsers) -> None:
                      help="OUTPUT holds another run: replace it (removes only what bytezoo wrote there)")
     run.add_argument("--log-every", type=int, default=10, help="steps per metrics record (default: 10)")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    run.add_argument("--adapt-threads", action="store_true", help=ADAPT_THREADS_HELP)
     parser.set_defaults(func=_main)
 
 
@@ -141,6 +142,8 @@ def _label_count(text: str):
 
 
 def _main(args: argparse.Namespace) -> int:
+    from bytezoo.training.options import ending_lines
+
     from .compare import run_comparison
     from .trainer import FinetuneConfig
 
@@ -159,7 +162,7 @@ def _main(args: argparse.Namespace) -> int:
         print("bytezoo finetune: aborted (Ctrl-C twice); the newest checkpoint is as it was", file=sys.stderr)
         return 130
     if int(os.environ.get("RANK", "0") or 0) != 0:
-        return 0
+        return report["exit_code"]
     metric = report["metric"]
     for entry in report["runs"]:  # ascending counts: the last is the run in OUTPUT
         figures = [f"dev {metric} {entry['dev']:.4f} (step {entry['best_step']})" if entry["dev"] is not None else None,
@@ -168,4 +171,7 @@ def _main(args: argparse.Namespace) -> int:
         parts = [f"{entry['steps']} steps ({entry['epochs']:.2f} epochs, {entry['seconds_per_epoch']:.1f} s/epoch, "
                  f"stopped by {entry['stopped_by']})", *(f for f in figures if f), f"model in {where}"]
         print(("" if len(report["runs"]) == 1 else f"{entry['n_train']:,} labels: ") + "; ".join(parts))
-    return 0
+    # How the command ended: the run a signal stopped (the last one run), else the run in OUTPUT.
+    last = next((e for e in report["runs"] if e["exit_code"]), report["runs"][-1])
+    print("\n".join(ending_lines(last)))
+    return report["exit_code"]  # 0, or 130 / 143 after a stop by Ctrl-C / SIGTERM (its checkpoint written)

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+
+from bytezoo.training.options import ADAPT_THREADS_HELP
+from bytezoo.training.options import duration as _duration
+from bytezoo.training.options import key_value as _key_value
 
 from .schedules import RECIPES, SCALING_RULES, SCHEDULES
 
@@ -26,32 +29,13 @@ OUTPUT (a local directory) receives:
   summary.json         the run's summary (as training_summary.json), with val_compression: gzip -9, bz2 -9, xz -9
                        and zstd -19 on exactly the bytes validation BPC is measured on (sizes and bits per byte)
   checkpoints/step-N/  periodic checkpoints (with --save-every), and one when a run stops early (--max-time,
-                       SIGTERM, Ctrl-C); --resume continues from the newest
-  run.json             the run's identity: a folder holds one run; another is refused unless --overwrite
+                       SIGTERM, Ctrl-C); --resume continues from the newest sound one
+  run.json             the run's identity (settings, each source's sha256, CPU threads): a folder holds one run;
+                       another is refused unless --overwrite; --resume on changed data is refused
+
+Exit codes: 0 when the run finished or spent its --max-time; 130 after Ctrl-C and 143 after SIGTERM (each once the
+clean checkpoint is written); 2 for a user's mistake (one line). The last line says how the run ended.
 """
-
-
-def _key_value(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
-def _duration(text: str) -> float:
-    """Seconds from "3600", "90s", "45m", "4h" or "1.5d"."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    number, unit = (text[:-1], text[-1].lower()) if text and text[-1].lower() in units else (text, "s")
-    try:
-        seconds = float(number) * units[unit]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a duration like 3600, 90s, 45m, 4h or 1.5d; got {text!r}") from None
-    if not seconds > 0:
-        raise argparse.ArgumentTypeError(f"the duration must be positive; got {text!r}")
-    return seconds
 
 
 def register(subparsers) -> None:
@@ -114,6 +98,7 @@ def register(subparsers) -> None:
     run.add_argument("--eval-every", type=int, default=0, help="validation BPC every N steps (always at the end with --val-data)")
     run.add_argument("--log-every", type=int, default=10, help="steps per metrics record (default: 10)")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    run.add_argument("--adapt-threads", action="store_true", help=ADAPT_THREADS_HELP)
     parser.set_defaults(func=_main)
     register_evaluate(subparsers)
 
@@ -122,6 +107,8 @@ def _main(args: argparse.Namespace) -> int:
     import os
 
     import dataclasses
+
+    from bytezoo.training.options import ending_lines
 
     from .trainer import PretrainConfig, run
 
@@ -135,15 +122,16 @@ def _main(args: argparse.Namespace) -> int:
         print("bytezoo pretrain: aborted (Ctrl-C twice); the newest checkpoint is as it was", file=sys.stderr)
         return 130
     if int(os.environ.get("RANK", "0") or 0) != 0:
-        return 0  # one summary line per run, from the main process
-    val = f"{summary['val_bpc']:.4f}" if summary["val_bpc"] is not None else "n/a"
-    print(f"{summary['steps']} steps, {summary['characters_seen']:,} characters, {summary['chars_per_second']:,.0f} char/s, "
-          f"val BPC {val}; model in {args.output}/model")
+        return summary["exit_code"]  # one summary line per run, from the main process
     if summary.get("val_compression"):
         from .compression import describe
 
         print(f"  beside val BPC: {describe(summary['val_compression'])}")
-    return 0
+    val = f"{summary['val_bpc']:.4f}" if summary["val_bpc"] is not None else "n/a"
+    print(f"{summary['steps']} steps, {summary['characters_seen']:,} characters, {summary['chars_per_second']:,.0f} char/s, "
+          f"val BPC {val}; model in {args.output}/model")
+    print("\n".join(ending_lines(summary)))
+    return summary["exit_code"]  # 0, or 130 / 143 after a stop by Ctrl-C / SIGTERM (its checkpoint written)
 
 
 EVALUATE_DESCRIPTION = """\
@@ -187,6 +175,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from bytezoo.errors import InvalidArgumentError
+    from bytezoo.untrusted import jsonio
 
     from .evaluation import describe_result, evaluate_corpus, open_held_out
 
@@ -203,7 +192,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                                  max_bytes=args.max_bytes, device=device, autocast=autocast, compressors=args.compressors,
                                  progress=args.progress)
     result.update(model=args.model, data=args.data, dtype=args.dtype, device=str(device))
-    print(json.dumps(result, indent=2) if args.json else describe_result(result))
+    print(jsonio.dumps(result, indent=2) if args.json else describe_result(result))
     return 0
 
 
