@@ -93,16 +93,16 @@ def test_multi_label_and_regression(finetune_task, tmp_path):
     summary = json.loads((tmp_path / "multi" / "summary.json").read_text())
     assert summary["problem_type"] == "multi_label_classification" and summary["labels"] == ["joy", "anger", "fear"]
     assert {"jaccard", "micro_f1", "macro_f1", "exact_match"} <= set(summary["best_dev"])
-    from bytezoo.transfer import SentimentPipeline
+    from bytezoo.serving import load_pipeline  # opens a fine-tuned folder as it opens a transfer pipeline
 
-    results = SentimentPipeline.from_pretrained(str(tmp_path / "multi" / "model"))(["joy and fear"])
+    results = load_pipeline(str(tmp_path / "multi" / "model"))(["joy and fear"])
     assert set(results[0]) == {"labels", "probabilities"} and set(results[0]["probabilities"]) == {"joy", "anger", "fear"}
 
     assert bytezoo_main([*base, "--label-col", "score", "--problem-type", "regression", "--output",
                          str(tmp_path / "regression")]) == 0
     summary = json.loads((tmp_path / "regression" / "summary.json").read_text())
     assert summary["problem_type"] == "regression" and summary["metric"] == "rmse" and summary["best_dev"]["rmse"] >= 0
-    assert "value" in SentimentPipeline.from_pretrained(str(tmp_path / "regression" / "model"))(["joy"])[0]
+    assert "value" in load_pipeline(str(tmp_path / "regression" / "model"))(["joy"])[0]
 
 
 def test_early_stopping_stops_after_patience_evaluations_without_improvement(finetune_task, tmp_path):
