@@ -28,11 +28,11 @@ import lazy_loader as _lazy
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
-        "api": ["VersionInfo", "ls", "pull", "push", "resolve"],
+        "api": ["ls", "pull", "push", "resolve"],
         "cache": ["Cache", "default_cache_dir"],
         "card": ["make_model_card"],
         "errors": ["HubError", "IntegrityError", "ManifestError", "NotFoundError", "OfflineError", "UnsafeFileError"],
-        "manifest": ["FileEntry", "Manifest", "Tag"],
+        "manifest": ["FileEntry", "Manifest", "Tag", "VersionInfo"],
         "safety": ["ALLOWED_SUFFIXES"],
     },
 )
