@@ -276,7 +276,8 @@ class HubRepo:
             def request_next_part():
                 start = next(starts, None)
                 if start is not None:
-                    in_flight.append(pool.submit(self.fs.cat_file, remote, start=start, end=min(start + PART_SIZE, size)))
+                    end = min(start + PART_SIZE, size)
+                    in_flight.append(pool.submit(self.fs.cat_file, remote, start=start, end=end))
 
             for _ in range(PARALLEL_PARTS + 1):  # one part ahead of the workers, bounding memory
                 request_next_part()

@@ -13,7 +13,8 @@ _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 def is_url(text: str) -> bool:
-    """Whether ``text`` names a location through a protocol (``s3://…``, ``file://…``, ``simplecache::s3://…``)."""
+    """Whether ``text`` names a location through a protocol (``s3://…``, ``file://…``,
+    ``simplecache::s3://…``)."""
     return bool(_SCHEME_RE.match(text)) or "::" in text
 
 
