@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Byte-level mLSTM language models: zoo, pretraining, sentiment transfer, hub.",
     )
     parser.add_argument("--version", action="version", version=f"bytezoo {__version__}")
-    parser.add_argument("--debug", action="store_true", help=f"print the traceback of an error, not just its line (also {DEBUG_ENV}=1)")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"print the traceback of an error, not just its line (also {DEBUG_ENV}=1)")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
     parser.add_argument("--max-record-mb", type=float, default=None, metavar="N", help=RECORD_LIMIT_HELP)
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -89,9 +90,11 @@ def _equip_subcommands(parser: argparse.ArgumentParser) -> None:
             for subparser in set(action.choices.values()):
                 subparser.set_defaults(command=subparser.prog)  # the innermost subcommand's default wins
                 if "--debug" not in subparser._option_string_actions:
-                    subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+                    subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                           help=argparse.SUPPRESS)
                 if "--threads" not in subparser._option_string_actions:
-                    subparser.add_argument("--threads", type=int, default=argparse.SUPPRESS, metavar="N", help=THREADS_HELP)
+                    subparser.add_argument("--threads", type=int, default=argparse.SUPPRESS, metavar="N",
+                                           help=THREADS_HELP)
                 if "--max-record-mb" not in subparser._option_string_actions:
                     subparser.add_argument("--max-record-mb", type=float, default=argparse.SUPPRESS, metavar="N",
                                            help=RECORD_LIMIT_HELP)

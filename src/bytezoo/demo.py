@@ -37,13 +37,16 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--output", default="outputs/demo", help="output folder for everything (default: outputs/demo)")
     parser.add_argument("--model", default="mlstm-256", help="zoo preset to pretrain (default: mlstm-256)")
-    parser.add_argument("--model-config", action="append", default=[], metavar="KEY=VALUE", help="override a preset's config field (repeatable)")
+    parser.add_argument("--model-config", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a preset's config field (repeatable)")
     parser.add_argument("--max-steps", type=int, default=1200, help="pretraining steps (default: 1200)")
     parser.add_argument("--batch-size", type=int, default=32, help="parallel byte streams (default: 32)")
     parser.add_argument("--seq-len", type=int, default=128, help="truncated-backprop window in bytes (default: 128)")
     parser.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate (default: 2e-3)")
-    parser.add_argument("--lm-data", action="append", help="pretraining text (default: the embedded reviews' train split)")
-    parser.add_argument("--lm-val-data", action="append", help="validation text for BPC (default: the embedded dev split)")
+    parser.add_argument("--lm-data", action="append",
+                        help="pretraining text (default: the embedded reviews' train split)")
+    parser.add_argument("--lm-val-data", action="append",
+                        help="validation text for BPC (default: the embedded dev split)")
     parser.add_argument("--train", help="labelled training set (default: embedded)")
     parser.add_argument("--dev", help="labelled dev set (default: embedded)")
     parser.add_argument("--test", help="labelled test set (default: embedded)")
@@ -174,7 +177,8 @@ def check_hub_copy(exported: Path, reference: str) -> None:
         hub_logits = shared(probe).logits
     max_difference = float((hub_logits - local_logits).abs().max())
     if max_difference != 0.0:
-        raise RuntimeError(f"the model loaded from {reference} differs from the exported one (max |Δlogit| {max_difference})")
+        raise RuntimeError(f"the model loaded from {reference} differs from the exported one "
+                           f"(max |Δlogit| {max_difference})")
     print(f"loaded {type(shared).__name__} from {reference}: logits identical to the exported model")
 
 
@@ -298,7 +302,8 @@ def format_summary(summary: dict) -> str:
         return "n/a" if value is None else f"{100 * value:.1f}%"
 
     rows = [
-        ("pretraining", f"{pretraining['steps']} steps, {pretraining['characters_seen']:,} characters, {pretraining['chars_per_second']:,.0f} char/s"),
+        ("pretraining", f"{pretraining['steps']} steps, {pretraining['characters_seen']:,} characters, "
+                        f"{pretraining['chars_per_second']:,.0f} char/s"),
         ("validation BPC", f"{pretraining['val_bpc']:.3f} bits per character"),
         ("standard compressors", describe(pretraining.get("val_compression"))),
         ("shared as", summary["hub"]["reference"]),

@@ -6,9 +6,9 @@ classifier behind one call.
 * a fine-tuned classifier (``bytezoo finetune``'s ``OUTPUT/model``: a ``*ForSequenceClassification``):
   :class:`bytezoo.finetune.SequenceClassificationPipeline`.
 
-Both are :class:`~bytezoo.transfer.pipeline.ClassificationPipeline`\\ s: called on a list of texts they return one result
-per text, in the same format. This module sits above both stages (layers in pyproject.toml), so neither stage imports
-the other to serve.
+Both are :class:`~bytezoo.transfer.pipeline.ClassificationPipeline`\\ s: called on a list of texts they return one
+result per text, in the same format. This module sits above both stages (layers in pyproject.toml), so neither stage
+imports the other to serve.
 
     bytezoo classify --pipeline DIR|URL "a text" "another text"
     bytezoo classify --pipeline DIR|URL --input texts.tsv [--format tsv] [--text-col C] [--output predictions.jsonl]
@@ -48,8 +48,9 @@ def register(subparsers) -> None:
     classify = subparsers.add_parser(
         "classify", help="label texts with a saved classifier (a transfer pipeline or a fine-tuned model)",
         description="Label texts with a classifier saved by `bytezoo transfer` or `bytezoo finetune`.")
-    classify.add_argument("--pipeline", required=True, help="directory or hub URL holding classifier.json (and the model "
-                          "or a reference to it), or a fine-tuned classifier (bytezoo finetune's OUTPUT/model)")
+    classify.add_argument("--pipeline", required=True,
+                          help="directory or hub URL holding classifier.json (and the model or a reference to it), or "
+                               "a fine-tuned classifier (bytezoo finetune's OUTPUT/model)")
     classify.add_argument("--model", help="use this model instead of the one the transfer pipeline refers to")
     classify.add_argument("texts", nargs="*", help="texts to label (or use --input); a lone - reads standard input")
     classify.add_argument("--input", help="file of texts: .txt (one text per line), CSV, TSV or JSON lines; - for "

@@ -187,7 +187,8 @@ def explicit_threads(threads: int | None = None, *, environ=os.environ) -> Threa
         except ValueError:
             from bytezoo.errors import InvalidArgumentError
 
-            raise InvalidArgumentError(f"{ENV_VAR}={value!r} is not a whole number of threads (0: PyTorch's default)") from None
+            raise InvalidArgumentError(f"{ENV_VAR}={value!r} is not a whole number of threads "
+                                       "(0: PyTorch's default)") from None
     launcher = environ.get("OMP_NUM_THREADS", "").strip()
     if launcher.isdigit() and int(launcher) > 0:  # set per process by torchrun/accelerate launch, or by the user
         return ThreadChoice(int(launcher), f"OMP_NUM_THREADS={launcher}")

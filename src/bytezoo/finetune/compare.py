@@ -17,8 +17,9 @@ smaller count in ``OUTPUT/label-counts/n-COUNT/`` (a complete run folder of its 
 
     {"schema_version": 1, "bytezoo_version": str, "created": str, "model": str, "task": "binary" | "multiclass" |
      "multilabel", "metric": "accuracy" | "jaccard", "label_counts": [int],
-     "runs": [{"n_train": int, "output": str (relative to OUTPUT), "steps": int, "epochs": float, "best_step": int | null,
-               "stopped_by": str, "ended": str, "exit_code": int, "not_bit_reproducible_because": str | null,
+     "runs": [{"n_train": int, "output": str (relative to OUTPUT), "steps": int, "epochs": float,
+               "best_step": int | null, "stopped_by": str, "ended": str, "exit_code": int,
+               "not_bit_reproducible_because": str | null,
                "train_seconds": float, "seconds_per_epoch": float, "dev": float | null, "test": float | null}],
      "comparison": {... bytezoo.transfer.comparison's format: majority, tfidf, [probe,] finetune ...},
      "timings": {"finetune_s", "baselines_s", "probe_s", "total_s"},
@@ -95,8 +96,9 @@ def run_comparison(config, label_counts: Sequence[int | str] | None = None, *, b
         from bytezoo.zoo import is_model
 
         if is_model(config.model):
-            raise FinetuneError(f"--compare-probe featurizes --model's checkpoint, and {config.model!r} is a preset (random "
-                                "weights, nothing saved): give a pretrained checkpoint, or drop --compare-probe")
+            raise FinetuneError(f"--compare-probe featurizes --model's checkpoint, and {config.model!r} is a preset "
+                                "(random weights, nothing saved): give a pretrained checkpoint, or drop "
+                                "--compare-probe")
     # The labels as bytezoo transfer reads them (read_dataset): the draws depend on them, so both commands draw the
     # same rows. dev and test are read after the runs, which check every split first and name what is wrong.
     train = _read(config.train, "train", config.text_col, config.label_cols)
@@ -217,7 +219,8 @@ def add_fine_tuning(comparison: dict, runs: list[tuple], metric: str, config) ->
     for n, _, summary in sorted(runs, key=lambda run_: run_[0]):
         test_figures, best = summary.get("test_metrics") or {}, summary.get("best_dev") or {}
         points.append({"n_train": n, "accuracy": test_figures.get(metric), "dev_accuracy": best.get(metric),
-                       "steps": summary["steps"], "epochs": summary["epochs"], "train_seconds": summary["train_seconds"]})
+                       "steps": summary["steps"], "epochs": summary["epochs"],
+                       "train_seconds": summary["train_seconds"]})
     loaded = runs[0][2]["model_loaded"]
     start = ("random init" if "random weights" in loaded else "from a classifier" if "a classifier" in loaded
              else "from the pretrained LM")
@@ -280,5 +283,5 @@ def _model_type(model_dir: Path) -> str:
         return "LM"
 
 
-__all__ = ["ALL", "FINETUNE", "PLOT_FILE", "REPORT_FILE", "parse_label_count", "probe_points", "resolve_counts", "run_comparison",
-           "tfidf_point"]
+__all__ = ["ALL", "FINETUNE", "PLOT_FILE", "REPORT_FILE", "parse_label_count", "probe_points", "resolve_counts",
+           "run_comparison", "tfidf_point"]

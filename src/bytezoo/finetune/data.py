@@ -118,7 +118,8 @@ def load_task(train: str, dev: str | None = None, test: str | None = None, *, te
         task = Task(problem_type, classes, columns)
     elif problem_type == "multi_label_classification":
         if not first.multilabel:
-            raise FinetuneError(f"--problem-type multi_label_classification needs several 0/1 label columns; got {columns}")
+            raise FinetuneError("--problem-type multi_label_classification needs several 0/1 label columns; "
+                                f"got {columns}")
         constant = [(name, int(first.labels[0, index])) for index, name in enumerate(columns)
                     if (first.labels[:, index] == first.labels[0, index]).all()]
         if constant:
@@ -164,8 +165,8 @@ def _encode_labels(task: Task, labelled, split: str) -> np.ndarray:
     encoded = np.empty(len(labelled), dtype=np.int64)
     for position, (row, value) in enumerate(zip(labelled.rows, labelled.labels.tolist())):
         if value not in index:
-            raise FinetuneError(f"--{split} {labelled.source}, row {row}, column {task.label_cols[0]!r}: label {value!r} "
-                                f"never occurs in --train (classes {task.label_names})")
+            raise FinetuneError(f"--{split} {labelled.source}, row {row}, column {task.label_cols[0]!r}: "
+                                f"label {value!r} never occurs in --train (classes {task.label_names})")
         encoded[position] = index[value]
     return encoded
 
@@ -234,7 +235,8 @@ def batch_statistics(task: Task, logits, labels, loss_sum):
         truth = labels.bool()
         stats[2] = float((predicted == truth).all(-1).sum())
         union = (predicted | truth).sum(-1)
-        stats[3] = float(torch.where(union > 0, (predicted & truth).sum(-1) / union.clamp(min=1), torch.ones(len(labels))).sum())
+        stats[3] = float(torch.where(union > 0, (predicted & truth).sum(-1) / union.clamp(min=1),
+                                     torch.ones(len(labels))).sum())
         k = task.num_labels
         stats[4 : 4 + k] = (predicted & truth).sum(0).double()
         stats[4 + k : 4 + 2 * k] = (predicted & ~truth).sum(0).double()

@@ -235,7 +235,8 @@ def build_model(config: FinetuneConfig, source: ModelSource, task: Task):
                 language_model = create_model(config.model, **{k: v for k, v in config.model_config.items()
                                                                 if k not in classifier_keys})
             model_config = language_model.config
-            for key, value in {**{k: v for k, v in config.model_config.items() if k in classifier_keys}, **labels}.items():
+            head_overrides = {k: v for k, v in config.model_config.items() if k in classifier_keys}
+            for key, value in {**head_overrides, **labels}.items():
                 setattr(model_config, key, value)
             model = classifier_class(type(model_config))(model_config)
             return model, f"{config.model}: random weights ({info.description})"
@@ -258,13 +259,15 @@ def build_model(config: FinetuneConfig, source: ModelSource, task: Task):
     if source.kind == "classifier":
         if model.config.num_labels != task.num_labels:
             raise FinetuneError(f"--model {config.model}: a classifier with {model.config.num_labels} labels, but the "
-                                f"task has {task.num_labels} ({task.label_names}); start from its language model instead")
+                                f"task has {task.num_labels} ({task.label_names}); start from its language model "
+                                "instead")
         model.config.update(labels)
         return model, f"{config.model}: a classifier, every weight loaded (fine-tuned further)"
     body = len(model.model.state_dict())
     fresh = sorted(info.get("missing_keys") or [])
+    unused = ", ".join(sorted(info.get("unexpected_keys") or [])) or "nothing"
     return model, (f"{config.model}: {body} body weights loaded; head {', '.join(fresh)} initialised fresh for "
-                   f"{task.num_labels} label(s); not used: {', '.join(sorted(info.get('unexpected_keys') or [])) or 'nothing'}")
+                   f"{task.num_labels} label(s); not used: {unused}")
 
 
 # --- evaluation -------------------------------------------------------------------------------------------------------
@@ -284,7 +287,8 @@ def evaluate(accelerator, model, task: Task, split: Split, batch_size: int, chun
             out = model(input_ids=ids, attention_mask=mask, labels=labels, chunk_size=chunk_size)
             stats += batch_statistics(task, out.logits, labels.cpu(), out.loss.item() * len(batch))
     model.train(was_training)
-    total = accelerator.reduce(stats.to(accelerator.device), reduction="sum") if accelerator.num_processes > 1 else stats
+    total = (accelerator.reduce(stats.to(accelerator.device), reduction="sum") if accelerator.num_processes > 1
+             else stats)
     return metrics(task, total.cpu().numpy())
 
 
@@ -323,7 +327,8 @@ def head_and_body_optimizer(model, config: FinetuneConfig) -> tuple[torch.optim.
     body_names = {id(p) for p in body.parameters()}
     head = [p for p in model.parameters() if id(p) not in body_names]
     body_lr = config.lr if config.body_lr is None else config.body_lr
-    optimizer = torch.optim.AdamW([{"params": head, "lr": config.lr}, {"params": list(body.parameters()), "lr": body_lr}],
+    optimizer = torch.optim.AdamW([{"params": head, "lr": config.lr},
+                                   {"params": list(body.parameters()), "lr": body_lr}],
                                   lr=config.lr, weight_decay=config.weight_decay)
     return optimizer, [config.lr, body_lr]
 
@@ -341,7 +346,8 @@ class BestOnDev:
         """Keeps ``model``'s weights if ``figures`` are the best yet, writes a line; True when early stopping says
         stop."""
         value, best = figures[self.metric], self.state
-        improved = best["metric"] is None or (value > best["metric"] if self.higher_is_better else value < best["metric"])
+        improved = best["metric"] is None or (value > best["metric"] if self.higher_is_better
+                                              else value < best["metric"])
         if improved:
             best.update(metric=value, step=step, evaluations_since=0, dev=figures)
             self.weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
@@ -367,8 +373,8 @@ def resume_best(run: TrainingRun, position: dict, task: Task, plan: StepPlan, tr
                             f"--overwrite, or start a new run in another --output")
     if saved.get("global_batch_size") != plan.global_batch or saved.get("grad_accum_steps", 1) != accumulate:
         raise FinetuneError(f"cannot resume from {run.resumed_from}: it was saved with a global batch of "
-                            f"{saved.get('global_batch_size')} texts in {saved.get('grad_accum_steps', 1)} micro-batch(es), "
-                            f"and this run has {plan.global_batch} in {accumulate}")
+                            f"{saved.get('global_batch_size')} texts in {saved.get('grad_accum_steps', 1)} "
+                            f"micro-batch(es), and this run has {plan.global_batch} in {accumulate}")
     run.restore_position(saved)
     if not (run.resumed_from / BEST_WEIGHTS).is_file():
         return BestOnDev(task, patience, saved["best"])
@@ -525,7 +531,8 @@ def log_interval(run: TrainingRun, metrics_log, interval: dict, batches: GlobalB
               "lr": rates[0], "body_lr": 0.0 if frozen else rates[1], "texts_per_second": interval["texts"] / seconds,
               "bytes_per_second": (batches.bytes_read - interval["bytes"]) / seconds}
     metrics_log.write(record)
-    run.bar.set_postfix_str(f"loss {record['loss']:.4f}  lr {record['lr']:.2e}  {record['texts_per_second']:,.0f} texts/s")
+    run.bar.set_postfix_str(f"loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
+                            f"{record['texts_per_second']:,.0f} texts/s")
     interval.update(loss=0.0, steps=0, texts=0, bytes=batches.bytes_read, start=time.perf_counter())
 
 

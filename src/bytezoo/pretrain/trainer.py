@@ -29,7 +29,8 @@ import torch
 from bytezoo.errors import ByteZooError, InvalidArgumentError
 from bytezoo.training import run_folder
 from bytezoo.training.checkpoint import ResumeError
-from bytezoo.training.launch import LaunchError, accelerate_state_of_its_own  # noqa: F401  (LaunchError: part of this API)
+# LaunchError: part of this API (hence the noqa)
+from bytezoo.training.launch import LaunchError, accelerate_state_of_its_own  # noqa: F401
 from bytezoo.training.runtime import NonFiniteLossError, TrainingRun
 from bytezoo.training.schedules import Schedule, warmup_steps
 from bytezoo.training.stop import StopRequest  # noqa: F401  (part of this module's API: tests replace its clock)
@@ -137,8 +138,8 @@ def open_corpus(accelerator, sources: list[str], text_field: str | None, pack_in
         try:
             if not (is_packed(str(pack_into)) and packed_from(read_index(str(pack_into)), urls, text_field)):
                 pack_into.parent.mkdir(parents=True, exist_ok=True)
-                print(f"packing {len(urls)} source(s) into {pack_into} (once; `bytezoo data pack` does it ahead of time)",
-                      flush=True)
+                print(f"packing {len(urls)} source(s) into {pack_into} "
+                      "(once; `bytezoo data pack` does it ahead of time)", flush=True)
                 index = pack(urls, str(staging), text_field=text_field, overwrite=True, progress=False)
                 if check is not None:
                     check(source_identities(index))
@@ -148,7 +149,8 @@ def open_corpus(accelerator, sources: list[str], text_field: str | None, pack_in
             shutil.rmtree(staging, ignore_errors=True)
             failure = error
     if accelerator.num_processes > 1:
-        flag = accelerator.reduce(torch.tensor([float(failure is not None)], device=accelerator.device), reduction="sum")
+        flag = accelerator.reduce(torch.tensor([float(failure is not None)], device=accelerator.device),
+                                  reduction="sum")
         if failure is None and flag.item() > 0:
             raise DataError(f"the main process could not pack {sources} into {pack_into}: see its error")
     if failure is not None:
@@ -179,7 +181,8 @@ def load_model(name: str, overrides: dict):
     if is_model(name):
         return create_model(name, **overrides)
     if "/" not in name and not Path(name).exists():  # not a path, URL or hub id: fail now, not after a hub lookup
-        raise PretrainConfigError(f"--model {name!r} is neither a zoo preset ({', '.join(list_models())}) nor a checkpoint path")
+        raise PretrainConfigError(f"--model {name!r} is neither a zoo preset ({', '.join(list_models())}) "
+                                  "nor a checkpoint path")
     try:
         return from_pretrained(name, **overrides)  # a directory, or a hub URL (verified and cached)
     except (OSError, ValueError) as error:
@@ -251,8 +254,9 @@ def open_data(run: TrainingRun, config: PretrainConfig) -> Corpora:
     layout = StreamLayout.plan(train.total_bytes, B * world, config.shard_bytes)
     steps_per_epoch = layout.windows(T) // config.grad_accum_steps
     if steps_per_epoch == 0:
-        raise DataError(f"the corpus ({train.total_bytes:,} bytes) is too small for {B * world} streams of {T + 1}-byte "
-                        f"windows x {config.grad_accum_steps} accumulation steps: lower --batch-size or --seq-len")
+        raise DataError(f"the corpus ({train.total_bytes:,} bytes) is too small for {B * world} streams of "
+                        f"{T + 1}-byte windows x {config.grad_accum_steps} accumulation steps: lower --batch-size "
+                        "or --seq-len")
     windows = functools.partial(ByteStreams, train, layout, first_stream=rank * B, batch_size=B, seq_len=T,
                                 seed=config.seed)
     data = Corpora(train, layout, steps_per_epoch, lambda epoch, start: windows(epoch=epoch, start_window=start))
@@ -273,10 +277,11 @@ def resume_streams(run: TrainingRun, position: dict, total_steps: int, body, dat
     if saved is None:
         return None
     if sorted(named_state) != sorted(body.state_names):
-        raise ResumeError(f"cannot resume from {run.resumed_from}: its streams hold the state parts {sorted(named_state)}, "
-                          f"this model's are {list(body.state_names)}")
+        raise ResumeError(f"cannot resume from {run.resumed_from}: its streams hold the state parts "
+                          f"{sorted(named_state)}, this model's are {list(body.state_names)}")
     expected = {"num_streams": (config.batch_size * run.world, "streams"),
-                "seq_len": (config.seq_len, "bytes per window"), "corpus_bytes": (data.train.total_bytes, "corpus bytes")}
+                "seq_len": (config.seq_len, "bytes per window"),
+                "corpus_bytes": (data.train.total_bytes, "corpus bytes")}
     differ = [f"{saved.get(key)!r} {words} then, {now!r} now"
               for key, (now, words) in expected.items() if saved.get(key) != now]
     if differ:
@@ -329,7 +334,8 @@ def log_interval(run: TrainingRun, metrics, interval: dict, lr: float, chars_per
               "characters_seen": position["characters_seen"], "loss": loss, "bpc": loss / LN2, "lr": lr,
               "chars_per_second": interval["steps"] * chars_per_step / seconds}
     metrics.write(record)
-    run.bar.set_postfix_str(f"{record['chars_per_second']:,.0f} char/s  loss {loss:.3f}  bpc {loss / LN2:.3f}  lr {lr:.2e}")
+    run.bar.set_postfix_str(f"{record['chars_per_second']:,.0f} char/s  loss {loss:.3f}  bpc {loss / LN2:.3f}  "
+                            f"lr {lr:.2e}")
     interval.update(nll=0.0, count=0.0, start=time.perf_counter(), steps=0)
     return loss / LN2
 
@@ -401,7 +407,8 @@ def _run(config: PretrainConfig) -> dict:
             if data.make_val_windows and run.due(config.eval_every):
                 val_bpc = evaluate_windows(run.unwrap(model), data.make_val_windows(),
                                            accelerator=run.accelerator)["bits_per_byte"]
-                metrics.write({"step": position["step"], "characters_seen": position["characters_seen"], "val_bpc": val_bpc})
+                metrics.write({"step": position["step"], "characters_seen": position["characters_seen"],
+                               "val_bpc": val_bpc})
             if run.due(config.save_every):
                 save()
             if run.stop_requested():

@@ -4,12 +4,12 @@
 
 A checkpoint is a directory ``OUTPUT/checkpoints/step-NNNNNNNN/`` holding Accelerate's ``save_state`` (model,
 optimizer, loss scaler, RNG states), one ``streams-rankR.safetensors`` per process (its streams' state, one tensor
-per named part, batch = dim 1) and ``train_state.json`` (step, updates, data position, counters, and the sha256 of every other file). Everything is
-first written to a hidden ``.tmp-step-…`` directory and renamed into place only when complete, so a checkpoint
-directory that exists is whole: resume takes the newest ``step-*`` directory and never sees a partial one. A
-checkpoint damaged afterwards (a flipped bit, a truncated file) fails its sha256s: ``--resume`` then falls back to the
-newest checkpoint that passes, and says so (:func:`find_resumable`). A write that runs out of room (a full disk, a
-quota, a file-size limit) is one line that names the checkpoint and the previous one, which is intact.
+per named part, batch = dim 1) and ``train_state.json`` (step, updates, data position, counters, and the sha256 of every
+other file). Everything is first written to a hidden ``.tmp-step-…`` directory and renamed into place only when
+complete, so a checkpoint directory that exists is whole: resume takes the newest ``step-*`` directory and never sees a
+partial one. A checkpoint damaged afterwards (a flipped bit, a truncated file) fails its sha256s: ``--resume`` then
+falls back to the newest checkpoint that passes, and says so (:func:`find_resumable`). A write that runs out of room (a
+full disk, a quota, a file-size limit) is one line that names the checkpoint and the previous one, which is intact.
 """
 from __future__ import annotations
 
@@ -189,7 +189,8 @@ def load_checkpoint(accelerator, checkpoint: str | Path) -> tuple[dict, dict[str
     (state name -> part, dim 1 = this process's streams)."""
     checkpoint = Path(checkpoint)
     if not (checkpoint / TRAIN_STATE).is_file():
-        raise ResumeError(f"{checkpoint} is not a complete checkpoint (no {TRAIN_STATE}); resume from another, or start anew")
+        raise ResumeError(f"{checkpoint} is not a complete checkpoint (no {TRAIN_STATE}); resume from another, "
+                          "or start anew")
     train_state = json.loads((checkpoint / TRAIN_STATE).read_text())
     saved_processes = int(train_state.get("num_processes", 1))
     files = [checkpoint / f"streams-rank{rank}.safetensors" for rank in range(saved_processes)]
@@ -210,15 +211,16 @@ def load_checkpoint(accelerator, checkpoint: str | Path) -> tuple[dict, dict[str
     joined = {LEGACY_STATE_NAMES.get(name, name): torch.cat([p[name] for p in parts], dim=1) for name in names}
     streams = next(iter(joined.values())).shape[1]
     if streams % accelerator.num_processes:
-        raise ResumeError(f"{checkpoint} holds {streams} streams, which {accelerator.num_processes} processes cannot share")
+        raise ResumeError(f"{checkpoint} holds {streams} streams, which {accelerator.num_processes} processes "
+                          "cannot share")
     per = streams // accelerator.num_processes
     mine = slice(accelerator.process_index * per, (accelerator.process_index + 1) * per)
     return train_state, {name: part[:, mine].contiguous().to(accelerator.device) for name, part in joined.items()}
 
 
 def export_names(export_dir: str | Path) -> tuple[Path, Path]:
-    """The hidden siblings an export of ``export_dir`` passes through: ``(staging, aside)`` — the new export while it is
-    written, and the previous one while the new one is renamed into its place."""
+    """The hidden siblings an export of ``export_dir`` passes through: ``(staging, aside)`` — the new export while it
+    is written, and the previous one while the new one is renamed into its place."""
     export_dir = Path(export_dir)
     return export_dir.with_name(f".tmp-{export_dir.name}"), export_dir.with_name(f".old-{export_dir.name}")
 
@@ -252,7 +254,8 @@ def export_model(model, tokenizer, export_dir: str | Path, summary: dict) -> Pat
 
     try:
         with room_to_write(f"the export {export_dir}", staging,
-                           "the previous export and the checkpoints are intact: make room, then run again with --resume"):
+                           "the previous export and the checkpoints are intact: make room, then run again with "
+                           "--resume"):
             transformers_logging.disable_progress_bar()  # no "Writing model shards" bar under the run's own output
             try:
                 model.save_pretrained(staging)

@@ -41,8 +41,9 @@ def check_launch(accelerator) -> None:
     if world > 1 and accelerator.num_processes != world:
         raise LaunchError(
             f"the launcher started {world} processes (WORLD_SIZE={world}) but this one would train alone "
-            f"(Accelerate sees {accelerator.num_processes}, device {accelerator.device}): on CPUs set ACCELERATE_USE_CPU=1 "
-            f"(not ACCELERATE_USE_CPU={os.environ.get('ACCELERATE_USE_CPU')!r}); on GPUs give each process a GPU")
+            f"(Accelerate sees {accelerator.num_processes}, device {accelerator.device}): on CPUs set "
+            f"ACCELERATE_USE_CPU=1 (not ACCELERATE_USE_CPU={os.environ.get('ACCELERATE_USE_CPU')!r}); on GPUs give "
+            "each process a GPU")
 
 
 def start_accelerator(mixed_precision: str, grad_accum_steps: int, kwargs_handlers=()) -> tuple[object, str]:
@@ -60,7 +61,8 @@ def start_accelerator(mixed_precision: str, grad_accum_steps: int, kwargs_handle
                               kwargs_handlers=list(kwargs_handlers))
     cpu_fp16 = mixed_precision == "fp16" and accelerator.device.type == "cpu"
     if cpu_fp16:
-        warnings.warn("fp16 on CPU: Accelerate trains in fp32 (no autocast, no loss scaling); use bf16 on CPU", stacklevel=3)
+        warnings.warn("fp16 on CPU: Accelerate trains in fp32 (no autocast, no loss scaling); use bf16 on CPU",
+                      stacklevel=3)
     check_launch(accelerator)
     return accelerator, "no" if cpu_fp16 else mixed_precision
 

@@ -104,7 +104,8 @@ def check_output_folder(output, use: FolderUse, *, resume: bool = False, overwri
     (on resume) or None (a new run). ``now`` is the run's fingerprint (training runs). Every process calls it and
     reaches the same answer from the same files."""
     if resume and overwrite:
-        raise OutputFolderError("--resume continues the run in the output folder and --overwrite replaces it: choose one")
+        raise OutputFolderError("--resume continues the run in the output folder and --overwrite replaces it: "
+                                "choose one")
     identity = read_identity(Path(output)) if now is not None else None
     if resume and use.can_resume:
         if identity is None:
@@ -166,7 +167,8 @@ def read_identity(output: Path) -> dict | None:
         identity = json.loads(path.read_text())
         identity["fingerprint"], identity["run_id"]  # noqa: B018  (both must be there)
     except (ValueError, KeyError, TypeError) as error:
-        raise OutputFolderError(f"{path}: not a bytezoo run identity ({error}); move it away or pass --overwrite") from None
+        raise OutputFolderError(f"{path}: not a bytezoo run identity ({error}); move it away or pass "
+                                "--overwrite") from None
     if identity.get("format_version") != FORMAT_VERSION:
         raise OutputFolderError(f"{path}: run identity format {identity.get('format_version')!r}, this bytezoo reads "
                                 f"{FORMAT_VERSION}; resume with the bytezoo that started the run, or pass --overwrite")
@@ -176,7 +178,8 @@ def read_identity(output: Path) -> dict | None:
 def differences(saved: dict, now: dict) -> dict[str, tuple]:
     now = jsonio.public(now)  # as run.json holds it: data URLs redacted
     saved = {**{key: value for key, value in ADDED_LATER.items() if key in now}, **saved}
-    return {key: (saved.get(key), now.get(key)) for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)}
+    return {key: (saved.get(key), now.get(key)) for key in sorted(set(saved) | set(now))
+            if saved.get(key) != now.get(key)}
 
 
 def _describe(changed: dict[str, tuple]) -> str:
