@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import bytezoo.hub as hub
-from bytezoo.hub.remote import sha256_of_file
+from bytezoo.hub.local import sha256_of_file
 from bytezoo.hub.testing import LocalS3Server, find_weed, write_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _machine.py

@@ -22,9 +22,9 @@ def user_error_classes():
     from bytezoo.data.formats import SourceError
     from bytezoo.errors import InvalidArgumentError
     from bytezoo.hub.errors import HubError, IntegrityError, NotFoundError
-    from bytezoo.pretrain.checkpoint import ResumeError
-    from bytezoo.pretrain.run_identity import RunFolderError
-    from bytezoo.pretrain.trainer import LaunchError, NonFiniteLossError, PretrainConfigError
+    from bytezoo.pretrain.trainer import NonFiniteLossError, PretrainConfigError
+    from bytezoo.training.checkpoint import ResumeError
+    from bytezoo.training.launch import LaunchError
     from bytezoo.transfer.classifier import ClassifierFormatError, ClassifierNotFoundError
     from bytezoo.transfer.experiment import OutputFolderError
     from bytezoo.transfer.metrics import SingleClassError
@@ -36,8 +36,8 @@ def user_error_classes():
     # (class, the built-in kind callers already catch it as)
     return [
         (HubError, Exception), (NotFoundError, LookupError), (IntegrityError, Exception), (SourceError, ValueError),
-        (DatasetError, Exception), (DatasetError, ValueError), (ConversionError, ValueError), (CheckpointError, ValueError),
-        (ConfigError, ValueError), (RunFolderError, ValueError), (ResumeError, ValueError), (LaunchError, RuntimeError),
+        (DatasetError, ValueError), (ConversionError, ValueError), (CheckpointError, ValueError),
+        (ConfigError, ValueError), (ResumeError, ValueError), (LaunchError, RuntimeError),
         (NonFiniteLossError, RuntimeError), (PretrainConfigError, ValueError), (SingleClassError, ValueError),
         (ClassifierFormatError, ValueError), (ClassifierNotFoundError, FileNotFoundError), (PipelineError, ValueError),
         (OutputFolderError, ValueError), (InvalidArgumentError, ValueError),

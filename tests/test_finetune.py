@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 import bytezoo
 from bytezoo.cli import main as bytezoo_main
-from bytezoo.pretrain import checkpoint as ckpt
+from bytezoo.training import checkpoint as ckpt
 from bytezoo.pretrain import trainer as pretrain_trainer
 
 from finetune_task import FILLER, common, sentiment_rows, write_csv
@@ -93,16 +93,16 @@ def test_multi_label_and_regression(finetune_task, tmp_path):
     summary = json.loads((tmp_path / "multi" / "summary.json").read_text())
     assert summary["problem_type"] == "multi_label_classification" and summary["labels"] == ["joy", "anger", "fear"]
     assert {"jaccard", "micro_f1", "macro_f1", "exact_match"} <= set(summary["best_dev"])
-    from bytezoo.transfer import SentimentPipeline
+    from bytezoo.serving import load_pipeline  # opens a fine-tuned folder as it opens a transfer pipeline
 
-    results = SentimentPipeline.from_pretrained(str(tmp_path / "multi" / "model"))(["joy and fear"])
+    results = load_pipeline(str(tmp_path / "multi" / "model"))(["joy and fear"])
     assert set(results[0]) == {"labels", "probabilities"} and set(results[0]["probabilities"]) == {"joy", "anger", "fear"}
 
     assert bytezoo_main([*base, "--label-col", "score", "--problem-type", "regression", "--output",
                          str(tmp_path / "regression")]) == 0
     summary = json.loads((tmp_path / "regression" / "summary.json").read_text())
     assert summary["problem_type"] == "regression" and summary["metric"] == "rmse" and summary["best_dev"]["rmse"] >= 0
-    assert "value" in SentimentPipeline.from_pretrained(str(tmp_path / "regression" / "model"))(["joy"])[0]
+    assert "value" in load_pipeline(str(tmp_path / "regression" / "model"))(["joy"])[0]
 
 
 def test_early_stopping_stops_after_patience_evaluations_without_improvement(finetune_task, tmp_path):
@@ -344,10 +344,11 @@ def test_ctrl_c_stops_with_a_checkpoint_and_resume_continues(finetune_task, tmp_
         time.sleep(0.05)
     victim.send_signal(signal.SIGINT)
     out, err = victim.communicate(timeout=120)
-    assert victim.returncode == 0, err[-2000:]
+    assert victim.returncode == 130, err[-2000:]
     assert "Ctrl-C: stopping at the next step" in out
     summary = json.loads((output / "summary.json").read_text())
     assert summary["stopped_by"] == "interrupt" and 0 < summary["steps"] < 100000
+    assert out.strip().splitlines()[-1].startswith(f"stopped by Ctrl-C at step {summary['steps']} of 100000, exit code 130")
     assert ckpt.checkpoint_dirs(output)[-1].name == f"step-{summary['steps']:08d}"
     resumed = subprocess.run([*command[:command.index("100000")], str(summary["steps"] + 2),
                               *command[command.index("100000") + 1 :], "--resume"],

@@ -527,18 +527,26 @@ def _val_compression() -> dict:
     return held_out_compression(HeldOut(), StreamLayout.plan(len(data), 2, 1 << 20), 16, predicted_bytes=len(data) - 2)
 
 
-def test_the_model_card_shows_the_comparison_and_the_compressors_as_tables(checkpoint):
+def test_the_model_card_shows_the_comparison_and_the_compressors_as_tables(checkpoint, monkeypatch):
+    from bytezoo.transfer.comparison import table_cells
+
     report = _comparison_report()
+    printed = table_cells(report["comparison"])  # what `bytezoo transfer` prints
     summary = {**json.loads((checkpoint / "training_summary.json").read_text()), "val_compression": _val_compression()}
     (checkpoint / "report.json").write_text(json.dumps(report))
     (checkpoint / "training_summary.json").write_text(json.dumps(summary))
     names = {path.name: path.stat().st_size for path in checkpoint.iterdir()}
+    for stage in ("bytezoo.transfer", "bytezoo.transfer.comparison", "bytezoo.pretrain", "bytezoo.finetune"):
+        monkeypatch.setitem(sys.modules, stage, None)  # the card reads the documents, not the stages that wrote them
     card = hub.make_model_card("m", names, read_json_documents(checkpoint, names), {})
     lines = card.splitlines()
     assert lines[0] == GENERATED_MARKER and lines[1] == "---"  # the metadata block stays first
 
     comparison = report["comparison"]
     assert "Test accuracy (%) by training labels, on 40 test texts (same draws, seed 0):" in card
+    for text, end in ((printed["caption"], ":"), (printed["footnote"], ".")):  # the words the command prints
+        assert text[0].upper() + text[1:] + end in card
+    assert all(f"| {label} | {' | '.join(values)} |" in lines for label, values in printed["rows"])
     assert "| method | 10 labels | 24 labels |" in lines
     for method in comparison["methods"]:
         cells = ["n/a" if p["accuracy"] is None else f"{100 * p['accuracy']:.1f}" for p in method["points"]]

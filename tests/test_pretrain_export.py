@@ -1,4 +1,4 @@
-"""The final export (``bytezoo.pretrain.checkpoint.export_model``, used by pretraining and fine-tuning) replaces a
+"""The final export (``bytezoo.training.checkpoint.export_model``, used by pretraining and fine-tuning) replaces a
 model folder so that the previous export survives any failure before the new one is in place, no hidden staging or
 aside folder is left behind, and what a crash left behind is put right by the next export."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import bytezoo
-from bytezoo.pretrain import checkpoint as ckpt
+from bytezoo.training import checkpoint as ckpt
 from bytezoo.zoo import ByteTokenizer
 
 

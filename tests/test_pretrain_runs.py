@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from bytezoo.cli import main as bytezoo_main
-from bytezoo.pretrain import checkpoint as ckpt
+from bytezoo.training import checkpoint as ckpt
 from bytezoo.pretrain import pretrain, trainer
 
 TINY = ["--model", "mlstm-256", "--model-config", "hidden_size=16", "--model-config", "embedding_size=8",
@@ -201,9 +201,11 @@ def test_ctrl_c_stops_at_the_next_step_with_a_checkpoint_and_an_export(corpus, t
         time.sleep(0.01)
     victim.send_signal(signal.SIGINT)
     out, err = victim.communicate(timeout=120)
-    assert victim.returncode == 0, err[-2000:]
+    assert victim.returncode == 130, err[-2000:]  # as a shell reports a command Ctrl-C stopped: `&&` goes no further
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     summary = json.loads((output / "model" / "training_summary.json").read_text())
-    assert summary["stopped_by"] == "interrupt" and 0 < summary["steps"] < 100000
+    assert summary["stopped_by"] == "interrupt" and 0 < summary["steps"] < 100000 and summary["exit_code"] == 130
     assert "Ctrl-C" in out and "--resume" in out
+    assert out.strip().splitlines()[-1] == (f"stopped by Ctrl-C at step {summary['steps']} of 100000, exit code 130; "
+                                            f"--resume continues it")
     assert ckpt.checkpoint_dirs(output)[-1].name == f"step-{summary['steps']:08d}"

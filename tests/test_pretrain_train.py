@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 import bytezoo
 from bytezoo.cli import main as bytezoo_main
-from bytezoo.pretrain import checkpoint as ckpt
+from bytezoo.training import checkpoint as ckpt
 from bytezoo.pretrain import pretrain, trainer
 
 TINY = ["--model", "mlstm-256", "--model-config", "hidden_size=16", "--model-config", "embedding_size=8",
@@ -215,10 +215,12 @@ def test_sigterm_stops_at_the_next_step_with_a_checkpoint_and_an_export(corpus, 
         time.sleep(0.01)
     victim.send_signal(signal.SIGTERM)
     out, err = victim.communicate(timeout=120)
-    assert victim.returncode == 0, err[-2000:]
+    assert victim.returncode == 143, err[-2000:]  # 128 + SIGTERM, after the clean checkpoint and export
     summary = json.loads((output / "model" / "training_summary.json").read_text())
-    assert summary["stopped_by"] == "sigterm" and 0 < summary["steps"] < 100000
+    assert summary["stopped_by"] == "sigterm" and 0 < summary["steps"] < 100000 and summary["exit_code"] == 143
     assert "stopped at step" in out and "--resume" in out
+    assert out.strip().splitlines()[-1] == (f"stopped by SIGTERM at step {summary['steps']} of 100000, exit code 143; "
+                                            f"--resume continues it")
     assert ckpt.checkpoint_dirs(output)[-1].name == f"step-{summary['steps']:08d}"
 
 

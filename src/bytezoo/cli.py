@@ -39,6 +39,7 @@ SUBCOMMAND_MODULES = (
     "bytezoo.zoo.convert.cli",
     "bytezoo.pretrain.cli",
     "bytezoo.transfer.cli",
+    "bytezoo.serving",
     "bytezoo.finetune.cli",
     "bytezoo.hub.cli",
 )
@@ -65,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Byte-level mLSTM language models: zoo, pretraining, sentiment transfer, hub.",
     )
     parser.add_argument("--version", action="version", version=f"bytezoo {__version__}")
-    parser.add_argument("--debug", action="store_true", help=f"print the traceback of an error, not just its line (also {DEBUG_ENV}=1)")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"print the traceback of an error, not just its line (also {DEBUG_ENV}=1)")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
     parser.add_argument("--max-record-mb", type=float, default=None, metavar="N", help=RECORD_LIMIT_HELP)
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -88,9 +90,11 @@ def _equip_subcommands(parser: argparse.ArgumentParser) -> None:
             for subparser in set(action.choices.values()):
                 subparser.set_defaults(command=subparser.prog)  # the innermost subcommand's default wins
                 if "--debug" not in subparser._option_string_actions:
-                    subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+                    subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                           help=argparse.SUPPRESS)
                 if "--threads" not in subparser._option_string_actions:
-                    subparser.add_argument("--threads", type=int, default=argparse.SUPPRESS, metavar="N", help=THREADS_HELP)
+                    subparser.add_argument("--threads", type=int, default=argparse.SUPPRESS, metavar="N",
+                                           help=THREADS_HELP)
                 if "--max-record-mb" not in subparser._option_string_actions:
                     subparser.add_argument("--max-record-mb", type=float, default=argparse.SUPPRESS, metavar="N",
                                            help=RECORD_LIMIT_HELP)
@@ -108,14 +112,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return USER_ERROR_EXIT_CODE
     from .errors import ByteZooError, one_line
-    from .threads import openmp_wait_before_torch
-    from .untrusted.network import describe
     from .redaction import redact_text, secrets_in
+    from .threads import ask_for, openmp_wait_before_torch
+    from .untrusted.network import describe
 
     if getattr(args, "threads", None) is not None:  # the library's thread policy reads it (bytezoo.threads)
         if args.threads < 0:
             parser.error(f"--threads must be >= 0 (0: PyTorch's default); got {args.threads}")
-        os.environ[THREADS_ENV] = str(args.threads)
+        os.environ[THREADS_ENV] = str(args.threads)  # for what this process starts
+        ask_for(args.threads, "--threads")  # named as the flag, not the variable, in the start line
     if getattr(args, "max_record_mb", None) is not None:  # every reader of records reads it (bytezoo.untrusted.limits)
         if not args.max_record_mb > 0:
             parser.error(f"--max-record-mb must be > 0; got {args.max_record_mb}")

@@ -72,81 +72,34 @@ def _run(args: argparse.Namespace) -> int:
 
 def run_demo(args: argparse.Namespace) -> dict:
     """Run the five steps; returns the summary that is also written to ``OUTPUT/summary.json``."""
-    from bytezoo import cli, hub
-    from bytezoo.data.embedded import prepare_embedded_default
     from bytezoo.untrusted import jsonio
 
     started = time.perf_counter()
     output = Path(args.output).resolve()
     output.mkdir(parents=True, exist_ok=True)
     quiet = ["--no-progress"] if args.no_progress else []
-
-    # 0. Data: the embedded default fills in whatever was not given.
-    needs_default = not (args.lm_data and args.train and args.test)
-    default = prepare_embedded_default(output / "data") if needs_default else None
-    lm_data = args.lm_data or [str(default.lm_train)]
-    lm_val = args.lm_val_data or ([str(default.lm_val)] if default else [])
-    train = args.train or str(default.train)
-    dev = args.dev or (str(default.dev) if default and not args.train else None)
-    test = args.test or str(default.test)
-
-    # 1. Pretrain, through the command users run on GPUs.
+    data = _demo_data(args, output)
     _section("1/5 pretraining")
-    pretrain_dir = output / "pretrain"
-    _call(cli, _pretrain_argv(args, pretrain_dir, lm_data, lm_val) + quiet, "pretraining")
-    exported = pretrain_dir / "model"
-    training = json.loads((exported / "training_summary.json").read_text())
-
-    # 2. Share the exported model through the hub.
+    exported, training = pretrain_step(args, data, output / "pretrain", quiet)
     _section("2/5 pushing to the hub")
-    hub_url = args.hub or (output / "hub").as_uri()
-    repository = f"{hub_url.rstrip('/')}/{args.model}"
-    version = hub.push(exported, repository, tag=DEMO_TAG, move_tag=True)  # the demo's own tag: this run's model
+    repository, version = push_step(args, exported, output)
     reference = f"{repository}@{version}"
-    print(f"pushed {exported} as {reference}")
-
-    # 3. Load it back from the hub: the shared model must be the trained one.
     _section("3/5 loading from the hub")
-    _check_shared(exported, reference)
-
-    # 4. Transfer: features, L1 logistic regression, the sentiment neuron, plots, TF-IDF baseline.
+    check_hub_copy(exported, reference)
     _section("4/5 transfer")
     transfer_dir = output / "transfer"
-    # --overwrite: the demo's own folder; running the main job again replaces its earlier run
-    transfer_argv = ["transfer", "--model", reference, "--train", train, "--test", test, "--output",
-                     str(transfer_dir), "--text-col", args.text_col, "--label-col", *args.label_col, "--baseline",
-                     "tfidf", "--overwrite"]
-    if dev:
-        transfer_argv += ["--dev", dev]
-    _call(cli, transfer_argv + quiet, "transfer")
-    report = json.loads((transfer_dir / "report.json").read_text())
-
+    report = transfer_step(args, data, reference, transfer_dir, quiet)
     # 5. Fine-tuning: one more curve in the comparison, at a few of its label counts, on the same rows.
     _section("5/5 fine-tuning")
-    finetuned = finetune_curve(args, exported, train, dev, test, report["comparison"], output / "finetune")
-
+    finetuned = finetune_curve(args, exported, data["train"], data["dev"], data["test"], report["comparison"],
+                               output / "finetune")
     summary = {
         "output": str(output),
         "model": args.model,
         "pretraining": {key: training.get(key) for key in ("steps", "characters_seen", "val_bpc", "train_bpc",
                                                            "chars_per_second", "train_seconds", "val_compression")},
         "hub": {"repository": repository, "version": version, "reference": reference},
-        "transfer": {
-            "task": report["task"],
-            "model_type": report["model"]["model_type"],
-            "pooling": report["featurizer"]["pooling"],
-            "metric": report["metric"],
-            "classes": report["data"]["classes"],
-            "test_accuracy": report["accuracy"]["test"],
-            "dev_accuracy": report["accuracy"]["dev"],
-            "n_nonzero": report["classifier"]["n_nonzero"],
-            "top_unit": report["top_units"][0]["unit"],
-            "top_unit_test_accuracy": report["top_unit_classifier"]["test_accuracy"],
-            "tfidf_test_accuracy": report["baselines"].get("tfidf", {}).get("test_accuracy"),
-            "majority_test_accuracy": _majority_accuracy(report),
-            "characters_per_second": report["featurization"]["characters_per_second"],
-            "comparison": report["comparison"],  # majority, TF-IDF and the probe at the same label counts
-        },
+        "transfer": _transfer_summary(report),
         "finetune": finetuned["finetune"],
         "comparison": finetuned["comparison"],  # the transfer comparison plus fine-tuning (where it was run)
         "files": {
@@ -154,7 +107,7 @@ def run_demo(args: argparse.Namespace) -> dict:
             "report": str(transfer_dir / "report.json"),
             "plots": {name: str(transfer_dir / file) for name, file in report["files"]["plots"].items()},
             "classifier": str(transfer_dir),
-            "curves": str(pretrain_dir / "curves.png"),
+            "curves": str(output / "pretrain" / "curves.png"),
             "comparison": finetuned["plot"],
         },
         "seconds": round(time.perf_counter() - started, 1),
@@ -164,25 +117,55 @@ def run_demo(args: argparse.Namespace) -> dict:
     return summary
 
 
-def _pretrain_argv(args: argparse.Namespace, pretrain_dir: Path, lm_data: list[str], lm_val: list[str]) -> list[str]:
-    """``bytezoo pretrain``'s arguments for the demo's model and data, the schedule scaled to ``--max-steps``."""
+def _demo_data(args: argparse.Namespace, output: Path) -> dict:
+    """0. The data: the embedded default fills in whatever was not given."""
+    from bytezoo.data.embedded import prepare_embedded_default
+
+    needs_default = not (args.lm_data and args.train and args.test)
+    default = prepare_embedded_default(output / "data") if needs_default else None
+    return {
+        "lm": args.lm_data or [str(default.lm_train)],
+        "lm_val": args.lm_val_data or ([str(default.lm_val)] if default else []),
+        "train": args.train or str(default.train),
+        "dev": args.dev or (str(default.dev) if default and not args.train else None),
+        "test": args.test or str(default.test),
+    }
+
+
+def pretrain_step(args: argparse.Namespace, data: dict, pretrain_dir: Path, quiet: list[str]) -> tuple[Path, dict]:
+    """1. Pretrain, through the command users run on GPUs; returns the exported model and its training summary."""
+    from bytezoo import cli
+
     argv = ["pretrain", "--model", args.model, "--output", str(pretrain_dir), "--max-steps", str(args.max_steps),
             "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len), "--lr", str(args.lr),
             "--schedule", "cosine", "--warmup", str(max(1, args.max_steps // 20)),
             "--mixed-precision", args.mixed_precision, "--eval-every", str(max(1, args.max_steps // 6)),
             "--save-every", str(max(1, args.max_steps // 2)),
             "--overwrite"]  # the demo's own folder: running the main job again replaces its earlier run
-    for path in lm_data:
+    for path in data["lm"]:
         argv += ["--data", path]
-    for path in lm_val:
+    for path in data["lm_val"]:
         argv += ["--val-data", path]
     for override in args.model_config:
         argv += ["--model-config", override]
-    return argv
+    _call(cli, argv + quiet, "pretraining")
+    exported = pretrain_dir / "model"
+    return exported, json.loads((exported / "training_summary.json").read_text())
 
 
-def _check_shared(exported: Path, reference: str) -> None:
-    """The model loaded from the hub must be the trained one: the same logits, to the bit, on one review."""
+def push_step(args: argparse.Namespace, exported: Path, output: Path) -> tuple[str, str]:
+    """2. Share the exported model through the hub, in a repository named after the preset."""
+    from bytezoo import hub
+
+    hub_url = args.hub or (output / "hub").as_uri()
+    repository = f"{hub_url.rstrip('/')}/{args.model}"
+    version = hub.push(exported, repository, tag=DEMO_TAG, move_tag=True)  # the demo's own tag: this run's model
+    print(f"pushed {exported} as {repository}@{version}")
+    return repository, version
+
+
+def check_hub_copy(exported: Path, reference: str) -> None:
+    """3. Load the model back from the hub: the shared model must be the trained one, to the last bit."""
     import torch
 
     import bytezoo
@@ -194,9 +177,42 @@ def _check_shared(exported: Path, reference: str) -> None:
         hub_logits = shared(probe).logits
     max_difference = float((hub_logits - local_logits).abs().max())
     if max_difference != 0.0:
-        raise RuntimeError(f"the model loaded from {reference} differs from the exported one (max |Δlogit| "
-                           f"{max_difference})")
+        raise RuntimeError(f"the model loaded from {reference} differs from the exported one "
+                           f"(max |Δlogit| {max_difference})")
     print(f"loaded {type(shared).__name__} from {reference}: logits identical to the exported model")
+
+
+def transfer_step(args: argparse.Namespace, data: dict, reference: str, transfer_dir: Path, quiet: list[str]) -> dict:
+    """4. Transfer: features, L1 logistic regression, the sentiment neuron, plots, the TF-IDF baseline; its report."""
+    from bytezoo import cli
+
+    argv = ["transfer", "--model", reference, "--train", data["train"], "--test", data["test"],
+            "--output", str(transfer_dir), "--text-col", args.text_col, "--label-col", *args.label_col,
+            "--baseline", "tfidf", "--overwrite"]  # the demo's own folder: running the main job again replaces it
+    if data["dev"]:
+        argv += ["--dev", data["dev"]]
+    _call(cli, argv + quiet, "transfer")
+    return json.loads((transfer_dir / "report.json").read_text())
+
+
+def _transfer_summary(report: dict) -> dict:
+    """What the demo's summary keeps of the transfer report."""
+    return {
+        "task": report["task"],
+        "model_type": report["model"]["model_type"],
+        "pooling": report["featurizer"]["pooling"],
+        "metric": report["metric"],
+        "classes": report["data"]["classes"],
+        "test_accuracy": report["accuracy"]["test"],
+        "dev_accuracy": report["accuracy"]["dev"],
+        "n_nonzero": report["classifier"]["n_nonzero"],
+        "top_unit": report["top_units"][0]["unit"],
+        "top_unit_test_accuracy": report["top_unit_classifier"]["test_accuracy"],
+        "tfidf_test_accuracy": report["baselines"].get("tfidf", {}).get("test_accuracy"),
+        "majority_test_accuracy": _majority_accuracy(report),
+        "characters_per_second": report["featurization"]["characters_per_second"],
+        "comparison": report["comparison"],  # majority, TF-IDF and the probe at the same label counts
+    }
 
 
 def default_finetune_counts(n_train: list[int]) -> list[int]:

@@ -17,8 +17,9 @@ for threads to wake up). So bytezoo measures first and chooses:
   briefly (``GOMP_SPINCOUNT``=:data:`SHORT_SPIN`, about a tenth of a millisecond), which measured as fast as
   libgomp's long default spin there and, unlike it, gives a core back soon when a busy process appears. libgomp reads
   both only when it loads, so a Python program that wants them sets them itself before importing torch.
-* **re-measured while the work runs**: long loops (pretraining and fine-tuning steps, featurization chunks) call
-  :func:`ensure_threads` every step; every :data:`RECHECK_SECONDS` it reads how busy the cores were since its last
+* **re-measured while the work runs**: long loops (featurization chunks, and training steps of a run that asked for
+  it with ``--adapt-threads``: a training run otherwise keeps its count, see below) call :func:`ensure_threads` every
+  step; every :data:`RECHECK_SECONDS` it reads how busy the cores were since its last
   look, less this process's own CPU time (no pause: the work itself keeps running), and changes the count, so a job
   that started on an idle machine gives a thread back within seconds when another process starts (one thread has
   no barrier to wait at, whatever the wait policy), and takes it again when the machine is free.
@@ -26,10 +27,15 @@ for threads to wake up). So bytezoo measures first and chooses:
   its parallel regions are large matrix products, and beside a busy process two sleeping-when-idle threads still
   match one (the scheduler shares cores per thread).
 
-Overrides, in order: an explicit count (the commands' ``--threads N``), the ``BYTEZOO_NUM_THREADS`` environment
-variable, ``OMP_NUM_THREADS`` (what launchers such as torchrun set per process), and a count the program set itself
-with ``torch.set_num_threads`` (kept: :func:`ensure_threads` does not override a caller's choice). ``0`` means
-"PyTorch's default" (one thread per core). The first choice is printed once per process; later changes are logged.
+Overrides, in order: an explicit count (the commands' ``--threads N``, :func:`ask_for`), the ``BYTEZOO_NUM_THREADS``
+environment variable, ``OMP_NUM_THREADS`` (what launchers such as torchrun set per process), and a count the program
+set itself with ``torch.set_num_threads`` (kept: :func:`ensure_threads` does not override a caller's choice). ``0``
+means "PyTorch's default" (one thread per core). The first choice is printed once per process, naming where it came
+from; later changes are logged.
+
+A training run is different: the thread count changes the order of the sums, so a run fixes its count at the start
+(this choice, for a new run) and keeps it, on resume too (:func:`pin_threads`, :mod:`bytezoo.training.cpu_threads`);
+re-measuring while it runs is an opt-in (``--adapt-threads``) that gives up bitwise reproducibility.
 """
 from __future__ import annotations
 
@@ -53,6 +59,11 @@ class ThreadChoice:
     threads: int  # 0: leave PyTorch's default
     reason: str  # how it was chosen, for the log line
     measured: bool = False  # from the load (so worth measuring again later), not fixed by the user or a launcher
+
+    @property
+    def count(self) -> int:
+        """The count it sets: ``threads``, or PyTorch's default for 0."""
+        return self.threads or _default_threads()
 
 
 def usable_cpus() -> int:
@@ -155,10 +166,20 @@ def _clock_ticks() -> float:
         return 100.0
 
 
-def resolve_threads(threads: int | None = None, *, environ=os.environ, measure=busy_cpus) -> ThreadChoice:
-    """The thread count to use: ``threads`` if given, else ``$BYTEZOO_NUM_THREADS``, else measured (see the module)."""
+def ask_for(threads: int, source: str = "--threads") -> None:
+    """The count a command was told on its command line (``--threads N``), with the words that told it: it comes
+    before the environment in :func:`resolve_threads`, and the start line names it."""
+    _state["asked"] = (_checked(threads, source), f"{source} {threads}")
+
+
+def explicit_threads(threads: int | None = None, *, environ=os.environ) -> ThreadChoice | None:
+    """The count something fixed, or None: ``threads`` if given, else the command line's (:func:`ask_for`), else
+    ``$BYTEZOO_NUM_THREADS``, else a launcher's (or the user's) ``$OMP_NUM_THREADS``."""
     if threads is not None:
         return ThreadChoice(_checked(threads, "--threads"), "asked for")
+    if "asked" in _state:
+        count, reason = _state["asked"]
+        return ThreadChoice(count, reason)
     value = environ.get(ENV_VAR, "").strip()
     if value:
         try:
@@ -166,10 +187,19 @@ def resolve_threads(threads: int | None = None, *, environ=os.environ, measure=b
         except ValueError:
             from bytezoo.errors import InvalidArgumentError
 
-            raise InvalidArgumentError(f"{ENV_VAR}={value!r} is not a whole number of threads (0: PyTorch's default)") from None
+            raise InvalidArgumentError(f"{ENV_VAR}={value!r} is not a whole number of threads "
+                                       "(0: PyTorch's default)") from None
     launcher = environ.get("OMP_NUM_THREADS", "").strip()
     if launcher.isdigit() and int(launcher) > 0:  # set per process by torchrun/accelerate launch, or by the user
         return ThreadChoice(int(launcher), f"OMP_NUM_THREADS={launcher}")
+    return None
+
+
+def resolve_threads(threads: int | None = None, *, environ=os.environ, measure=busy_cpus) -> ThreadChoice:
+    """The thread count to use: the one something fixed (:func:`explicit_threads`), else measured (see the module)."""
+    fixed = explicit_threads(threads, environ=environ)
+    if fixed is not None:
+        return fixed
     usable = usable_cpus()
     if usable == 1:
         return ThreadChoice(1, "1 usable core")
@@ -214,14 +244,39 @@ def configure_threads(threads: int | None = None, *, log: bool = True) -> int:
     _state["fixed"] = not choice.measured
     _state["when"] = time.monotonic()
     _state["sample"] = load_sample()  # the start of the next look's window
-    message = f"bytezoo: {torch.get_num_threads()} CPU thread(s) ({choice.reason}; set --threads or {ENV_VAR} to override)"
+    message = start_line(torch.get_num_threads(), choice.reason)
     if log and not _state.get("logged"):
         _state["logged"] = True
-        logger.info(message)
-        if os.environ.get("BYTEZOO_QUIET_THREADS", "") in ("", "0"):
-            print(message, file=sys.stderr)
+        say(message)
     elif previous is not None and previous != _state["set"]:
         logger.info(message)
+    return torch.get_num_threads()
+
+
+def start_line(count: int, reason: str) -> str:
+    """The line that says how many threads this process uses and why (the flag that set it, the variable, or the
+    load measured)."""
+    if reason.startswith("--threads"):
+        return f"bytezoo: {count} CPU thread(s) ({reason})"
+    return f"bytezoo: {count} CPU thread(s) ({reason}; set --threads or {ENV_VAR} to override)"
+
+
+def say(message: str) -> None:
+    """Logs a thread line and prints it to stderr, unless ``BYTEZOO_QUIET_THREADS`` is set."""
+    logger.info(message)
+    if os.environ.get("BYTEZOO_QUIET_THREADS", "") in ("", "0"):
+        print(message, file=sys.stderr)
+
+
+def pin_threads(count: int, *, adapt: bool = False) -> int:
+    """Sets torch's intra-op thread count to ``count`` (0: PyTorch's default) for this process's work from now on;
+    :func:`ensure_threads` leaves it as it is, unless ``adapt`` (then it re-measures as for any long work). A training
+    run's count is part of the run (it changes the sums): set once at its start, kept on resume."""
+    import torch
+
+    torch.set_num_threads(count or _default_threads())
+    _state.update(set=torch.get_num_threads(), fixed=not adapt, when=time.monotonic(), coarse=False,
+                  sample=load_sample(), logged=True)
     return torch.get_num_threads()
 
 
@@ -296,5 +351,6 @@ def openmp_wait_before_torch(environ=os.environ, measure=busy_cpus) -> str | Non
     return f"GOMP_SPINCOUNT={SHORT_SPIN}"
 
 
-__all__ = ["ENV_VAR", "ThreadChoice", "busy_cpus", "choose_threads", "configure_threads", "openmp_wait_before_torch", "passive_waiting",
-           "ensure_threads", "resolve_threads", "usable_cpus"]
+__all__ = ["ENV_VAR", "ThreadChoice", "ask_for", "busy_cpus", "choose_threads", "configure_threads", "ensure_threads",
+           "explicit_threads",
+           "openmp_wait_before_torch", "passive_waiting", "pin_threads", "resolve_threads", "start_line", "usable_cpus"]

@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bytezoo.errors import room_to_write
+from bytezoo.redaction import redact_url
 from bytezoo.untrusted import jsonio, network
 from bytezoo.untrusted.limits import MAX_DOCUMENT_BYTES, read_at_most
 from bytezoo.untrusted.names import check_distinct_paths, check_file_name
-from bytezoo.redaction import redact_url
 
 from .formats import BINARY_SAMPLE, SourceError, check_text, expand_sources, iter_source_bytes
 
@@ -118,8 +119,21 @@ def pack(sources: Sequence[str] | str, output: str, *, text_field: str | None = 
     A source that is mostly not text (NUL bytes, invalid UTF-8) is refused by name unless ``allow_binary``. A folder
     that already holds a packed corpus is refused unless ``overwrite``. A record longer than ``max_record_bytes``
     (default: the record limit, 64 MiB) is refused, naming the file and the record. The progress bar counts the
-    sources' expanded bytes as they are read.
+    sources' expanded bytes as they are read. A local pack that runs out of room (a full disk, a quota, a file-size
+    limit) is one line; it leaves no index, so no corpus.
     """
+    options = dict(text_field=text_field, shard_bytes=shard_bytes, allow_binary=allow_binary, overwrite=overwrite,
+                   progress=progress, max_record_bytes=max_record_bytes)
+    fs, root = network.url_to_fs(output)
+    if not _is_local(fs):
+        return _pack(sources, output, **options)
+    with room_to_write(f"the packed corpus {output}", root, "no corpus was written there: make room (or pack it "
+                       "elsewhere with `bytezoo data pack`), then run again"):
+        return _pack(sources, output, **options)
+
+
+def _pack(sources, output: str, *, text_field, shard_bytes, allow_binary, overwrite, progress,
+          max_record_bytes) -> dict:
     from tqdm.auto import tqdm
 
     if shard_bytes < BLOCK_BYTES or shard_bytes % BLOCK_BYTES:
@@ -176,6 +190,12 @@ def pack(sources: Sequence[str] | str, output: str, *, text_field: str | None = 
     }
     _write_index(fs, root, index)
     return index
+
+
+def source_identities(index: dict) -> list[dict]:
+    """What a packed corpus was packed from, by content: each source's URL, the bytes it contributed and their
+    sha256 (what a training run records, and checks on resume)."""
+    return [{"url": s["url"], "bytes": s["bytes"], "sha256": s["sha256"]} for s in index["sources"]]
 
 
 def _modified(info: dict) -> str | None:
@@ -391,4 +411,4 @@ class PackedCorpus:
 
 
 __all__ = ["BLOCK_BYTES", "DEFAULT_SHARD_BYTES", "PackError", "PackedCorpus", "is_packed", "pack", "packed_from",
-           "read_index"]
+           "read_index", "source_identities"]

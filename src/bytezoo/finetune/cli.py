@@ -43,7 +43,7 @@ OUTPUT receives:
 
 
 def register(subparsers) -> None:
-    from bytezoo.pretrain.cli import _duration, _key_value
+    from bytezoo.training.options import ADAPT_THREADS_HELP, duration, key_value
 
     parser = subparsers.add_parser("finetune", help="fine-tune a zoo model for text classification (Accelerate)",
                                    description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,10 +53,10 @@ def register(subparsers) -> None:
                             "classifier (trained further), or a zoo preset (random weights: a from-scratch baseline)")
     model.add_argument("--pooling", metavar="MODE",
                        help="the text feature the head reads, a pooling mode the model offers (default: the model's "
-                            "own: final_cell where the family has a cell state, else final_hidden where it has a hidden "
-                            "state, else mean); checked before any training")
+                            "own: final_cell where the family has a cell state, else final_hidden where it has a "
+                            "hidden state, else mean); checked before any training")
     model.add_argument("--dropout", type=float, help="dropout on the pooled feature (default: 0)")
-    model.add_argument("--model-config", metavar="KEY=VALUE", type=_key_value, action="append", default=[],
+    model.add_argument("--model-config", metavar="KEY=VALUE", type=key_value, action="append", default=[],
                        help="override a config field (repeatable; values parsed as JSON)")
     model.add_argument("--chunk-size", type=int, default=256,
                        help="bytes read per forward call: bounds memory (chunks are recomputed in the backward pass), "
@@ -69,7 +69,8 @@ def register(subparsers) -> None:
     data.add_argument("--text-col", help="text column (default: guessed: text, sentence, review, ...)")
     data.add_argument("--label-col", nargs="+", dest="label_cols", metavar="COL",
                       help="label column (default: guessed: label, sentiment, ...); several 0/1 columns = multi-label")
-    data.add_argument("--problem-type", choices=("single_label_classification", "multi_label_classification", "regression"),
+    data.add_argument("--problem-type",
+                      choices=("single_label_classification", "multi_label_classification", "regression"),
                       help="default: single-label with one label column, multi-label with several")
     data.add_argument("--num-labels", type=int, help="expected number of labels: refused when the data disagree")
     data.add_argument("--max-bytes", type=int, help="keep only each text's first N bytes (default: whole texts)")
@@ -90,35 +91,40 @@ def register(subparsers) -> None:
                        help="texts per process per forward pass (default: 32); a step reads --grad-accum such batches")
     train.add_argument("--grad-accum", "--gradient-accumulation-steps", type=int, default=1, dest="grad_accum_steps",
                        metavar="N",
-                       help="batches whose gradients each optimizer step adds up: the effective batch is --batch-size x "
-                            "processes x N texts; steps, rates, evaluation, checkpoints and stops count optimizer steps "
-                            "(default: 1)")
+                       help="batches whose gradients each optimizer step adds up: the effective batch is "
+                            "--batch-size x processes x N texts; steps, rates, evaluation, checkpoints and stops count "
+                            "optimizer steps (default: 1)")
     length = train.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=float, help="passes over the training set (default: 3)")
     length.add_argument("--max-steps", type=int, help="optimizer steps")
-    train.add_argument("--max-time", type=_duration, metavar="DURATION",
+    train.add_argument("--max-time", type=duration, metavar="DURATION",
                        help="wall-clock budget of this invocation (3600, 45m, 4h): then stop at the next step with a "
                             "checkpoint and an export; --resume continues. SIGTERM and Ctrl-C stop the same way")
     train.add_argument("--lr", type=float, default=5e-4, help="peak AdamW rate of the head (default: 5e-4)")
     train.add_argument("--body-lr", type=float,
-                       help="peak rate of the body: discriminative rates, e.g. --lr 1e-3 --body-lr 1e-4 (default: --lr)")
+                       help="peak rate of the body: discriminative rates, e.g. --lr 1e-3 --body-lr 1e-4 "
+                            "(default: --lr)")
     train.add_argument("--freeze-body", type=float, default=0.0, metavar="STEPS",
                        help="train only the head for the first STEPS steps (a fraction of the run if < 1), then all")
     train.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default: 0)")
     train.add_argument("--schedule", choices=("constant", "linear", "cosine", "exponential"), default="linear",
                        help="decay of both rates after warmup (default: linear to zero)")
-    train.add_argument("--warmup", type=float, default=0.0, help="linear warmup: steps, or a fraction of the run if < 1")
-    train.add_argument("--clip-grad-norm", type=float, default=1.0, help="clip the gradient norm (default: 1.0; 0 = off)")
+    train.add_argument("--warmup", type=float, default=0.0,
+                       help="linear warmup: steps, or a fraction of the run if < 1")
+    train.add_argument("--clip-grad-norm", type=float, default=1.0,
+                       help="clip the gradient norm (default: 1.0; 0 = off)")
     train.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default="no",
                        help="fp16: loss scaling (GPU); bf16: autocast. The loss is always fp32 (default: no)")
     train.add_argument("--seed", type=int, default=0, help="initialisation, data order, dropout (default: 0)")
 
     run = parser.add_argument_group("evaluation, checkpoints, logging")
-    run.add_argument("--eval-every", type=int, default=0, help="steps between dev evaluations (default: once per epoch)")
+    run.add_argument("--eval-every", type=int, default=0,
+                     help="steps between dev evaluations (default: once per epoch)")
     run.add_argument("--patience", type=int, default=3,
                      help="stop after this many dev evaluations without improvement (default: 3; 0 = never)")
     run.add_argument("--eval-batch-size", type=int, help="texts per evaluation batch (default: 2 x --batch-size)")
-    run.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (default: 0 = only when stopped)")
+    run.add_argument("--save-every", type=int, default=0,
+                     help="checkpoint every N steps (default: 0 = only when stopped)")
     run.add_argument("--keep-checkpoints", type=int, default=2, help="how many recent checkpoints to keep (default: 2)")
     run.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
                      help="continue the run in OUTPUT from its newest checkpoint (or the given one), with the settings "
@@ -127,6 +133,7 @@ def register(subparsers) -> None:
                      help="OUTPUT holds another run: replace it (removes only what bytezoo wrote there)")
     run.add_argument("--log-every", type=int, default=10, help="steps per metrics record (default: 10)")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    run.add_argument("--adapt-threads", action="store_true", help=ADAPT_THREADS_HELP)
     parser.set_defaults(func=_main)
 
 
@@ -141,6 +148,8 @@ def _label_count(text: str):
 
 
 def _main(args: argparse.Namespace) -> int:
+    from bytezoo.training.options import ending_lines
+
     from .compare import run_comparison
     from .trainer import FinetuneConfig
 
@@ -159,7 +168,7 @@ def _main(args: argparse.Namespace) -> int:
         print("bytezoo finetune: aborted (Ctrl-C twice); the newest checkpoint is as it was", file=sys.stderr)
         return 130
     if int(os.environ.get("RANK", "0") or 0) != 0:
-        return 0
+        return report["exit_code"]
     metric = report["metric"]
     for entry in report["runs"]:  # ascending counts: the last is the run in OUTPUT
         figures = [f"dev {metric} {entry['dev']:.4f} (step {entry['best_step']})" if entry["dev"] is not None else None,
@@ -168,4 +177,7 @@ def _main(args: argparse.Namespace) -> int:
         parts = [f"{entry['steps']} steps ({entry['epochs']:.2f} epochs, {entry['seconds_per_epoch']:.1f} s/epoch, "
                  f"stopped by {entry['stopped_by']})", *(f for f in figures if f), f"model in {where}"]
         print(("" if len(report["runs"]) == 1 else f"{entry['n_train']:,} labels: ") + "; ".join(parts))
-    return 0
+    # How the command ended: the run a signal stopped (the last one run), else the run in OUTPUT.
+    last = next((e for e in report["runs"] if e["exit_code"]), report["runs"][-1])
+    print("\n".join(ending_lines(last)))
+    return report["exit_code"]  # 0, or 130 / 143 after a stop by Ctrl-C / SIGTERM (its checkpoint written)

@@ -18,8 +18,9 @@ smaller count in ``OUTPUT/label-counts/n-COUNT/`` (a complete run folder of its 
     {"schema_version": 1, "bytezoo_version": str, "created": str, "model": str, "task": "binary" | "multiclass" |
      "multilabel", "metric": "accuracy" | "jaccard", "label_counts": [int],
      "runs": [{"n_train": int, "output": str (relative to OUTPUT), "steps": int, "epochs": float,
-               "best_step": int | null, "stopped_by": str, "train_seconds": float, "seconds_per_epoch": float,
-               "dev": float | null, "test": float | null}],
+               "best_step": int | null, "stopped_by": str, "ended": str, "exit_code": int,
+               "not_bit_reproducible_because": str | null,
+               "train_seconds": float, "seconds_per_epoch": float, "dev": float | null, "test": float | null}],
      "comparison": {... bytezoo.transfer.comparison's format: majority, tfidf, [probe,] finetune ...},
      "timings": {"finetune_s", "baselines_s", "probe_s", "total_s"},
      "files": {"report": "report.json", "plot": "comparison.png" | null}}
@@ -33,7 +34,6 @@ import dataclasses
 import datetime
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -45,10 +45,8 @@ from bytezoo.transfer import comparison as compare
 from bytezoo.untrusted import jsonio
 
 from .data import FinetuneError
+from .outputs import PLOT_FILE, REPORT_FILE, SUBRUNS
 
-REPORT_FILE = "report.json"
-PLOT_FILE = "comparison.png"
-SUBRUNS = "label-counts"  # OUTPUT/label-counts/n-COUNT: the runs on fewer labels than the largest count
 FINETUNE = "finetune"
 ALL = "all"
 
@@ -84,7 +82,6 @@ def run_comparison(config, label_counts: Sequence[int | str] | None = None, *, b
     from bytezoo.transfer.metrics import task_of
 
     from .data import _read  # read_dataset, its errors as the trainer words them (--train FILE: ...)
-    from .trainer import run
 
     started = time.perf_counter()
     if baseline not in ("tfidf", "none"):
@@ -107,26 +104,16 @@ def run_comparison(config, label_counts: Sequence[int | str] | None = None, *, b
     train = _read(config.train, "train", config.text_col, config.label_cols)
     counts = resolve_counts(label_counts, len(train))
     main = int(os.environ.get("RANK", "0") or 0) == 0
-    if main and config.overwrite:
-        clear_comparison_outputs(output)
-    elif not config.resume and (output / REPORT_FILE).exists() and not (output / "run.json").exists():
-        raise FinetuneError(f"{output} holds an earlier comparison's {REPORT_FILE}: pass --overwrite to replace it, or "
-                            "choose another --output")
 
-    # Fine-tuning: the largest count in OUTPUT first (a folder holding another run is refused before any other work).
-    runs, timings = [], {}
+    # Fine-tuning: the largest count in OUTPUT first. A folder holding another run, or an earlier comparison, is
+    # refused before any other work, and --overwrite replaces both (bytezoo.finetune.outputs).
     tick = time.perf_counter()
-    for n in sorted(counts, reverse=True):
-        rows = compare.training_subset(train.labels, n, config.seed)
-        folder = output if n == counts[-1] else output / SUBRUNS / f"n-{n}"
-        if len(counts) > 1:
-            log(f"--- fine-tuning on {n:,} of {len(train):,} labels ({folder}) ---")
-        subset = None if n >= len(train) else [int(i) for i in rows]
-        summary = run(dataclasses.replace(config, output=str(folder), train_rows=subset))
-        runs.append((n, folder, summary))
-    timings["finetune_s"] = time.perf_counter() - tick
-    if not main:
-        return {}
+    runs = fine_tune_each_count(config, train.labels, counts, log)
+    timings = {"finetune_s": time.perf_counter() - tick}
+    stopped = max(summary.get("exit_code", 0) for _, _, summary in runs)  # 130 / 143: a signal stopped the last run
+    if not main or stopped:  # a run stopped by a signal: no comparison, the command ends with its code
+        return {"metric": runs[0][2]["metric"], "runs": run_entries(runs, output, runs[0][2]["metric"]),
+                "exit_code": stopped} if main else {"exit_code": stopped}
     dev = _read(config.dev, "dev", train.text_col, train.label_cols) if config.dev else None
     test = _read(config.test, "test", train.text_col, train.label_cols) if config.test else None
 
@@ -141,15 +128,7 @@ def run_comparison(config, label_counts: Sequence[int | str] | None = None, *, b
                               else "regression: the baselines are classifiers, nothing to compare")
     tick = time.perf_counter()
     if comparable:
-        majority, tfidf = [], []
-        for n in counts:
-            rows = compare.training_subset(train.labels, n, config.seed)
-            majority.append({"n_train": n, **compare.majority_point(task, train.labels[rows], test.labels)})
-            if baseline == "tfidf":
-                tfidf.append({"n_train": n, **tfidf_point(train, dev, test, rows, config.seed)})
-        compare.add_method(comparison, compare.MAJORITY, "majority class", majority, constant=True)
-        if tfidf:
-            compare.add_method(comparison, compare.TFIDF, "TF-IDF word 1-2grams + L2 LR", tfidf)
+        add_baselines(comparison, task, train, dev, test, counts, baseline, config.seed)
     timings["baselines_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
@@ -160,16 +139,7 @@ def run_comparison(config, label_counts: Sequence[int | str] | None = None, *, b
     timings["probe_s"] = time.perf_counter() - tick
 
     if comparable:
-        points = []
-        for n, folder, summary in sorted(runs, key=lambda run_: run_[0]):
-            test_figures, best = summary.get("test_metrics") or {}, summary.get("best_dev") or {}
-            points.append({"n_train": n, "accuracy": test_figures.get(metric), "dev_accuracy": best.get(metric),
-                           "steps": summary["steps"], "epochs": summary["epochs"],
-                           "train_seconds": summary["train_seconds"]})
-        loaded = runs[0][2]["model_loaded"]
-        start = ("random init" if "random weights" in loaded else "from a classifier" if "a classifier" in loaded
-                 else "from the pretrained LM")
-        compare.add_method(comparison, FINETUNE, f"fine-tuned ({start}, {_describe_length(config)})", points)
+        add_fine_tuning(comparison, runs, metric, config)
 
     plot = None
     if comparable and comparison["methods"]:
@@ -187,11 +157,7 @@ def run_comparison(config, label_counts: Sequence[int | str] | None = None, *, b
         "task": task,
         "metric": metric,
         "label_counts": counts,
-        "runs": [{"n_train": n, "output": os.path.relpath(folder, output), "steps": s["steps"], "epochs": s["epochs"],
-                  "best_step": s["best_step"], "stopped_by": s["stopped_by"], "train_seconds": s["train_seconds"],
-                  "seconds_per_epoch": s["seconds_per_epoch"], "dev": (s.get("best_dev") or {}).get(metric),
-                  "test": (s.get("test_metrics") or {}).get(metric)}
-                 for n, folder, s in sorted(runs, key=lambda run_: run_[0])],
+        "runs": run_entries(runs, output, metric),
         "comparison": comparison,
         "timings": timings,
         "files": {"report": REPORT_FILE, "plot": plot},
@@ -202,15 +168,63 @@ def run_comparison(config, label_counts: Sequence[int | str] | None = None, *, b
     temporary.replace(output / REPORT_FILE)
     log(compare.format_table(comparison))
     log(f"wrote {output / REPORT_FILE}" + (f" and {output / plot}" if plot else ""))
-    return report
+    return {**report, "exit_code": 0}
 
 
-def clear_comparison_outputs(output: Path) -> None:
-    """--overwrite: the comparison's own files (the report, the plot, the smaller counts' run folders)."""
-    for name in (REPORT_FILE, PLOT_FILE):
-        (output / name).unlink(missing_ok=True)
-    if (output / SUBRUNS).is_dir():
-        shutil.rmtree(output / SUBRUNS)
+def run_entries(runs: list[tuple], output: Path, metric: str) -> list[dict]:
+    """The report's line per fine-tuning run, ascending counts."""
+    return [{"n_train": n, "output": os.path.relpath(folder, output), "steps": s["steps"], "epochs": s["epochs"],
+             "best_step": s["best_step"], "stopped_by": s["stopped_by"], "ended": s.get("ended"),
+             "exit_code": s.get("exit_code", 0), "not_bit_reproducible_because": s.get("not_bit_reproducible_because"),
+             "train_seconds": s["train_seconds"], "seconds_per_epoch": s["seconds_per_epoch"],
+             "dev": (s.get("best_dev") or {}).get(metric), "test": (s.get("test_metrics") or {}).get(metric)}
+            for n, folder, s in sorted(runs, key=lambda run_: run_[0])]
+
+
+def fine_tune_each_count(config, labels: np.ndarray, counts: list[int], log: Log) -> list[tuple]:
+    """One fine-tuning per label count on :func:`~bytezoo.transfer.comparison.training_subset`'s rows, the largest
+    in ``config.output`` first, the others in ``OUTPUT/label-counts/n-COUNT``: ``[(count, folder, summary)]``."""
+    from .trainer import run
+
+    output, runs = Path(config.output), []
+    for n in sorted(counts, reverse=True):
+        rows = compare.training_subset(labels, n, config.seed)
+        folder = output if n == counts[-1] else output / SUBRUNS / f"n-{n}"
+        if len(counts) > 1:
+            log(f"--- fine-tuning on {n:,} of {len(labels):,} labels ({folder}) ---")
+        subset = None if n >= len(labels) else [int(i) for i in rows]
+        summary = run(dataclasses.replace(config, output=str(folder), train_rows=subset))
+        runs.append((n, folder, summary))
+        if summary.get("exit_code"):  # Ctrl-C or SIGTERM: no further run
+            break
+    return runs
+
+
+def add_baselines(comparison: dict, task: str, train, dev, test, counts: list[int], baseline: str, seed: int) -> None:
+    """The majority class and (``baseline="tfidf"``) TF-IDF at each count, fitted on the same rows."""
+    majority, tfidf = [], []
+    for n in counts:
+        rows = compare.training_subset(train.labels, n, seed)
+        majority.append({"n_train": n, **compare.majority_point(task, train.labels[rows], test.labels)})
+        if baseline == "tfidf":
+            tfidf.append({"n_train": n, **tfidf_point(train, dev, test, rows, seed)})
+    compare.add_method(comparison, compare.MAJORITY, "majority class", majority, constant=True)
+    if tfidf:
+        compare.add_method(comparison, compare.TFIDF, "TF-IDF word 1-2grams + L2 LR", tfidf)
+
+
+def add_fine_tuning(comparison: dict, runs: list[tuple], metric: str, config) -> None:
+    """The fine-tuned models' test scores, one point per count."""
+    points = []
+    for n, _, summary in sorted(runs, key=lambda run_: run_[0]):
+        test_figures, best = summary.get("test_metrics") or {}, summary.get("best_dev") or {}
+        points.append({"n_train": n, "accuracy": test_figures.get(metric), "dev_accuracy": best.get(metric),
+                       "steps": summary["steps"], "epochs": summary["epochs"],
+                       "train_seconds": summary["train_seconds"]})
+    loaded = runs[0][2]["model_loaded"]
+    start = ("random init" if "random weights" in loaded else "from a classifier" if "a classifier" in loaded
+             else "from the pretrained LM")
+    compare.add_method(comparison, FINETUNE, f"fine-tuned ({start}, {_describe_length(config)})", points)
 
 
 def _describe_length(config) -> str:

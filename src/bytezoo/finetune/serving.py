@@ -1,9 +1,9 @@
 """Serving a fine-tuned classifier folder (``bytezoo finetune``'s ``OUTPUT/model``) the way ``bytezoo classify``
-serves a transfer pipeline: the same call, the same result per text.
+serves a transfer pipeline: the same call, the same result per text (both are a
+:class:`~bytezoo.transfer.pipeline.ClassificationPipeline`; ``bytezoo.serving.load_pipeline`` opens either folder).
 
 ``transformers.pipeline("text-classification", model=DIR)`` serves the same folder; this class adds hub URLs,
-length-sorted batches and chunked reading of long texts, and the output format of
-:class:`bytezoo.transfer.SentimentPipeline`.
+length-sorted batches and chunked reading of long texts.
 """
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import os
 from typing import Sequence
 
 import numpy as np
+
+from bytezoo.transfer.pipeline import ClassificationPipeline
 
 
 def is_sequence_classifier(directory: str) -> bool:
@@ -24,12 +26,10 @@ def is_sequence_classifier(directory: str) -> bool:
     return any(str(name).endswith("ForSequenceClassification") for name in architectures)
 
 
-class SequenceClassificationPipeline:
-    """A fine-tuned zoo classifier on raw texts (their UTF-8 bytes, as the byte tokenizer reads them).
-
-    Calling it on a list of texts returns, per text, ``{"label", "score", "probabilities"}`` (single label: softmax
-    over the classes), ``{"labels", "probabilities"}`` (multi-label: a sigmoid per label, those above 0.5), or
-    ``{"value"}`` (regression).
+class SequenceClassificationPipeline(ClassificationPipeline):
+    """A fine-tuned zoo classifier on raw texts (their UTF-8 bytes, as the byte tokenizer reads them), called as every
+    :class:`~bytezoo.transfer.pipeline.ClassificationPipeline` is: single label (softmax over the classes),
+    multi-label (a sigmoid per label) or regression.
     """
 
     def __init__(self, model, *, batch_size: int = 64, dtype: str = "float32", progress: bool | None = False):
@@ -52,6 +52,15 @@ class SequenceClassificationPipeline:
     def label_names(self) -> list[str]:
         id2label = self.model.config.id2label
         return [str(id2label[i]) for i in range(self.model.config.num_labels)]
+
+    @property
+    def output_names(self) -> list[str]:
+        return self.label_names
+
+    @property
+    def problem(self) -> str:
+        return {"multi_label_classification": "multi_label", "regression": "regression"}.get(
+            self.model.config.problem_type, "single_label")
 
     def logits(self, texts: Sequence[str]):
         """(n, num_labels) float32 logits, texts read in length-sorted batches."""
@@ -92,23 +101,6 @@ class SequenceClassificationPipeline:
         if self.model.config.problem_type == "regression":
             return values[:, 0]
         return np.asarray(self.label_names, dtype=object)[values.argmax(-1)]
-
-    def __call__(self, texts: Sequence[str]) -> list[dict]:
-        values = self.predict_proba(texts)
-        names = self.label_names
-        problem = self.model.config.problem_type
-        results = []
-        for row in values:
-            if problem == "regression":
-                results.append({"value": float(row[0])})
-                continue
-            named = {name: float(p) for name, p in zip(names, row)}
-            if problem == "multi_label_classification":
-                results.append({"labels": [name for name, p in named.items() if p > 0.5], "probabilities": named})
-            else:
-                best = int(np.argmax(row))
-                results.append({"label": names[best], "score": float(row[best]), "probabilities": named})
-        return results
 
 
 __all__ = ["SequenceClassificationPipeline", "is_sequence_classifier"]

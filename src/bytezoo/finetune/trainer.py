@@ -1,8 +1,8 @@
 """Fine-tuning a zoo model for sequence classification, under Accelerate: the body of a pretrained causal LM and a new
 head on its pooled state (``*ForSequenceClassification``), trained end to end on a labelled dataset.
 
-One process, ``accelerate launch`` and ``torchrun`` run the same code, with the launcher conventions of
-``bytezoo pretrain`` (``bytezoo.pretrain.trainer``). The loop reads top to bottom:
+One process, ``accelerate launch`` and ``torchrun`` run the same code, on the runtime ``bytezoo pretrain`` uses
+(:mod:`bytezoo.training`). The loop reads top to bottom:
 Accelerator -> seed -> output folder (one run) -> data (checked before a model exists) -> model (body loaded, head
 fresh) -> AdamW with a head and a body rate -> prepare -> resume ->
 [rates -> (micro-batch -> forward -> backward) x grad_accum_steps -> clip -> step -> log -> dev evaluation, early
@@ -22,36 +22,24 @@ step with a checkpoint and an export (a second Ctrl-C aborts at once); a stop do
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, GradientAccumulationPlugin, set_seed
-from tqdm.auto import tqdm
 
-from bytezoo.pretrain import checkpoint as ckpt
-from bytezoo.pretrain import run_identity
-from bytezoo.pretrain.schedules import SCHEDULES, Schedule, warmup_steps
-from bytezoo.threads import ensure_threads
-from bytezoo.untrusted import jsonio
-from bytezoo.pretrain.trainer import (
-    MetricsLog,
-    NonFiniteLossError,
-    StopRequest,
-    accelerate_state_of_its_own,
-    check_launch,
-    join_launched_group,
-)
+from bytezoo.training.launch import accelerate_state_of_its_own
+from bytezoo.training.runtime import TrainingRun
+from bytezoo.training.schedules import SCHEDULES, Schedule, warmup_steps
 from bytezoo.transfer.metrics import batch_statistics, metrics, primary_metric, statistics_size
 
 from .data import FinetuneError, Split, Task, collate, epoch_batches, load_task
+from .outputs import FINETUNE_RUN
 
 BEST_WEIGHTS = "best-model.safetensors"  # in a checkpoint: the weights of the best dev evaluation so far
 
@@ -96,6 +84,7 @@ class FinetuneConfig:
     overwrite: bool = False
     seed: int = 0
     progress: bool = True
+    adapt_threads: bool = False  # follow the load with the CPU thread count (gives up bitwise reproducibility)
 
     def resolved(self) -> FinetuneConfig:
         config = dataclasses.replace(self, label_cols=list(self.label_cols) if self.label_cols else None,
@@ -134,7 +123,7 @@ class FinetuneConfig:
 
 def fingerprint(config: FinetuneConfig, num_processes: int) -> dict:
     """What decides what the run computes (``OUTPUT/run.json``): a resume must match it, apart from the settings
-    :data:`bytezoo.pretrain.run_identity.CHANGEABLE_ON_RESUME` names (how long it runs, how it reports)."""
+    :data:`bytezoo.training.run_folder.CHANGEABLE_ON_RESUME` names (how long it runs, how it reports)."""
     return {
         "command": "finetune", "model": config.model, "model_config": dict(sorted(config.model_config.items())),
         "train": config.train, "dev": config.dev, "text_col": config.text_col, "label_cols": config.label_cols,
@@ -236,7 +225,8 @@ def build_model(config: FinetuneConfig, source: ModelSource, task: Task):
                 language_model = create_model(config.model, **{k: v for k, v in config.model_config.items()
                                                                 if k not in classifier_keys})
             model_config = language_model.config
-            for key, value in {**{k: v for k, v in config.model_config.items() if k in classifier_keys}, **labels}.items():
+            head_overrides = {k: v for k, v in config.model_config.items() if k in classifier_keys}
+            for key, value in {**head_overrides, **labels}.items():
                 setattr(model_config, key, value)
             model = classifier_class(type(model_config))(model_config)
             return model, f"{config.model}: random weights ({info.description})"
@@ -259,13 +249,15 @@ def build_model(config: FinetuneConfig, source: ModelSource, task: Task):
     if source.kind == "classifier":
         if model.config.num_labels != task.num_labels:
             raise FinetuneError(f"--model {config.model}: a classifier with {model.config.num_labels} labels, but the "
-                                f"task has {task.num_labels} ({task.label_names}); start from its language model instead")
+                                f"task has {task.num_labels} ({task.label_names}); start from its language model "
+                                "instead")
         model.config.update(labels)
         return model, f"{config.model}: a classifier, every weight loaded (fine-tuned further)"
     body = len(model.model.state_dict())
     fresh = sorted(info.get("missing_keys") or [])
+    unused = ", ".join(sorted(info.get("unexpected_keys") or [])) or "nothing"
     return model, (f"{config.model}: {body} body weights loaded; head {', '.join(fresh)} initialised fresh for "
-                   f"{task.num_labels} label(s); not used: {', '.join(sorted(info.get('unexpected_keys') or [])) or 'nothing'}")
+                   f"{task.num_labels} label(s); not used: {unused}")
 
 
 # --- evaluation -------------------------------------------------------------------------------------------------------
@@ -285,7 +277,8 @@ def evaluate(accelerator, model, task: Task, split: Split, batch_size: int, chun
             out = model(input_ids=ids, attention_mask=mask, labels=labels, chunk_size=chunk_size)
             stats += batch_statistics(task, out.logits, labels.cpu(), out.loss.item() * len(batch))
     model.train(was_training)
-    total = accelerator.reduce(stats.to(accelerator.device), reduction="sum") if accelerator.num_processes > 1 else stats
+    total = (accelerator.reduce(stats.to(accelerator.device), reduction="sum") if accelerator.num_processes > 1
+             else stats)
     return metrics(task, total.cpu().numpy())
 
 
@@ -296,33 +289,10 @@ def run(config: FinetuneConfig) -> dict:
         return _run(config.resolved())
 
 
-def _run(config: FinetuneConfig) -> dict:
-    output = Path(config.output)
-    join_launched_group()
-    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if config.freeze_body else []
-    # The plugin, not gradient_accumulation_steps=: Accelerate lets ACCELERATE_GRADIENT_ACCUMULATION_STEPS override the
-    # latter, and the loop below reads exactly grad_accum_steps micro-batches per step, so the two must agree.
-    accumulation = GradientAccumulationPlugin(num_steps=config.grad_accum_steps)
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, step_scheduler_with_optimizer=False,
-                              gradient_accumulation_plugin=accumulation,
-                              kwargs_handlers=handlers)  # a frozen body takes no part in the first backward passes
-    if config.mixed_precision == "fp16" and accelerator.device.type == "cpu":
-        warnings.warn("fp16 on CPU: Accelerate trains in fp32 (no autocast, no loss scaling); use bf16 on CPU", stacklevel=2)
-    check_launch(accelerator)
-    precision = "no" if config.mixed_precision == "fp16" and accelerator.device.type == "cpu" else config.mixed_precision
-    set_seed(config.seed)
-    main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
-    B, accumulate = config.batch_size, config.grad_accum_steps
-
-    # --- the output folder: one run only (checked by every process before anything is written) --------------------
-    now = fingerprint(config, world)
-    continued = run_identity.check_output_folder(output, now, resume=bool(config.resume), overwrite=config.overwrite)
-    accelerator.wait_for_everyone()
-    if main and config.overwrite:
-        run_identity.clear_output_folder(output)
-
-    # --- data and model, checked before anything is trained or written ---------------------------------------------
-    with accelerator.main_process_first():  # a hub URL is pulled into the shared cache once
+def load_data_and_model(run: TrainingRun, config: FinetuneConfig):
+    """The task, its splits (``train`` cut to ``train_rows``) and the model, checked before anything is trained or
+    written: ``(task, train, dev, test, model)``."""
+    with run.accelerator.main_process_first():  # a hub URL is pulled into the shared cache once
         source = model_source(config.model)
     task, splits = load_task(config.train, config.dev, config.test, text_col=config.text_col,
                              label_cols=config.label_cols, problem_type=config.problem_type,
@@ -334,208 +304,226 @@ def _run(config: FinetuneConfig) -> dict:
             raise FinetuneError(f"train_rows: {rows.size} row indices, which must lie in 0..{len(train) - 1}")
         train = Split(train.name, train.source, [train.encoded[i] for i in rows], train.labels[rows])
     model, loaded = build_model(config, source, task)
-    if main:
+    if run.main:
         print(f"model {loaded}", flush=True)
         print(f"task {task.problem_type}: {task.num_labels} label(s) {task.label_names}; train {len(train):,} texts"
               + (f", dev {len(dev):,}" if dev else "") + (f", test {len(test):,}" if test else ""), flush=True)
-    global_batch = B * world * accumulate  # texts per optimizer step
-    steps_per_epoch = -(-len(train) // global_batch)
-    total_steps = config.max_steps or math.ceil((config.epochs or 3.0) * steps_per_epoch)
-    eval_every = config.eval_every or steps_per_epoch
-    freeze_steps = warmup_steps(config.freeze_body, total_steps)
-    schedule = Schedule(1.0, total_steps, config.schedule, warmup_steps(config.warmup, total_steps))
-    train_digest = data_digest(train)
+    return task, train, dev, test, model, loaded
 
-    if main:
-        output.mkdir(parents=True, exist_ok=True)
-        run_identity.write_identity(output, now, continued)
-    accelerator.wait_for_everyone()
-    run_id = run_identity.read_identity(output)["run_id"]
 
-    # --- optimizer: one rate for the head, one for the body ---------------------------------------------------------
+def head_and_body_optimizer(model, config: FinetuneConfig) -> tuple[torch.optim.Optimizer, list[float]]:
+    """AdamW with one rate for the head and one for the body; returns it and the two peak rates."""
     body = model.model
     body_names = {id(p) for p in body.parameters()}
     head = [p for p in model.parameters() if id(p) not in body_names]
     body_lr = config.lr if config.body_lr is None else config.body_lr
-    peaks = [config.lr, body_lr]
-    optimizer = torch.optim.AdamW([{"params": head, "lr": config.lr}, {"params": list(body.parameters()), "lr": body_lr}],
+    optimizer = torch.optim.AdamW([{"params": head, "lr": config.lr},
+                                   {"params": list(body.parameters()), "lr": body_lr}],
                                   lr=config.lr, weight_decay=config.weight_decay)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    unwrapped = accelerator.unwrap_model(model)
-    body = unwrapped.model
+    return optimizer, [config.lr, body_lr]
 
-    # --- resume -----------------------------------------------------------------------------------------------------
-    position = {"step": 0, "updates": 0, "epoch": 0, "batch": 0, "train_seconds": 0.0, "texts_seen": 0}
-    best = {"metric": None, "step": None, "evaluations_since": 0, "dev": None}
-    best_weights = None  # CPU copy of the best dev evaluation's weights
-    resumed_from = None
-    if config.resume:
-        resumed_from = ckpt.checkpoint_to_resume(output, config.resume, run_id if continued else None)
-        if resumed_from is not None:
-            saved, _ = ckpt.load_checkpoint(accelerator, resumed_from)
-            if (saved.get("train_digest") != train_digest or saved.get("global_batch_size") != global_batch
-                    or saved.get("grad_accum_steps", 1) != accumulate):  # checkpoints from before --grad-accum: 1
-                raise FinetuneError(f"cannot resume from {resumed_from}: the training data (sha256 {train_digest[:12]}), "
-                                    f"the global batch ({global_batch}) or --grad-accum ({accumulate}) differ from "
-                                    f"the checkpoint's")
-            position = {key: saved[key] for key in position}
-            best = saved["best"]
-            if (resumed_from / BEST_WEIGHTS).is_file():
-                from safetensors.torch import load_file
 
-                best_weights = load_file(str(resumed_from / BEST_WEIGHTS), device="cpu")
-        elif main:
-            print(f"--resume: no checkpoint in {output / 'checkpoints'}; starting from scratch", flush=True)
+class BestOnDev:
+    """The best dev evaluation so far (its figures and step, a CPU copy of its weights) and early stopping's count of
+    evaluations without improvement: what a checkpoint saves beside the position, and what the export exports."""
 
-    metric_name, higher_is_better = primary_metric(task)
-    eval_batch = config.eval_batch_size or 2 * B
-    metrics_log = MetricsLog(output, main, position["step"] if resumed_from else None)
+    def __init__(self, task: Task, patience: int, state: dict | None = None, weights: dict | None = None):
+        self.metric, self.higher_is_better = primary_metric(task)
+        self.patience, self.weights = patience, weights
+        self.state = state or {"metric": None, "step": None, "evaluations_since": 0, "dev": None}
 
-    def save() -> Path:
-        state = {**position, "run_id": run_id, "train_seconds": time.perf_counter() - run_start, "best": best,
-                 "num_processes": world, "global_batch_size": global_batch, "grad_accum_steps": accumulate,
-                 "train_digest": train_digest}
-        extra = {BEST_WEIGHTS: best_weights} if best_weights is not None else None
-        return ckpt.save_checkpoint(accelerator, output, state, {}, config.keep_checkpoints, extra_tensors=extra)
-
-    def evaluate_dev() -> bool:
-        """Evaluates on dev, keeps the best weights; True when early stopping says stop."""
-        nonlocal best_weights
-        figures = evaluate(accelerator, unwrapped, task, dev, eval_batch, config.chunk_size)
-        metrics_log.write({"step": position["step"], "epoch": position["step"] / steps_per_epoch,
-                           **{f"dev_{k}": v for k, v in figures.items()}})
-        value = figures[metric_name]
-        improved = best["metric"] is None or (value > best["metric"] if higher_is_better else value < best["metric"])
+    def record(self, figures: dict, step: int, model, write) -> bool:
+        """Keeps ``model``'s weights if ``figures`` are the best yet, writes a line; True when early stopping says
+        stop."""
+        value, best = figures[self.metric], self.state
+        improved = best["metric"] is None or (value > best["metric"] if self.higher_is_better
+                                              else value < best["metric"])
         if improved:
-            best.update(metric=value, step=position["step"], evaluations_since=0, dev=figures)
-            best_weights = {k: v.detach().to("cpu", copy=True) for k, v in unwrapped.state_dict().items()}
+            best.update(metric=value, step=step, evaluations_since=0, dev=figures)
+            self.weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         else:
             best["evaluations_since"] += 1
-        bar.write(f"step {position['step']}: dev {metric_name} {value:.4f}"
-                  + (" (best)" if improved else f" (best {best['metric']:.4f} at step {best['step']})"))
-        return bool(config.patience) and best["evaluations_since"] >= config.patience
+        write(f"step {step}: dev {self.metric} {value:.4f}"
+              + (" (best)" if improved else f" (best {best['metric']:.4f} at step {best['step']})"))
+        return bool(self.patience) and best["evaluations_since"] >= self.patience
 
-    # --- the loop ---------------------------------------------------------------------------------------------------
-    batches = epoch_batches(train.lengths, global_batch, config.seed, position["epoch"])
-    bar = tqdm(total=total_steps, initial=position["step"], disable=not (main and config.progress), unit="step",
-               dynamic_ncols=True, mininterval=0.5, desc="finetune")
-    if not (main and config.progress):
-        bar.write = lambda text: print(text, flush=True) if main else None
+
+def resume_best(run: TrainingRun, position: dict, task: Task, plan: StepPlan, train_digest: str) -> BestOnDev:
+    """With --resume: the checkpoint's position (into ``position``), early-stopping state and best weights, checked
+    against this run's data and batch."""
+    patience = run.config.patience
+    saved, _ = run.resume(position, plan.total_steps)
+    if saved is None:
+        return BestOnDev(task, patience)
+    accumulate = run.config.grad_accum_steps
+    if saved.get("train_digest") != train_digest:  # a run from before data identities were recorded in run.json
+        raise FinetuneError(f"cannot resume from {run.resumed_from}: the training data ({run.config.train}) changed "
+                            f"since it was saved (sha256 {str(saved.get('train_digest'))[:12]}... then, "
+                            f"{train_digest[:12]}... now). Put the data back as it was, start the run again with "
+                            f"--overwrite, or start a new run in another --output")
+    if saved.get("global_batch_size") != plan.global_batch or saved.get("grad_accum_steps", 1) != accumulate:
+        raise FinetuneError(f"cannot resume from {run.resumed_from}: it was saved with a global batch of "
+                            f"{saved.get('global_batch_size')} texts in {saved.get('grad_accum_steps', 1)} "
+                            f"micro-batch(es), and this run has {plan.global_batch} in {accumulate}")
+    run.restore_position(saved)
+    if not (run.resumed_from / BEST_WEIGHTS).is_file():
+        return BestOnDev(task, patience, saved["best"])
+    from safetensors.torch import load_file
+
+    return BestOnDev(task, patience, saved["best"], load_file(str(run.resumed_from / BEST_WEIGHTS), device="cpu"))
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """The run counted in optimizer steps, each over one global batch of ``batch_size x processes x
+    grad_accum_steps`` texts: every count of the run (``--max-steps``, epochs, the rate schedule, warmup and the
+    frozen body, logging, evaluation, ``--save-every``) is in these steps."""
+
+    global_batch: int
+    steps_per_epoch: int
+    total_steps: int
+    freeze_steps: int
+    schedule: Schedule  # peak 1: the multiplier of the head's and the body's peak rates
+
+    @classmethod
+    def of(cls, config: FinetuneConfig, train_texts: int, world: int) -> StepPlan:
+        global_batch = config.batch_size * world * config.grad_accum_steps
+        steps_per_epoch = -(-train_texts // global_batch)
+        total = config.max_steps or math.ceil((config.epochs or 3.0) * steps_per_epoch)
+        return cls(global_batch, steps_per_epoch, total, warmup_steps(config.freeze_body, total),
+                   Schedule(1.0, total, config.schedule, warmup_steps(config.warmup, total)))
+
+
+class GlobalBatches:
+    """The global batches of one epoch after another, each a pure function of the seed and the epoch
+    (:func:`~bytezoo.finetune.data.epoch_batches`), so a resumed run reads what the uninterrupted run reads; each
+    step's micro-batches for this process, and their forward pass."""
+
+    def __init__(self, train: Split, plan: StepPlan, position: dict, run: TrainingRun):
+        self.train, self.global_batch, self.seed, self.position = train, plan.global_batch, run.config.seed, position
+        self.batch_size, self.rank, self.world = run.config.batch_size, run.rank, run.world
+        self.accumulate, self.chunk_size = run.config.grad_accum_steps, run.config.chunk_size
+        self.device = run.accelerator.device
+        self.batches = epoch_batches(train.lengths, self.global_batch, self.seed, position["epoch"])
+        self.bytes_read = 0  # text bytes read by all processes
+
+    def next_step(self) -> list[np.ndarray]:
+        """This process's rows of each micro-batch of the next step, advancing the position."""
+        if self.position["batch"] == len(self.batches):  # the next epoch: a new order
+            self.position["epoch"], self.position["batch"] = self.position["epoch"] + 1, 0
+            self.batches = epoch_batches(self.train.lengths, self.global_batch, self.seed, self.position["epoch"])
+        step_rows = self.batches[self.position["batch"]]  # the step's global batch
+        self.position["batch"] += 1
+        # Micro-batch k is the global batch's k-th slice of B x processes texts, dealt to the processes as a step
+        # without accumulation deals its batch. Every slice holds B texts, so the mean of the slices' mean losses
+        # (accelerator.backward divides by grad_accum_steps) is the mean over the global batch.
+        B = self.batch_size
+        return [step_rows[(k * self.world + self.rank) * B :][:B] for k in range(self.accumulate)]
+
+    def forward(self, model, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The micro-batch's mean loss, to backpropagate and (as a 1-element tensor) to pool."""
+        ids, mask, labels = (t.to(self.device) for t in collate(self.train, rows))
+        out = model(input_ids=ids, attention_mask=mask, labels=labels, chunk_size=self.chunk_size)
+        self.bytes_read += int(mask.sum()) * self.world
+        return out.loss, out.loss.detach().float().reshape(1)
+
+
+def _run(config: FinetuneConfig) -> dict:
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    # A frozen body takes no part in the first backward passes.
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if config.freeze_body else []
+    run = TrainingRun(config, command="finetune", use=FINETUNE_RUN, kwargs_handlers=handlers)
+    run.claim_folder(fingerprint(config, run.world))
+    task, train, dev, test, model, loaded = load_data_and_model(run, config)
+    plan = StepPlan.of(config, len(train), run.world)
+    train_digest = data_digest(train)
+    run.write_identity(data=[{"url": config.train, "rows": len(train), "sha256": train_digest}])
+
+    optimizer, peaks = head_and_body_optimizer(model, config)
+    model, optimizer = run.prepare(model, optimizer)
+    unwrapped = run.unwrap(model)
+    position = {"step": 0, "updates": 0, "epoch": 0, "batch": 0, "train_seconds": 0.0, "texts_seen": 0}
+    best = resume_best(run, position, task, plan, train_digest)
+    eval_batch = config.eval_batch_size or 2 * config.batch_size
+    metrics_log = run.metrics_log()
+
+    def save() -> Path:
+        state = {"best": best.state, "global_batch_size": plan.global_batch,
+                 "grad_accum_steps": config.grad_accum_steps, "train_digest": train_digest}
+        return run.save(state, extra_tensors={BEST_WEIGHTS: best.weights} if best.weights is not None else None)
+
+    # --- the loop ----------------------------------------------------------------------------------------------------
+    batches = GlobalBatches(train, plan, position, run)
     interval = {"loss": 0.0, "steps": 0, "texts": 0, "bytes": 0, "start": time.perf_counter()}
-    run_start = time.perf_counter() - position["train_seconds"]
-    stopped_by = None
     frozen = None
     model.train()
-    with StopRequest(config.max_time) as stop:
-        while position["step"] < total_steps:
-            ensure_threads(accelerator.device)  # threads that hold up beside other processes, re-measured as it runs
-            if position["batch"] == len(batches):  # the next epoch: a new order
-                position["epoch"], position["batch"] = position["epoch"] + 1, 0
-                batches = epoch_batches(train.lengths, global_batch, config.seed, position["epoch"])
-            step_rows = batches[position["batch"]]  # the step's global batch
-            position["batch"] += 1
-            if frozen != (position["step"] < freeze_steps):  # the frozen-body warmup: only the head trains
-                frozen = position["step"] < freeze_steps
-                body.requires_grad_(not frozen)
-            factor = schedule.multiplier(position["updates"])
+    with run.steps(plan.total_steps, desc="finetune"):
+        while run.running():
+            micro_batches = batches.next_step()
+            if frozen != (position["step"] < plan.freeze_steps):  # the frozen-body warmup: only the head trains
+                frozen = position["step"] < plan.freeze_steps
+                unwrapped.model.requires_grad_(not frozen)
+            factor = plan.schedule.multiplier(position["updates"])
             for group, peak in zip(optimizer.param_groups, peaks):
                 group["lr"] = peak * factor
-            step_loss = 0.0
-            for micro in range(accumulate):
-                # Micro-batch k is the global batch's k-th slice of B x processes texts, dealt to the processes as a
-                # step without accumulation deals its batch. Every slice holds B texts, so the mean of the slices'
-                # mean losses (accelerator.backward divides by grad_accum_steps) is the mean over the global batch.
-                first = (micro * world + rank) * B
-                rows = step_rows[first : first + B]
-                ids, mask, labels = (t.to(accelerator.device) for t in collate(train, rows))
-                # accumulate(): no gradient all-reduce and no optimizer step until the last micro-batch of the step
-                with accelerator.accumulate(model):
-                    out = model(input_ids=ids, attention_mask=mask, labels=labels, chunk_size=config.chunk_size)
-                    accelerator.backward(out.loss)
-                    loss = accelerator.reduce(out.loss.detach().float(), reduction="mean") if world > 1 else out.loss.detach()
-                    if config.mixed_precision != "fp16" and not torch.isfinite(loss):
-                        raise NonFiniteLossError(f"the loss is {loss.item()} at step {position['step'] + 1}; stopping "
-                                                 "before the update. Lower --lr / --body-lr, or check the data.")
-                    # Only the summed gradient is clipped (and, with fp16, unscaled once): not a partial sum.
-                    if accelerator.sync_gradients and config.clip_grad_norm > 0:
-                        accelerator.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
-                    optimizer.step()  # Accelerate skips both until the step's last micro-batch
-                    optimizer.zero_grad(set_to_none=True)
-                step_loss += loss.item()
-                interval["bytes"] += int(mask.sum()) * world
-            if not accelerator.optimizer_step_was_skipped:
-                position["updates"] += 1
-            position["step"] += 1
-            position["texts_seen"] += global_batch
-            interval["loss"] += step_loss / accumulate
-            interval["steps"] += 1
-            interval["texts"] += global_batch
-            bar.update(1)
-
-            if position["step"] % config.log_every == 0 or position["step"] == total_steps:
-                seconds = time.perf_counter() - interval["start"]
-                record = {"step": position["step"], "epoch": position["step"] / steps_per_epoch,
-                          "loss": interval["loss"] / interval["steps"], "lr": config.lr * factor,
-                          "body_lr": 0.0 if frozen else body_lr * factor, "texts_per_second": interval["texts"] / seconds,
-                          "bytes_per_second": interval["bytes"] / seconds}
-                metrics_log.write(record)
-                bar.set_postfix_str(f"loss {record['loss']:.4f}  lr {record['lr']:.2e}  {record['texts_per_second']:,.0f} texts/s")
-                interval = {"loss": 0.0, "steps": 0, "texts": 0, "bytes": 0, "start": time.perf_counter()}
-            if dev is not None and (position["step"] % eval_every == 0 or position["step"] == total_steps):
-                if evaluate_dev():
-                    stopped_by = "early_stopping"
+            losses = run.optimizer_step(model, optimizer, micro_batches, functools.partial(batches.forward, model),
+                                        advice="Lower --lr / --body-lr, or check the data.")
+            position["texts_seen"] += plan.global_batch
+            interval.update(loss=interval["loss"] + sum((loss / run.world).item() for loss in losses) / len(losses),
+                            steps=interval["steps"] + 1, texts=interval["texts"] + plan.global_batch)
+            if run.due(config.log_every, at_end=True):
+                log_interval(run, metrics_log, interval, batches, plan, [peak * factor for peak in peaks], frozen)
+            if dev is not None and run.due(config.eval_every or plan.steps_per_epoch, at_end=True):
+                figures = evaluate(run.accelerator, unwrapped, task, dev, eval_batch, config.chunk_size)
+                metrics_log.write({"step": position["step"], "epoch": position["step"] / plan.steps_per_epoch,
+                                   **{f"dev_{k}": v for k, v in figures.items()}})
+                if best.record(figures, position["step"], unwrapped, run.bar.write):
+                    run.stopped_by = "early_stopping"
                     break
-            if config.save_every and position["step"] % config.save_every == 0 and position["step"] < total_steps:
+            if run.due(config.save_every):
                 save()
-            stopped_by = stop.reason(accelerator, position["step"], config.log_every)
-            if stopped_by is not None:
+            if run.stop_requested():
                 break
 
-    bar.close()
-    train_seconds = time.perf_counter() - run_start
-    interrupted = stopped_by in ("sigterm", "interrupt", "max_time")
-    last_checkpoint = save() if (config.save_every or config.resume or interrupted) else None
-    if interrupted and main:
-        why = {"sigterm": "SIGTERM", "interrupt": "Ctrl-C", "max_time": "--max-time spent"}[stopped_by]
-        print(f"stopped at step {position['step']} of {total_steps} ({why}); checkpoint {last_checkpoint}; "
-              f"continue with --resume", flush=True)
-
-    # --- the end: the best model (on dev), its test figures, the export ---------------------------------------------
-    if best_weights is not None:
-        unwrapped.load_state_dict(best_weights)
+    # --- the end: checkpoint, the best model (on dev), its test figures, the export ----------------------------------
+    run.end_of_loop(save)
+    if best.weights is not None:
+        unwrapped.load_state_dict(best.weights)
     test_figures = None
-    if test is not None and not interrupted:
-        test_figures = evaluate(accelerator, unwrapped, task, test, eval_batch, config.chunk_size)
+    if test is not None and not run.interrupted:
+        test_figures = evaluate(run.accelerator, unwrapped, task, test, eval_batch, config.chunk_size)
         metrics_log.write({"step": position["step"], **{f"test_{k}": v for k, v in test_figures.items()}})
     metrics_log.close()
+    seconds, epochs = position["train_seconds"], position["step"] / plan.steps_per_epoch
     summary = {
-        "model": config.model, "model_loaded": loaded, "model_config": config.model_config,
-        "train": config.train, "dev": config.dev, "test": config.test, "problem_type": task.problem_type,
-        "labels": task.label_names, "num_labels": task.num_labels, "train_texts": len(train),
-        "train_subset": config.train_rows is not None,
-        "steps": position["step"], "updates": position["updates"], "epochs": position["step"] / steps_per_epoch,
-        "steps_per_epoch": steps_per_epoch, "texts_seen": position["texts_seen"],
-        "train_seconds": train_seconds, "seconds_per_epoch": train_seconds / max(position["step"] / steps_per_epoch, 1e-9),
-        "metric": metric_name, "best_step": best["step"], "best_dev": best["dev"], "test_metrics": test_figures,
-        "exported": "best on dev" if best_weights is not None else "last",
-        "batch_size": B, "grad_accum_steps": accumulate, "global_batch_size": global_batch, "num_processes": world,
-        "lr": config.lr,
-        "body_lr": body_lr, "weight_decay": config.weight_decay, "schedule": config.schedule,
-        "warmup_steps": schedule.warmup_steps, "freeze_body_steps": freeze_steps, "patience": config.patience,
-        "mixed_precision": precision, "mixed_precision_requested": config.mixed_precision,
-        "classifier_pooling": unwrapped.config.classifier_pooling, "seed": config.seed, "run_id": run_id,
-        "resumed_from": str(resumed_from) if resumed_from else None, "max_steps": total_steps,
-        "stopped_by": stopped_by or "max_steps", "max_time": config.max_time,
+        **{key: getattr(config, key) for key in ("model", "model_config", "train", "dev", "test")},
+        "model_loaded": loaded, "problem_type": task.problem_type, "labels": task.label_names,
+        "num_labels": task.num_labels, "train_texts": len(train), "train_subset": config.train_rows is not None,
+        "steps": position["step"], "updates": position["updates"], "epochs": epochs,
+        "steps_per_epoch": plan.steps_per_epoch, "texts_seen": position["texts_seen"], "train_seconds": seconds,
+        "seconds_per_epoch": seconds / max(epochs, 1e-9), "metric": best.metric, "best_step": best.state["step"],
+        "best_dev": best.state["dev"], "test_metrics": test_figures,
+        "exported": "best on dev" if best.weights is not None else "last", "global_batch_size": plan.global_batch,
+        **{key: getattr(config, key) for key in ("batch_size", "lr", "weight_decay", "schedule", "patience")},
+        "body_lr": peaks[1], "warmup_steps": plan.schedule.warmup_steps, "freeze_body_steps": plan.freeze_steps,
+        "classifier_pooling": unwrapped.config.classifier_pooling, **run.summary(),
     }
-    if main:
-        from bytezoo import ByteTokenizer, __version__
+    return run.finish(model, summary)
 
-        summary["bytezoo_version"] = __version__
-        ckpt.export_model(unwrapped, ByteTokenizer(), output / "model", summary)
-        ckpt.write_text_atomic(output / "summary.json", jsonio.dumps(summary, indent=2))
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return summary
+
+def log_interval(run: TrainingRun, metrics_log, interval: dict, batches: GlobalBatches, plan: StepPlan,
+                 rates: list[float], frozen: bool) -> None:
+    """One metrics record for the steps since the last."""
+    seconds = time.perf_counter() - interval["start"]
+    step = run.position["step"]
+    record = {"step": step, "epoch": step / plan.steps_per_epoch, "loss": interval["loss"] / interval["steps"],
+              "lr": rates[0], "body_lr": 0.0 if frozen else rates[1], "texts_per_second": interval["texts"] / seconds,
+              "bytes_per_second": (batches.bytes_read - interval["bytes"]) / seconds}
+    metrics_log.write(record)
+    run.bar.set_postfix_str(f"loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
+                            f"{record['texts_per_second']:,.0f} texts/s")
+    interval.update(loss=0.0, steps=0, texts=0, bytes=batches.bytes_read, start=time.perf_counter())
 
 
 __all__ = ["FinetuneConfig", "FinetuneError", "build_model", "evaluate", "fingerprint", "model_source", "run"]

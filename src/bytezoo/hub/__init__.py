@@ -19,6 +19,9 @@ On the Hugging Face Hub, ``hf://user/name`` is an ordinary model repository that
 loads: one commit per push with the manifest beside the files, tags as git tags, pulls through ``snapshot_download``
 into the Hugging Face cache, each file checked against the manifest (see :mod:`bytezoo.hub.hf`).
 
+Each URL scheme has its backend, listed in one table (:mod:`bytezoo.hub.backends`: ``hf`` -> :mod:`bytezoo.hub.hf`;
+any other URL, or a local path -> :mod:`bytezoo.hub.fsspec_backend`); a new backend is one module and one entry there.
+
 The command line does the same: ``bytezoo hub push DIR URL [--tag T [--move-tag]]``, ``bytezoo hub pull
 URL[@REF] [DIR]``, ``bytezoo hub ls URL``.
 """
@@ -28,11 +31,11 @@ import lazy_loader as _lazy
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
-        "api": ["VersionInfo", "ls", "pull", "push", "resolve"],
+        "api": ["ls", "pull", "push", "resolve"],
         "cache": ["Cache", "default_cache_dir"],
         "card": ["make_model_card"],
         "errors": ["HubError", "IntegrityError", "ManifestError", "NotFoundError", "OfflineError", "UnsafeFileError"],
-        "manifest": ["FileEntry", "Manifest", "Tag"],
+        "manifest": ["FileEntry", "Manifest", "Tag", "VersionInfo"],
         "safety": ["ALLOWED_SUFFIXES"],
     },
 )

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import HubError, IntegrityError, ManifestError, OfflineError
+from .local import remove_stale_temporaries
 from .manifest import FileEntry, Manifest, check_tag_name, is_version_id, is_version_prefix
-from .remote import remove_stale_temporaries
 from .safety import check_file
 from .urls import canonical_url
 

@@ -41,22 +41,17 @@ from bytezoo.untrusted.limits import MAX_DOCUMENT_BYTES
 
 from .cache import Cache, offline_from_environment
 from .errors import HubError, IntegrityError, ManifestError, NotFoundError, OfflineError, UnsafeFileError
-from .manifest import DEFAULT_TAG, FileEntry, Manifest, check_tag_name
-from .remote import sha256_of_file
+from .local import MAX_WORKERS, Folder, add_card, changed_file, read_folder, sha256_of_file
+from .manifest import DEFAULT_TAG, FileEntry, Manifest, VersionInfo
 from .safety import check_file
 
 logger = logging.getLogger("bytezoo.hub")
 
 MANIFEST_NAME = "bytezoo-manifest.json"
 DEFAULT_BRANCH = "main"
-MAX_WORKERS = 8
 _REPO_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 _RELATIVE_IMPORT_RE = re.compile(r"^\s*(?:from\s+\.([A-Za-z_]\w*)\s+import\b|import\s+\.([A-Za-z_]\w*)\s*$)", re.M)
 _STORAGE_OPTIONS = frozenset({"token", "endpoint"})
-
-
-def is_hf_url(url: str | os.PathLike) -> bool:
-    return os.fspath(url).startswith("hf://")
 
 
 def offline_requested(offline: bool = False) -> bool:
@@ -196,35 +191,19 @@ def push(directory: Path, url: str, tag: str | None, *, model_card: bool, follow
     """:func:`bytezoo.hub.push` for ``hf://`` (see the module's docstring). Returns the version id."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
-    from . import api
-
-    if tag is not None:
-        check_tag_name(tag)
-        if tag in (DEFAULT_TAG, DEFAULT_BRANCH):
-            raise HubError(f"tag {tag!r} is not for hf:// repositories: the {DEFAULT_BRANCH!r} branch always holds "
-                           "the latest push; pick another name")
+    if tag in (DEFAULT_TAG, DEFAULT_BRANCH):
+        raise HubError(f"tag {tag!r} is not for hf:// repositories: the {DEFAULT_BRANCH!r} branch always holds "
+                       "the latest push; pick another name")
     repo = HfRepo(url, storage_options)
-    names, followed, code = api._collect_files(directory, follow_symlinks)
-    names = [name for name in names if name != MANIFEST_NAME]  # a pulled snapshot's: regenerated below
-    code_files = remote_code_files(directory, names, code)
-    if followed:
-        logger.warning("following %d symbolic link(s) out of %s (--follow-symlinks): %s", len(followed), directory,
-                       "; ".join(followed))
-    generate_card = model_card and ("README.md" not in names or api._is_generated_readme(directory / "README.md"))
-    if generate_card and "README.md" in names:
-        names.remove("README.md")
-    if not names:
-        raise HubError(f"cannot push {str(directory)!r}: it holds no files to share")
-
-    with ThreadPoolExecutor(MAX_WORKERS) as pool:
-        local_files = list(pool.map(lambda name: api._inspect(directory, name), names))
+    folder = read_folder(directory, model_card=model_card, follow_symlinks=follow_symlinks,
+                         leave_out={MANIFEST_NAME},  # a pulled snapshot's: regenerated below
+                         pick_code=remote_code_files)
+    code_files = folder.code
     for name in code_files:
         check_file_text(directory / name, name)
     with tempfile.TemporaryDirectory(prefix="bytezoo-hub-") as scratch:
-        if generate_card:
-            local_files.append(api._write_card(directory, local_files, url, Path(scratch),
-                                               hugging_face_repo=repo.repo_id, code_files=tuple(code_files)))
-        manifest = Manifest.for_files((f.entry for f in local_files), created_by=api._created_by())
+        add_card(folder, url, Path(scratch), hugging_face_repo=repo.repo_id, code_files=tuple(code_files))
+        local_files, manifest = folder.files, folder.manifest()
 
         with repo.errors("creating"):
             repo.api.create_repo(repo.repo_id, exist_ok=True)
@@ -264,7 +243,7 @@ def push(directory: Path, url: str, tag: str | None, *, model_card: bool, follow
                                    f"{MANIFEST_NAME}." + (f" Removed: {', '.join(stale)}." if stale else ""),
             )
         commit = info.oid
-    _check_unchanged(local_files, repo, commit)
+    _check_unchanged(folder, repo, commit)
     if tag is not None:
         with repo.errors(f"tagging commit {commit[:12]} (pushed) of", tag):
             if tag in tags:
@@ -275,7 +254,7 @@ def push(directory: Path, url: str, tag: str | None, *, model_card: bool, follow
         "pushed %s version %s (%d files, %d bytes%s%s) as commit %s on %s%s%s",
         repo.display_url, manifest.version, len(manifest.files), manifest.total_size,
         f", with the code for trust_remote_code: {', '.join(code_files)}" if code_files else "",
-        f", {len(followed)} symbolic link(s) followed out of the folder" if followed else "",
+        f", {len(folder.followed)} symbolic link(s) followed out of the folder" if folder.followed else "",
         commit, DEFAULT_BRANCH, "" if commit != head else " (unchanged: no new commit)",
         f"; tag {tag}" + (" moved" if tag in tags else "") if tag else "",
     )
@@ -325,16 +304,13 @@ def check_file_text(path: Path, name: str) -> None:
         raise UnsafeFileError(f"refusing {name!r}: not UTF-8 Python source") from None
 
 
-def _check_unchanged(local_files, repo: HfRepo, commit: str) -> None:
-    for local_file in local_files:
-        if local_file.stat_key is None:
-            continue
-        now = local_file.path.stat()
-        if (now.st_size, now.st_mtime_ns) != local_file.stat_key:
-            raise HubError(
-                f"{local_file.entry.path!r} changed while it was being pushed: commit {commit[:12]} on "
-                f"{repo.display_url} holds bytes its manifest does not describe, so pulls of it will refuse, and no "
-                "tag was set. Push again once the directory is final.")
+def _check_unchanged(folder: Folder, repo: HfRepo, commit: str) -> None:
+    changed = changed_file(folder.files)
+    if changed is not None:
+        raise HubError(
+            f"{changed.entry.path!r} changed while it was being pushed: commit {commit[:12]} on "
+            f"{repo.display_url} holds bytes its manifest does not describe, so pulls of it will refuse, and no "
+            "tag was set. Push again once the directory is final.")
 
 
 # ---------------------------------------------------------------------------------------------------- pull, ls
@@ -406,10 +382,8 @@ def _evict(path: Path) -> None:
         target.unlink(missing_ok=True)
 
 
-def ls(url: str, storage_options: dict | None):
+def ls(url: str, storage_options: dict | None) -> list[VersionInfo]:
     """:func:`bytezoo.hub.ls` for ``hf://``: the versions that branches and tags point to, each with their names."""
-    from .api import VersionInfo
-
     repo = HfRepo(url, storage_options)
     with repo.errors("listing the branches and tags of"):
         refs = repo.api.list_repo_refs(repo.repo_id)
@@ -423,9 +397,12 @@ def ls(url: str, storage_options: dict | None):
             by_version.setdefault(manifest.version, (manifest, set()))[1].update(names)
     if not by_version:
         raise NotFoundError(f"no bytezoo versions on {repo.display_url}: no branch or tag holds {MANIFEST_NAME}")
-    infos = [VersionInfo(version=m.version, created=m.created, files=len(m.files), size=m.total_size,
-                         tags=tuple(sorted(names))) for m, names in by_version.values()]
-    return sorted(infos, key=lambda info: info.created, reverse=True)
+    return [VersionInfo.of(manifest, sorted(names)) for manifest, names in by_version.values()]
+
+
+def is_repository_folder(path: str) -> bool:
+    """Never: a Hugging Face repository is not a local folder (its snapshots in the cache are plain folders)."""
+    return False
 
 
 # ---------------------------------------------------------------------------------------------------- helpers

@@ -198,6 +198,22 @@ class Tag:
         return cls(name=written, version=version, updated=str(document.get("updated", "")))
 
 
+@dataclass(frozen=True)
+class VersionInfo:
+    """One complete version of a repository, as :func:`bytezoo.hub.ls` reports it."""
+
+    version: str
+    created: str
+    files: int
+    size: int
+    tags: tuple[str, ...]
+
+    @classmethod
+    def of(cls, manifest: Manifest, tags: Iterable[str]) -> "VersionInfo":
+        return cls(version=manifest.version, created=manifest.created, files=len(manifest.files),
+                   size=manifest.total_size, tags=tuple(tags))
+
+
 def _load_document(data: bytes, source: str, expected_format: str) -> dict[str, Any]:
     kind = "manifest" if expected_format == MANIFEST_FORMAT else "tag"
     try:

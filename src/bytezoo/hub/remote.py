@@ -27,7 +27,6 @@ import os
 import posixpath
 import queue
 import re
-import shutil
 import socket
 import threading
 import time
@@ -44,54 +43,21 @@ from bytezoo.untrusted.names import printable
 from bytezoo.redaction import redact_url
 
 from .errors import HubError, ManifestError, NotFoundError, UnsafeFileError
+from .local import CHUNK_SIZE, remove_stale_temporaries
 from .manifest import FileEntry, Manifest, Tag, is_tag_name, is_version_id, is_version_prefix, utc_now
 
 logger = logging.getLogger("bytezoo.hub")
 
 READ_ONLY_PROTOCOLS = frozenset({"http", "https"})
 STREAMING_PROTOCOLS = frozenset({"http", "https", "hf"})  # one request per read, no ranges: read as streams
-CHUNK_SIZE = 8 * 2**20
 PART_SIZE = 16 * 2**20  # blobs larger than this download as parallel ranged reads ...
 PARALLEL_PARTS = 4  # ... this many at a time
-STALE_AFTER_SECONDS = 24 * 3600  # temporaries older than this were left by killed processes
 _MANIFEST_NAME_RE = re.compile(r"([0-9a-f]{16})\.json")
 _TAG_NAME_RE = re.compile(r"(.+)\.json")
 TAG_LOCK = ".lock"  # in tags/; not a tag (tag names start with a letter or digit)
 LOCK_WAIT_SECONDS = 60.0  # a push waits this long for another to finish moving tags (it takes milliseconds)
 LOCK_STALE_SECONDS = 120.0  # a lock this old was left by a killed push: broken, with a warning
 UNREADABLE_LOCK_SECONDS = 5.0  # a lock whose content stays unreadable this long was left half-written
-
-
-def sha256_of_file(path: str | Path) -> tuple[str, int]:
-    """The sha256 hex digest and size of a local file, read in large chunks (hashlib releases the GIL)."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK_SIZE):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
-
-
-def remove_stale_temporaries(directory: str | os.PathLike, max_age_seconds: float = STALE_AFTER_SECONDS) -> None:
-    """Delete what killed processes left in a work directory: entries untouched for ``max_age_seconds``.
-
-    Live work is never that old (its files are written continuously), so this cannot disturb another process.
-    """
-    try:
-        entries = list(os.scandir(directory))
-    except FileNotFoundError:
-        return
-    cutoff = time.time() - max_age_seconds
-    for entry in entries:
-        try:
-            if entry.stat(follow_symlinks=False).st_mtime < cutoff:
-                if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path, ignore_errors=True)
-                else:
-                    os.remove(entry.path)
-        except FileNotFoundError:  # another process cleaned it first
-            continue
 
 
 _PROCESS_LOCKS: dict[tuple, threading.Lock] = {}  # one per repository: this process's pushes move its tags in turn
@@ -310,7 +276,8 @@ class HubRepo:
             def request_next_part():
                 start = next(starts, None)
                 if start is not None:
-                    in_flight.append(pool.submit(self.fs.cat_file, remote, start=start, end=min(start + PART_SIZE, size)))
+                    end = min(start + PART_SIZE, size)
+                    in_flight.append(pool.submit(self.fs.cat_file, remote, start=start, end=end))
 
             for _ in range(PARALLEL_PARTS + 1):  # one part ahead of the workers, bounding memory
                 request_next_part()

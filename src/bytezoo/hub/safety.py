@@ -19,10 +19,11 @@ suffix             content check
 Every other suffix is refused, except that a push leaves out Python source (``.py``, ``.pyc``) with a warning:
 ``save_pretrained`` copies a model's code next to its weights for ``trust_remote_code``, and code never travels
 through the hub (bytezoo provides the classes). The one exception is ``hf://``, where the code that ``auto_map``
-names is committed for transformers users, outside the manifest; bytezoo's pulls never download it. Files named like PyTorch/NumPy/joblib checkpoints (``.bin``, ``.pt``, ``.pth``,
-``.pkl``, ``.ckpt``, ``.npy``, ...) get a message that says they are pickles and how to convert them. Content checks
-also catch a pickle or a ``torch.save`` zip renamed to an allowed suffix. The checks run when pushing and again when
-pulling, because a reader cannot trust that whoever wrote the hub ran them.
+names is committed for transformers users, outside the manifest; bytezoo's pulls never download it. Files named
+like PyTorch/NumPy/joblib checkpoints (``.bin``, ``.pt``, ``.pth``, ``.pkl``, ``.ckpt``, ``.npy``, ...) get a
+message that says they are pickles and how to convert them. Content checks also catch a pickle or a ``torch.save``
+zip renamed to an allowed suffix. The checks run when pushing and again when pulling, because a reader cannot trust
+that whoever wrote the hub ran them.
 """
 from __future__ import annotations
 

@@ -112,7 +112,8 @@ class LocalS3Server:
         data.mkdir(parents=True)
         ports = {option: _free_port() for option in _PORT_OPTIONS}
         command = [
-            weed, f"-logdir={data}", "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-webdav=false", "-admin.ui=false",
+            weed, f"-logdir={data}", "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-webdav=false",
+            "-admin.ui=false",
             "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
             f"-s3.localSocket={data}/s3.sock", f"-filer.localSocket={data}/filer.sock",
         ] + [f"-{option}={port}" for option, port in ports.items()]

@@ -9,12 +9,20 @@ from bytezoo.redaction import redact_url
 
 from .manifest import DEFAULT_TAG, check_tag_name, is_version_prefix
 
-_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 def is_url(text: str) -> bool:
-    """Whether ``text`` names a location through a protocol (``s3://…``, ``file://…``, ``simplecache::s3://…``)."""
+    """Whether ``text`` names a location through a protocol (``s3://…``, ``file://…``,
+    ``simplecache::s3://…``)."""
     return bool(_SCHEME_RE.match(text)) or "::" in text
+
+
+def url_scheme(text: str) -> str:
+    """The scheme before ``://`` (``"s3"`` for ``s3://bucket/x``), as written; ``""`` for a local path and for a
+    chained URL (``simplecache::s3://…``), which fsspec opens as a whole."""
+    match = _SCHEME_RE.match(text)
+    return match[1] if match else ""
 
 
 def split_ref(ref: str) -> tuple[str, str | None]:

@@ -63,7 +63,8 @@ def held_out_compression(corpus, layout, seq_len: int, predicted_bytes: int | No
     raw_bytes = sum(length for _, length in ranges)
     result = {"raw_bytes": raw_bytes, "predicted_bytes": predicted_bytes, "note": NOTE}
     if raw_bytes > MAX_BYTES:
-        result["skipped"] = f"{raw_bytes:,} held-out bytes: more than {MAX_BYTES >> 20} MiB, the compressors would take minutes"
+        result["skipped"] = (f"{raw_bytes:,} held-out bytes: more than {MAX_BYTES >> 20} MiB, the compressors would "
+                             "take minutes")
         return result
     data = b"".join(part.tobytes() for part in corpus.read_many(ranges))
     result["compressors"] = compressed_sizes(data)
@@ -76,7 +77,8 @@ def describe(compression: dict | None) -> str:
         return "no validation data: no compressor figures"
     if "compressors" not in compression:
         return f"compressors skipped ({compression.get('skipped', 'no data')})"
-    parts = [f"{name} {entry['setting']} {entry['bits_per_byte']:.3f}" for name, entry in compression["compressors"].items()]
+    parts = [f"{name} {entry['setting']} {entry['bits_per_byte']:.3f}"
+             for name, entry in compression["compressors"].items()]
     return f"{', '.join(parts)} bits/byte on the same {compression['raw_bytes']:,} held-out bytes"
 
 

@@ -160,7 +160,8 @@ class ByteStreams:
         if epoch > 0:
             rng.shuffle(slot_of_stream)
         self._slots = [slot_of_stream[first_stream + i] for i in range(batch_size)]  # own stream i -> its slot
-        first_round = min(start_window * seq_len // max(layout.chunk_bytes, 1), layout.rounds)  # skip whole rounds unread
+        # skip whole rounds unread
+        first_round = min(start_window * seq_len // max(layout.chunk_bytes, 1), layout.rounds)
         self._buffers = [np.zeros(0, np.uint8) for _ in range(batch_size)]
         self._buffer_start = first_round * layout.chunk_bytes  # stream offset of each buffer's first byte (all alike)
         self._resets: list[list[int]] = [[] for _ in range(batch_size)]  # stream offsets where the state resets
@@ -179,7 +180,8 @@ class ByteStreams:
         resets = []
         for offset in offsets:
             base = number * size - offset  # epoch offset -> stream offset
-            resets.append(sorted({number * size, *(base + d for d in self.view.documents_between(offset, offset + size))}))
+            resets.append(sorted({number * size,
+                                  *(base + d for d in self.view.documents_between(offset, offset + size))}))
         return chunks, resets
 
     def _read_round(self) -> None:
@@ -242,7 +244,8 @@ class ByteStreams:
         targets = window[:, 1:].copy()
         targets[reset[:, 1:]] = IGNORE_INDEX  # never predict the first byte of a new chunk or document from the old one
         self.window += 1
-        return Window(torch.from_numpy(window[:, :-1].copy()), torch.from_numpy(targets), torch.from_numpy(reset[:, :-1].copy()))
+        return Window(torch.from_numpy(window[:, :-1].copy()), torch.from_numpy(targets),
+                      torch.from_numpy(reset[:, :-1].copy()))
 
 
 __all__ = ["IGNORE_INDEX", "ByteStreams", "DataError", "EpochView", "StreamLayout", "Window", "expand_sources"]

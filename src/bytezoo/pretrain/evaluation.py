@@ -45,7 +45,8 @@ def validation_layout(corpus_bytes: int, batch_size: int, num_processes: int, se
     return streams, layout
 
 
-def validation_windows(corpus, layout: StreamLayout, *, rank: int, streams: int, seq_len: int, seed: int = 0) -> ByteStreams:
+def validation_windows(corpus, layout: StreamLayout, *, rank: int, streams: int, seq_len: int,
+                       seed: int = 0) -> ByteStreams:
     """A fresh pass over process ``rank``'s validation windows (epoch 0: the documents in packed order)."""
     return ByteStreams(corpus, layout, first_stream=rank * streams, batch_size=streams, seq_len=seq_len, seed=seed,
                        prefetch=False)
@@ -100,7 +101,8 @@ def evaluate_windows(model, windows, *, accelerator=None, device=None, autocast=
     try:
         with autocast():
             for number, window in enumerate(windows):
-                input_ids, targets, reset = (t.to(device) for t in (window.input_ids, window.targets, window.reset_mask))
+                input_ids, targets, reset = (t.to(device)
+                                             for t in (window.input_ids, window.targets, window.reset_mask))
                 out = model(input_ids=input_ids, state=state, reset_mask=reset, use_cache=True)
                 nll, n = token_loss(out.logits, targets)
                 nll_sum, count, state = nll_sum + nll, count + n, out.state
@@ -116,8 +118,8 @@ def evaluate_windows(model, windows, *, accelerator=None, device=None, autocast=
         if per_source is not None:
             per_source = accelerator.reduce(per_source, reduction="sum")
     nll_total, counted = totals[0].item(), int(totals[1].item())
-    result = {"bits_per_byte": nll_total / max(counted, 1) / LN2 if counted else float("nan"), "predicted_bytes": counted,
-              "nll_nats": nll_total}
+    result = {"bits_per_byte": nll_total / max(counted, 1) / LN2 if counted else float("nan"),
+              "predicted_bytes": counted, "nll_nats": nll_total}
     if per_source is not None:
         result["per_source"] = [{"predicted_bytes": int(n), "nll_nats": float(s),
                                  "bits_per_byte": float(s) / n / LN2 if n else None}

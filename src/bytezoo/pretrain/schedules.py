@@ -1,9 +1,5 @@
-"""Learning-rate schedules and the batch-size scaling rule.
-
-The rate at an optimizer update is ``peak * shape(update)``, where ``peak`` is the base rate scaled to the global batch
-and capped (:func:`scaled_lr`) and ``shape`` is a warmup ramp followed by a decay (:func:`lr_multiplier`). The schedule
-is a pure function of the number of *applied* updates, so an fp16 step skipped for overflow does not advance it, and
-resuming needs nothing but that count.
+"""Pretraining's learning rate: the batch-size scaling rule and the named recipes. The schedule's shapes (warmup,
+decay) are the runtime's, shared with fine-tuning (:mod:`bytezoo.training.schedules`).
 
 Puri et al. 2018 (NVIDIA) found that scaling Adam's rate linearly with the batch fails beyond a global batch of about
 2048: they used 5e-4 per 128 sequences, scaled linearly, capped at 3e-3, with linear decay to zero.
@@ -11,11 +7,10 @@ Puri et al. 2018 (NVIDIA) found that scaling Adam's rate linearly with the batch
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-SCHEDULES = ("constant", "linear", "cosine", "exponential")
+from bytezoo.training.schedules import SCHEDULES, Schedule, warmup_steps
+
 SCALING_RULES = ("none", "linear", "sqrt")
-EXPONENTIAL_FINAL_RATIO = 0.01  # "exponential" decays to 1% of the peak at the last update
 
 # Named presets: options they set unless given explicitly on the command line.
 RECIPES: dict[str, dict] = {
@@ -36,40 +31,4 @@ def scaled_lr(lr: float, global_batch_size: int, rule: str = "none", base_batch_
     return scaled if cap is None else min(scaled, cap)
 
 
-def warmup_steps(warmup: float, total_steps: int) -> int:
-    """``warmup`` is a number of updates (>= 1) or a fraction of the run (< 1)."""
-    if warmup < 0:
-        raise ValueError(f"warmup must be >= 0, got {warmup}")
-    return int(round(warmup * total_steps)) if warmup < 1 else int(warmup)
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """``lr(update)`` for updates ``0 .. total_steps - 1``: linear warmup to ``peak_lr``, then ``shape`` decay."""
-
-    peak_lr: float
-    total_steps: int
-    shape: str = "linear"
-    warmup_steps: int = 0
-
-    def __post_init__(self):
-        if self.shape not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.shape!r}; choose from {SCHEDULES}")
-        if self.total_steps < 1:
-            raise ValueError(f"a schedule needs at least one step, got total_steps={self.total_steps}")
-
-    def __call__(self, update: int) -> float:
-        return self.peak_lr * self.multiplier(update)
-
-    def multiplier(self, update: int) -> float:
-        if update < self.warmup_steps:  # ramp from peak / warmup up to the peak
-            return (update + 1) / self.warmup_steps
-        if self.shape == "constant":
-            return 1.0
-        decay_steps = max(1, self.total_steps - self.warmup_steps)
-        progress = min(1.0, (update - self.warmup_steps) / decay_steps)  # 0 at the peak, -> 1 at the end
-        if self.shape == "linear":
-            return 1.0 - progress
-        if self.shape == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        return EXPONENTIAL_FINAL_RATIO ** progress
+__all__ = ["RECIPES", "SCALING_RULES", "SCHEDULES", "Schedule", "scaled_lr", "warmup_steps"]

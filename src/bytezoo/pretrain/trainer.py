@@ -1,8 +1,12 @@
-"""The pretraining loop: byte-level language modelling with truncated backprop, under Accelerate.
+"""The pretraining objective: byte-level language modelling with truncated backprop, on the shared runtime
+(:mod:`bytezoo.training`).
 
 One process, ``accelerate launch`` or ``torchrun`` run the same code. The loop reads top to bottom:
 Accelerator -> seed -> data (validated before anything else) -> model, Adam -> prepare -> resume ->
 [window -> forward with the carried state -> fp32 loss -> backward -> clip -> lr -> step] -> eval -> save -> export.
+
+What is pretraining's own lives here: the options, the packed corpora and their streams, the carried recurrent state,
+the loss (next-byte NLL in fp32), validation bits per character and the curves. The runtime does the rest.
 
 A run ends after ``max_steps`` (or ``epochs``), or earlier and just as cleanly (final checkpoint, export, summary)
 when its wall-clock budget ``max_time`` is spent or the process receives SIGTERM (a scheduler's preemption notice);
@@ -10,72 +14,38 @@ when its wall-clock budget ``max_time`` is spent or the process receives SIGTERM
 """
 from __future__ import annotations
 
-import contextlib
-
 import dataclasses
 import functools
 import json
 import math
 import os
-import signal
-import threading
 import time
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import GradientAccumulationPlugin, set_seed
-from tqdm.auto import tqdm
 
 from bytezoo.errors import ByteZooError, InvalidArgumentError
-from bytezoo.untrusted import jsonio
-from bytezoo.threads import ensure_threads
+from bytezoo.training import run_folder
+from bytezoo.training.checkpoint import ResumeError
+# LaunchError: part of this API (hence the noqa)
+from bytezoo.training.launch import LaunchError, accelerate_state_of_its_own  # noqa: F401
+from bytezoo.training.runtime import NonFiniteLossError, TrainingRun
+from bytezoo.training.schedules import Schedule, warmup_steps
+from bytezoo.training.stop import StopRequest  # noqa: F401  (part of this module's API: tests replace its clock)
 
-from . import checkpoint as ckpt
-from . import run_identity
+from bytezoo.data.packed import source_identities
+
 from .compression import held_out_compression
 from .data import ByteStreams, DataError, StreamLayout
 from .evaluation import LN2, evaluate_windows, token_loss, validation_layout, validation_windows
-from .schedules import RECIPES, SCALING_RULES, SCHEDULES, Schedule, scaled_lr, warmup_steps
+from .schedules import RECIPES, SCALING_RULES, SCHEDULES, scaled_lr
 
-
-class NonFiniteLossError(ByteZooError, RuntimeError):
-    """The loss became NaN or infinite (in fp32 or bf16, where no loss scaler can skip the step)."""
 
 
 class PretrainConfigError(InvalidArgumentError):
     """An option of the run that cannot be used (out of range, unknown, no such model): names it."""
-
-
-class LaunchError(ByteZooError, RuntimeError):
-    """The launcher started several processes, but this one would train alone."""
-
-
-def launched_world_size() -> int:
-    """How many processes the launcher (torchrun, accelerate launch) says it started: WORLD_SIZE, else 1."""
-    return int(os.environ.get("WORLD_SIZE", "1") or 1)
-
-
-def join_launched_group() -> None:
-    """Makes a process that a launcher started as one of several join their group, or stops it.
-
-    `torchrun` and `accelerate launch --multi_gpu` set WORLD_SIZE; on a machine without a GPU, Accelerate joins the
-    group only with ACCELERATE_USE_CPU=1 and otherwise gives every process a single-process Accelerator: N
-    independent runs writing one folder. Without a GPU, the group can only be a CPU (gloo) one, so ask for it.
-    """
-    if launched_world_size() > 1 and not torch.cuda.is_available() and "ACCELERATE_USE_CPU" not in os.environ:
-        os.environ["ACCELERATE_USE_CPU"] = "1"
-
-
-def check_launch(accelerator) -> None:
-    world = launched_world_size()
-    if world > 1 and accelerator.num_processes != world:
-        raise LaunchError(
-            f"the launcher started {world} processes (WORLD_SIZE={world}) but this one would train alone "
-            f"(Accelerate sees {accelerator.num_processes}, device {accelerator.device}): on CPUs set ACCELERATE_USE_CPU=1 "
-            f"(not ACCELERATE_USE_CPU={os.environ.get('ACCELERATE_USE_CPU')!r}); on GPUs give each process a GPU")
 
 
 @dataclass
@@ -113,6 +83,7 @@ class PretrainConfig:
     seed: int = 0
     shard_bytes: int = 1 << 20
     progress: bool = True
+    adapt_threads: bool = False  # follow the load with the CPU thread count (gives up bitwise reproducibility)
 
     def resolved(self) -> PretrainConfig:
         """A copy with recipe values and defaults filled in, checked for nonsense."""
@@ -148,27 +119,38 @@ class PretrainConfig:
         return config
 
 
-def open_corpus(accelerator, sources: list[str], text_field: str | None, pack_into: Path):
+def open_corpus(accelerator, sources: list[str], text_field: str | None, pack_into: Path,
+                check: Callable[[list[dict]], None] | None = None):
     """The packed corpus of ``sources``: ``sources`` itself when it is one packed corpus URL; otherwise the raw sources
-    packed once into ``pack_into`` by the main process (reused while the sources are unchanged)."""
+    packed once into ``pack_into`` by the main process (reused while the sources are unchanged). A new pack is
+    written beside it and takes its place only once ``check`` (given each source's identity) accepts it, so a
+    resume refused for changed data leaves the run's corpus as it was."""
+    import shutil
+
     from bytezoo.data.formats import expand_sources
-    from bytezoo.data.packed import PackedCorpus, is_packed, pack, packed_from, read_index
+    from bytezoo.data.packed import PackedCorpus, is_packed, pack, packed_from, read_index, source_identities
 
     if len(sources) == 1 and is_packed(sources[0]):
         return PackedCorpus.open(sources[0])
     urls = expand_sources(sources)  # the same answer on every process: a missing source fails everywhere at once
-    failure = None
+    failure, staging = None, pack_into.with_name(f".tmp-{pack_into.name}")
     if accelerator.is_main_process:
         try:
             if not (is_packed(str(pack_into)) and packed_from(read_index(str(pack_into)), urls, text_field)):
                 pack_into.parent.mkdir(parents=True, exist_ok=True)
-                print(f"packing {len(urls)} source(s) into {pack_into} (once; `bytezoo data pack` does it ahead of time)",
-                      flush=True)
-                pack(urls, str(pack_into), text_field=text_field, overwrite=True, progress=False)
+                print(f"packing {len(urls)} source(s) into {pack_into} "
+                      "(once; `bytezoo data pack` does it ahead of time)", flush=True)
+                index = pack(urls, str(staging), text_field=text_field, overwrite=True, progress=False)
+                if check is not None:
+                    check(source_identities(index))
+                shutil.rmtree(pack_into, ignore_errors=True)
+                os.replace(staging, pack_into)
         except Exception as error:  # every process must learn of it, or the others wait at the barrier forever
+            shutil.rmtree(staging, ignore_errors=True)
             failure = error
     if accelerator.num_processes > 1:
-        flag = accelerator.reduce(torch.tensor([float(failure is not None)], device=accelerator.device), reduction="sum")
+        flag = accelerator.reduce(torch.tensor([float(failure is not None)], device=accelerator.device),
+                                  reduction="sum")
         if failure is None and flag.item() > 0:
             raise DataError(f"the main process could not pack {sources} into {pack_into}: see its error")
     if failure is not None:
@@ -199,50 +181,13 @@ def load_model(name: str, overrides: dict):
     if is_model(name):
         return create_model(name, **overrides)
     if "/" not in name and not Path(name).exists():  # not a path, URL or hub id: fail now, not after a hub lookup
-        raise PretrainConfigError(f"--model {name!r} is neither a zoo preset ({', '.join(list_models())}) nor a checkpoint path")
+        raise PretrainConfigError(f"--model {name!r} is neither a zoo preset ({', '.join(list_models())}) "
+                                  "nor a checkpoint path")
     try:
         return from_pretrained(name, **overrides)  # a directory, or a hub URL (verified and cached)
     except (OSError, ValueError) as error:
         raise PretrainConfigError(f"--model {name!r} is neither a zoo preset ({', '.join(list_models())}) "
                          f"nor a loadable checkpoint: {error}") from error
-
-
-class MetricsLog:
-    """``metrics.jsonl`` plus TensorBoard scalars, written by the main process only."""
-
-    def __init__(self, output: Path, enabled: bool, resume_step: int | None):
-        self.enabled, self.path = enabled, output / "metrics.jsonl"
-        self.tensorboard = None
-        if not enabled:
-            return
-        if resume_step is not None and self.path.exists():  # forget what was logged after the checkpoint
-            kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= resume_step]
-            ckpt.write_text_atomic(self.path, "".join(line + "\n" for line in kept))
-        elif self.path.exists():
-            self.path.unlink()
-        self.file = open(self.path, "a")
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            warnings.warn("tensorboard is not installed: metrics go to metrics.jsonl only", stacklevel=2)
-        else:
-            self.tensorboard = SummaryWriter(str(output / "tensorboard"), purge_step=resume_step)
-
-    def write(self, record: dict) -> None:
-        if not self.enabled:
-            return
-        self.file.write(jsonio.dumps(record) + "\n")
-        self.file.flush()
-        if self.tensorboard is not None:
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    self.tensorboard.add_scalar(key, value, record["step"])
-
-    def close(self) -> None:
-        if self.enabled:
-            self.file.close()
-            if self.tensorboard is not None:
-                self.tensorboard.close()
 
 
 def plot_curves(metrics_path: Path, png_path: Path) -> None:
@@ -273,73 +218,140 @@ def plot_curves(metrics_path: Path, png_path: Path) -> None:
     os.replace(staging, png_path)
 
 
-class StopRequest:
-    """Why the loop should end early: SIGTERM or Ctrl-C (SIGINT) during the run, or the wall-clock budget spent. A
-    context manager: the handlers are installed for the run only (main thread only, where Python delivers signals).
-    A second Ctrl-C aborts at once (KeyboardInterrupt); a SIGINT that the process was started to ignore (a
-    background job) stays ignored.
-
-    Every process must leave the loop at the same step (the next collective would hang otherwise), so with several
-    processes the flags are pooled (summed) every ``every`` steps, by all of them at the same steps.
-    """
-
-    clock = staticmethod(time.monotonic)  # seconds; a test may replace it
-
-    def __init__(self, max_time: float | None):
-        self.deadline = None if max_time is None else self.clock() + max_time
-        self.signalled = False
-        self.interrupted = False
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_sigterm)
-            if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-                self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_sigint)
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous = {}
-
-    def _on_sigterm(self, signum, frame) -> None:
-        self.signalled = True
-
-    def _on_sigint(self, signum, frame) -> None:
-        if self.interrupted:  # the second Ctrl-C: the user wants out now
-            raise KeyboardInterrupt
-        self.interrupted = True
-        print("\nCtrl-C: stopping at the next step with a checkpoint and an export (Ctrl-C again to abort at once)",
-              flush=True)
-
-    def reason(self, accelerator, step: int, every: int) -> str | None:
-        """"sigterm", "interrupt", "max_time" or None, agreed by every process."""
-        if accelerator.num_processes > 1 and step % every:
-            return None  # pooling is a collective: every process pools at the same steps, now and then
-        signalled, interrupted = self.signalled, self.interrupted
-        out_of_time = self.deadline is not None and self.clock() >= self.deadline
-        if accelerator.num_processes > 1:
-            flags = torch.tensor([float(signalled), float(interrupted), float(out_of_time)], device=accelerator.device)
-            signalled, interrupted, out_of_time = (bool(f > 0) for f in accelerator.reduce(flags, reduction="sum"))
-        if signalled:
-            return "sigterm"
-        if interrupted:
-            return "interrupt"
-        return "max_time" if out_of_time else None
+def fingerprint(config: PretrainConfig, *, num_processes: int, global_batch_size: int) -> dict:
+    """The settings that decide what the run computes, as JSON values (``OUTPUT/run.json``; see
+    :mod:`bytezoo.training.run_folder`)."""
+    model_config = {k: v for k, v in sorted(config.model_config.items()) if k not in run_folder.RUNTIME_MODEL_KEYS}
+    return {
+        "model": config.model, "model_config": model_config, "data": list(config.data),
+        "text_field": config.text_field, "seq_len": config.seq_len,
+        "batch_size": config.batch_size, "num_processes": num_processes, "grad_accum_steps": config.grad_accum_steps,
+        "global_batch_size": global_batch_size, "shard_bytes": config.shard_bytes, "seed": config.seed,
+        "recipe": config.recipe, "lr": config.lr, "lr_scaling": config.lr_scaling,
+        "base_batch_size": config.base_batch_size, "lr_cap": config.lr_cap, "schedule": config.schedule,
+        "warmup": config.warmup, "clip_grad_norm": config.clip_grad_norm, "mixed_precision": config.mixed_precision,
+    }
 
 
-@contextlib.contextmanager
-def accelerate_state_of_its_own():
-    """Accelerate's state is a process-wide singleton: reset it after a run (pretraining or fine-tuning), so that a
-    later run in the same process chooses its own precision and device."""
-    try:
-        yield
-    finally:
-        from accelerate.state import AcceleratorState, GradientState
+@dataclass
+class Corpora:
+    """The run's data, checked before a model exists: the training corpus and how its streams are laid out, this
+    process's windows of an epoch, and (with --val-data) a fresh pass over the validation windows and the bytes the
+    compressors read (the same bytes)."""
 
-        AcceleratorState._reset_state()
-        GradientState._reset_state()
+    train: object  # PackedCorpus
+    layout: StreamLayout
+    steps_per_epoch: int
+    train_windows: Callable[[int, int], ByteStreams]  # (epoch, start_window) -> this process's windows
+    make_val_windows: functools.partial | None = None
+    held_out: tuple | None = None  # (validation corpus, its layout)
+
+
+def open_data(run: TrainingRun, config: PretrainConfig) -> Corpora:
+    """Packed corpora (raw sources are packed once into OUTPUT/corpus*), laid out as this run's streams."""
+    T, B, rank, world = config.seq_len, config.batch_size, run.rank, run.world
+    train = open_corpus(run.accelerator, config.data, config.text_field, run.output / "corpus", check=run.check_data)
+    layout = StreamLayout.plan(train.total_bytes, B * world, config.shard_bytes)
+    steps_per_epoch = layout.windows(T) // config.grad_accum_steps
+    if steps_per_epoch == 0:
+        raise DataError(f"the corpus ({train.total_bytes:,} bytes) is too small for {B * world} streams of "
+                        f"{T + 1}-byte windows x {config.grad_accum_steps} accumulation steps: lower --batch-size "
+                        "or --seq-len")
+    windows = functools.partial(ByteStreams, train, layout, first_stream=rank * B, batch_size=B, seq_len=T,
+                                seed=config.seed)
+    data = Corpora(train, layout, steps_per_epoch, lambda epoch, start: windows(epoch=epoch, start_window=start))
+    if config.val_data:
+        val_corpus = open_corpus(run.accelerator, config.val_data, config.text_field, run.output / "corpus-val")
+        val_batch, val_layout = validation_layout(val_corpus.total_bytes, B, world, T, config.shard_bytes)
+        data.held_out = (val_corpus, val_layout)
+        data.make_val_windows = functools.partial(validation_windows, val_corpus, val_layout, rank=rank,
+                                                  streams=val_batch, seq_len=T, seed=config.seed)
+    return data
+
+
+def resume_streams(run: TrainingRun, position: dict, total_steps: int, body, data: Corpora,
+                   config: PretrainConfig) -> tuple | None:
+    """With --resume: the checkpoint's position (into ``position``) and this process's streams' state, checked
+    against this run's streams; None (zero state) for a new run."""
+    saved, named_state = run.resume(position, total_steps)
+    if saved is None:
+        return None
+    if sorted(named_state) != sorted(body.state_names):
+        raise ResumeError(f"cannot resume from {run.resumed_from}: its streams hold the state parts "
+                          f"{sorted(named_state)}, this model's are {list(body.state_names)}")
+    expected = {"num_streams": (config.batch_size * run.world, "streams"),
+                "seq_len": (config.seq_len, "bytes per window"),
+                "corpus_bytes": (data.train.total_bytes, "corpus bytes")}
+    differ = [f"{saved.get(key)!r} {words} then, {now!r} now"
+              for key, (now, words) in expected.items() if saved.get(key) != now]
+    if differ:
+        raise run_folder.OutputFolderError(
+            f"cannot resume from {run.resumed_from}: it was saved with {'; '.join(differ)}. Resume with the data and "
+            f"settings it was saved with, start the run again with --overwrite, or start a new run in another --output")
+    run.restore_position(saved)
+    return tuple(named_state[name] for name in body.state_names)
+
+
+class TrainingStreams:
+    """This process's training windows, one epoch after another (each epoch a new file order and stream permutation,
+    every state reset), and the recurrent state carried from each window to the next (parts named by the body's
+    ``state_names``, dim 1 = streams; detached between windows; None: zero)."""
+
+    def __init__(self, data: Corpora, position: dict, body, state: tuple | None, grad_accum_steps: int, device):
+        self.data, self.position, self.body, self.state = data, position, body, state
+        self.grad_accum_steps, self.device = grad_accum_steps, device
+        self.windows = data.train_windows(position["epoch"], position["window"])
+
+    def step(self):
+        """The step's windows, advancing the position."""
+        for _ in range(self.grad_accum_steps):
+            if len(self.windows) == 0:  # the next epoch
+                self.position["epoch"], self.position["window"] = self.position["epoch"] + 1, 0
+                self.windows = self.data.train_windows(self.position["epoch"], 0)
+            self.position["window"] += 1
+            yield next(self.windows)
+
+    def forward(self, model, window) -> tuple[torch.Tensor, torch.Tensor]:
+        """The window's loss to backpropagate, and (summed NLL, counted targets) to pool; carries the state on."""
+        input_ids, targets, reset = (t.to(self.device) for t in (window.input_ids, window.targets, window.reset_mask))
+        out = model(input_ids=input_ids, state=self.state, reset_mask=reset, use_cache=True)  # logits (B, T, 256)
+        nll, count = token_loss(out.logits, targets)
+        self.state = tuple(part.detach() for part in out.state)
+        # Divide by every position, counted or not, so that P processes x B/P streams average to 1 x B.
+        return nll / targets.numel(), torch.stack([nll.detach(), count.float()])
+
+    def named_state(self, batch_size: int) -> dict[str, torch.Tensor]:
+        parts = self.state if self.state is not None else self.body.initial_state(batch_size)
+        return dict(zip(self.body.state_names, parts))
+
+
+def log_interval(run: TrainingRun, metrics, interval: dict, lr: float, chars_per_step: int) -> float:
+    """One metrics record for the steps since the last; returns their training BPC."""
+    seconds = time.perf_counter() - interval["start"]
+    loss = interval["nll"] / max(interval["count"], 1.0)
+    position = run.position
+    record = {"step": position["step"], "updates": position["updates"], "epoch": position["epoch"],
+              "characters_seen": position["characters_seen"], "loss": loss, "bpc": loss / LN2, "lr": lr,
+              "chars_per_second": interval["steps"] * chars_per_step / seconds}
+    metrics.write(record)
+    run.bar.set_postfix_str(f"{record['chars_per_second']:,.0f} char/s  loss {loss:.3f}  bpc {loss / LN2:.3f}  "
+                            f"lr {lr:.2e}")
+    interval.update(nll=0.0, count=0.0, start=time.perf_counter(), steps=0)
+    return loss / LN2
+
+
+def final_validation(run: TrainingRun, model, data: Corpora, metrics, seq_len: int) -> tuple[float | None, dict | None]:
+    """Validation BPC at the end (None without --val-data), and the compressors on exactly its bytes."""
+    if not data.make_val_windows:
+        return None, None
+    validation = evaluate_windows(run.unwrap(model), data.make_val_windows(), accelerator=run.accelerator)
+    val_bpc, val_predicted = validation["bits_per_byte"], validation["predicted_bytes"]
+    position = run.position
+    metrics.write({"step": position["step"], "characters_seen": position["characters_seen"], "val_bpc": val_bpc})
+    if not run.main:
+        return val_bpc, None
+    # once per run, on the main process: the same bytes for every process count
+    return val_bpc, held_out_compression(*data.held_out, seq_len, predicted_bytes=val_predicted)
 
 
 def run(config: PretrainConfig) -> dict:
@@ -349,206 +361,75 @@ def run(config: PretrainConfig) -> dict:
 
 
 def _run(config: PretrainConfig) -> dict:
-    output = Path(config.output)
     check_model_config(config)  # a typo in --model-config fails before any data is read
-    join_launched_group()
-    # The plugin, not gradient_accumulation_steps=: Accelerate lets ACCELERATE_GRADIENT_ACCUMULATION_STEPS override the
-    # latter, and the loop reads exactly grad_accum_steps windows per step, so the two must agree.
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, step_scheduler_with_optimizer=False,
-                              gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=config.grad_accum_steps))
-    if config.mixed_precision == "fp16" and accelerator.device.type == "cpu":
-        warnings.warn("fp16 on CPU: Accelerate trains in fp32 (no autocast, no loss scaling); use bf16 on CPU", stacklevel=2)
-    check_launch(accelerator)
-    ensure_threads(accelerator.device)  # a thread count that holds up when other processes share the cores
-    # What actually runs: Accelerate trains fp16 on a CPU in fp32 (no autocast, no scaler).
-    precision = "no" if config.mixed_precision == "fp16" and accelerator.device.type == "cpu" else config.mixed_precision
-    set_seed(config.seed)
-    main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
-
-    # --- the output folder: one run only (checked by every process, before anything is written) --------------------
-    T, B = config.seq_len, config.batch_size
-    now = run_identity.fingerprint(config, num_processes=world, global_batch_size=B * world * config.grad_accum_steps)
-    continued = run_identity.check_output_folder(output, now, resume=bool(config.resume), overwrite=config.overwrite)
-    accelerator.wait_for_everyone()  # nobody writes before every process has read the folder as it was
-    if main and config.overwrite:
-        run_identity.clear_output_folder(output)
-
-    # --- data: packed corpora (raw sources are packed once into OUTPUT/corpus*), validated before a model exists ---
-    train_corpus = open_corpus(accelerator, config.data, config.text_field, output / "corpus")
-    train_bytes = train_corpus.total_bytes
-    layout = StreamLayout.plan(train_bytes, B * world, config.shard_bytes)
-    steps_per_epoch = layout.windows(T) // config.grad_accum_steps
-    if steps_per_epoch == 0:
-        raise DataError(f"the corpus ({train_bytes:,} bytes) is too small for {B * world} streams of {T + 1}-byte "
-                        f"windows x {config.grad_accum_steps} accumulation steps: lower --batch-size or --seq-len")
-    total_steps = config.max_steps or math.ceil((config.epochs or 1.0) * steps_per_epoch)
-
-    def train_windows(epoch: int, start_window: int) -> ByteStreams:
-        return ByteStreams(train_corpus, layout, first_stream=rank * B, batch_size=B, seq_len=T, seed=config.seed,
-                           epoch=epoch, start_window=start_window)
-
-    # Without validation data, neither: make_val_windows() gives a fresh pass over the validation windows, held_out is
-    # what the compressors read (the same bytes).
-    make_val_windows, held_out = None, None
-    if config.val_data:
-        val_corpus = open_corpus(accelerator, config.val_data, config.text_field, output / "corpus-val")
-        val_batch, val_layout = validation_layout(val_corpus.total_bytes, B, world, T, config.shard_bytes)
-        held_out = (val_corpus, val_layout)
-        make_val_windows = functools.partial(validation_windows, val_corpus, val_layout, rank=rank, streams=val_batch,
-                                             seq_len=T, seed=config.seed)
-
-    # The data are usable: from here on the folder holds this run (a data error above left no run.json behind).
-    if main:
-        output.mkdir(parents=True, exist_ok=True)
-        run_identity.write_identity(output, now, continued)
-    accelerator.wait_for_everyone()
-    run_id = run_identity.read_identity(output)["run_id"]
-
-    # --- model, optimizer, schedule -------------------------------------------------------------------------------
-    model = load_model(config.model, config.model_config)
+    run = TrainingRun(config, command="pretrain")
+    T, B, world = config.seq_len, config.batch_size, run.world
     global_batch = B * world * config.grad_accum_steps
+    run.claim_folder(fingerprint(config, num_processes=world, global_batch_size=global_batch))
+    data = open_data(run, config)  # validated before a model exists
+    total_steps = config.max_steps or math.ceil((config.epochs or 1.0) * data.steps_per_epoch)
+    run.write_identity(data=source_identities(data.train.index))
+
+    # --- model, optimizer, schedule, resume --------------------------------------------------------------------------
+    model = load_model(config.model, config.model_config)
     peak_lr = scaled_lr(config.lr, global_batch, config.lr_scaling, config.base_batch_size, config.lr_cap)
     schedule = Schedule(peak_lr, total_steps, config.schedule, warmup_steps(config.warmup, total_steps))
     optimizer = torch.optim.Adam(model.parameters(), lr=schedule(0))
-    model, optimizer = accelerator.prepare(model, optimizer)  # no scheduler: the rate is set from `updates` each step
-
-    # --- resume -----------------------------------------------------------------------------------------------------
+    model, optimizer = run.prepare(model, optimizer)  # no scheduler: the rate is set from `updates` each step
+    body = run.unwrap(model).model
     position = {"step": 0, "updates": 0, "epoch": 0, "window": 0, "characters_seen": 0, "train_seconds": 0.0}
-    state = None  # the model's state (parts named by body.state_names, dim 1 = streams): carried, detached between windows
-    body = accelerator.unwrap_model(model).model
-    resumed_from = None
-    if config.resume:
-        # this run's checkpoints (a folder from before run identities: all of them)
-        resumed_from = ckpt.checkpoint_to_resume(output, config.resume, run_id if continued else None)
-        if resumed_from is not None:
-            saved, named_state = ckpt.load_checkpoint(accelerator, resumed_from)
-            if sorted(named_state) != sorted(body.state_names):
-                raise ckpt.ResumeError(f"cannot resume from {resumed_from}: its streams hold the state parts {sorted(named_state)}, "
-                                 f"this model's are {list(body.state_names)}")
-            state = tuple(named_state[name] for name in body.state_names)
-            expected = {"num_streams": B * world, "seq_len": T, "corpus_bytes": train_bytes}
-            mismatched = {k: (saved.get(k), v) for k, v in expected.items() if saved.get(k) != v}
-            if mismatched:
-                raise run_identity.RunFolderError(f"cannot resume from {resumed_from}: (saved, now) differ for {mismatched}")
-            position = {k: saved[k] for k in position}
-        elif main:
-            print(f"--resume: no checkpoint in {output / 'checkpoints'}; starting from scratch")
-
-    # --- the loop ---------------------------------------------------------------------------------------------------
-    output.mkdir(parents=True, exist_ok=True)
-    metrics = MetricsLog(output, main, position["step"] if resumed_from else None)
-    chars_per_step = global_batch * T
-    windows = train_windows(position["epoch"], position["window"])
-    bar = tqdm(total=total_steps, initial=position["step"], disable=not (main and config.progress), unit="step",
-               dynamic_ncols=True, mininterval=0.5, desc="pretrain")
-    last_checkpoint, val_bpc, train_bpc = resumed_from, None, None
-    interval = {"nll": 0.0, "count": 0.0, "start": time.perf_counter(), "steps": 0}
-    run_start = time.perf_counter() - position["train_seconds"]
+    streams = TrainingStreams(data, position, body, resume_streams(run, position, total_steps, body, data, config),
+                              config.grad_accum_steps, run.accelerator.device)
 
     def save() -> Path:
-        train_state = {**position, "run_id": run_id, "train_seconds": time.perf_counter() - run_start, "num_streams": B * world,
-                       "num_processes": world, "seq_len": T, "corpus_bytes": train_bytes}
-        parts = state if state is not None else body.initial_state(B)
-        return ckpt.save_checkpoint(accelerator, output, train_state, dict(zip(body.state_names, parts)), config.keep_checkpoints)
+        saved = {"num_streams": B * world, "seq_len": T, "corpus_bytes": data.train.total_bytes}
+        return run.save(saved, streams.named_state(B))
 
+    # --- the loop ----------------------------------------------------------------------------------------------------
+    metrics = run.metrics_log()
+    val_bpc, train_bpc, chars_per_step = None, None, global_batch * T
+    interval = {"nll": 0.0, "count": 0.0, "start": time.perf_counter(), "steps": 0}
     model.train()
-    stopped_by = None
-    with StopRequest(config.max_time) as stop:
-        while position["step"] < total_steps:
-            ensure_threads(accelerator.device)  # a clock read; every RECHECK_SECONDS a look at the load
+    with run.steps(total_steps, desc="pretrain"):
+        while run.running():
             lr = schedule(position["updates"])  # a function of applied updates: a skipped fp16 step does not advance it
-            for _ in range(config.grad_accum_steps):
-                if len(windows) == 0:  # next epoch: a new file order and stream permutation; every state resets
-                    position["epoch"], position["window"] = position["epoch"] + 1, 0
-                    windows = train_windows(position["epoch"], 0)
-                window = next(windows)
-                position["window"] += 1
-                input_ids, targets, reset = (t.to(accelerator.device) for t in (window.input_ids, window.targets, window.reset_mask))
-                with accelerator.accumulate(model):
-                    out = model(input_ids=input_ids, state=state, reset_mask=reset, use_cache=True)  # logits (B, T, 256)
-                    nll, count = token_loss(out.logits, targets)
-                    # Divide by every position, counted or not, so that P processes x B/P streams average to 1 x B.
-                    accelerator.backward(nll / targets.numel())
-                    state = tuple(part.detach() for part in out.state)
-                    pooled = accelerator.reduce(torch.stack([nll.detach(), count.float()]), reduction="sum")
-                    if config.mixed_precision != "fp16" and not torch.isfinite(pooled[0]):
-                        raise NonFiniteLossError(
-                            f"the loss is {pooled[0].item()} at step {position['step'] + 1}; stopping before the update. "
-                            f"Last good checkpoint: {last_checkpoint or 'none'}. Lower --lr, or check the data.")
-                    if accelerator.sync_gradients and config.clip_grad_norm > 0:
-                        accelerator.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                interval["nll"] += pooled[0].item()
-                interval["count"] += pooled[1].item()
-            if not accelerator.optimizer_step_was_skipped:
-                position["updates"] += 1
-            position["step"] += 1
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            forward = functools.partial(streams.forward, model)
+            for nll, count in run.optimizer_step(model, optimizer, streams.step(), forward,
+                                                 advice="Lower --lr, or check the data."):
+                interval["nll"] += nll.item()
+                interval["count"] += count.item()
             position["characters_seen"] += chars_per_step
             interval["steps"] += 1
-            bar.update(1)
-
-            if position["step"] % config.log_every == 0 or position["step"] == total_steps:
-                seconds = time.perf_counter() - interval["start"]
-                loss = interval["nll"] / max(interval["count"], 1.0)
-                train_bpc = loss / LN2
-                record = {"step": position["step"], "updates": position["updates"], "epoch": position["epoch"],
-                          "characters_seen": position["characters_seen"], "loss": loss, "bpc": train_bpc, "lr": lr,
-                          "chars_per_second": interval["steps"] * chars_per_step / seconds}
-                metrics.write(record)
-                bar.set_postfix_str(f"{record['chars_per_second']:,.0f} char/s  loss {loss:.3f}  bpc {train_bpc:.3f}  lr {lr:.2e}")
-                interval = {"nll": 0.0, "count": 0.0, "start": time.perf_counter(), "steps": 0}
-            if make_val_windows and config.eval_every and position["step"] % config.eval_every == 0 and position["step"] < total_steps:
-                val_bpc = evaluate_windows(accelerator.unwrap_model(model), make_val_windows(), accelerator=accelerator)["bits_per_byte"]
-                metrics.write({"step": position["step"], "characters_seen": position["characters_seen"], "val_bpc": val_bpc})
-            if config.save_every and position["step"] % config.save_every == 0 and position["step"] < total_steps:
-                last_checkpoint = save()
-            stopped_by = stop.reason(accelerator, position["step"], config.log_every)
-            if stopped_by is not None:
+            if run.due(config.log_every, at_end=True):
+                train_bpc = log_interval(run, metrics, interval, lr, chars_per_step)
+            if data.make_val_windows and run.due(config.eval_every):
+                val_bpc = evaluate_windows(run.unwrap(model), data.make_val_windows(),
+                                           accelerator=run.accelerator)["bits_per_byte"]
+                metrics.write({"step": position["step"], "characters_seen": position["characters_seen"],
+                               "val_bpc": val_bpc})
+            if run.due(config.save_every):
+                save()
+            if run.stop_requested():
                 break
 
-    bar.close()
-    train_seconds = time.perf_counter() - run_start
-
-    # --- the end: final evaluation, checkpoint, export --------------------------------------------------------------
-    compression = None
-    if make_val_windows:
-        validation = evaluate_windows(accelerator.unwrap_model(model), make_val_windows(), accelerator=accelerator)
-        val_bpc, val_predicted = validation["bits_per_byte"], validation["predicted_bytes"]
-        metrics.write({"step": position["step"], "characters_seen": position["characters_seen"], "val_bpc": val_bpc})
-        if main:  # once per run, on the main process: the same bytes for every process count
-            compression = held_out_compression(*held_out, T, predicted_bytes=val_predicted)
-    if config.save_every or config.resume or stopped_by is not None:  # a stopped run is meant to be resumed
-        last_checkpoint = save()
-    if stopped_by is not None and main:
-        why = {"sigterm": "SIGTERM", "interrupt": "Ctrl-C", "max_time": "--max-time spent"}[stopped_by]
-        print(f"stopped at step {position['step']} of {total_steps} ({why}); checkpoint {last_checkpoint}; "
-              f"continue with --resume")
+    # --- the end: checkpoint, final evaluation, export ---------------------------------------------------------------
+    run.end_of_loop(save)  # a stopped run is meant to be resumed
+    val_bpc, compression = final_validation(run, model, data, metrics, T)
     metrics.close()
+    seconds = position["train_seconds"]
     summary = {
-        "model": config.model, "model_config": config.model_config, "data": config.data, "val_data": config.val_data,
-        "text_field": config.text_field, "corpus_bytes": train_bytes, "steps": position["step"],
-        "updates": position["updates"], "epochs": position["characters_seen"] / max(layout.corpus_bytes, 1),
+        **{key: getattr(config, key) for key in ("model", "model_config", "data", "val_data", "text_field")},
+        "corpus_bytes": data.train.total_bytes, "steps": position["step"], "updates": position["updates"],
+        "epochs": position["characters_seen"] / max(data.layout.corpus_bytes, 1),
         "characters_seen": position["characters_seen"], "train_bpc": train_bpc, "val_bpc": val_bpc,
-        "val_compression": compression,
-        "chars_per_second": position["characters_seen"] / max(train_seconds, 1e-9), "train_seconds": train_seconds,
-        "seq_len": T, "batch_size": B, "global_batch_size": global_batch, "num_processes": world,
-        "grad_accum_steps": config.grad_accum_steps, "mixed_precision": precision,
-        "mixed_precision_requested": config.mixed_precision, "run_id": run_id,
-        "lr": config.lr, "peak_lr": peak_lr, "lr_scaling": config.lr_scaling, "lr_cap": config.lr_cap,
-        "schedule": config.schedule, "warmup_steps": schedule.warmup_steps, "recipe": config.recipe, "seed": config.seed,
-        "resumed_from": str(resumed_from) if resumed_from else None,
-        "max_steps": total_steps, "stopped_by": stopped_by or "max_steps", "max_time": config.max_time,
+        "val_compression": compression, "chars_per_second": position["characters_seen"] / max(seconds, 1e-9),
+        "train_seconds": seconds, "seq_len": T, "batch_size": B, "global_batch_size": global_batch, "peak_lr": peak_lr,
+        **{key: getattr(config, key) for key in ("lr", "lr_scaling", "lr_cap", "schedule", "recipe")},
+        "warmup_steps": schedule.warmup_steps, **run.summary(),
     }
-    if main:
-        from bytezoo import ByteTokenizer, __version__
+    return run.finish(model, summary, also=lambda: plot_curves(metrics.path, run.output / "curves.png"))
 
-        summary["bytezoo_version"] = __version__
-        ckpt.export_model(accelerator.unwrap_model(model), ByteTokenizer(), output / "model", summary)
-        ckpt.write_text_atomic(output / "summary.json", jsonio.dumps(summary, indent=2))
-        plot_curves(metrics.path, output / "curves.png")
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return summary
+
+__all__ = ["NonFiniteLossError", "PretrainConfig", "PretrainConfigError", "run"]

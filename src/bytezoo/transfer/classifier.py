@@ -240,7 +240,8 @@ class SparseLogisticClassifier(ClassifierMixin, BaseEstimator):
         except FileNotFoundError:
             raise ClassifierNotFoundError(f"{directory}: no {CLASSIFIER_METADATA}; not a saved bytezoo classifier "
                                           "(a folder written by `bytezoo transfer` or "
-                                          "SentimentPipeline.save_pretrained)") from None
+                                          "SentimentPipeline.save_pretrained; a fine-tuned model's folder opens with "
+                                          "bytezoo.serving.load_pipeline)") from None
         except ValueError as error:
             raise ClassifierFormatError(f"{metadata_path}: not valid JSON ({error})") from None
         if (not isinstance(metadata, dict) or metadata.get("format") != CLASSIFIER_FORMAT

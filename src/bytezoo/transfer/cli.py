@@ -1,16 +1,14 @@
-"""``bytezoo transfer``, ``bytezoo classify`` and ``bytezoo generate``.
+"""``bytezoo transfer`` and ``bytezoo generate`` (``bytezoo classify``, which serves a transfer folder and a fine-tuned
+model alike, is :mod:`bytezoo.serving`; it shares the option groups below).
 
     bytezoo transfer --model M --train T [--dev D] [--test E] [--text-col C] [--label-col L ...] --output DIR
                      [--overwrite]
-    bytezoo classify --pipeline DIR --input texts.tsv [--format tsv] [--text-col C] [--output predictions.jsonl]
-    bytezoo classify --pipeline DIR "a text" "another text"
-    some-command | bytezoo classify --pipeline DIR -            (standard input: one text per line)
     bytezoo generate --model M --prompt "This movie" [--neuron N --value V --hold STATE] [--temperature T --top-k K]
     bytezoo generate --pipeline DIR --prompt "This movie" [--toward CLASS]   (the unit and value a transfer run found)
 
 ``transfer`` writes ``DIR/report.json`` (schema in :mod:`bytezoo.transfer.experiment`), the plots, and the classifier
-(``classifier.safetensors`` + ``classifier.json``) that ``SentimentPipeline.from_pretrained(DIR)`` and ``classify``
-load. Every option's default and allowed values come from :mod:`bytezoo.transfer.config` (:class:`TransferConfig`).
+(``classifier.safetensors`` + ``classifier.json``) that ``SentimentPipeline.from_pretrained(DIR)`` and
+``bytezoo classify`` load. Every option's default and allowed values come from :mod:`bytezoo.transfer.config` (:class:`TransferConfig`).
 """
 from __future__ import annotations
 
@@ -43,12 +41,12 @@ _positive_int = _integer_from(1, "a positive integer")
 _count = _integer_from(0, "an integer >= 0")
 
 
-def _add_input_options(parser: argparse.ArgumentParser) -> None:
+def add_input_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=RECORD_FORMATS, help="format of the data files (default: from each file's "
                         "extension: .csv, .tsv, .jsonl, optionally compressed)")
 
 
-def _add_featurizer_options(parser: argparse.ArgumentParser) -> None:
+def add_featurizer_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("features")
     group.add_argument("--batch-size", type=_positive_int, default=option_default("batch_size"),
                        help="rows of texts read in parallel (default %(default)s; bigger runs faster per text, memory "
@@ -82,7 +80,7 @@ def _register_transfer(subparsers) -> None:
     transfer.add_argument("--train", required=True, help="training set: CSV, TSV or JSON lines, any path or fsspec URL")
     transfer.add_argument("--dev", help="dev set (chooses C); without it C is chosen on a 20%% split of train")
     transfer.add_argument("--test", help="test set (reported)")
-    _add_input_options(transfer)
+    add_input_options(transfer)
     transfer.add_argument("--text-col", help="text column (default: guessed: text, sentence, review, tweet…)")
     transfer.add_argument("--label-col", nargs="+", dest="label_cols", metavar="COL",
                           help="label column; several = multi-label (0/1 each)")
@@ -113,30 +111,9 @@ def _register_transfer(subparsers) -> None:
                           help="copy the model into --output (a self-contained pipeline)")
     transfer.add_argument("--cache-dir", help="feature cache directory (keyed by model and data hashes)")
     transfer.add_argument("--seed", type=int, default=option_default("seed"))
-    _add_featurizer_options(transfer)
+    add_featurizer_options(transfer)
     transfer.set_defaults(func=_run_transfer)
 
-
-def _register_classify(subparsers) -> None:
-    classify = subparsers.add_parser("classify", help="label texts with a saved transfer pipeline",
-                                     description="Label texts with a pipeline saved by `bytezoo transfer`.")
-    classify.add_argument("--pipeline", required=True,
-                          help="directory or hub URL holding classifier.json (and the model or a reference to it)")
-    classify.add_argument("--model", help="use this model instead of the one the pipeline refers to")
-    classify.add_argument("texts", nargs="*", help="texts to label (or use --input); a lone - reads standard input")
-    classify.add_argument("--input", help="file of texts: .txt (one text per line), CSV, TSV or JSON lines; - for "
-                          "standard input (one text per line, unless --format names a record format)")
-    _add_input_options(classify)
-    classify.add_argument("--text-col", help="text column of --input")
-    classify.add_argument("--output", help="write JSON lines here instead of standard output")
-    classify.add_argument("--allow-other-model", action="store_true",
-                          help="use a model whose weights differ from those the classifier was fitted on (refused "
-                               "otherwise: its units mean something else)")
-    _add_featurizer_options(classify)
-    classify.set_defaults(func=_run_classify)
-
-
-def _register_generate(subparsers) -> None:
     generate = subparsers.add_parser(
         "generate", help="sample text, optionally holding one unit (the sentiment neuron) at a value",
         description="Sample text from a zoo model, optionally holding one unit of a per-unit state at a value "
@@ -167,7 +144,7 @@ def _register_generate(subparsers) -> None:
     generate.set_defaults(func=_run_generate)
 
 
-def _quiet_model_loading(progress: bool | None) -> None:
+def quiet_model_loading(progress: bool | None) -> None:
     """No progress bar for loading weights unless one was asked for or stderr is a terminal (as for the features)."""
     if progress is None and sys.stderr.isatty() or progress:
         return
@@ -179,39 +156,11 @@ def _quiet_model_loading(progress: bool | None) -> None:
 def _run_transfer(args) -> int:
     from .experiment import run_transfer
 
-    _quiet_model_loading(args.progress)
+    quiet_model_loading(args.progress)
     config = TransferConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(TransferConfig)})
     report = run_transfer(config, log=lambda message: print(message, file=sys.stderr))
     print(jsonio.dumps({"accuracy": report["accuracy"], "top_unit": report["top_units"][0]["unit"],
                         "output": args.output}))
-    return 0
-
-
-def _run_classify(args) -> int:
-    import fsspec
-
-    from bytezoo.data.labelled import read_texts
-    from bytezoo.errors import InvalidArgumentError
-
-    from .pipeline import SentimentPipeline
-
-    if bool(args.texts) == bool(args.input):
-        raise InvalidArgumentError("give the texts as arguments, - for standard input, or --input FILE (one of these)")
-    source = "-" if args.texts == ["-"] else args.input
-    texts = read_texts(source, args.text_col, fmt=args.format) if source else list(args.texts)
-    _quiet_model_loading(args.progress)
-    pipe = SentimentPipeline.from_pretrained(
-        args.pipeline, model=args.model, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
-        progress=args.progress, allow_other_model=args.allow_other_model,
-    )
-    results = pipe(texts)
-    lines = "".join(jsonio.dumps({"text": text, **result}, redact=False, ensure_ascii=False) + "\n"
-                    for text, result in zip(texts, results))
-    if args.output:
-        with fsspec.open(args.output, "w", encoding="utf-8") as handle:
-            handle.write(lines)
-    else:
-        sys.stdout.write(lines)
     return 0
 
 
@@ -233,7 +182,7 @@ def _run_generate(args) -> int:
         raise InvalidArgumentError("--toward picks a class of a --pipeline; without one, give --neuron and --value")
     if model is None:
         raise InvalidArgumentError("name the model (--model) or a transfer folder (--pipeline)")
-    _quiet_model_loading(None)
+    quiet_model_loading(None)
     result = generate_steered(
         model, args.prompt, neuron=neuron, value=1.0 if value is None else value, hold=hold,
         max_new_bytes=args.max_new_bytes, num_samples=args.num_samples, temperature=args.temperature, top_k=args.top_k,

@@ -9,8 +9,9 @@
    fitted on the same rows (the data-efficiency curve, :mod:`bytezoo.transfer.comparison`);
 4. :func:`write_outputs`: draw the plots, save the classifier (safetensors + JSON) and write ``report.json``, last.
 
-An output folder holds one run: a folder holding an earlier run's output is refused before any work, unless
-``overwrite``, which removes that run's files (:data:`OUTPUT_FILES` and what its report lists) before writing.
+An output folder holds one run, by the policy every command shares (:mod:`bytezoo.training.run_folder`): a folder
+holding an earlier run's output is refused before any work, unless ``overwrite``, which removes that run's files
+(:data:`OUTPUT_FILES` and what its report lists) before writing.
 
 ``report.json`` (schema_version 2; fields are only ever added, never renamed or removed within a version; 2 added
 ``comparison`` and ``baselines.tfidf.C_chosen_on``, and without a dev set TF-IDF's C is now chosen on a held-out 20%
@@ -86,6 +87,8 @@ from bytezoo import __version__
 from bytezoo.data.errors import DatasetError
 from bytezoo.data.labelled import LabeledTexts, read_dataset
 from bytezoo.errors import ByteZooError, InvalidArgumentError
+from bytezoo.training import run_folder
+from bytezoo.training.run_folder import OutputFolderError  # noqa: F401  (raised here: part of this module's API)
 from bytezoo.untrusted import jsonio
 
 from . import comparison as compare
@@ -107,13 +110,10 @@ REPORT_FILE = "report.json"
 # What every run may write into its folder (besides the model, with include_model: its files are listed in the
 # report's files.written): all that --overwrite removes when the earlier report cannot say more.
 OUTPUT_FILES = (REPORT_FILE, CLASSIFIER_WEIGHTS, CLASSIFIER_METADATA, *PLOT_FILES.values())
+TRANSFER_RUN = run_folder.FolderUse("bytezoo transfer", OUTPUT_FILES)
 SPLITS = ("train", "dev", "test")
 
 Log = Callable[[str], Any]
-
-
-class OutputFolderError(ByteZooError, ValueError):
-    """The output folder holds an earlier run's output, and ``overwrite`` was not asked for."""
 
 
 def _label_counts(data: LabeledTexts) -> dict:
@@ -519,22 +519,18 @@ def _write_outputs(config, extraction, fitted, analysis, timings, started, log, 
 
 
 # --- one run per output folder ---------------------------------------------------------------------------------------
-def earlier_outputs(output: str) -> list[str]:
-    """The files an earlier ``bytezoo transfer`` run left in ``output``: :data:`OUTPUT_FILES`, and whatever else its
-    report lists as written (plain file names only: a report cannot point outside the folder)."""
+def listed_in_report(output: str) -> tuple[str, ...]:
+    """The files an earlier run's report lists as written, beyond :data:`OUTPUT_FILES` (the model's, with
+    include_model): plain file names only, so a report cannot point outside the folder."""
     import fsspec
 
     fs, root = fsspec.core.url_to_fs(str(output).rstrip("/"))
-    if not fs.isdir(root):
-        return []
-    names = list(OUTPUT_FILES)
     try:
         with fs.open(f"{root}/{REPORT_FILE}", "rb") as handle:
             listed = jsonio.loads(handle.read()).get("files", {}).get("written", [])
-        names += [name for name in listed if isinstance(name, str) and _is_plain_name(name) and name not in names]
+        return tuple(name for name in listed if isinstance(name, str) and _is_plain_name(name))
     except (FileNotFoundError, ValueError, AttributeError, UnicodeDecodeError):
-        pass  # no report, or not one of ours: the fixed names still count
-    return [name for name in names if fs.isfile(f"{root}/{name}")]
+        return ()  # no report, or not one of ours: the fixed names still count
 
 
 def check_output_folder(output: str, *, overwrite: bool, include_model: bool = False) -> None:
@@ -546,22 +542,13 @@ def check_output_folder(output: str, *, overwrite: bool, include_model: bool = F
     if include_model and not isinstance(fsspec.core.url_to_fs(str(output))[0], LocalFileSystem):
         raise InvalidArgumentError(f"--include-model copies the model into a local folder, and {output} is not one: write "
                                    "locally and push the folder with `bytezoo hub push`, or leave the model where it is")
-    found = earlier_outputs(output)
-    if found and not overwrite:
-        shown = ", ".join(found[:6]) + (f" and {len(found) - 6} more" if len(found) > 6 else "")
-        raise OutputFolderError(f"{output} holds the output of an earlier bytezoo transfer run ({shown}): pass --overwrite to "
-                                "replace it (removes only those files), or choose another --output")
+    run_folder.check_output_folder(output, TRANSFER_RUN, overwrite=overwrite, listed=listed_in_report(output))
 
 
 def clear_output_folder(output: str) -> list[str]:
-    """``overwrite``: removes what an earlier run wrote into ``output`` (see :func:`earlier_outputs`), nothing else."""
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(str(output).rstrip("/"))
-    found = earlier_outputs(output)
-    for name in found:
-        fs.rm_file(f"{root}/{name}")
-    return found
+    """``overwrite``: removes what an earlier run wrote into ``output`` (see :func:`check_output_folder`), nothing
+    else."""
+    return run_folder.clear_output_folder(output, TRANSFER_RUN, listed=listed_in_report(output))
 
 
 def _is_plain_name(name: str) -> bool:

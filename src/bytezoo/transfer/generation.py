@@ -68,7 +68,7 @@ def steering_from_pipeline(dir_or_url: str, toward: str | None = None) -> dict:
     "class", "why"}``: its model, its top unit, the per-unit state its feature reads (``None`` where the family has
     none), and the value toward ``toward`` (a class; default: the one the unit's high values favour), from its
     report's ``steering``."""
-    import json
+    from bytezoo.untrusted import jsonio
 
     from .classifier import SparseLogisticClassifier
     from .pipeline import PipelineError, _resolve_directory, pipeline_model
@@ -76,8 +76,8 @@ def steering_from_pipeline(dir_or_url: str, toward: str | None = None) -> dict:
     directory = _resolve_directory(dir_or_url)
     _, metadata = SparseLogisticClassifier.load(directory)
     try:
-        with open(os.path.join(directory, "report.json"), encoding="utf-8") as handle:
-            steering = json.load(handle).get("steering")
+        with open(os.path.join(directory, "report.json"), "rb") as handle:  # maybe from a hub: read strictly
+            steering = jsonio.loads(handle.read()).get("steering")
     except FileNotFoundError:
         steering = None
     except (ValueError, AttributeError) as error:
@@ -130,20 +130,8 @@ def generate_steered(
 
     from bytezoo.threads import ensure_threads
 
-    if device is not None:
-        _check_device(device)  # before loading: a missing GPU is named before a checkpoint is downloaded
-    language_model = load_language_model(model)
-    if device is not None:
-        target = torch.device(device)
-        if target.type == "cuda" and target.index is None:  # "cuda" means the current GPU, which .device names
-            target = torch.device("cuda", torch.cuda.current_device())
-        if language_model.device != target:
-            if not isinstance(model, (str, os.PathLike)):
-                language_model = copy.deepcopy(language_model)  # never move the caller's model
-            language_model = language_model.to(target)
-    language_model = language_model.eval()
-    if not hasattr(language_model, "lm_head"):
-        raise TypeError("generation needs a causal LM (with an lm_head), not a bare recurrent body")
+    _check_sampling(temperature, top_k, num_samples, max_new_bytes)
+    language_model = _causal_lm_on(model, device)
     body = recurrent_body(language_model)
     ensure_threads(body.device)  # a thread count that holds up when other processes share the cores
     hidden = body.config.hidden_size
@@ -151,12 +139,6 @@ def generate_steered(
         raise InvalidArgumentError(f"neuron {neuron} is outside the model's {hidden} units; choose one in 0..{hidden - 1}")
     if neuron is not None:
         hold = held_state(body, hold)
-    if temperature < 0:
-        raise InvalidArgumentError(f"temperature must be >= 0; got {temperature}")
-    if top_k is not None and not 1 <= top_k <= 256:
-        raise InvalidArgumentError(f"top_k must be in [1, 256]; got {top_k}")
-    if num_samples < 1 or max_new_bytes < 0:
-        raise InvalidArgumentError(f"num_samples must be >= 1 and max_new_bytes >= 0; got {num_samples} and {max_new_bytes}")
     generator = torch.Generator(device=body.device)
     if seed is not None:
         generator.manual_seed(seed)
@@ -183,15 +165,7 @@ def generate_steered(
         for byte in context:
             logits = step(torch.full((num_samples,), byte, dtype=torch.long, device=body.device))
         for _ in range(max_new_bytes):
-            logits = logits[:, :256].float()
-            if temperature == 0:
-                next_ids = logits.argmax(dim=-1)
-            else:
-                logits = logits / temperature
-                if top_k is not None:
-                    threshold = logits.topk(top_k, dim=-1).values[:, -1:]  # (B, 1)
-                    logits = logits.masked_fill(logits < threshold, float("-inf"))
-                next_ids = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(1)  # (B,)
+            next_ids = _next_bytes(logits, temperature, top_k, generator)  # (B,)
             sampled.append(next_ids)
             logits = step(next_ids)
     new = torch.stack(sampled, dim=1).cpu().tolist() if sampled else [[] for _ in range(num_samples)]
@@ -199,6 +173,51 @@ def generate_steered(
     texts = [(prompt.encode("utf-8") + row).decode("utf-8", errors="replace") for row in new_bytes]
     held_values = np.stack(held, axis=1) if held else None
     return Generation(texts=texts, new_bytes=new_bytes, held_values=held_values)
+
+
+def _check_sampling(temperature: float, top_k: int | None, num_samples: int, max_new_bytes: int) -> None:
+    if temperature < 0:
+        raise InvalidArgumentError(f"temperature must be >= 0; got {temperature}")
+    if top_k is not None and not 1 <= top_k <= 256:
+        raise InvalidArgumentError(f"top_k must be in [1, 256]; got {top_k}")
+    if num_samples < 1 or max_new_bytes < 0:
+        raise InvalidArgumentError(f"num_samples must be >= 1 and max_new_bytes >= 0; got {num_samples} and {max_new_bytes}")
+
+
+def _causal_lm_on(model, device: str | None):
+    """The causal LM ``model`` names (an object, a checkpoint directory or a hub URL), in eval mode, on ``device``
+    (``None``: where it is). A model object on another device is copied there, never moved."""
+    import torch
+
+    if device is not None:
+        _check_device(device)  # before loading: a missing GPU is named before a checkpoint is downloaded
+    language_model = load_language_model(model)
+    if device is not None:
+        target = torch.device(device)
+        if target.type == "cuda" and target.index is None:  # "cuda" means the current GPU, which .device names
+            target = torch.device("cuda", torch.cuda.current_device())
+        if language_model.device != target:
+            if not isinstance(model, (str, os.PathLike)):
+                language_model = copy.deepcopy(language_model)  # never move the caller's model
+            language_model = language_model.to(target)
+    if not hasattr(language_model, "lm_head"):
+        raise TypeError("generation needs a causal LM (with an lm_head), not a bare recurrent body")
+    return language_model.eval()
+
+
+def _next_bytes(logits, temperature: float, top_k: int | None, generator):
+    """(B,) the next byte of each sample from its (B, V) logits: the likeliest at temperature 0, else sampled at
+    ``temperature`` among the ``top_k`` likeliest (all 256 bytes without it)."""
+    import torch
+
+    logits = logits[:, :256].float()
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k is not None:
+        threshold = logits.topk(top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < threshold, float("-inf"))
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(1)
 
 
 __all__ = ["Generation", "generate_steered", "held_state", "steering_from_pipeline"]

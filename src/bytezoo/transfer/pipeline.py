@@ -14,7 +14,7 @@ under the same name) is refused, since its units mean something else, unless ``a
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -22,9 +22,6 @@ from bytezoo.errors import ByteZooError
 
 from .classifier import SparseLogisticClassifier
 from .featurizer import Featurizer
-
-if TYPE_CHECKING:  # for the annotation only: importing it here would load the fine-tuning package with every pipeline
-    from bytezoo.finetune.serving import SequenceClassificationPipeline
 
 FEATURIZER_OPTIONS = ("pooling", "preprocess")
 
@@ -62,12 +59,47 @@ def _resolve_directory(dir_or_url: str) -> str:
     return str(resolve(str(dir_or_url)))
 
 
-class SentimentPipeline:
-    """A :class:`Featurizer` (model + pooling + preprocessing) followed by a :class:`SparseLogisticClassifier`.
+class ClassificationPipeline:
+    """What every bytezoo classifier of raw texts answers alike, written once: a call on a list of texts gives, per
+    text, ``{"label", "score", "probabilities"}`` (single label: the classes' probabilities), ``{"labels",
+    "probabilities"}`` (multi-label: a probability per label, those above 0.5 chosen) or ``{"value"}`` (regression).
+    A single string is a list of one. Subclasses (:class:`SentimentPipeline`, the probe; ``bytezoo.finetune``'s
+    ``SequenceClassificationPipeline``, a fine-tuned model) give :meth:`predict_proba`, :attr:`output_names` and
+    :attr:`problem`; ``bytezoo.serving.load_pipeline`` opens either kind of saved folder."""
 
-    Calling it on a list of texts returns, per text, ``{"label", "score", "probabilities"}`` (multi-label tasks:
-    ``{"labels": [...], "probabilities": {...}}``). A single string is a list of one: ``pipe("Great!")`` returns a
-    list holding its one result, as ``pipe(["Great!"])`` does.
+    @property
+    def problem(self) -> str:
+        """``"single_label"``, ``"multi_label"`` or ``"regression"``."""
+        raise NotImplementedError
+
+    @property
+    def output_names(self) -> list[str]:
+        """The name of each column :meth:`predict_proba` returns."""
+        raise NotImplementedError
+
+    def predict_proba(self, texts: Sequence[str] | str) -> np.ndarray:
+        """(n_texts, n_outputs) probabilities (regression: the predicted values)."""
+        raise NotImplementedError
+
+    def __call__(self, texts: Sequence[str] | str) -> list[dict]:
+        values, names, problem = self.predict_proba(texts), self.output_names, self.problem
+        results = []
+        for row in values:
+            if problem == "regression":
+                results.append({"value": float(row[0])})
+                continue
+            named = {name: float(p) for name, p in zip(names, row)}
+            if problem == "multi_label":
+                results.append({"labels": [name for name, p in named.items() if p > 0.5], "probabilities": named})
+            else:
+                best = int(np.argmax(row))
+                results.append({"label": names[best], "score": float(row[best]), "probabilities": named})
+        return results
+
+
+class SentimentPipeline(ClassificationPipeline):
+    """A :class:`Featurizer` (model + pooling + preprocessing) followed by a :class:`SparseLogisticClassifier`; called
+    as every :class:`ClassificationPipeline` is (single-label or multi-label tasks).
     """
 
     def __init__(self, featurizer: Featurizer, classifier: SparseLogisticClassifier, label_names: Sequence[str] | None = None, model_reference: str | None = None):
@@ -79,25 +111,13 @@ class SentimentPipeline:
     @classmethod
     def from_pretrained(cls, dir_or_url: str, *, model: str | None = None, batch_size: int = 512, device: str = "cpu",
                         dtype: str = "float32", progress: bool | None = False,
-                        allow_other_model: bool = False) -> "SentimentPipeline | SequenceClassificationPipeline":
+                        allow_other_model: bool = False) -> "SentimentPipeline":
         """Load the classifier in ``dir_or_url`` and its model: ``model=``, else the one saved beside it, else the
         reference recorded in the classifier's metadata (relative paths are taken from the pipeline directory). A
         model whose weights are not those the classifier was fitted on (its fingerprint in ``classifier.json``) is
-        refused unless ``allow_other_model``.
-
-        A folder holding a fine-tuned classifier instead (``bytezoo finetune``'s ``OUTPUT/model``: a
-        ``*ForSequenceClassification``, no ``classifier.json``) gives a
-        :class:`bytezoo.finetune.SequenceClassificationPipeline`, which is called the same way."""
+        refused unless ``allow_other_model``. (``bytezoo.serving.load_pipeline`` also opens a fine-tuned classifier's
+        folder, which holds no ``classifier.json``.)"""
         directory = _resolve_directory(dir_or_url)
-        if not os.path.isfile(os.path.join(directory, "classifier.json")):
-            from bytezoo.finetune.serving import SequenceClassificationPipeline, is_sequence_classifier
-
-            if is_sequence_classifier(directory):
-                if model is not None:
-                    raise PipelineError(f"{dir_or_url}: a fine-tuned classifier carries its own model; drop model= (--model "
-                                        "on the command line)")
-                return SequenceClassificationPipeline.from_pretrained(directory, batch_size=batch_size, device=device,
-                                                                      dtype=dtype, progress=progress)
         classifier, metadata = SparseLogisticClassifier.load(directory)
         given = model is not None
         model = pipeline_model(directory, metadata, model, shown=dir_or_url)
@@ -137,29 +157,21 @@ class SentimentPipeline:
             raise ValueError("save_pretrained(include_model=False) needs the model's reference (a directory or hub URL)")
         self.classifier.save(directory, metadata=pipeline_metadata(self.featurizer, reference, self.label_names))
 
-    def __call__(self, texts: Sequence[str] | str) -> list[dict]:
-        probabilities = self.predict_proba(texts)
-        names = self._output_names()
-        results = []
-        for row in probabilities:
-            named = {name: float(p) for name, p in zip(names, row)}
-            if self.classifier.task_ == "multilabel":
-                results.append({"labels": [name for name, p in named.items() if p > 0.5], "probabilities": named})
-            else:
-                best = int(np.argmax(row))
-                results.append({"label": names[best], "score": float(row[best]), "probabilities": named})
-        return results
+    @property
+    def problem(self) -> str:
+        return "multi_label" if self.classifier.task_ == "multilabel" else "single_label"
+
+    @property
+    def output_names(self) -> list[str]:
+        if self.classifier.task_ == "multilabel" and self.label_names:
+            return list(self.label_names)
+        return [str(value) for value in self.classifier.classes_]
 
     def predict_proba(self, texts: Sequence[str] | str) -> np.ndarray:
         return self.classifier.predict_proba(self.featurizer.transform(_as_list(texts)))
 
     def predict(self, texts: Sequence[str] | str) -> np.ndarray:
         return self.classifier.predict(self.featurizer.transform(_as_list(texts)))
-
-    def _output_names(self) -> list[str]:
-        if self.classifier.task_ == "multilabel" and self.label_names:
-            return list(self.label_names)
-        return [str(value) for value in self.classifier.classes_]
 
 
 def _as_list(texts):
@@ -185,4 +197,4 @@ def pipeline_metadata(featurizer: Featurizer, model_reference: str | None, label
     }
 
 
-__all__ = ["PipelineError", "SentimentPipeline", "pipeline_metadata", "pipeline_model"]
+__all__ = ["ClassificationPipeline", "PipelineError", "SentimentPipeline", "pipeline_metadata", "pipeline_model"]

@@ -5,7 +5,8 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("models", help="list the zoo's presets", description="List the zoo's registered presets with their sizes and provenance.")
+    parser = subparsers.add_parser("models", help="list the zoo's presets",
+                                   description="List the zoo's registered presets with their sizes and provenance.")
     parser.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'mlstm-*' (default: all)")
     parser.set_defaults(func=_list_models)
 

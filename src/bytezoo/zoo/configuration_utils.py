@@ -36,7 +36,8 @@ def declared_fields(config_class: type) -> dict[str, Any]:
 
 def _own_fields(config_class: type) -> list[str]:
     """The fields the model's own config declares (not transformers' base ones), in order."""
-    base_names = {f.name for cls in config_class.__mro__[1:] if dataclasses.is_dataclass(cls) for f in dataclasses.fields(cls)}
+    base_names = {f.name for cls in config_class.__mro__[1:] if dataclasses.is_dataclass(cls)
+                  for f in dataclasses.fields(cls)}
     return [f.name for f in dataclasses.fields(config_class) if f.name not in base_names and not f.name.startswith("_")]
 
 

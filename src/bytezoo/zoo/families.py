@@ -35,7 +35,8 @@ def families() -> list[Family]:
             continue
         prefix = f"{PACKAGE}.{folder.name}"
         presets = f"{prefix}.presets" if (folder / "presets.py").is_file() else None
-        found.append(Family(folder.name, folder, f"{prefix}.{configuration[0].stem}", f"{prefix}.{modeling[0].stem}", presets))
+        found.append(Family(folder.name, folder, f"{prefix}.{configuration[0].stem}", f"{prefix}.{modeling[0].stem}",
+                            presets))
     return found
 
 

@@ -43,7 +43,8 @@ def _check_checkpoint_files(directory: str) -> None:
 
 
 LOADING_OPTIONS = ("dtype", "torch_dtype")  # from_pretrained's own options that share a name with a config field
-CONFIG_INIT_KEYS = ("num_labels",)  # keyword arguments of a config's __init__ that are not fields (num_labels sets id2label)
+# keyword arguments of a config's __init__ that are not fields (num_labels sets id2label)
+CONFIG_INIT_KEYS = ("num_labels",)
 
 _DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64", "float", "half", "double", "auto")
 
@@ -63,8 +64,9 @@ def _load_config(config_class, directory: str, overrides: dict):
         raise CheckpointError(f"{config_path}: not a JSON object")
     found, expected = document.get("model_type"), getattr(config_class, "model_type", None)
     if expected and found != expected:  # another family: its weights cannot fill this one's layers
-        raise CheckpointError(f"{config_path}: a {found!r} checkpoint, not {expected!r}: {config_class.__name__} cannot "
-                              f"read it (the Auto classes and bytezoo.from_pretrained pick the class from config.json)")
+        raise CheckpointError(f"{config_path}: a {found!r} checkpoint, not {expected!r}: {config_class.__name__} "
+                              "cannot read it (the Auto classes and bytezoo.from_pretrained pick the class from "
+                              "config.json)")
     fields = declared_fields(config_class)
     try:
         check_config_overrides(config_class, {k: v for k, v in document.items() if k in fields and k != "dtype"},
@@ -137,8 +139,9 @@ def _check_shapes(model_class, config, directory: str, ignore_mismatched_sizes: 
         elif saved != shape:
             wrong.append(f"{name} {list(saved)} in the file, {list(shape)} by the config")
     if missing:  # never a silently random layer, and never the cost of building one first
-        raise CheckpointError(f"{directory}: checkpoint does not match {model_class.__name__}'s config: missing weights "
-                              f"{sorted(missing)[:8]}" + (f" (and {len(missing) - 8} more)" if len(missing) > 8 else ""))
+        raise CheckpointError(f"{directory}: checkpoint does not match {model_class.__name__}'s config: missing "
+                              f"weights {sorted(missing)[:8]}"
+                              + (f" (and {len(missing) - 8} more)" if len(missing) > 8 else ""))
     if wrong and not ignore_mismatched_sizes:
         raise CheckpointShapeError(f"{os.path.join(directory, 'config.json')}: the config does not match the weights: "
                                    + "; ".join(wrong[:4]) + (f" (and {len(wrong) - 4} more)" if len(wrong) > 4 else "")
@@ -185,8 +188,8 @@ class ByteZooModelMixin:
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
         """transformers' ``from_pretrained``, plus:
 
-        * any fsspec URL (``s3://…``, ``file://…``, ``memory://…``, ``hf://…``) through :func:`bytezoo.hub.resolve`,
-          which verifies and caches what it downloads;
+        * any fsspec URL (``s3://…``, ``file://…``, ``memory://…``, ``hf://…``) through
+          :func:`bytezoo.hub.resolve`, which verifies and caches what it downloads;
         * a :class:`CheckpointError` naming the file for missing, truncated or corrupt weights, for a checkpoint of
           another family, and for weights that the architecture needs but the checkpoint lacks or has in another
           shape — never a silently random layer. The one exception is a new head on a checkpoint of another head (a
@@ -220,8 +223,8 @@ class ByteZooModelMixin:
         except RuntimeError as error:  # transformers' report of weights whose shapes the config contradicts
             if "mismatched" not in str(error) and "size mismatch" not in str(error):
                 raise
-            raise CheckpointShapeError(f"{path}: checkpoint does not match {cls.__name__}'s config: weights of the wrong "
-                                       f"shape ({str(error).splitlines()[0]})") from None
+            raise CheckpointShapeError(f"{path}: checkpoint does not match {cls.__name__}'s config: weights of the "
+                                       f"wrong shape ({str(error).splitlines()[0]})") from None
         except TypeError as error:  # transformers hands keys that are neither loading options nor config fields to
             match = re.search(r"unexpected keyword argument '(\w+)'", str(error))  # the model's __init__
             if match is None or match.group(1) not in kwargs:
@@ -234,7 +237,8 @@ class ByteZooModelMixin:
         if info.get("mismatched_keys") and not ignore_mismatched:
             problems.append(f"weights of the wrong shape {sorted(info['mismatched_keys'])}")
         if problems:
-            error_class = CheckpointShapeError if info.get("mismatched_keys") and not ignore_mismatched else CheckpointError
+            error_class = (CheckpointShapeError if info.get("mismatched_keys") and not ignore_mismatched
+                           else CheckpointError)
             raise error_class(f"{path}: checkpoint does not match {cls.__name__}'s config: " + "; ".join(problems))
         return (model, info) if return_info else model
 

@@ -31,7 +31,8 @@ featurizer, fine-tuning's probe, the unit traces and steered generation. A new m
 **What a family writes.** A body class (subclass of :class:`RecurrentModel`) with ``state_shapes(batch)`` and
 ``_forward_layers(...)``; a causal-LM class (subclass of :class:`RecurrentForCausalLM`) and a sequence-classification
 class (subclass of :class:`RecurrentForSequenceClassification`), each naming its body class in ``body_class``; a
-config (with the ``classifier_pooling`` and ``classifier_dropout`` fields); one preset registration. The masks' meaning is the same for every family:
+config (with the ``classifier_pooling`` and ``classifier_dropout`` fields); one preset registration.
+The masks' meaning is the same for every family:
 ``attention_mask`` 0 = padding, which leaves the state as it was (left or right padding never changes a text's state);
 ``reset_mask`` True = a document starts here, read as if from the initial state.
 """
@@ -105,7 +106,7 @@ class RecurrentCausalLMOutput(ModelOutput):
     cell_states: tuple[Tensor, ...] | None = None
 
 
-# --- the state, for callers that hold one: slicing, joining, naming ----------------------------------------------------
+# --- the state, for callers that hold one: slicing, joining, naming ---------------------------------------------------
 def select_streams(state: State, index: slice | Tensor) -> State:
     """The streams ``index`` (a slice or a (B',) index tensor) of every part: dim 1 is the batch."""
     if isinstance(index, slice):
@@ -212,30 +213,34 @@ class RecurrentModel(RecurrentPreTrainedModel):
             output_cell_states: also return every layer's cell states (the papers' features are the final cell).
         """
         if input_ids is None or input_ids.dim() != 2:
-            raise ValueError(f"input_ids must be a (batch, time) tensor of byte values; got {None if input_ids is None else tuple(input_ids.shape)}")
+            raise ValueError("input_ids must be a (batch, time) tensor of byte values; "
+                             f"got {None if input_ids is None else tuple(input_ids.shape)}")
         batch, steps = input_ids.shape
         if steps == 0:
             raise ValueError("input_ids has no positions (T = 0)")
         use_cache = self.config.use_cache if use_cache is None else use_cache
-        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_hidden_states = (self.config.output_hidden_states if output_hidden_states is None
+                                else output_hidden_states)
         return_dict = self.config.return_dict if return_dict is None else return_dict
         if output_cell_states and "cell" not in self.state_names:
             raise ValueError(f"{type(self).__name__} has no cell state (its state parts are {self.state_names})")
 
-        # Traced for a graph (torch.export, torch.compile): no decision may read the values of the inputs, so the
-        # masks are applied even where they mask nothing and the byte range is not checked (there is nothing to look at).
+        # Traced for a graph (torch.export, torch.compile): no decision may read the values of the inputs, so the masks
+        # are applied even where they mask nothing and the byte range is not checked (there is nothing to look at).
         traced = torch.compiler.is_compiling()
         hold = None
         if attention_mask is not None:
             if attention_mask.shape != input_ids.shape:
-                raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; input_ids has {tuple(input_ids.shape)}")
+                raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; "
+                                 f"input_ids has {tuple(input_ids.shape)}")
             hold = attention_mask == 0  # (B, T)
             input_ids = input_ids.masked_fill(hold, 0)  # padding ids (e.g. <pad> = 256) are never looked up
             if not traced and not hold.any():
                 hold = None
         if reset_mask is not None:
             if reset_mask.shape != input_ids.shape:
-                raise ValueError(f"reset_mask has shape {tuple(reset_mask.shape)}; input_ids has {tuple(input_ids.shape)}")
+                raise ValueError(f"reset_mask has shape {tuple(reset_mask.shape)}; "
+                                 f"input_ids has {tuple(input_ids.shape)}")
             reset_mask = reset_mask.bool() if traced or reset_mask.any() else None
         if not traced and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
             raise ValueError(
@@ -279,7 +284,8 @@ def run_layers_in_segments(run_layer, num_layers: int, inputs: Tensor, state: St
                            hold: Tensor | None):
     """:func:`run_in_segments` one layer at a time, for callers that return every layer's sequence: each layer's
     output, with the masks applied, is exactly what the next layer reads, so the per-layer ``hiddens`` returned are
-    the tensors on the path to the loss (``retain_grad()`` on them sees a gradient), never copies beside it. ``run_layer(layer, inputs (B, T', I), state) -> (out, new_state, hiddens, cells)`` for one layer, its state
+    the tensors on the path to the loss (``retain_grad()`` on them sees a gradient), never copies beside it.
+    ``run_layer(layer, inputs (B, T', I), state) -> (out, new_state, hiddens, cells)`` for one layer, its state
     parts (1, B, H)."""
     outputs, states, hiddens, cells = inputs, [], [], []
     for layer in range(num_layers):
@@ -463,9 +469,11 @@ class RecurrentForCausalLM(RecurrentPreTrainedModel, GenerationMixin):
             model_kwargs["state"] = outputs["state"]
         return super()._update_model_kwargs_for_generation(outputs, model_kwargs, is_encoder_decoder, num_new_tokens)
 
-    def _expand_inputs_for_generation(self, expand_size: int = 1, is_encoder_decoder: bool = False, input_ids=None, **model_kwargs):
+    def _expand_inputs_for_generation(self, expand_size: int = 1, is_encoder_decoder: bool = False, input_ids=None,
+                                      **model_kwargs):
         state = model_kwargs.pop("state", None)
-        input_ids, model_kwargs = super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids, **model_kwargs)
+        input_ids, model_kwargs = super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids,
+                                                                        **model_kwargs)
         if state is not None:  # the batch is dim 1 of every part
             model_kwargs["state"] = tuple(part.repeat_interleave(expand_size, dim=1) for part in state)
         return input_ids, model_kwargs
@@ -476,7 +484,7 @@ class RecurrentForCausalLM(RecurrentPreTrainedModel, GenerationMixin):
         return select_streams(state, beam_idx)
 
 
-# --- pooling: a text's feature, written once ---------------------------------------------------------------------------
+# --- pooling: a text's feature, written once --------------------------------------------------------------------------
 # Each mode: (what it reads at every position, how a text's positions combine into its feature). "cell": the last
 # layer's cell state; "output": the last layer's output, which is the last layer's hidden state in every family that
 # has one. "last": the value after the text's last byte; "mean": the average over its bytes. Every reader of a text's
@@ -503,7 +511,8 @@ def _body_class_or_body(model):
 
 
 def _unit_state_of(value: str, unit_states) -> str | None:
-    """The per-unit state part a per-position value belongs to (the output is the hidden state), if the family has it."""
+    """The per-unit state part a per-position value belongs to (the output is the hidden state), if the family has
+    it."""
     part = "hidden" if value == "output" else value
     return part if part in unit_states else None
 
@@ -628,7 +637,8 @@ class TextPooling:
         batch, steps = hidden.shape[:2]
         rows = torch.arange(batch, device=hidden.device).unsqueeze(1).expand(batch, steps)  # (B, T)
         spare = carry[0].shape[0] - 1
-        owner = rows if attention_mask is None else torch.where(attention_mask.bool(), rows, torch.full_like(rows, spare))
+        owner = (rows if attention_mask is None
+                 else torch.where(attention_mask.bool(), rows, torch.full_like(rows, spare)))
         if not self.from_state:
             return self.read(carry, out, owner)
         totals, counts = carry
@@ -732,7 +742,8 @@ class RecurrentForSequenceClassification(RecurrentPreTrainedModel):
             raise ValueError(f"classifier_dropout must be in [0, 1); got {dropout}")
         if config.problem_type is not None and config.problem_type not in PROBLEM_TYPES:
             raise ValueError(f"problem_type={config.problem_type!r}; choose one of {PROBLEM_TYPES}")
-        config.classifier_pooling = self.pooling.mode  # saved explicitly: a later default cannot change what a checkpoint reads
+        # saved explicitly: a later default cannot change what a checkpoint reads
+        config.classifier_pooling = self.pooling.mode
         self.num_labels = config.num_labels
         self.model = self.body_class(config)
         self.dropout = nn.Dropout(dropout)
@@ -770,11 +781,14 @@ class RecurrentForSequenceClassification(RecurrentPreTrainedModel):
                 ``config.output_hidden_states``); they are kept for the whole text, so memory grows with its length.
         """
         if input_ids is None or input_ids.dim() != 2:
-            raise ValueError(f"input_ids must be a (batch, time) tensor of byte values; got {None if input_ids is None else tuple(input_ids.shape)}")
+            raise ValueError("input_ids must be a (batch, time) tensor of byte values; "
+                             f"got {None if input_ids is None else tuple(input_ids.shape)}")
         if attention_mask is not None and attention_mask.shape != input_ids.shape:
-            raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; input_ids has {tuple(input_ids.shape)}")
+            raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; "
+                             f"input_ids has {tuple(input_ids.shape)}")
         return_dict = self.config.return_dict if return_dict is None else return_dict
-        output_hidden_states = bool(self.config.output_hidden_states if output_hidden_states is None else output_hidden_states)
+        output_hidden_states = bool(self.config.output_hidden_states if output_hidden_states is None
+                                    else output_hidden_states)
         chunk = int(chunk_size or self.chunk_size)
         if chunk < 1:
             raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
@@ -812,14 +826,16 @@ class RecurrentForSequenceClassification(RecurrentPreTrainedModel):
         if config.problem_type == "single_label_classification":
             labels = labels.long().view(-1)
             if labels.numel() != logits.shape[0]:
-                raise ValueError(f"single-label classification takes one class index per text; labels have shape {tuple(labels.shape)}")
+                raise ValueError("single-label classification takes one class index per text; "
+                                 f"labels have shape {tuple(labels.shape)}")
             counted = labels[labels != -100]
             if counted.numel() and (counted.min() < 0 or counted.max() >= num_labels):
-                raise ValueError(f"labels hold class indices in [{int(counted.min())}, {int(counted.max())}] but the head has "
-                                 f"num_labels={num_labels}")
+                raise ValueError(f"labels hold class indices in [{int(counted.min())}, {int(counted.max())}] but the "
+                                 f"head has num_labels={num_labels}")
             return nn.functional.cross_entropy(logits, labels)
         if labels.shape != logits.shape:
-            raise ValueError(f"multi-label classification takes (batch, num_labels={num_labels}) 0/1 labels; got {tuple(labels.shape)}")
+            raise ValueError(f"multi-label classification takes (batch, num_labels={num_labels}) 0/1 labels; "
+                             f"got {tuple(labels.shape)}")
         return nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
 
 

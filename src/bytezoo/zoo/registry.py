@@ -72,7 +72,8 @@ _PRESETS_LOADING = False
 
 def _registry() -> dict[str, ModelInfo]:
     """The registry, with every family's presets (each family folder's ``presets.py``, found by
-    :mod:`bytezoo.zoo.families`) registered on first use: they import the model classes, so listing waits until asked."""
+    :mod:`bytezoo.zoo.families`) registered on first use: they import the model classes, so listing waits
+    until asked."""
     global _PRESETS_LOADING
     if not _PRESETS_LOADING:
         _PRESETS_LOADING = True

@@ -154,8 +154,8 @@ def input_gradients(coefs, d_gates, d_mult, d_mult_keep, mx, products, d_h0, d_c
     """The end of every backward: weight gradients as two large products over all steps, and the gradients of the
     inputs that need one, as ``(d_gates_x (B, T, 4H), d_mult_x (B, T, H), d_w_mh, d_w_h, d_h0, d_c0)``.
 
-    ``d_gates`` (T, B, 4H), ``d_mult`` and ``d_mult_keep`` (T, B, H) come from the backward recurrence; ``needs`` are the
-    six input-gradient flags of (gates_x, mult_x, w_mh, w_h, h0, c0).
+    ``d_gates`` (T, B, 4H), ``d_mult`` and ``d_mult_keep`` (T, B, H) come from the backward recurrence; ``needs`` are
+    the six input-gradient flags of (gates_x, mult_x, w_mh, w_h, h0, c0).
     """
     need_gx, need_mx, need_w_mh, need_w_h, need_h0, need_c0 = needs
     d_w_mh, d_w_h = weight_gradients(coefs, d_gates, d_mult_keep, mx, products, need_w_mh, need_w_h)

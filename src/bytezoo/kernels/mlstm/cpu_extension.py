@@ -121,7 +121,8 @@ def _load():
             library.parent.mkdir(parents=True, exist_ok=True)
             with _exclusive(library.with_suffix(".lock")):
                 if not library.exists():  # another process may have built it while we waited
-                    print(f"bytezoo: compiling the CPU mLSTM kernel (about 12 s, once; cached in {library.parent})", file=sys.stderr, flush=True)
+                    print(f"bytezoo: compiling the CPU mLSTM kernel (about 12 s, once; cached in {library.parent})",
+                          file=sys.stderr, flush=True)
                     _build_into(library, key)
                     return torch.ops.bytezoo_mlstm_cpu, None  # the build also loaded it
         torch.ops.load_library(str(library))

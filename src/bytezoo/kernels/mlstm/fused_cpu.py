@@ -5,12 +5,13 @@ Per step the two matrix products plus one vectorised pointwise pass that also wr
 batch-major tensors in and out (no transposed copies); large buffers recycled between calls. The weight gradients are
 then two large products over all B*T positions. Recurrent weights are packed for oneDNN where that measured faster,
 and fp32 inference runs the loops' own register-blocked AVX-512 products, the pointwise work fused into each tile,
-where the first-use calibration found them faster (:mod:`bytezoo.kernels.mlstm.packing`). It reads a byte model's (V, ...) tables in place given ``input_ids``, so the
-first layer never materialises (B, T, 4H) inputs; the table rows' gradients are summed here too.
+where the first-use calibration found them faster (:mod:`bytezoo.kernels.mlstm.packing`). It reads a byte model's
+(V, ...) tables in place given ``input_ids``, so the first layer never materialises (B, T, 4H) inputs; the table
+rows' gradients are summed here too.
 
 Building and caching the shared library (compiler flags, build keys, locks, the fallback when no compiler is found) is
-:mod:`bytezoo.kernels.mlstm.cpu_extension`, kept apart because it knows nothing of the recurrence and is tested on its own.
-Where the library cannot be had, or with ``USE_COMPILED_LOOPS = False`` (or ``BYTEZOO_CPU_EXTENSION=0``), the
+:mod:`bytezoo.kernels.mlstm.cpu_extension`, kept apart because it knows nothing of the recurrence and is tested on its
+own. Where the library cannot be had, or with ``USE_COMPILED_LOOPS = False`` (or ``BYTEZOO_CPU_EXTENSION=0``), the
 capability table in :mod:`bytezoo.kernels.mlstm.interface` sends ``kernel="fused"`` to the same algorithm as
 plain-PyTorch loops (:mod:`bytezoo.kernels.mlstm.fused_torch`).
 """

@@ -133,5 +133,6 @@ def fused_backward(saved, w_mh, w_h, d_hs, d_cs, d_h_last, d_c_last, needs):
 
 # The autograd wrapper and the entry point (same contract as naive.mlstm_scan_ref, gathered inputs only).
 FusedTorchMLSTMScan, mlstm_scan_fused_torch = gathered_input_engine(
-    "FusedTorch", "mlstm_scan_fused_torch", fused_forward, fused_backward, "the fused_torch engine (plain-PyTorch loops)"
+    "FusedTorch", "mlstm_scan_fused_torch", fused_forward, fused_backward,
+    "the fused_torch engine (plain-PyTorch loops)",
 )

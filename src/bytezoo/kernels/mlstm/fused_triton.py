@@ -130,7 +130,8 @@ def _grid(n_elements: int) -> tuple[tuple[int], int]:
 
 
 def triton_forward(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, return_cells, save):
-    """Forward recurrence; returns (hs, cs, h_T, c_T, saved) like :func:`bytezoo.kernels.mlstm.fused_torch.fused_forward`."""
+    """Forward recurrence; returns (hs, cs, h_T, c_T, saved) like
+    :func:`bytezoo.kernels.mlstm.fused_torch.fused_forward`."""
     forward_kernel, _ = _kernels(interpreting())
     batch, steps, four_hidden = gates_x.shape
     hidden = four_hidden // 4

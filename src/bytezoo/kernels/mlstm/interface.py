@@ -139,7 +139,8 @@ def choose_engine(kernel: str, gates_x: Tensor, *, return_cells: bool = False, t
     if kernel not in KERNELS:
         raise ValueError(f"unknown mLSTM kernel {kernel!r}; choose one of {KERNELS}")
     named = kernel != "auto"
-    if not named and torch.compiler.is_exporting():  # an exported graph (torch.export, ONNX) holds plain PyTorch operations
+    # an exported graph (torch.export, ONNX) holds plain PyTorch operations
+    if not named and torch.compiler.is_exporting():
         return ENGINES["reference"]
     dtype, device = gates_x.dtype, gates_x.device
     candidates = [engine for engine in ENGINES.values() if not named or engine.kernel == kernel]
@@ -221,7 +222,8 @@ def _check_inputs(gates_x, mult_x, w_mh, w_h, h0, c0, reset, hold, input_ids=Non
         if tensor is None:
             continue
         if tuple(tensor.shape) != shape:
-            raise ValueError(f"{name} must have shape {shape} for gates_x of shape {tuple(gates_x.shape)}; got {tuple(tensor.shape)}")
+            raise ValueError(f"{name} must have shape {shape} for gates_x of shape {tuple(gates_x.shape)}; "
+                             f"got {tuple(tensor.shape)}")
         if tensor.device != gates_x.device:
             raise ValueError(f"{name} is on {tensor.device} but gates_x is on {gates_x.device}")
     if not gates_x.is_floating_point():

@@ -1,5 +1,5 @@
-"""The mLSTM recurrence in plain PyTorch: a loop over time, upcast to (at least) float32. The ground truth for every fast
-path; float64 inputs run in float64, so ``gradcheck`` can use it.
+"""The mLSTM recurrence in plain PyTorch: a loop over time, upcast to (at least) float32. The ground truth for every
+fast path; float64 inputs run in float64, so ``gradcheck`` can use it.
 
 Only torch is imported here, so this file also serves checkpoints loaded with ``trust_remote_code`` where bytezoo is
 not installed.

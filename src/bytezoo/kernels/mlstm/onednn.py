@@ -44,8 +44,9 @@ def packing_works(dtype: torch.dtype) -> bool:
             packed = pack_weight(w, 3)
             tol = 1e-4 if dtype == torch.float32 else 5e-2
             expected = x.float() @ w.float()
-            ok = torch.allclose(packed_product(x, packed).float(), expected, rtol=tol, atol=tol * 10) and torch.allclose(
-                packed_product(x, packed, add).float(), expected + add.float(), rtol=tol, atol=tol * 10)
+            ok = (torch.allclose(packed_product(x, packed).float(), expected, rtol=tol, atol=tol * 10)
+                  and torch.allclose(packed_product(x, packed, add).float(), expected + add.float(), rtol=tol,
+                                     atol=tol * 10))
         except (RuntimeError, AttributeError, NotImplementedError):
             ok = False
         if not ok:

@@ -18,8 +18,8 @@ Its own file because it is a measured policy, not an engine: the numbers behind 
 both fused engines (and their tests) read the same thresholds.
 
 Packing uses private ATen ops, wrapped and checked against ``torch.mm`` in :mod:`.onednn` (replaced by
-``torch.mm``/``addmm`` where missing or wrong); ``PACK_WEIGHTS = False`` turns them off. The thresholds are read at each call, so tests can change
-them.
+``torch.mm``/``addmm`` where missing or wrong); ``PACK_WEIGHTS = False`` turns them off. The thresholds are read at
+each call, so tests can change them.
 """
 from __future__ import annotations
 
@@ -95,7 +95,8 @@ class RecurrentMatmul:
             if weight.dtype == torch.bfloat16:
                 packable = min(weight.shape) >= _threshold(PACK_BF16_MIN_SIZE, "bf16_min_size")
             else:
-                packable = min(weight.shape) >= _threshold(PACK_MIN_SIZE, "fp32_min_size") and batch in PACK_FP32_BATCHES
+                packable = (min(weight.shape) >= _threshold(PACK_MIN_SIZE, "fp32_min_size")
+                            and batch in PACK_FP32_BATCHES)
         if pack and packable and packing_works(weight.dtype):
             self.packed = pack_weight(weight, batch)
         # Unused when packed (no transposed copy then); else contiguous, for the faster non-transposed GEMM.

@@ -69,12 +69,15 @@ def build_model(config: MLSTMConfig, state_dict: dict[str, Tensor], where: str) 
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     if missing or unexpected:
-        raise ConversionError(f"{where}: converted weights do not match the bytezoo model: missing {missing}, unexpected {unexpected}")
+        raise ConversionError(f"{where}: converted weights do not match the bytezoo model: missing {missing}, "
+                              f"unexpected {unexpected}")
     for name, shape in expected.items():
         if tuple(state_dict[name].shape) != shape:
-            raise ConversionError(f"{where}: {name} has shape {tuple(state_dict[name].shape)}; the bytezoo model expects {shape}")
+            raise ConversionError(f"{where}: {name} has shape {tuple(state_dict[name].shape)}; the bytezoo model "
+                                  f"expects {shape}")
     check_finite(state_dict, where)
-    model.load_state_dict({name: tensor.to(torch.float32).contiguous() for name, tensor in state_dict.items()}, strict=True)
+    model.load_state_dict({name: tensor.to(torch.float32).contiguous() for name, tensor in state_dict.items()},
+                          strict=True)
     return model.eval()
 
 
@@ -83,7 +86,8 @@ def _local_directory(url: str) -> str:
     atomically; push a converted checkpoint elsewhere with ``bytezoo hub``."""
     fs, path = fsspec.core.url_to_fs(url)
     if "file" not in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
-        raise ConversionError(f"{url}: the output directory must be on the local filesystem (upload it afterwards with `bytezoo hub push`)")
+        raise ConversionError(f"{url}: the output directory must be on the local filesystem (upload it afterwards "
+                              "with `bytezoo hub push`)")
     return os.path.abspath(path)
 
 
@@ -94,11 +98,13 @@ def prepare_output(out_dir: str, overwrite: bool) -> str:
         if not os.path.isdir(path):
             raise ConversionError(f"{out_dir}: exists and is not a directory")
         if os.listdir(path) and not overwrite:
-            raise ConversionError(f"{out_dir}: exists and is not empty; choose another directory or pass overwrite=True (--overwrite)")
+            raise ConversionError(f"{out_dir}: exists and is not empty; choose another directory or pass "
+                                  "overwrite=True (--overwrite)")
     return path
 
 
-def write_checkpoint(model: MLSTMForCausalLM, out_dir: str, conversion: dict[str, Any], *, overwrite: bool = False) -> None:
+def write_checkpoint(model: MLSTMForCausalLM, out_dir: str, conversion: dict[str, Any], *,
+                     overwrite: bool = False) -> None:
     """Write ``model`` (config.json + model.safetensors), the byte tokenizer and ``conversion.json`` to ``out_dir``.
 
     Everything is written into a temporary directory beside ``out_dir`` and renamed into place at the end, so a failure

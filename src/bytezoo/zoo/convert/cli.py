@@ -61,7 +61,8 @@ def _report(model, out_dir: str) -> None:
 def _convert_openai(args: argparse.Namespace) -> int:
     from . import convert_openai
 
-    model = convert_openai(args.src_dir, args.out_dir, overwrite=args.overwrite)  # a ConversionError: one line (bytezoo.cli)
+    # a ConversionError: one line (bytezoo.cli)
+    model = convert_openai(args.src_dir, args.out_dir, overwrite=args.overwrite)
     _report(model, args.out_dir)
     return 0
 

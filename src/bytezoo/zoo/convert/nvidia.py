@@ -10,7 +10,8 @@ What their code stores (github.com/NVIDIA/sentiment-discovery, read for this con
 * ``RNN_utils/RNN/RNNBackend.py`` ``stackedRNN``: layers in ``rnns.{l}``; ``RNNCell`` holds ``w_ih`` (4H, in),
   ``w_hh`` (4H, H), ``b_ih``/``b_hh`` (4H) in torch's (out, in) layout; ``w_ho`` only with an output projection.
 * ``RNN_utils/RNN/cells.py`` (``model/RNN_utils/RNN/models.py`` imports ``mLSTMRNNCell`` from it; the copy read here
-  was the identical ``apex_utils/apex/RNN/cells.py`` of the same repository) ``mLSTMRNNCell`` adds ``w_mih`` (H, in) and ``w_mhh`` (H, H); ``mLSTMCell`` computes::
+  was the identical ``apex_utils/apex/RNN/cells.py`` of the same repository) ``mLSTMRNNCell`` adds ``w_mih`` (H, in)
+  and ``w_mhh`` (H, H); ``mLSTMCell`` computes::
 
       m = F.linear(x, w_mih) * F.linear(h, w_mhh)
       gates = F.linear(x, w_ih, b_ih) + F.linear(m, w_hh, b_hh)
@@ -41,7 +42,15 @@ import torch
 from torch import Tensor
 
 from ..mlstm import MLSTMConfig, MLSTMForCausalLM
-from ._common import ConversionError, build_model, check_vocab_size, prepare_output, read_bytes, sha256_hex, write_checkpoint
+from ._common import (
+    ConversionError,
+    build_model,
+    check_vocab_size,
+    prepare_output,
+    read_bytes,
+    sha256_hex,
+    write_checkpoint,
+)
 
 # mLSTMCell's gate chunks are (i, f, u, o); bytezoo's are (i, f, o, u): new block k is old block GATE_BLOCK_ORDER[k].
 GATE_BLOCK_ORDER = (0, 1, 3, 2)
@@ -51,6 +60,17 @@ BIASES = ("b_ih", "b_hh")
 BYTEZOO_NAMES = {"w_ih": ("w_x", "g_x"), "w_hh": ("w_h", "g_h"), "w_mih": ("w_mx", "g_mx"), "w_mhh": ("w_mh", "g_mh")}
 _RNN_KEY = re.compile(r"^(?P<prefix>(?:.+\.)?)rnns\.(?P<layer>\d+)\.(?P<param>[^.]+)$")
 _TRANSFORMER_MARKERS = ("self_attn", "embed_tokens", "embed_positions", "encoder_attn", "embed_out")
+# what conversion.json cites for the weights and for the code that defines their layout
+PAPER = ("Puri, Kirby, Yakovenko, Catanzaro. Large Scale Language Modeling: Converging on 40GB of Text in Four Hours. "
+         "arXiv:1808.01371")
+REFERENCE_CODE = ("https://github.com/NVIDIA/sentiment-discovery (model/model.py, RNN_utils/RNN/cells.py, "
+                  "reparameterization/weight_norm.py)")
+# what conversion.json says of the source's weight norm, by the set of "was this weight normed" answers
+_WEIGHT_NORM_NOTES = {
+    frozenset({True}): "g/v pairs (norm over the input axis), stored unchanged",
+    frozenset({False}): "none (plain weights)",
+    frozenset({True, False}): "mixed; folded into effective weights",
+}
 
 
 @dataclass
@@ -65,13 +85,16 @@ class _Source:
 
 
 def _load_pickle(ckpt_path: str, trust_pickle: bool) -> tuple[Any, str, str]:
-    """``(object, sha256, how it was loaded)``: safely with ``weights_only=True``; the full unpickler only on request."""
+    """``(object, sha256, how it was loaded)``: safely with ``weights_only=True``; the full unpickler only on
+    request."""
     data = read_bytes(ckpt_path)
     checksum = sha256_hex(data)
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True), checksum, "torch.load(weights_only=True)"
+        return (torch.load(io.BytesIO(data), map_location="cpu", weights_only=True), checksum,
+                "torch.load(weights_only=True)")
     except pickle.UnpicklingError as error:
-        reason = str(error).split("WeightsUnpickler error:", 1)[-1].strip().split("\n")[0].strip() or "unsupported content"
+        reason = (str(error).split("WeightsUnpickler error:", 1)[-1].strip().split("\n")[0].strip()
+                  or "unsupported content")
         if not trust_pickle:
             what = (
                 "it stores Python objects beyond tensors and plain containers"
@@ -84,12 +107,15 @@ def _load_pickle(ckpt_path: str, trust_pickle: bool) -> tuple[Any, str, str]:
                 "file comes from, pass --trust-pickle (trust_pickle=True)."
             ) from error
     except Exception as error:  # truncated zip, not a torch file at all, ...
-        raise ConversionError(f"{ckpt_path}: not a readable PyTorch checkpoint ({type(error).__name__}: {error})") from error
+        raise ConversionError(f"{ckpt_path}: not a readable PyTorch checkpoint "
+                              f"({type(error).__name__}: {error})") from error
     warnings.warn(f"{ckpt_path}: loaded with the full unpickler (--trust-pickle); it could run code", stacklevel=3)
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False), checksum, "torch.load(weights_only=False) (--trust-pickle)"
+        return (torch.load(io.BytesIO(data), map_location="cpu", weights_only=False), checksum,
+                "torch.load(weights_only=False) (--trust-pickle)")
     except Exception as error:
-        raise ConversionError(f"{ckpt_path}: cannot be unpickled even with --trust-pickle ({type(error).__name__}: {error})") from error
+        raise ConversionError(f"{ckpt_path}: cannot be unpickled even with --trust-pickle "
+                              f"({type(error).__name__}: {error})") from error
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Tensor]:
@@ -121,15 +147,18 @@ def _locate(flat: dict[str, Tensor], where: str) -> _Source:
             f"sentiment-discovery's RNNModel); tensor keys: {shown}"
         )
     if len(prefixes) > 1:
-        raise ConversionError(f"{where}: several recurrent stacks found (under {prefixes}); expected one language model")
+        raise ConversionError(f"{where}: several recurrent stacks found (under {prefixes}); "
+                              "expected one language model")
     rnn_prefix = prefixes[0]
     if not (rnn_prefix == "rnn." or rnn_prefix.endswith(".rnn.")):
-        raise ConversionError(f"{where}: recurrent layers under {rnn_prefix!r}; expected them in RNNModel's 'rnn' module")
+        raise ConversionError(f"{where}: recurrent layers under {rnn_prefix!r}; "
+                              "expected them in RNNModel's 'rnn' module")
     encoder_root = rnn_prefix[: -len("rnn.")]  # "encoder." in RNNModel's nested layout, "" in a plain one
     model_root = encoder_root[: -len("encoder.")] if encoder_root.endswith("encoder.") else encoder_root
     embedding_key = encoder_root + "encoder.weight"
     decoder_prefix = model_root + "decoder."
-    scopes = (rnn_prefix, encoder_root + "encoder.", decoder_prefix) + ((encoder_root,) if encoder_root != model_root else ())
+    scopes = ((rnn_prefix, encoder_root + "encoder.", decoder_prefix)
+              + ((encoder_root,) if encoder_root != model_root else ()))
     source = _Source(rnn_prefix, embedding_key, decoder_prefix, scopes)
     source.ignored_keys = sorted(key for key in flat if not key.startswith(scopes))
     return source
@@ -155,13 +184,15 @@ def _reorder_gates(tensor: Tensor) -> Tensor:
 def _check_layer_indices(flat: dict[str, Tensor], source: _Source, where: str) -> int:
     layers = sorted({int(match["layer"]) for key in flat if (match := _RNN_KEY.match(key))})
     if layers != list(range(len(layers))):
-        raise ConversionError(f"{where}: recurrent layers {layers} under {source.rnn_prefix!r} are not numbered 0..{len(layers) - 1}")
+        raise ConversionError(f"{where}: recurrent layers {layers} under {source.rnn_prefix!r} are not numbered "
+                              f"0..{len(layers) - 1}")
     return len(layers)
 
 
 def _classify_plain_rnn(flat: dict[str, Tensor], prefix: str) -> str:
     """Name the architecture of a stack without the multiplicative weights, for the error message."""
-    w_ih, w_hh = flat.get(prefix + "w_ih", flat.get(prefix + "w_ih_v")), flat.get(prefix + "w_hh", flat.get(prefix + "w_hh_v"))
+    w_ih = flat.get(prefix + "w_ih", flat.get(prefix + "w_ih_v"))
+    w_hh = flat.get(prefix + "w_hh", flat.get(prefix + "w_hh_v"))
     if w_ih is None or w_hh is None or w_hh.dim() != 2:
         return "a non-multiplicative recurrent"
     gates = w_ih.shape[0] // max(w_hh.shape[1], 1)
@@ -182,7 +213,8 @@ def _read_layer(
             "w_mih/w_mhh. Only mLSTM language models convert (bytezoo's nn.LSTM baseline has a different layout)."
         )
     if "w_ho" in present or "w_ho_v" in present:
-        raise ConversionError(f"{where}: {prefix}w_ho: an output projection (output_size != hidden_size) has no bytezoo equivalent")
+        raise ConversionError(f"{where}: {prefix}w_ho: an output projection (output_size != hidden_size) has no "
+                              "bytezoo equivalent")
     rows = {"w_ih": 4 * hidden_size, "w_hh": 4 * hidden_size, "w_mih": hidden_size, "w_mhh": hidden_size}
     cols = {"w_ih": input_size, "w_hh": hidden_size, "w_mih": input_size, "w_mhh": hidden_size}
     weights: dict[str, dict[str, Tensor]] = {}
@@ -196,9 +228,11 @@ def _read_layer(
             v = _require(flat, f"{prefix}{name}_v", shape, where, f"layer {layer} {name}, weight-norm direction")
             g_key = f"{prefix}{name}_g"
             if g_key not in flat:
-                raise ConversionError(f"{where}: missing key {g_key!r} (layer {layer} {name}, weight-norm gain paired with {name}_v)")
+                raise ConversionError(f"{where}: missing key {g_key!r} (layer {layer} {name}, weight-norm gain "
+                                      f"paired with {name}_v)")
             if tuple(flat[g_key].shape) not in ((rows[name], 1), (rows[name],)):
-                raise ConversionError(f"{where}: {g_key} has shape {list(flat[g_key].shape)}; expected [{rows[name]}, 1]")
+                raise ConversionError(f"{where}: {g_key} has shape {list(flat[g_key].shape)}; "
+                                      f"expected [{rows[name]}, 1]")
             g = _require(flat, g_key, tuple(flat[g_key].shape), where, f"layer {layer} {name} gain").reshape(rows[name])
             weights[name] = {"g": g, "v": v}
             used.update({f"{name}_v", f"{name}_g"})
@@ -207,7 +241,8 @@ def _read_layer(
     biases = [name for name in BIASES if name in present]
     if len(biases) == 1:
         other = next(name for name in BIASES if name not in present)
-        raise ConversionError(f"{where}: missing key {prefix + other!r} (layer {layer}; {prefix + biases[0]} is present)")
+        raise ConversionError(f"{where}: missing key {prefix + other!r} "
+                              f"(layer {layer}; {prefix + biases[0]} is present)")
     bias = torch.zeros(4 * hidden_size, dtype=torch.float64)  # a stack built with bias=False has neither
     for name in biases:
         bias = bias + _require(flat, prefix + name, (4 * hidden_size,), where, f"layer {layer} {name}")
@@ -233,15 +268,18 @@ def _read(ckpt_path: str, trust_pickle: bool) -> tuple[MLSTMConfig, dict[str, Te
     num_layers = _check_layer_indices(flat, source, ckpt_path)
 
     if source.embedding_key not in flat:
-        raise ConversionError(f"{ckpt_path}: missing key {source.embedding_key!r} (the byte embedding, RNNModel.encoder)")
+        raise ConversionError(f"{ckpt_path}: missing key {source.embedding_key!r} "
+                              "(the byte embedding, RNNModel.encoder)")
     embedding = flat[source.embedding_key]
     if embedding.dim() != 2:
-        raise ConversionError(f"{ckpt_path}: {source.embedding_key} has shape {list(embedding.shape)}; expected [vocab, embedding]")
+        raise ConversionError(f"{ckpt_path}: {source.embedding_key} has shape {list(embedding.shape)}; "
+                              "expected [vocab, embedding]")
     vocab_size, embedding_size = embedding.shape
     check_vocab_size(vocab_size, f"{ckpt_path}: {source.embedding_key}")
     first_w_hh = flat.get(f"{source.rnn_prefix}rnns.0.w_hh", flat.get(f"{source.rnn_prefix}rnns.0.w_hh_v"))
     if first_w_hh is None or first_w_hh.dim() != 2:
-        raise ConversionError(f"{ckpt_path}: missing key {source.rnn_prefix + 'rnns.0.w_hh'!r} (layer 0 recurrent gate weight)")
+        raise ConversionError(f"{ckpt_path}: missing key {source.rnn_prefix + 'rnns.0.w_hh'!r} "
+                              "(layer 0 recurrent gate weight)")
     hidden_size = first_w_hh.shape[1]
 
     decoder_weight_key, decoder_bias_key = source.decoder_prefix + "weight", source.decoder_prefix + "bias"
@@ -292,30 +330,28 @@ def _read(ckpt_path: str, trust_pickle: bool) -> tuple[MLSTMConfig, dict[str, Te
         weight_norm=weight_norm,
         conversion_source="nvidia",
     )
-    weight_norm_note = {
-        frozenset({True}): "g/v pairs (norm over the input axis), stored unchanged",
-        frozenset({False}): "none (plain weights)",
-        frozenset({True, False}): "mixed; folded into effective weights",
-    }[frozenset(normed)]
     record = {
         "source_format": "nvidia-sentiment-discovery",
         "source": ckpt_path,
         "source_sha256": checksum,
         "loaded_with": loader,
-        "source_dtypes": sorted({str(flat[key].dtype).replace("torch.", "") for key in flat if key.startswith(source.scopes)}),
-        "source_weight_norm": weight_norm_note,
-        "source_layout": {"rnn": source.rnn_prefix, "embedding": source.embedding_key, "decoder": source.decoder_prefix},
+        "source_dtypes": sorted({str(flat[key].dtype).replace("torch.", "")
+                                 for key in flat if key.startswith(source.scopes)}),
+        "source_weight_norm": _WEIGHT_NORM_NOTES[frozenset(normed)],
+        "source_layout": {"rnn": source.rnn_prefix, "embedding": source.embedding_key,
+                          "decoder": source.decoder_prefix},
         "ignored_keys": source.ignored_keys,
         "biases": "b_ih + b_hh" if f"{source.rnn_prefix}rnns.0.b_ih" in flat else "none in source (zeros)",
         "gate_order": "source chunks (i, f, u, o) reordered to bytezoo's (i, f, o, u)",
-        "paper": "Puri, Kirby, Yakovenko, Catanzaro. Large Scale Language Modeling: Converging on 40GB of Text in Four Hours. arXiv:1808.01371",
-        "reference_code": "https://github.com/NVIDIA/sentiment-discovery (model/model.py, RNN_utils/RNN/cells.py, reparameterization/weight_norm.py)",
+        "paper": PAPER,
+        "reference_code": REFERENCE_CODE,
         "hidden_size": hidden_size,
         "embedding_size": embedding_size,
         "num_layers": num_layers,
     }
     if source.ignored_keys:
-        warnings.warn(f"{ckpt_path}: ignoring {len(source.ignored_keys)} tensors outside the language model: {source.ignored_keys[:5]}", stacklevel=3)
+        warnings.warn(f"{ckpt_path}: ignoring {len(source.ignored_keys)} tensors outside the language model: "
+                      f"{source.ignored_keys[:5]}", stacklevel=3)
     return config, state_dict, record
 
 
@@ -330,7 +366,8 @@ def load_nvidia_state(ckpt_path: str, *, trust_pickle: bool = False) -> tuple[ML
     return config, state_dict
 
 
-def convert_nvidia(ckpt_path: str, out_dir: str, *, trust_pickle: bool = False, overwrite: bool = False) -> MLSTMForCausalLM:
+def convert_nvidia(ckpt_path: str, out_dir: str, *, trust_pickle: bool = False,
+                   overwrite: bool = False) -> MLSTMForCausalLM:
     """Convert a sentiment-discovery mLSTM checkpoint into a bytezoo checkpoint (safetensors) in ``out_dir``.
 
     The file is read with ``torch.load(weights_only=True)``; a file that needs the full unpickler (it can run code)

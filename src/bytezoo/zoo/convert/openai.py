@@ -75,8 +75,10 @@ def _load_npy(fs: fsspec.AbstractFileSystem, path: str, name: str, src_dir: str)
         array = np.load(io.BytesIO(data), allow_pickle=False)
     except Exception as error:  # truncated, not a .npy file at all, or an object array (which needs pickle)
         if "allow_pickle" in str(error):
-            raise ConversionError(f"{src_dir}/{name}: not a plain numeric .npy array: it holds pickled Python objects, which are never loaded") from error
-        raise ConversionError(f"{src_dir}/{name}: cannot be read as a .npy array ({type(error).__name__}: {error})") from error
+            raise ConversionError(f"{src_dir}/{name}: not a plain numeric .npy array: it holds pickled Python "
+                                  "objects, which are never loaded") from error
+        raise ConversionError(f"{src_dir}/{name}: cannot be read as a .npy array "
+                              f"({type(error).__name__}: {error})") from error
     if not np.issubdtype(array.dtype, np.floating):
         raise ConversionError(f"{src_dir}/{name}: holds {array.dtype} values; expected floating-point parameters")
     return array, sha256_hex(data)
@@ -98,7 +100,8 @@ def _sizes(arrays: dict[int, np.ndarray], src_dir: str) -> dict[str, int]:
             symbolic = "[" + ", ".join(spec.shape) + "]"
             raise ConversionError(
                 f"{src_dir}/{index}.npy ({spec.name}): expected shape {symbolic} = {list(expected)} "
-                f"(V={sizes['V']}, E={sizes['E']} from 0.npy, H={sizes['H']} from 1.npy); got {list(arrays[index].shape)}"
+                f"(V={sizes['V']}, E={sizes['E']} from 0.npy, H={sizes['H']} from 1.npy); "
+                f"got {list(arrays[index].shape)}"
             )
     return sizes
 
@@ -181,10 +184,12 @@ def convert_openai(src_dir: str, out_dir: str, *, overwrite: bool = False) -> ML
         "source_format": "openai-npy",
         "source": src_dir,
         "source_files_sha256": checksums,
-        "paper": "Radford, Jozefowicz, Sutskever. Learning to Generate Reviews and Discovering Sentiment. arXiv:1704.01444",
+        "paper": "Radford, Jozefowicz, Sutskever. Learning to Generate Reviews and Discovering Sentiment. "
+                 "arXiv:1704.01444",
         "reference_code": "https://github.com/openai/generating-reviews-discovering-sentiment (encoder.py)",
-        "mapping": "0->embeddings; 1->w_x; concat(2,3,4,5, axis=1)->w_h; 6->w_mx; 7->w_mh; 8->bias; 9..12->g_x,g_h,g_mx,g_mh; "
-        "13.T->lm_head.weight; 14->lm_head.bias (gate order i, f, o, u and weight norm unchanged)",
+        "mapping": "0->embeddings; 1->w_x; concat(2,3,4,5, axis=1)->w_h; 6->w_mx; 7->w_mh; 8->bias; "
+                   "9..12->g_x,g_h,g_mx,g_mh; 13.T->lm_head.weight; 14->lm_head.bias (gate order i, f, o, u and "
+                   "weight norm unchanged)",
         "hidden_size": config.hidden_size,
         "embedding_size": config.embedding_size,
         "num_layers": config.num_layers,

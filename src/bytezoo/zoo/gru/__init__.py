@@ -5,6 +5,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
         "configuration_gru": ["ByteGRUConfig"],
-        "modeling_gru": ["ByteGRUForCausalLM", "ByteGRUForSequenceClassification", "ByteGRUModel", "ByteGRUPreTrainedModel"],
+        "modeling_gru": ["ByteGRUForCausalLM", "ByteGRUForSequenceClassification", "ByteGRUModel",
+                         "ByteGRUPreTrainedModel"],
     },
 )

@@ -42,7 +42,8 @@ class ByteGRUPreTrainedModel(RecurrentPreTrainedModel):
 
 
 class ByteGRUModel(RecurrentModel, ByteGRUPreTrainedModel):
-    """Byte embedding followed by a multi-layer ``nn.GRU``. Inputs, masks and outputs: :meth:`RecurrentModel.forward`."""
+    """Byte embedding followed by a multi-layer ``nn.GRU``. Inputs, masks and outputs:
+    :meth:`RecurrentModel.forward`."""
 
     _auto_class = "AutoModel"  # save_pretrained ships this file for trust_remote_code (see recurrent_lm.py)
 

@@ -126,4 +126,5 @@ class ByteLSTMForSequenceClassification(RecurrentForSequenceClassification, Byte
     body_class = ByteLSTMModel
 
 
-__all__ = ["ByteLSTMForCausalLM", "ByteLSTMForSequenceClassification", "ByteLSTMModel", "ByteLSTMPreTrainedModel", "ByteLSTMModelOutput", "ByteLSTMCausalLMOutput"]
+__all__ = ["ByteLSTMForCausalLM", "ByteLSTMForSequenceClassification", "ByteLSTMModel", "ByteLSTMPreTrainedModel",
+           "ByteLSTMModelOutput", "ByteLSTMCausalLMOutput"]

@@ -149,7 +149,8 @@ class MLSTMModel(RecurrentModel, MLSTMPreTrainedModel):
         super().__init__(config)
         self.embeddings = nn.Embedding(config.vocab_size, config.embedding_size)
         self.layers = nn.ModuleList(
-            MLSTMLayer(config.embedding_size if layer == 0 else config.hidden_size, config.hidden_size, config.weight_norm)
+            MLSTMLayer(config.embedding_size if layer == 0 else config.hidden_size, config.hidden_size,
+                       config.weight_norm)
             for layer in range(config.num_layers)
         )
         self.post_init()
@@ -172,8 +173,9 @@ class MLSTMModel(RecurrentModel, MLSTMPreTrainedModel):
         compute_dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else self.dtype
         hidden = None  # (B, T, H) the previous layer's output
         final_h, final_c, all_hidden, all_cells = [], [], [], []
-        # Without a graph to build, the weights and tables that do not depend on the input are cached per layer (not while
-        # traced for export or compile: the cache is keyed by storage pointers, which traced tensors do not have).
+        # Without a graph to build, the weights and tables that do not depend on the input are cached per layer (not
+        # while traced for export or compile: the cache is keyed by storage pointers, which traced tensors do not
+        # have).
         cache = not torch.is_grad_enabled() and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
         for index, layer in enumerate(self.layers):
             token_ids = None
@@ -243,4 +245,5 @@ class MLSTMForSequenceClassification(RecurrentForSequenceClassification, MLSTMPr
     body_class = MLSTMModel
 
 
-__all__ = ["MLSTMForCausalLM", "MLSTMForSequenceClassification", "MLSTMModel", "MLSTMPreTrainedModel", "MLSTMModelOutput", "MLSTMCausalLMOutput", "MLSTMState"]
+__all__ = ["MLSTMForCausalLM", "MLSTMForSequenceClassification", "MLSTMModel", "MLSTMPreTrainedModel",
+           "MLSTMModelOutput", "MLSTMCausalLMOutput", "MLSTMState"]

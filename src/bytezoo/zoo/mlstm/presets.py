@@ -10,12 +10,14 @@ TINY = {"hidden_size": 32, "embedding_size": 8}  # the test suite's size: the st
 
 
 def _mlstm(hidden_size: int, overrides: dict) -> MLSTMForCausalLM:
-    return MLSTMForCausalLM(MLSTMConfig(**{"hidden_size": hidden_size, "embedding_size": 64, "weight_norm": True, **overrides}))
+    return MLSTMForCausalLM(MLSTMConfig(**{"hidden_size": hidden_size, "embedding_size": 64, "weight_norm": True,
+                                           **overrides}))
 
 
 @register_model(
     paper=RADFORD_2017,
-    source="https://github.com/openai/generating-reviews-discovering-sentiment (15 .npy files; `bytezoo convert openai`)",
+    source="https://github.com/openai/generating-reviews-discovering-sentiment "
+           "(15 .npy files; `bytezoo convert openai`)",
     license="MIT",
     test_overrides=TINY,
 )

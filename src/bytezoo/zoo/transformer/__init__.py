@@ -5,6 +5,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
         "configuration_transformer": ["ByteTransformerConfig"],
-        "modeling_transformer": ["ByteTransformerForCausalLM", "ByteTransformerForSequenceClassification", "ByteTransformerModel", "ByteTransformerPreTrainedModel"],
+        "modeling_transformer": ["ByteTransformerForCausalLM", "ByteTransformerForSequenceClassification",
+                                 "ByteTransformerModel", "ByteTransformerPreTrainedModel"],
     },
 )

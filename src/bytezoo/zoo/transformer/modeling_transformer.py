@@ -75,7 +75,8 @@ class TransformerBlock(nn.Module):
         """x (B, T, H); cached key/value (B, heads, W, D); allowed (B, 1, T, W + T) bool. Returns the block's output
         (B, T, H) and the keys and values of all W + T slots, each (B, heads, W + T, D)."""
         batch, steps, hidden = x.shape
-        q, k, v = self.qkv(self.attention_norm(x)).view(batch, steps, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(self.attention_norm(x)).view(batch, steps, 3, self.num_heads, self.head_size)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
         q, k = rotate(q, cos, sin), rotate(k, cos, sin)  # each (B, heads, T, D)
         keys = torch.cat([cached_key.to(k.dtype), k], dim=2)  # (B, heads, W + T, D)
         values = torch.cat([cached_value.to(v.dtype), v], dim=2)
@@ -130,7 +131,8 @@ class ByteTransformerModel(RecurrentModel, ByteTransformerPreTrainedModel):
 
     def state_shapes(self, batch_size: int) -> tuple[tuple[int, ...], ...]:
         config = self.config
-        cache = (config.num_layers, batch_size, config.num_heads, config.context_size, config.hidden_size // config.num_heads)
+        cache = (config.num_layers, batch_size, config.num_heads, config.context_size,
+                 config.hidden_size // config.num_heads)
         return cache, cache, (1, batch_size, config.context_size)
 
     def initial_state(self, batch_size: int, dtype: torch.dtype | None = None) -> State:
@@ -202,7 +204,8 @@ class ByteTransformerModel(RecurrentModel, ByteTransformerPreTrainedModel):
         return output, new_state, hiddens, []
 
     def _next_window(self, cached_position, position, document, real, all_keys, all_values, state_dtype) -> State:
-        """The newest ``context_size`` bytes of each stream's current document, right-aligned: what later bytes can see."""
+        """The newest ``context_size`` bytes of each stream's current document, right-aligned: what later bytes can
+        see."""
         batch, window = cached_position.shape
         slot_position = torch.cat([cached_position, torch.where(real, position, -1)], dim=1)  # (B, W + T)
         slot_document = torch.cat([torch.zeros_like(cached_position), document], dim=1)
@@ -211,13 +214,16 @@ class ByteTransformerModel(RecurrentModel, ByteTransformerPreTrainedModel):
         keep = useful & (rank <= window)
         destination = torch.where(keep, window - rank, window)  # column `window` collects what is dropped
         source = torch.arange(slot_position.shape[1], device=slot_position.device).expand(batch, -1)
-        pick = torch.zeros(batch, window + 1, dtype=torch.long, device=slot_position.device).scatter_(1, destination, source)[:, :window]
-        filled = torch.zeros(batch, window + 1, dtype=torch.bool, device=slot_position.device).scatter_(1, destination, keep)[:, :window]
+        pick = torch.zeros(batch, window + 1, dtype=torch.long,
+                           device=slot_position.device).scatter_(1, destination, source)[:, :window]
+        filled = torch.zeros(batch, window + 1, dtype=torch.bool,
+                             device=slot_position.device).scatter_(1, destination, keep)[:, :window]
         new_position = torch.where(filled, slot_position.gather(1, pick), -1)  # (B, W)
 
         def gathered(parts):  # per layer (B, heads, W + T, D) -> (L, B, heads, W, D), empty slots zero
             stacked = torch.stack(parts)
-            index = pick.view(1, batch, 1, window, 1).expand(stacked.shape[0], -1, stacked.shape[2], -1, stacked.shape[4])
+            index = pick.view(1, batch, 1, window, 1).expand(stacked.shape[0], -1, stacked.shape[2], -1,
+                                                             stacked.shape[4])
             return (stacked.gather(3, index) * filled.view(1, batch, 1, window, 1)).to(state_dtype)
 
         return gathered(all_keys), gathered(all_values), new_position.unsqueeze(0)
@@ -240,7 +246,8 @@ class ByteTransformerForCausalLM(RecurrentForCausalLM, ByteTransformerPreTrained
 
 
 class ByteTransformerForSequenceClassification(RecurrentForSequenceClassification, ByteTransformerPreTrainedModel):
-    """:class:`ByteTransformerModel` plus a linear head on a pooled text feature (:class:`RecurrentForSequenceClassification`).
+    """:class:`ByteTransformerModel` plus a linear head on a pooled text feature
+    (:class:`RecurrentForSequenceClassification`).
 
     ```python
     >>> from transformers import AutoModelForSequenceClassification
@@ -251,4 +258,5 @@ class ByteTransformerForSequenceClassification(RecurrentForSequenceClassificatio
     body_class = ByteTransformerModel
 
 
-__all__ = ["ByteTransformerForCausalLM", "ByteTransformerForSequenceClassification", "ByteTransformerModel", "ByteTransformerPreTrainedModel"]
+__all__ = ["ByteTransformerForCausalLM", "ByteTransformerForSequenceClassification", "ByteTransformerModel",
+           "ByteTransformerPreTrainedModel"]

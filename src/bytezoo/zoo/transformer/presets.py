@@ -9,8 +9,10 @@ from .modeling_transformer import ByteTransformerForCausalLM
 TINY = {"hidden_size": 32, "num_heads": 2, "context_size": 8}  # a window shorter than the tests' texts
 
 
-def _transformer(hidden_size: int, num_layers: int, num_heads: int, context_size: int, overrides: dict) -> ByteTransformerForCausalLM:
-    defaults = {"hidden_size": hidden_size, "num_layers": num_layers, "num_heads": num_heads, "context_size": context_size}
+def _transformer(hidden_size: int, num_layers: int, num_heads: int, context_size: int,
+                 overrides: dict) -> ByteTransformerForCausalLM:
+    defaults = {"hidden_size": hidden_size, "num_layers": num_layers, "num_heads": num_heads,
+                "context_size": context_size}
     return ByteTransformerForCausalLM(ByteTransformerConfig(**{**defaults, **overrides}))
 
 
