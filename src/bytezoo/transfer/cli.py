@@ -63,7 +63,6 @@ def add_featurizer_options(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers) -> None:
     _register_transfer(subparsers)
-    _register_classify(subparsers)
     _register_generate(subparsers)
 
 
@@ -114,6 +113,8 @@ def _register_transfer(subparsers) -> None:
     add_featurizer_options(transfer)
     transfer.set_defaults(func=_run_transfer)
 
+
+def _register_generate(subparsers) -> None:
     generate = subparsers.add_parser(
         "generate", help="sample text, optionally holding one unit (the sentiment neuron) at a value",
         description="Sample text from a zoo model, optionally holding one unit of a per-unit state at a value "
