@@ -393,3 +393,26 @@ def test_a_gpu_number_this_machine_lacks_is_named(monkeypatch):
     _check_device("cuda")
     with pytest.raises(InvalidArgumentError, match=r"device='cuda:5', but torch sees 1 CUDA GPU\(s\) here \(cuda:0 to cuda:0\)"):
         _check_device("cuda:5")
+
+
+def test_a_pipeline_saved_where_it_cannot_be_is_one_clear_error_and_saves_locally_in_either_form(tmp_path):
+    from bytezoo.errors import ByteZooError
+    from bytezoo.transfer import SentimentPipeline
+
+    X, _ = synthetic(60, 16, seed=5)
+    y = (X[:, 2] > 0).astype(int)
+    model = tiny()
+    featurizer = Featurizer(model, progress=False).fit()
+    pipe = SentimentPipeline(featurizer, SparseLogisticClassifier().fit(X, y), label_names=["neg", "pos"])
+    with pytest.raises(ByteZooError, match="not one: save locally"):
+        pipe.save_pretrained("memory://pipelines/p", include_model=True)
+    with pytest.raises(ByteZooError, match="model_reference="):
+        pipe.save_pretrained(str(tmp_path / "no-reference"), include_model=False)
+    assert not (tmp_path / "no-reference").exists()  # refused before anything is written
+    pipe.save_pretrained(str(tmp_path / "with-model"))
+    model.save_pretrained(tmp_path / "model")
+    pipe.save_pretrained(str(tmp_path / "by-reference"), include_model=False, model_reference=str(tmp_path / "model"))
+    texts = ["a fine day", "a dull one"]
+    for folder in ("with-model", "by-reference"):
+        loaded = SentimentPipeline.from_pretrained(str(tmp_path / folder))
+        assert loaded(texts) == pipe(texts)

@@ -8,7 +8,8 @@ model alike, is :mod:`bytezoo.serving`; it shares the option groups below).
 
 ``transfer`` writes ``DIR/report.json`` (schema in :mod:`bytezoo.transfer.experiment`), the plots, and the classifier
 (``classifier.safetensors`` + ``classifier.json``) that ``SentimentPipeline.from_pretrained(DIR)`` and
-``bytezoo classify`` load. Every option's default and allowed values come from :mod:`bytezoo.transfer.config` (:class:`TransferConfig`).
+``bytezoo classify`` load. Every option's default and allowed values come from :mod:`bytezoo.transfer.config`
+(:class:`TransferConfig`).
 """
 from __future__ import annotations
 

@@ -540,8 +540,9 @@ def check_output_folder(output: str, *, overwrite: bool, include_model: bool = F
     from fsspec.implementations.local import LocalFileSystem
 
     if include_model and not isinstance(fsspec.core.url_to_fs(str(output))[0], LocalFileSystem):
-        raise InvalidArgumentError(f"--include-model copies the model into a local folder, and {output} is not one: write "
-                                   "locally and push the folder with `bytezoo hub push`, or leave the model where it is")
+        raise InvalidArgumentError(f"--include-model copies the model into a local folder, and {output} is not "
+                                   "one: write locally and push the folder with `bytezoo hub push`, or leave the "
+                                   "model where it is")
     run_folder.check_output_folder(output, TRANSFER_RUN, overwrite=overwrite, listed=listed_in_report(output))
 
 

@@ -273,16 +273,20 @@ class Featurizer(TransformerMixin, BaseEstimator):
         """
         import torch
 
-        unsupported = {"prompt_name": prompt_name is not None, "pool": pool is not None, "chunk_size": chunk_size is not None,
-                       "output_value": output_value != "sentence_embedding", "precision": precision != "float32",
+        unsupported = {"prompt_name": prompt_name is not None, "pool": pool is not None,
+                       "chunk_size": chunk_size is not None, "output_value": output_value != "sentence_embedding",
+                       "precision": precision != "float32",
                        "device": device is not None and torch.device(device) != torch.device(self.device)}
         refused = [name for name, given in unsupported.items() if given] + sorted(kwargs)
         if refused:
             raise InvalidArgumentError(
-                f"Featurizer.encode: {', '.join(refused)} not supported (a byte-level LM's features: one float32 vector "
-                f"per text, on device={self.device!r}, no named prompts, no multi-process pool); drop the argument")
-        if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1):
-            raise InvalidArgumentError(f"Featurizer.encode batch_size must be a positive integer or None; got {batch_size!r}")
+                f"Featurizer.encode: {', '.join(refused)} not supported (a byte-level LM's features: one float32 "
+                f"vector per text, on device={self.device!r}, no named prompts, no multi-process pool); drop the "
+                "argument")
+        whole = isinstance(batch_size, (int, np.integer)) and not isinstance(batch_size, bool)
+        if batch_size is not None and (not whole or batch_size < 1):
+            raise InvalidArgumentError(
+                f"Featurizer.encode batch_size must be a positive integer or None; got {batch_size!r}")
         single = isinstance(inputs, (str, bytes, bytearray))
         texts = _check_texts([inputs] if single else inputs)
         if prompt:
@@ -345,7 +349,9 @@ class Featurizer(TransformerMixin, BaseEstimator):
         lengths = np.fromiter((len(item) for item in encoded), dtype=np.int64, count=len(encoded))
         order = np.argsort(-lengths, kind="stable")  # longest first: running rows are always a prefix of a batch
         autocast = torch.autocast(body.device.type, dtype=torch.bfloat16) if self.dtype == "bfloat16" else _no_context()
-        with tqdm(total=int(lengths.sum()), unit="B", unit_scale=True, desc="features", disable=_disable_bar(self.progress)) as bar, torch.inference_mode(), autocast:
+        bar = tqdm(total=int(lengths.sum()), unit="B", unit_scale=True, desc="features",
+                   disable=_disable_bar(self.progress))
+        with bar, torch.inference_mode(), autocast:
             if getattr(body, "resets_per_position", False):
                 self._packed_features(encoded, lengths, body, features, bar)
                 return features
@@ -370,7 +376,8 @@ class Featurizer(TransformerMixin, BaseEstimator):
 
         device, hidden, pooling = body.device, self.n_features_out_, self.text_pooling_
         texts = np.argsort(-lengths, kind="stable")
-        texts = texts[lengths[texts] > 0]  # empty texts keep zero features (the pooling core's for a text without bytes)
+        # empty texts keep zero features (the pooling core's for a text without bytes)
+        texts = texts[lengths[texts] > 0]
         if len(texts) == 0:
             return
         rows = min(self.batch_size, len(texts))
@@ -411,7 +418,8 @@ class Featurizer(TransformerMixin, BaseEstimator):
             state = select_streams(state, slice(0, running))
             positions = np.arange(chunk_start, chunk_end)
             real = positions[None, :] < row_length[:running, None]  # (R', T)
-            owner = by_place[np.searchsorted(place, np.arange(running)[:, None] * width + positions[None, :], "right") - 1]
+            flat = np.arange(running)[:, None] * width + positions[None, :]  # (R', T): places in the packed rows
+            owner = by_place[np.searchsorted(place, flat, "right") - 1]
             chunk_texts = np.unique(owner[real])  # sorted; includes every carried text
             local = np.where(real, np.searchsorted(chunk_texts, owner), len(chunk_texts))  # (R', T); padding: spare
             resets = real & (start[owner] == positions[None, :])  # (R', T) a text's first byte
@@ -512,7 +520,8 @@ def _check_device(device) -> None:
     try:
         target = torch.device(device)
     except (RuntimeError, TypeError) as error:
-        raise InvalidArgumentError(f"device={device!r} is not a torch device ({error}); e.g. cpu, cuda, cuda:1") from None
+        raise InvalidArgumentError(
+            f"device={device!r} is not a torch device ({error}); e.g. cpu, cuda, cuda:1") from None
     if target.type == "cuda" and not torch.cuda.is_available():
         raise InvalidArgumentError(f"device={device!r}, but torch sees no CUDA GPU here; use device='cpu'")
     if target.type == "cuda" and target.index is not None and target.index >= torch.cuda.device_count():
@@ -568,5 +577,5 @@ def _write_cached(path: str, features: np.ndarray) -> None:
     fs.mv(temporary, fs_path)
 
 
-__all__ = ["Featurizer", "preprocess_openai", "text_to_bytes", "load_language_model", "recurrent_body", "model_fingerprint",
-           "weights_fingerprint", "PREPROCESSORS"]
+__all__ = ["Featurizer", "preprocess_openai", "text_to_bytes", "load_language_model", "recurrent_body",
+           "model_fingerprint", "weights_fingerprint", "PREPROCESSORS"]

@@ -52,8 +52,9 @@ def held_state(body, hold: str | None = None) -> str:
 
     name, states = type(body).__name__, tuple(body.unit_states)
     if not states:
-        raise InvalidArgumentError(f"{name} has no per-unit state to hold a unit in (its state is {', '.join(body.state_names)}"
-                                   "): steering needs a family with per-unit states, such as the mLSTM, LSTM or GRU")
+        raise InvalidArgumentError(f"{name} has no per-unit state to hold a unit in (its state is "
+                                   f"{', '.join(body.state_names)}): steering needs a family with per-unit states, "
+                                   "such as the mLSTM, LSTM or GRU")
     if hold is None:
         return TextPooling(body).unit_state or states[0]
     if hold not in states:
@@ -136,7 +137,8 @@ def generate_steered(
     ensure_threads(body.device)  # a thread count that holds up when other processes share the cores
     hidden = body.config.hidden_size
     if neuron is not None and not 0 <= neuron < hidden:
-        raise InvalidArgumentError(f"neuron {neuron} is outside the model's {hidden} units; choose one in 0..{hidden - 1}")
+        raise InvalidArgumentError(
+            f"neuron {neuron} is outside the model's {hidden} units; choose one in 0..{hidden - 1}")
     if neuron is not None:
         hold = held_state(body, hold)
     generator = torch.Generator(device=body.device)
@@ -181,7 +183,8 @@ def _check_sampling(temperature: float, top_k: int | None, num_samples: int, max
     if top_k is not None and not 1 <= top_k <= 256:
         raise InvalidArgumentError(f"top_k must be in [1, 256]; got {top_k}")
     if num_samples < 1 or max_new_bytes < 0:
-        raise InvalidArgumentError(f"num_samples must be >= 1 and max_new_bytes >= 0; got {num_samples} and {max_new_bytes}")
+        raise InvalidArgumentError(
+            f"num_samples must be >= 1 and max_new_bytes >= 0; got {num_samples} and {max_new_bytes}")
 
 
 def _causal_lm_on(model, device: str | None):

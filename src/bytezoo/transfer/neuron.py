@@ -108,7 +108,8 @@ def describe_units(classifier, features: np.ndarray, labels: np.ndarray, class_n
 
 
 def format_units(described: list[dict], split: str = "train") -> str:
-    """:func:`describe_units`' result as lines to print: each unit's weights with their signs, and its range per class."""
+    """:func:`describe_units`' result as lines to print: each unit's weights with their signs, and its range per
+    class."""
     lines = [f"top units: their weights, the classes their higher values favour, and their {PERCENTILES[0]:g}th-"
              f"{PERCENTILES[1]:g}th percentile per class on the {split} split"]
     for entry in described:

@@ -40,8 +40,8 @@ def pipeline_model(directory: str, metadata: dict, model: str | None = None, sho
         return directory
     reference = metadata.get("model")
     if not reference:
-        raise PipelineError(f"{shown or directory}: no model saved beside the classifier and no 'model' reference in its "
-                            "metadata; name the model (--model, or model= in Python)")
+        raise PipelineError(f"{shown or directory}: no model saved beside the classifier and no 'model' reference "
+                            "in its metadata; name the model (--model, or model= in Python)")
     if not _is_url(reference) and not os.path.isabs(reference):
         return os.path.join(directory, reference)
     return reference
@@ -102,7 +102,8 @@ class SentimentPipeline(ClassificationPipeline):
     as every :class:`ClassificationPipeline` is (single-label or multi-label tasks).
     """
 
-    def __init__(self, featurizer: Featurizer, classifier: SparseLogisticClassifier, label_names: Sequence[str] | None = None, model_reference: str | None = None):
+    def __init__(self, featurizer: Featurizer, classifier: SparseLogisticClassifier,
+                 label_names: Sequence[str] | None = None, model_reference: str | None = None):
         self.featurizer = featurizer
         self.classifier = classifier
         self.label_names = list(label_names) if label_names is not None else None
@@ -122,9 +123,12 @@ class SentimentPipeline(ClassificationPipeline):
         given = model is not None
         model = pipeline_model(directory, metadata, model, shown=dir_or_url)
         options = {key: value for key, value in (metadata.get("featurizer") or {}).items() if key in FEATURIZER_OPTIONS}
-        featurizer = Featurizer(model, batch_size=batch_size, device=device, dtype=dtype, progress=progress, **options).fit()
+        featurizer = Featurizer(model, batch_size=batch_size, device=device, dtype=dtype, progress=progress,
+                                **options).fit()
         if featurizer.n_features_out_ != classifier.n_features_in_:
-            raise PipelineError(f"{dir_or_url}: the classifier expects {classifier.n_features_in_} features but the model {model!r} has {featurizer.n_features_out_} units; use the model it was trained on")
+            raise PipelineError(f"{dir_or_url}: the classifier expects {classifier.n_features_in_} features but the "
+                                f"model {model!r} has {featurizer.n_features_out_} units; use the model it was trained "
+                                "on")
         expected = metadata.get("weights_fingerprint")
         if expected and not allow_other_model:
             from .featurizer import weights_fingerprint
@@ -132,13 +136,14 @@ class SentimentPipeline(ClassificationPipeline):
             found = weights_fingerprint(featurizer.language_model_)
             if found != expected:
                 where = "the model given" if given else f"its model {model}"
-                raise PipelineError(f"{dir_or_url}: the classifier was fitted on the features of weights {expected[:12]}, "
-                                    f"and {where} has weights {found[:12]} (retrained, or another model): its units mean "
-                                    "something else. Use the model it was fitted on, or allow it (--allow-other-model, "
-                                    "allow_other_model=True in Python)")
+                raise PipelineError(f"{dir_or_url}: the classifier was fitted on the features of weights "
+                                    f"{expected[:12]}, and {where} has weights {found[:12]} (retrained, or another "
+                                    "model): its units mean something else. Use the model it was fitted on, or allow "
+                                    "it (--allow-other-model, allow_other_model=True in Python)")
         return cls(featurizer, classifier, label_names=metadata.get("label_names"), model_reference=str(model))
 
-    def save_pretrained(self, directory: str, *, include_model: bool = True, model_reference: str | None = None) -> None:
+    def save_pretrained(self, directory: str, *, include_model: bool = True,
+                        model_reference: str | None = None) -> None:
         """Write the classifier, and the model beside it (``include_model``) or a reference to it."""
         reference = model_reference or self.model_reference
         if include_model:
@@ -147,14 +152,16 @@ class SentimentPipeline(ClassificationPipeline):
 
             fs, root = fsspec.core.url_to_fs(str(directory))
             if not isinstance(fs, LocalFileSystem):
-                raise ValueError("include_model=True writes a local directory; push it to a hub with `bytezoo push`")
+                raise PipelineError(f"include_model=True writes a local directory, and {directory} is not one: save "
+                                    "locally and push the folder with `bytezoo hub push`")
             self.featurizer.language_model_.save_pretrained(root)
             from bytezoo import ByteTokenizer
 
             ByteTokenizer().save_pretrained(root)
             reference = "."
         elif reference is None:
-            raise ValueError("save_pretrained(include_model=False) needs the model's reference (a directory or hub URL)")
+            raise PipelineError("save_pretrained(include_model=False) needs the model's reference (a directory or hub "
+                                "URL): pass model_reference=")
         self.classifier.save(directory, metadata=pipeline_metadata(self.featurizer, reference, self.label_names))
 
     @property
@@ -189,7 +196,8 @@ def pipeline_metadata(featurizer: Featurizer, model_reference: str | None, label
 
     return {
         "model": model_reference,
-        "model_config": {"model_type": body.config.model_type, "hidden_size": body.config.hidden_size, "num_layers": body.config.num_layers},
+        "model_config": {"model_type": body.config.model_type, "hidden_size": body.config.hidden_size,
+                         "num_layers": body.config.num_layers},
         "weights_fingerprint": weights_fingerprint(model),  # sha256 of the body's weights: classify refuses others
         "featurizer": {"pooling": featurizer.pooling_, "preprocess": featurizer.preprocess},
         "label_names": list(label_names) if label_names is not None else None,

@@ -61,13 +61,15 @@ def plot_unit_histogram(values: np.ndarray, labels: Sequence, unit: int, path: s
 
 
 @_literal_text
-def plot_data_efficiency(points: Sequence[dict], path: str, references: dict[str, float] | None = None, metric: str = "accuracy") -> None:
+def plot_data_efficiency(points: Sequence[dict], path: str, references: dict[str, float] | None = None,
+                         metric: str = "accuracy") -> None:
     """``points``: ``{"n_train": int, "test_accuracy": float}`` dicts; ``references``: horizontal lines (e.g. the
     TF-IDF baseline on the full training set)."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6, 3.6))
     points = sorted(points, key=lambda point: point["n_train"])
-    axes.plot([p["n_train"] for p in points], [100 * p["test_accuracy"] for p in points], "o-", label="L1 logistic regression on features")
+    axes.plot([p["n_train"] for p in points], [100 * p["test_accuracy"] for p in points], "o-",
+              label="L1 logistic regression on features")
     for (name, value), style in zip((references or {}).items(), ("--", ":", "-.")):
         axes.axhline(100 * value, linestyle=style, color="grey", label=name)
     axes.set_xscale("log")
@@ -172,9 +174,11 @@ def unit_heatmap_html(traces: Sequence[UnitTrace]) -> str:
     return (
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>bytezoo unit heatmap</title>"
         "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
-        ".text{font-family:monospace;white-space:pre-wrap;line-height:1.6;border-bottom:1px solid #ddd;padding-bottom:.8em}</style>"
+        ".text{font-family:monospace;white-space:pre-wrap;line-height:1.6;border-bottom:1px solid #ddd;"
+        "padding-bottom:.8em}</style>"
         f"</head><body><h1>Unit {unit} of the {html.escape(_feature_name(traces))}</h1>"
-        f"<p>Background: the unit's value after each character; green positive, red negative, full colour at ±{limit:.3g}.</p>"
+        "<p>Background: the unit's value after each character; green positive, red negative, full colour at "
+        f"±{limit:.3g}.</p>"
         + "\n".join(blocks)
         + "</body></html>\n"
     )
