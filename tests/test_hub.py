@@ -528,10 +528,10 @@ def _val_compression() -> dict:
 
 
 def test_the_model_card_shows_the_comparison_and_the_compressors_as_tables(checkpoint, monkeypatch):
-    from bytezoo.transfer.comparison import table_cells
+    from bytezoo.report_tables import comparison_cells
 
     report = _comparison_report()
-    printed = table_cells(report["comparison"])  # what `bytezoo transfer` prints
+    printed = comparison_cells(report["comparison"])  # what `bytezoo transfer` prints
     summary = {**json.loads((checkpoint / "training_summary.json").read_text()), "val_compression": _val_compression()}
     (checkpoint / "report.json").write_text(json.dumps(report))
     (checkpoint / "training_summary.json").write_text(json.dumps(summary))

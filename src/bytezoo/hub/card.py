@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
 
 from bytezoo.redaction import redact_text, redact_url
+from bytezoo.report_tables import comparison_cells
 
 from .markdown import code, literal, sentence, table
 from .safety import count_parameters
@@ -245,29 +246,19 @@ def read_json_documents(directory: Path, paths) -> dict[str, Any]:
 
 
 def _comparison_table(report: Mapping[str, Any]) -> list[str]:
-    """report.json's ``comparison`` (written by ``bytezoo transfer`` and ``bytezoo finetune --test``: every method's
-    test score at the same label counts, see :mod:`bytezoo.transfer.comparison`) as a Markdown table with its
-    caption, scores in %; ``[]`` when the report has none, compares nothing, or has a shape this version does not
-    know (a card must still be written)."""
+    """report.json's ``comparison`` (every method's test score at the same label counts) as a Markdown table with its
+    caption, the cells the commands print (:func:`bytezoo.report_tables.comparison_cells`); ``[]`` when the report has
+    none, compares nothing, or has a shape this version does not know (a card must still be written)."""
     comparison = report.get("comparison")
-    if not isinstance(comparison, dict) or not comparison.get("methods"):
+    cells = comparison_cells(comparison)
+    if cells is None:
         return []
-    methods = comparison["methods"]
-    try:
-        caption = (f"test {comparison['metric']} (%) by training labels, on {comparison['n_eval']} "
-                   f"{comparison['split']} texts (same draws, seed {comparison['draws']['seed']})")
-        header = ("method", *(f"{int(n):,} labels" for n in comparison["n_train"]))
-        rows = [(method["label"], *("n/a" if point.get("accuracy") is None else f"{100 * point['accuracy']:.1f}"
-                                    for point in method["points"])) for method in methods]
-        errors = [point["stderr"] for method in methods for point in method["points"]
-                  if point.get("stderr") is not None]
-        notes = [f"one standard error from the test set alone: {100 * min(errors):.1f} to {100 * max(errors):.1f} "
-                 "points"] if errors else []
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return []
+    header = ("method", *(f"{n:,} labels" for n in cells["columns"]))
+    rows = [(label, *values) for label, values in cells["rows"]]
     # A bold lead-in, not a heading: the table of report.json's other fields follows in the same section.
-    lines = ["**Compared at the same numbers of labels.** " + sentence(caption, ":"), ""] + table(header, rows) + [""]
-    notes = [sentence(text) for text in notes + [comparison.get("note")] if isinstance(text, str) and text]
+    lines = ["**Compared at the same numbers of labels.** " + sentence(cells["caption"], ":"), ""]
+    lines += table(header, rows) + [""]
+    notes = [sentence(text) for text in (cells["footnote"], comparison.get("note")) if isinstance(text, str) and text]
     return lines + ([" ".join(notes), ""] if notes else [])
 
 

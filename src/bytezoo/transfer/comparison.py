@@ -24,6 +24,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from bytezoo.errors import InvalidArgumentError
+from bytezoo.report_tables import comparison_cells
 
 from .metrics import task_score
 
@@ -120,26 +121,9 @@ def add_method(comparison: dict, name: str, label: str, points: Iterable[dict], 
     return method
 
 
-def table_cells(comparison: dict) -> dict | None:
-    """The comparison's table as text cells, for :func:`format_table` and the hub's model card (Markdown):
-    ``{"caption": str, "columns": [label count], "rows": [(method label, [score in % or "n/a", ...])],
-    "footnote": str | None}``; ``None`` when the comparison has no methods (no test split)."""
-    if not comparison or not comparison.get("methods"):
-        return None
-    caption = (f"test {comparison['metric']} (%) by training labels, on {comparison['n_eval']} {comparison['split']} "
-               f"texts (same draws, seed {comparison['draws']['seed']})")
-    rows = [(method["label"], ["n/a" if p.get("accuracy") is None else f"{100 * p['accuracy']:.1f}"
-                               for p in method["points"]])
-            for method in comparison["methods"]]
-    errors = [p["stderr"] for m in comparison["methods"] for p in m["points"] if p.get("stderr") is not None]
-    footnote = (f"one standard error from the test set alone: {100 * min(errors):.1f} to {100 * max(errors):.1f} points"
-                if errors else None)
-    return {"caption": caption, "columns": list(comparison["n_train"]), "rows": rows, "footnote": footnote}
-
-
 def format_table(comparison: dict) -> str:
     """The comparison as a text table: one row per method, one column per label count (scores in %)."""
-    cells = table_cells(comparison)
+    cells = comparison_cells(comparison)
     if cells is None:
         return f"comparison: {(comparison or {}).get('note', 'none')}"
     width = max(len(label) for label, _ in cells["rows"])
@@ -154,7 +138,7 @@ def format_table(comparison: dict) -> str:
 
 
 __all__ = ["MAJORITY", "PROBE", "TFIDF", "add_method", "report_json_default", "curve_sizes", "format_table",
-           "held_out_rows", "majority_point", "new_comparison", "standard_error", "table_cells", "training_subset"]
+           "held_out_rows", "majority_point", "new_comparison", "standard_error", "training_subset"]
 
 
 def report_json_default(value):
