@@ -63,8 +63,6 @@ def add_featurizer_options(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers) -> None:
     _register_transfer(subparsers)
-    _register_classify(subparsers)
-    _register_generate(subparsers)
 
 
 def _register_transfer(subparsers) -> None:
