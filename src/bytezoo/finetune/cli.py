@@ -44,6 +44,7 @@ OUTPUT receives:
 
 def register(subparsers) -> None:
     from bytezoo.training.options import ADAPT_THREADS_HELP, duration, key_value
+    from bytezoo.training.schedules import SCHEDULES
 
     parser = subparsers.add_parser("finetune", help="fine-tune a zoo model for text classification (Accelerate)",
                                    description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -107,7 +108,7 @@ def register(subparsers) -> None:
     train.add_argument("--freeze-body", type=float, default=0.0, metavar="STEPS",
                        help="train only the head for the first STEPS steps (a fraction of the run if < 1), then all")
     train.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default: 0)")
-    train.add_argument("--schedule", choices=("constant", "linear", "cosine", "exponential"), default="linear",
+    train.add_argument("--schedule", choices=SCHEDULES, default="linear",
                        help="decay of both rates after warmup (default: linear to zero)")
     train.add_argument("--warmup", type=float, default=0.0,
                        help="linear warmup: steps, or a fraction of the run if < 1")
