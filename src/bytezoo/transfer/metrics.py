@@ -11,8 +11,7 @@ with :func:`metrics`: the same accuracy and Jaccard, with macro-F1, micro-F1, ex
 >>> task_score("multilabel", np.array([[1, 0], [0, 0]]), np.array([[1, 1], [0, 0]]))  # 1/2 and an empty match: 1
 0.75
 
-Only numpy here (torch where a batch's logits are read): the hub's model card and ``bytezoo finetune`` use it without
-scikit-learn.
+Only numpy here (torch where a batch's logits are read): ``bytezoo finetune`` uses it without scikit-learn.
 """
 from __future__ import annotations
 
