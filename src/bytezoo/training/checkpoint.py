@@ -13,7 +13,6 @@ full disk, a quota, a file-size limit) is one line that names the checkpoint and
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -24,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from bytezoo.errors import ByteZooError, room_to_write
+from bytezoo.hub.local import sha256_of_file  # the checksum the hub gives every file it ships
 from bytezoo.untrusted import jsonio
 
 TRAIN_STATE = "train_state.json"
@@ -107,17 +107,9 @@ def damage(checkpoint: Path) -> str | None:
         path = checkpoint / name
         if not path.is_file():
             return f"{name} is missing"
-        if _sha256(path) != expected:
+        if sha256_of_file(path)[0] != expected:
             return f"{name} does not match its sha256 (changed or truncated since it was written)"
     return None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_train_state(checkpoint: Path) -> dict:
@@ -174,7 +166,8 @@ def _save_staged(accelerator, staging: Path, final: Path, train_state: dict, rec
     if accelerator.is_main_process:
         for name, tensors in (extra_tensors or {}).items():
             save_file({key: value.detach().cpu().contiguous() for key, value in tensors.items()}, str(staging / name))
-        files = {str(path.relative_to(staging)): _sha256(path) for path in sorted(staging.rglob("*")) if path.is_file()}
+        files = {str(path.relative_to(staging)): sha256_of_file(path)[0]
+                 for path in sorted(staging.rglob("*")) if path.is_file()}
         write_json(staging / TRAIN_STATE, {**train_state, "files": files})  # the completeness mark
         if final.exists():
             shutil.rmtree(final)

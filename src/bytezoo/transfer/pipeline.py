@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from bytezoo.errors import ByteZooError
+from bytezoo.hub.urls import is_url
 
 from .classifier import SparseLogisticClassifier
 from .featurizer import Featurizer
@@ -42,13 +43,9 @@ def pipeline_model(directory: str, metadata: dict, model: str | None = None, sho
     if not reference:
         raise PipelineError(f"{shown or directory}: no model saved beside the classifier and no 'model' reference "
                             "in its metadata; name the model (--model, or model= in Python)")
-    if not _is_url(reference) and not os.path.isabs(reference):
+    if not is_url(reference) and not os.path.isabs(reference):
         return os.path.join(directory, reference)
     return reference
-
-
-def _is_url(path: str) -> bool:
-    return "://" in path or "::" in path
 
 
 def _resolve_directory(dir_or_url: str) -> str:
